@@ -1,0 +1,41 @@
+//! apimail-core: the provider-independent half of apimail.
+//!
+//! - [`MessageBuilder`] turns typed input into exact RFC 5322 bytes
+//!   ([`Message`]), with mail-builder underneath.
+//! - [`ReadyMessage`] parses a message someone else composed, as a
+//!   `sendmail` caller hands it over.
+//! - [`Transport`] is the seam every provider implements, and
+//!   [`TransportError`] the classification every provider maps its
+//!   failures to. [`FileTransport`] and [`StubTransport`] are test doubles.
+//!
+//! ```
+//! use apimail_core::{MessageBuilder, Mailbox, StubTransport, Transport};
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let message = MessageBuilder::new()
+//!     .from("ops@example.com".parse::<Mailbox>()?)
+//!     .to("oncall@example.com".parse::<Mailbox>()?)
+//!     .subject("disk almost full")
+//!     .text("/var is at 93%\n")
+//!     .build()?;
+//! let transport = StubTransport::new_ok();
+//! transport.send_raw(message.envelope(), message.as_bytes()).await?;
+//! assert_eq!(transport.messages().len(), 1);
+//! # Ok(()) }
+//! ```
+
+#![deny(missing_docs)]
+
+mod address;
+mod charset;
+mod compose;
+mod parse;
+mod transport;
+
+pub use address::{AddressError, Mailbox};
+pub use charset::Charset;
+pub use compose::{Attachment, ComposeError, Message, MessageBuilder};
+pub use parse::{ParseError, ReadyMessage};
+pub use transport::{
+    Envelope, ErrorKind, FileTransport, Receipt, StubTransport, Transport, TransportError,
+};

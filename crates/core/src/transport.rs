@@ -1,0 +1,276 @@
+//! The seam between composing and sending.
+//!
+//! A provider implements [`Transport::send_raw`] over RFC 5322 bytes plus
+//! an [`Envelope`]. Failures are [`TransportError`]s whose [`ErrorKind`]
+//! tells the caller what to do next: retry later, re-authorize, give up,
+//! or fix local input or configuration.
+
+use std::fmt;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::address::Mailbox;
+
+/// Who sends, and to whom. The HTTPS APIs read recipients from the
+/// headers; the envelope lets callers check and log them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Envelope {
+    from: Mailbox,
+    recipients: Vec<Mailbox>,
+}
+
+impl Envelope {
+    /// An envelope; duplicate recipient addresses are dropped.
+    pub fn new(from: Mailbox, recipients: Vec<Mailbox>) -> Self {
+        let mut unique: Vec<Mailbox> = Vec::with_capacity(recipients.len());
+        for r in recipients {
+            if !unique.iter().any(|u| u.email().eq_ignore_ascii_case(r.email())) {
+                unique.push(r);
+            }
+        }
+        Envelope {
+            from,
+            recipients: unique,
+        }
+    }
+
+    /// The sender.
+    pub fn from(&self) -> &Mailbox {
+        &self.from
+    }
+
+    /// Every recipient, To, Cc and Bcc alike.
+    pub fn recipients(&self) -> &[Mailbox] {
+        &self.recipients
+    }
+}
+
+/// Proof that a provider accepted a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Receipt {
+    /// Which provider accepted it, e.g. `gmail`.
+    pub provider: &'static str,
+    /// The provider's id for the message, when it returns one.
+    pub id: Option<String>,
+}
+
+/// What kind of failure a [`TransportError`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// Worth retrying later: network trouble, throttling, 5xx.
+    Temporary,
+    /// The credentials are missing, expired, revoked or lack a permission.
+    Unauthorized,
+    /// The provider refused the message for good.
+    Rejected,
+    /// The message itself is unacceptable (too large, malformed).
+    InvalidMessage,
+    /// Local configuration is wrong or incomplete.
+    Config,
+    /// A bug or an unexpected answer.
+    Internal,
+}
+
+/// A failed send.
+#[derive(Debug)]
+pub struct TransportError {
+    kind: ErrorKind,
+    message: String,
+    retry_after: Option<Duration>,
+    source: Option<Box<dyn std::error::Error + Send + Sync>>,
+}
+
+impl TransportError {
+    /// A new error of `kind`; `message` says what happened, in lowercase
+    /// and without a trailing period.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        TransportError {
+            kind,
+            message: message.into(),
+            retry_after: None,
+            source: None,
+        }
+    }
+
+    /// Attaches the underlying cause.
+    pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        self.source = Some(Box::new(source));
+        self
+    }
+
+    /// Records how long the provider asked us to wait.
+    pub fn with_retry_after(mut self, delay: Duration) -> Self {
+        self.retry_after = Some(delay);
+        self
+    }
+
+    /// The kind of failure.
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    /// Whether retrying later may succeed.
+    pub fn is_temporary(&self) -> bool {
+        self.kind == ErrorKind::Temporary
+    }
+
+    /// The provider's requested delay before a retry, if it gave one.
+    pub fn retry_after(&self) -> Option<Duration> {
+        self.retry_after
+    }
+}
+
+impl fmt::Display for TransportError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for TransportError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source.as_deref().map(|e| e as _)
+    }
+}
+
+/// Something that delivers composed messages.
+pub trait Transport {
+    /// Hands `message` (RFC 5322 bytes, Bcc header included) to the
+    /// provider. Recipients are read from the message's headers; the
+    /// envelope is what the caller expects them to be.
+    fn send_raw(
+        &self,
+        envelope: &Envelope,
+        message: &[u8],
+    ) -> impl Future<Output = Result<Receipt, TransportError>> + Send;
+}
+
+/// Writes each message as an `.eml` file into a folder: for tests, and for
+/// keeping a copy of what would be sent.
+#[derive(Debug, Clone)]
+pub struct FileTransport {
+    dir: PathBuf,
+}
+
+impl FileTransport {
+    /// Writes into `dir`, which must exist.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        FileTransport { dir: dir.into() }
+    }
+
+    fn write(&self, message: &[u8]) -> Result<PathBuf, TransportError> {
+        let io = |e: std::io::Error| {
+            TransportError::new(ErrorKind::Config, format!("cannot write into {}", self.dir.display()))
+                .with_source(e)
+        };
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        for attempt in 0..1000u32 {
+            let path = self.dir.join(format!("{nanos}-{}-{attempt}.eml", std::process::id()));
+            match std::fs::OpenOptions::new().write(true).create_new(true).open(&path) {
+                Ok(mut file) => {
+                    std::io::Write::write_all(&mut file, message).map_err(io)?;
+                    file.sync_all().map_err(io)?;
+                    return Ok(path);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(io(e)),
+            }
+        }
+        Err(TransportError::new(ErrorKind::Internal, "cannot find a free file name"))
+    }
+}
+
+impl Transport for FileTransport {
+    async fn send_raw(&self, _envelope: &Envelope, message: &[u8]) -> Result<Receipt, TransportError> {
+        let path = self.write(message)?;
+        Ok(Receipt {
+            provider: "file",
+            id: Path::new(&path).file_name().map(|n| n.to_string_lossy().into_owned()),
+        })
+    }
+}
+
+/// Records every message it is given, or fails as told: a test double.
+#[derive(Debug, Clone)]
+pub struct StubTransport {
+    failure: Option<(ErrorKind, String)>,
+    sent: Arc<Mutex<Vec<(Envelope, Vec<u8>)>>>,
+}
+
+impl StubTransport {
+    /// Accepts every message.
+    pub fn new_ok() -> Self {
+        StubTransport {
+            failure: None,
+            sent: Arc::default(),
+        }
+    }
+
+    /// Fails every send with an error of `kind` and `message`.
+    pub fn new_error(kind: ErrorKind, message: impl Into<String>) -> Self {
+        StubTransport {
+            failure: Some((kind, message.into())),
+            sent: Arc::default(),
+        }
+    }
+
+    /// What was accepted so far, oldest first.
+    pub fn messages(&self) -> Vec<(Envelope, Vec<u8>)> {
+        self.sent.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+impl Transport for StubTransport {
+    async fn send_raw(&self, envelope: &Envelope, message: &[u8]) -> Result<Receipt, TransportError> {
+        if let Some((kind, text)) = &self.failure {
+            return Err(TransportError::new(*kind, text.clone()));
+        }
+        let mut sent = self.sent.lock().unwrap_or_else(|e| e.into_inner());
+        sent.push((envelope.clone(), message.to_vec()));
+        Ok(Receipt {
+            provider: "stub",
+            id: Some(format!("stub-{}", sent.len())),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn envelope() -> Envelope {
+        Envelope::new(
+            "a@example.com".parse().unwrap(),
+            vec!["b@example.com".parse().unwrap(), "B@example.com".parse().unwrap()],
+        )
+    }
+
+    #[tokio::test]
+    async fn stub_records_and_fails_as_told() {
+        let ok = StubTransport::new_ok();
+        let receipt = ok.send_raw(&envelope(), b"x").await.unwrap();
+        assert_eq!(receipt.id.as_deref(), Some("stub-1"));
+        assert_eq!(ok.messages().len(), 1);
+        assert_eq!(ok.messages()[0].0.recipients().len(), 1, "duplicates dropped");
+
+        let failing = StubTransport::new_error(ErrorKind::Temporary, "try later");
+        let error = failing.send_raw(&envelope(), b"x").await.unwrap_err();
+        assert!(error.is_temporary());
+        assert_eq!(error.to_string(), "try later");
+        assert!(failing.messages().is_empty());
+    }
+
+    #[tokio::test]
+    async fn file_transport_writes_eml() {
+        let dir = tempfile::tempdir().unwrap();
+        let transport = FileTransport::new(dir.path());
+        let receipt = transport.send_raw(&envelope(), b"Subject: x\r\n\r\nhi\r\n").await.unwrap();
+        let name = receipt.id.unwrap();
+        assert!(name.ends_with(".eml"));
+        assert_eq!(std::fs::read(dir.path().join(name)).unwrap(), b"Subject: x\r\n\r\nhi\r\n");
+    }
+}
