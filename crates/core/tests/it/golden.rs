@@ -1,0 +1,87 @@
+use std::path::PathBuf;
+
+use apimail_core::{Attachment, Charset, MessageBuilder};
+
+use crate::support::{mailbox, pinned};
+
+fn check(name: &str, builder: MessageBuilder) {
+    let message = builder.build().unwrap();
+    crate::support::assert_wire_clean(&message);
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(format!("{name}.eml"));
+    if std::env::var_os("APIMAIL_BLESS").is_some() {
+        std::fs::write(&path, message.as_bytes()).unwrap();
+        return;
+    }
+    let expected = std::fs::read(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (run with APIMAIL_BLESS=1 to create it)", path.display()));
+    if expected != message.as_bytes() {
+        panic!(
+            "{name}.eml differs from the composer's output\n--- expected\n{}\n--- actual\n{}\n(run with APIMAIL_BLESS=1 if the change is intended)",
+            String::from_utf8_lossy(&expected),
+            String::from_utf8_lossy(message.as_bytes())
+        );
+    }
+}
+
+#[test]
+fn plain_text() {
+    check(
+        "plain_text",
+        pinned()
+            .from(mailbox("Ann Example <ann@example.com>"))
+            .to(mailbox("bob@example.com"))
+            .subject("Status report")
+            .text("All systems nominal.\n"),
+    );
+}
+
+#[test]
+fn every_header() {
+    check(
+        "every_header",
+        pinned()
+            .from(mailbox("\"Example, Ann\" <ann@example.com>"))
+            .sender(mailbox("robot@example.com"))
+            .to(mailbox("bob@example.com"))
+            .to(mailbox("Carol <carol@example.org>"))
+            .cc(mailbox("dave@example.net"))
+            .bcc(mailbox("hidden@example.com"))
+            .reply_to(mailbox("replies@example.com"))
+            .subject("Re: plans")
+            .in_reply_to("<orig.1@example.com>")
+            .references("<root.1@example.com> <orig.1@example.com>")
+            .header("X-Mailer", "apimail")
+            .header("X-Priority", "1")
+            .text("Agreed.\n"),
+    );
+}
+
+#[test]
+fn japanese_utf8_with_long_line_html_inline_and_attachments() {
+    check(
+        "japanese_utf8_full",
+        pinned()
+            .from(mailbox("山田 太郎 <taro@example.jp>"))
+            .to(mailbox("佐藤 花子 <hanako@example.jp>"))
+            .subject("月次報告書の送付について")
+            .text(format!("添付をご確認ください。\n{}\n", "x".repeat(2000)))
+            .html("<p>添付をご確認ください。</p><img src=\"cid:logo.png\">\n")
+            .inline(Attachment::new("logo.png", vec![0x89, b'P', b'N', b'G', 0, 1, 2]))
+            .attach(Attachment::new("報告書.pdf", b"%PDF-1.4 fake".to_vec()))
+            .attach(Attachment::new("data.csv", b"a,b\n1,2\n".to_vec())),
+    );
+}
+
+#[test]
+fn iso_2022_jp() {
+    check(
+        "iso_2022_jp",
+        pinned()
+            .charset(Charset::Iso2022Jp)
+            .from(mailbox("山田 太郎 <taro@example.jp>"))
+            .to(mailbox("hanako@example.jp"))
+            .subject("月次報告書の送付について")
+            .text("添付をご確認ください。\nよろしくお願いします。\n")
+            .attach(Attachment::new("報告書.txt", "本文".as_bytes().to_vec())),
+    );
+}

@@ -1,0 +1,95 @@
+//! Arbitrary Unicode in subjects, display names and file names survives the
+//! trip through the composer and mail-parser, and never yields an
+//! over-long line or a bare CR or LF.
+
+use apimail_core::{Attachment, Charset, Mailbox, MessageBuilder};
+use mail_parser::{MessageParser, MimeHeaders};
+use proptest::prelude::*;
+
+use crate::support::{assert_wire_clean, pinned};
+
+/// Any Unicode text without line breaks, with no leading or trailing
+/// whitespace (header unfolding trims those, as RFC 5322 allows).
+fn header_text() -> impl Strategy<Value = String> {
+    "\\PC{0,200}".prop_map(|s| s.replace(['\r', '\n'], " ").trim().to_owned())
+}
+
+fn display_name() -> impl Strategy<Value = String> {
+    "\\PC{1,80}".prop_map(|s| s.replace(['\r', '\n'], " ").trim().to_owned())
+}
+
+fn file_name() -> impl Strategy<Value = String> {
+    "[^/\\\\\\x00-\\x1f\\x7f]{1,120}".prop_map(|s| s.trim().to_owned()).prop_filter("non-empty", |s| !s.is_empty())
+}
+
+/// Hiragana, katakana, common kanji (all in JIS X 0208), ASCII and punctuation.
+const JAPANESE: &str = "あいうえおかきくけこさしすせそたちつてとなにぬねのんアイウエオカキクケコ\
+    ーッ日本語月次報告書送付添付確認本文件名会議資料東京大阪山田花子太郎今年度予算、。「」（）\
+    abcXYZ019 -_.!?";
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn unicode_round_trips(subject in header_text(), name in display_name(), file in file_name()) {
+        let from = Mailbox::new(Some(&name), "from@example.com").unwrap();
+        let message = pinned()
+            .from(from)
+            .to("to@example.com".parse().unwrap())
+            .subject(subject.clone())
+            .text("body\n")
+            .attach(Attachment::new(file.clone(), b"data".to_vec()))
+            .build()
+            .unwrap();
+        assert_wire_clean(&message);
+
+        let parsed = MessageParser::new().parse(message.as_bytes()).unwrap();
+        prop_assert_eq!(parsed.subject().unwrap_or(""), subject.as_str());
+        let from = parsed.from().and_then(|f| f.first()).unwrap();
+        let expected_name = (!name.is_empty()).then_some(name.as_str());
+        prop_assert_eq!(from.name(), expected_name);
+        prop_assert_eq!(from.address(), Some("from@example.com"));
+        let attachment = parsed.attachments().next().unwrap();
+        prop_assert_eq!(attachment.attachment_name(), Some(file.as_str()));
+        prop_assert_eq!(attachment.contents(), b"data");
+    }
+
+    #[test]
+    fn iso_2022_jp_round_trips_japanese(chars in proptest::collection::vec(proptest::sample::select(JAPANESE.chars().collect::<Vec<_>>()), 0..120)) {
+        let subject = chars.into_iter().collect::<String>().trim().to_owned();
+        let message = pinned()
+            .charset(Charset::Iso2022Jp)
+            .from("山田 <a@example.jp>".parse().unwrap())
+            .to("b@example.jp".parse().unwrap())
+            .subject(subject.clone())
+            .text(format!("{subject}\n"))
+            .build()
+            .unwrap();
+        assert_wire_clean(&message);
+        prop_assert!(message.as_bytes().is_ascii());
+        let parsed = MessageParser::new().parse(message.as_bytes()).unwrap();
+        prop_assert_eq!(parsed.subject().unwrap_or(""), subject.as_str());
+        prop_assert_eq!(parsed.body_text(0).unwrap().replace("\r\n", "\n"), format!("{subject}\n"));
+    }
+
+    #[test]
+    fn text_bodies_never_break_the_wire(body in "\\PC{0,3000}|[\\r\\n a-z]{0,3000}") {
+        let message = pinned()
+            .from("a@example.com".parse().unwrap())
+            .to("b@example.com".parse().unwrap())
+            .text(body)
+            .build()
+            .unwrap();
+        assert_wire_clean(&message);
+    }
+}
+
+#[test]
+fn plain_builder_still_works_without_pins() {
+    let message = MessageBuilder::new()
+        .from("a@example.com".parse().unwrap())
+        .to("b@example.com".parse().unwrap())
+        .build()
+        .unwrap();
+    assert_wire_clean(&message);
+}
