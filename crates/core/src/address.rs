@@ -137,7 +137,7 @@ fn normalize_addr_spec(input: &str) -> Result<String, AddressError> {
         reason: reason.to_owned(),
     };
     let Some((local, domain)) = input.rsplit_once('@') else {
-        return Err(error("it has no `@`; write it as name@example.com"));
+        return Err(error("it has no `@`"));
     };
     check_local_part(local).map_err(|r| error(&r))?;
     let domain = check_domain(domain).map_err(|r| error(&r))?;
@@ -176,7 +176,9 @@ fn check_local_part(local: &str) -> Result<(), String> {
     }
     // dot-atom
     if local.split('.').any(str::is_empty) {
-        return Err("the part before `@` has an empty segment (leading, trailing or double `.`)".into());
+        return Err(
+            "the part before `@` has an empty segment (leading, trailing or double `.`)".into(),
+        );
     }
     if let Some(c) = local.chars().find(|&c| c != '.' && !is_atext(c)) {
         return Err(format!(
@@ -192,7 +194,9 @@ fn check_domain(domain: &str) -> Result<String, String> {
         return Err("the domain after `@` is empty".into());
     }
     if domain.starts_with('[') {
-        return Err("address literals such as [192.0.2.1] are not supported; use a domain name".into());
+        return Err(
+            "address literals such as [192.0.2.1] are not supported; use a domain name".into(),
+        );
     }
     if let Some(c) = domain
         .chars()
@@ -205,7 +209,10 @@ fn check_domain(domain: &str) -> Result<String, String> {
     }
     let ascii = idna::domain_to_ascii_strict(domain)
         .map_err(|_| format!("`{domain}` is not a valid (internationalised) domain name"))?;
-    if ascii.split('.').any(|label| label.is_empty() || label.len() > 63) {
+    if ascii
+        .split('.')
+        .any(|label| label.is_empty() || label.len() > 63)
+    {
         return Err("the domain has an empty or over-long label".into());
     }
     if ascii.len() > 253 {
@@ -230,13 +237,25 @@ mod tests {
     fn accepts_common_forms() {
         assert_eq!(ok("a@example.com").email(), "a@example.com");
         let m = ok("Alice Liddell <alice@example.com>");
-        assert_eq!((m.name(), m.email()), (Some("Alice Liddell"), "alice@example.com"));
+        assert_eq!(
+            (m.name(), m.email()),
+            (Some("Alice Liddell"), "alice@example.com")
+        );
         let m = ok(r#""Doe, \"JD\" Jane" <jd@example.com>"#);
         assert_eq!(m.name(), Some(r#"Doe, "JD" Jane"#));
         assert_eq!(ok("<x@example.com>").name(), None);
-        assert_eq!(ok("first.o'brien+tag@example.co.uk").domain(), "example.co.uk");
-        assert_eq!(ok(r#""john doe"@example.com"#).email(), r#""john doe"@example.com"#);
-        assert_eq!(ok("山田 太郎 <taro@例え.jp>").email(), "taro@xn--r8jz45g.jp");
+        assert_eq!(
+            ok("first.o'brien+tag@example.co.uk").domain(),
+            "example.co.uk"
+        );
+        assert_eq!(
+            ok(r#""john doe"@example.com"#).email(),
+            r#""john doe"@example.com"#
+        );
+        assert_eq!(
+            ok("山田 太郎 <taro@例え.jp>").email(),
+            "taro@xn--r8jz45g.jp"
+        );
     }
 
     #[test]
@@ -258,6 +277,9 @@ mod tests {
     #[test]
     fn error_names_the_input() {
         let e = "bad address".parse::<Mailbox>().unwrap_err();
-        assert!(e.to_string().starts_with("invalid address `bad address`"), "{e}");
+        assert!(
+            e.to_string().starts_with("invalid address `bad address`"),
+            "{e}"
+        );
     }
 }

@@ -144,7 +144,13 @@ mod tests {
 
     #[test]
     fn base64_matches_rfc_4648_vectors() {
-        let cases = [("", ""), ("f", "Zg=="), ("fo", "Zm8="), ("foo", "Zm9v"), ("foobar", "Zm9vYmFy")];
+        let cases = [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foobar", "Zm9vYmFy"),
+        ];
         for (plain, encoded) in cases {
             assert_eq!(base64(plain.as_bytes()), encoded);
         }
@@ -160,7 +166,10 @@ mod tests {
     fn iso_2022_jp_refuses_what_it_cannot_hold() {
         assert_eq!(encode_iso_2022_jp("caf\u{e9}"), Err(Unrepresentable('é')));
         // Half-width katakana would silently become full-width.
-        assert_eq!(encode_iso_2022_jp("\u{ff71}"), Err(Unrepresentable('\u{ff71}')));
+        assert_eq!(
+            encode_iso_2022_jp("\u{ff71}"),
+            Err(Unrepresentable('\u{ff71}'))
+        );
         assert_eq!(encode_iso_2022_jp("😀"), Err(Unrepresentable('😀')));
     }
 
@@ -171,14 +180,22 @@ mod tests {
         let mut decoded = String::new();
         for word in words.split(' ') {
             assert!(word.len() <= 75, "{word}");
-            let b64 = word.strip_prefix("=?ISO-2022-JP?B?").unwrap().strip_suffix("?=").unwrap();
+            let b64 = word
+                .strip_prefix("=?ISO-2022-JP?B?")
+                .unwrap()
+                .strip_suffix("?=")
+                .unwrap();
             let bytes = decode_base64(b64);
             assert!(bytes.ends_with(b"\x1b(B"), "each word returns to ASCII");
             decoded.push_str(&ISO_2022_JP.decode_without_bom_handling(&bytes).0);
         }
         assert_eq!(decoded, text);
         assert_eq!(iso_2022_jp_text("plain ascii").unwrap(), "plain ascii");
-        assert!(iso_2022_jp_text(&"x".repeat(80)).unwrap().starts_with("=?ISO-2022-JP?B?"));
+        assert!(
+            iso_2022_jp_text(&"x".repeat(80))
+                .unwrap()
+                .starts_with("=?ISO-2022-JP?B?")
+        );
     }
 
     fn decode_base64(s: &str) -> Vec<u8> {

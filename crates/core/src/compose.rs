@@ -389,7 +389,9 @@ impl MessageBuilder {
         self
     }
 
-    /// Pins MIME boundaries to `PREFIX_1`, `PREFIX_2`, ... (default: random).
+    /// Pins MIME boundaries to `PREFIX_1`, `PREFIX_2`, ... (default: derived
+    /// from the Message-ID, so a pinned Message-ID and Date give identical
+    /// bytes on every run).
     pub fn boundary_prefix(mut self, prefix: impl Into<String>) -> Self {
         self.boundary_prefix = Some(prefix.into());
         self
@@ -420,7 +422,9 @@ impl MessageBuilder {
                 name: part.cid().to_owned(),
             });
         }
-        let headers = HeaderWriter { charset: self.charset };
+        let headers = HeaderWriter {
+            charset: self.charset,
+        };
 
         let mut mb = mail_builder::MessageBuilder::new();
         let sender: &[Mailbox] = self.sender.as_slice();
@@ -447,20 +451,36 @@ impl MessageBuilder {
         mb = mb.date(Date::new(date));
         mb = mb.message_id(bare_id(&message_id).to_owned());
         if !in_reply_to.is_empty() {
-            mb = mb.in_reply_to(MessageId::new_list(in_reply_to.iter().map(|id| bare_id(id).to_owned())));
+            mb = mb.in_reply_to(MessageId::new_list(
+                in_reply_to.iter().map(|id| bare_id(id).to_owned()),
+            ));
         }
         if !references.is_empty() {
-            mb = mb.references(MessageId::new_list(references.iter().map(|id| bare_id(id).to_owned())));
+            mb = mb.references(MessageId::new_list(
+                references.iter().map(|id| bare_id(id).to_owned()),
+            ));
         }
         for (name, value) in &self.headers {
-            mb = mb.header(name.clone(), headers.text(&format!("{name} header"), value)?);
+            mb = mb.header(
+                name.clone(),
+                headers.text(&format!("{name} header"), value)?,
+            );
         }
 
-        let mut boundaries = Boundaries::new(self.boundary_prefix.as_deref());
+        let mut boundaries = Boundaries::new(self.boundary_prefix.as_deref(), &message_id);
         let body = self.body_tree(&mut boundaries)?;
-        let bytes = mb.body(body).write_to_vec().expect("writing to a Vec cannot fail");
+        let bytes = mb
+            .body(body)
+            .write_to_vec()
+            .expect("writing to a Vec cannot fail");
 
-        let recipients = self.to.iter().chain(&self.cc).chain(&self.bcc).cloned().collect();
+        let recipients = self
+            .to
+            .iter()
+            .chain(&self.cc)
+            .chain(&self.bcc)
+            .cloned()
+            .collect();
         Ok(Message {
             bytes,
             envelope: Envelope::new(from, recipients),
@@ -487,7 +507,9 @@ impl MessageBuilder {
             None => None,
         };
         let body = match (text, html) {
-            (Some(text), Some(html)) => multipart("multipart/alternative", vec![text, html], boundaries),
+            (Some(text), Some(html)) => {
+                multipart("multipart/alternative", vec![text, html], boundaries)
+            }
             (Some(part), None) | (None, Some(part)) => part,
             (None, None) => self.text_part("text/plain", "text body", "")?,
         };
@@ -499,9 +521,15 @@ impl MessageBuilder {
         Ok(multipart("multipart/mixed", parts, boundaries))
     }
 
-    fn text_part(&self, mime: &str, field: &str, text: &str) -> Result<MimePart<'static>, ComposeError> {
+    fn text_part(
+        &self,
+        mime: &str,
+        field: &str,
+        text: &str,
+    ) -> Result<MimePart<'static>, ComposeError> {
         let text = normalize_newlines(text);
-        let content_type = ContentType::new(mime.to_owned()).attribute("charset", self.charset.mime_name());
+        let content_type =
+            ContentType::new(mime.to_owned()).attribute("charset", self.charset.mime_name());
         let contents = match self.charset {
             Charset::Utf8 => BodyPart::Text(text.into()),
             Charset::Iso2022Jp => BodyPart::Binary(
@@ -521,20 +549,30 @@ fn normalize_newlines(text: &str) -> String {
 }
 
 fn attachment_part(a: &Attachment) -> MimePart<'static> {
-    MimePart::new(ContentType::new(a.content_type.clone()), BodyPart::Binary(a.data.clone().into()))
-        .attachment(a.filename.clone())
+    MimePart::new(
+        ContentType::new(a.content_type.clone()),
+        BodyPart::Binary(a.data.clone().into()),
+    )
+    .attachment(a.filename.clone())
 }
 
 fn inline_part(a: &Attachment) -> MimePart<'static> {
-    MimePart::new(ContentType::new(a.content_type.clone()), BodyPart::Binary(a.data.clone().into()))
-        .header(
-            "Content-Disposition",
-            ContentType::new("inline").attribute("filename", a.filename.clone()),
-        )
-        .cid(a.cid().to_owned())
+    MimePart::new(
+        ContentType::new(a.content_type.clone()),
+        BodyPart::Binary(a.data.clone().into()),
+    )
+    .header(
+        "Content-Disposition",
+        ContentType::new("inline").attribute("filename", a.filename.clone()),
+    )
+    .cid(a.cid().to_owned())
 }
 
-fn multipart(mime: &str, parts: Vec<MimePart<'static>>, boundaries: &mut Boundaries) -> MimePart<'static> {
+fn multipart(
+    mime: &str,
+    parts: Vec<MimePart<'static>>,
+    boundaries: &mut Boundaries,
+) -> MimePart<'static> {
     MimePart::new(
         ContentType::new(mime.to_owned()).attribute("boundary", boundaries.next()),
         BodyPart::Multipart(parts),
@@ -542,15 +580,25 @@ fn multipart(mime: &str, parts: Vec<MimePart<'static>>, boundaries: &mut Boundar
 }
 
 /// MIME boundaries: `=_` cannot occur in quoted-printable or base64 text,
-/// and the random part keeps 7bit parts from colliding.
+/// and the hash of the (random or pinned) Message-ID keeps 7bit parts from
+/// colliding with them.
 struct Boundaries {
     prefix: String,
     count: u32,
 }
 
 impl Boundaries {
-    fn new(prefix: Option<&str>) -> Self {
-        let prefix = prefix.map_or_else(|| format!("=_{}", random_hex(12)), str::to_owned);
+    fn new(prefix: Option<&str>, message_id: &str) -> Self {
+        let prefix = prefix.map_or_else(
+            || {
+                format!(
+                    "=_{:016x}{:016x}",
+                    fnv1a(message_id, 0),
+                    fnv1a(message_id, 1)
+                )
+            },
+            str::to_owned,
+        );
         Boundaries { prefix, count: 0 }
     }
 
@@ -558,6 +606,15 @@ impl Boundaries {
         self.count += 1;
         format!("{}_{}", self.prefix, self.count)
     }
+}
+
+/// FNV-1a, seeded: stable across Rust versions, unlike `DefaultHasher`.
+fn fnv1a(text: &str, seed: u8) -> u64 {
+    std::iter::once(seed)
+        .chain(text.bytes())
+        .fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+            (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
+        })
 }
 
 fn random_hex(bytes: usize) -> String {
@@ -568,9 +625,9 @@ fn random_hex(bytes: usize) -> String {
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
-        buf.iter_mut()
-            .enumerate()
-            .for_each(|(i, b)| *b = (nanos >> ((i % 16) * 8)) as u8 ^ (std::process::id() >> (i % 4)) as u8);
+        buf.iter_mut().enumerate().for_each(|(i, b)| {
+            *b = (nanos >> ((i % 16) * 8)) as u8 ^ (std::process::id() >> (i % 4)) as u8
+        });
     }
     buf.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -599,8 +656,12 @@ fn checked_message_id(field: &str, id: &str) -> Result<String, ComposeError> {
         .and_then(|s| s.strip_suffix('>'))
         .unwrap_or(trimmed);
     let valid = bare.len() <= 250
-        && bare.split_once('@').is_some_and(|(l, r)| !l.is_empty() && !r.is_empty())
-        && bare.chars().all(|c| c.is_ascii_graphic() && !"<>\"\\".contains(c));
+        && bare
+            .split_once('@')
+            .is_some_and(|(l, r)| !l.is_empty() && !r.is_empty())
+        && bare
+            .chars()
+            .all(|c| c.is_ascii_graphic() && !"<>\"\\".contains(c));
     if !valid {
         return Err(ComposeError::MessageId {
             field: field.to_owned(),
@@ -624,11 +685,15 @@ fn bare_id(id: &str) -> &str {
 fn check_extra_header(name: &str, value: &str) -> Result<(), ComposeError> {
     let valid_name = !name.is_empty() && name.bytes().all(|b| b.is_ascii_graphic() && b != b':');
     if !valid_name {
-        return Err(ComposeError::HeaderName { name: name.to_owned() });
+        return Err(ComposeError::HeaderName {
+            name: name.to_owned(),
+        });
     }
     let lower = name.to_ascii_lowercase();
     if RESERVED_HEADERS.contains(&lower.as_str()) || lower.starts_with("content-") {
-        return Err(ComposeError::ReservedHeader { name: name.to_owned() });
+        return Err(ComposeError::ReservedHeader {
+            name: name.to_owned(),
+        });
     }
     no_line_break(name, value)
 }
@@ -658,12 +723,18 @@ impl HeaderWriter {
         })
     }
 
-    fn addresses(&self, header: &str, list: &[Mailbox]) -> Result<HeaderType<'static>, ComposeError> {
+    fn addresses(
+        &self,
+        header: &str,
+        list: &[Mailbox],
+    ) -> Result<HeaderType<'static>, ComposeError> {
         match self.charset {
             Charset::Utf8 => {
                 let list: Vec<Address<'static>> = list
                     .iter()
-                    .map(|m| Address::new_address(m.name().map(str::to_owned), m.email().to_owned()))
+                    .map(|m| {
+                        Address::new_address(m.name().map(str::to_owned), m.email().to_owned())
+                    })
                     .collect();
                 Ok(if list.len() == 1 {
                     list.into_iter().next().expect("one element")
@@ -691,7 +762,9 @@ impl HeaderWriter {
     fn phrase(&self, field: &str, name: &str) -> Result<String, ComposeError> {
         let printable = name.chars().all(|c| (' '..='~').contains(&c)) && !name.contains("=?");
         if printable && name.len() <= 60 {
-            let atoms = name.chars().all(|c| c == ' ' || c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~".contains(c));
+            let atoms = name.chars().all(|c| {
+                c == ' ' || c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~".contains(c)
+            });
             return Ok(if atoms {
                 name.to_owned()
             } else {

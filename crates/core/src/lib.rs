@@ -37,5 +37,6 @@ pub use charset::Charset;
 pub use compose::{Attachment, ComposeError, Message, MessageBuilder};
 pub use parse::{ParseError, ReadyMessage};
 pub use transport::{
-    Envelope, ErrorKind, FileTransport, Receipt, StubTransport, Transport, TransportError,
+    Envelope, ErrorKind, FileTransport, Receipt, SentMessage, StubTransport, Transport,
+    TransportError,
 };

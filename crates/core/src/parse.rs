@@ -16,7 +16,9 @@ pub enum ParseError {
     #[error("the input is empty, not a message")]
     Empty,
     /// A line in the header section is neither a header nor a continuation.
-    #[error("line {line} is not a header field (expected `Name: value` before the first blank line)")]
+    #[error(
+        "line {line} is not a header field (expected `Name: value` before the first blank line)"
+    )]
     NotAHeader {
         /// 1-based line number.
         line: usize,
@@ -55,9 +57,13 @@ impl ReadyMessage {
             .parse_headers(&bytes[..header_end])
             .ok_or(ParseError::NotAHeader { line: 1 })?;
 
-        let resent = [HeaderName::ResentTo, HeaderName::ResentCc, HeaderName::ResentBcc]
-            .into_iter()
-            .any(|h| parsed.header(h).is_some());
+        let resent = [
+            HeaderName::ResentTo,
+            HeaderName::ResentCc,
+            HeaderName::ResentBcc,
+        ]
+        .into_iter()
+        .any(|h| parsed.header(h).is_some());
         let fields: &[(HeaderName<'static>, &'static str)] = if resent {
             &[
                 (HeaderName::ResentTo, "Resent-To"),
@@ -65,13 +71,19 @@ impl ReadyMessage {
                 (HeaderName::ResentBcc, "Resent-Bcc"),
             ]
         } else {
-            &[(HeaderName::To, "To"), (HeaderName::Cc, "Cc"), (HeaderName::Bcc, "Bcc")]
+            &[
+                (HeaderName::To, "To"),
+                (HeaderName::Cc, "Cc"),
+                (HeaderName::Bcc, "Bcc"),
+            ]
         };
         let mut recipients = Vec::new();
         for (name, label) in fields {
             recipients.extend(addresses(&parsed, name.clone(), label)?);
         }
-        let from = addresses(&parsed, HeaderName::From, "From")?.into_iter().next();
+        let from = addresses(&parsed, HeaderName::From, "From")?
+            .into_iter()
+            .next();
         let has_date = parsed.header(HeaderName::Date).is_some();
         let message_id = parsed.message_id().map(|id| format!("<{id}>"));
 
@@ -150,22 +162,30 @@ fn addresses(
 ) -> Result<Vec<Mailbox>, ParseError> {
     let mut out = Vec::new();
     for value in parsed.header_values(name) {
-        let Some(list) = value.as_address() else { continue };
+        let Some(list) = value.as_address() else {
+            continue;
+        };
         for addr in list.iter() {
             let Some(email) = addr.address() else {
                 match addr.name() {
                     Some(text) if !text.trim().is_empty() => {
                         let source = crate::AddressError {
                             input: text.to_owned(),
-                            reason: "it has no `@`; write it as name@example.com".into(),
+                            reason: "it has no `@`".into(),
                         };
-                        return Err(ParseError::Address { header: label, source });
+                        return Err(ParseError::Address {
+                            header: label,
+                            source,
+                        });
                     }
                     _ => continue,
                 }
             };
-            let mailbox = Mailbox::new(addr.name(), email)
-                .map_err(|source| ParseError::Address { header: label, source })?;
+            let mailbox =
+                Mailbox::new(addr.name(), email).map_err(|source| ParseError::Address {
+                    header: label,
+                    source,
+                })?;
             out.push(mailbox);
         }
     }
@@ -198,10 +218,9 @@ fn scan_header_section(bytes: &[u8]) -> Result<(usize, &'static str), ParseError
             return Ok((offset, newline));
         }
         let continuation = matches!(line[0], b' ' | b'\t');
-        let field = line
-            .iter()
-            .position(|&b| b == b':')
-            .is_some_and(|colon| colon > 0 && line[..colon].iter().all(|&b| (33..=126).contains(&b)));
+        let field = line.iter().position(|&b| b == b':').is_some_and(|colon| {
+            colon > 0 && line[..colon].iter().all(|&b| (33..=126).contains(&b))
+        });
         if (continuation && index == 0) || (!continuation && !field) {
             return Err(ParseError::NotAHeader { line: index + 1 });
         }
@@ -220,7 +239,15 @@ mod tests {
         let m = ReadyMessage::parse(raw.to_vec()).unwrap();
         assert_eq!(m.from().unwrap().email(), "ann@example.com");
         let emails: Vec<_> = m.recipients().iter().map(Mailbox::email).collect();
-        assert_eq!(emails, ["b@example.com", "c@example.com", "d@example.com", "e@example.com"]);
+        assert_eq!(
+            emails,
+            [
+                "b@example.com",
+                "c@example.com",
+                "d@example.com",
+                "e@example.com"
+            ]
+        );
         assert!(!m.is_resent());
         assert_eq!(m.as_bytes(), raw);
     }
@@ -259,7 +286,10 @@ mod tests {
 
     #[test]
     fn rejects_what_is_not_a_message() {
-        assert_eq!(ReadyMessage::parse(Vec::new()).unwrap_err(), ParseError::Empty);
+        assert_eq!(
+            ReadyMessage::parse(Vec::new()).unwrap_err(),
+            ParseError::Empty
+        );
         assert_eq!(
             ReadyMessage::parse(b"hello there\nthis is text\n".to_vec()).unwrap_err(),
             ParseError::NotAHeader { line: 1 }

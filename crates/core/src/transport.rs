@@ -26,7 +26,10 @@ impl Envelope {
     pub fn new(from: Mailbox, recipients: Vec<Mailbox>) -> Self {
         let mut unique: Vec<Mailbox> = Vec::with_capacity(recipients.len());
         for r in recipients {
-            if !unique.iter().any(|u| u.email().eq_ignore_ascii_case(r.email())) {
+            if !unique
+                .iter()
+                .any(|u| u.email().eq_ignore_ascii_case(r.email()))
+            {
                 unique.push(r);
             }
         }
@@ -162,15 +165,24 @@ impl FileTransport {
 
     fn write(&self, message: &[u8]) -> Result<PathBuf, TransportError> {
         let io = |e: std::io::Error| {
-            TransportError::new(ErrorKind::Config, format!("cannot write into {}", self.dir.display()))
-                .with_source(e)
+            TransportError::new(
+                ErrorKind::Config,
+                format!("cannot write into {}", self.dir.display()),
+            )
+            .with_source(e)
         };
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
         for attempt in 0..1000u32 {
-            let path = self.dir.join(format!("{nanos}-{}-{attempt}.eml", std::process::id()));
-            match std::fs::OpenOptions::new().write(true).create_new(true).open(&path) {
+            let path = self
+                .dir
+                .join(format!("{nanos}-{}-{attempt}.eml", std::process::id()));
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+            {
                 Ok(mut file) => {
                     std::io::Write::write_all(&mut file, message).map_err(io)?;
                     file.sync_all().map_err(io)?;
@@ -180,16 +192,25 @@ impl FileTransport {
                 Err(e) => return Err(io(e)),
             }
         }
-        Err(TransportError::new(ErrorKind::Internal, "cannot find a free file name"))
+        Err(TransportError::new(
+            ErrorKind::Internal,
+            "cannot find a free file name",
+        ))
     }
 }
 
 impl Transport for FileTransport {
-    async fn send_raw(&self, _envelope: &Envelope, message: &[u8]) -> Result<Receipt, TransportError> {
+    async fn send_raw(
+        &self,
+        _envelope: &Envelope,
+        message: &[u8],
+    ) -> Result<Receipt, TransportError> {
         let path = self.write(message)?;
         Ok(Receipt {
             provider: "file",
-            id: Path::new(&path).file_name().map(|n| n.to_string_lossy().into_owned()),
+            id: Path::new(&path)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned()),
         })
     }
 }
@@ -198,8 +219,11 @@ impl Transport for FileTransport {
 #[derive(Debug, Clone)]
 pub struct StubTransport {
     failure: Option<(ErrorKind, String)>,
-    sent: Arc<Mutex<Vec<(Envelope, Vec<u8>)>>>,
+    sent: Arc<Mutex<Vec<SentMessage>>>,
 }
+
+/// A message the stub accepted: its envelope and bytes.
+pub type SentMessage = (Envelope, Vec<u8>);
 
 impl StubTransport {
     /// Accepts every message.
@@ -219,13 +243,17 @@ impl StubTransport {
     }
 
     /// What was accepted so far, oldest first.
-    pub fn messages(&self) -> Vec<(Envelope, Vec<u8>)> {
+    pub fn messages(&self) -> Vec<SentMessage> {
         self.sent.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }
 
 impl Transport for StubTransport {
-    async fn send_raw(&self, envelope: &Envelope, message: &[u8]) -> Result<Receipt, TransportError> {
+    async fn send_raw(
+        &self,
+        envelope: &Envelope,
+        message: &[u8],
+    ) -> Result<Receipt, TransportError> {
         if let Some((kind, text)) = &self.failure {
             return Err(TransportError::new(*kind, text.clone()));
         }
@@ -245,7 +273,10 @@ mod tests {
     fn envelope() -> Envelope {
         Envelope::new(
             "a@example.com".parse().unwrap(),
-            vec!["b@example.com".parse().unwrap(), "B@example.com".parse().unwrap()],
+            vec![
+                "b@example.com".parse().unwrap(),
+                "B@example.com".parse().unwrap(),
+            ],
         )
     }
 
@@ -255,7 +286,11 @@ mod tests {
         let receipt = ok.send_raw(&envelope(), b"x").await.unwrap();
         assert_eq!(receipt.id.as_deref(), Some("stub-1"));
         assert_eq!(ok.messages().len(), 1);
-        assert_eq!(ok.messages()[0].0.recipients().len(), 1, "duplicates dropped");
+        assert_eq!(
+            ok.messages()[0].0.recipients().len(),
+            1,
+            "duplicates dropped"
+        );
 
         let failing = StubTransport::new_error(ErrorKind::Temporary, "try later");
         let error = failing.send_raw(&envelope(), b"x").await.unwrap_err();
@@ -268,9 +303,15 @@ mod tests {
     async fn file_transport_writes_eml() {
         let dir = tempfile::tempdir().unwrap();
         let transport = FileTransport::new(dir.path());
-        let receipt = transport.send_raw(&envelope(), b"Subject: x\r\n\r\nhi\r\n").await.unwrap();
+        let receipt = transport
+            .send_raw(&envelope(), b"Subject: x\r\n\r\nhi\r\n")
+            .await
+            .unwrap();
         let name = receipt.id.unwrap();
         assert!(name.ends_with(".eml"));
-        assert_eq!(std::fs::read(dir.path().join(name)).unwrap(), b"Subject: x\r\n\r\nhi\r\n");
+        assert_eq!(
+            std::fs::read(dir.path().join(name)).unwrap(),
+            b"Subject: x\r\n\r\nhi\r\n"
+        );
     }
 }

@@ -7,13 +7,19 @@ use crate::support::{mailbox, pinned};
 fn check(name: &str, builder: MessageBuilder) {
     let message = builder.build().unwrap();
     crate::support::assert_wire_clean(&message);
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(format!("{name}.eml"));
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(format!("{name}.eml"));
     if std::env::var_os("APIMAIL_BLESS").is_some() {
         std::fs::write(&path, message.as_bytes()).unwrap();
         return;
     }
-    let expected = std::fs::read(&path)
-        .unwrap_or_else(|e| panic!("{}: {e} (run with APIMAIL_BLESS=1 to create it)", path.display()));
+    let expected = std::fs::read(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (run with APIMAIL_BLESS=1 to create it)",
+            path.display()
+        )
+    });
     if expected != message.as_bytes() {
         panic!(
             "{name}.eml differs from the composer's output\n--- expected\n{}\n--- actual\n{}\n(run with APIMAIL_BLESS=1 if the change is intended)",
@@ -66,7 +72,10 @@ fn japanese_utf8_with_long_line_html_inline_and_attachments() {
             .subject("月次報告書の送付について")
             .text(format!("添付をご確認ください。\n{}\n", "x".repeat(2000)))
             .html("<p>添付をご確認ください。</p><img src=\"cid:logo.png\">\n")
-            .inline(Attachment::new("logo.png", vec![0x89, b'P', b'N', b'G', 0, 1, 2]))
+            .inline(Attachment::new(
+                "logo.png",
+                vec![0x89, b'P', b'N', b'G', 0, 1, 2],
+            ))
             .attach(Attachment::new("報告書.pdf", b"%PDF-1.4 fake".to_vec()))
             .attach(Attachment::new("data.csv", b"a,b\n1,2\n".to_vec())),
     );

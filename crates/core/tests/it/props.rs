@@ -19,7 +19,9 @@ fn display_name() -> impl Strategy<Value = String> {
 }
 
 fn file_name() -> impl Strategy<Value = String> {
-    "[^/\\\\\\x00-\\x1f\\x7f]{1,120}".prop_map(|s| s.trim().to_owned()).prop_filter("non-empty", |s| !s.is_empty())
+    "[^/\\\\\\x00-\\x1f\\x7f]{1,120}"
+        .prop_map(|s| s.trim().to_owned())
+        .prop_filter("non-empty", |s| !s.is_empty())
 }
 
 /// Hiragana, katakana, common kanji (all in JIS X 0208), ASCII and punctuation.

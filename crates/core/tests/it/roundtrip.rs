@@ -8,7 +8,12 @@ use crate::support::{assert_wire_clean, mailbox, pinned};
 fn addresses(list: Option<&mail_parser::Address<'_>>) -> Vec<(Option<String>, String)> {
     list.map(|l| {
         l.iter()
-            .map(|a| (a.name().map(str::to_owned), a.address().unwrap_or_default().to_owned()))
+            .map(|a| {
+                (
+                    a.name().map(str::to_owned),
+                    a.address().unwrap_or_default().to_owned(),
+                )
+            })
             .collect()
     })
     .unwrap_or_default()
@@ -25,8 +30,13 @@ fn full_message(charset: Charset) -> MessageBuilder {
         .bcc(mailbox("secret@example.com"))
         .subject("月次報告書の送付について（第3四半期）")
         .text(format!("本文です。\n{long_line}\n"))
-        .html(format!("<p>本文です。</p><img src=\"cid:logo.png\"><p>{long_line}</p>\n"))
-        .inline(Attachment::new("logo.png", vec![0x89, b'P', b'N', b'G', 0, 255]))
+        .html(format!(
+            "<p>本文です。</p><img src=\"cid:logo.png\"><p>{long_line}</p>\n"
+        ))
+        .inline(Attachment::new(
+            "logo.png",
+            vec![0x89, b'P', b'N', b'G', 0, 255],
+        ))
         .attach(Attachment::new("報告書.pdf", b"%PDF-1.4\x00\xff".to_vec()))
         .attach(Attachment::new("data.csv", b"a,b\r\n1,2\r\n".to_vec()))
 }
@@ -48,32 +58,61 @@ fn check_full(charset: Charset) {
         ]
     );
     assert_eq!(addresses(parsed.cc()), [(None, "cc@example.com".into())]);
-    assert_eq!(addresses(parsed.bcc()), [(None, "secret@example.com".into())]);
-    assert_eq!(parsed.subject(), Some("月次報告書の送付について（第3四半期）"));
+    assert_eq!(
+        addresses(parsed.bcc()),
+        [(None, "secret@example.com".into())]
+    );
+    assert_eq!(
+        parsed.subject(),
+        Some("月次報告書の送付について（第3四半期）")
+    );
     assert_eq!(parsed.message_id(), Some("pinned.1@example.com"));
 
     let long_line = "長".repeat(10) + &"x".repeat(2000);
     let text = parsed.body_text(0).unwrap();
-    assert_eq!(text.replace("\r\n", "\n"), format!("本文です。\n{long_line}\n"));
+    assert_eq!(
+        text.replace("\r\n", "\n"),
+        format!("本文です。\n{long_line}\n")
+    );
     let html = parsed.body_html(0).unwrap();
     assert!(html.contains(&long_line), "html body intact");
 
     let attachments: Vec<_> = parsed
         .attachments()
-        .map(|a| (a.attachment_name().map(str::to_owned), a.content_id().map(str::to_owned), a.contents().to_vec()))
+        .map(|a| {
+            (
+                a.attachment_name().map(str::to_owned),
+                a.content_id().map(str::to_owned),
+                a.contents().to_vec(),
+            )
+        })
         .collect();
     assert_eq!(
         attachments,
         [
-            (Some("logo.png".into()), Some("logo.png".into()), vec![0x89, b'P', b'N', b'G', 0, 255]),
-            (Some("報告書.pdf".into()), None, b"%PDF-1.4\x00\xff".to_vec()),
+            (
+                Some("logo.png".into()),
+                Some("logo.png".into()),
+                vec![0x89, b'P', b'N', b'G', 0, 255]
+            ),
+            (
+                Some("報告書.pdf".into()),
+                None,
+                b"%PDF-1.4\x00\xff".to_vec()
+            ),
             (Some("data.csv".into()), None, b"a,b\r\n1,2\r\n".to_vec()),
         ]
     );
     let raw = String::from_utf8_lossy(message.as_bytes());
-    assert!(raw.contains("multipart/related"), "inline image makes multipart/related");
+    assert!(
+        raw.contains("multipart/related"),
+        "inline image makes multipart/related"
+    );
     assert!(raw.contains("multipart/alternative"));
-    assert!(raw.contains("Content-Transfer-Encoding: quoted-printable") || raw.contains("Content-Transfer-Encoding: base64"));
+    assert!(
+        raw.contains("Content-Transfer-Encoding: quoted-printable")
+            || raw.contains("Content-Transfer-Encoding: base64")
+    );
 }
 
 #[test]
@@ -86,8 +125,15 @@ fn iso_2022_jp_full_message_round_trips() {
     check_full(Charset::Iso2022Jp);
     let message = full_message(Charset::Iso2022Jp).build().unwrap();
     let raw = message.as_bytes();
-    let non_ascii: Vec<_> = String::from_utf8_lossy(raw).lines().filter(|l| !l.is_ascii()).map(str::to_owned).collect();
-    assert!(non_ascii.is_empty(), "ISO-2022-JP output is 7-bit: {non_ascii:?}");
+    let non_ascii: Vec<_> = String::from_utf8_lossy(raw)
+        .lines()
+        .filter(|l| !l.is_ascii())
+        .map(str::to_owned)
+        .collect();
+    assert!(
+        non_ascii.is_empty(),
+        "ISO-2022-JP output is 7-bit: {non_ascii:?}"
+    );
     let raw = String::from_utf8_lossy(raw);
     assert!(raw.contains("charset=\"iso-2022-jp\""), "{raw}");
     assert!(raw.contains("=?ISO-2022-JP?B?"), "{raw}");
@@ -103,12 +149,18 @@ fn long_ascii_line_goes_quoted_printable() {
         .unwrap();
     assert_wire_clean(&message);
     let raw = String::from_utf8_lossy(message.as_bytes());
-    assert!(raw.contains("Content-Transfer-Encoding: quoted-printable"), "{raw}");
+    assert!(
+        raw.contains("Content-Transfer-Encoding: quoted-printable"),
+        "{raw}"
+    );
     for line in raw.lines() {
         assert!(line.len() <= 78, "line over 78: {line}");
     }
     let parsed = MessageParser::new().parse(message.as_bytes()).unwrap();
-    assert_eq!(parsed.body_text(0).unwrap().replace("\r\n", "\n"), format!("{}\n", "word ".repeat(400)));
+    assert_eq!(
+        parsed.body_text(0).unwrap().replace("\r\n", "\n"),
+        format!("{}\n", "word ".repeat(400))
+    );
 }
 
 #[test]
@@ -122,24 +174,48 @@ fn bcc_stays_in_the_bytes_and_the_envelope() {
         .unwrap();
     let raw = String::from_utf8_lossy(message.as_bytes());
     assert!(raw.contains("\r\nBcc: <hidden@example.com>\r\n"), "{raw}");
-    let emails: Vec<_> = message.envelope().recipients().iter().map(|m| m.email()).collect();
+    let emails: Vec<_> = message
+        .envelope()
+        .recipients()
+        .iter()
+        .map(|m| m.email())
+        .collect();
     assert_eq!(emails, ["to@example.com", "hidden@example.com"]);
 }
 
 #[test]
 fn header_injection_is_refused_and_named() {
-    let base = || pinned().from(mailbox("a@example.com")).to(mailbox("b@example.com"));
-    let err = base().subject("hi\r\nBcc: evil@example.com").build().unwrap_err();
-    assert!(matches!(&err, ComposeError::LineBreak { header } if header == "Subject"), "{err}");
-    assert_eq!(err.to_string(), "the Subject header contains a line break (CR or LF)");
+    let base = || {
+        pinned()
+            .from(mailbox("a@example.com"))
+            .to(mailbox("b@example.com"))
+    };
+    let err = base()
+        .subject("hi\r\nBcc: evil@example.com")
+        .build()
+        .unwrap_err();
+    assert!(
+        matches!(&err, ComposeError::LineBreak { header } if header == "Subject"),
+        "{err}"
+    );
+    assert_eq!(
+        err.to_string(),
+        "the Subject header contains a line break (CR or LF)"
+    );
 
     let err = base().header("X-Tag", "a\nb").build().unwrap_err();
-    assert!(matches!(&err, ComposeError::LineBreak { header } if header == "X-Tag"), "{err}");
+    assert!(
+        matches!(&err, ComposeError::LineBreak { header } if header == "X-Tag"),
+        "{err}"
+    );
     let err = base().header("X Bad", "v").build().unwrap_err();
     assert!(matches!(err, ComposeError::HeaderName { .. }));
     let err = base().header("bcc", "x@example.com").build().unwrap_err();
     assert!(matches!(err, ComposeError::ReservedHeader { .. }));
-    let err = base().header("Content-Type", "text/html").build().unwrap_err();
+    let err = base()
+        .header("Content-Type", "text/html")
+        .build()
+        .unwrap_err();
     assert!(matches!(err, ComposeError::ReservedHeader { .. }));
     let err = base().in_reply_to("<a b@c>").build().unwrap_err();
     assert!(matches!(err, ComposeError::MessageId { .. }));
@@ -154,7 +230,10 @@ fn unrepresentable_character_is_named() {
         .subject("café")
         .build()
         .unwrap_err();
-    assert_eq!(err.to_string(), "the subject contains `é` (U+00E9), which iso-2022-jp cannot represent");
+    assert_eq!(
+        err.to_string(),
+        "the subject contains `é` (U+00E9), which iso-2022-jp cannot represent"
+    );
     let err = pinned()
         .charset(Charset::Iso2022Jp)
         .from(mailbox("a@example.com"))
@@ -162,13 +241,23 @@ fn unrepresentable_character_is_named() {
         .text("emoji 😀")
         .build()
         .unwrap_err();
-    assert!(err.to_string().starts_with("the text body contains `😀` (U+1F600)"), "{err}");
+    assert!(
+        err.to_string()
+            .starts_with("the text body contains `😀` (U+1F600)"),
+        "{err}"
+    );
 }
 
 #[test]
 fn missing_parts_are_errors() {
-    assert!(matches!(MessageBuilder::new().to(mailbox("b@example.com")).build(), Err(ComposeError::MissingFrom)));
-    assert!(matches!(MessageBuilder::new().from(mailbox("a@example.com")).build(), Err(ComposeError::NoRecipients)));
+    assert!(matches!(
+        MessageBuilder::new().to(mailbox("b@example.com")).build(),
+        Err(ComposeError::MissingFrom)
+    ));
+    assert!(matches!(
+        MessageBuilder::new().from(mailbox("a@example.com")).build(),
+        Err(ComposeError::NoRecipients)
+    ));
     let err = pinned()
         .from(mailbox("a@example.com"))
         .to(mailbox("b@example.com"))
@@ -190,7 +279,11 @@ fn generated_ids_are_unique_and_use_the_from_domain() {
     };
     let (one, two) = (build(), build());
     assert_ne!(one.message_id(), two.message_id());
-    assert!(one.message_id().ends_with("@xn--bcher-kva.example>"), "{}", one.message_id());
+    assert!(
+        one.message_id().ends_with("@xn--bcher-kva.example>"),
+        "{}",
+        one.message_id()
+    );
     assert!(one.message_id().starts_with('<'));
 }
 
@@ -206,9 +299,17 @@ fn composed_message_parses_as_ready_made() {
 
 #[test]
 fn content_type_is_guessed_and_can_be_overridden() {
-    assert_eq!(Attachment::new("a.pdf", vec![]).mime_type(), "application/pdf");
-    assert_eq!(Attachment::new("noext", vec![]).mime_type(), "application/octet-stream");
-    let a = Attachment::new("a.bin", vec![]).content_type("Application/X-Custom").unwrap();
+    assert_eq!(
+        Attachment::new("a.pdf", vec![]).mime_type(),
+        "application/pdf"
+    );
+    assert_eq!(
+        Attachment::new("noext", vec![]).mime_type(),
+        "application/octet-stream"
+    );
+    let a = Attachment::new("a.bin", vec![])
+        .content_type("Application/X-Custom")
+        .unwrap();
     assert_eq!(a.mime_type(), "application/x-custom");
     assert!(matches!(
         Attachment::new("a", vec![]).content_type("not a type"),

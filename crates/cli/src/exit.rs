@@ -1,0 +1,75 @@
+//! Exit codes (sysexits) and the `error:` / `caused by:` / `hint:` report.
+
+use std::fmt;
+use std::io::Write;
+
+/// Process exit codes, from BSD's sysexits.h.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// 0: done.
+    Ok = 0,
+    /// 64: the command line is wrong.
+    Usage = 64,
+    /// 65: the message or an address is wrong.
+    DataErr = 65,
+    /// 66: an input file is missing or unreadable.
+    NoInput = 66,
+    /// 69: the provider refused for good.
+    Unavailable = 69,
+    /// 70: a bug.
+    Software = 70,
+    /// 75: try again later.
+    TempFail = 75,
+    /// 77: not authorized.
+    NoPerm = 77,
+    /// 78: configuration is missing or wrong.
+    Config = 78,
+}
+
+/// A failure on its way to the user: what went wrong, the exit code, and
+/// what to do about it.
+#[derive(Debug)]
+pub struct Failure {
+    pub exit: Exit,
+    pub error: anyhow::Error,
+    pub hint: Option<String>,
+}
+
+impl Failure {
+    pub fn new(exit: Exit, error: impl Into<anyhow::Error>) -> Self {
+        Failure {
+            exit,
+            error: error.into(),
+            hint: None,
+        }
+    }
+
+    pub fn hint(mut self, hint: impl fmt::Display) -> Self {
+        self.hint = Some(hint.to_string());
+        self
+    }
+
+    /// Writes the report to stderr.
+    pub fn report(&self) {
+        let mut stderr = std::io::stderr().lock();
+        // Nothing useful can be done if stderr itself is gone.
+        let _ = writeln!(stderr, "error: {}", self.error);
+        for cause in self.error.chain().skip(1) {
+            let _ = writeln!(stderr, "caused by: {cause}");
+        }
+        if let Some(hint) = &self.hint {
+            let _ = writeln!(stderr, "hint: {hint}");
+        }
+    }
+}
+
+/// Attaches an exit code to a fallible result.
+pub trait ExitContext<T> {
+    fn exit(self, exit: Exit) -> Result<T, Failure>;
+}
+
+impl<T, E: Into<anyhow::Error>> ExitContext<T> for Result<T, E> {
+    fn exit(self, exit: Exit) -> Result<T, Failure> {
+        self.map_err(|e| Failure::new(exit, e))
+    }
+}

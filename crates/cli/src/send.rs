@@ -1,0 +1,278 @@
+//! `apimail send`: turn flags into a message, then print or send it.
+
+use std::io::{IsTerminal, Read, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::anyhow;
+use apimail_core::{Attachment, ComposeError, Mailbox, Message, MessageBuilder};
+
+use crate::cli::SendArgs;
+use crate::exit::{Exit, ExitContext, Failure};
+
+pub fn run(args: SendArgs) -> Result<(), Failure> {
+    let message = compose(&args)?;
+    if !args.dry_run {
+        return Err(Failure::new(
+            Exit::Config,
+            anyhow!("no provider is available: this build of apimail can only print messages"),
+        )
+        .hint("add --dry-run to print the message that would be sent"));
+    }
+    match &args.output {
+        Some(path) => write_file(path, message.as_bytes()),
+        None => write_stdout(message.as_bytes()),
+    }
+}
+
+fn compose(args: &SendArgs) -> Result<Message, Failure> {
+    let mut builder = MessageBuilder::new()
+        .charset(args.charset.into())
+        .from(mailbox("--from", &args.from)?);
+    if let Some(sender) = &args.sender {
+        builder = builder.sender(mailbox("--sender", sender)?);
+    }
+    for to in &args.to {
+        builder = builder.to(mailbox("--to", to)?);
+    }
+    for cc in &args.cc {
+        builder = builder.cc(mailbox("--cc", cc)?);
+    }
+    for bcc in &args.bcc {
+        builder = builder.bcc(mailbox("--bcc", bcc)?);
+    }
+    for reply_to in &args.reply_to {
+        builder = builder.reply_to(mailbox("--reply-to", reply_to)?);
+    }
+    if let Some(subject) = &args.subject {
+        builder = builder.subject(subject);
+    }
+    if let Some(id) = &args.message_id {
+        builder = builder.message_id(id);
+    }
+    if let Some(id) = &args.in_reply_to {
+        builder = builder.in_reply_to(id);
+    }
+    for id in &args.references {
+        builder = builder.references(id);
+    }
+    if let Some(date) = source_date_epoch()? {
+        builder = builder.date(date);
+    }
+    for header in &args.header {
+        let Some((name, value)) = header.split_once(':') else {
+            return Err(
+                Failure::new(Exit::Usage, anyhow!("--header `{header}` has no `:`"))
+                    .hint("write headers as --header 'X-Name: value'"),
+            );
+        };
+        builder = builder.header(name.trim(), value.trim());
+    }
+
+    let html = args
+        .html_file
+        .as_deref()
+        .map(|p| read_text("--html-file", p))
+        .transpose()?;
+    let text = match (&args.text, &args.text_file) {
+        (Some(text), _) => Some(text.clone()),
+        (None, Some(path)) => Some(read_text("--text-file", path)?),
+        (None, None) if !std::io::stdin().is_terminal() => {
+            let stdin = read_stdin()?;
+            // An empty stdin (cron's /dev/null) adds nothing next to an HTML body.
+            (!(stdin.is_empty() && html.is_some())).then_some(stdin)
+        }
+        (None, None) => None,
+    };
+    if let Some(text) = text {
+        builder = builder.text(text);
+    }
+    if let Some(html) = html {
+        builder = builder.html(html);
+    }
+    for spec in &args.attach {
+        builder = builder.attach(attachment("--attach", spec)?);
+    }
+    for spec in &args.inline {
+        builder = builder.inline(attachment("--inline", spec)?);
+    }
+    builder.build().map_err(compose_failure)
+}
+
+fn mailbox(flag: &str, value: &str) -> Result<Mailbox, Failure> {
+    value.parse::<Mailbox>().map_err(|e| {
+        Failure::new(Exit::DataErr, anyhow!("{flag}: {e}")).hint(format!(
+            "give {flag} as name@example.com or 'Name <name@example.com>'"
+        ))
+    })
+}
+
+/// `PATH` or `PATH;type=MIME`. A file whose real name contains `;type=`
+/// is taken whole.
+fn attachment(flag: &str, spec: &str) -> Result<Attachment, Failure> {
+    let (path, content_type) = match spec.rsplit_once(";type=") {
+        Some((path, mime)) if !Path::new(spec).exists() => (path, Some(mime)),
+        _ => (spec, None),
+    };
+    let path = Path::new(path);
+    let data = std::fs::read(path).map_err(|e| read_failure(flag, path, e))?;
+    let name = path
+        .file_name()
+        .map_or_else(|| "attachment".into(), |n| n.to_string_lossy().into_owned());
+    let attachment = Attachment::new(name, data);
+    match content_type {
+        Some(mime) => attachment.content_type(mime).map_err(compose_failure),
+        None => Ok(attachment),
+    }
+}
+
+fn read_text(flag: &str, path: &Path) -> Result<String, Failure> {
+    let bytes = std::fs::read(path).map_err(|e| read_failure(flag, path, e))?;
+    String::from_utf8(bytes).map_err(|_| {
+        Failure::new(
+            Exit::DataErr,
+            anyhow!("{flag} `{}` is not UTF-8 text", path.display()),
+        )
+        .hint(format!(
+            "convert it first, e.g. iconv -t UTF-8 {}",
+            path.display()
+        ))
+    })
+}
+
+fn read_stdin() -> Result<String, Failure> {
+    let mut bytes = Vec::new();
+    std::io::stdin()
+        .lock()
+        .read_to_end(&mut bytes)
+        .map_err(|e| {
+            Failure::new(
+                Exit::NoInput,
+                anyhow!(e).context("cannot read the body from standard input"),
+            )
+        })?;
+    String::from_utf8(bytes).map_err(|_| {
+        Failure::new(
+            Exit::DataErr,
+            anyhow!("the body on standard input is not UTF-8 text"),
+        )
+        .hint("convert it first, e.g. with iconv -t UTF-8, or attach it with --attach")
+    })
+}
+
+fn read_failure(flag: &str, path: &Path, error: std::io::Error) -> Failure {
+    let shown = path.display();
+    let failure = match error.kind() {
+        std::io::ErrorKind::NotFound => Failure::new(
+            Exit::NoInput,
+            anyhow!("{flag}: file `{shown}` does not exist"),
+        ),
+        std::io::ErrorKind::PermissionDenied => Failure::new(
+            Exit::NoInput,
+            anyhow!("{flag}: file `{shown}` is not readable (permission denied)"),
+        ),
+        _ => Failure::new(
+            Exit::NoInput,
+            anyhow!(error).context(format!("{flag}: cannot read `{shown}`")),
+        ),
+    };
+    failure.hint("check the path; relative paths start from the current directory")
+}
+
+fn source_date_epoch() -> Result<Option<i64>, Failure> {
+    match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(value) => value.trim().parse().map(Some).map_err(|_| {
+            Failure::new(
+                Exit::Config,
+                anyhow!("SOURCE_DATE_EPOCH `{value}` is not a number of seconds"),
+            )
+            .hint("set it to Unix seconds, e.g. SOURCE_DATE_EPOCH=1700000000, or unset it")
+        }),
+        Err(_) => Ok(None),
+    }
+}
+
+/// Maps composer errors to exit codes and next steps.
+fn compose_failure(error: ComposeError) -> Failure {
+    let (exit, hint) = match &error {
+        ComposeError::MissingFrom => (Exit::Usage, "add --from ADDR".to_owned()),
+        ComposeError::NoRecipients => (
+            Exit::Usage,
+            "add at least one --to, --cc or --bcc".to_owned(),
+        ),
+        ComposeError::LineBreak { header } if header == "Subject" => (
+            Exit::DataErr,
+            "a subject is one line: remove the line break from --subject".to_owned(),
+        ),
+        ComposeError::LineBreak { header } => (
+            Exit::DataErr,
+            format!("remove the line break from the {header} value"),
+        ),
+        ComposeError::Address { .. } => (
+            Exit::DataErr,
+            "write addresses as name@example.com or 'Name <name@example.com>'".to_owned(),
+        ),
+        ComposeError::HeaderName { .. } => (
+            Exit::Usage,
+            "write headers as --header 'X-Name: value'".to_owned(),
+        ),
+        ComposeError::ReservedHeader { .. } => (
+            Exit::Usage,
+            "use the dedicated flag instead (--from, --to, --subject, --message-id, ...)"
+                .to_owned(),
+        ),
+        ComposeError::MessageId { .. } => (
+            Exit::DataErr,
+            "a message id looks like <unique-part@example.com>".to_owned(),
+        ),
+        ComposeError::Unrepresentable { .. } => (
+            Exit::DataErr,
+            "use --charset utf-8, or replace that character".to_owned(),
+        ),
+        ComposeError::InlineWithoutHtml { name } => (
+            Exit::Usage,
+            format!(
+                "add --html-file with an HTML body that shows it, e.g. <img src=\"cid:{name}\">"
+            ),
+        ),
+        ComposeError::ContentType { .. } => (
+            Exit::Usage,
+            "write the type as type/subtype, e.g. 'file.bin;type=application/pdf'".to_owned(),
+        ),
+        ComposeError::Attachment { .. } => (
+            Exit::NoInput,
+            "check the path; relative paths start from the current directory".to_owned(),
+        ),
+        _ => (
+            Exit::DataErr,
+            "check the message's headers and parts".to_owned(),
+        ),
+    };
+    Failure::new(exit, error).hint(hint)
+}
+
+fn write_stdout(bytes: &[u8]) -> Result<(), Failure> {
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(bytes).and_then(|()| stdout.flush()) {
+        // The reader went away (e.g. `| head`): not our failure.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other.exit(Exit::Software),
+    }
+}
+
+fn write_file(path: &PathBuf, bytes: &[u8]) -> Result<(), Failure> {
+    std::fs::write(path, bytes).map_err(|e| {
+        Failure::new(
+            Exit::Config,
+            anyhow!(e).context(format!("cannot write `{}`", path.display())),
+        )
+        .hint("check that the folder exists and is writable")
+    })?;
+    let mut stderr = std::io::stderr().lock();
+    let _ = writeln!(
+        stderr,
+        "wrote {} bytes to {} (dry run: nothing was sent)",
+        bytes.len(),
+        path.display()
+    );
+    Ok(())
+}

@@ -1,0 +1,4 @@
+//! apimail-gmail: the Gmail API provider for apimail.
+//!
+//! Not built yet: this crate will implement `apimail_core::Transport`.
+//! Until it does, nothing here can send, and apimail says so.
