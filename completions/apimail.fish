@@ -1,0 +1,53 @@
+# Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
+function __fish_apimail_global_optspecs
+    string join \n h/help V/version
+end
+
+function __fish_apimail_needs_command
+    # Figure out if the current invocation already has a command.
+    set -l cmd (commandline -opc)
+    set -e cmd[1]
+    argparse -s (__fish_apimail_global_optspecs) -- $cmd 2>/dev/null
+    or return
+    if set -q argv[1]
+        # Also print the command, so this can be used to figure out what it is.
+        echo $argv[1]
+        return 1
+    end
+    return 0
+end
+
+function __fish_apimail_using_subcommand
+    set -l cmd (__fish_apimail_needs_command)
+    test -z "$cmd"
+    and return 1
+    contains -- $cmd[1] $argv
+end
+
+complete -c apimail -n "__fish_apimail_needs_command" -s h -l help -d 'Print help'
+complete -c apimail -n "__fish_apimail_needs_command" -s V -l version -d 'Print version'
+complete -c apimail -n "__fish_apimail_needs_command" -f -a "send" -d 'Compose a message and send it (or, with --dry-run, print it)'
+complete -c apimail -n "__fish_apimail_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c apimail -n "__fish_apimail_using_subcommand send" -l from -d 'Sender, e.g. \'Ann <ann@example.com>\'' -r
+complete -c apimail -n "__fish_apimail_using_subcommand send" -l to -d 'Recipient (repeatable)' -r
+complete -c apimail -n "__fish_apimail_using_subcommand send" -l cc -d 'Carbon-copy recipient (repeatable)' -r
+complete -c apimail -n "__fish_apimail_using_subcommand send" -l bcc -d 'Blind-copy recipient (repeatable); hidden from other recipients' -r
+complete -c apimail -n "__fish_apimail_using_subcommand send" -l reply-to -d 'Where replies should go (repeatable)' -r
+complete -c apimail -n "__fish_apimail_using_subcommand send" -l sender -d 'The Sender header, when someone sends on behalf of --from' -r
+complete -c apimail -n "__fish_apimail_using_subcommand send" -s s -l subject -d 'Subject line' -r
+complete -c apimail -n "__fish_apimail_using_subcommand send" -l text -d 'Plain-text body' -r
+complete -c apimail -n "__fish_apimail_using_subcommand send" -l text-file -d 'Read the plain-text body from a file (UTF-8)' -r -F
+complete -c apimail -n "__fish_apimail_using_subcommand send" -l html-file -d 'Read an HTML body from a file (UTF-8); with a text body, both are sent as alternatives' -r -F
+complete -c apimail -n "__fish_apimail_using_subcommand send" -s a -l attach -d 'Attach a file (repeatable); append \';type=MIME\' to override the guessed type' -r
+complete -c apimail -n "__fish_apimail_using_subcommand send" -l inline -d 'Embed a file the HTML refers to as cid:FILENAME (repeatable)' -r
+complete -c apimail -n "__fish_apimail_using_subcommand send" -l header -d 'Extra header, as \'Name: value\' (repeatable)' -r
+complete -c apimail -n "__fish_apimail_using_subcommand send" -l in-reply-to -d 'Message-ID of the message being replied to' -r
+complete -c apimail -n "__fish_apimail_using_subcommand send" -l references -d 'Message-IDs of the thread, oldest first (repeatable)' -r
+complete -c apimail -n "__fish_apimail_using_subcommand send" -l message-id -d 'Use this Message-ID instead of a generated one' -r
+complete -c apimail -n "__fish_apimail_using_subcommand send" -l charset -d 'Charset of text parts and encoded headers' -r -f -a "utf-8\t''
+iso-2022-jp\t''"
+complete -c apimail -n "__fish_apimail_using_subcommand send" -s o -l output -d 'With --dry-run, write the message to FILE instead of standard output' -r -F
+complete -c apimail -n "__fish_apimail_using_subcommand send" -l dry-run -d 'Print the exact message bytes instead of sending; needs no account or network'
+complete -c apimail -n "__fish_apimail_using_subcommand send" -s h -l help -d 'Print help'
+complete -c apimail -n "__fish_apimail_using_subcommand help; and not __fish_seen_subcommand_from send help" -f -a "send" -d 'Compose a message and send it (or, with --dry-run, print it)'
+complete -c apimail -n "__fish_apimail_using_subcommand help; and not __fish_seen_subcommand_from send help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'

@@ -1,0 +1,259 @@
+//! `xtask`: the project's developer automation, written in Rust instead of
+//! shell scripts or Makefiles (the [cargo-xtask] pattern).
+//!
+//! It is invoked through the cargo aliases in `.cargo/config.toml`:
+//!
+//! - `cargo xtask ci` runs exactly what CI runs (`.ci/run` calls it);
+//! - `cargo codegen [--check]` regenerates the man pages and shell
+//!   completions from the CLI definition (or checks they are up to date);
+//! - `cargo xtask bench` prints quick release-mode performance numbers.
+//!
+//! Dependencies are deliberately std-only plus the `apimail` crate (for the
+//! CLI definition): no clap and no anyhow, which only `crates/cli` may use.
+//!
+//! [cargo-xtask]: https://github.com/matklad/cargo-xtask
+
+// A developer tool reports to the terminal: printing is its job.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+mod bench;
+mod ci;
+mod codegen;
+
+use std::ffi::OsStr;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+
+/// Exit code for command-line usage errors (`EX_USAGE` from sysexits.h).
+const EXIT_USAGE: u8 = 64;
+
+const USAGE: &str = "\
+xtask: developer automation for the apimail workspace
+
+USAGE:
+    cargo xtask <COMMAND> [OPTIONS]
+
+COMMANDS:
+    ci                  Run every check CI runs, in order, stopping at the first failure:
+                        no-OpenSSL dependency check, rustfmt, clippy, rustdoc,
+                        codegen --check, tests, and the fuzz build (if fuzz/ exists)
+    codegen [--check]   Regenerate man pages (docs/man/) and shell completions
+                        (completions/) from the CLI definition; with --check, only
+                        verify they are up to date
+    bench [NAME...]     Build apimail in release mode and run the named benchmarks
+                        (default: all); not part of CI
+    help                Print this message
+
+EXAMPLES:
+    cargo xtask ci                 # what CI runs (also: .ci/run)
+    cargo codegen                  # alias for `cargo xtask codegen`
+    cargo codegen --check          # fail if generated files are stale
+    cargo xtask bench              # all benchmarks
+    cargo xtask bench startup      # a single benchmark
+";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some((command, rest)) = args.split_first() else {
+        print!("{USAGE}");
+        return ExitCode::SUCCESS;
+    };
+    if rest.iter().any(|a| a == "--help" || a == "-h") {
+        print!("{USAGE}");
+        return ExitCode::SUCCESS;
+    }
+    let root = workspace_root();
+    let result = match command.as_str() {
+        "help" | "--help" | "-h" => {
+            print!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        "ci" => match rest {
+            [] => ci::run(&root),
+            _ => {
+                return usage_error(&format!(
+                    "`ci` takes no arguments, got `{}`",
+                    rest.join(" ")
+                ));
+            }
+        },
+        "codegen" => match rest {
+            [] => codegen::run(&root, codegen::Mode::Write),
+            [flag] if flag == "--check" => codegen::run(&root, codegen::Mode::Check),
+            _ => {
+                return usage_error(&format!(
+                    "`codegen` accepts only `--check`, got `{}`",
+                    rest.join(" ")
+                ));
+            }
+        },
+        "bench" => {
+            if let Some(unknown) = rest.iter().find(|name| !bench::exists(name)) {
+                return usage_error(&format!(
+                    "unknown benchmark `{unknown}` (available: {})",
+                    bench::names().join(", ")
+                ));
+            }
+            bench::run(&root, rest)
+        }
+        other => return usage_error(&format!("unknown subcommand `{other}`")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Reports a command-line usage error and returns exit code 64.
+fn usage_error(message: &str) -> ExitCode {
+    eprintln!("error: {message}\n\nrun `cargo xtask help` for usage");
+    ExitCode::from(EXIT_USAGE)
+}
+
+/// The workspace root: the parent of this crate's directory.
+pub(crate) fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives one level below the workspace root")
+        .to_path_buf()
+}
+
+/// An error with an optional hint telling the user how to fix it.
+#[derive(Debug)]
+pub(crate) struct Error {
+    message: String,
+    hint: Option<String>,
+}
+
+pub(crate) type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub(crate) fn new(message: impl Into<String>) -> Self {
+        Error {
+            message: message.into(),
+            hint: None,
+        }
+    }
+
+    pub(crate) fn with_hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+
+    /// Prepends `context: ` to the message, keeping the hint.
+    pub(crate) fn context(mut self, context: impl fmt::Display) -> Self {
+        self.message = format!("{context}: {}", self.message);
+        self
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)?;
+        if let Some(hint) = &self.hint {
+            write!(f, "\nhint: {hint}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Attaches a lazily built context message to any displayable error.
+pub(crate) trait Context<T> {
+    fn with_context<C: fmt::Display>(self, context: impl FnOnce() -> C) -> Result<T>;
+}
+
+impl<T, E: fmt::Display> Context<T> for Result<T, E> {
+    fn with_context<C: fmt::Display>(self, context: impl FnOnce() -> C) -> Result<T> {
+        self.map_err(|e| Error::new(format!("{}: {e}", context())))
+    }
+}
+
+/// A `cargo` command: the `CARGO` binary cargo gave us, else `cargo` from `PATH`.
+pub(crate) fn cargo() -> Command {
+    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+}
+
+/// Announces `cmd` on stderr, runs it with inherited stdio and fails unless it succeeds.
+pub(crate) fn run(cmd: &mut Command) -> Result<()> {
+    let shown = display(cmd);
+    eprintln!("$ {shown}");
+    let status = cmd
+        .status()
+        .with_context(|| format!("failed to start `{shown}`"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(Error::new(format!("`{shown}` failed ({status})")))
+    }
+}
+
+/// Like [`run`], but captures and returns stdout (stderr stays inherited).
+pub(crate) fn output(cmd: &mut Command) -> Result<String> {
+    let shown = display(cmd);
+    eprintln!("$ {shown}");
+    let out = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .output()
+        .with_context(|| format!("failed to start `{shown}`"))?;
+    if !out.status.success() {
+        return Err(Error::new(format!("`{shown}` failed ({})", out.status)));
+    }
+    String::from_utf8(out.stdout).with_context(|| format!("`{shown}` printed non-UTF-8 output"))
+}
+
+/// A shell-like rendering of `cmd` for messages, e.g. `RUSTDOCFLAGS='-D warnings' cargo doc`.
+/// The program is shown by file name only, so `$CARGO=/long/path/cargo` shows as `cargo`.
+pub(crate) fn display(cmd: &Command) -> String {
+    let mut words = Vec::new();
+    for (key, value) in cmd.get_envs() {
+        if let Some(value) = value {
+            words.push(format!("{}={}", key.to_string_lossy(), quote(value)));
+        }
+    }
+    let program = Path::new(cmd.get_program())
+        .file_name()
+        .unwrap_or(cmd.get_program());
+    words.push(quote(program));
+    words.extend(cmd.get_args().map(quote));
+    words.join(" ")
+}
+
+fn quote(word: &OsStr) -> String {
+    let word = word.to_string_lossy();
+    if !word.is_empty()
+        && word
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=,:+@%".contains(c))
+    {
+        word.into_owned()
+    } else {
+        format!("'{}'", word.replace('\'', r"'\''"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_quotes_only_when_needed() {
+        let mut cmd = Command::new("/opt/rust/bin/cargo");
+        cmd.args(["doc", "--workspace"])
+            .env("RUSTDOCFLAGS", "-D warnings");
+        assert_eq!(
+            display(&cmd),
+            "RUSTDOCFLAGS='-D warnings' cargo doc --workspace"
+        );
+    }
+
+    #[test]
+    fn error_display_includes_hint() {
+        let e = Error::new("bad").with_hint("fix it").context("step");
+        assert_eq!(e.to_string(), "step: bad\nhint: fix it");
+    }
+}
