@@ -29,13 +29,18 @@
 mod address;
 mod charset;
 mod compose;
+pub mod endpoint;
 mod parse;
+mod secret;
+mod token;
 mod transport;
 
 pub use address::{AddressError, Mailbox};
 pub use charset::Charset;
 pub use compose::{Attachment, ComposeError, Message, MessageBuilder};
 pub use parse::{ParseError, ReadyMessage};
+pub use secret::Secret;
+pub use token::{AccessToken, EXPIRY_MARGIN, TokenError, TokenResponse, now_unix};
 pub use transport::{
     Envelope, ErrorKind, FileTransport, Receipt, SentMessage, StubTransport, Transport,
     TransportError,

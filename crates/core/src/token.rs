@@ -1,0 +1,91 @@
+//! Access tokens and the errors of getting one.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::secret::Secret;
+
+/// How long before its expiry a token is treated as expired, so it does
+/// not die in flight.
+pub const EXPIRY_MARGIN: Duration = Duration::from_secs(60);
+
+/// A bearer token and when it stops working.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessToken {
+    /// The bearer value.
+    pub secret: Secret,
+    /// Unix seconds; `None` when the server did not say.
+    pub expires_at: Option<i64>,
+}
+
+impl AccessToken {
+    /// Whether it is still usable for at least [`EXPIRY_MARGIN`].
+    pub fn is_fresh(&self) -> bool {
+        self.expires_at
+            .is_some_and(|at| at > now_unix() + EXPIRY_MARGIN.as_secs() as i64)
+    }
+}
+
+/// What a token endpoint returned for a code exchange or a refresh.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenResponse {
+    /// The new access token.
+    pub access_token: AccessToken,
+    /// A new refresh token, when the server issued or rotated one.
+    pub refresh_token: Option<Secret>,
+    /// Granted scopes, when the server listed them.
+    pub scopes: Option<Vec<String>>,
+    /// The OpenID `id_token`, when present (used to learn the address).
+    pub id_token: Option<Secret>,
+}
+
+/// Why no access token could be had.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TokenError {
+    /// The refresh token or grant is expired, revoked or unknown
+    /// (`invalid_grant`): only a new login helps.
+    #[error("the authorization has expired or was revoked (invalid_grant){}", describe(.description))]
+    InvalidGrant {
+        /// The server's `error_description`.
+        description: Option<String>,
+    },
+    /// The server refused the client or the request (`invalid_client`,
+    /// `unauthorized_client`, `invalid_scope`, ...).
+    #[error("the token endpoint refused the request ({code}){}", describe(.description))]
+    Refused {
+        /// The OAuth error code.
+        code: String,
+        /// The server's `error_description`.
+        description: Option<String>,
+    },
+    /// The token endpoint could not be reached or failed (5xx, timeout):
+    /// worth retrying later.
+    #[error("the token endpoint could not be reached")]
+    Unreachable(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// Nothing is stored for this account, or it has no refresh token.
+    #[error("no stored authorization for account `{account}`")]
+    NotLoggedIn {
+        /// The account name.
+        account: String,
+    },
+    /// Reading or writing the token store failed.
+    #[error("the token store failed")]
+    Store(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// Anything else: a malformed answer, a bug.
+    #[error("{0}")]
+    Other(String),
+}
+
+fn describe(description: &Option<String>) -> String {
+    description
+        .as_deref()
+        .map(|d| format!(": {d}"))
+        .unwrap_or_default()
+}
+
+/// Seconds since the Unix epoch.
+pub fn now_unix() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
