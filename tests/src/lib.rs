@@ -1,6 +1,9 @@
 //! Helpers for apimail's end-to-end tests: run the real `apimail` binary,
 //! and check its output with independent parsers.
 
+pub mod fake_google;
+pub mod http;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 

@@ -30,9 +30,12 @@ mod address;
 mod charset;
 mod compose;
 pub mod endpoint;
+pub mod oauth;
 mod parse;
+pub mod retry;
 mod secret;
 mod token;
+pub mod token_store;
 mod transport;
 
 pub use address::{AddressError, Mailbox};
@@ -40,7 +43,7 @@ pub use charset::Charset;
 pub use compose::{Attachment, ComposeError, Message, MessageBuilder};
 pub use parse::{ParseError, ReadyMessage};
 pub use secret::Secret;
-pub use token::{AccessToken, EXPIRY_MARGIN, TokenError, TokenResponse, now_unix};
+pub use token::{AccessToken, EXPIRY_MARGIN, TokenError, TokenResponse, TokenSource, now_unix};
 pub use transport::{
     Envelope, ErrorKind, FileTransport, Receipt, SentMessage, StubTransport, Transport,
     TransportError,

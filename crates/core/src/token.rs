@@ -1,5 +1,6 @@
 //! Access tokens and the errors of getting one.
 
+use std::future::Future;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::secret::Secret;
@@ -81,6 +82,21 @@ fn describe(description: &Option<String>) -> String {
         .as_deref()
         .map(|d| format!(": {d}"))
         .unwrap_or_default()
+}
+
+/// Where a transport gets its bearer tokens. Implementations cache, refresh
+/// and persist as they see fit; a transport only asks for a token and, after
+/// an HTTP 401, for a replacement.
+pub trait TokenSource: Send + Sync {
+    /// A token to use now.
+    fn token(&self) -> impl Future<Output = Result<AccessToken, TokenError>> + Send;
+
+    /// A new token after the API rejected `rejected`. Called at most once per
+    /// send, so a bad token leads to one refresh, not a loop.
+    fn refresh_after_rejection(
+        &self,
+        rejected: &AccessToken,
+    ) -> impl Future<Output = Result<AccessToken, TokenError>> + Send;
 }
 
 /// Seconds since the Unix epoch.

@@ -57,6 +57,8 @@ pub struct Receipt {
     pub provider: &'static str,
     /// The provider's id for the message, when it returns one.
     pub id: Option<String>,
+    /// The provider's conversation id (Gmail's threadId), when it returns one.
+    pub thread_id: Option<String>,
 }
 
 /// What kind of failure a [`TransportError`] is.
@@ -211,6 +213,7 @@ impl Transport for FileTransport {
             id: Path::new(&path)
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned()),
+            thread_id: None,
         })
     }
 }
@@ -262,6 +265,7 @@ impl Transport for StubTransport {
         Ok(Receipt {
             provider: "stub",
             id: Some(format!("stub-{}", sent.len())),
+            thread_id: None,
         })
     }
 }

@@ -1,0 +1,281 @@
+//! The glue between the `oauth2` crate and apimail: the typed oauth2 client,
+//! the HTTP client it calls through, and the mapping of its answers and
+//! errors to [`TokenResponse`] and [`TokenError`].
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::time::Duration;
+
+use oauth2::basic::{
+    BasicErrorResponse, BasicRevocationErrorResponse, BasicTokenIntrospectionResponse,
+    BasicTokenType,
+};
+use oauth2::http::{self, StatusCode};
+use oauth2::{
+    AsyncHttpClient, AuthType, ClientId, ClientSecret, EndpointNotSet, EndpointSet, ErrorResponse,
+    ExtraDeviceAuthorizationFields, ExtraTokenFields, HttpRequest, HttpResponse, RequestTokenError,
+    StandardRevocableToken, StandardTokenResponse, TokenResponse as _, TokenUrl,
+};
+use url::Url;
+
+use super::OAuthClient;
+use crate::endpoint::checked_url;
+use crate::secret::Secret;
+use crate::token::{AccessToken, TokenError, TokenResponse, now_unix};
+
+/// Total time allowed for one request to a token endpoint.
+pub(super) const HTTP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Time allowed to open the connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The token-response fields apimail reads beyond RFC 6749's.
+#[derive(Debug, Clone, Default, serde::Deserialize, serde::Serialize)]
+pub(super) struct ExtraFields {
+    /// The OpenID Connect `id_token` (a JWT).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) id_token: Option<Secret>,
+}
+
+impl ExtraTokenFields for ExtraFields {}
+
+/// The device-authorization-response fields apimail reads beyond RFC 8628's.
+#[derive(Debug, Clone, Default, serde::Deserialize, serde::Serialize)]
+pub(super) struct DeviceFields {
+    /// Microsoft's ready-made instruction for the user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) message: Option<String>,
+}
+
+impl ExtraDeviceAuthorizationFields for DeviceFields {}
+
+/// A token response as the oauth2 crate parses it.
+pub(super) type Oauth2TokenResponse = StandardTokenResponse<ExtraFields, BasicTokenType>;
+
+/// The oauth2 client with a token URL set; the authorization and device
+/// URLs are set per flow.
+pub(super) type Oauth2Client<HasAuthUrl = EndpointNotSet, HasDeviceAuthUrl = EndpointNotSet> =
+    oauth2::Client<
+        BasicErrorResponse,
+        Oauth2TokenResponse,
+        BasicTokenIntrospectionResponse,
+        StandardRevocableToken,
+        BasicRevocationErrorResponse,
+        HasAuthUrl,
+        HasDeviceAuthUrl,
+        EndpointNotSet,
+        EndpointNotSet,
+        EndpointSet,
+    >;
+
+/// Checks a configured endpoint URL against the crate's policy (https, or
+/// http on loopback only).
+pub(super) fn checked(url: &Url) -> Result<Url, TokenError> {
+    checked_url(url.as_str()).map_err(|e| TokenError::Other(e.to_string()))
+}
+
+/// Builds the oauth2 client: client id, the secret (when `with_secret` and
+/// one is configured) as form parameters, and the token URL.
+pub(super) fn oauth2_client(
+    client: &OAuthClient,
+    with_secret: bool,
+) -> Result<Oauth2Client, TokenError> {
+    let token_url = TokenUrl::from_url(checked(&client.token_url)?);
+    let base = oauth2::Client::<
+        BasicErrorResponse,
+        Oauth2TokenResponse,
+        BasicTokenIntrospectionResponse,
+        StandardRevocableToken,
+        BasicRevocationErrorResponse,
+    >::new(ClientId::new(client.client_id.clone()))
+    .set_auth_type(AuthType::RequestBody)
+    .set_token_uri(token_url);
+    Ok(match &client.client_secret {
+        Some(secret) if with_secret && !secret.expose().is_empty() => {
+            base.set_client_secret(ClientSecret::new(secret.expose().to_owned()))
+        }
+        _ => base,
+    })
+}
+
+/// Why an HTTP exchange with an OAuth endpoint failed before an OAuth
+/// answer could be read.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum HttpFailure {
+    /// Connecting, sending or receiving failed, or timed out.
+    #[error(transparent)]
+    Transport(reqwest::Error),
+    /// The server answered 5xx, 429 or 408: try again later.
+    #[error("the server answered http {0}")]
+    Status(u16),
+    /// The response could not be handed over (a bug).
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// The HTTP client the oauth2 crate calls through: reqwest without
+/// redirects (an OAuth endpoint that redirects is an SSRF risk) and with a
+/// timeout. It remembers the last status seen, for error messages.
+#[derive(Debug)]
+pub(super) struct Http {
+    client: reqwest::Client,
+    last_status: AtomicU16,
+}
+
+impl Http {
+    /// Builds the client.
+    pub(super) fn new() -> Result<Self, TokenError> {
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(HTTP_TIMEOUT)
+            .connect_timeout(CONNECT_TIMEOUT)
+            .user_agent(concat!("apimail/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| TokenError::Other(format!("cannot set up the http client: {e}")))?;
+        Ok(Http {
+            client,
+            last_status: AtomicU16::new(0),
+        })
+    }
+
+    /// Sends one request. Retryable statuses (5xx, 429, 408) become
+    /// [`HttpFailure::Status`]; every other answer is handed to oauth2,
+    /// which reads OAuth errors out of 4xx bodies.
+    pub(super) async fn send(&self, request: HttpRequest) -> Result<HttpResponse, HttpFailure> {
+        let request = reqwest::Request::try_from(request).map_err(HttpFailure::Transport)?;
+        let response = self
+            .client
+            .execute(request)
+            .await
+            .map_err(HttpFailure::Transport)?;
+        let status = response.status();
+        self.last_status.store(status.as_u16(), Ordering::Relaxed);
+        if is_retryable(status) {
+            return Err(HttpFailure::Status(status.as_u16()));
+        }
+        let mut builder = http::Response::builder().status(status);
+        for (name, value) in response.headers() {
+            builder = builder.header(name, value);
+        }
+        let body = response.bytes().await.map_err(HttpFailure::Transport)?;
+        builder
+            .body(body.to_vec())
+            .map_err(|e| HttpFailure::Internal(format!("cannot hand over the response: {e}")))
+    }
+
+    /// `" (http 404)"`, or nothing when no response came back.
+    fn status_note(&self) -> String {
+        match self.last_status.load(Ordering::Relaxed) {
+            0 => String::new(),
+            status => format!(" (http {status})"),
+        }
+    }
+}
+
+impl<'c> AsyncHttpClient<'c> for Http {
+    type Error = HttpFailure;
+    type Future = Pin<Box<dyn Future<Output = Result<HttpResponse, HttpFailure>> + Send + 'c>>;
+
+    fn call(&'c self, request: HttpRequest) -> Self::Future {
+        Box::pin(self.send(request))
+    }
+}
+
+fn is_retryable(status: StatusCode) -> bool {
+    status.is_server_error()
+        || status == StatusCode::TOO_MANY_REQUESTS
+        || status == StatusCode::REQUEST_TIMEOUT
+}
+
+/// Splits an oauth2 failure into the server's OAuth error (`Ok`, for the
+/// caller to interpret) and everything else, already mapped (`Err`).
+///
+/// Response bodies are never quoted: a body that failed to parse may be a
+/// successful token response.
+pub(super) fn classify<TE>(
+    error: RequestTokenError<HttpFailure, TE>,
+    http: &Http,
+) -> Result<TE, TokenError>
+where
+    TE: ErrorResponse + 'static,
+{
+    match error {
+        RequestTokenError::ServerResponse(response) => Ok(response),
+        RequestTokenError::Request(HttpFailure::Internal(message)) => {
+            Err(TokenError::Other(message))
+        }
+        RequestTokenError::Request(failure) => Err(TokenError::Unreachable(Box::new(failure))),
+        RequestTokenError::Parse(error, _body) => {
+            let path = error.path().to_string();
+            let at = if path == "." {
+                String::new()
+            } else {
+                format!(", at `{path}`")
+            };
+            Err(TokenError::Other(format!(
+                "the token endpoint returned an answer apimail cannot read{}{at}",
+                http.status_note(),
+            )))
+        }
+        RequestTokenError::Other(message) => Err(TokenError::Other(format!(
+            "the token endpoint returned an unexpected answer{}: {}",
+            http.status_note(),
+            message
+        ))),
+    }
+}
+
+/// Maps an OAuth error code from a token endpoint.
+pub(super) fn refused(code: &str, description: Option<&String>) -> TokenError {
+    let description = description.cloned();
+    match code {
+        "invalid_grant" => TokenError::InvalidGrant { description },
+        _ => TokenError::Refused {
+            code: code.to_owned(),
+            description,
+        },
+    }
+}
+
+/// Maps any failure of a plain token request (code exchange, refresh,
+/// client credentials).
+pub(super) fn token_error(
+    error: RequestTokenError<HttpFailure, BasicErrorResponse>,
+    http: &Http,
+) -> TokenError {
+    match classify(error, http) {
+        Ok(response) => refused(response.error().as_ref(), response.error_description()),
+        Err(error) => error,
+    }
+}
+
+/// Converts oauth2's token response to apimail's.
+pub(super) fn token_response(response: Oauth2TokenResponse) -> TokenResponse {
+    let expires_at = response.expires_in().map(|d| {
+        let seconds = i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
+        now_unix().saturating_add(seconds)
+    });
+    let scopes = response.scopes().map(|scopes| {
+        scopes
+            .iter()
+            .map(|s| s.as_str().to_owned())
+            .filter(|s| !s.is_empty())
+            .collect()
+    });
+    TokenResponse {
+        access_token: AccessToken {
+            secret: Secret::new(response.access_token().secret().as_str()),
+            expires_at,
+        },
+        refresh_token: response
+            .refresh_token()
+            .map(|t| Secret::new(t.secret().as_str())),
+        scopes,
+        id_token: response
+            .extra_fields()
+            .id_token
+            .clone()
+            .filter(|t| !t.expose().is_empty()),
+    }
+}

@@ -1,0 +1,115 @@
+//! Service accounts with domain-wide delegation: a JWT signed with the
+//! account's key is exchanged for a token that acts as one user (`sub`).
+//! yup-oauth2 does the signing and the exchange.
+
+use apimail_core::{AccessToken, Secret, TokenError, TokenSource};
+use google_gmail1::hyper_rustls::HttpsConnector;
+use google_gmail1::hyper_util::client::legacy::connect::HttpConnector;
+use yup_oauth2::authenticator::Authenticator;
+
+use crate::SEND_SCOPE;
+
+/// Tokens for a service account acting as one user of its domain.
+#[derive(Clone)]
+pub struct ServiceAccountTokens {
+    auth: Authenticator<HttpsConnector<HttpConnector>>,
+    subject: String,
+}
+
+impl std::fmt::Debug for ServiceAccountTokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServiceAccountTokens")
+            .field("subject", &self.subject)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServiceAccountTokens {
+    /// From the JSON key file Google Cloud hands out, acting as `subject`.
+    /// `token_url` overrides the key's `token_uri` (for gateways and tests).
+    pub async fn new(
+        key_json: &[u8],
+        subject: &str,
+        token_url: Option<&url::Url>,
+    ) -> Result<Self, TokenError> {
+        let mut key: yup_oauth2::ServiceAccountKey =
+            serde_json::from_slice(key_json).map_err(|e| {
+                TokenError::Other(format!(
+                    "the service account key is not valid JSON in Google's format ({})",
+                    e.classify_name()
+                ))
+            })?;
+        if let Some(url) = token_url {
+            key.token_uri = url.to_string();
+        }
+        let auth = yup_oauth2::ServiceAccountAuthenticator::builder(key)
+            .subject(subject)
+            .build()
+            .await
+            .map_err(|e| TokenError::Other(format!("the service account key cannot be used: {e}")))?;
+        Ok(ServiceAccountTokens {
+            auth,
+            subject: subject.to_owned(),
+        })
+    }
+}
+
+trait ClassifyName {
+    fn classify_name(&self) -> &'static str;
+}
+
+impl ClassifyName for serde_json::Error {
+    fn classify_name(&self) -> &'static str {
+        match self.classify() {
+            serde_json::error::Category::Io => "read error",
+            serde_json::error::Category::Syntax => "syntax error",
+            serde_json::error::Category::Data => "a required field is missing or wrong",
+            serde_json::error::Category::Eof => "the file ends early",
+        }
+    }
+}
+
+impl TokenSource for ServiceAccountTokens {
+    async fn token(&self) -> Result<AccessToken, TokenError> {
+        let token = self.auth.token(&[SEND_SCOPE]).await.map_err(map_error)?;
+        convert(token)
+    }
+
+    async fn refresh_after_rejection(&self, _rejected: &AccessToken) -> Result<AccessToken, TokenError> {
+        let token = self
+            .auth
+            .force_refreshed_token(&[SEND_SCOPE])
+            .await
+            .map_err(map_error)?;
+        convert(token)
+    }
+}
+
+fn convert(token: yup_oauth2::AccessToken) -> Result<AccessToken, TokenError> {
+    let secret = token
+        .token()
+        .ok_or_else(|| TokenError::Other("the token endpoint returned no access token".into()))?;
+    Ok(AccessToken {
+        secret: Secret::new(secret),
+        expires_at: token.expiration_time().map(|t| t.unix_timestamp()),
+    })
+}
+
+fn map_error(error: yup_oauth2::Error) -> TokenError {
+    use yup_oauth2::error::AuthErrorCode;
+    match error {
+        yup_oauth2::Error::AuthError(auth) => {
+            let description = auth.error_description.clone();
+            match auth.error {
+                AuthErrorCode::InvalidGrant => TokenError::InvalidGrant { description },
+                code => TokenError::Refused {
+                    code: code.as_str().to_owned(),
+                    description,
+                },
+            }
+        }
+        yup_oauth2::Error::HttpError(e) => TokenError::Unreachable(Box::new(e)),
+        yup_oauth2::Error::HttpClientError(e) => TokenError::Unreachable(Box::new(e)),
+        other => TokenError::Other(format!("the service account token request failed: {other}")),
+    }
+}
