@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_apimail_global_optspecs
-    string join \n h/help V/version
+    string join \n config= v/verbose debug h/help V/version
 end
 
 function __fish_apimail_needs_command
@@ -24,11 +24,17 @@ function __fish_apimail_using_subcommand
     contains -- $cmd[1] $argv
 end
 
+complete -c apimail -n "__fish_apimail_needs_command" -l config -d 'Configuration file' -r -F
+complete -c apimail -n "__fish_apimail_needs_command" -s v -l verbose -d 'Say more: -v shows progress and retries'
+complete -c apimail -n "__fish_apimail_needs_command" -l debug -d 'Log every HTTP request and response (secrets are redacted)'
 complete -c apimail -n "__fish_apimail_needs_command" -s h -l help -d 'Print help'
 complete -c apimail -n "__fish_apimail_needs_command" -s V -l version -d 'Print version'
 complete -c apimail -n "__fish_apimail_needs_command" -f -a "send" -d 'Compose a message and send it (or, with --dry-run, print it)'
+complete -c apimail -n "__fish_apimail_needs_command" -f -a "auth" -d 'Authorize accounts, and inspect or remove their tokens'
 complete -c apimail -n "__fish_apimail_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c apimail -n "__fish_apimail_using_subcommand send" -l from -d 'Sender, e.g. \'Ann <ann@example.com>\'' -r
+complete -c apimail -n "__fish_apimail_using_subcommand send" -l from -d 'Sender, e.g. \'Ann <ann@example.com>\' (default: the account\'s address)' -r
+complete -c apimail -n "__fish_apimail_using_subcommand send" -l account -d 'The account to send from (default: $APIMAIL_ACCOUNT, else the configured default)' -r
+complete -c apimail -n "__fish_apimail_using_subcommand send" -l provider -d 'With no account named, send with this provider\'s environment credentials' -r -f -a "gmail\t''"
 complete -c apimail -n "__fish_apimail_using_subcommand send" -l to -d 'Recipient (repeatable)' -r
 complete -c apimail -n "__fish_apimail_using_subcommand send" -l cc -d 'Carbon-copy recipient (repeatable)' -r
 complete -c apimail -n "__fish_apimail_using_subcommand send" -l bcc -d 'Blind-copy recipient (repeatable); hidden from other recipients' -r
@@ -47,7 +53,55 @@ complete -c apimail -n "__fish_apimail_using_subcommand send" -l message-id -d '
 complete -c apimail -n "__fish_apimail_using_subcommand send" -l charset -d 'Charset of text parts and encoded headers' -r -f -a "utf-8\t''
 iso-2022-jp\t''"
 complete -c apimail -n "__fish_apimail_using_subcommand send" -s o -l output -d 'With --dry-run, write the message to FILE instead of standard output' -r -F
+complete -c apimail -n "__fish_apimail_using_subcommand send" -l config -d 'Configuration file' -r -F
+complete -c apimail -n "__fish_apimail_using_subcommand send" -l json -d 'Print the receipt as one JSON object'
 complete -c apimail -n "__fish_apimail_using_subcommand send" -l dry-run -d 'Print the exact message bytes instead of sending; needs no account or network'
+complete -c apimail -n "__fish_apimail_using_subcommand send" -s v -l verbose -d 'Say more: -v shows progress and retries'
+complete -c apimail -n "__fish_apimail_using_subcommand send" -l debug -d 'Log every HTTP request and response (secrets are redacted)'
 complete -c apimail -n "__fish_apimail_using_subcommand send" -s h -l help -d 'Print help'
-complete -c apimail -n "__fish_apimail_using_subcommand help; and not __fish_seen_subcommand_from send help" -f -a "send" -d 'Compose a message and send it (or, with --dry-run, print it)'
-complete -c apimail -n "__fish_apimail_using_subcommand help; and not __fish_seen_subcommand_from send help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c apimail -n "__fish_apimail_using_subcommand auth; and not __fish_seen_subcommand_from login import-smail status logout help" -l config -d 'Configuration file' -r -F
+complete -c apimail -n "__fish_apimail_using_subcommand auth; and not __fish_seen_subcommand_from login import-smail status logout help" -s v -l verbose -d 'Say more: -v shows progress and retries'
+complete -c apimail -n "__fish_apimail_using_subcommand auth; and not __fish_seen_subcommand_from login import-smail status logout help" -l debug -d 'Log every HTTP request and response (secrets are redacted)'
+complete -c apimail -n "__fish_apimail_using_subcommand auth; and not __fish_seen_subcommand_from login import-smail status logout help" -s h -l help -d 'Print help'
+complete -c apimail -n "__fish_apimail_using_subcommand auth; and not __fish_seen_subcommand_from login import-smail status logout help" -f -a "login" -d 'Authorize an account in the browser and store its tokens'
+complete -c apimail -n "__fish_apimail_using_subcommand auth; and not __fish_seen_subcommand_from login import-smail status logout help" -f -a "import-smail" -d 'Import the OAuth credentials of an SMAIL installation (smail_refreshtoken.ini)'
+complete -c apimail -n "__fish_apimail_using_subcommand auth; and not __fish_seen_subcommand_from login import-smail status logout help" -f -a "status" -d 'List accounts, their scopes, token expiry and where tokens are kept'
+complete -c apimail -n "__fish_apimail_using_subcommand auth; and not __fish_seen_subcommand_from login import-smail status logout help" -f -a "logout" -d 'Delete an account\'s stored tokens, revoking them at the provider'
+complete -c apimail -n "__fish_apimail_using_subcommand auth; and not __fish_seen_subcommand_from login import-smail status logout help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c apimail -n "__fish_apimail_using_subcommand auth; and __fish_seen_subcommand_from login" -l client-secret -d 'The OAuth client file downloaded from the Google Cloud console' -r -F
+complete -c apimail -n "__fish_apimail_using_subcommand auth; and __fish_seen_subcommand_from login" -l account -d 'Name for this account (default: its address)' -r
+complete -c apimail -n "__fish_apimail_using_subcommand auth; and __fish_seen_subcommand_from login" -l port -d 'Loopback port for the browser\'s redirect; 0 picks a free one' -r
+complete -c apimail -n "__fish_apimail_using_subcommand auth; and __fish_seen_subcommand_from login" -l login-hint -d 'The address to sign in as (pre-fills the browser and names the account)' -r
+complete -c apimail -n "__fish_apimail_using_subcommand auth; and __fish_seen_subcommand_from login" -l timeout -d 'Give up waiting for the browser after this many seconds' -r
+complete -c apimail -n "__fish_apimail_using_subcommand auth; and __fish_seen_subcommand_from login" -l config -d 'Configuration file' -r -F
+complete -c apimail -n "__fish_apimail_using_subcommand auth; and __fish_seen_subcommand_from login" -l no-browser -d 'Don\'t open a browser: print the URL, and accept the redirect URL pasted here'
+complete -c apimail -n "__fish_apimail_using_subcommand auth; and __fish_seen_subcommand_from login" -s v -l verbose -d 'Say more: -v shows progress and retries'
+complete -c apimail -n "__fish_apimail_using_subcommand auth; and __fish_seen_subcommand_from login" -l debug -d 'Log every HTTP request and response (secrets are redacted)'
+complete -c apimail -n "__fish_apimail_using_subcommand auth; and __fish_seen_subcommand_from login" -s h -l help -d 'Print help'
+complete -c apimail -n "__fish_apimail_using_subcommand auth; and __fish_seen_subcommand_from import-smail" -l account -d 'Name for the imported account' -r
+complete -c apimail -n "__fish_apimail_using_subcommand auth; and __fish_seen_subcommand_from import-smail" -l config -d 'Configuration file' -r -F
+complete -c apimail -n "__fish_apimail_using_subcommand auth; and __fish_seen_subcommand_from import-smail" -s v -l verbose -d 'Say more: -v shows progress and retries'
+complete -c apimail -n "__fish_apimail_using_subcommand auth; and __fish_seen_subcommand_from import-smail" -l debug -d 'Log every HTTP request and response (secrets are redacted)'
+complete -c apimail -n "__fish_apimail_using_subcommand auth; and __fish_seen_subcommand_from import-smail" -s h -l help -d 'Print help'
+complete -c apimail -n "__fish_apimail_using_subcommand auth; and __fish_seen_subcommand_from status" -l account -d 'Show only this account' -r
+complete -c apimail -n "__fish_apimail_using_subcommand auth; and __fish_seen_subcommand_from status" -l config -d 'Configuration file' -r -F
+complete -c apimail -n "__fish_apimail_using_subcommand auth; and __fish_seen_subcommand_from status" -s v -l verbose -d 'Say more: -v shows progress and retries'
+complete -c apimail -n "__fish_apimail_using_subcommand auth; and __fish_seen_subcommand_from status" -l debug -d 'Log every HTTP request and response (secrets are redacted)'
+complete -c apimail -n "__fish_apimail_using_subcommand auth; and __fish_seen_subcommand_from status" -s h -l help -d 'Print help'
+complete -c apimail -n "__fish_apimail_using_subcommand auth; and __fish_seen_subcommand_from logout" -l account -d 'The account to log out' -r
+complete -c apimail -n "__fish_apimail_using_subcommand auth; and __fish_seen_subcommand_from logout" -l config -d 'Configuration file' -r -F
+complete -c apimail -n "__fish_apimail_using_subcommand auth; and __fish_seen_subcommand_from logout" -s v -l verbose -d 'Say more: -v shows progress and retries'
+complete -c apimail -n "__fish_apimail_using_subcommand auth; and __fish_seen_subcommand_from logout" -l debug -d 'Log every HTTP request and response (secrets are redacted)'
+complete -c apimail -n "__fish_apimail_using_subcommand auth; and __fish_seen_subcommand_from logout" -s h -l help -d 'Print help'
+complete -c apimail -n "__fish_apimail_using_subcommand auth; and __fish_seen_subcommand_from help" -f -a "login" -d 'Authorize an account in the browser and store its tokens'
+complete -c apimail -n "__fish_apimail_using_subcommand auth; and __fish_seen_subcommand_from help" -f -a "import-smail" -d 'Import the OAuth credentials of an SMAIL installation (smail_refreshtoken.ini)'
+complete -c apimail -n "__fish_apimail_using_subcommand auth; and __fish_seen_subcommand_from help" -f -a "status" -d 'List accounts, their scopes, token expiry and where tokens are kept'
+complete -c apimail -n "__fish_apimail_using_subcommand auth; and __fish_seen_subcommand_from help" -f -a "logout" -d 'Delete an account\'s stored tokens, revoking them at the provider'
+complete -c apimail -n "__fish_apimail_using_subcommand auth; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c apimail -n "__fish_apimail_using_subcommand help; and not __fish_seen_subcommand_from send auth help" -f -a "send" -d 'Compose a message and send it (or, with --dry-run, print it)'
+complete -c apimail -n "__fish_apimail_using_subcommand help; and not __fish_seen_subcommand_from send auth help" -f -a "auth" -d 'Authorize accounts, and inspect or remove their tokens'
+complete -c apimail -n "__fish_apimail_using_subcommand help; and not __fish_seen_subcommand_from send auth help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c apimail -n "__fish_apimail_using_subcommand help; and __fish_seen_subcommand_from auth" -f -a "login" -d 'Authorize an account in the browser and store its tokens'
+complete -c apimail -n "__fish_apimail_using_subcommand help; and __fish_seen_subcommand_from auth" -f -a "import-smail" -d 'Import the OAuth credentials of an SMAIL installation (smail_refreshtoken.ini)'
+complete -c apimail -n "__fish_apimail_using_subcommand help; and __fish_seen_subcommand_from auth" -f -a "status" -d 'List accounts, their scopes, token expiry and where tokens are kept'
+complete -c apimail -n "__fish_apimail_using_subcommand help; and __fish_seen_subcommand_from auth" -f -a "logout" -d 'Delete an account\'s stored tokens, revoking them at the provider'

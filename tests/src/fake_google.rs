@@ -1014,9 +1014,10 @@ fn authenticate(
     };
     let scopes: Vec<&str> = grant.scope.split_whitespace().collect();
     if !SEND_SCOPES.iter().any(|scope| scopes.contains(scope)) {
-        return Err(google_error(
+        return Err(google_error_detail(
             403,
             "Request had insufficient authentication scopes.",
+            "Insufficient Permission",
             "insufficientPermissions",
             "PERMISSION_DENIED",
         )
@@ -1404,12 +1405,23 @@ fn decode_bytes(text: &str) -> Option<Vec<u8>> {
 }
 
 fn google_error(code: u16, message: &str, reason: &str, status: &str) -> Response {
+    google_error_detail(code, message, message, reason, status)
+}
+
+/// Google's JSON error, where the `errors[0].message` differs.
+fn google_error_detail(
+    code: u16,
+    message: &str,
+    detail: &str,
+    reason: &str,
+    status: &str,
+) -> Response {
     Response::json(
         code,
         &json!({"error": {
             "code": code,
             "message": message,
-            "errors": [{"message": message, "domain": "global", "reason": reason}],
+            "errors": [{"message": detail, "domain": "global", "reason": reason}],
             "status": status,
         }}),
     )

@@ -3,6 +3,9 @@
 
 pub mod fake_google;
 pub mod http;
+pub mod sandbox;
+
+pub use sandbox::Sandbox;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -36,7 +39,17 @@ pub fn apimail() -> Command {
     let mut command = Command::new(apimail_bin());
     for (key, _) in std::env::vars_os() {
         let key = key.to_string_lossy();
-        if key.starts_with("APIMAIL_") || key == "SOURCE_DATE_EPOCH" {
+        let inherited = key.starts_with("APIMAIL_")
+            || key.starts_with("AZURE_")
+            || key.to_ascii_uppercase().ends_with("_PROXY")
+            || [
+                "SOURCE_DATE_EPOCH",
+                "GOOGLE_APPLICATION_CREDENTIALS",
+                "DISPLAY",
+                "WAYLAND_DISPLAY",
+            ]
+            .contains(&&*key);
+        if inherited {
             command.env_remove(&*key);
         }
     }

@@ -6,14 +6,20 @@ use apimail_core::Charset;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 const AFTER_HELP: &str = "\
+Configuration: --config FILE, else $APIMAIL_CONFIG, else ~/.config/apimail/config.toml.
+Tokens: $APIMAIL_DATA_DIR, else ~/.local/share/apimail (files are mode 0600).
+
 Exit codes (sysexits):
   0 ok, 64 usage, 65 bad message or address, 66 input file missing,
   69 refused permanently, 70 internal, 75 temporary failure,
   77 not authorized, 78 configuration
 
 Examples:
-  apimail send --dry-run --from me@example.com --to you@example.com \\
-      --subject 'Backup finished' --text 'All good'
+  # Authorize once (opens a browser), then send
+  apimail auth login gmail --client-secret client_secret.json
+  apimail send --to you@example.com --subject 'Backup finished' --text 'All good'
+
+  # Print a message without any account
   df -h | apimail send --dry-run --from me@example.com --to ops@example.com --subject 'Disk report'";
 
 /// Send email through HTTPS APIs (Gmail API, Microsoft Graph) instead of SMTP.
@@ -22,16 +28,148 @@ Examples:
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+
+    /// Configuration file
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Say more: -v shows progress and retries
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    /// Log every HTTP request and response (secrets are redacted)
+    #[arg(long, global = true)]
+    pub debug: bool,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Compose a message and send it (or, with --dry-run, print it).
     #[command(after_help = SEND_HELP)]
-    Send(SendArgs),
+    Send(Box<SendArgs>),
+
+    /// Authorize accounts, and inspect or remove their tokens.
+    #[command(subcommand, after_help = AUTH_HELP)]
+    Auth(AuthCommand),
+}
+
+const AUTH_HELP: &str = "\
+Examples:
+  apimail auth login gmail --client-secret client_secret.json
+  apimail auth status
+  apimail auth logout --account me@example.com";
+
+#[derive(Debug, Subcommand)]
+pub enum AuthCommand {
+    /// Authorize an account in the browser and store its tokens.
+    #[command(after_help = LOGIN_HELP)]
+    Login(LoginArgs),
+
+    /// Import the OAuth credentials of an SMAIL installation (smail_refreshtoken.ini).
+    #[command(after_help = IMPORT_HELP)]
+    ImportSmail(ImportSmailArgs),
+
+    /// List accounts, their scopes, token expiry and where tokens are kept.
+    #[command(after_help = STATUS_HELP)]
+    Status(StatusArgs),
+
+    /// Delete an account's stored tokens, revoking them at the provider.
+    #[command(after_help = LOGOUT_HELP)]
+    Logout(LogoutArgs),
+}
+
+const LOGIN_HELP: &str = "\
+Gmail: create an OAuth client (Desktop app) in the Google Cloud console, download
+its JSON, and pass it with --client-secret. apimail asks only for the gmail.send
+scope. The browser is sent back to http://127.0.0.1:PORT/callback.
+
+Examples:
+  apimail auth login gmail --client-secret client_secret.json
+
+  # Over SSH or in a container: open the printed URL on any machine, then paste
+  # the address the browser ends up on (or forward the port with ssh -L)
+  apimail auth login gmail --client-secret client_secret.json --no-browser
+
+  # A Web application client registered with http://127.0.0.1:48888/callback
+  apimail auth login gmail --client-secret web_client.json --port 48888";
+
+const IMPORT_HELP: &str = "\
+Reads UserID, ClientID, ClientSecret, RefreshToken and TokenURI from the [OAUTH2]
+section, checks them with one token refresh, and stores them like `auth login`.
+
+Examples:
+  apimail auth import-smail smail_refreshtoken.ini --account office";
+
+const STATUS_HELP: &str = "\
+Never shows a token or secret.
+
+Examples:
+  apimail auth status
+  apimail auth status --account office";
+
+const LOGOUT_HELP: &str = "\
+Examples:
+  apimail auth logout --account office";
+
+#[derive(Debug, Args)]
+pub struct LoginArgs {
+    /// The provider to authorize
+    #[arg(value_enum)]
+    pub provider: crate::config::Provider,
+
+    /// The OAuth client file downloaded from the Google Cloud console
+    #[arg(long, value_name = "FILE")]
+    pub client_secret: PathBuf,
+
+    /// Name for this account (default: its address)
+    #[arg(long, value_name = "NAME")]
+    pub account: Option<String>,
+
+    /// Loopback port for the browser's redirect; 0 picks a free one
+    #[arg(long, default_value_t = 48888)]
+    pub port: u16,
+
+    /// Don't open a browser: print the URL, and accept the redirect URL pasted here
+    #[arg(long)]
+    pub no_browser: bool,
+
+    /// The address to sign in as (pre-fills the browser and names the account)
+    #[arg(long, value_name = "ADDR")]
+    pub login_hint: Option<String>,
+
+    /// Give up waiting for the browser after this many seconds
+    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
+    pub timeout: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportSmailArgs {
+    /// The smail_refreshtoken.ini file
+    pub file: PathBuf,
+
+    /// Name for the imported account
+    #[arg(long, value_name = "NAME")]
+    pub account: String,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Show only this account
+    #[arg(long, value_name = "NAME")]
+    pub account: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct LogoutArgs {
+    /// The account to log out
+    #[arg(long, value_name = "NAME")]
+    pub account: String,
 }
 
 const SEND_HELP: &str = "\
+Gmail rewrites From to the account's address unless it is one of the account's
+verified 'Send mail as' aliases.
+
 The body comes from --text, --text-file, or standard input when neither is given
 and standard input is not a terminal. Addresses are `name@example.com` or
 `Name <name@example.com>`. Bcc recipients stay in the bytes handed to the provider,
@@ -39,7 +177,16 @@ which reads recipients from the headers and removes Bcc from delivered copies.
 
 Set SOURCE_DATE_EPOCH (Unix seconds) and --message-id to make output reproducible.
 
+Environment credentials (no config file needed; used when no account is named):
+  GOOGLE_APPLICATION_CREDENTIALS=key.json APIMAIL_GMAIL_USER=sender@your-domain
+      a service account with domain-wide delegation, sending as that user
+  APIMAIL_GOOGLE_CLIENT_ID, APIMAIL_GOOGLE_CLIENT_SECRET, APIMAIL_GOOGLE_REFRESH_TOKEN
+      a user's refresh token
+
 Examples:
+  # Send from the default account
+  apimail send --to you@example.com --subject Hello --text 'Hi there'
+
   # Print the exact bytes that would be sent; no account needed
   apimail send --dry-run --from me@example.com --to you@example.com \\
       --subject Hello --text 'Hi there'
@@ -59,9 +206,21 @@ Examples:
 
 #[derive(Debug, Args)]
 pub struct SendArgs {
-    /// Sender, e.g. 'Ann <ann@example.com>'
+    /// Sender, e.g. 'Ann <ann@example.com>' (default: the account's address)
     #[arg(long, value_name = "ADDR")]
-    pub from: String,
+    pub from: Option<String>,
+
+    /// The account to send from (default: $APIMAIL_ACCOUNT, else the configured default)
+    #[arg(long, value_name = "NAME")]
+    pub account: Option<String>,
+
+    /// With no account named, send with this provider's environment credentials
+    #[arg(long, value_enum, value_name = "PROVIDER")]
+    pub provider: Option<crate::config::Provider>,
+
+    /// Print the receipt as one JSON object
+    #[arg(long)]
+    pub json: bool,
 
     /// Recipient (repeatable)
     #[arg(long, value_name = "ADDR")]

@@ -60,6 +60,9 @@ pub struct Account {
     pub revoke_uri: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gmail_api_url: Option<String>,
+    /// Where the OAuth client file was, for the re-login hint (not a secret).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret_file: Option<String>,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -89,8 +92,11 @@ pub fn path(flag: Option<&Path>) -> Result<PathBuf, Failure> {
     dirs::config_dir()
         .map(|dir| dir.join("apimail").join("config.toml"))
         .ok_or_else(|| {
-            Failure::new(Exit::Config, anyhow!("cannot find a configuration directory"))
-                .hint("set APIMAIL_CONFIG=/path/to/config.toml or pass --config")
+            Failure::new(
+                Exit::Config,
+                anyhow!("cannot find a configuration directory"),
+            )
+            .hint("set APIMAIL_CONFIG=/path/to/config.toml or pass --config")
         })
 }
 
@@ -110,9 +116,16 @@ pub fn load(path: &Path) -> Result<Config, Failure> {
     toml::from_str(&text).map_err(|e| {
         Failure::new(
             Exit::Config,
-            anyhow!("the configuration {} is not valid: {}", path.display(), e.message()),
+            anyhow!(
+                "the configuration {} is not valid: {}",
+                path.display(),
+                e.message()
+            ),
         )
-        .hint(format!("fix or remove that key in {} (see `apimail auth status`)", path.display()))
+        .hint(format!(
+            "fix or remove that key in {} (see `apimail auth status`)",
+            path.display()
+        ))
     })
 }
 
@@ -127,11 +140,15 @@ pub fn save(path: &Path, config: &Config) -> Result<(), Failure> {
 }
 
 fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
     let tmp = dir.join(format!(
         ".{}.{}.tmp",
-        path.file_name().map_or("config".into(), |n| n.to_string_lossy()),
+        path.file_name()
+            .map_or("config".into(), |n| n.to_string_lossy()),
         std::process::id()
     ));
     std::fs::write(&tmp, bytes)?;
@@ -142,7 +159,11 @@ impl Config {
     /// The account to use: `--account`, else `$APIMAIL_ACCOUNT`, else the default.
     pub fn selected_name(&self, flag: Option<&str>) -> Option<String> {
         flag.map(str::to_owned)
-            .or_else(|| std::env::var("APIMAIL_ACCOUNT").ok().filter(|s| !s.is_empty()))
+            .or_else(|| {
+                std::env::var("APIMAIL_ACCOUNT")
+                    .ok()
+                    .filter(|s| !s.is_empty())
+            })
             .or_else(|| self.default_account.clone())
     }
 

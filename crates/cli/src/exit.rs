@@ -33,6 +33,8 @@ pub struct Failure {
     pub exit: Exit,
     pub error: anyhow::Error,
     pub hint: Option<String>,
+    pub notes: Vec<String>,
+    silent: bool,
 }
 
 impl Failure {
@@ -41,6 +43,8 @@ impl Failure {
             exit,
             error: error.into(),
             hint: None,
+            notes: Vec::new(),
+            silent: false,
         }
     }
 
@@ -49,8 +53,23 @@ impl Failure {
         self
     }
 
+    /// Adds background shown after the hint, as `note:` lines.
+    pub fn note(mut self, note: impl fmt::Display) -> Self {
+        self.notes.push(note.to_string());
+        self
+    }
+
+    /// A failure already reported elsewhere (by the panic hook).
+    pub fn silent(mut self) -> Self {
+        self.silent = true;
+        self
+    }
+
     /// Writes the report to stderr.
     pub fn report(&self) {
+        if self.silent {
+            return;
+        }
         let mut stderr = std::io::stderr().lock();
         // Nothing useful can be done if stderr itself is gone.
         let _ = writeln!(stderr, "error: {}", self.error);
@@ -59,6 +78,9 @@ impl Failure {
         }
         if let Some(hint) = &self.hint {
             let _ = writeln!(stderr, "hint: {hint}");
+        }
+        for note in &self.notes {
+            let _ = writeln!(stderr, "note: {note}");
         }
     }
 }

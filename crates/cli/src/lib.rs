@@ -1,20 +1,27 @@
 //! The `apimail` command line: argument parsing, configuration and output.
 //!
 //! This is the only crate that knows about clap and anyhow. It turns
-//! flags into calls on apimail-core (and, later, the provider crates),
-//! and turns their errors into `error:` / `caused by:` / `hint:` reports
-//! with sysexits exit codes.
+//! flags into calls on apimail-core and the provider crates, and turns
+//! their errors into `error:` / `caused by:` / `hint:` reports with
+//! sysexits exit codes. It also owns the async runtime and the log output.
 
+mod auth;
 mod cli;
 pub mod codegen;
+mod config;
 mod exit;
+mod providers;
 mod send;
 
 use std::process::ExitCode;
+use std::time::Duration;
 
+use anyhow::anyhow;
+use apimail_core::retry::RetryPolicy;
 use clap::Parser;
 
 pub use exit::Exit;
+use exit::Failure;
 
 /// The clap definition, for man pages and completions.
 pub fn command() -> clap::Command {
@@ -36,14 +43,137 @@ pub fn main() -> ExitCode {
             return ExitCode::from(code as u8);
         }
     };
-    let result = match cli.command {
-        cli::Command::Send(args) => send::run(args),
-    };
+    init_logging(cli.verbose, cli.debug);
+    // A panic is a bug: report it in the usual form, never as a backtrace.
+    std::panic::set_hook(Box::new(|info| {
+        let failure = Failure::new(
+            Exit::Software,
+            anyhow!("apimail hit an internal error: {}", panic_message(info)),
+        )
+        .hint("this is a bug; please report it, with the command you ran (secrets removed)");
+        failure.report();
+    }));
+    let result = std::panic::catch_unwind(|| run(cli))
+        .unwrap_or_else(|_| Err(Failure::new(Exit::Software, anyhow!("internal error")).silent()));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {
             failure.report();
             ExitCode::from(failure.exit as u8)
         }
+    }
+}
+
+fn panic_message(info: &std::panic::PanicHookInfo<'_>) -> String {
+    let payload = info
+        .payload()
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| info.payload().downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into());
+    match info.location() {
+        Some(at) => format!("{payload} (at {}:{})", at.file(), at.line()),
+        None => payload,
+    }
+}
+
+fn run(cli: cli::Cli) -> Result<(), Failure> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            Failure::new(
+                Exit::Software,
+                anyhow!(e).context("cannot start the async runtime"),
+            )
+        })?;
+    runtime.block_on(async move {
+        let ctx = providers::Context::load(cli.config.as_deref())?;
+        match cli.command {
+            cli::Command::Send(args) => {
+                let args = *args;
+                let retry = retry_policy(&ctx.config)?;
+                send::run(ctx, args, retry).await
+            }
+            cli::Command::Auth(cli::AuthCommand::Login(args)) => auth::login(ctx, args).await,
+            cli::Command::Auth(cli::AuthCommand::ImportSmail(args)) => {
+                auth::import_smail(ctx, args).await
+            }
+            cli::Command::Auth(cli::AuthCommand::Status(args)) => auth::status(ctx, args),
+            cli::Command::Auth(cli::AuthCommand::Logout(args)) => auth::logout(ctx, args).await,
+        }
+    })
+}
+
+/// The retry bound: `$APIMAIL_RETRY_ATTEMPTS` / `$APIMAIL_RETRY_MAX_SECONDS`,
+/// else the config's `[retry]`, else 5 tries within 2 minutes.
+fn retry_policy(config: &config::Config) -> Result<RetryPolicy, Failure> {
+    let mut policy = RetryPolicy::standard();
+    let settings = config.retry.clone().unwrap_or_default();
+    if let Some(attempts) =
+        env_number("APIMAIL_RETRY_ATTEMPTS")?.or(settings.attempts.map(u64::from))
+    {
+        policy.max_attempts = attempts.clamp(1, 100) as u32;
+    }
+    if let Some(seconds) = env_number("APIMAIL_RETRY_MAX_SECONDS")?.or(settings.max_seconds) {
+        policy.max_elapsed = Duration::from_secs(seconds);
+    }
+    Ok(policy)
+}
+
+fn env_number(name: &str) -> Result<Option<u64>, Failure> {
+    match std::env::var(name) {
+        Ok(value) if !value.is_empty() => value.trim().parse().map(Some).map_err(|_| {
+            Failure::new(
+                Exit::Config,
+                anyhow!("{name} `{value}` is not a whole number"),
+            )
+            .hint(format!(
+                "set {name} to a number, e.g. {name}=5, or unset it"
+            ))
+        }),
+        _ => Ok(None),
+    }
+}
+
+/// Logs go to stderr: warnings always, `-v` adds progress, `--debug` adds
+/// every HTTP exchange. No library logs a secret.
+fn init_logging(verbose: u8, debug: bool) {
+    let level = match (debug, verbose) {
+        (true, _) | (_, 2..) => tracing::Level::DEBUG,
+        (_, 1) => tracing::Level::INFO,
+        _ => tracing::Level::WARN,
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_max_level(level)
+        .event_format(PlainFormat)
+        .try_init();
+}
+
+/// `warning: ...`, `debug: ...`, and progress as plain lines: the same
+/// shape as the `error:` / `hint:` reports, readable without color.
+struct PlainFormat;
+
+impl<S, N> tracing_subscriber::fmt::FormatEvent<S, N> for PlainFormat
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut writer: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        let prefix = match *event.metadata().level() {
+            tracing::Level::ERROR => "error: ",
+            tracing::Level::WARN => "warning: ",
+            tracing::Level::INFO => "",
+            _ => "debug: ",
+        };
+        write!(writer, "{prefix}")?;
+        tracing_subscriber::fmt::FormatFields::format_fields(ctx, writer.by_ref(), event)?;
+        writeln!(writer)
     }
 }

@@ -4,30 +4,92 @@ use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::anyhow;
-use apimail_core::{Attachment, ComposeError, Mailbox, Message, MessageBuilder};
+use apimail_core::retry::RetryPolicy;
+use apimail_core::{Attachment, ComposeError, Mailbox, Message, MessageBuilder, Receipt};
+use tracing::{info, warn};
 
 use crate::cli::SendArgs;
 use crate::exit::{Exit, ExitContext, Failure};
+use crate::providers::{self, Context};
 
-pub fn run(args: SendArgs) -> Result<(), Failure> {
-    let message = compose(&args)?;
-    if !args.dry_run {
-        return Err(Failure::new(
-            Exit::Config,
-            anyhow!("no provider is available: this build of apimail can only print messages"),
+pub async fn run(ctx: Context, args: SendArgs, retry: RetryPolicy) -> Result<(), Failure> {
+    if args.dry_run {
+        let from = args.from.clone().or_else(|| dry_run_address(&ctx, &args));
+        let message = compose(&args, from.as_deref())?;
+        return match &args.output {
+            Some(path) => write_file(path, message.as_bytes()),
+            None => write_stdout(message.as_bytes()),
+        };
+    }
+    let resolved = providers::resolve(&ctx, args.account.as_deref(), args.provider).await?;
+    let from = args.from.clone().or_else(|| resolved.address.clone());
+    let message = compose(&args, from.as_deref())?;
+    let size = message.as_bytes().len();
+    if size > 1 << 20 {
+        info!(
+            "sending {:.1} MiB through {}",
+            size as f64 / (1 << 20) as f64,
+            resolved.label
+        );
+    }
+    let receipt = retry
+        .run(
+            |_| resolved.sender.send(&message),
+            |attempt, error, delay| {
+                warn!(
+                    "attempt {attempt} failed ({error}); retrying in {}s",
+                    delay.as_secs_f32().ceil()
+                );
+            },
         )
-        .hint("add --dry-run to print the message that would be sent"));
-    }
-    match &args.output {
-        Some(path) => write_file(path, message.as_bytes()),
-        None => write_stdout(message.as_bytes()),
-    }
+        .await
+        .map_err(|e| providers::send_failure(e, &resolved))?;
+    print_receipt(&receipt, &resolved, args.json)
 }
 
-fn compose(args: &SendArgs) -> Result<Message, Failure> {
+/// With --dry-run and no --from, the configured account's address, if any.
+fn dry_run_address(ctx: &Context, args: &SendArgs) -> Option<String> {
+    let name = ctx.config.selected_name(args.account.as_deref())?;
+    ctx.config.accounts.get(&name)?.address.clone()
+}
+
+fn print_receipt(
+    receipt: &Receipt,
+    resolved: &providers::Resolved,
+    json: bool,
+) -> Result<(), Failure> {
+    let text = if json {
+        let value = serde_json::json!({
+            "provider": receipt.provider,
+            "sender": resolved.label,
+            "id": receipt.id,
+            "thread_id": receipt.thread_id,
+        });
+        format!("{value}\n")
+    } else {
+        let mut line = format!("sent through {} ({})", receipt.provider, resolved.label);
+        if let Some(id) = &receipt.id {
+            line.push_str(&format!(": message id {id}"));
+        }
+        if let Some(thread) = &receipt.thread_id {
+            line.push_str(&format!(", thread id {thread}"));
+        }
+        line + "\n"
+    };
+    write_stdout(text.as_bytes())
+}
+
+fn compose(args: &SendArgs, from: Option<&str>) -> Result<Message, Failure> {
+    let Some(from) = from else {
+        return Err(Failure::new(
+            Exit::Usage,
+            anyhow!("no sender: --from is missing and the account's address is unknown"),
+        )
+        .hint("add --from ADDR"));
+    };
     let mut builder = MessageBuilder::new()
         .charset(args.charset.into())
-        .from(mailbox("--from", &args.from)?);
+        .from(mailbox("--from", from)?);
     if let Some(sender) = &args.sender {
         builder = builder.sender(mailbox("--sender", sender)?);
     }

@@ -35,6 +35,7 @@ mod parse;
 pub mod retry;
 mod secret;
 mod token;
+mod token_sources;
 pub mod token_store;
 mod transport;
 
@@ -44,6 +45,7 @@ pub use compose::{Attachment, ComposeError, Message, MessageBuilder};
 pub use parse::{ParseError, ReadyMessage};
 pub use secret::Secret;
 pub use token::{AccessToken, EXPIRY_MARGIN, TokenError, TokenResponse, TokenSource, now_unix};
+pub use token_sources::{RefreshTokenSource, StoredTokens};
 pub use transport::{
     Envelope, ErrorKind, FileTransport, Receipt, SentMessage, StubTransport, Transport,
     TransportError,

@@ -36,13 +36,17 @@ pub(crate) fn classify(error: GmailError, last: LastFailure) -> TransportError {
             format!("the message is {size} bytes; Gmail accepts at most {limit} bytes (35 MiB)"),
         ),
         GmailError::BadRequest(_) | GmailError::Failure(_) => from_response(&last),
-        GmailError::Io(e) => {
-            TransportError::new(ErrorKind::Temporary, "the connection to the Gmail API failed")
-                .with_source(e)
-        }
+        GmailError::Io(e) => TransportError::new(
+            ErrorKind::Temporary,
+            "the connection to the Gmail API failed",
+        )
+        .with_source(e),
         other => TransportError::new(
             ErrorKind::Internal,
-            format!("the Gmail client failed: {}", first_line(&other.to_string())),
+            format!(
+                "the Gmail client failed: {}",
+                first_line(&other.to_string())
+            ),
         ),
     }
 }
@@ -91,7 +95,11 @@ fn retry_delay(header: Option<&str>, message: &str) -> Option<Duration> {
     if let Some(seconds) = header.and_then(|h| h.trim().parse::<u64>().ok()) {
         return Some(Duration::from_secs(seconds));
     }
-    let stamp = message.split("Retry after ").nth(1)?.split_whitespace().next()?;
+    let stamp = message
+        .split("Retry after ")
+        .nth(1)?
+        .split_whitespace()
+        .next()?;
     let at = parse_rfc3339_utc(stamp)?;
     let wait = at - apimail_core::now_unix();
     (wait > 0).then(|| Duration::from_secs(wait as u64))
@@ -128,7 +136,9 @@ mod tests {
     fn failure(status: u16, reason: &str, message: &str) -> LastFailure {
         LastFailure {
             status: Some(status),
-            body: Some(json!({"error": {"code": status, "message": message, "errors": [{"reason": reason}]}})),
+            body: Some(
+                json!({"error": {"code": status, "message": message, "errors": [{"reason": reason}]}}),
+            ),
             ..LastFailure::default()
         }
     }
@@ -136,7 +146,10 @@ mod tests {
     #[test]
     fn google_reasons_decide_the_kind() {
         let kind = |status, reason| from_response(&failure(status, reason, "m")).kind();
-        assert_eq!(kind(403, "insufficientPermissions"), ErrorKind::Unauthorized);
+        assert_eq!(
+            kind(403, "insufficientPermissions"),
+            ErrorKind::Unauthorized
+        );
         assert_eq!(kind(403, "userRateLimitExceeded"), ErrorKind::Temporary);
         assert_eq!(kind(403, "rateLimitExceeded"), ErrorKind::Temporary);
         assert_eq!(kind(429, "rateLimitExceeded"), ErrorKind::Temporary);
@@ -144,25 +157,50 @@ mod tests {
         assert_eq!(kind(400, "failedPrecondition"), ErrorKind::InvalidMessage);
         assert_eq!(kind(503, "backendError"), ErrorKind::Temporary);
         assert_eq!(kind(404, "notFound"), ErrorKind::Rejected);
-        assert!(is_rejected_token(&from_response(&failure(401, "authError", "m"))));
+        assert!(is_rejected_token(&from_response(&failure(
+            401,
+            "authError",
+            "m"
+        ))));
     }
 
     #[test]
     fn google_message_is_kept() {
         let e = from_response(&failure(400, "invalidArgument", "Invalid To header"));
-        assert_eq!(e.to_string(), "the Gmail API answered HTTP 400, invalidArgument: Invalid To header");
+        assert_eq!(
+            e.to_string(),
+            "the Gmail API answered HTTP 400, invalidArgument: Invalid To header"
+        );
     }
 
     #[test]
     fn retry_after_from_header_or_message() {
         let mut f = failure(429, "rateLimitExceeded", "slow down");
         f.retry_after = Some("7".into());
-        assert_eq!(from_response(&f).retry_after(), Some(Duration::from_secs(7)));
+        assert_eq!(
+            from_response(&f).retry_after(),
+            Some(Duration::from_secs(7))
+        );
         assert_eq!(parse_rfc3339_utc("1970-01-02T00:00:01.000Z"), Some(86_401));
-        assert_eq!(parse_rfc3339_utc("2026-01-01T00:00:00Z"), Some(1_767_225_600));
-        let f = failure(403, "userRateLimitExceeded", "User-rate limit exceeded.  Retry after 2999-01-01T00:00:00.000Z");
+        assert_eq!(
+            parse_rfc3339_utc("2026-01-01T00:00:00Z"),
+            Some(1_767_225_600)
+        );
+        let f = failure(
+            403,
+            "userRateLimitExceeded",
+            "User-rate limit exceeded.  Retry after 2999-01-01T00:00:00.000Z",
+        );
         assert!(from_response(&f).retry_after().is_some());
-        let f = failure(403, "userRateLimitExceeded", "User-rate limit exceeded.  Retry after 2000-01-01T00:00:00.000Z");
-        assert_eq!(from_response(&f).retry_after(), None, "a past stamp means no wait");
+        let f = failure(
+            403,
+            "userRateLimitExceeded",
+            "User-rate limit exceeded.  Retry after 2000-01-01T00:00:00.000Z",
+        );
+        assert_eq!(
+            from_response(&f).retry_after(),
+            None,
+            "a past stamp means no wait"
+        );
     }
 }

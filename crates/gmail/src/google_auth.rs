@@ -132,21 +132,31 @@ mod tests {
     fn reads_installed_and_web_clients() {
         let installed = br#"{"installed":{"client_id":"id.apps.googleusercontent.com","project_id":"p","auth_uri":"https://accounts.google.com/o/oauth2/auth","token_uri":"https://oauth2.googleapis.com/token","client_secret":"GOCSPX-x","redirect_uris":["http://localhost"]}}"#;
         let c = parse_client_secret(installed).unwrap();
-        assert_eq!((c.kind, c.client_id.as_str()), ("installed", "id.apps.googleusercontent.com"));
+        assert_eq!(
+            (c.kind, c.client_id.as_str()),
+            ("installed", "id.apps.googleusercontent.com")
+        );
         assert_eq!(c.client_secret.expose(), "GOCSPX-x");
         let web = br#"{"web":{"client_id":"w","client_secret":"s","auth_uri":"http://127.0.0.1:1/auth","token_uri":"http://127.0.0.1:1/token"}}"#;
         let c = parse_client_secret(web).unwrap();
-        assert_eq!((c.kind, c.token_uri.as_str()), ("web", "http://127.0.0.1:1/token"));
+        assert_eq!(
+            (c.kind, c.token_uri.as_str()),
+            ("web", "http://127.0.0.1:1/token")
+        );
     }
 
     #[test]
     fn explains_wrong_files_without_echoing_them() {
-        let e = parse_client_secret(br#"{"type":"service_account","private_key":"KEY"}"#).unwrap_err();
+        let e =
+            parse_client_secret(br#"{"type":"service_account","private_key":"KEY"}"#).unwrap_err();
         assert!(e.to_string().contains("service account"), "{e}");
         assert!(!e.to_string().contains("KEY"));
         assert!(parse_client_secret(b"not json").is_err());
         let e = parse_client_secret(br#"{"installed":{"client_id":"x"}}"#).unwrap_err();
-        assert_eq!(e.to_string(), "the client file has no `installed.client_secret`");
+        assert_eq!(
+            e.to_string(),
+            "the client file has no `installed.client_secret`"
+        );
     }
 
     #[test]

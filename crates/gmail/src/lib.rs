@@ -52,7 +52,10 @@ pub const CHUNK_SIZE: u64 = 8 * 1024 * 1024;
 pub const DEFAULT_API_URL: &str = "https://gmail.googleapis.com/";
 
 type Connector = hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>;
-type Client = google_gmail1::common::Client<Connector>;
+
+/// The HTTPS client the transport sends with (see [`https_client`]).
+pub type HttpsClient = google_gmail1::common::Client<Connector>;
+type Client = HttpsClient;
 
 /// Builds the HTTPS client: rustls with the ring provider and the system's
 /// CA certificates; plain http is allowed because endpoint URLs are
@@ -123,6 +126,21 @@ impl<T: TokenSource> GmailTransport<T> {
         let user_id = self.user_id.clone();
         let bytes = message.to_vec();
         let task_recorder = recorder.clone();
+        let resumable = message.len() > RESUMABLE_THRESHOLD;
+        let url = format!(
+            "{}{}upload/gmail/v1/users/{}/messages/send?uploadType={}",
+            self.api_url,
+            if resumable { "resumable/" } else { "" },
+            self.user_id,
+            if resumable { "resumable" } else { "multipart" },
+        );
+        tracing::debug!("POST {url} ({} bytes of message)", message.len());
+        if resumable {
+            tracing::debug!(
+                "resumable upload in chunks of {CHUNK_SIZE} bytes (the session URL is not logged: it is a credential)"
+            );
+        }
+        let started = std::time::Instant::now();
         // google-gmail1 can panic on a malformed answer (a resumable session
         // without Location); a task turns that into an error instead.
         let outcome = tokio::spawn(async move {
@@ -134,7 +152,7 @@ impl<T: TokenSource> GmailTransport<T> {
                 .delegate(&mut delegate);
             let media = "message/rfc822".parse().expect("a valid MIME type");
             let reader = Cursor::new(bytes);
-            if message_len(&reader) > RESUMABLE_THRESHOLD {
+            if resumable {
                 call.upload_resumable(reader, media).await
             } else {
                 call.upload(reader, media).await
@@ -142,6 +160,15 @@ impl<T: TokenSource> GmailTransport<T> {
         })
         .await;
         let last = std::mem::take(&mut *recorder.lock().unwrap_or_else(|e| e.into_inner()));
+        let elapsed = started.elapsed().as_millis();
+        match (&outcome, last.status, &last.connection) {
+            (Ok(Ok(_)), ..) => tracing::debug!("POST {url} -> 200 in {elapsed} ms"),
+            (_, Some(status), _) => tracing::debug!("POST {url} -> {status} in {elapsed} ms"),
+            (_, None, Some(error)) => {
+                tracing::debug!("POST {url} failed after {elapsed} ms: {error}")
+            }
+            _ => tracing::debug!("POST {url} failed after {elapsed} ms"),
+        }
         match outcome {
             Ok(Ok((_, sent))) => Ok(Receipt {
                 provider: "gmail",
@@ -156,10 +183,6 @@ impl<T: TokenSource> GmailTransport<T> {
             .with_source(join)),
         }
     }
-}
-
-fn message_len(reader: &Cursor<Vec<u8>>) -> usize {
-    reader.get_ref().len()
 }
 
 impl<T: TokenSource> Transport for GmailTransport<T> {

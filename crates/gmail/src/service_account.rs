@@ -46,7 +46,9 @@ impl ServiceAccountTokens {
             .subject(subject)
             .build()
             .await
-            .map_err(|e| TokenError::Other(format!("the service account key cannot be used: {e}")))?;
+            .map_err(|e| {
+                TokenError::Other(format!("the service account key cannot be used: {e}"))
+            })?;
         Ok(ServiceAccountTokens {
             auth,
             subject: subject.to_owned(),
@@ -75,7 +77,10 @@ impl TokenSource for ServiceAccountTokens {
         convert(token)
     }
 
-    async fn refresh_after_rejection(&self, _rejected: &AccessToken) -> Result<AccessToken, TokenError> {
+    async fn refresh_after_rejection(
+        &self,
+        _rejected: &AccessToken,
+    ) -> Result<AccessToken, TokenError> {
         let token = self
             .auth
             .force_refreshed_token(&[SEND_SCOPE])

@@ -144,12 +144,29 @@ impl Http {
     /// which reads OAuth errors out of 4xx bodies.
     pub(super) async fn send(&self, request: HttpRequest) -> Result<HttpResponse, HttpFailure> {
         let request = reqwest::Request::try_from(request).map_err(HttpFailure::Transport)?;
-        let response = self
-            .client
-            .execute(request)
-            .await
-            .map_err(HttpFailure::Transport)?;
+        // Method, URL (without query) and sizes only: bodies hold secrets.
+        let method = request.method().clone();
+        let mut url = request.url().clone();
+        url.set_query(None);
+        let sent = request
+            .body()
+            .and_then(|b| b.as_bytes())
+            .map_or(0, <[u8]>::len);
+        let started = std::time::Instant::now();
+        tracing::debug!("{method} {url} ({sent} bytes)");
+        let response = self.client.execute(request).await.map_err(|e| {
+            tracing::debug!(
+                "{method} {url} failed after {} ms",
+                started.elapsed().as_millis()
+            );
+            HttpFailure::Transport(e)
+        })?;
         let status = response.status();
+        tracing::debug!(
+            "{method} {url} -> {} in {} ms",
+            status.as_u16(),
+            started.elapsed().as_millis()
+        );
         self.last_status.store(status.as_u16(), Ordering::Relaxed);
         if is_retryable(status) {
             return Err(HttpFailure::Status(status.as_u16()));

@@ -1,0 +1,424 @@
+//! `apimail auth`: login, import-smail, status, logout.
+
+use std::io::Write;
+use std::time::Duration;
+
+use anyhow::anyhow;
+use apimail_core::oauth::{self, LoginError, LoginOptions, OAuthClient, RedirectHost};
+use apimail_core::token_store::StoredToken;
+use apimail_core::{Secret, StoredTokens, TokenError, TokenSource, now_unix};
+use apimail_gmail::google_auth;
+use url::Url;
+
+use crate::cli::{ImportSmailArgs, LoginArgs, LogoutArgs, StatusArgs};
+use crate::config::{Account, Provider};
+use crate::exit::{Exit, Failure};
+use crate::providers::{Context, endpoint, gmail_login_command};
+
+pub async fn login(ctx: Context, args: LoginArgs) -> Result<(), Failure> {
+    match args.provider {
+        Provider::Gmail => login_gmail(ctx, args).await,
+    }
+}
+
+async fn login_gmail(mut ctx: Context, args: LoginArgs) -> Result<(), Failure> {
+    let path = &args.client_secret;
+    let bytes = std::fs::read(path).map_err(|e| {
+        Failure::new(Exit::NoInput, anyhow!(e).context(format!("cannot read the client file `{}`", path.display())))
+            .hint("download it from the Google Cloud console: APIs & Services > Credentials > your OAuth client > Download JSON")
+    })?;
+    let file = google_auth::parse_client_secret(&bytes).map_err(|e| {
+        Failure::new(Exit::Config, anyhow!("`{}`: {e}", path.display()))
+            .hint("create an OAuth client of type \"Desktop app\" and download its JSON")
+    })?;
+    let auth_url = endpoint(
+        "APIMAIL_GOOGLE_AUTH_URL",
+        Some(&file.auth_uri),
+        "auth_uri",
+        google_auth::AUTH_URL,
+    )?;
+    let token_url = endpoint(
+        "APIMAIL_GOOGLE_TOKEN_URL",
+        Some(&file.token_uri),
+        "token_uri",
+        google_auth::TOKEN_URL,
+    )?;
+    if let Some(name) = &args.account {
+        check_account_name(name)?;
+    }
+    let store = ctx.store()?;
+
+    let client = OAuthClient {
+        client_id: file.client_id.clone(),
+        client_secret: Some(file.client_secret.clone()),
+        auth_url: Some(auth_url.clone()),
+        token_url: token_url.clone(),
+        device_auth_url: None,
+    };
+    let options = LoginOptions {
+        scopes: vec![apimail_gmail::SEND_SCOPE.to_owned()],
+        extra_params: google_auth::login_params(args.login_hint.as_deref()),
+        redirect_host: RedirectHost::Ip127,
+        port: args.port,
+        timeout: Duration::from_secs(args.timeout),
+        accept_pasted_redirect: args.no_browser,
+    };
+    let no_browser = args.no_browser;
+    let port = args.port;
+    let mut prompt =
+        move |url: &Url, redirect: &str| show_authorize_url(url, redirect, no_browser, port);
+    let response = oauth::login_with_browser(&client, &options, &mut prompt)
+        .await
+        .map_err(login_failure)?;
+
+    let address = response
+        .id_token
+        .as_ref()
+        .and_then(oauth::email_from_id_token)
+        .or(args.login_hint.clone());
+    let name = args
+        .account
+        .clone()
+        .or_else(|| address.clone())
+        .unwrap_or_else(|| "gmail".to_owned());
+    check_account_name(&name)?;
+    let Some(refresh_token) = response.refresh_token.clone() else {
+        return Err(Failure::new(
+            Exit::NoPerm,
+            anyhow!(
+                "Google returned no refresh token, so apimail could not send later without you"
+            ),
+        )
+        .hint(
+            "remove apimail's access at myaccount.google.com/permissions, then run the login again",
+        ));
+    };
+    let stored = StoredToken {
+        account: name.clone(),
+        provider: "gmail".into(),
+        address: address.clone(),
+        client_id: file.client_id.clone(),
+        client_secret: Some(file.client_secret.clone()),
+        token_url: token_url.to_string(),
+        scopes: response
+            .scopes
+            .clone()
+            .unwrap_or_else(|| options.scopes.clone()),
+        refresh_token: Some(refresh_token),
+        access_token: Some(response.access_token.secret.clone()),
+        expires_at: response.access_token.expires_at,
+        updated_at: now_unix(),
+    };
+    store.save(&stored).map_err(store_failure)?;
+
+    let client_secret_file = std::path::absolute(path).unwrap_or_else(|_| path.clone());
+    let account = Account {
+        provider: Provider::Gmail,
+        address: address.clone(),
+        client_id: Some(file.client_id),
+        auth_uri: Some(auth_url.to_string()),
+        token_uri: Some(token_url.to_string()),
+        client_secret_file: Some(client_secret_file.display().to_string()),
+        ..ctx.config.accounts.get(&name).cloned().unwrap_or_default()
+    };
+    ctx.config.accounts.insert(name.clone(), account);
+    if ctx.config.default_account.is_none() {
+        ctx.config.default_account = Some(name.clone());
+    }
+    crate::config::save(&ctx.config_path, &ctx.config)?;
+
+    let who = address.as_deref().unwrap_or("the Google account you chose");
+    say(&format!(
+        "authorized {who} as account `{name}`\ntokens are stored in {}\nconfiguration written to {}",
+        store.path(&name).display(),
+        ctx.config_path.display()
+    ));
+    if address.is_none() {
+        say(
+            "note: Google did not say which address this is; pass --from when sending, or log in again with --login-hint ADDR",
+        );
+    }
+    Ok(())
+}
+
+/// Shows the URL on a line of its own, and opens a browser when asked and
+/// when there is a display to open one on.
+fn show_authorize_url(url: &Url, redirect: &str, no_browser: bool, port: u16) {
+    let mut err = std::io::stderr().lock();
+    let _ = writeln!(
+        err,
+        "Open this URL in a browser to authorize apimail:\n\n{url}\n"
+    );
+    if no_browser {
+        let shown_port = if port == 0 {
+            Url::parse(redirect)
+                .ok()
+                .and_then(|u| u.port())
+                .unwrap_or(port)
+        } else {
+            port
+        };
+        let _ = writeln!(
+            err,
+            "Waiting for the browser on {redirect}.\nOn another machine? Either forward the port first (ssh -L {shown_port}:127.0.0.1:{shown_port} user@this-host), or paste here the full address the browser shows after you approve (it starts with {redirect}) and press Enter."
+        );
+        return;
+    }
+    let has_display = cfg!(any(target_os = "macos", target_os = "windows"))
+        || std::env::var_os("DISPLAY").is_some()
+        || std::env::var_os("WAYLAND_DISPLAY").is_some();
+    if !(has_display && open::that_detached(url.as_str()).is_ok()) {
+        let _ = writeln!(
+            err,
+            "(could not open a browser: open the URL yourself, or use --no-browser)"
+        );
+    }
+    let _ = writeln!(err, "Waiting for the browser on {redirect} ...");
+}
+
+fn login_failure(error: LoginError) -> Failure {
+    let hint = match &error {
+        LoginError::Denied { .. } => "run the login again and choose Allow; for an app in Testing status, add your address as a test user".to_owned(),
+        LoginError::StateMismatch => "the redirect did not belong to this login; run the login again and use the newest URL".to_owned(),
+        LoginError::TimedOut(_) => "run the login again and finish in the browser sooner, or raise --timeout".to_owned(),
+        LoginError::Listen { .. } => "pass --port 0 to use any free port (Desktop app clients allow it), or another --port".to_owned(),
+        LoginError::Token(TokenError::Unreachable(_)) => "check the network connection, then run the login again".to_owned(),
+        _ => "check the OAuth client (client id, secret and redirect URIs) in the Google Cloud console".to_owned(),
+    };
+    let exit = match &error {
+        LoginError::Listen { .. } | LoginError::Config(_) => Exit::Config,
+        LoginError::TimedOut(_) | LoginError::Token(TokenError::Unreachable(_)) => Exit::TempFail,
+        _ => Exit::NoPerm,
+    };
+    Failure::new(exit, error).hint(hint)
+}
+
+fn store_failure(error: apimail_core::token_store::StoreError) -> Failure {
+    Failure::new(Exit::Config, error)
+        .hint("check APIMAIL_DATA_DIR and the permissions of the directory")
+}
+
+fn check_account_name(name: &str) -> Result<(), Failure> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-@+".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(
+            Failure::new(Exit::Usage, anyhow!("account name `{name}` is not allowed")).hint(
+                "use letters, digits, `.`, `-`, `_`, `@` or `+` (at most 64), e.g. --account work",
+            ),
+        )
+    }
+}
+
+fn say(text: &str) {
+    let _ = writeln!(std::io::stderr().lock(), "{text}");
+}
+
+pub async fn import_smail(mut ctx: Context, args: ImportSmailArgs) -> Result<(), Failure> {
+    check_account_name(&args.account)?;
+    let text = std::fs::read_to_string(&args.file).map_err(|e| {
+        Failure::new(
+            Exit::NoInput,
+            anyhow!(e).context(format!("cannot read `{}`", args.file.display())),
+        )
+        .hint("pass the path of smail_refreshtoken.ini")
+    })?;
+    let creds = google_auth::parse_smail_ini(&text).map_err(|e| {
+        Failure::new(Exit::DataErr, anyhow!("`{}`: {e}", args.file.display()))
+            .hint("the file needs an [OAUTH2] section as SMAIL writes it")
+    })?;
+    let token_url = endpoint(
+        "APIMAIL_GOOGLE_TOKEN_URL",
+        Some(&creds.token_uri),
+        "TokenURI",
+        google_auth::TOKEN_URL,
+    )?;
+    let store = ctx.store()?;
+    let stored = StoredToken {
+        account: args.account.clone(),
+        provider: "gmail".into(),
+        address: Some(creds.user.clone()),
+        client_id: creds.client_id.clone(),
+        client_secret: Some(creds.client_secret.clone()),
+        token_url: token_url.to_string(),
+        scopes: vec![apimail_gmail::SEND_SCOPE.to_owned()],
+        refresh_token: Some(creds.refresh_token.clone()),
+        access_token: None,
+        expires_at: None,
+        updated_at: now_unix(),
+    };
+    let previous = store.load(&args.account).map_err(store_failure)?;
+    store.save(&stored).map_err(store_failure)?;
+    // One refresh proves the credentials work before anything depends on them.
+    if let Err(error) = StoredTokens::new(store.clone(), &args.account)
+        .token()
+        .await
+    {
+        match previous {
+            Some(previous) => store.save(&previous).map_err(store_failure)?,
+            None => {
+                store.delete(&args.account).map_err(store_failure)?;
+            }
+        }
+        let exit = match error {
+            TokenError::Unreachable(_) => Exit::TempFail,
+            _ => Exit::NoPerm,
+        };
+        return Err(Failure::new(
+            exit,
+            anyhow::Error::new(error).context("the imported credentials do not work"),
+        )
+        .hint("run `apimail auth login gmail --client-secret client_secret.json` instead"));
+    }
+    let account = Account {
+        provider: Provider::Gmail,
+        address: Some(creds.user.clone()),
+        client_id: Some(creds.client_id),
+        token_uri: Some(token_url.to_string()),
+        ..Account::default()
+    };
+    ctx.config.accounts.insert(args.account.clone(), account);
+    if ctx.config.default_account.is_none() {
+        ctx.config.default_account = Some(args.account.clone());
+    }
+    crate::config::save(&ctx.config_path, &ctx.config)?;
+    say(&format!(
+        "imported {} as account `{}`\ntokens are stored in {}",
+        creds.user,
+        args.account,
+        store.path(&args.account).display()
+    ));
+    Ok(())
+}
+
+pub fn status(ctx: Context, args: StatusArgs) -> Result<(), Failure> {
+    let store = ctx.store()?;
+    let mut names: Vec<String> = ctx.config.accounts.keys().cloned().collect();
+    for stored in store.list().map_err(store_failure)? {
+        if !names.contains(&stored.account) {
+            names.push(stored.account);
+        }
+    }
+    if let Some(only) = &args.account {
+        if !names.contains(only) {
+            ctx.config.account(only, &ctx.config_path)?;
+        }
+        names.retain(|n| n == only);
+    }
+    let mut out = String::new();
+    if names.is_empty() {
+        out.push_str(&format!(
+            "no accounts in {}\nrun `apimail auth login gmail --client-secret client_secret.json` to add one\n",
+            ctx.config_path.display()
+        ));
+    }
+    for name in &names {
+        let account = ctx.config.accounts.get(name);
+        let stored = store.load(name).map_err(store_failure)?;
+        let default = if ctx.config.default_account.as_deref() == Some(name) {
+            " (default)"
+        } else {
+            ""
+        };
+        out.push_str(&format!("{name}{default}\n"));
+        let provider = account
+            .map(|a| a.provider.name().to_owned())
+            .or_else(|| stored.as_ref().map(|s| s.provider.clone()))
+            .unwrap_or_default();
+        out.push_str(&format!("  provider:   {provider}\n"));
+        let address = account
+            .and_then(|a| a.address.clone())
+            .or_else(|| stored.as_ref().and_then(|s| s.address.clone()))
+            .unwrap_or_else(|| "unknown".into());
+        out.push_str(&format!("  address:    {address}\n"));
+        match &stored {
+            Some(s) => {
+                out.push_str(&format!("  scopes:     {}\n", s.scopes.join(" ")));
+                out.push_str(&format!("  tokens:     {}\n", describe_tokens(s)));
+            }
+            None => out.push_str(&format!(
+                "  tokens:     none stored; run `{}`\n",
+                gmail_login_command(name, account.unwrap_or(&Account::default()))
+            )),
+        }
+        if account.is_none() {
+            out.push_str("  config:     missing from the configuration file\n");
+        }
+        out.push_str(&format!("  stored in:  {}\n", store.path(name).display()));
+    }
+    if std::env::var_os("GOOGLE_APPLICATION_CREDENTIALS").is_some()
+        || std::env::var_os("APIMAIL_GOOGLE_REFRESH_TOKEN").is_some()
+    {
+        out.push_str("environment: Gmail credentials are set (used when no account is named)\n");
+    }
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout.write_all(out.as_bytes());
+    Ok(())
+}
+
+fn describe_tokens(s: &StoredToken) -> String {
+    let refresh = if s.refresh_token.is_some() {
+        "refresh token stored"
+    } else {
+        "no refresh token: log in again"
+    };
+    match (s.access_token.is_some(), s.expires_at) {
+        (true, Some(at)) if at > now_unix() => {
+            format!(
+                "access token valid for {} more minutes; {refresh}",
+                (at - now_unix()) / 60
+            )
+        }
+        (true, Some(_)) => format!("access token expired (renewed at the next send); {refresh}"),
+        _ => format!("no access token yet (fetched at the next send); {refresh}"),
+    }
+}
+
+pub async fn logout(ctx: Context, args: LogoutArgs) -> Result<(), Failure> {
+    let store = ctx.store()?;
+    let stored = store.load(&args.account).map_err(store_failure)?;
+    let Some(stored) = stored else {
+        return Err(Failure::new(
+            Exit::Config,
+            anyhow!("account `{}` has no stored tokens", args.account),
+        )
+        .hint("see `apimail auth status` for the accounts that have some"));
+    };
+    let account = ctx.config.accounts.get(&args.account);
+    let revoke_url = endpoint(
+        "APIMAIL_GOOGLE_REVOKE_URL",
+        account.and_then(|a| a.revoke_uri.as_deref()),
+        "revoke_uri",
+        google_auth::REVOKE_URL,
+    )?;
+    let token: Option<&Secret> = stored
+        .refresh_token
+        .as_ref()
+        .or(stored.access_token.as_ref());
+    let revoked = match token {
+        Some(token) => oauth::revoke(&revoke_url, token).await,
+        None => Ok(()),
+    };
+    store.delete(&args.account).map_err(store_failure)?;
+    match revoked {
+        Ok(()) => say(&format!(
+            "logged out `{}`: tokens revoked at Google and deleted",
+            args.account
+        )),
+        Err(TokenError::Refused { .. }) => say(&format!(
+            "logged out `{}`: tokens deleted (Google already considered them invalid)",
+            args.account
+        )),
+        Err(e) => say(&format!(
+            "logged out `{}`: tokens deleted here, but revoking them at Google failed ({e}); remove apimail at myaccount.google.com/permissions",
+            args.account
+        )),
+    }
+    Ok(())
+}

@@ -1,0 +1,128 @@
+//! [`TokenSource`]s built on the OAuth machinery: one over the token
+//! store (logged-in accounts), one over a refresh token held in memory
+//! (credentials from the environment).
+
+use tokio::sync::Mutex;
+use url::Url;
+
+use crate::endpoint::checked_url;
+use crate::oauth::{self, OAuthClient};
+use crate::secret::Secret;
+use crate::token::{AccessToken, TokenError, TokenResponse, TokenSource};
+use crate::token_store::{StoredToken, TokenStore};
+
+/// Tokens of a logged-in account, cached and refreshed in the
+/// [`TokenStore`] (one refresh across processes).
+#[derive(Debug, Clone)]
+pub struct StoredTokens {
+    store: TokenStore,
+    account: String,
+    token_url: Option<Url>,
+}
+
+impl StoredTokens {
+    /// Tokens of `account` in `store`.
+    pub fn new(store: TokenStore, account: impl Into<String>) -> Self {
+        StoredTokens {
+            store,
+            account: account.into(),
+            token_url: None,
+        }
+    }
+
+    /// Refreshes at `url` instead of the token URL recorded at login.
+    pub fn with_token_url(mut self, url: Option<Url>) -> Self {
+        self.token_url = url;
+        self
+    }
+}
+
+impl TokenSource for StoredTokens {
+    async fn token(&self) -> Result<AccessToken, TokenError> {
+        let url = self.token_url.clone();
+        self.store
+            .access_token(&self.account, |stored| refresh_stored(stored, url))
+            .await
+    }
+
+    async fn refresh_after_rejection(
+        &self,
+        rejected: &AccessToken,
+    ) -> Result<AccessToken, TokenError> {
+        let url = self.token_url.clone();
+        self.store
+            .refresh_after_rejection(&self.account, rejected, |stored| {
+                refresh_stored(stored, url)
+            })
+            .await
+    }
+}
+
+async fn refresh_stored(
+    stored: StoredToken,
+    token_url: Option<Url>,
+) -> Result<TokenResponse, TokenError> {
+    let refresh_token = stored.refresh_token.ok_or(TokenError::NotLoggedIn {
+        account: stored.account.clone(),
+    })?;
+    let token_url = match token_url {
+        Some(url) => url,
+        None => checked_url(&stored.token_url).map_err(|e| TokenError::Other(e.to_string()))?,
+    };
+    let client = OAuthClient {
+        client_id: stored.client_id,
+        client_secret: stored.client_secret,
+        auth_url: None,
+        token_url,
+        device_auth_url: None,
+    };
+    oauth::refresh(&client, &refresh_token, &stored.scopes).await
+}
+
+/// A refresh token held in memory, e.g. from environment variables: each
+/// process refreshes once and keeps the access token for its lifetime.
+#[derive(Debug)]
+pub struct RefreshTokenSource {
+    client: OAuthClient,
+    refresh_token: Secret,
+    scopes: Vec<String>,
+    cached: Mutex<Option<AccessToken>>,
+}
+
+impl RefreshTokenSource {
+    /// Refreshes `refresh_token` with `client` for `scopes`.
+    pub fn new(client: OAuthClient, refresh_token: Secret, scopes: Vec<String>) -> Self {
+        RefreshTokenSource {
+            client,
+            refresh_token,
+            scopes,
+            cached: Mutex::new(None),
+        }
+    }
+
+    async fn fetch(&self, rejected: Option<&AccessToken>) -> Result<AccessToken, TokenError> {
+        let mut cached = self.cached.lock().await;
+        if let Some(token) = cached.as_ref()
+            && token.is_fresh()
+            && Some(token) != rejected
+        {
+            return Ok(token.clone());
+        }
+        let response = oauth::refresh(&self.client, &self.refresh_token, &self.scopes).await?;
+        *cached = Some(response.access_token.clone());
+        Ok(response.access_token)
+    }
+}
+
+impl TokenSource for RefreshTokenSource {
+    async fn token(&self) -> Result<AccessToken, TokenError> {
+        self.fetch(None).await
+    }
+
+    async fn refresh_after_rejection(
+        &self,
+        rejected: &AccessToken,
+    ) -> Result<AccessToken, TokenError> {
+        self.fetch(Some(rejected)).await
+    }
+}

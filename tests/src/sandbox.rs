@@ -1,0 +1,187 @@
+//! A private home for one test: its own config file and data directory,
+//! endpoints pointing at the fake Google, and a client file.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use crate::fake_google::FakeGoogle;
+use crate::{Run, apimail, http};
+
+/// The OAuth client the sandboxes register with the fake.
+pub const CLIENT_ID: &str = "test-client.apps.googleusercontent.com";
+/// Its secret.
+pub const CLIENT_SECRET: &str = "GOCSPX-test-client-secret";
+
+/// A temporary directory holding everything apimail reads and writes.
+#[derive(Debug)]
+pub struct Sandbox {
+    dir: tempfile::TempDir,
+    env: Vec<(String, String)>,
+}
+
+impl Sandbox {
+    /// A sandbox whose Google endpoints are `fake`'s, with the test client
+    /// registered there and written to `client_secret.json`.
+    pub fn new(fake: &FakeGoogle) -> Sandbox {
+        fake.add_client(CLIENT_ID, CLIENT_SECRET);
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let client = serde_json::json!({"installed": {
+            "client_id": CLIENT_ID,
+            "project_id": "apimail-test",
+            "auth_uri": fake.auth_url(),
+            "token_uri": fake.token_url(),
+            "client_secret": CLIENT_SECRET,
+            "redirect_uris": ["http://localhost"],
+        }});
+        std::fs::write(dir.path().join("client_secret.json"), client.to_string()).unwrap();
+        let path = |p: &str| dir.path().join(p).display().to_string();
+        let env = vec![
+            ("APIMAIL_CONFIG".into(), path("config/config.toml")),
+            ("APIMAIL_DATA_DIR".into(), path("data")),
+            ("HOME".into(), path("home")),
+            ("APIMAIL_GMAIL_API_URL".into(), fake.gmail_url()),
+            ("APIMAIL_GOOGLE_AUTH_URL".into(), fake.auth_url()),
+            ("APIMAIL_GOOGLE_TOKEN_URL".into(), fake.token_url()),
+            ("APIMAIL_GOOGLE_REVOKE_URL".into(), fake.revoke_url()),
+        ];
+        Sandbox { dir, env }
+    }
+
+    /// The sandbox directory.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The client file written for the fake.
+    pub fn client_secret_file(&self) -> PathBuf {
+        self.path().join("client_secret.json")
+    }
+
+    /// The token file of `account`.
+    pub fn token_file(&self, account: &str) -> PathBuf {
+        self.path()
+            .join("data/tokens")
+            .join(format!("{account}.json"))
+    }
+
+    /// Reads the token file of `account` as JSON.
+    pub fn token_json(&self, account: &str) -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(self.token_file(account)).unwrap()).unwrap()
+    }
+
+    /// Makes the stored access token of `account` look expired.
+    pub fn expire_stored_token(&self, account: &str) {
+        let mut token = self.token_json(account);
+        token["expires_at"] = serde_json::json!(1);
+        std::fs::write(self.token_file(account), token.to_string()).unwrap();
+    }
+
+    /// An `apimail` command inside the sandbox, current dir included.
+    pub fn cmd(&self) -> Command {
+        let mut command = apimail();
+        command
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .current_dir(self.path());
+        command
+    }
+
+    /// Starts `auth login gmail` with the given extra arguments, plays the
+    /// browser (follows the printed URL to the fake and its redirect back),
+    /// and returns the finished run. `tamper` may rewrite the redirect back
+    /// to apimail before it is followed.
+    pub fn login_with(
+        &self,
+        fake: &FakeGoogle,
+        args: &[&str],
+        tamper: impl FnOnce(String) -> String,
+    ) -> Run {
+        let mut child = self
+            .cmd()
+            .args([
+                "auth",
+                "login",
+                "gmail",
+                "--no-browser",
+                "--port",
+                "0",
+                "--timeout",
+                "20",
+            ])
+            .arg("--client-secret")
+            .arg(self.client_secret_file())
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("apimail starts");
+        let (url, stderr_rest) = wait_for_authorize_url(&mut child, &fake.auth_url());
+        let to_fake = http::get(&url);
+        assert_eq!(
+            to_fake.status,
+            302,
+            "the fake authorize endpoint redirects: {}",
+            to_fake.body_text()
+        );
+        let back = tamper(to_fake.header("location").expect("a Location").to_owned());
+        // apimail answers the browser, then exchanges the code.
+        let page = http::request("GET", &back, &[], b"");
+        let output = child.wait_with_output().expect("apimail finishes");
+        let mut run: Run = output.into();
+        run.stderr = stderr_rest
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_default()
+            + &run.stderr;
+        if let Ok(page) = page {
+            run.stderr.push_str(&format!(
+                "\n[browser page: {} {}]",
+                page.status,
+                page.body_text()
+            ));
+        }
+        run
+    }
+
+    /// `login_with` without extra arguments or tampering; asserts success.
+    pub fn login(&self, fake: &FakeGoogle, args: &[&str]) -> Run {
+        let run = self.login_with(fake, args, |url| url);
+        assert_eq!(run.code, 0, "login failed: {}", run.stderr);
+        run
+    }
+}
+
+/// Reads apimail's stderr until the authorize URL appears; the rest of
+/// stderr is collected in the background and delivered on the channel.
+fn wait_for_authorize_url(child: &mut Child, auth_url: &str) -> (String, mpsc::Receiver<String>) {
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let (url_tx, url_rx) = mpsc::channel();
+    let (rest_tx, rest_rx) = mpsc::channel();
+    let prefix = auth_url.to_owned();
+    std::thread::spawn(move || {
+        let mut seen = String::new();
+        let mut url_tx = Some(url_tx);
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if line.starts_with(&prefix)
+                && let Some(tx) = url_tx.take()
+            {
+                let _ = tx.send(line.trim().to_owned());
+            }
+            seen.push_str(&line);
+            seen.push('\n');
+        }
+        let _ = rest_tx.send(seen);
+    });
+    match url_rx.recv_timeout(Duration::from_secs(20)) {
+        Ok(url) => (url, rest_rx),
+        Err(_) => {
+            let _ = child.kill();
+            let seen = rest_rx
+                .recv_timeout(Duration::from_secs(5))
+                .unwrap_or_default();
+            panic!("apimail never printed an authorize URL; stderr:\n{seen}");
+        }
+    }
+}
