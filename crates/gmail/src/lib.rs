@@ -21,6 +21,7 @@
 
 mod errors;
 pub mod google_auth;
+mod proxy;
 mod service_account;
 
 use std::io::Cursor;
@@ -34,6 +35,7 @@ use google_gmail1::common::{Delegate, MethodInfo, Response, Retry};
 use google_gmail1::{Gmail, hyper_rustls, hyper_util};
 use url::Url;
 
+pub use proxy::ProxyConnector;
 pub use service_account::ServiceAccountTokens;
 
 /// The only scope apimail asks for: send mail, nothing else.
@@ -51,17 +53,25 @@ pub const CHUNK_SIZE: u64 = 8 * 1024 * 1024;
 /// The production API root.
 pub const DEFAULT_API_URL: &str = "https://gmail.googleapis.com/";
 
-type Connector = hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>;
+type Connector = hyper_rustls::HttpsConnector<ProxyConnector>;
 
 /// The HTTPS client the transport sends with (see [`https_client`]).
 pub type HttpsClient = google_gmail1::common::Client<Connector>;
 type Client = HttpsClient;
 
 /// Builds the HTTPS client: rustls with the ring provider and the system's
-/// CA certificates; plain http is allowed because endpoint URLs are
-/// checked before they get here (http only for loopback).
+/// CA certificates, through `HTTPS_PROXY` unless `NO_PROXY` says otherwise.
+/// Plain http is allowed because endpoint URLs are checked before they get
+/// here (http only for loopback).
 pub fn https_client() -> Result<Client, TransportError> {
-    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+    Ok(
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build(https_connector()?),
+    )
+}
+
+pub(crate) fn https_connector() -> Result<Connector, TransportError> {
+    Ok(hyper_rustls::HttpsConnectorBuilder::new()
         .with_native_roots()
         .map_err(|e| {
             TransportError::new(
@@ -73,11 +83,7 @@ pub fn https_client() -> Result<Client, TransportError> {
         .https_or_http()
         .enable_http1()
         .enable_http2()
-        .build();
-    Ok(
-        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-            .build(connector),
-    )
+        .wrap_connector(ProxyConnector::from_env()))
 }
 
 /// Sends through `users.messages.send` as one user.

@@ -3,16 +3,14 @@
 //! yup-oauth2 does the signing and the exchange.
 
 use apimail_core::{AccessToken, Secret, TokenError, TokenSource};
-use google_gmail1::hyper_rustls::HttpsConnector;
-use google_gmail1::hyper_util::client::legacy::connect::HttpConnector;
 use yup_oauth2::authenticator::Authenticator;
 
-use crate::SEND_SCOPE;
+use crate::{Connector, SEND_SCOPE};
 
 /// Tokens for a service account acting as one user of its domain.
 #[derive(Clone)]
 pub struct ServiceAccountTokens {
-    auth: Authenticator<HttpsConnector<HttpConnector>>,
+    auth: Authenticator<Connector>,
     subject: String,
 }
 
@@ -42,13 +40,20 @@ impl ServiceAccountTokens {
         if let Some(url) = token_url {
             key.token_uri = url.to_string();
         }
-        let auth = yup_oauth2::ServiceAccountAuthenticator::builder(key)
-            .subject(subject)
-            .build()
-            .await
-            .map_err(|e| {
-                TokenError::Other(format!("the service account key cannot be used: {e}"))
-            })?;
+        // The same connector as the Gmail client: rustls, system roots, proxy.
+        let connector = crate::https_connector().map_err(|e| TokenError::Other(e.to_string()))?;
+        let client = google_gmail1::hyper_util::client::legacy::Client::builder(
+            google_gmail1::hyper_util::rt::TokioExecutor::new(),
+        )
+        .build::<_, String>(connector);
+        let auth = yup_oauth2::ServiceAccountAuthenticator::with_client(
+            key,
+            yup_oauth2::CustomHyperClientBuilder::from(client),
+        )
+        .subject(subject)
+        .build()
+        .await
+        .map_err(|e| TokenError::Other(format!("the service account key cannot be used: {e}")))?;
         Ok(ServiceAccountTokens {
             auth,
             subject: subject.to_owned(),
