@@ -108,7 +108,7 @@ mod tests {
             request.starts_with("CONNECT gmail.googleapis.com:443 HTTP/1.1"),
             "{request}"
         );
-        let error = result.err().expect("the fake proxy refused").to_string();
+        let error = result.expect_err("the fake proxy refused").to_string();
         assert!(error.contains("proxy"), "{error}");
     }
 
