@@ -41,6 +41,16 @@ fn send(sandbox: &Sandbox, extra: &[&str]) -> Run {
     run(sandbox.cmd().args(send_args(extra)))
 }
 
+/// A refresh token the fake knows, obtained by logging in elsewhere.
+fn refresh_token_from_a_login(fake: &FakeGoogle) -> String {
+    let elsewhere = Sandbox::new(fake);
+    elsewhere.login(fake, &[]);
+    elsewhere.token_json(ACCOUNT)["refresh_token"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
 // 1. Login
 
 #[test]
@@ -326,12 +336,7 @@ fn service_account_with_subject_delivers() {
 #[test]
 fn environment_refresh_token_delivers() {
     let fake = FakeGoogle::start();
-    let first = Sandbox::new(&fake);
-    first.login(&fake, &[]);
-    let refresh = first.token_json(ACCOUNT)["refresh_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let refresh = refresh_token_from_a_login(&fake);
 
     let second = Sandbox::new(&fake);
     let out = run(second
@@ -354,12 +359,7 @@ fn environment_refresh_token_delivers() {
 #[test]
 fn smail_ini_import_delivers() {
     let fake = FakeGoogle::start();
-    let first = Sandbox::new(&fake);
-    first.login(&fake, &[]);
-    let refresh = first.token_json(ACCOUNT)["refresh_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let refresh = refresh_token_from_a_login(&fake);
 
     let second = Sandbox::new(&fake);
     let ini = second.path().join("smail_refreshtoken.ini");
