@@ -55,6 +55,30 @@ _apimail() {
             apimail__subcmd__auth__subcmd__help,status)
                 cmd="apimail__subcmd__auth__subcmd__help__subcmd__status"
                 ;;
+            apimail__subcmd__auth__subcmd__help__subcmd__login,gmail)
+                cmd="apimail__subcmd__auth__subcmd__help__subcmd__login__subcmd__gmail"
+                ;;
+            apimail__subcmd__auth__subcmd__help__subcmd__login,graph)
+                cmd="apimail__subcmd__auth__subcmd__help__subcmd__login__subcmd__graph"
+                ;;
+            apimail__subcmd__auth__subcmd__login,gmail)
+                cmd="apimail__subcmd__auth__subcmd__login__subcmd__gmail"
+                ;;
+            apimail__subcmd__auth__subcmd__login,graph)
+                cmd="apimail__subcmd__auth__subcmd__login__subcmd__graph"
+                ;;
+            apimail__subcmd__auth__subcmd__login,help)
+                cmd="apimail__subcmd__auth__subcmd__login__subcmd__help"
+                ;;
+            apimail__subcmd__auth__subcmd__login__subcmd__help,gmail)
+                cmd="apimail__subcmd__auth__subcmd__login__subcmd__help__subcmd__gmail"
+                ;;
+            apimail__subcmd__auth__subcmd__login__subcmd__help,graph)
+                cmd="apimail__subcmd__auth__subcmd__login__subcmd__help__subcmd__graph"
+                ;;
+            apimail__subcmd__auth__subcmd__login__subcmd__help,help)
+                cmd="apimail__subcmd__auth__subcmd__login__subcmd__help__subcmd__help"
+                ;;
             apimail__subcmd__help,auth)
                 cmd="apimail__subcmd__help__subcmd__auth"
                 ;;
@@ -75,6 +99,12 @@ _apimail() {
                 ;;
             apimail__subcmd__help__subcmd__auth,status)
                 cmd="apimail__subcmd__help__subcmd__auth__subcmd__status"
+                ;;
+            apimail__subcmd__help__subcmd__auth__subcmd__login,gmail)
+                cmd="apimail__subcmd__help__subcmd__auth__subcmd__login__subcmd__gmail"
+                ;;
+            apimail__subcmd__help__subcmd__auth__subcmd__login,graph)
+                cmd="apimail__subcmd__help__subcmd__auth__subcmd__login__subcmd__graph"
                 ;;
             *)
                 ;;
@@ -161,8 +191,36 @@ _apimail() {
             return 0
             ;;
         apimail__subcmd__auth__subcmd__help__subcmd__login)
-            opts=""
+            opts="gmail graph"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        apimail__subcmd__auth__subcmd__help__subcmd__login__subcmd__gmail)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        apimail__subcmd__auth__subcmd__help__subcmd__login__subcmd__graph)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -225,8 +283,26 @@ _apimail() {
             return 0
             ;;
         apimail__subcmd__auth__subcmd__login)
-            opts="-v -h --client-secret --account --port --no-browser --login-hint --timeout --config --verbose --debug --help gmail"
+            opts="-v -h --config --verbose --debug --help gmail graph help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        apimail__subcmd__auth__subcmd__login__subcmd__gmail)
+            opts="-v -h --client-secret --account --port --no-browser --login-hint --timeout --config --verbose --debug --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -255,6 +331,112 @@ _apimail() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        apimail__subcmd__auth__subcmd__login__subcmd__graph)
+            opts="-v -h --client-id --tenant --cloud --device-code --large-messages --client-secret-file --account --port --no-browser --login-hint --timeout --config --verbose --debug --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --client-id)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tenant)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cloud)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --client-secret-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --account)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --port)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --login-hint)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        apimail__subcmd__auth__subcmd__login__subcmd__help)
+            opts="gmail graph help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        apimail__subcmd__auth__subcmd__login__subcmd__help__subcmd__gmail)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        apimail__subcmd__auth__subcmd__login__subcmd__help__subcmd__graph)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        apimail__subcmd__auth__subcmd__login__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
                 *)
                     COMPREPLY=()
                     ;;
@@ -349,8 +531,36 @@ _apimail() {
             return 0
             ;;
         apimail__subcmd__help__subcmd__auth__subcmd__login)
-            opts=""
+            opts="gmail graph"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        apimail__subcmd__help__subcmd__auth__subcmd__login__subcmd__gmail)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        apimail__subcmd__help__subcmd__auth__subcmd__login__subcmd__graph)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -434,7 +644,7 @@ _apimail() {
                     return 0
                     ;;
                 --provider)
-                    COMPREPLY=($(compgen -W "gmail" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "gmail graph" -- "${cur}"))
                     return 0
                     ;;
                 --to)

@@ -34,7 +34,8 @@ complete -c apimail -n "__fish_apimail_needs_command" -f -a "auth" -d 'Authorize
 complete -c apimail -n "__fish_apimail_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c apimail -n "__fish_apimail_using_subcommand send" -l from -d 'Sender, e.g. \'Ann <ann@example.com>\' (default: the account\'s address)' -r
 complete -c apimail -n "__fish_apimail_using_subcommand send" -l account -d 'The account to send from (default: $APIMAIL_ACCOUNT, else the configured default)' -r
-complete -c apimail -n "__fish_apimail_using_subcommand send" -l provider -d 'With no account named, send with this provider\'s environment credentials' -r -f -a "gmail\t''"
+complete -c apimail -n "__fish_apimail_using_subcommand send" -l provider -d 'With no account named, send with this provider\'s environment credentials' -r -f -a "gmail\t''
+graph\t''"
 complete -c apimail -n "__fish_apimail_using_subcommand send" -l to -d 'Recipient (repeatable)' -r
 complete -c apimail -n "__fish_apimail_using_subcommand send" -l cc -d 'Carbon-copy recipient (repeatable)' -r
 complete -c apimail -n "__fish_apimail_using_subcommand send" -l bcc -d 'Blind-copy recipient (repeatable); hidden from other recipients' -r
@@ -68,16 +69,13 @@ complete -c apimail -n "__fish_apimail_using_subcommand auth; and not __fish_see
 complete -c apimail -n "__fish_apimail_using_subcommand auth; and not __fish_seen_subcommand_from login import-smail status logout help" -f -a "status" -d 'List accounts, their scopes, token expiry and where tokens are kept'
 complete -c apimail -n "__fish_apimail_using_subcommand auth; and not __fish_seen_subcommand_from login import-smail status logout help" -f -a "logout" -d 'Delete an account\'s stored tokens, revoking them at the provider'
 complete -c apimail -n "__fish_apimail_using_subcommand auth; and not __fish_seen_subcommand_from login import-smail status logout help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c apimail -n "__fish_apimail_using_subcommand auth; and __fish_seen_subcommand_from login" -l client-secret -d 'The OAuth client file downloaded from the Google Cloud console' -r -F
-complete -c apimail -n "__fish_apimail_using_subcommand auth; and __fish_seen_subcommand_from login" -l account -d 'Name for this account (default: its address)' -r
-complete -c apimail -n "__fish_apimail_using_subcommand auth; and __fish_seen_subcommand_from login" -l port -d 'Loopback port for the browser\'s redirect; 0 picks a free one' -r
-complete -c apimail -n "__fish_apimail_using_subcommand auth; and __fish_seen_subcommand_from login" -l login-hint -d 'The address to sign in as (pre-fills the browser and names the account)' -r
-complete -c apimail -n "__fish_apimail_using_subcommand auth; and __fish_seen_subcommand_from login" -l timeout -d 'Give up waiting for the browser after this many seconds' -r
 complete -c apimail -n "__fish_apimail_using_subcommand auth; and __fish_seen_subcommand_from login" -l config -d 'Configuration file' -r -F
-complete -c apimail -n "__fish_apimail_using_subcommand auth; and __fish_seen_subcommand_from login" -l no-browser -d 'Don\'t open a browser: print the URL, and accept the redirect URL pasted here'
 complete -c apimail -n "__fish_apimail_using_subcommand auth; and __fish_seen_subcommand_from login" -s v -l verbose -d 'Say more: -v shows progress and retries'
 complete -c apimail -n "__fish_apimail_using_subcommand auth; and __fish_seen_subcommand_from login" -l debug -d 'Log every HTTP request and response (secrets are redacted)'
 complete -c apimail -n "__fish_apimail_using_subcommand auth; and __fish_seen_subcommand_from login" -s h -l help -d 'Print help'
+complete -c apimail -n "__fish_apimail_using_subcommand auth; and __fish_seen_subcommand_from login" -f -a "gmail" -d 'Authorize a Google account (Gmail API, scope gmail.send)'
+complete -c apimail -n "__fish_apimail_using_subcommand auth; and __fish_seen_subcommand_from login" -f -a "graph" -d 'Authorize a Microsoft 365 or Outlook.com account (Microsoft Graph, Mail.Send)'
+complete -c apimail -n "__fish_apimail_using_subcommand auth; and __fish_seen_subcommand_from login" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c apimail -n "__fish_apimail_using_subcommand auth; and __fish_seen_subcommand_from import-smail" -l account -d 'Name for the imported account' -r
 complete -c apimail -n "__fish_apimail_using_subcommand auth; and __fish_seen_subcommand_from import-smail" -l config -d 'Configuration file' -r -F
 complete -c apimail -n "__fish_apimail_using_subcommand auth; and __fish_seen_subcommand_from import-smail" -s v -l verbose -d 'Say more: -v shows progress and retries'

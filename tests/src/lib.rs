@@ -2,6 +2,7 @@
 //! and check its output with independent parsers.
 
 pub mod fake_google;
+pub mod fake_microsoft;
 pub mod http;
 pub mod sandbox;
 

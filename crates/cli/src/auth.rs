@@ -6,22 +6,25 @@ use std::time::Duration;
 use anyhow::anyhow;
 use apimail_core::oauth::{self, LoginError, LoginOptions, OAuthClient, RedirectHost};
 use apimail_core::token_store::StoredToken;
-use apimail_core::{Secret, StoredTokens, TokenError, TokenSource, now_unix};
+use apimail_core::token_store::TokenStore;
+use apimail_core::{Secret, StoredTokens, TokenError, TokenResponse, TokenSource, now_unix};
 use apimail_gmail::google_auth;
 use url::Url;
 
-use crate::cli::{ImportSmailArgs, LoginArgs, LogoutArgs, StatusArgs};
+use crate::cli::{GmailLoginArgs, ImportSmailArgs, LoginCommand, LogoutArgs, StatusArgs};
 use crate::config::{Account, Provider};
 use crate::exit::{Exit, Failure};
 use crate::providers::{Context, endpoint, gmail_login_command};
 
-pub async fn login(ctx: Context, args: LoginArgs) -> Result<(), Failure> {
-    match args.provider {
-        Provider::Gmail => login_gmail(ctx, args).await,
+pub async fn login(ctx: Context, command: LoginCommand) -> Result<(), Failure> {
+    match command {
+        LoginCommand::Gmail(args) => login_gmail(ctx, args).await,
+        LoginCommand::Graph(args) => crate::graph_auth::login(ctx, args).await,
     }
 }
 
-async fn login_gmail(mut ctx: Context, args: LoginArgs) -> Result<(), Failure> {
+async fn login_gmail(mut ctx: Context, args: GmailLoginArgs) -> Result<(), Failure> {
+    let common = &args.common;
     let path = &args.client_secret;
     let bytes = std::fs::read(path).map_err(|e| {
         Failure::new(Exit::NoInput, anyhow!(e).context(format!("cannot read the client file `{}`", path.display())))
@@ -43,7 +46,7 @@ async fn login_gmail(mut ctx: Context, args: LoginArgs) -> Result<(), Failure> {
         "token_uri",
         google_auth::TOKEN_URL,
     )?;
-    if let Some(name) = &args.account {
+    if let Some(name) = &common.account {
         check_account_name(name)?;
     }
     let store = ctx.store()?;
@@ -57,53 +60,90 @@ async fn login_gmail(mut ctx: Context, args: LoginArgs) -> Result<(), Failure> {
     };
     let options = LoginOptions {
         scopes: vec![apimail_gmail::SEND_SCOPE.to_owned()],
-        extra_params: google_auth::login_params(args.login_hint.as_deref()),
+        extra_params: google_auth::login_params(common.login_hint.as_deref()),
         redirect_host: RedirectHost::Ip127,
-        port: args.port,
-        timeout: Duration::from_secs(args.timeout),
-        accept_pasted_redirect: args.no_browser,
+        port: common.port,
+        timeout: Duration::from_secs(common.timeout),
+        accept_pasted_redirect: common.no_browser,
     };
-    let no_browser = args.no_browser;
-    let port = args.port;
+    let no_browser = common.no_browser;
+    let port = common.port;
     let mut prompt =
         move |url: &Url, redirect: &str| show_authorize_url(url, redirect, no_browser, port);
     let response = oauth::login_with_browser(&client, &options, &mut prompt)
         .await
-        .map_err(login_failure)?;
+        .map_err(|e| login_failure(e, Provider::Gmail))?;
 
+    let client_file = std::path::absolute(path).unwrap_or_else(|_| path.clone());
+    let account = Account {
+        provider: Provider::Gmail,
+        client_id: Some(file.client_id.clone()),
+        auth_uri: Some(auth_url.to_string()),
+        token_uri: Some(token_url.to_string()),
+        client_file: Some(client_file.display().to_string()),
+        ..Account::default()
+    };
+    let login = Login {
+        response,
+        requested_scopes: options.scopes,
+        client_id: file.client_id,
+        client_secret: Some(file.client_secret),
+        token_url,
+        login_hint: common.login_hint.clone(),
+        account_flag: common.account.clone(),
+    };
+    save_login(&mut ctx, &store, login, account, "Google")
+}
+
+/// What a successful interactive login produced, before it is saved.
+pub(crate) struct Login {
+    pub(crate) response: TokenResponse,
+    pub(crate) requested_scopes: Vec<String>,
+    pub(crate) client_id: String,
+    pub(crate) client_secret: Option<Secret>,
+    pub(crate) token_url: Url,
+    pub(crate) login_hint: Option<String>,
+    pub(crate) account_flag: Option<String>,
+}
+
+/// Stores the tokens, writes the account into the config file (and makes
+/// it the default if there is none), and says where everything went.
+pub(crate) fn save_login(
+    ctx: &mut Context,
+    store: &TokenStore,
+    login: Login,
+    account: Account,
+    provider_name: &str,
+) -> Result<(), Failure> {
+    let response = login.response;
+    // The id_token, else the access token when it is a JWT (Microsoft's
+    // work accounts), else what the user told us.
     let address = response
         .id_token
         .as_ref()
         .and_then(oauth::email_from_id_token)
-        .or(args.login_hint.clone());
-    let name = args
-        .account
-        .clone()
+        .or_else(|| oauth::email_from_id_token(&response.access_token.secret))
+        .or(login.login_hint);
+    let name = login
+        .account_flag
         .or_else(|| address.clone())
-        .unwrap_or_else(|| "gmail".to_owned());
+        .unwrap_or_else(|| account.provider.name().to_owned());
     check_account_name(&name)?;
     let Some(refresh_token) = response.refresh_token.clone() else {
         return Err(Failure::new(
             Exit::NoPerm,
-            anyhow!(
-                "Google returned no refresh token, so apimail could not send later without you"
-            ),
+            anyhow!("{provider_name} returned no refresh token, so apimail could not send later without you"),
         )
-        .hint(
-            "remove apimail's access at myaccount.google.com/permissions, then run the login again",
-        ));
+        .hint("make sure the login asks for offline access (Microsoft: the offline_access permission), then run it again"));
     };
     let stored = StoredToken {
         account: name.clone(),
-        provider: "gmail".into(),
+        provider: account.provider.name().into(),
         address: address.clone(),
-        client_id: file.client_id.clone(),
-        client_secret: Some(file.client_secret.clone()),
-        token_url: token_url.to_string(),
-        scopes: response
-            .scopes
-            .clone()
-            .unwrap_or_else(|| options.scopes.clone()),
+        client_id: login.client_id,
+        client_secret: login.client_secret,
+        token_url: login.token_url.to_string(),
+        scopes: response.scopes.clone().unwrap_or(login.requested_scopes),
         refresh_token: Some(refresh_token),
         access_token: Some(response.access_token.secret.clone()),
         expires_at: response.access_token.expires_at,
@@ -111,15 +151,11 @@ async fn login_gmail(mut ctx: Context, args: LoginArgs) -> Result<(), Failure> {
     };
     store.save(&stored).map_err(store_failure)?;
 
-    let client_secret_file = std::path::absolute(path).unwrap_or_else(|_| path.clone());
+    let previous = ctx.config.accounts.remove(&name).unwrap_or_default();
     let account = Account {
-        provider: Provider::Gmail,
         address: address.clone(),
-        client_id: Some(file.client_id),
-        auth_uri: Some(auth_url.to_string()),
-        token_uri: Some(token_url.to_string()),
-        client_secret_file: Some(client_secret_file.display().to_string()),
-        ..ctx.config.accounts.get(&name).cloned().unwrap_or_default()
+        max_message_mb: previous.max_message_mb,
+        ..account
     };
     ctx.config.accounts.insert(name.clone(), account);
     if ctx.config.default_account.is_none() {
@@ -127,23 +163,23 @@ async fn login_gmail(mut ctx: Context, args: LoginArgs) -> Result<(), Failure> {
     }
     crate::config::save(&ctx.config_path, &ctx.config)?;
 
-    let who = address.as_deref().unwrap_or("the Google account you chose");
+    let who = address.as_deref().unwrap_or("the account you chose");
     say(&format!(
         "authorized {who} as account `{name}`\ntokens are stored in {}\nconfiguration written to {}",
         store.path(&name).display(),
         ctx.config_path.display()
     ));
     if address.is_none() {
-        say(
-            "note: Google did not say which address this is; pass --from when sending, or log in again with --login-hint ADDR",
-        );
+        say(&format!(
+            "note: {provider_name} did not say which address this is; pass --from when sending, or log in again with --login-hint ADDR"
+        ));
     }
     Ok(())
 }
 
 /// Shows the URL on a line of its own, and opens a browser when asked and
 /// when there is a display to open one on.
-fn show_authorize_url(url: &Url, redirect: &str, no_browser: bool, port: u16) {
+pub(crate) fn show_authorize_url(url: &Url, redirect: &str, no_browser: bool, port: u16) {
     let mut err = std::io::stderr().lock();
     let _ = writeln!(
         err,
@@ -176,29 +212,43 @@ fn show_authorize_url(url: &Url, redirect: &str, no_browser: bool, port: u16) {
     let _ = writeln!(err, "Waiting for the browser on {redirect} ...");
 }
 
-fn login_failure(error: LoginError) -> Failure {
+pub(crate) fn login_failure(error: LoginError, provider: Provider) -> Failure {
+    let console = match provider {
+        Provider::Gmail => {
+            "check the OAuth client (client id, secret and redirect URIs) in the Google Cloud console"
+        }
+        Provider::Graph => {
+            "check the app registration in Microsoft Entra ID (client id, redirect URI http://localhost:48888/callback, Mail.Send and offline_access permissions)"
+        }
+    };
     let hint = match &error {
-        LoginError::Denied { .. } => "run the login again and choose Allow; for an app in Testing status, add your address as a test user".to_owned(),
+        LoginError::Denied { .. } => match provider {
+            Provider::Gmail => "run the login again and choose Allow; for an app in Testing status, add your address as a test user".to_owned(),
+            Provider::Graph => "run the login again and accept; if your organization requires it, ask an admin to grant consent to the app".to_owned(),
+        },
         LoginError::StateMismatch => "the redirect did not belong to this login; run the login again and use the newest URL".to_owned(),
         LoginError::TimedOut(_) => "run the login again and finish in the browser sooner, or raise --timeout".to_owned(),
-        LoginError::Listen { .. } => "pass --port 0 to use any free port (Desktop app clients allow it), or another --port".to_owned(),
+        LoginError::Expired => "the code expired before sign-in finished; run the login again".to_owned(),
+        LoginError::Listen { .. } => "pass --port 0 to use any free port (if the app allows any loopback port), or another --port".to_owned(),
         LoginError::Token(TokenError::Unreachable(_)) => "check the network connection, then run the login again".to_owned(),
-        _ => "check the OAuth client (client id, secret and redirect URIs) in the Google Cloud console".to_owned(),
+        _ => console.to_owned(),
     };
     let exit = match &error {
         LoginError::Listen { .. } | LoginError::Config(_) => Exit::Config,
-        LoginError::TimedOut(_) | LoginError::Token(TokenError::Unreachable(_)) => Exit::TempFail,
+        LoginError::TimedOut(_)
+        | LoginError::Expired
+        | LoginError::Token(TokenError::Unreachable(_)) => Exit::TempFail,
         _ => Exit::NoPerm,
     };
     Failure::new(exit, error).hint(hint)
 }
 
-fn store_failure(error: apimail_core::token_store::StoreError) -> Failure {
+pub(crate) fn store_failure(error: apimail_core::token_store::StoreError) -> Failure {
     Failure::new(Exit::Config, error)
         .hint("check APIMAIL_DATA_DIR and the permissions of the directory")
 }
 
-fn check_account_name(name: &str) -> Result<(), Failure> {
+pub(crate) fn check_account_name(name: &str) -> Result<(), Failure> {
     let ok = !name.is_empty()
         && name.len() <= 64
         && !name.starts_with('.')
@@ -216,7 +266,7 @@ fn check_account_name(name: &str) -> Result<(), Failure> {
     }
 }
 
-fn say(text: &str) {
+pub(crate) fn say(text: &str) {
     let _ = writeln!(std::io::stderr().lock(), "{text}");
 }
 
@@ -342,15 +392,26 @@ pub fn status(ctx: Context, args: StatusArgs) -> Result<(), Failure> {
                 out.push_str(&format!("  scopes:     {}\n", s.scopes.join(" ")));
                 out.push_str(&format!("  tokens:     {}\n", describe_tokens(s)));
             }
-            None => out.push_str(&format!(
-                "  tokens:     none stored; run `{}`\n",
-                gmail_login_command(name, account.unwrap_or(&Account::default()))
-            )),
+            None if account.is_some_and(|a| a.app_only) => out.push_str(
+                "  tokens:     app-only: fetched with the client credentials at each run\n",
+            ),
+            None => {
+                let default = Account::default();
+                let account = account.unwrap_or(&default);
+                let login = match account.provider {
+                    Provider::Gmail => gmail_login_command(name, account),
+                    Provider::Graph => crate::graph_auth::login_command(name, account, false),
+                };
+                out.push_str(&format!("  tokens:     none stored; run `{login}`\n"));
+            }
         }
         if account.is_none() {
             out.push_str("  config:     missing from the configuration file\n");
         }
         out.push_str(&format!("  stored in:  {}\n", store.path(name).display()));
+    }
+    if std::env::var_os("AZURE_CLIENT_ID").is_some() {
+        out.push_str("environment: Microsoft Graph app-only credentials are set (used when no account is named)\n");
     }
     if std::env::var_os("GOOGLE_APPLICATION_CREDENTIALS").is_some()
         || std::env::var_os("APIMAIL_GOOGLE_REFRESH_TOKEN").is_some()
@@ -390,6 +451,15 @@ pub async fn logout(ctx: Context, args: LogoutArgs) -> Result<(), Failure> {
         )
         .hint("see `apimail auth status` for the accounts that have some"));
     };
+    if stored.provider == "graph" {
+        store.delete(&args.account).map_err(store_failure)?;
+        say(&format!(
+            "logged out `{}`: tokens deleted. Microsoft has no endpoint that revokes one refresh token; \
+it stops working after 90 days unused, or at once with \"Sign out everywhere\" (myaccount.microsoft.com) or the app's removal from the account",
+            args.account
+        ));
+        return Ok(());
+    }
     let account = ctx.config.accounts.get(&args.account);
     let revoke_url = endpoint(
         "APIMAIL_GOOGLE_REVOKE_URL",

@@ -56,14 +56,15 @@ pub enum Command {
 const AUTH_HELP: &str = "\
 Examples:
   apimail auth login gmail --client-secret client_secret.json
+  apimail auth login graph --client-id 00000000-0000-0000-0000-000000000000
   apimail auth status
   apimail auth logout --account me@example.com";
 
 #[derive(Debug, Subcommand)]
 pub enum AuthCommand {
     /// Authorize an account in the browser and store its tokens.
-    #[command(after_help = LOGIN_HELP)]
-    Login(LoginArgs),
+    #[command(subcommand)]
+    Login(LoginCommand),
 
     /// Import the OAuth credentials of an SMAIL installation (smail_refreshtoken.ini).
     #[command(after_help = IMPORT_HELP)]
@@ -78,9 +79,20 @@ pub enum AuthCommand {
     Logout(LogoutArgs),
 }
 
-const LOGIN_HELP: &str = "\
-Gmail: create an OAuth client (Desktop app) in the Google Cloud console, download
-its JSON, and pass it with --client-secret. apimail asks only for the gmail.send
+#[derive(Debug, Subcommand)]
+pub enum LoginCommand {
+    /// Authorize a Google account (Gmail API, scope gmail.send).
+    #[command(after_help = GMAIL_LOGIN_HELP)]
+    Gmail(GmailLoginArgs),
+
+    /// Authorize a Microsoft 365 or Outlook.com account (Microsoft Graph, Mail.Send).
+    #[command(after_help = GRAPH_LOGIN_HELP)]
+    Graph(GraphLoginArgs),
+}
+
+const GMAIL_LOGIN_HELP: &str = "\
+Create an OAuth client (Desktop app) in the Google Cloud console, download its
+JSON, and pass it with --client-secret. apimail asks only for the gmail.send
 scope. The browser is sent back to http://127.0.0.1:PORT/callback.
 
 Examples:
@@ -93,34 +105,28 @@ Examples:
   # A Web application client registered with http://127.0.0.1:48888/callback
   apimail auth login gmail --client-secret web_client.json --port 48888";
 
-const IMPORT_HELP: &str = "\
-Reads UserID, ClientID, ClientSecret, RefreshToken and TokenURI from the [OAUTH2]
-section, checks them with one token refresh, and stores them like `auth login`.
+const GRAPH_LOGIN_HELP: &str = "\
+Register an app in Microsoft Entra ID (App registrations) with the redirect URI
+http://localhost:48888/callback (platform \"Mobile and desktop applications\"),
+and the delegated permissions Mail.Send and offline_access. The secret of a
+confidential (web) app comes from $APIMAIL_GRAPH_CLIENT_SECRET or
+--client-secret-file, never from the command line.
 
 Examples:
-  apimail auth import-smail smail_refreshtoken.ini --account office";
+  apimail auth login graph --client-id 00000000-0000-0000-0000-000000000000
 
-const STATUS_HELP: &str = "\
-Never shows a token or secret.
+  # No browser on this machine: enter a code on any device
+  apimail auth login graph --client-id 0000... --device-code
 
-Examples:
-  apimail auth status
-  apimail auth status --account office";
+  # Messages over ~3 MB need drafts and upload sessions (adds Mail.ReadWrite)
+  apimail auth login graph --client-id 0000... --tenant contoso.com --large-messages
 
-const LOGOUT_HELP: &str = "\
-Examples:
-  apimail auth logout --account office";
+  # A personal Outlook.com account, or a US Government tenant
+  apimail auth login graph --client-id 0000... --tenant consumers
+  apimail auth login graph --client-id 0000... --tenant contoso.us --cloud usgov";
 
 #[derive(Debug, Args)]
-pub struct LoginArgs {
-    /// The provider to authorize
-    #[arg(value_enum)]
-    pub provider: crate::config::Provider,
-
-    /// The OAuth client file downloaded from the Google Cloud console
-    #[arg(long, value_name = "FILE")]
-    pub client_secret: PathBuf,
-
+pub struct LoginCommon {
     /// Name for this account (default: its address)
     #[arg(long, value_name = "NAME")]
     pub account: Option<String>,
@@ -141,6 +147,64 @@ pub struct LoginArgs {
     #[arg(long, value_name = "SECONDS", default_value_t = 300)]
     pub timeout: u64,
 }
+
+#[derive(Debug, Args)]
+pub struct GmailLoginArgs {
+    /// The OAuth client file downloaded from the Google Cloud console
+    #[arg(long, value_name = "FILE")]
+    pub client_secret: PathBuf,
+
+    #[command(flatten)]
+    pub common: LoginCommon,
+}
+
+#[derive(Debug, Args)]
+pub struct GraphLoginArgs {
+    /// The app registration's Application (client) ID
+    #[arg(long, value_name = "ID")]
+    pub client_id: String,
+
+    /// common, organizations, consumers, a tenant id, or a domain
+    #[arg(long, value_name = "TENANT", default_value = "common")]
+    pub tenant: String,
+
+    /// The Microsoft cloud: global, usgov, usgov-dod or china
+    #[arg(long, value_name = "CLOUD", default_value = "global")]
+    pub cloud: String,
+
+    /// Use the device code flow: enter a code on any device with a browser
+    #[arg(long, conflicts_with = "no_browser")]
+    pub device_code: bool,
+
+    /// Also ask for Mail.ReadWrite, which messages over Graph's 4 MB request limit need
+    #[arg(long)]
+    pub large_messages: bool,
+
+    /// A file holding the client secret of a confidential (web) app
+    #[arg(long, value_name = "FILE")]
+    pub client_secret_file: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub common: LoginCommon,
+}
+
+const IMPORT_HELP: &str = "\
+Reads UserID, ClientID, ClientSecret, RefreshToken and TokenURI from the [OAUTH2]
+section, checks them with one token refresh, and stores them like `auth login`.
+
+Examples:
+  apimail auth import-smail smail_refreshtoken.ini --account office";
+
+const STATUS_HELP: &str = "\
+Never shows a token or secret.
+
+Examples:
+  apimail auth status
+  apimail auth status --account office";
+
+const LOGOUT_HELP: &str = "\
+Examples:
+  apimail auth logout --account office";
 
 #[derive(Debug, Args)]
 pub struct ImportSmailArgs {

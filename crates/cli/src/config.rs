@@ -60,9 +60,34 @@ pub struct Account {
     pub revoke_uri: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gmail_api_url: Option<String>,
-    /// Where the OAuth client file was, for the re-login hint (not a secret).
+    /// Gmail: where the OAuth client file was, for the re-login hint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_file: Option<String>,
+    /// Graph: common, organizations, consumers, a tenant id or a domain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    /// Graph: global, usgov, usgov-dod or china.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cloud: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub graph_api_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authority_url: Option<String>,
+    /// Graph app-only: send as this mailbox with client credentials.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub app_only: bool,
+    /// Graph app-only: the mailbox to send as.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// Graph: a file holding the client secret (never the secret itself).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_secret_file: Option<String>,
+    /// Graph app-only: a PEM file with the certificate and its private key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_certificate_file: Option<String>,
+    /// Graph: the mailbox's message size limit in MB (35 unless the tenant raised it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_message_mb: Option<u32>,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -70,12 +95,14 @@ pub struct Account {
 pub enum Provider {
     #[default]
     Gmail,
+    Graph,
 }
 
 impl Provider {
     pub fn name(self) -> &'static str {
         match self {
             Provider::Gmail => "gmail",
+            Provider::Graph => "graph",
         }
     }
 }

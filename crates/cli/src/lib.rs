@@ -10,6 +10,7 @@ mod cli;
 pub mod codegen;
 mod config;
 mod exit;
+mod graph_auth;
 mod providers;
 mod send;
 

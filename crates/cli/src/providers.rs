@@ -11,6 +11,7 @@ use apimail_core::{
     TokenSource, Transport, TransportError,
 };
 use apimail_gmail::{GmailTransport, ServiceAccountTokens, google_auth};
+use apimail_graph::{AppOnlyTokens, GraphTransport, Mailbox};
 use url::Url;
 
 use crate::config::{Account, Config, Provider};
@@ -44,24 +45,56 @@ impl Context {
 /// Where the messages of one send go.
 #[derive(Debug)]
 pub struct Resolved {
+    pub provider: Provider,
     /// What the user knows this as: an account name, or the environment.
     pub label: String,
     /// The address to send as when --from is not given.
     pub address: Option<String>,
     /// The command that authorizes again.
     pub relogin: String,
+    /// The command that authorizes again with Mail.ReadWrite (Graph).
+    pub relogin_large: Option<String>,
     pub sender: Sender,
 }
 
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant, reason = "one per process")]
 pub enum Sender {
     Gmail(GmailTransport<GmailTokens>),
+    Graph(GraphTransport<GraphTokens>),
 }
 
 impl Sender {
     pub async fn send(&self, message: &apimail_core::Message) -> Result<Receipt, TransportError> {
         match self {
             Sender::Gmail(t) => t.send_raw(message.envelope(), message.as_bytes()).await,
+            Sender::Graph(t) => t.send_raw(message.envelope(), message.as_bytes()).await,
+        }
+    }
+}
+
+/// The ways a Graph transport gets tokens.
+#[derive(Debug)]
+pub enum GraphTokens {
+    Stored(StoredTokens),
+    AppOnly(AppOnlyTokens),
+}
+
+impl TokenSource for GraphTokens {
+    async fn token(&self) -> Result<AccessToken, TokenError> {
+        match self {
+            GraphTokens::Stored(t) => t.token().await,
+            GraphTokens::AppOnly(t) => t.token().await,
+        }
+    }
+
+    async fn refresh_after_rejection(
+        &self,
+        rejected: &AccessToken,
+    ) -> Result<AccessToken, TokenError> {
+        match self {
+            GraphTokens::Stored(t) => t.refresh_after_rejection(rejected).await,
+            GraphTokens::AppOnly(t) => t.refresh_after_rejection(rejected).await,
         }
     }
 }
@@ -134,29 +167,39 @@ pub async fn resolve(
     if let Some(name) = named {
         return from_account(ctx, &name).await;
     }
-    if provider == Some(Provider::Gmail)
-        && let Some(resolved) = gmail_from_env().await?
+    let from_env = |provider| async move {
+        match provider {
+            Provider::Gmail => gmail_from_env().await,
+            Provider::Graph => graph_from_env(),
+        }
+    };
+    if let Some(provider) = provider
+        && let Some(resolved) = from_env(provider).await?
     {
         return Ok(resolved);
     }
     if let Some(name) = &ctx.config.default_account {
         return from_account(ctx, name).await;
     }
-    if let Some(resolved) = gmail_from_env().await? {
-        return Ok(resolved);
+    for provider in [Provider::Gmail, Provider::Graph] {
+        if let Some(resolved) = from_env(provider).await? {
+            return Ok(resolved);
+        }
     }
     Err(Failure::new(
         Exit::Config,
         anyhow!("no account to send from: {} has none, and no credentials are in the environment", ctx.config_path.display()),
     )
     .hint("run `apimail auth login gmail --client-secret client_secret.json`, or use --dry-run to only print the message")
-    .note("servers can use GOOGLE_APPLICATION_CREDENTIALS with APIMAIL_GMAIL_USER (service account), or APIMAIL_GOOGLE_CLIENT_ID, APIMAIL_GOOGLE_CLIENT_SECRET and APIMAIL_GOOGLE_REFRESH_TOKEN"))
+    .note("servers can use GOOGLE_APPLICATION_CREDENTIALS with APIMAIL_GMAIL_USER (service account), or APIMAIL_GOOGLE_CLIENT_ID, APIMAIL_GOOGLE_CLIENT_SECRET and APIMAIL_GOOGLE_REFRESH_TOKEN")
+    .note("for Microsoft Graph: AZURE_TENANT_ID, AZURE_CLIENT_ID, AZURE_CLIENT_SECRET (or AZURE_CLIENT_CERTIFICATE_PATH) and APIMAIL_GRAPH_USER"))
 }
 
 async fn from_account(ctx: &Context, name: &str) -> Result<Resolved, Failure> {
     let account = ctx.config.account(name, &ctx.config_path)?;
     match account.provider {
         Provider::Gmail => gmail_account(ctx, name, account),
+        Provider::Graph => graph_account(ctx, name, account),
     }
 }
 
@@ -182,9 +225,11 @@ fn gmail_account(ctx: &Context, name: &str, account: &Account) -> Result<Resolve
     let tokens = StoredTokens::new(ctx.store()?, name).with_token_url(token_url);
     let transport = GmailTransport::new(client()?, &api_url, "me", GmailTokens::Stored(tokens));
     Ok(Resolved {
+        provider: Provider::Gmail,
         label: format!("account `{name}`"),
         address: account.address.clone(),
         relogin: gmail_login_command(name, account),
+        relogin_large: None,
         sender: Sender::Gmail(transport),
     })
 }
@@ -252,6 +297,8 @@ async fn gmail_from_env() -> Result<Option<Resolved>, Failure> {
             GmailTokens::ServiceAccount(tokens),
         );
         return Ok(Some(Resolved {
+            provider: Provider::Gmail,
+            relogin_large: None,
             label: format!("service account acting as {user}"),
             address: Some(user),
             relogin: "check the service account's domain-wide delegation (client id and the gmail.send scope) in the Google Workspace admin console".into(),
@@ -284,11 +331,208 @@ async fn gmail_from_env() -> Result<Option<Resolved>, Failure> {
         GmailTokens::Environment(tokens),
     );
     Ok(Some(Resolved {
+        provider: Provider::Gmail,
+        relogin_large: None,
         label: "the refresh token in APIMAIL_GOOGLE_REFRESH_TOKEN".into(),
         address: user,
         relogin: "get a new refresh token (for example with `apimail auth login gmail`) and update APIMAIL_GOOGLE_REFRESH_TOKEN".into(),
         sender: Sender::Gmail(transport),
     }))
+}
+
+fn graph_account(ctx: &Context, name: &str, account: &Account) -> Result<Resolved, Failure> {
+    let cloud = crate::graph_auth::cloud(account.cloud.as_deref())?;
+    let api = crate::graph_auth::graph_api(Some(account), cloud)?;
+    let tenant = account.tenant.as_deref().unwrap_or("common");
+    let max = max_message_bytes(account)?;
+    if account.app_only {
+        let user = account.user.clone().ok_or_else(|| {
+            Failure::new(
+                Exit::Config,
+                anyhow!("app-only account `{name}` has no `user` (the mailbox to send as)"),
+            )
+            .hint(format!(
+                "add user = \"sender@contoso.com\" under [accounts.{name}] in {}",
+                ctx.config_path.display()
+            ))
+        })?;
+        let tokens = app_only_tokens(
+            account.client_id.as_deref(),
+            Some(tenant),
+            account.client_secret_file.as_deref(),
+            account.client_certificate_file.as_deref(),
+            Some(account),
+            cloud,
+            &format!("account `{name}`"),
+        )?;
+        return Ok(graph_resolved(
+            format!("account `{name}` (app-only, as {user})"),
+            Some(user.clone()),
+            GraphTransport::new(
+                &api,
+                Mailbox::User(user),
+                GraphTokens::AppOnly(tokens),
+                max,
+                true,
+            ),
+            format!(
+                "check the app's Mail.Send application permission and admin consent for account `{name}`"
+            ),
+            None,
+        ));
+    }
+    let store = ctx.store()?;
+    let granted = store
+        .load(name)
+        .ok()
+        .flatten()
+        .map(|t| t.scopes)
+        .unwrap_or_default();
+    let large_allowed = granted.iter().any(|s| s.ends_with("Mail.ReadWrite"));
+    let token_url = match (
+        std::env::var_os("APIMAIL_MS_AUTHORITY_URL"),
+        &account.authority_url,
+    ) {
+        (None, None) => None,
+        _ => Some(apimail_graph::token_url(
+            &crate::graph_auth::authority(Some(account), cloud)?,
+            tenant,
+        )),
+    };
+    let tokens = StoredTokens::new(store, name).with_token_url(token_url);
+    Ok(graph_resolved(
+        format!("account `{name}`"),
+        account.address.clone(),
+        GraphTransport::new(
+            &api,
+            Mailbox::Me,
+            GraphTokens::Stored(tokens),
+            max,
+            large_allowed,
+        ),
+        crate::graph_auth::login_command(name, account, large_allowed),
+        Some(crate::graph_auth::login_command(name, account, true)),
+    ))
+}
+
+fn graph_resolved(
+    label: String,
+    address: Option<String>,
+    transport: GraphTransport<GraphTokens>,
+    relogin: String,
+    relogin_large: Option<String>,
+) -> Resolved {
+    Resolved {
+        provider: Provider::Graph,
+        label,
+        address,
+        relogin,
+        relogin_large,
+        sender: Sender::Graph(transport),
+    }
+}
+
+/// The mailbox's size limit: `$APIMAIL_GRAPH_MAX_MESSAGE_MB`, else the
+/// account's `max_message_mb`, else 35 MB.
+fn max_message_bytes(account: &Account) -> Result<usize, Failure> {
+    let mb = match std::env::var("APIMAIL_GRAPH_MAX_MESSAGE_MB")
+        .ok()
+        .filter(|v| !v.is_empty())
+    {
+        Some(v) => Some(v.trim().parse::<u32>().map_err(|_| {
+            Failure::new(
+                Exit::Config,
+                anyhow!("APIMAIL_GRAPH_MAX_MESSAGE_MB `{v}` is not a whole number"),
+            )
+            .hint("set it to the mailbox's limit in MB, between 1 and 150")
+        })?),
+        None => account.max_message_mb,
+    };
+    match mb {
+        None => Ok(apimail_graph::DEFAULT_MAX_MESSAGE_BYTES),
+        Some(mb @ 1..=150) => Ok(mb as usize * 1024 * 1024),
+        Some(mb) => Err(Failure::new(
+            Exit::Config,
+            anyhow!("a mailbox limit of {mb} MB is outside Exchange Online's 1 to 150 MB"),
+        )
+        .hint("set max_message_mb (or APIMAIL_GRAPH_MAX_MESSAGE_MB) between 1 and 150")),
+    }
+}
+
+/// App-only credentials: a client secret (file or `$AZURE_CLIENT_SECRET`)
+/// or a certificate (file or `$AZURE_CLIENT_CERTIFICATE_PATH`).
+fn app_only_tokens(
+    client_id: Option<&str>,
+    tenant: Option<&str>,
+    secret_file: Option<&str>,
+    certificate_file: Option<&str>,
+    account: Option<&Account>,
+    cloud: apimail_graph::Cloud,
+    label: &str,
+) -> Result<AppOnlyTokens, Failure> {
+    let (Some(client_id), Some(tenant)) = (client_id, tenant) else {
+        return Err(Failure::new(
+            Exit::Config,
+            anyhow!("{label} needs a client id and a tenant id for app-only sending"),
+        )
+        .hint("set client_id and tenant in the account, or AZURE_CLIENT_ID and AZURE_TENANT_ID"));
+    };
+    let authority = crate::graph_auth::authority(account, cloud)?;
+    let token_url = apimail_graph::token_url(&authority, tenant);
+    let secret = crate::graph_auth::client_secret("AZURE_CLIENT_SECRET", secret_file)?;
+    let certificate_path =
+        env("AZURE_CLIENT_CERTIFICATE_PATH").or(certificate_file.map(str::to_owned));
+    let credential = match (secret, certificate_path) {
+        (Some(secret), _) => apimail_graph::AppCredential::Secret(secret),
+        (None, Some(path)) => {
+            let pem = std::fs::read(&path).map_err(|e| {
+                Failure::new(Exit::NoInput, anyhow!(e).context(format!("cannot read the client certificate `{path}`")))
+                    .hint("point AZURE_CLIENT_CERTIFICATE_PATH at a PEM file holding the certificate and its private key")
+            })?;
+            apimail_graph::AppCredential::Certificate(Secret::new(
+                String::from_utf8_lossy(&pem).into_owned(),
+            ))
+        }
+        (None, None) => {
+            return Err(Failure::new(Exit::Config, anyhow!("{label} has no client secret or certificate"))
+                .hint("set AZURE_CLIENT_SECRET, or AZURE_CLIENT_CERTIFICATE_PATH to a PEM with the certificate and key"));
+        }
+    };
+    AppOnlyTokens::new(client_id, token_url, cloud, credential).map_err(|e| {
+        Failure::new(Exit::Config, e).hint(
+            "check the certificate file: it needs the certificate and its RSA private key, in PEM",
+        )
+    })
+}
+
+/// Graph app-only credentials from the azure-identity variables.
+fn graph_from_env() -> Result<Option<Resolved>, Failure> {
+    let (Some(tenant), Some(client_id)) = (env("AZURE_TENANT_ID"), env("AZURE_CLIENT_ID")) else {
+        return Ok(None);
+    };
+    let Some(user) = env("APIMAIL_GRAPH_USER") else {
+        return Err(Failure::new(Exit::Config, anyhow!("AZURE_TENANT_ID and AZURE_CLIENT_ID are set but APIMAIL_GRAPH_USER is not"))
+            .hint("set APIMAIL_GRAPH_USER=sender@contoso.com: app-only credentials send as a mailbox of the tenant"));
+    };
+    let cloud = crate::graph_auth::cloud(env("APIMAIL_GRAPH_CLOUD").as_deref())?;
+    let api = crate::graph_auth::graph_api(None, cloud)?;
+    let tokens = app_only_tokens(
+        Some(&client_id),
+        Some(&tenant),
+        None,
+        None,
+        None,
+        cloud,
+        "the environment",
+    )?;
+    let max = max_message_bytes(&Account::default())?;
+    Ok(Some(graph_resolved(
+        format!("app-only credentials in the environment, as {user}"),
+        Some(user.clone()),
+        GraphTransport::new(&api, Mailbox::User(user), GraphTokens::AppOnly(tokens), max, true),
+        "check AZURE_CLIENT_SECRET (or the certificate), the app's Mail.Send application permission and admin consent".into(),
+        None,
+    )))
 }
 
 /// Google's documented reasons for `invalid_grant`.
@@ -299,25 +543,34 @@ const GOOGLE_INVALID_GRANT_CAUSES: &[&str] = &[
     "access was revoked (myaccount.google.com/permissions)",
 ];
 
+/// Microsoft's usual reasons for `invalid_grant`.
+const MICROSOFT_INVALID_GRANT_CAUSES: &[&str] = &[
+    "the refresh token was not used for 90 days (AADSTS700082)",
+    "the password was changed or all sessions were revoked (AADSTS50173)",
+    "a Conditional Access policy requires signing in again",
+    "an administrator removed the consent for the app",
+];
+
 /// A failed send, as the user should see it.
 pub fn send_failure(error: TransportError, resolved: &Resolved) -> Failure {
     let token_error =
         std::error::Error::source(&error).and_then(|s| s.downcast_ref::<TokenError>());
     match token_error {
         Some(TokenError::InvalidGrant { .. }) => {
+            let (service, company, causes) = match resolved.provider {
+                Provider::Gmail => ("Gmail", "Google", GOOGLE_INVALID_GRANT_CAUSES),
+                Provider::Graph => ("Microsoft", "Microsoft", MICROSOFT_INVALID_GRANT_CAUSES),
+            };
             let mut failure = Failure::new(
                 Exit::NoPerm,
                 anyhow::Error::new(error).context(format!(
-                    "the Gmail authorization of {} is no longer valid",
+                    "the {service} authorization of {} is no longer valid",
                     resolved.label
                 )),
             )
-            .hint(format!(
-                "run `{}`",
-                resolved.relogin.trim_start_matches("run ")
-            ));
-            for cause in GOOGLE_INVALID_GRANT_CAUSES {
-                failure = failure.note(format!("Google ends authorizations when {cause}"));
+            .hint(format!("run `{}`", resolved.relogin));
+            for cause in causes {
+                failure = failure.note(format!("{company} ends authorizations when {cause}"));
             }
             return failure;
         }
@@ -335,13 +588,7 @@ pub fn send_failure(error: TransportError, resolved: &Resolved) -> Failure {
             Exit::TempFail,
             "the provider is busy or unreachable; try again later".to_owned(),
         ),
-        ErrorKind::Unauthorized => (
-            Exit::NoPerm,
-            format!(
-                "authorize again with the gmail.send scope: `{}`",
-                resolved.relogin
-            ),
-        ),
+        ErrorKind::Unauthorized => (Exit::NoPerm, unauthorized_hint(&error, resolved)),
         ErrorKind::InvalidMessage => (
             Exit::DataErr,
             "fix the message (see the provider's answer above) and send again".to_owned(),
@@ -361,4 +608,20 @@ pub fn send_failure(error: TransportError, resolved: &Resolved) -> Failure {
         ),
     };
     Failure::new(exit, error).hint(hint)
+}
+
+fn unauthorized_hint(error: &TransportError, resolved: &Resolved) -> String {
+    match (&resolved.relogin_large, resolved.provider) {
+        (Some(large), _) if error.to_string().contains("Mail.ReadWrite") => {
+            format!("log in again with Mail.ReadWrite: `{large}`")
+        }
+        (_, Provider::Gmail) => format!(
+            "authorize again with the gmail.send scope: `{}`",
+            resolved.relogin
+        ),
+        (_, Provider::Graph) => format!(
+            "grant the app the permission (or admin consent), or `{}`",
+            resolved.relogin
+        ),
+    }
 }

@@ -1,1 +1,1059 @@
-//! apimail-graph (in progress)
+//! apimail-graph: send RFC 5322 messages through Microsoft Graph, via
+//! graph-rs-sdk's typed request builders.
+//!
+//! # Routes
+//!
+//! - **Small messages** (base64 MIME up to [`MAX_REQUEST_BYTES`]) go in
+//!   one `POST {mailbox}/sendMail` with `Content-Type: text/plain` and the
+//!   base64 MIME as the body. Graph answers 202 with no body, so the
+//!   [`Receipt`] carries no id. A 413 sends the message down the large
+//!   route instead.
+//! - **Large messages** (up to the configured maximum,
+//!   [`DEFAULT_MAX_MESSAGE_BYTES`] by default) cannot go in one request.
+//!   The attachment parts are cut out of the MIME (every header and body
+//!   part stays byte-for-byte), the rest becomes a draft
+//!   (`POST {mailbox}/messages`, base64 MIME), each attachment is added to
+//!   it (`POST .../attachments` under [`UPLOAD_SESSION_THRESHOLD`], an
+//!   upload session in [`CHUNK_BYTES`] chunks from there on), and the draft
+//!   is sent (`POST .../messages/{id}/send`). The receipt carries the
+//!   draft's id. This route needs the Mail.ReadWrite permission; if
+//!   anything fails once the draft exists, the draft is deleted (best
+//!   effort) and the error says so.
+//!
+//! # graph-rs-sdk, and where it is bypassed
+//!
+//! Every Graph API request is built with graph-rs-sdk's typed builders
+//! (`me()`/`user(id)` → `send_mail`, `messages().create_messages`,
+//! `message(id).attachments().create_attachments` /
+//! `create_upload_session`, `message(id).send`,
+//! `message(id).delete_messages`) on a `GraphClient` made per send from
+//! `GraphClientConfiguration::new().access_token(..).timeout(..)`, with
+//! these deliberate choices:
+//!
+//! - The endpoint is always set with `use_test_endpoint` (the configured
+//!   root plus `/v1.0`). `custom_endpoint`/`use_endpoint` **panic** for
+//!   any host outside Microsoft's list, which would make a local fake or
+//!   a gateway crash the program; `use_test_endpoint` does no host check.
+//!   The URL was already checked (https, or http on a loopback host only),
+//!   and `https_only(false)` is set only for a loopback http URL.
+//! - No `retry(..)` (it re-POSTs `sendMail` at once on any 5xx: a double
+//!   send), no `wait_for_retry_after_headers` (it waits without a cap),
+//!   no `concurrency_limit` (a new limiter per request: it limits
+//!   nothing). Retrying temporary failures is the caller's policy
+//!   (`apimail_core::retry`), informed by
+//!   [`TransportError::retry_after`]; this crate never re-sends a POST
+//!   by itself, apart from once after a 401 with a refreshed token.
+//! - At most [`MAX_CONCURRENT_REQUESTS`] requests are in flight per
+//!   transport (Graph's per-mailbox concurrency limit), through a
+//!   semaphore that clones share.
+//! - Message bodies are raw `reqwest::Body` values with an explicit
+//!   `text/plain` content type: a `&String` would be JSON-quoted.
+//! - graph-rs-sdk splits the ids it renders into paths at `/`; when its
+//!   URL differs from the correctly encoded one, the request is sent to
+//!   the correctly encoded URL instead.
+//! - Upload-session chunks go through a plain reqwest client, not
+//!   graph-rs-sdk's upload helper (see [`CHUNK_BYTES`] for why).
+//! - Tokens come from any [`TokenSource`], never from graph-oauth (its
+//!   token URLs cannot be overridden and several of its flows are
+//!   broken). App-only tokens: [`AppOnlyTokens`]; scopes and sign-in
+//!   URLs per national cloud: [`cloud`].
+//!
+//! # Logging
+//!
+//! `tracing::debug!` records each request (method, Graph API path,
+//! status, sizes, time) and the chosen route. Access tokens and upload
+//! URLs (which carry their own authorization) are never logged; for
+//! uploads only the host is.
+
+#![deny(missing_docs)]
+
+mod app_only;
+mod assertion;
+pub mod cloud;
+mod errors;
+mod mime;
+mod upload;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use apimail_core::{
+    AccessToken, Envelope, ErrorKind, Receipt, TokenSource, Transport, TransportError,
+};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use graph_http::api_impl::RequestHandler;
+use graph_rs_sdk::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
+use graph_rs_sdk::http::Body;
+use graph_rs_sdk::users::{UsersMessagesApiClient, UsersMessagesIdApiClient};
+use graph_rs_sdk::{GraphClient, GraphClientConfiguration};
+use serde_json::json;
+use tokio::sync::Semaphore;
+use url::{Host, Url};
+
+use errors::{Answer, Stage};
+
+pub use app_only::{AppCredential, AppOnlyTokens};
+pub use assertion::{ASSERTION_LIFETIME_SECS, AssertionError, client_assertion};
+pub use cloud::{
+    Cloud, UnknownCloud, app_scope, authorize_url, delegated_scopes, device_code_url, token_url,
+};
+pub use errors::token_failure;
+pub use upload::{CHUNK_BYTES, MAX_RESUMES_PER_CHUNK};
+
+/// The production Graph root (global cloud); see [`Cloud::graph_url`] for
+/// the others.
+pub const DEFAULT_API_URL: &str = "https://graph.microsoft.com";
+
+/// The API version appended to the root.
+pub const API_VERSION: &str = "v1.0";
+
+/// Exchange Online's default maximum message size: 35 MB
+/// (35 × 1024 × 1024 bytes). Tenants can raise it to 150 MB.
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 35 * 1024 * 1024;
+
+/// The largest request body sent to Graph: 4,000,000 bytes. Graph refuses
+/// requests over about 4 MB with 413 ("The maximum request length
+/// supported is 4MB"); 4,000,000 stays under both the decimal and the
+/// binary reading of that. Since base64 is 4/3 of the raw size, this is
+/// a raw MIME message of 3,000,000 bytes for `sendMail`.
+pub const MAX_REQUEST_BYTES: usize = 4_000_000;
+
+/// Attachments from this size on (3 MiB) go through an upload session;
+/// Graph accepts smaller ones inline (`POST .../attachments`, base64
+/// `contentBytes`). An attachment whose JSON would exceed
+/// [`MAX_REQUEST_BYTES`] takes an upload session too, even a little
+/// under 3 MiB.
+pub const UPLOAD_SESSION_THRESHOLD: usize = 3 * 1024 * 1024;
+
+/// Graph's limit of concurrent requests per mailbox.
+pub const MAX_CONCURRENT_REQUESTS: usize = 4;
+
+/// The limit on each request, upload chunks included.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
+const USER_AGENT: &str = concat!("apimail/", env!("CARGO_PKG_VERSION"));
+
+/// Whose mailbox sends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mailbox {
+    /// `/me`: the signed-in user (delegated tokens).
+    Me,
+    /// `/users/{id}`: a user id or user principal name (app-only tokens,
+    /// or a delegated user with rights on that mailbox).
+    User(String),
+}
+
+impl Mailbox {
+    fn segments(&self) -> Vec<&str> {
+        match self {
+            Mailbox::Me => vec!["me"],
+            Mailbox::User(id) => vec!["users", id],
+        }
+    }
+}
+
+impl fmt::Display for Mailbox {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Mailbox::Me => f.write_str("me"),
+            Mailbox::User(id) => write!(f, "users/{id}"),
+        }
+    }
+}
+
+/// Sends through Microsoft Graph as one mailbox. Clones share the token
+/// source and the limit of [`MAX_CONCURRENT_REQUESTS`] requests in flight.
+pub struct GraphTransport<T> {
+    api: Url,
+    loopback: bool,
+    mailbox: Mailbox,
+    tokens: Arc<T>,
+    max_message_bytes: usize,
+    large_messages_allowed: bool,
+    permits: Arc<Semaphore>,
+    /// `None` when the configuration is unusable: every send then fails
+    /// with `broken`.
+    uploads: Option<reqwest::Client>,
+    broken: Option<String>,
+}
+
+impl<T> Clone for GraphTransport<T> {
+    fn clone(&self) -> Self {
+        GraphTransport {
+            api: self.api.clone(),
+            loopback: self.loopback,
+            mailbox: self.mailbox.clone(),
+            tokens: self.tokens.clone(),
+            max_message_bytes: self.max_message_bytes,
+            large_messages_allowed: self.large_messages_allowed,
+            permits: self.permits.clone(),
+            uploads: self.uploads.clone(),
+            broken: self.broken.clone(),
+        }
+    }
+}
+
+impl<T> fmt::Debug for GraphTransport<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GraphTransport")
+            .field("api", &self.api.as_str())
+            .field("mailbox", &self.mailbox)
+            .field("max_message_bytes", &self.max_message_bytes)
+            .field("large_messages_allowed", &self.large_messages_allowed)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How a `sendMail` attempt ended, when it did not fail.
+enum Small {
+    Sent,
+    TooLarge,
+}
+
+/// What went wrong after the draft was created, before it is deleted.
+struct AfterDraft {
+    context: String,
+    error: TransportError,
+}
+
+impl AfterDraft {
+    fn new(context: impl Into<String>, error: TransportError) -> Self {
+        AfterDraft {
+            context: context.into(),
+            error,
+        }
+    }
+}
+
+impl<T: TokenSource> GraphTransport<T> {
+    /// A transport for `mailbox` at `api_url`, the Graph root
+    /// ([`DEFAULT_API_URL`], a [`Cloud::graph_url`], or e.g.
+    /// `http://127.0.0.1:PORT/graph` for a local fake); `/v1.0` is
+    /// appended unless the URL already ends with it.
+    ///
+    /// `max_message_bytes` is the largest message accepted
+    /// ([`DEFAULT_MAX_MESSAGE_BYTES`] unless the tenant raised it).
+    /// `large_messages_allowed` says whether the draft route may be tried:
+    /// false when the delegated grant is known to lack Mail.ReadWrite (a
+    /// message that needs the route then fails with
+    /// [`ErrorKind::Unauthorized`] before any request); true for app-only
+    /// tokens, whose permissions cannot be known in advance.
+    ///
+    /// An unusable configuration (see [`try_new`](Self::try_new)) does
+    /// not fail here: every send fails with [`ErrorKind::Config`] instead.
+    pub fn new(
+        api_url: &Url,
+        mailbox: Mailbox,
+        tokens: T,
+        max_message_bytes: usize,
+        large_messages_allowed: bool,
+    ) -> Self {
+        let (api, uploads, broken) = match Self::prepare(api_url, &mailbox) {
+            Ok((api, uploads)) => (api, Some(uploads), None),
+            Err(error) => (api_url.clone(), None, Some(error.to_string())),
+        };
+        GraphTransport {
+            loopback: api.scheme() == "http" && is_loopback(&api),
+            api,
+            mailbox,
+            tokens: Arc::new(tokens),
+            max_message_bytes,
+            large_messages_allowed,
+            permits: Arc::new(Semaphore::new(MAX_CONCURRENT_REQUESTS)),
+            uploads,
+            broken,
+        }
+    }
+
+    /// [`new`](Self::new), failing with [`ErrorKind::Config`] for a URL
+    /// that is neither https nor http on a loopback host, has a query, for
+    /// an empty user id, or when the HTTPS client cannot be set up.
+    pub fn try_new(
+        api_url: &Url,
+        mailbox: Mailbox,
+        tokens: T,
+        max_message_bytes: usize,
+        large_messages_allowed: bool,
+    ) -> Result<Self, TransportError> {
+        Self::prepare(api_url, &mailbox)?;
+        Ok(Self::new(
+            api_url,
+            mailbox,
+            tokens,
+            max_message_bytes,
+            large_messages_allowed,
+        ))
+    }
+
+    /// Checks the configuration: the versioned API root and the upload
+    /// client.
+    fn prepare(api_url: &Url, mailbox: &Mailbox) -> Result<(Url, reqwest::Client), TransportError> {
+        let config = |message: String| TransportError::new(ErrorKind::Config, message);
+        apimail_core::endpoint::checked_url(api_url.as_str())
+            .map_err(|e| config(format!("the Microsoft Graph URL is not usable: {e}")))?;
+        if api_url.query().is_some() || api_url.cannot_be_a_base() {
+            return Err(config(format!(
+                "the Microsoft Graph URL `{api_url}` must be a root such as {DEFAULT_API_URL}, without a query"
+            )));
+        }
+        if let Mailbox::User(id) = mailbox
+            && id.trim().is_empty()
+        {
+            return Err(config("the mailbox's user id is empty".to_owned()));
+        }
+        let mut api = api_url.clone();
+        api.set_fragment(None);
+        let versioned = api
+            .path_segments()
+            .and_then(|mut s| s.rfind(|s| !s.is_empty()))
+            == Some(API_VERSION);
+        if let Ok(mut segments) = api.path_segments_mut() {
+            segments.pop_if_empty();
+            if !versioned {
+                segments.push(API_VERSION);
+            }
+        }
+        let uploads = reqwest::Client::builder()
+            .timeout(REQUEST_TIMEOUT)
+            .connect_timeout(CONNECT_TIMEOUT)
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(USER_AGENT)
+            .build()
+            .map_err(|e| {
+                TransportError::new(ErrorKind::Config, "cannot set up the HTTPS client")
+                    .with_source(e)
+            })?;
+        Ok((api, uploads))
+    }
+
+    /// The versioned API root requests go to (ends with `/v1.0`).
+    pub fn api_url(&self) -> &Url {
+        &self.api
+    }
+
+    /// The mailbox that sends.
+    pub fn mailbox(&self) -> &Mailbox {
+        &self.mailbox
+    }
+
+    /// The URL of `{mailbox}/{tail...}`, each segment percent-encoded.
+    fn url(&self, tail: &[&str]) -> Url {
+        let mut url = self.api.clone();
+        if let Ok(mut segments) = url.path_segments_mut() {
+            segments.extend(self.mailbox.segments()).extend(tail);
+        }
+        url
+    }
+
+    /// A graph-rs-sdk client for `token` at the configured root.
+    fn client(&self, token: &AccessToken) -> Result<GraphClient, TransportError> {
+        let build = || {
+            let mut config = GraphClientConfiguration::new()
+                .access_token(token.secret.expose())
+                .timeout(REQUEST_TIMEOUT)
+                .connect_timeout(CONNECT_TIMEOUT)
+                .user_agent(HeaderValue::from_static(USER_AGENT));
+            if self.loopback {
+                // Plain http, allowed only because the host is loopback.
+                config = config.https_only(false);
+            }
+            let mut client = GraphClient::from(config);
+            // Never custom_endpoint/use_endpoint: they panic on hosts
+            // outside Microsoft's list. The URL was checked in `new`.
+            client.use_test_endpoint(&self.api);
+            client
+        };
+        // graph-rs-sdk unwraps its reqwest client builder; a TLS setup
+        // failure must not take the program down.
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(build)).map_err(|_| {
+            TransportError::new(
+                ErrorKind::Config,
+                "graph-rs-sdk could not set up its HTTPS client",
+            )
+        })
+    }
+
+    fn messages(&self, client: &GraphClient) -> UsersMessagesApiClient {
+        match &self.mailbox {
+            Mailbox::Me => client.me().messages(),
+            Mailbox::User(id) => client.user(id).messages(),
+        }
+    }
+
+    fn message(&self, client: &GraphClient, id: &str) -> UsersMessagesIdApiClient {
+        match &self.mailbox {
+            Mailbox::Me => client.me().message(id),
+            Mailbox::User(user) => client.user(user).message(id),
+        }
+    }
+
+    fn send_mail(&self, client: &GraphClient, base64_mime: &str) -> RequestHandler {
+        let body = Body::from(base64_mime.to_owned());
+        match &self.mailbox {
+            Mailbox::Me => client.me().send_mail(body),
+            Mailbox::User(id) => client.user(id).send_mail(body),
+        }
+        .header(CONTENT_TYPE, HeaderValue::from_static("text/plain"))
+    }
+
+    async fn send_small(
+        &self,
+        session: &mut Session<'_, T>,
+        base64_mime: &str,
+    ) -> Result<Small, TransportError> {
+        let answer = session
+            .call(
+                Stage::SendMail,
+                "POST",
+                self.url(&["sendMail"]),
+                base64_mime.len(),
+                |c| self.send_mail(c, base64_mime),
+            )
+            .await?;
+        match answer.status {
+            413 => Ok(Small::TooLarge),
+            _ if answer.is_success() => Ok(Small::Sent),
+            _ => Err(errors::classify(&answer, Stage::SendMail)),
+        }
+    }
+
+    async fn send_large(
+        &self,
+        session: &mut Session<'_, T>,
+        split: mime::Split,
+        draft_base64: String,
+    ) -> Result<Receipt, TransportError> {
+        let answer = session
+            .call(
+                Stage::CreateDraft,
+                "POST",
+                self.url(&["messages"]),
+                draft_base64.len(),
+                |c| {
+                    self.messages(c)
+                        .create_messages(Body::from(draft_base64.clone()))
+                        .header(CONTENT_TYPE, HeaderValue::from_static("text/plain"))
+                },
+            )
+            .await?;
+        if !answer.is_success() {
+            return Err(errors::classify(&answer, Stage::CreateDraft));
+        }
+        drop(draft_base64);
+        let id = json_string(&answer.body, "id").ok_or_else(|| {
+            TransportError::new(
+                ErrorKind::Internal,
+                format!(
+                    "Microsoft Graph created the draft (HTTP {}) but returned no id",
+                    answer.status
+                ),
+            )
+        })?;
+        tracing::debug!(
+            "draft created; adding {} attachment(s)",
+            split.attachments.len()
+        );
+        match self.complete_draft(session, &id, &split.attachments).await {
+            Ok(()) => Ok(Receipt {
+                provider: "graph",
+                id: Some(id),
+                thread_id: None,
+            }),
+            Err(failure) => {
+                let deleted = self.delete_draft(session, &id).await;
+                let tail = if deleted {
+                    "the draft was deleted"
+                } else {
+                    "deleting the draft failed too, so it is left in the mailbox's Drafts folder"
+                };
+                let mut error = TransportError::new(
+                    failure.error.kind(),
+                    format!("{}; {tail}", failure.context),
+                );
+                if let Some(delay) = failure.error.retry_after() {
+                    error = error.with_retry_after(delay);
+                }
+                Err(error.with_source(failure.error))
+            }
+        }
+    }
+
+    async fn complete_draft(
+        &self,
+        session: &mut Session<'_, T>,
+        id: &str,
+        attachments: &[mime::ExtractedAttachment],
+    ) -> Result<(), AfterDraft> {
+        for attachment in attachments {
+            self.add_attachment(session, id, attachment).await?;
+        }
+        let context = "sending the draft failed";
+        let answer = session
+            .call(
+                Stage::SendDraft,
+                "POST",
+                self.url(&["messages", id, "send"]),
+                0,
+                |c| {
+                    self.message(c, id)
+                        .send()
+                        .header(CONTENT_LENGTH, HeaderValue::from_static("0"))
+                },
+            )
+            .await
+            .map_err(|e| AfterDraft::new(context, e))?;
+        if !answer.is_success() {
+            return Err(AfterDraft::new(
+                context,
+                errors::classify(&answer, Stage::SendDraft),
+            ));
+        }
+        Ok(())
+    }
+
+    async fn add_attachment(
+        &self,
+        session: &mut Session<'_, T>,
+        id: &str,
+        attachment: &mime::ExtractedAttachment,
+    ) -> Result<(), AfterDraft> {
+        let size = attachment.data.len();
+        let json_size = size.div_ceil(3) * 4 + 1024;
+        if size >= UPLOAD_SESSION_THRESHOLD || json_size > MAX_REQUEST_BYTES {
+            return self.upload_attachment(session, id, attachment).await;
+        }
+        let context = format!("adding attachment `{}` failed", attachment.name);
+        let mut body = json!({
+            "@odata.type": "#microsoft.graph.fileAttachment",
+            "name": attachment.name,
+            "contentType": attachment.content_type,
+            "isInline": attachment.inline,
+            "contentBytes": STANDARD.encode(&attachment.data),
+        });
+        if let Some(cid) = &attachment.content_id {
+            body["contentId"] = json!(cid);
+        }
+        let answer = session
+            .call(
+                Stage::Attachment,
+                "POST",
+                self.url(&["messages", id, "attachments"]),
+                json_size,
+                |c| self.message(c, id).attachments().create_attachments(&body),
+            )
+            .await
+            .map_err(|e| AfterDraft::new(&context, e))?;
+        if answer.status == 413 {
+            tracing::debug!(
+                "Graph answered 413 to attachment `{}` ({size} bytes): using an upload session",
+                attachment.name
+            );
+            return self.upload_attachment(session, id, attachment).await;
+        }
+        if !answer.is_success() {
+            return Err(AfterDraft::new(
+                context,
+                errors::classify(&answer, Stage::Attachment),
+            ));
+        }
+        Ok(())
+    }
+
+    async fn upload_attachment(
+        &self,
+        session: &mut Session<'_, T>,
+        id: &str,
+        attachment: &mime::ExtractedAttachment,
+    ) -> Result<(), AfterDraft> {
+        let total = attachment.data.len();
+        let context = format!(
+            "creating an upload session for attachment `{}` failed",
+            attachment.name
+        );
+        let mut item = json!({
+            "attachmentType": "file",
+            "name": attachment.name,
+            "size": total,
+            "contentType": attachment.content_type,
+            "isInline": attachment.inline,
+        });
+        if let Some(cid) = &attachment.content_id {
+            item["contentId"] = json!(cid);
+        }
+        let body = json!({ "AttachmentItem": item });
+        let answer = session
+            .call(
+                Stage::Attachment,
+                "POST",
+                self.url(&["messages", id, "attachments", "createUploadSession"]),
+                body.to_string().len(),
+                |c| {
+                    self.message(c, id)
+                        .attachments()
+                        .create_upload_session(&body)
+                },
+            )
+            .await
+            .map_err(|e| AfterDraft::new(&context, e))?;
+        if !answer.is_success() {
+            return Err(AfterDraft::new(
+                context,
+                errors::classify(&answer, Stage::Attachment),
+            ));
+        }
+        let upload_url = json_string(&answer.body, "uploadUrl")
+            .and_then(|u| apimail_core::endpoint::checked_url(&u).ok())
+            .ok_or_else(|| {
+                AfterDraft::new(
+                    &context,
+                    TransportError::new(
+                        ErrorKind::Internal,
+                        "Microsoft Graph returned no usable upload URL (it must be https)",
+                    ),
+                )
+            })?;
+        tracing::debug!(
+            "uploading attachment `{}` ({total} bytes) to {} in chunks of {CHUNK_BYTES} bytes",
+            attachment.name,
+            upload_url.host_str().unwrap_or("?")
+        );
+        let Some(uploads) = &self.uploads else {
+            return Err(AfterDraft::new(
+                &context,
+                TransportError::new(ErrorKind::Config, "the HTTPS client is not set up"),
+            ));
+        };
+        upload::upload(uploads, &self.permits, &upload_url, &attachment.data)
+            .await
+            .map_err(|failure| {
+                AfterDraft::new(
+                    format!(
+                        "uploading attachment `{}` failed at byte {} of {total}",
+                        attachment.name, failure.at
+                    ),
+                    failure.error,
+                )
+            })
+    }
+
+    /// Deletes the draft after a failure; whether it is gone.
+    async fn delete_draft(&self, session: &mut Session<'_, T>, id: &str) -> bool {
+        let result = session
+            .call(
+                Stage::DeleteDraft,
+                "DELETE",
+                self.url(&["messages", id]),
+                0,
+                |c| self.message(c, id).delete_messages(),
+            )
+            .await;
+        match result {
+            Ok(answer) if answer.is_success() || answer.status == 404 => true,
+            Ok(answer) => {
+                tracing::debug!(
+                    "deleting the draft failed: {}",
+                    errors::classify(&answer, Stage::DeleteDraft)
+                );
+                false
+            }
+            Err(error) => {
+                tracing::debug!("deleting the draft failed: {error}");
+                false
+            }
+        }
+    }
+}
+
+impl<T: TokenSource> Transport for GraphTransport<T> {
+    async fn send_raw(
+        &self,
+        _envelope: &Envelope,
+        message: &[u8],
+    ) -> Result<Receipt, TransportError> {
+        if let Some(problem) = &self.broken {
+            return Err(TransportError::new(ErrorKind::Config, problem.clone()));
+        }
+        if message.len() > self.max_message_bytes {
+            return Err(TransportError::new(
+                ErrorKind::InvalidMessage,
+                format!(
+                    "the message is {} bytes; this mailbox accepts at most {} bytes ({:.1} MiB, \
+                     the mailbox's configured limit; Exchange Online allows up to 150 MB)",
+                    message.len(),
+                    self.max_message_bytes,
+                    self.max_message_bytes as f64 / (1024.0 * 1024.0)
+                ),
+            ));
+        }
+        let base64_mime = STANDARD.encode(message);
+        if base64_mime.len() <= MAX_REQUEST_BYTES {
+            tracing::debug!(
+                "base64 MIME is {} ({} bytes), within Graph's 4 MB request limit: sending with sendMail",
+                megabytes(base64_mime.len()),
+                base64_mime.len()
+            );
+            let mut session = Session::start(self).await?;
+            match self.send_small(&mut session, &base64_mime).await? {
+                Small::Sent => {
+                    return Ok(Receipt {
+                        provider: "graph",
+                        id: None,
+                        thread_id: None,
+                    });
+                }
+                Small::TooLarge => {
+                    tracing::debug!(
+                        "Graph answered 413 to sendMail: taking the draft + upload session path"
+                    );
+                    drop(base64_mime);
+                    let (split, draft) = self.prepare_large(message)?;
+                    return self.send_large(&mut session, split, draft).await;
+                }
+            }
+        }
+        tracing::debug!(
+            "base64 MIME is {} ({} bytes), over Graph's 4 MB request limit: taking the draft + upload session path",
+            megabytes(base64_mime.len()),
+            base64_mime.len()
+        );
+        drop(base64_mime);
+        let (split, draft) = self.prepare_large(message)?;
+        let mut session = Session::start(self).await?;
+        self.send_large(&mut session, split, draft).await
+    }
+}
+
+impl<T: TokenSource> GraphTransport<T> {
+    /// Local checks and the MIME split of the large route, before any
+    /// request: the permission hint, then the draft's size.
+    fn prepare_large(&self, message: &[u8]) -> Result<(mime::Split, String), TransportError> {
+        if !self.large_messages_allowed {
+            return Err(TransportError::new(
+                ErrorKind::Unauthorized,
+                format!(
+                    "the message is too large for one Graph request (base64 over {MAX_REQUEST_BYTES} bytes), and {}",
+                    "sending it as a draft needs the Mail.ReadWrite permission, which this \
+                     authorization does not include; authorize again with Mail.ReadWrite"
+                ),
+            ));
+        }
+        let split = mime::split_attachments(message)
+            .map_err(|e| TransportError::new(ErrorKind::InvalidMessage, e.to_string()))?;
+        let draft = STANDARD.encode(&split.draft);
+        if draft.len() > MAX_REQUEST_BYTES {
+            return Err(TransportError::new(
+                ErrorKind::InvalidMessage,
+                format!(
+                    "the message body without attachments is over Graph's 4 MB request limit \
+                     ({} bytes as base64, at most {MAX_REQUEST_BYTES}); move large content into attachments",
+                    draft.len()
+                ),
+            ));
+        }
+        tracing::debug!(
+            "draft MIME without {} attachment(s) is {} bytes as base64; attachments: {}",
+            split.attachments.len(),
+            draft.len(),
+            split
+                .attachments
+                .iter()
+                .map(|a| format!("`{}` {} bytes", a.name, a.data.len()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        Ok((split, draft))
+    }
+}
+
+/// One send's token and client, refreshed at most once after a 401.
+struct Session<'a, T> {
+    transport: &'a GraphTransport<T>,
+    token: AccessToken,
+    client: GraphClient,
+    refreshed: bool,
+}
+
+impl<'a, T: TokenSource> Session<'a, T> {
+    async fn start(transport: &'a GraphTransport<T>) -> Result<Self, TransportError> {
+        let token = transport.tokens.token().await.map_err(token_failure)?;
+        let client = transport.client(&token)?;
+        Ok(Session {
+            transport,
+            token,
+            client,
+            refreshed: false,
+        })
+    }
+
+    /// Sends the request `build` makes to `url`, under a permit; after a
+    /// 401, refreshes the token once per send and sends it once more.
+    async fn call<F>(
+        &mut self,
+        stage: Stage,
+        method: &str,
+        url: Url,
+        sent: usize,
+        build: F,
+    ) -> Result<Answer, TransportError>
+    where
+        F: Fn(&GraphClient) -> RequestHandler,
+    {
+        let request = format!("{method} {}", url.path());
+        let delivers = matches!(stage, Stage::SendMail | Stage::SendDraft);
+        loop {
+            let mut handler = build(&self.client);
+            if handler.url() != url {
+                tracing::debug!(
+                    "graph-rs-sdk built {} for {request}; sending to the correctly encoded path",
+                    handler.url().path()
+                );
+                *AsMut::<Url>::as_mut(&mut handler) = url.clone();
+            }
+            let permit = self.transport.permits.acquire().await.map_err(|_| {
+                TransportError::new(ErrorKind::Internal, "the request limiter was closed")
+            })?;
+            let started = Instant::now();
+            let answer = match handler.send().await {
+                Ok(response) => upload::read(response).await.map_err(|e| {
+                    TransportError::new(
+                        ErrorKind::Temporary,
+                        format!("the connection to Microsoft Graph broke during {request}"),
+                    )
+                    .with_source(e)
+                }),
+                Err(error) => Err(errors::request_failure(error, &request, delivers)),
+            };
+            drop(permit);
+            let elapsed = started.elapsed().as_millis();
+            let answer = match answer {
+                Ok(answer) => answer,
+                Err(error) => {
+                    tracing::debug!("{request} ({sent} bytes) failed after {elapsed} ms: {error}");
+                    return Err(error);
+                }
+            };
+            tracing::debug!(
+                "{request} ({sent} bytes) -> {} in {elapsed} ms ({} bytes back)",
+                answer.status,
+                answer.body.len()
+            );
+            if answer.is_rejected_token() && !self.refreshed {
+                self.refreshed = true;
+                tracing::debug!("the access token was rejected: refreshing it once and resending");
+                self.token = self
+                    .transport
+                    .tokens
+                    .refresh_after_rejection(&self.token)
+                    .await
+                    .map_err(token_failure)?;
+                self.client = self.transport.client(&self.token)?;
+                continue;
+            }
+            return Ok(answer);
+        }
+    }
+}
+
+fn json_string(body: &[u8], field: &str) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_slice(body).ok()?;
+    value
+        .get(field)?
+        .as_str()
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+}
+
+fn megabytes(bytes: usize) -> String {
+    format!("{:.1} MB", bytes as f64 / 1_000_000.0)
+}
+
+fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use apimail_core::{Secret, TokenError};
+
+    struct Fixed;
+
+    impl TokenSource for Fixed {
+        async fn token(&self) -> Result<AccessToken, TokenError> {
+            Ok(token())
+        }
+
+        async fn refresh_after_rejection(
+            &self,
+            _rejected: &AccessToken,
+        ) -> Result<AccessToken, TokenError> {
+            Ok(token())
+        }
+    }
+
+    fn token() -> AccessToken {
+        AccessToken {
+            secret: Secret::new("t"),
+            expires_at: None,
+        }
+    }
+
+    fn transport(root: &str, mailbox: Mailbox) -> GraphTransport<Fixed> {
+        GraphTransport::try_new(
+            &Url::parse(root).unwrap(),
+            mailbox,
+            Fixed,
+            DEFAULT_MAX_MESSAGE_BYTES,
+            true,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn roots_get_the_version_once() {
+        for (root, api) in [
+            (
+                "https://graph.microsoft.com",
+                "https://graph.microsoft.com/v1.0",
+            ),
+            (
+                "https://graph.microsoft.us/",
+                "https://graph.microsoft.us/v1.0",
+            ),
+            (
+                "https://graph.microsoft.com/v1.0",
+                "https://graph.microsoft.com/v1.0",
+            ),
+            ("http://127.0.0.1:9/graph/", "http://127.0.0.1:9/graph/v1.0"),
+            ("http://localhost:9/graph", "http://localhost:9/graph/v1.0"),
+        ] {
+            assert_eq!(transport(root, Mailbox::Me).api_url().as_str(), api);
+        }
+        let refuse = |root: &str, mailbox| {
+            GraphTransport::try_new(&Url::parse(root).unwrap(), mailbox, Fixed, 1, true)
+                .unwrap_err()
+        };
+        assert_eq!(
+            refuse("http://graph.example.com", Mailbox::Me).kind(),
+            ErrorKind::Config
+        );
+        assert_eq!(
+            refuse("https://g.example/?a=b", Mailbox::Me).kind(),
+            ErrorKind::Config
+        );
+        assert_eq!(
+            refuse("https://graph.microsoft.com", Mailbox::User(" ".into())).kind(),
+            ErrorKind::Config
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unusable_configuration_fails_each_send() {
+        let t = GraphTransport::new(
+            &Url::parse("http://graph.example.com").unwrap(),
+            Mailbox::Me,
+            Fixed,
+            DEFAULT_MAX_MESSAGE_BYTES,
+            true,
+        );
+        let envelope = Envelope::new("a@example.com".parse().unwrap(), vec![]);
+        let error = t
+            .send_raw(&envelope, b"Subject: x\r\n\r\nx")
+            .await
+            .unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::Config);
+        assert!(error.to_string().contains("loopback"), "{error}");
+    }
+
+    /// graph-rs-sdk's typed builders and our own URL agree, except where
+    /// it splits an id at `/` (then our URL is used).
+    #[test]
+    fn typed_builders_reach_the_expected_paths() {
+        let ids = [
+            "ann@contoso.com",
+            "o'brien&co@contoso.com",
+            "guest_x.com#EXT#@contoso.onmicrosoft.com",
+            "8b081ef6-4792-4def-b2c9-c363a1bf41d5",
+        ];
+        for user in ids {
+            for mailbox in [Mailbox::Me, Mailbox::User(user.to_owned())] {
+                let t = transport("http://127.0.0.1:9/graph", mailbox);
+                let c = t.client(&token()).unwrap();
+                let message_id = "AAMkAGI2TG93AAA=";
+                assert_eq!(t.send_mail(&c, "x").url(), t.url(&["sendMail"]));
+                assert_eq!(
+                    t.messages(&c).create_messages(Body::from("x")).url(),
+                    t.url(&["messages"])
+                );
+                assert_eq!(
+                    t.message(&c, message_id).send().url(),
+                    t.url(&["messages", message_id, "send"])
+                );
+                assert_eq!(
+                    t.message(&c, message_id).delete_messages().url(),
+                    t.url(&["messages", message_id])
+                );
+                assert_eq!(
+                    t.message(&c, message_id)
+                        .attachments()
+                        .create_upload_session(&json!({}))
+                        .url(),
+                    t.url(&["messages", message_id, "attachments", "createUploadSession"])
+                );
+                assert_eq!(
+                    t.message(&c, message_id)
+                        .attachments()
+                        .create_attachments(&json!({}))
+                        .url(),
+                    t.url(&["messages", message_id, "attachments"])
+                );
+            }
+        }
+        let t = transport(
+            "http://127.0.0.1:9/graph",
+            Mailbox::User("x#EXT#@t.com".into()),
+        );
+        assert_eq!(
+            t.url(&["messages", "a/b+c=", "send"]).path(),
+            "/graph/v1.0/users/x%23EXT%23@t.com/messages/a%2Fb+c=/send"
+        );
+        let c = t.client(&token()).unwrap();
+        assert_ne!(
+            t.message(&c, "a/b+c=").send().url(),
+            t.url(&["messages", "a/b+c=", "send"]),
+            "graph-rs-sdk splits ids at `/`, which is why `call` corrects the URL"
+        );
+    }
+
+    #[tokio::test]
+    async fn large_route_without_mail_read_write_fails_before_any_request() {
+        let t = GraphTransport::new(
+            &Url::parse("http://127.0.0.1:9/graph").unwrap(),
+            Mailbox::Me,
+            Fixed,
+            DEFAULT_MAX_MESSAGE_BYTES,
+            false,
+        );
+        let envelope = Envelope::new("a@example.com".parse().unwrap(), vec![]);
+        let big = vec![b'a'; 3_100_000];
+        let error = t.send_raw(&envelope, &big).await.unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::Unauthorized);
+        assert!(error.to_string().contains("Mail.ReadWrite"), "{error}");
+
+        let error = t
+            .send_raw(&envelope, &vec![b'a'; DEFAULT_MAX_MESSAGE_BYTES + 1])
+            .await
+            .unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::InvalidMessage);
+        assert!(error.to_string().contains("36700161 bytes"), "{error}");
+    }
+}

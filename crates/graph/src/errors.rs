@@ -1,0 +1,388 @@
+//! Microsoft Graph's answers and failures, mapped onto apimail's error
+//! kinds.
+//!
+//! graph-rs-sdk returns every HTTP answer, 4xx and 5xx included, as
+//! `Ok(response)`; the transport reads the status, `Retry-After` and the
+//! body into an [`Answer`], and [`classify`] decides from the status and
+//! the `{"error":{"code","message"}}` body. The raw Graph code and message
+//! always appear in the error text, followed by what they usually mean.
+
+use std::time::Duration;
+
+use apimail_core::{ErrorKind, TokenError, TransportError};
+use graph_rs_sdk::GraphFailure;
+
+/// An HTTP answer from Graph, read in full.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Answer {
+    pub(crate) status: u16,
+    pub(crate) retry_after: Option<Duration>,
+    pub(crate) body: Vec<u8>,
+}
+
+impl Answer {
+    pub(crate) fn is_success(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+
+    /// The `error.code` and `error.message` of Graph's error body.
+    pub(crate) fn graph_error(&self) -> (Option<String>, Option<String>) {
+        let Ok(body) = serde_json::from_slice::<serde_json::Value>(&self.body) else {
+            return (None, None);
+        };
+        let text = |name: &str| {
+            body.pointer(&format!("/error/{name}"))
+                .and_then(|v| v.as_str())
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+        };
+        (text("code"), text("message"))
+    }
+
+    /// A 401 that a new token can fix (not a mailbox without REST access,
+    /// which Exchange sometimes reports as 401).
+    pub(crate) fn is_rejected_token(&self) -> bool {
+        self.status == 401 && self.graph_error().0.as_deref() != Some("MailboxNotEnabledForRESTAPI")
+    }
+}
+
+/// What the request was for; it changes what a 403 most likely means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stage {
+    /// `POST {mailbox}/sendMail`.
+    SendMail,
+    /// `POST {mailbox}/messages`, the draft of a large message.
+    CreateDraft,
+    /// `POST .../attachments` or `.../createUploadSession`.
+    Attachment,
+    /// `PUT` of a chunk to an upload session.
+    Upload,
+    /// `POST .../messages/{id}/send`.
+    SendDraft,
+    /// `DELETE .../messages/{id}`, cleaning up after a failure.
+    DeleteDraft,
+}
+
+impl Stage {
+    /// The draft route needs Mail.ReadWrite on top of Mail.Send.
+    fn needs_read_write(self) -> bool {
+        matches!(
+            self,
+            Stage::CreateDraft | Stage::Attachment | Stage::DeleteDraft
+        )
+    }
+}
+
+/// Why messages over the request limit need more than Mail.Send.
+pub(crate) const READ_WRITE_NEEDED: &str = "messages over Graph's 4 MB request limit are sent as a draft with \
+     attachments added to it, which needs the Mail.ReadWrite permission on top of Mail.Send; \
+     grant it (and consent to it again)";
+
+/// Maps a non-2xx answer to a [`TransportError`].
+pub(crate) fn classify(answer: &Answer, stage: Stage) -> TransportError {
+    let status = answer.status;
+    let (code, message) = answer.graph_error();
+    let code_text = code.as_deref().unwrap_or("");
+    let (kind, hint): (ErrorKind, Option<&str>) = match (status, code_text) {
+        (_, "MailboxNotEnabledForRESTAPI" | "MailboxNotSupportedForRESTAPI") => (
+            ErrorKind::Rejected,
+            Some(
+                "the account has no Exchange Online mailbox or licence (or its mailbox is \
+                 on-premises or inactive), so Graph cannot send from it",
+            ),
+        ),
+        (_, "ErrorSendAsDenied") => (
+            ErrorKind::Unauthorized,
+            Some(
+                "the signed-in account has no Send As right on the mailbox in the From \
+                 header; an Exchange admin can grant it, or send from the account's own address",
+            ),
+        ),
+        (_, "ErrorInvalidRecipients") => (
+            ErrorKind::InvalidMessage,
+            Some("check the To, Cc and Bcc addresses; at least one is needed"),
+        ),
+        (_, "ErrorMimeContentInvalidBase64String") => (
+            ErrorKind::Internal,
+            Some("Graph could not decode the base64 MIME apimail sent; this is a bug in apimail"),
+        ),
+        (401, _) => (
+            ErrorKind::Unauthorized,
+            Some("the access token was rejected even after a refresh; authorize again"),
+        ),
+        (403, _) if stage.needs_read_write() => (ErrorKind::Unauthorized, Some(READ_WRITE_NEEDED)),
+        (403, _) => (
+            ErrorKind::Unauthorized,
+            Some(
+                "the Mail.Send permission or its consent is missing, or the mailbox is outside \
+                 the app's allowed scope (an application access policy or RBAC for \
+                 Applications)",
+            ),
+        ),
+        (429 | 503 | 504, _) => (ErrorKind::Temporary, None),
+        (500..=599, _) => (ErrorKind::Temporary, None),
+        (408, _) => (ErrorKind::Temporary, None),
+        (413, _) => (
+            ErrorKind::InvalidMessage,
+            Some("the request is over Graph's size limit"),
+        ),
+        (400, _) => (ErrorKind::InvalidMessage, None),
+        (404, _) if stage == Stage::SendMail || stage == Stage::CreateDraft => (
+            ErrorKind::Rejected,
+            Some("the mailbox was not found: check the user id or address"),
+        ),
+        (404, _) => (ErrorKind::Rejected, None),
+        _ => (ErrorKind::Rejected, None),
+    };
+    let mut text = format!("Microsoft Graph answered HTTP {status}");
+    match (&code, &message) {
+        (Some(code), Some(message)) => text.push_str(&format!(" {code}: {message}")),
+        (Some(code), None) => text.push_str(&format!(" {code}")),
+        (None, Some(message)) => text.push_str(&format!(": {message}")),
+        (None, None) => text.push_str(" without error details"),
+    }
+    if let Some(hint) = hint {
+        text.push_str(&format!(" ({hint})"));
+    }
+    let mut error = TransportError::new(kind, text);
+    if kind == ErrorKind::Temporary
+        && let Some(delay) = answer.retry_after
+    {
+        error = error.with_retry_after(delay);
+    }
+    error
+}
+
+/// `Retry-After` as seconds (Graph sends whole seconds; fractions are
+/// accepted). HTTP dates and absurd values are ignored.
+pub(crate) fn parse_retry_after(value: Option<&str>) -> Option<Duration> {
+    let seconds: f64 = value?.trim().parse().ok()?;
+    (seconds.is_finite() && (0.0..=86_400.0).contains(&seconds))
+        .then(|| Duration::from_secs_f64(seconds))
+}
+
+/// A boxed error as a concrete one, so it can be a `source`.
+#[derive(Debug)]
+struct Cause(Box<dyn std::error::Error + Send + Sync>);
+
+impl std::fmt::Display for Cause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for Cause {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}
+
+/// Maps a graph-rs-sdk failure (no HTTP answer at all) to a
+/// [`TransportError`]: network trouble and timeouts are temporary, the
+/// rest is a bug. `request` names the request (`POST /v1.0/me/sendMail`).
+pub(crate) fn request_failure(
+    error: GraphFailure,
+    request: &str,
+    delivers: bool,
+) -> TransportError {
+    let reqwest = |e: &reqwest::Error| {
+        if e.is_timeout() {
+            let maybe = if delivers {
+                "; the message may or may not have been sent"
+            } else {
+                ""
+            };
+            format!("no answer from Microsoft Graph in time to {request}{maybe}")
+        } else {
+            format!("cannot reach Microsoft Graph ({request})")
+        }
+    };
+    match error {
+        GraphFailure::ReqwestError(e) => {
+            TransportError::new(ErrorKind::Temporary, reqwest(&e)).with_source(e)
+        }
+        GraphFailure::Other(e) => {
+            let text = match e.downcast_ref::<reqwest::Error>() {
+                Some(r) => reqwest(r),
+                None => format!("cannot reach Microsoft Graph ({request})"),
+            };
+            TransportError::new(ErrorKind::Temporary, text).with_source(Cause(e))
+        }
+        GraphFailure::Io(e) => TransportError::new(
+            ErrorKind::Temporary,
+            format!("the connection to Microsoft Graph failed ({request})"),
+        )
+        .with_source(e),
+        other => TransportError::new(
+            ErrorKind::Internal,
+            format!(
+                "graph-rs-sdk could not build the request {request}: {}",
+                first_line(&other.to_string())
+            ),
+        ),
+    }
+}
+
+fn first_line(text: &str) -> &str {
+    text.lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("")
+}
+
+/// Maps a failure to get a token onto the transport's error kinds.
+pub fn token_failure(error: TokenError) -> TransportError {
+    let kind = match &error {
+        TokenError::InvalidGrant { .. } | TokenError::NotLoggedIn { .. } => ErrorKind::Unauthorized,
+        TokenError::Refused { .. } => ErrorKind::Unauthorized,
+        TokenError::Unreachable(_) => ErrorKind::Temporary,
+        TokenError::Store(_) => ErrorKind::Config,
+        _ => ErrorKind::Internal,
+    };
+    TransportError::new(kind, "could not get an access token for Microsoft Graph")
+        .with_source(error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn answer(status: u16, code: &str, message: &str) -> Answer {
+        Answer {
+            status,
+            retry_after: None,
+            body: json!({"error": {"code": code, "message": message, "innerError": {"request-id": "r"}}})
+                .to_string()
+                .into_bytes(),
+        }
+    }
+
+    fn kind(status: u16, code: &str, stage: Stage) -> ErrorKind {
+        classify(&answer(status, code, "m"), stage).kind()
+    }
+
+    #[test]
+    fn graph_codes_decide_the_kind() {
+        use ErrorKind::*;
+        use Stage::*;
+        assert_eq!(kind(403, "ErrorAccessDenied", SendMail), Unauthorized);
+        assert_eq!(kind(403, "ErrorSendAsDenied", SendMail), Unauthorized);
+        assert_eq!(kind(404, "MailboxNotEnabledForRESTAPI", SendMail), Rejected);
+        assert_eq!(kind(401, "MailboxNotEnabledForRESTAPI", SendMail), Rejected);
+        assert_eq!(
+            kind(400, "ErrorInvalidRecipients", SendMail),
+            InvalidMessage
+        );
+        assert_eq!(
+            kind(400, "ErrorMimeContentInvalidBase64String", SendMail),
+            Internal
+        );
+        assert_eq!(kind(400, "RequestBodyRead", SendMail), InvalidMessage);
+        assert_eq!(kind(404, "ErrorInvalidUser", SendMail), Rejected);
+        assert_eq!(kind(404, "ErrorItemNotFound", SendDraft), Rejected);
+        assert_eq!(
+            kind(401, "InvalidAuthenticationToken", SendMail),
+            Unauthorized
+        );
+        assert_eq!(kind(429, "ApplicationThrottled", SendMail), Temporary);
+        assert_eq!(kind(503, "ServiceNotAvailable", SendMail), Temporary);
+        assert_eq!(kind(504, "GatewayTimeout", SendMail), Temporary);
+        assert_eq!(kind(500, "InternalServerError", SendMail), Temporary);
+        assert_eq!(kind(502, "", SendMail), Temporary);
+        assert_eq!(kind(413, "", Attachment), InvalidMessage);
+        assert_eq!(kind(409, "Conflict", SendDraft), Rejected);
+    }
+
+    #[test]
+    fn the_raw_code_and_message_are_kept() {
+        let e = classify(
+            &answer(
+                403,
+                "ErrorAccessDenied",
+                "Access is denied. Check credentials and try again.",
+            ),
+            Stage::SendMail,
+        );
+        assert!(
+            e.to_string().starts_with(
+                "Microsoft Graph answered HTTP 403 ErrorAccessDenied: Access is denied. Check credentials and try again. ("
+            ),
+            "{e}"
+        );
+        assert!(e.to_string().contains("allowed scope"), "{e}");
+
+        let e = classify(
+            &answer(403, "ErrorAccessDenied", "Access is denied."),
+            Stage::CreateDraft,
+        );
+        assert_eq!(e.kind(), ErrorKind::Unauthorized);
+        assert!(e.to_string().contains("Mail.ReadWrite"), "{e}");
+
+        let e = classify(&answer(403, "ErrorSendAsDenied", "no"), Stage::SendMail);
+        assert!(e.to_string().contains("Send As"), "{e}");
+        let e = classify(
+            &answer(404, "MailboxNotEnabledForRESTAPI", "inactive"),
+            Stage::SendMail,
+        );
+        assert!(e.to_string().contains("licence"), "{e}");
+
+        let bare = Answer {
+            status: 502,
+            retry_after: None,
+            body: b"<html>Bad Gateway</html>".to_vec(),
+        };
+        assert_eq!(
+            classify(&bare, Stage::SendMail).to_string(),
+            "Microsoft Graph answered HTTP 502 without error details"
+        );
+    }
+
+    #[test]
+    fn retry_after_is_kept_for_temporary_failures() {
+        let mut throttled = answer(429, "ApplicationThrottled", "slow down");
+        throttled.retry_after = parse_retry_after(Some(" 7 "));
+        assert_eq!(
+            classify(&throttled, Stage::SendMail).retry_after(),
+            Some(Duration::from_secs(7))
+        );
+        assert_eq!(
+            parse_retry_after(Some("1.5")),
+            Some(Duration::from_millis(1500))
+        );
+        assert_eq!(
+            parse_retry_after(Some("Wed, 21 Oct 2015 07:28:00 GMT")),
+            None
+        );
+        assert_eq!(parse_retry_after(Some("-1")), None);
+        assert_eq!(parse_retry_after(None), None);
+    }
+
+    #[test]
+    fn rejected_token_is_a_401_that_a_refresh_can_fix() {
+        assert!(answer(401, "InvalidAuthenticationToken", "expired").is_rejected_token());
+        assert!(!answer(401, "MailboxNotEnabledForRESTAPI", "x").is_rejected_token());
+        assert!(!answer(403, "ErrorAccessDenied", "x").is_rejected_token());
+    }
+
+    #[test]
+    fn token_failures_map_like_gmail() {
+        let e = token_failure(TokenError::InvalidGrant { description: None });
+        assert_eq!(e.kind(), ErrorKind::Unauthorized);
+        let source = std::error::Error::source(&e).unwrap();
+        assert!(source.downcast_ref::<TokenError>().is_some());
+        assert_eq!(
+            token_failure(TokenError::Unreachable("down".into())).kind(),
+            ErrorKind::Temporary
+        );
+        assert_eq!(
+            token_failure(TokenError::Store("disk".into())).kind(),
+            ErrorKind::Config
+        );
+        assert_eq!(
+            token_failure(TokenError::Other("?".into())).kind(),
+            ErrorKind::Internal
+        );
+    }
+}

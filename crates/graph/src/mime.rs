@@ -1,0 +1,398 @@
+//! Taking the attachments out of a MIME message, for the draft +
+//! attachments route of messages over Graph's request limit.
+//!
+//! Each attachment part is cut out of the raw bytes together with the
+//! boundary delimiter line that opens it: from the start of its
+//! `--boundary` line up to the start of the next delimiter line. What is
+//! left is the original message minus those byte ranges, so every header
+//! and every body part stays byte-for-byte as composed, and the MIME
+//! structure stays valid (the CRLF that ends the previous part is kept).
+
+use std::fmt;
+
+use mail_parser::{MessageParser, MimeHeaders, PartType};
+
+/// An attachment taken out of the message, ready for Graph.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) struct ExtractedAttachment {
+    /// The file name (`attachment-N` when the part has none).
+    pub(crate) name: String,
+    /// `type/subtype`; text parts are re-labelled `charset=utf-8`, since
+    /// their decoded contents are UTF-8.
+    pub(crate) content_type: String,
+    /// The Content-ID without angle brackets.
+    pub(crate) content_id: Option<String>,
+    /// Shown in the body (Content-Disposition `inline`, or a part of a
+    /// multipart/related) rather than listed as a file.
+    pub(crate) inline: bool,
+    /// The decoded contents.
+    pub(crate) data: Vec<u8>,
+}
+
+impl fmt::Debug for ExtractedAttachment {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ExtractedAttachment")
+            .field("name", &self.name)
+            .field("content_type", &self.content_type)
+            .field("content_id", &self.content_id)
+            .field("inline", &self.inline)
+            .field("bytes", &self.data.len())
+            .finish()
+    }
+}
+
+/// The message without its attachments, and the attachments.
+#[derive(Debug)]
+pub(crate) struct Split {
+    /// The message bytes with every extracted part cut out.
+    pub(crate) draft: Vec<u8>,
+    /// What was cut out, in message order.
+    pub(crate) attachments: Vec<ExtractedAttachment>,
+}
+
+/// The message is not MIME that can be taken apart.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the message cannot be parsed as MIME")]
+pub(crate) struct Unparsable;
+
+/// One part to cut out: its id and byte range.
+struct Cut {
+    part: usize,
+    parent: usize,
+    start: usize,
+    end: usize,
+}
+
+/// Takes every attachment part (as mail-parser classifies them) out of
+/// `raw`. Parts that are the message itself, alternatives of a
+/// multipart/alternative (a calendar invitation is a body, not a file), or
+/// the last remaining child of a multipart stay in place.
+pub(crate) fn split_attachments(raw: &[u8]) -> Result<Split, Unparsable> {
+    let message = MessageParser::default().parse(raw).ok_or(Unparsable)?;
+    let parts = &message.parts;
+
+    let mut parent = vec![None; parts.len()];
+    for (id, part) in parts.iter().enumerate() {
+        for &child in part.sub_parts().unwrap_or(&[]) {
+            if let Some(slot) = parent.get_mut(child as usize) {
+                *slot = Some(id);
+            }
+        }
+    }
+
+    let mut cuts: Vec<Cut> = Vec::new();
+    for &id in &message.attachments {
+        let id = id as usize;
+        if id == 0
+            || message.text_body.contains(&(id as u32))
+            || message.html_body.contains(&(id as u32))
+        {
+            continue;
+        }
+        let (Some(part), Some(parent_id)) = (parts.get(id), parent[id]) else {
+            continue;
+        };
+        if part.is_multipart() || parts[parent_id].is_content_type("multipart", "alternative") {
+            continue;
+        }
+        let Some(boundary) = parts[parent_id]
+            .content_type()
+            .and_then(|ct| ct.attribute("boundary"))
+        else {
+            continue;
+        };
+        if let Some((start, end)) = part_range(
+            raw,
+            boundary.as_bytes(),
+            part.offset_header as usize,
+            part.offset_body as usize,
+        ) {
+            cuts.push(Cut {
+                part: id,
+                parent: parent_id,
+                start,
+                end,
+            });
+        }
+    }
+
+    // A multipart needs at least one body part: keep the smallest child of
+    // any multipart that would otherwise be emptied.
+    for (id, part) in parts.iter().enumerate() {
+        let Some(children) = part.sub_parts() else {
+            continue;
+        };
+        let all_cut = !children.is_empty()
+            && children
+                .iter()
+                .all(|&c| cuts.iter().any(|cut| cut.part == c as usize));
+        if all_cut
+            && let Some(keep) = cuts
+                .iter()
+                .enumerate()
+                .filter(|(_, cut)| cut.parent == id)
+                .min_by_key(|(_, cut)| cut.end - cut.start)
+                .map(|(index, _)| index)
+        {
+            cuts.remove(keep);
+        }
+    }
+    cuts.sort_by_key(|cut| cut.start);
+
+    let mut draft = Vec::with_capacity(raw.len());
+    let mut at = 0;
+    let mut attachments = Vec::with_capacity(cuts.len());
+    for (n, cut) in cuts.iter().enumerate() {
+        draft.extend_from_slice(&raw[at..cut.start]);
+        at = cut.end;
+        let part = &parts[cut.part];
+        let parent_related = parts[cut.parent].is_content_type("multipart", "related");
+        let inline = match part.content_disposition() {
+            Some(disposition) if disposition.is_inline() => true,
+            Some(disposition) if disposition.is_attachment() => false,
+            _ => parent_related,
+        };
+        let text = matches!(part.body, PartType::Text(_) | PartType::Html(_));
+        let message_part = matches!(part.body, PartType::Message(_));
+        let mut content_type = match part.content_type() {
+            Some(ct) => match ct.subtype() {
+                Some(sub) => format!("{}/{}", ct.ctype(), sub),
+                None => ct.ctype().to_owned(),
+            },
+            None if message_part => "message/rfc822".to_owned(),
+            None if text => "text/plain".to_owned(),
+            None => "application/octet-stream".to_owned(),
+        }
+        .to_ascii_lowercase();
+        if text {
+            content_type.push_str("; charset=utf-8");
+        }
+        let name = part
+            .attachment_name()
+            .map(str::trim)
+            .filter(|name| !name.is_empty())
+            .map_or_else(
+                || {
+                    if message_part {
+                        format!("attachment-{}.eml", n + 1)
+                    } else {
+                        format!("attachment-{}", n + 1)
+                    }
+                },
+                str::to_owned,
+            );
+        attachments.push(ExtractedAttachment {
+            name,
+            content_type,
+            content_id: part
+                .content_id()
+                .map(|id| id.trim().to_owned())
+                .filter(|id| !id.is_empty()),
+            inline,
+            data: part.contents().to_vec(),
+        });
+    }
+    draft.extend_from_slice(&raw[at..]);
+    Ok(Split { draft, attachments })
+}
+
+/// The byte range of a part with its opening delimiter line: from the
+/// start of the `--boundary` line before `header_start` to the start of
+/// the next delimiter line after `body_start`. `None` when the bytes do
+/// not look as expected (the part is then left in place).
+fn part_range(
+    raw: &[u8],
+    boundary: &[u8],
+    header_start: usize,
+    body_start: usize,
+) -> Option<(usize, usize)> {
+    let mut delimiter = Vec::with_capacity(boundary.len() + 2);
+    delimiter.extend_from_slice(b"--");
+    delimiter.extend_from_slice(boundary);
+
+    let before = raw.get(..header_start)?;
+    let start = (0..=before.len().checked_sub(delimiter.len())?)
+        .rev()
+        .find(|&i| at_line_start(raw, i) && raw[i..].starts_with(&delimiter))?;
+    // Between the delimiter and the headers: only transport padding and
+    // the line break.
+    let padding = &raw[start + delimiter.len()..header_start];
+    if !padding
+        .iter()
+        .all(|b| matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
+        || padding.is_empty()
+    {
+        return None;
+    }
+
+    let search_from = body_start.max(header_start);
+    let end = (search_from..=raw.len().checked_sub(delimiter.len())?)
+        .find(|&i| at_line_start(raw, i) && raw[i..].starts_with(&delimiter))?;
+    Some((start, end))
+}
+
+fn at_line_start(raw: &[u8], i: usize) -> bool {
+    i == 0 || raw[i - 1] == b'\n'
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use apimail_core::{Attachment, MessageBuilder};
+    use mail_parser::{Message, MessagePart};
+
+    fn sample() -> Vec<u8> {
+        let png: Vec<u8> = (0..=255u8).cycle().take(5000).collect();
+        let pdf: Vec<u8> = (0..40_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        MessageBuilder::new()
+            .from("Ann Example <ann@example.com>".parse().unwrap())
+            .to("bob@example.com".parse().unwrap())
+            .cc("carol@example.com".parse().unwrap())
+            .bcc("dave@example.com".parse().unwrap())
+            .subject("Quarterly report – ünïcode")
+            .header("X-Custom", "kept")
+            .message_id("fixed@example.com")
+            .date(1_700_000_000)
+            .text("Hello Bob,\r\nthe report is attached.\r\n")
+            .html("<p>Hello Bob,</p><p><img src=\"cid:logo\"></p>")
+            .inline(
+                Attachment::new("logo.png", png)
+                    .content_id("logo")
+                    .content_type("image/png")
+                    .unwrap(),
+            )
+            .attach(Attachment::new("report.pdf", pdf))
+            .attach(Attachment::new("notes.txt", "line one\r\nline two ✓\r\n"))
+            .build()
+            .unwrap()
+            .into_bytes()
+    }
+
+    fn bodies<'a>(m: &'a Message<'a>) -> (Vec<&'a [u8]>, Vec<&'a [u8]>) {
+        let raw =
+            |p: &&MessagePart<'_>| &m.raw_message[p.offset_body as usize..p.offset_end as usize];
+        (
+            m.text_bodies().map(|p| raw(&p)).collect(),
+            m.html_bodies().map(|p| raw(&p)).collect(),
+        )
+    }
+
+    #[test]
+    fn takes_out_attachments_and_keeps_everything_else() {
+        let raw = sample();
+        let split = split_attachments(&raw).unwrap();
+        let original = MessageParser::default().parse(&raw).unwrap();
+        let draft = MessageParser::default().parse(&split.draft).unwrap();
+
+        // Every top-level header byte-for-byte.
+        let head = |m: &[u8]| {
+            let end = m.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+            m[..end].to_vec()
+        };
+        assert_eq!(head(&split.draft), head(&raw));
+        assert_eq!(original.headers(), draft.headers());
+        assert_eq!(draft.subject(), Some("Quarterly report – ünïcode"));
+        assert_eq!(draft.header_raw("X-Custom"), Some(" kept\r\n"));
+        assert_eq!(
+            draft.bcc().unwrap().first().unwrap().address(),
+            Some("dave@example.com")
+        );
+
+        // The bodies, raw (still transfer-encoded) bytes identical.
+        assert_eq!(bodies(&draft), bodies(&original));
+        assert_eq!(draft.body_text(0), original.body_text(0));
+        assert_eq!(draft.body_html(0), original.body_html(0));
+        assert_eq!(
+            draft.attachment_count(),
+            0,
+            "{}",
+            String::from_utf8_lossy(&split.draft)
+        );
+        // Nothing but the removed parts changed: the draft is the original
+        // with whole lines taken out.
+        assert!(split.draft.len() < raw.len() - 45_000);
+        assert!(split.draft.ends_with(b"--\r\n") || split.draft.ends_with(b"--"));
+
+        let names: Vec<_> = split.attachments.iter().map(|a| a.name.as_str()).collect();
+        assert_eq!(names, ["logo.png", "report.pdf", "notes.txt"]);
+        let logo = &split.attachments[0];
+        assert!(logo.inline);
+        assert_eq!(logo.content_id.as_deref(), Some("logo"));
+        assert_eq!(logo.content_type, "image/png");
+        assert_eq!(
+            logo.data,
+            (0..=255u8).cycle().take(5000).collect::<Vec<_>>()
+        );
+        let pdf = &split.attachments[1];
+        assert!(!pdf.inline);
+        assert_eq!(pdf.content_type, "application/pdf");
+        assert_eq!(
+            pdf.data,
+            (0..40_000u32)
+                .map(|i| (i * 7 % 251) as u8)
+                .collect::<Vec<_>>()
+        );
+        let notes = &split.attachments[2];
+        assert!(!notes.inline);
+        assert_eq!(notes.content_type, "text/plain; charset=utf-8");
+        assert_eq!(notes.data, "line one\r\nline two ✓\r\n".as_bytes());
+    }
+
+    #[test]
+    fn a_message_without_attachments_is_unchanged() {
+        let raw = MessageBuilder::new()
+            .from("ann@example.com".parse().unwrap())
+            .to("bob@example.com".parse().unwrap())
+            .subject("hi")
+            .text("plain\r\n")
+            .html("<p>html</p>")
+            .build()
+            .unwrap()
+            .into_bytes();
+        let split = split_attachments(&raw).unwrap();
+        assert_eq!(split.draft, raw);
+        assert!(split.attachments.is_empty());
+    }
+
+    #[test]
+    fn keeps_the_last_child_and_alternatives_and_handles_lf() {
+        // multipart/mixed whose only children are attachments: the smaller
+        // stays, so the multipart is not emptied. LF line endings.
+        let raw = b"From: a@example.com\nTo: b@example.com\nSubject: s\nMIME-Version: 1.0\n\
+Content-Type: multipart/mixed; boundary=\"XX\"\n\npreamble\n--XX\n\
+Content-Type: application/octet-stream; name=\"big.bin\"\nContent-Transfer-Encoding: base64\n\n\
+AAECAwQFBgcICQ==\n--XX\nContent-Type: application/octet-stream\n\
+Content-Disposition: attachment; filename=\"small.bin\"\n\nab\n--XX--\nepilogue\n";
+        let split = split_attachments(raw).unwrap();
+        assert_eq!(split.attachments.len(), 1);
+        assert_eq!(split.attachments[0].name, "big.bin");
+        assert_eq!(split.attachments[0].data, (0..10u8).collect::<Vec<_>>());
+        let draft = MessageParser::default().parse(&split.draft).unwrap();
+        assert_eq!(draft.attachment_count(), 1);
+        assert_eq!(
+            draft.attachment(0).unwrap().attachment_name(),
+            Some("small.bin")
+        );
+        assert!(
+            split
+                .draft
+                .starts_with(b"From: a@example.com\nTo: b@example.com\nSubject: s\n")
+        );
+        assert!(split.draft.ends_with(b"ab\n--XX--\nepilogue\n"));
+
+        // A text/calendar alternative is a body: it stays.
+        let raw = b"From: a@example.com\r\nContent-Type: multipart/alternative; boundary=b\r\n\r\n\
+--b\r\nContent-Type: text/plain\r\n\r\nhi\r\n--b\r\nContent-Type: text/calendar; method=REQUEST\r\n\r\n\
+BEGIN:VCALENDAR\r\nEND:VCALENDAR\r\n--b--\r\n";
+        let split = split_attachments(raw).unwrap();
+        assert!(split.attachments.is_empty());
+        assert_eq!(split.draft, raw);
+
+        // A single-part message that is itself a file stays whole.
+        let raw = b"From: a@example.com\r\nContent-Type: application/pdf\r\n\
+Content-Disposition: attachment; filename=x.pdf\r\n\r\n%PDF\r\n";
+        let split = split_attachments(raw).unwrap();
+        assert!(split.attachments.is_empty());
+        assert_eq!(split.draft, raw);
+    }
+}
