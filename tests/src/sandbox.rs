@@ -8,12 +8,15 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use crate::fake_google::FakeGoogle;
+use crate::fake_microsoft::FakeMicrosoft;
 use crate::{Run, apimail, http};
 
 /// The OAuth client the sandboxes register with the fake.
 pub const CLIENT_ID: &str = "test-client.apps.googleusercontent.com";
 /// Its secret.
 pub const CLIENT_SECRET: &str = "GOCSPX-test-client-secret";
+/// The public client the Microsoft sandboxes register with the fake.
+pub const MS_CLIENT_ID: &str = "6731de76-14a6-49ae-97bc-6eba6914391e";
 
 /// A temporary directory holding everything apimail reads and writes.
 #[derive(Debug)]
@@ -37,16 +40,39 @@ impl Sandbox {
             "redirect_uris": ["http://localhost"],
         }});
         std::fs::write(dir.path().join("client_secret.json"), client.to_string()).unwrap();
+        Sandbox::in_dir(
+            dir,
+            &[
+                ("APIMAIL_GMAIL_API_URL", fake.gmail_url()),
+                ("APIMAIL_GOOGLE_AUTH_URL", fake.auth_url()),
+                ("APIMAIL_GOOGLE_TOKEN_URL", fake.token_url()),
+                ("APIMAIL_GOOGLE_REVOKE_URL", fake.revoke_url()),
+            ],
+        )
+    }
+
+    /// A sandbox whose Microsoft endpoints are `fake`'s, with the public
+    /// client [`MS_CLIENT_ID`] registered for `http://localhost/callback`.
+    pub fn microsoft(fake: &FakeMicrosoft) -> Sandbox {
+        fake.add_public_client(MS_CLIENT_ID);
+        fake.add_redirect_uri(MS_CLIENT_ID, "http://localhost/callback");
+        Sandbox::in_dir(
+            tempfile::tempdir().expect("a temp dir"),
+            &[
+                ("APIMAIL_GRAPH_API_URL", fake.graph_url()),
+                ("APIMAIL_MS_AUTHORITY_URL", fake.authority_url()),
+            ],
+        )
+    }
+
+    fn in_dir(dir: tempfile::TempDir, endpoints: &[(&str, String)]) -> Sandbox {
         let path = |p: &str| dir.path().join(p).display().to_string();
-        let env = vec![
-            ("APIMAIL_CONFIG".into(), path("config/config.toml")),
-            ("APIMAIL_DATA_DIR".into(), path("data")),
-            ("HOME".into(), path("home")),
-            ("APIMAIL_GMAIL_API_URL".into(), fake.gmail_url()),
-            ("APIMAIL_GOOGLE_AUTH_URL".into(), fake.auth_url()),
-            ("APIMAIL_GOOGLE_TOKEN_URL".into(), fake.token_url()),
-            ("APIMAIL_GOOGLE_REVOKE_URL".into(), fake.revoke_url()),
+        let mut env = vec![
+            ("APIMAIL_CONFIG".to_owned(), path("config/config.toml")),
+            ("APIMAIL_DATA_DIR".to_owned(), path("data")),
+            ("HOME".to_owned(), path("home")),
         ];
+        env.extend(endpoints.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
         Sandbox { dir, env }
     }
 
@@ -98,8 +124,8 @@ impl Sandbox {
         args: &[&str],
         tamper: impl FnOnce(String) -> String,
     ) -> Run {
-        let mut child = self
-            .cmd()
+        let mut command = self.cmd();
+        command
             .args([
                 "auth",
                 "login",
@@ -112,36 +138,31 @@ impl Sandbox {
             ])
             .arg("--client-secret")
             .arg(self.client_secret_file())
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("apimail starts");
-        let (url, stderr_rest) = wait_for_authorize_url(&mut child, &fake.auth_url());
-        let to_fake = http::get(&url);
-        assert_eq!(
-            to_fake.status,
-            302,
-            "the fake authorize endpoint redirects: {}",
-            to_fake.body_text()
-        );
-        let back = tamper(to_fake.header("location").expect("a Location").to_owned());
-        // apimail answers the browser, then exchanges the code.
-        let page = http::request("GET", &back, &[], b"");
-        let output = child.wait_with_output().expect("apimail finishes");
-        let mut run: Run = output.into();
-        run.stderr = stderr_rest
-            .recv_timeout(Duration::from_secs(30))
-            .unwrap_or_default()
-            + &run.stderr;
-        if let Ok(page) = page {
-            run.stderr.push_str(&format!(
-                "\n[browser page: {} {}]",
-                page.status,
-                page.body_text()
-            ));
-        }
-        run
+            .args(args);
+        play_browser(command, &fake.auth_url(), tamper)
+    }
+
+    /// `auth login graph` with the sandbox's client, playing the browser.
+    pub fn login_graph(&self, fake: &FakeMicrosoft, args: &[&str]) -> Run {
+        let mut command = self.cmd();
+        command
+            .args([
+                "auth",
+                "login",
+                "graph",
+                "--no-browser",
+                "--port",
+                "0",
+                "--timeout",
+                "20",
+            ])
+            .args(["--client-id", MS_CLIENT_ID])
+            .args(args);
+        let tenant = args
+            .iter()
+            .position(|a| *a == "--tenant")
+            .map_or("common", |i| args[i + 1]);
+        play_browser(command, &fake.authorize_url(tenant), |url| url)
     }
 
     /// `login_with` without extra arguments or tampering; asserts success.
@@ -150,6 +171,45 @@ impl Sandbox {
         assert_eq!(run.code, 0, "login failed: {}", run.stderr);
         run
     }
+}
+
+/// Runs a login command, follows the authorize URL it prints to the fake,
+/// and follows the fake's redirect back to apimail.
+fn play_browser(
+    mut command: Command,
+    auth_url: &str,
+    tamper: impl FnOnce(String) -> String,
+) -> Run {
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("apimail starts");
+    let (url, stderr_rest) = wait_for_authorize_url(&mut child, auth_url);
+    let to_fake = http::get(&url);
+    assert_eq!(
+        to_fake.status,
+        302,
+        "the fake authorize endpoint redirects: {}",
+        to_fake.body_text()
+    );
+    let back = tamper(to_fake.header("location").expect("a Location").to_owned());
+    // apimail answers the browser, then exchanges the code.
+    let page = http::request("GET", &back, &[], b"");
+    let output = child.wait_with_output().expect("apimail finishes");
+    let mut run: Run = output.into();
+    run.stderr = stderr_rest
+        .recv_timeout(Duration::from_secs(30))
+        .unwrap_or_default()
+        + &run.stderr;
+    if let Ok(page) = page {
+        run.stderr.push_str(&format!(
+            "\n[browser page: {} {}]",
+            page.status,
+            page.body_text()
+        ));
+    }
+    run
 }
 
 /// Reads apimail's stderr until the authorize URL appears; the rest of

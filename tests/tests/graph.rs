@@ -1,0 +1,521 @@
+//! The Microsoft Graph provider end to end: the real `apimail` binary
+//! against the fake identity platform and Graph in `src/fake_microsoft.rs`.
+
+use std::os::unix::fs::PermissionsExt;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use apimail_tests::fake_microsoft::{self, FakeMicrosoft, Fault};
+use apimail_tests::sandbox::{MS_CLIENT_ID, Sandbox};
+use apimail_tests::{Run, run};
+
+const USER: &str = "user@contoso.com";
+const TENANT: &str = "contoso.onmicrosoft.com";
+const APP_ID: &str = "0a0b0c0d-1111-2222-3333-444455556666";
+const APP_SECRET: &str = "app~secret~value~for~tests";
+
+fn logged_in(extra: &[&str]) -> (FakeMicrosoft, Sandbox) {
+    let fake = FakeMicrosoft::start();
+    let sandbox = Sandbox::microsoft(&fake);
+    let mut args = vec!["--login-hint", USER];
+    args.extend_from_slice(extra);
+    let out = sandbox.login_graph(&fake, &args);
+    assert_eq!(out.code, 0, "login failed: {}", out.stderr);
+    (fake, sandbox)
+}
+
+fn send_args(extra: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "send",
+        "--to",
+        "rcpt@example.net",
+        "--subject",
+        "graph e2e",
+        "--text",
+        "hello",
+    ]
+    .into_iter()
+    .map(str::to_owned)
+    .collect();
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
+fn send(sandbox: &Sandbox, extra: &[&str]) -> Run {
+    run(sandbox.cmd().args(send_args(extra)))
+}
+
+fn pseudo_random(len: usize) -> Vec<u8> {
+    let mut state: u64 = 0x2545_F491_4F6C_DD1D;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 24) as u8
+        })
+        .collect()
+}
+
+// 1. Login
+
+#[test]
+fn loopback_login_with_pkce_and_state() {
+    let (fake, sandbox) = logged_in(&[]);
+    let authorize = &fake.authorize_requests()[0];
+    assert_eq!(authorize["code_challenge_method"], "S256");
+    assert!(authorize["state"].len() >= 16);
+    assert!(
+        authorize["redirect_uri"].starts_with("http://localhost:"),
+        "{authorize:?}"
+    );
+    assert!(authorize["redirect_uri"].ends_with("/callback"));
+    assert_eq!(
+        authorize["scope"], "offline_access https://graph.microsoft.com/Mail.Send",
+        "least privilege"
+    );
+    assert_eq!(fake.tenants()[0], "common");
+    assert!(fake.token_forms()[0].contains_key("code_verifier"));
+    let mode = std::fs::metadata(sandbox.token_file(USER))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+}
+
+#[test]
+fn device_code_login_after_pending_polls() {
+    let fake = FakeMicrosoft::start();
+    fake.set_device_pending_polls(2);
+    let sandbox = Sandbox::microsoft(&fake);
+    let out = run(sandbox
+        .cmd()
+        .args([
+            "auth",
+            "login",
+            "graph",
+            "--device-code",
+            "--client-id",
+            MS_CLIENT_ID,
+        ])
+        .args(["--tenant", "organizations", "--login-hint", USER]));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stderr.contains(fake_microsoft::USER_CODE),
+        "shows the code: {}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains(fake_microsoft::VERIFICATION_URI),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        fake.device_polls(),
+        3,
+        "two pending answers, then the token"
+    );
+    assert!(sandbox.token_file(USER).exists());
+}
+
+#[test]
+fn device_code_declined_is_a_clear_error() {
+    let fake = FakeMicrosoft::start();
+    fake.set_device_outcome(fake_microsoft::DeviceOutcome::Decline);
+    let sandbox = Sandbox::microsoft(&fake);
+    let out = run(sandbox.cmd().args([
+        "auth",
+        "login",
+        "graph",
+        "--device-code",
+        "--client-id",
+        MS_CLIENT_ID,
+    ]));
+    assert_eq!(out.code, 77, "{}", out.stderr);
+    assert!(out.stderr.contains("hint: "), "{}", out.stderr);
+}
+
+// 2. Refresh rotation
+
+#[test]
+fn rotated_refresh_token_is_persisted() {
+    let (fake, sandbox) = logged_in(&[]);
+    let before = sandbox.token_json(USER)["refresh_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    sandbox.expire_stored_token(USER);
+    let out = send(&sandbox, &[]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(fake.token_requests("refresh_token"), 1);
+    let after = sandbox.token_json(USER)["refresh_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_ne!(before, after, "the store holds the rotated refresh token");
+    // The old one is dead at the fake; the stored one still works.
+    sandbox.expire_stored_token(USER);
+    assert_eq!(send(&sandbox, &[]).code, 0);
+    assert_eq!(fake.delivered().len(), 2);
+}
+
+// 3. Small sends
+
+fn assert_mime_send_matches_dry_run(fake: &FakeMicrosoft, sandbox: &Sandbox, extra: &[&str]) {
+    let mut args = send_args(extra);
+    args.extend([
+        "--message-id".to_owned(),
+        "<graph.1@contoso.com>".to_owned(),
+    ]);
+    let dry = run(sandbox
+        .cmd()
+        .env("SOURCE_DATE_EPOCH", "1767225600")
+        .args(&args)
+        .arg("--dry-run"));
+    assert_eq!(dry.code, 0, "{}", dry.stderr);
+    let sent = run(sandbox
+        .cmd()
+        .env("SOURCE_DATE_EPOCH", "1767225600")
+        .args(&args));
+    assert_eq!(sent.code, 0, "{}", sent.stderr);
+    let delivered = fake.delivered();
+    let last = delivered.last().unwrap();
+    assert_eq!(last.via, "sendMail-mime");
+    assert!(
+        last.mime == dry.stdout,
+        "the MIME Graph decoded differs from --dry-run"
+    );
+}
+
+#[test]
+fn small_sends_go_as_mime_and_match_dry_run() {
+    let (fake, sandbox) = logged_in(&[]);
+    assert_mime_send_matches_dry_run(&fake, &sandbox, &[]);
+    // A 2.5 MB message: the attachment grows by a third as base64.
+    let file = sandbox.path().join("report.bin");
+    std::fs::write(&file, pseudo_random(1_850_000)).unwrap();
+    assert_mime_send_matches_dry_run(&fake, &sandbox, &["--attach", file.to_str().unwrap()]);
+    let size = fake.delivered()[1].mime.len();
+    assert!((2_400_000..2_700_000).contains(&size), "the message is {size} bytes");
+    assert_eq!(fake.delivered().len(), 2);
+    assert!(fake.drafts().is_empty());
+    let (_, path, _) = &fake.graph_request_log()[0];
+    assert!(path.ends_with("/me/sendMail"), "{path}");
+}
+
+// 4. Large send
+
+#[test]
+fn large_attachment_takes_draft_upload_session_and_resumes() {
+    let (fake, sandbox) = logged_in(&["--large-messages"]);
+    let data = pseudo_random(20 << 20);
+    let file = sandbox.path().join("big.pdf");
+    std::fs::write(&file, &data).unwrap();
+    fake.fail_chunk_once_at(2);
+    let out = send(&sandbox, &["--attach", file.to_str().unwrap(), "--debug"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+
+    let delivered = fake.delivered();
+    assert_eq!(delivered.len(), 1);
+    assert_eq!(delivered[0].via, "draft");
+    let attachment = &delivered[0].attachments[0];
+    assert_eq!(attachment.name, "big.pdf");
+    assert_eq!(attachment.via, "upload-session");
+    assert!(attachment.bytes == data, "the attachment arrives intact");
+
+    let chunks = fake.chunks();
+    assert!(
+        chunks.iter().all(|c| c.len <= 4 * 1024 * 1024),
+        "every chunk is 4 MB or less"
+    );
+    assert!(
+        chunks.iter().all(|c| !c.had_authorization),
+        "no chunk carries Authorization"
+    );
+    assert_eq!(fake.upload_requests_with_authorization(), 0);
+    let dropped = chunks
+        .iter()
+        .position(|c| c.status == 0)
+        .expect("the injected failure happened");
+    assert!(chunks[dropped].start > 0);
+    assert!(
+        chunks[dropped + 1..]
+            .iter()
+            .all(|c| c.start >= chunks[dropped].start),
+        "resumed from where it failed, not restarted: {chunks:?}"
+    );
+    assert!(
+        out.stderr.contains("upload session"),
+        "--debug names the path taken: {}",
+        out.stderr
+    );
+    assert!(
+        !out.stderr.contains("authtoken"),
+        "upload URLs are never logged"
+    );
+    assert!(fake.drafts().is_empty());
+}
+
+// 5. Missing Mail.ReadWrite
+
+#[test]
+fn large_message_without_mail_readwrite_exits_77_with_relogin() {
+    let (fake, sandbox) = logged_in(&[]);
+    let file = sandbox.path().join("big.bin");
+    std::fs::write(&file, pseudo_random(6 << 20)).unwrap();
+    let out = send(&sandbox, &["--attach", file.to_str().unwrap()]);
+    assert_eq!(out.code, 77, "{}", out.stderr);
+    assert!(out.stderr.contains("Mail.ReadWrite"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains(&format!(
+            "apimail auth login graph --account {USER} --client-id {MS_CLIENT_ID} --large-messages"
+        )),
+        "{}",
+        out.stderr
+    );
+    assert!(fake.drafts().is_empty() && fake.delivered().is_empty());
+}
+
+// 6. App-only
+
+fn app_only_env(fake: &FakeMicrosoft, sandbox: &Sandbox) -> std::process::Command {
+    fake.add_mailbox("alerts@contoso.com");
+    let mut command = sandbox.cmd();
+    command
+        .env("AZURE_TENANT_ID", TENANT)
+        .env("AZURE_CLIENT_ID", APP_ID)
+        .env("APIMAIL_GRAPH_USER", "alerts@contoso.com");
+    command
+}
+
+#[test]
+fn app_only_with_a_secret_sends_as_the_user() {
+    let fake = FakeMicrosoft::start();
+    fake.add_app(TENANT, APP_ID, Some(APP_SECRET), None);
+    let sandbox = Sandbox::microsoft(&fake);
+    let out = run(app_only_env(&fake, &sandbox)
+        .env("AZURE_CLIENT_SECRET", APP_SECRET)
+        .args(send_args(&["--provider", "graph"])));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let (_, path, status) = fake.graph_request_log().into_iter().last().unwrap();
+    assert_eq!(status, 202);
+    assert!(
+        path.ends_with("/users/alerts@contoso.com/sendMail")
+            || path.ends_with("/users/alerts%40contoso.com/sendMail"),
+        "{path}"
+    );
+    assert_eq!(fake.delivered()[0].mailbox, "alerts@contoso.com");
+    let form = &fake.token_forms()[0];
+    assert_eq!(form["grant_type"], "client_credentials");
+    assert_eq!(form["scope"], "https://graph.microsoft.com/.default");
+}
+
+#[test]
+fn app_only_with_a_certificate_sends_as_the_user() {
+    let fake = FakeMicrosoft::start();
+    fake.add_app(
+        TENANT,
+        APP_ID,
+        None,
+        Some(fake_microsoft::fixture_certificate_der()),
+    );
+    let sandbox = Sandbox::microsoft(&fake);
+    let out = run(app_only_env(&fake, &sandbox)
+        .env(
+            "AZURE_CLIENT_CERTIFICATE_PATH",
+            fake_microsoft::fixture_certificate_pem_path(),
+        )
+        .args(send_args(&["--provider", "graph"])));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(fake.delivered()[0].mailbox, "alerts@contoso.com");
+    let form = &fake.token_forms()[0];
+    assert_eq!(
+        form["client_assertion_type"],
+        fake_microsoft::CLIENT_ASSERTION_TYPE
+    );
+    assert!(!form.contains_key("client_secret"));
+}
+
+#[test]
+fn app_only_account_in_the_config_file() {
+    let fake = FakeMicrosoft::start();
+    fake.add_app(TENANT, APP_ID, Some(APP_SECRET), None);
+    fake.add_mailbox("alerts@contoso.com");
+    let sandbox = Sandbox::microsoft(&fake);
+    let secret = sandbox.path().join("graph-secret");
+    std::fs::write(&secret, format!("{APP_SECRET}\n")).unwrap();
+    std::fs::create_dir_all(sandbox.path().join("config")).unwrap();
+    std::fs::write(
+        sandbox.path().join("config/config.toml"),
+        format!(
+            "default_account = \"alerts\"\n\n[accounts.alerts]\nprovider = \"graph\"\napp_only = true\ntenant = \"{TENANT}\"\nclient_id = \"{APP_ID}\"\nuser = \"alerts@contoso.com\"\nclient_secret_file = \"{}\"\n",
+            secret.display()
+        ),
+    )
+    .unwrap();
+    let out = send(&sandbox, &[]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(fake.delivered()[0].mailbox, "alerts@contoso.com");
+}
+
+// 7. Errors
+
+#[test]
+fn access_denied_exits_77() {
+    let (fake, sandbox) = logged_in(&[]);
+    fake.inject(Fault::Error {
+        status: 403,
+        code: "ErrorAccessDenied".into(),
+        message: "Access is denied. Check credentials and try again.".into(),
+    });
+    let out = send(&sandbox, &[]);
+    assert_eq!(out.code, 77, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("ErrorAccessDenied: Access is denied"),
+        "raw Graph message shown: {}",
+        out.stderr
+    );
+}
+
+#[test]
+fn mailbox_not_enabled_exits_69() {
+    let (fake, sandbox) = logged_in(&[]);
+    fake.set_mailbox_not_enabled(USER);
+    let out = send(&sandbox, &[]);
+    assert_eq!(out.code, 69, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("MailboxNotEnabledForRESTAPI"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn throttled_then_success_delivers_once() {
+    let (fake, sandbox) = logged_in(&[]);
+    fake.inject(Fault::Status429 {
+        retry_after_secs: Some(1),
+    });
+    let started = Instant::now();
+    let out = send(&sandbox, &[]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "Retry-After honoured"
+    );
+    assert_eq!(fake.delivered().len(), 1);
+}
+
+#[test]
+fn endless_503_exits_75_within_the_bound() {
+    let (fake, sandbox) = logged_in(&[]);
+    fake.fail_forever(Fault::Status503);
+    let started = Instant::now();
+    let out = run(sandbox
+        .cmd()
+        .env("APIMAIL_RETRY_ATTEMPTS", "3")
+        .env("APIMAIL_RETRY_MAX_SECONDS", "6")
+        .args(send_args(&[])));
+    assert_eq!(out.code, 75, "{}", out.stderr);
+    assert!(started.elapsed() < Duration::from_secs(12));
+    assert!(fake.delivered().is_empty());
+}
+
+#[test]
+fn at_most_four_requests_in_flight_per_mailbox() {
+    let (fake, sandbox) = logged_in(&[]);
+    fake.inject_n(Fault::Slow(Duration::from_millis(300)), 8);
+    let children: Vec<_> = (0..8)
+        .map(|_| {
+            sandbox
+                .cmd()
+                .args(send_args(&[]))
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for child in children {
+        let out: Run = child.wait_with_output().unwrap().into();
+        assert_eq!(out.code, 0, "{}", out.stderr);
+    }
+    assert_eq!(fake.delivered().len(), 8);
+    // Separate processes each hold their own limit; within one the limit is
+    // 4 (the crate's own tests cover that); here we check nothing was lost.
+}
+
+// 8. No leaks
+
+#[test]
+fn no_secret_token_code_or_upload_url_in_any_output() {
+    let fake = FakeMicrosoft::start();
+    let sandbox = Sandbox::microsoft(&fake);
+    let login = sandbox.login_graph(
+        &fake,
+        &["--login-hint", USER, "--large-messages", "--debug"],
+    );
+    assert_eq!(login.code, 0, "{}", login.stderr);
+    sandbox.expire_stored_token(USER);
+    let file = sandbox.path().join("big.bin");
+    std::fs::write(&file, pseudo_random(5 << 20)).unwrap();
+    let large = send(&sandbox, &["--attach", file.to_str().unwrap(), "--debug"]);
+    assert_eq!(large.code, 0, "{}", large.stderr);
+    fake.revoke_refresh_tokens();
+    sandbox.expire_stored_token(USER);
+    let failed = send(&sandbox, &["--debug"]);
+    assert_eq!(failed.code, 77, "{}", failed.stderr);
+
+    let mut secrets: Vec<String> = Vec::new();
+    for form in fake.token_forms() {
+        for key in [
+            "code",
+            "code_verifier",
+            "refresh_token",
+            "client_secret",
+            "client_assertion",
+        ] {
+            secrets.extend(form.get(key).cloned());
+        }
+    }
+    secrets.extend(fake.delivered().iter().map(|d| d.access_token.clone()));
+    for chunk in fake.chunks() {
+        secrets.push(chunk.session.clone());
+    }
+    let token = sandbox.token_json(USER);
+    secrets.extend(token["refresh_token"].as_str().map(str::to_owned));
+    assert!(secrets.len() >= 5, "{secrets:?}");
+    for out in [&login, &large, &failed] {
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), out.stderr);
+        for secret in &secrets {
+            assert!(
+                !text.contains(secret.as_str()),
+                "leaked `{secret}` in:\n{text}"
+            );
+        }
+        assert!(
+            !text.contains("authtoken="),
+            "an upload URL leaked:\n{text}"
+        );
+    }
+    assert!(
+        large.stderr.contains("POST "),
+        "--debug logs requests: {}",
+        large.stderr
+    );
+    let mode = std::fs::metadata(sandbox.token_file(USER))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+}
+
+#[test]
+fn logout_deletes_graph_tokens() {
+    let (_fake, sandbox) = logged_in(&[]);
+    let out = run(sandbox.cmd().args(["auth", "logout", "--account", USER]));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(!sandbox.token_file(USER).exists());
+    let status = run(sandbox.cmd().args(["auth", "status"]));
+    assert!(String::from_utf8_lossy(&status.stdout).contains("provider:   graph"));
+}
