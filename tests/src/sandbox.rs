@@ -175,7 +175,7 @@ impl Sandbox {
 
 /// Runs a login command, follows the authorize URL it prints to the fake,
 /// and follows the fake's redirect back to apimail.
-fn play_browser(
+pub fn play_browser(
     mut command: Command,
     auth_url: &str,
     tamper: impl FnOnce(String) -> String,

@@ -196,7 +196,10 @@ fn small_sends_go_as_mime_and_match_dry_run() {
     std::fs::write(&file, pseudo_random(1_850_000)).unwrap();
     assert_mime_send_matches_dry_run(&fake, &sandbox, &["--attach", file.to_str().unwrap()]);
     let size = fake.delivered()[1].mime.len();
-    assert!((2_400_000..2_700_000).contains(&size), "the message is {size} bytes");
+    assert!(
+        (2_400_000..2_700_000).contains(&size),
+        "the message is {size} bytes"
+    );
     assert_eq!(fake.delivered().len(), 2);
     assert!(fake.drafts().is_empty());
     let (_, path, _) = &fake.graph_request_log()[0];
@@ -441,8 +444,15 @@ fn at_most_four_requests_in_flight_per_mailbox() {
         assert_eq!(out.code, 0, "{}", out.stderr);
     }
     assert_eq!(fake.delivered().len(), 8);
-    // Separate processes each hold their own limit; within one the limit is
-    // 4 (the crate's own tests cover that); here we check nothing was lost.
+    assert!(
+        fake.max_concurrent_graph_requests() >= 2,
+        "the sends did overlap"
+    );
+    assert!(
+        fake.max_concurrent_graph_requests() <= 4,
+        "{} requests ran at once across processes",
+        fake.max_concurrent_graph_requests()
+    );
 }
 
 // 8. No leaks
@@ -518,4 +528,39 @@ fn logout_deletes_graph_tokens() {
     assert!(!sandbox.token_file(USER).exists());
     let status = run(sandbox.cmd().args(["auth", "status"]));
     assert!(String::from_utf8_lossy(&status.stdout).contains("provider:   graph"));
+}
+
+#[test]
+fn confidential_client_secret_comes_from_the_environment() {
+    let fake = FakeMicrosoft::start();
+    let sandbox = Sandbox::microsoft(&fake);
+    let web_app = "9f8e7d6c-0000-4000-8000-123456789abc";
+    fake.add_confidential_client(web_app, APP_SECRET);
+    fake.add_redirect_uri(web_app, "http://localhost/callback");
+    let mut command = sandbox.cmd();
+    command
+        .env("APIMAIL_GRAPH_CLIENT_SECRET", APP_SECRET)
+        .args([
+            "auth",
+            "login",
+            "graph",
+            "--no-browser",
+            "--port",
+            "0",
+            "--timeout",
+            "20",
+        ])
+        .args(["--client-id", web_app, "--login-hint", USER]);
+    let out = apimail_tests::sandbox::play_browser(command, &fake.authorize_url("common"), |u| u);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(fake.token_forms()[0]["client_secret"], APP_SECRET);
+    assert!(!out.stderr.contains(APP_SECRET));
+    sandbox.expire_stored_token(USER);
+    let sent = send(&sandbox, &[]);
+    assert_eq!(sent.code, 0, "{}", sent.stderr);
+    assert_eq!(
+        fake.token_forms()[1]["client_secret"],
+        APP_SECRET,
+        "the refresh authenticates too"
+    );
 }

@@ -422,6 +422,12 @@ fn graph_resolved(
     relogin: String,
     relogin_large: Option<String>,
 ) -> Resolved {
+    // Graph's 4-requests-per-mailbox limit holds across processes too
+    // (cron jobs, queue flushes), through lock files in the data directory.
+    let transport = match TokenStore::from_env() {
+        Ok(store) => transport.with_machine_limit(store.dir().join("limits")),
+        Err(_) => transport,
+    };
     Resolved {
         provider: Provider::Graph,
         label,

@@ -34,6 +34,7 @@ pub mod oauth;
 mod parse;
 pub mod retry;
 mod secret;
+pub mod slots;
 mod token;
 mod token_sources;
 pub mod token_store;

@@ -71,6 +71,7 @@ mod app_only;
 mod assertion;
 pub mod cloud;
 mod errors;
+mod limit;
 mod mime;
 mod upload;
 
@@ -89,7 +90,6 @@ use graph_rs_sdk::http::Body;
 use graph_rs_sdk::users::{UsersMessagesApiClient, UsersMessagesIdApiClient};
 use graph_rs_sdk::{GraphClient, GraphClientConfiguration};
 use serde_json::json;
-use tokio::sync::Semaphore;
 use url::{Host, Url};
 
 use errors::{Answer, Stage};
@@ -174,7 +174,7 @@ pub struct GraphTransport<T> {
     tokens: Arc<T>,
     max_message_bytes: usize,
     large_messages_allowed: bool,
-    permits: Arc<Semaphore>,
+    permits: Arc<limit::Permits>,
     /// `None` when the configuration is unusable: every send then fails
     /// with `broken`.
     uploads: Option<reqwest::Client>,
@@ -263,7 +263,7 @@ impl<T: TokenSource> GraphTransport<T> {
             tokens: Arc::new(tokens),
             max_message_bytes,
             large_messages_allowed,
-            permits: Arc::new(Semaphore::new(MAX_CONCURRENT_REQUESTS)),
+            permits: Arc::new(limit::Permits::new(None)),
             uploads,
             broken,
         }
@@ -291,6 +291,15 @@ impl<T: TokenSource> GraphTransport<T> {
 
     /// Checks the configuration: the versioned API root and the upload
     /// client.
+    /// Also limits requests across every apimail process on this machine,
+    /// with lock files for this mailbox under `dir`.
+    pub fn with_machine_limit(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
+        let key = format!("graph {} {}", self.api, self.mailbox);
+        let slots = apimail_core::slots::ProcessSlots::new(dir, &key, MAX_CONCURRENT_REQUESTS);
+        self.permits = Arc::new(limit::Permits::new(Some(slots)));
+        self
+    }
+
     fn prepare(api_url: &Url, mailbox: &Mailbox) -> Result<(Url, reqwest::Client), TransportError> {
         let config = |message: String| TransportError::new(ErrorKind::Config, message);
         apimail_core::endpoint::checked_url(api_url.as_str())

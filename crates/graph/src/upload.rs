@@ -16,7 +16,6 @@ use std::time::{Duration, Instant};
 
 use apimail_core::{ErrorKind, TransportError};
 use reqwest::header::{CONTENT_RANGE, CONTENT_TYPE};
-use tokio::sync::Semaphore;
 use url::Url;
 
 use crate::errors::{self, Answer, Stage};
@@ -65,7 +64,7 @@ enum ChunkError {
 /// Uploads `data` to `upload_url`, one permit of `permits` per request.
 pub(crate) async fn upload(
     http: &reqwest::Client,
-    permits: &Semaphore,
+    permits: &crate::limit::Permits,
     upload_url: &Url,
     data: &[u8],
 ) -> Result<(), UploadFailure> {
@@ -132,7 +131,7 @@ pub(crate) async fn upload(
 
 async fn put_chunk(
     http: &reqwest::Client,
-    permits: &Semaphore,
+    permits: &crate::limit::Permits,
     upload_url: &Url,
     host: &str,
     data: &[u8],
@@ -193,7 +192,7 @@ async fn put_chunk(
 /// it expects nothing more.
 async fn next_expected(
     http: &reqwest::Client,
-    permits: &Semaphore,
+    permits: &crate::limit::Permits,
     upload_url: &Url,
     host: &str,
 ) -> Result<Option<usize>, TransportError> {
