@@ -19,11 +19,20 @@ _apimail() {
             apimail,auth)
                 cmd="apimail__subcmd__auth"
                 ;;
+            apimail,doctor)
+                cmd="apimail__subcmd__doctor"
+                ;;
             apimail,help)
                 cmd="apimail__subcmd__help"
                 ;;
+            apimail,queue)
+                cmd="apimail__subcmd__queue"
+                ;;
             apimail,send)
                 cmd="apimail__subcmd__send"
+                ;;
+            apimail,sendmail)
+                cmd="apimail__subcmd__sendmail"
                 ;;
             apimail__subcmd__auth,help)
                 cmd="apimail__subcmd__auth__subcmd__help"
@@ -82,11 +91,20 @@ _apimail() {
             apimail__subcmd__help,auth)
                 cmd="apimail__subcmd__help__subcmd__auth"
                 ;;
+            apimail__subcmd__help,doctor)
+                cmd="apimail__subcmd__help__subcmd__doctor"
+                ;;
             apimail__subcmd__help,help)
                 cmd="apimail__subcmd__help__subcmd__help"
                 ;;
+            apimail__subcmd__help,queue)
+                cmd="apimail__subcmd__help__subcmd__queue"
+                ;;
             apimail__subcmd__help,send)
                 cmd="apimail__subcmd__help__subcmd__send"
+                ;;
+            apimail__subcmd__help,sendmail)
+                cmd="apimail__subcmd__help__subcmd__sendmail"
                 ;;
             apimail__subcmd__help__subcmd__auth,import-smail)
                 cmd="apimail__subcmd__help__subcmd__auth__subcmd__import__subcmd__smail"
@@ -106,6 +124,57 @@ _apimail() {
             apimail__subcmd__help__subcmd__auth__subcmd__login,graph)
                 cmd="apimail__subcmd__help__subcmd__auth__subcmd__login__subcmd__graph"
                 ;;
+            apimail__subcmd__help__subcmd__queue,drop)
+                cmd="apimail__subcmd__help__subcmd__queue__subcmd__drop"
+                ;;
+            apimail__subcmd__help__subcmd__queue,flush)
+                cmd="apimail__subcmd__help__subcmd__queue__subcmd__flush"
+                ;;
+            apimail__subcmd__help__subcmd__queue,list)
+                cmd="apimail__subcmd__help__subcmd__queue__subcmd__list"
+                ;;
+            apimail__subcmd__help__subcmd__queue,retry)
+                cmd="apimail__subcmd__help__subcmd__queue__subcmd__retry"
+                ;;
+            apimail__subcmd__help__subcmd__queue,show)
+                cmd="apimail__subcmd__help__subcmd__queue__subcmd__show"
+                ;;
+            apimail__subcmd__queue,drop)
+                cmd="apimail__subcmd__queue__subcmd__drop"
+                ;;
+            apimail__subcmd__queue,flush)
+                cmd="apimail__subcmd__queue__subcmd__flush"
+                ;;
+            apimail__subcmd__queue,help)
+                cmd="apimail__subcmd__queue__subcmd__help"
+                ;;
+            apimail__subcmd__queue,list)
+                cmd="apimail__subcmd__queue__subcmd__list"
+                ;;
+            apimail__subcmd__queue,retry)
+                cmd="apimail__subcmd__queue__subcmd__retry"
+                ;;
+            apimail__subcmd__queue,show)
+                cmd="apimail__subcmd__queue__subcmd__show"
+                ;;
+            apimail__subcmd__queue__subcmd__help,drop)
+                cmd="apimail__subcmd__queue__subcmd__help__subcmd__drop"
+                ;;
+            apimail__subcmd__queue__subcmd__help,flush)
+                cmd="apimail__subcmd__queue__subcmd__help__subcmd__flush"
+                ;;
+            apimail__subcmd__queue__subcmd__help,help)
+                cmd="apimail__subcmd__queue__subcmd__help__subcmd__help"
+                ;;
+            apimail__subcmd__queue__subcmd__help,list)
+                cmd="apimail__subcmd__queue__subcmd__help__subcmd__list"
+                ;;
+            apimail__subcmd__queue__subcmd__help,retry)
+                cmd="apimail__subcmd__queue__subcmd__help__subcmd__retry"
+                ;;
+            apimail__subcmd__queue__subcmd__help,show)
+                cmd="apimail__subcmd__queue__subcmd__help__subcmd__show"
+                ;;
             *)
                 ;;
         esac
@@ -113,7 +182,7 @@ _apimail() {
 
     case "${cmd}" in
         apimail)
-            opts="-v -h -V --config --verbose --debug --help --version send auth help"
+            opts="-v -h -V --config --verbose --debug --help --version send auth sendmail queue doctor help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -488,8 +557,30 @@ _apimail() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        apimail__subcmd__doctor)
+            opts="-v -h --account --config --verbose --debug --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --account)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         apimail__subcmd__help)
-            opts="send auth help"
+            opts="send auth sendmail queue doctor help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -600,9 +691,107 @@ _apimail() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        apimail__subcmd__help__subcmd__doctor)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         apimail__subcmd__help__subcmd__help)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        apimail__subcmd__help__subcmd__queue)
+            opts="list flush show retry drop"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        apimail__subcmd__help__subcmd__queue__subcmd__drop)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        apimail__subcmd__help__subcmd__queue__subcmd__flush)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        apimail__subcmd__help__subcmd__queue__subcmd__list)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        apimail__subcmd__help__subcmd__queue__subcmd__retry)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        apimail__subcmd__help__subcmd__queue__subcmd__show)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -628,8 +817,232 @@ _apimail() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        apimail__subcmd__help__subcmd__sendmail)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        apimail__subcmd__queue)
+            opts="-v -h --config --verbose --debug --help list flush show retry drop help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        apimail__subcmd__queue__subcmd__drop)
+            opts="-v -h --config --verbose --debug --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        apimail__subcmd__queue__subcmd__flush)
+            opts="-v -h --account --all --config --verbose --debug --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --account)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        apimail__subcmd__queue__subcmd__help)
+            opts="list flush show retry drop help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        apimail__subcmd__queue__subcmd__help__subcmd__drop)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        apimail__subcmd__queue__subcmd__help__subcmd__flush)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        apimail__subcmd__queue__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        apimail__subcmd__queue__subcmd__help__subcmd__list)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        apimail__subcmd__queue__subcmd__help__subcmd__retry)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        apimail__subcmd__queue__subcmd__help__subcmd__show)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        apimail__subcmd__queue__subcmd__list)
+            opts="-v -h --config --verbose --debug --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        apimail__subcmd__queue__subcmd__retry)
+            opts="-v -h --config --verbose --debug --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        apimail__subcmd__queue__subcmd__show)
+            opts="-v -h --config --verbose --debug --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         apimail__subcmd__send)
-            opts="-s -a -o -v -h --from --account --provider --json --to --cc --bcc --reply-to --sender --subject --text --text-file --html-file --attach --inline --header --in-reply-to --references --message-id --charset --dry-run --output --config --verbose --debug --help"
+            opts="-s -a -o -v -h --from --account --provider --json --queue --to --cc --bcc --reply-to --sender --subject --text --text-file --html-file --attach --inline --header --in-reply-to --references --message-id --charset --dry-run --output --config --verbose --debug --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -727,6 +1140,24 @@ _apimail() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        apimail__subcmd__sendmail)
+            opts="-v --config --verbose --debug"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
                 --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0

@@ -31,6 +31,9 @@ complete -c apimail -n "__fish_apimail_needs_command" -s h -l help -d 'Print hel
 complete -c apimail -n "__fish_apimail_needs_command" -s V -l version -d 'Print version'
 complete -c apimail -n "__fish_apimail_needs_command" -f -a "send" -d 'Compose a message and send it (or, with --dry-run, print it)'
 complete -c apimail -n "__fish_apimail_needs_command" -f -a "auth" -d 'Authorize accounts, and inspect or remove their tokens'
+complete -c apimail -n "__fish_apimail_needs_command" -f -a "sendmail" -d 'Work as sendmail: send the message on standard input (drop-in for programs)'
+complete -c apimail -n "__fish_apimail_needs_command" -f -a "queue" -d 'List, flush, retry or drop messages waiting in the outbox'
+complete -c apimail -n "__fish_apimail_needs_command" -f -a "doctor" -d 'Check the configuration, tokens, network, clock and queue, and explain any problem'
 complete -c apimail -n "__fish_apimail_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c apimail -n "__fish_apimail_using_subcommand send" -l from -d 'Sender, e.g. \'Ann <ann@example.com>\' (default: the account\'s address)' -r
 complete -c apimail -n "__fish_apimail_using_subcommand send" -l account -d 'The account to send from (default: $APIMAIL_ACCOUNT, else the configured default)' -r
@@ -56,6 +59,7 @@ iso-2022-jp\t''"
 complete -c apimail -n "__fish_apimail_using_subcommand send" -s o -l output -d 'With --dry-run, write the message to FILE instead of standard output' -r -F
 complete -c apimail -n "__fish_apimail_using_subcommand send" -l config -d 'Configuration file' -r -F
 complete -c apimail -n "__fish_apimail_using_subcommand send" -l json -d 'Print the receipt as one JSON object'
+complete -c apimail -n "__fish_apimail_using_subcommand send" -l queue -d 'Only put the message in the outbox; `apimail queue flush` (or the next send) sends it'
 complete -c apimail -n "__fish_apimail_using_subcommand send" -l dry-run -d 'Print the exact message bytes instead of sending; needs no account or network'
 complete -c apimail -n "__fish_apimail_using_subcommand send" -s v -l verbose -d 'Say more: -v shows progress and retries'
 complete -c apimail -n "__fish_apimail_using_subcommand send" -l debug -d 'Log every HTTP request and response (secrets are redacted)'
@@ -96,10 +100,64 @@ complete -c apimail -n "__fish_apimail_using_subcommand auth; and __fish_seen_su
 complete -c apimail -n "__fish_apimail_using_subcommand auth; and __fish_seen_subcommand_from help" -f -a "status" -d 'List accounts, their scopes, token expiry and where tokens are kept'
 complete -c apimail -n "__fish_apimail_using_subcommand auth; and __fish_seen_subcommand_from help" -f -a "logout" -d 'Delete an account\'s stored tokens, revoking them at the provider'
 complete -c apimail -n "__fish_apimail_using_subcommand auth; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c apimail -n "__fish_apimail_using_subcommand help; and not __fish_seen_subcommand_from send auth help" -f -a "send" -d 'Compose a message and send it (or, with --dry-run, print it)'
-complete -c apimail -n "__fish_apimail_using_subcommand help; and not __fish_seen_subcommand_from send auth help" -f -a "auth" -d 'Authorize accounts, and inspect or remove their tokens'
-complete -c apimail -n "__fish_apimail_using_subcommand help; and not __fish_seen_subcommand_from send auth help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c apimail -n "__fish_apimail_using_subcommand sendmail" -l config -d 'Configuration file' -r -F
+complete -c apimail -n "__fish_apimail_using_subcommand sendmail" -s v -l verbose -d 'Say more: -v shows progress and retries'
+complete -c apimail -n "__fish_apimail_using_subcommand sendmail" -l debug -d 'Log every HTTP request and response (secrets are redacted)'
+complete -c apimail -n "__fish_apimail_using_subcommand queue; and not __fish_seen_subcommand_from list flush show retry drop help" -l config -d 'Configuration file' -r -F
+complete -c apimail -n "__fish_apimail_using_subcommand queue; and not __fish_seen_subcommand_from list flush show retry drop help" -s v -l verbose -d 'Say more: -v shows progress and retries'
+complete -c apimail -n "__fish_apimail_using_subcommand queue; and not __fish_seen_subcommand_from list flush show retry drop help" -l debug -d 'Log every HTTP request and response (secrets are redacted)'
+complete -c apimail -n "__fish_apimail_using_subcommand queue; and not __fish_seen_subcommand_from list flush show retry drop help" -s h -l help -d 'Print help'
+complete -c apimail -n "__fish_apimail_using_subcommand queue; and not __fish_seen_subcommand_from list flush show retry drop help" -f -a "list" -d 'List queued, held and failed messages'
+complete -c apimail -n "__fish_apimail_using_subcommand queue; and not __fish_seen_subcommand_from list flush show retry drop help" -f -a "flush" -d 'Send the messages that are due now'
+complete -c apimail -n "__fish_apimail_using_subcommand queue; and not __fish_seen_subcommand_from list flush show retry drop help" -f -a "show" -d 'Show one message\'s details and headers'
+complete -c apimail -n "__fish_apimail_using_subcommand queue; and not __fish_seen_subcommand_from list flush show retry drop help" -f -a "retry" -d 'Make a message due now (or put a failed one back in the queue)'
+complete -c apimail -n "__fish_apimail_using_subcommand queue; and not __fish_seen_subcommand_from list flush show retry drop help" -f -a "drop" -d 'Delete a message from the outbox'
+complete -c apimail -n "__fish_apimail_using_subcommand queue; and not __fish_seen_subcommand_from list flush show retry drop help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c apimail -n "__fish_apimail_using_subcommand queue; and __fish_seen_subcommand_from list" -l config -d 'Configuration file' -r -F
+complete -c apimail -n "__fish_apimail_using_subcommand queue; and __fish_seen_subcommand_from list" -s v -l verbose -d 'Say more: -v shows progress and retries'
+complete -c apimail -n "__fish_apimail_using_subcommand queue; and __fish_seen_subcommand_from list" -l debug -d 'Log every HTTP request and response (secrets are redacted)'
+complete -c apimail -n "__fish_apimail_using_subcommand queue; and __fish_seen_subcommand_from list" -s h -l help -d 'Print help'
+complete -c apimail -n "__fish_apimail_using_subcommand queue; and __fish_seen_subcommand_from flush" -l account -d 'Only this account\'s messages' -r
+complete -c apimail -n "__fish_apimail_using_subcommand queue; and __fish_seen_subcommand_from flush" -l config -d 'Configuration file' -r -F
+complete -c apimail -n "__fish_apimail_using_subcommand queue; and __fish_seen_subcommand_from flush" -l all -d 'Also the messages that are not due yet'
+complete -c apimail -n "__fish_apimail_using_subcommand queue; and __fish_seen_subcommand_from flush" -s v -l verbose -d 'Say more: -v shows progress and retries'
+complete -c apimail -n "__fish_apimail_using_subcommand queue; and __fish_seen_subcommand_from flush" -l debug -d 'Log every HTTP request and response (secrets are redacted)'
+complete -c apimail -n "__fish_apimail_using_subcommand queue; and __fish_seen_subcommand_from flush" -s h -l help -d 'Print help'
+complete -c apimail -n "__fish_apimail_using_subcommand queue; and __fish_seen_subcommand_from show" -l config -d 'Configuration file' -r -F
+complete -c apimail -n "__fish_apimail_using_subcommand queue; and __fish_seen_subcommand_from show" -s v -l verbose -d 'Say more: -v shows progress and retries'
+complete -c apimail -n "__fish_apimail_using_subcommand queue; and __fish_seen_subcommand_from show" -l debug -d 'Log every HTTP request and response (secrets are redacted)'
+complete -c apimail -n "__fish_apimail_using_subcommand queue; and __fish_seen_subcommand_from show" -s h -l help -d 'Print help'
+complete -c apimail -n "__fish_apimail_using_subcommand queue; and __fish_seen_subcommand_from retry" -l config -d 'Configuration file' -r -F
+complete -c apimail -n "__fish_apimail_using_subcommand queue; and __fish_seen_subcommand_from retry" -s v -l verbose -d 'Say more: -v shows progress and retries'
+complete -c apimail -n "__fish_apimail_using_subcommand queue; and __fish_seen_subcommand_from retry" -l debug -d 'Log every HTTP request and response (secrets are redacted)'
+complete -c apimail -n "__fish_apimail_using_subcommand queue; and __fish_seen_subcommand_from retry" -s h -l help -d 'Print help'
+complete -c apimail -n "__fish_apimail_using_subcommand queue; and __fish_seen_subcommand_from drop" -l config -d 'Configuration file' -r -F
+complete -c apimail -n "__fish_apimail_using_subcommand queue; and __fish_seen_subcommand_from drop" -s v -l verbose -d 'Say more: -v shows progress and retries'
+complete -c apimail -n "__fish_apimail_using_subcommand queue; and __fish_seen_subcommand_from drop" -l debug -d 'Log every HTTP request and response (secrets are redacted)'
+complete -c apimail -n "__fish_apimail_using_subcommand queue; and __fish_seen_subcommand_from drop" -s h -l help -d 'Print help'
+complete -c apimail -n "__fish_apimail_using_subcommand queue; and __fish_seen_subcommand_from help" -f -a "list" -d 'List queued, held and failed messages'
+complete -c apimail -n "__fish_apimail_using_subcommand queue; and __fish_seen_subcommand_from help" -f -a "flush" -d 'Send the messages that are due now'
+complete -c apimail -n "__fish_apimail_using_subcommand queue; and __fish_seen_subcommand_from help" -f -a "show" -d 'Show one message\'s details and headers'
+complete -c apimail -n "__fish_apimail_using_subcommand queue; and __fish_seen_subcommand_from help" -f -a "retry" -d 'Make a message due now (or put a failed one back in the queue)'
+complete -c apimail -n "__fish_apimail_using_subcommand queue; and __fish_seen_subcommand_from help" -f -a "drop" -d 'Delete a message from the outbox'
+complete -c apimail -n "__fish_apimail_using_subcommand queue; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c apimail -n "__fish_apimail_using_subcommand doctor" -l account -d 'The account to check (default: $APIMAIL_ACCOUNT, else the default)' -r
+complete -c apimail -n "__fish_apimail_using_subcommand doctor" -l config -d 'Configuration file' -r -F
+complete -c apimail -n "__fish_apimail_using_subcommand doctor" -s v -l verbose -d 'Say more: -v shows progress and retries'
+complete -c apimail -n "__fish_apimail_using_subcommand doctor" -l debug -d 'Log every HTTP request and response (secrets are redacted)'
+complete -c apimail -n "__fish_apimail_using_subcommand doctor" -s h -l help -d 'Print help'
+complete -c apimail -n "__fish_apimail_using_subcommand help; and not __fish_seen_subcommand_from send auth sendmail queue doctor help" -f -a "send" -d 'Compose a message and send it (or, with --dry-run, print it)'
+complete -c apimail -n "__fish_apimail_using_subcommand help; and not __fish_seen_subcommand_from send auth sendmail queue doctor help" -f -a "auth" -d 'Authorize accounts, and inspect or remove their tokens'
+complete -c apimail -n "__fish_apimail_using_subcommand help; and not __fish_seen_subcommand_from send auth sendmail queue doctor help" -f -a "sendmail" -d 'Work as sendmail: send the message on standard input (drop-in for programs)'
+complete -c apimail -n "__fish_apimail_using_subcommand help; and not __fish_seen_subcommand_from send auth sendmail queue doctor help" -f -a "queue" -d 'List, flush, retry or drop messages waiting in the outbox'
+complete -c apimail -n "__fish_apimail_using_subcommand help; and not __fish_seen_subcommand_from send auth sendmail queue doctor help" -f -a "doctor" -d 'Check the configuration, tokens, network, clock and queue, and explain any problem'
+complete -c apimail -n "__fish_apimail_using_subcommand help; and not __fish_seen_subcommand_from send auth sendmail queue doctor help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c apimail -n "__fish_apimail_using_subcommand help; and __fish_seen_subcommand_from auth" -f -a "login" -d 'Authorize an account in the browser and store its tokens'
 complete -c apimail -n "__fish_apimail_using_subcommand help; and __fish_seen_subcommand_from auth" -f -a "import-smail" -d 'Import the OAuth credentials of an SMAIL installation (smail_refreshtoken.ini)'
 complete -c apimail -n "__fish_apimail_using_subcommand help; and __fish_seen_subcommand_from auth" -f -a "status" -d 'List accounts, their scopes, token expiry and where tokens are kept'
 complete -c apimail -n "__fish_apimail_using_subcommand help; and __fish_seen_subcommand_from auth" -f -a "logout" -d 'Delete an account\'s stored tokens, revoking them at the provider'
+complete -c apimail -n "__fish_apimail_using_subcommand help; and __fish_seen_subcommand_from queue" -f -a "list" -d 'List queued, held and failed messages'
+complete -c apimail -n "__fish_apimail_using_subcommand help; and __fish_seen_subcommand_from queue" -f -a "flush" -d 'Send the messages that are due now'
+complete -c apimail -n "__fish_apimail_using_subcommand help; and __fish_seen_subcommand_from queue" -f -a "show" -d 'Show one message\'s details and headers'
+complete -c apimail -n "__fish_apimail_using_subcommand help; and __fish_seen_subcommand_from queue" -f -a "retry" -d 'Make a message due now (or put a failed one back in the queue)'
+complete -c apimail -n "__fish_apimail_using_subcommand help; and __fish_seen_subcommand_from queue" -f -a "drop" -d 'Delete a message from the outbox'

@@ -92,7 +92,9 @@ async fn login_gmail(mut ctx: Context, args: GmailLoginArgs) -> Result<(), Failu
         login_hint: common.login_hint.clone(),
         account_flag: common.account.clone(),
     };
-    save_login(&mut ctx, &store, login, account, "Google")
+    let name = save_login(&mut ctx, &store, login, account, "Google")?;
+    crate::queue::release_after_login(&ctx, &name).await;
+    Ok(())
 }
 
 /// What a successful interactive login produced, before it is saved.
@@ -114,7 +116,7 @@ pub(crate) fn save_login(
     login: Login,
     account: Account,
     provider_name: &str,
-) -> Result<(), Failure> {
+) -> Result<String, Failure> {
     let response = login.response;
     // The id_token, else the access token when it is a JWT (Microsoft's
     // work accounts), else what the user told us.
@@ -174,7 +176,7 @@ pub(crate) fn save_login(
             "note: {provider_name} did not say which address this is; pass --from when sending, or log in again with --login-hint ADDR"
         ));
     }
-    Ok(())
+    Ok(name)
 }
 
 /// Shows the URL on a line of its own, and opens a browser when asked and
@@ -338,6 +340,7 @@ pub async fn import_smail(mut ctx: Context, args: ImportSmailArgs) -> Result<(),
         ctx.config.default_account = Some(args.account.clone());
     }
     crate::config::save(&ctx.config_path, &ctx.config)?;
+    crate::queue::release_after_login(&ctx, &args.account).await;
     say(&format!(
         "imported {} as account `{}`\ntokens are stored in {}",
         creds.user,

@@ -51,6 +51,88 @@ pub enum Command {
     /// Authorize accounts, and inspect or remove their tokens.
     #[command(subcommand, after_help = AUTH_HELP)]
     Auth(AuthCommand),
+
+    /// Work as sendmail: send the message on standard input (drop-in for programs).
+    #[command(disable_help_flag = true)]
+    Sendmail(SendmailArgs),
+
+    /// List, flush, retry or drop messages waiting in the outbox.
+    #[command(subcommand, after_help = QUEUE_HELP)]
+    Queue(QueueCommand),
+
+    /// Check the configuration, tokens, network, clock and queue, and explain any problem.
+    #[command(after_help = DOCTOR_HELP)]
+    Doctor(DoctorArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SendmailArgs {
+    /// sendmail options and recipients, as sendmail takes them
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "ARGS"
+    )]
+    pub args: Vec<std::ffi::OsString>,
+}
+
+const QUEUE_HELP: &str = "\
+Messages wait in the outbox (under the data directory) when the provider
+could not take them yet. Every successful send also flushes its account's
+due messages. For a timer, run `apimail queue flush` from cron or systemd.
+
+Examples:
+  apimail queue list
+  apimail queue flush
+  apimail queue flush --account work --all
+  apimail queue show 20261121T101500-3f9a0c1b2d4e
+  apimail queue retry 20261121T101500-3f9a0c1b2d4e
+  apimail queue drop 20261121T101500-3f9a0c1b2d4e";
+
+#[derive(Debug, Subcommand)]
+pub enum QueueCommand {
+    /// List queued, held and failed messages.
+    List,
+    /// Send the messages that are due now.
+    Flush {
+        /// Only this account's messages
+        #[arg(long, value_name = "NAME")]
+        account: Option<String>,
+        /// Also the messages that are not due yet
+        #[arg(long)]
+        all: bool,
+    },
+    /// Show one message's details and headers.
+    Show {
+        /// The queue id (from `apimail queue list`)
+        id: String,
+    },
+    /// Make a message due now (or put a failed one back in the queue).
+    Retry {
+        /// The queue id
+        id: String,
+    },
+    /// Delete a message from the outbox.
+    Drop {
+        /// The queue id
+        id: String,
+    },
+}
+
+const DOCTOR_HELP: &str = "\
+Checks, in order: the configuration parses; the account exists; the token
+store's permissions; a real token refresh; DNS, TLS and proxy to each endpoint;
+the clock against the server's; the queue. Exits 0 only when all pass.
+
+Examples:
+  apimail doctor
+  apimail doctor --account work";
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// The account to check (default: $APIMAIL_ACCOUNT, else the default)
+    #[arg(long, value_name = "NAME")]
+    pub account: Option<String>,
 }
 
 const AUTH_HELP: &str = "\
@@ -285,6 +367,10 @@ pub struct SendArgs {
     /// Print the receipt as one JSON object
     #[arg(long)]
     pub json: bool,
+
+    /// Only put the message in the outbox; `apimail queue flush` (or the next send) sends it
+    #[arg(long, conflicts_with = "dry_run")]
+    pub queue: bool,
 
     /// Recipient (repeatable)
     #[arg(long, value_name = "ADDR")]

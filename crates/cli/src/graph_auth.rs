@@ -160,7 +160,9 @@ pub async fn login(mut ctx: Context, args: GraphLoginArgs) -> Result<(), Failure
         login_hint: common.login_hint.clone(),
         account_flag: common.account.clone(),
     };
-    save_login(&mut ctx, &store, login, account, "Microsoft")
+    let name = save_login(&mut ctx, &store, login, account, "Microsoft")?;
+    crate::queue::release_after_login(&ctx, &name).await;
+    Ok(())
 }
 
 fn show_device_code(code: &DeviceCode) {

@@ -9,10 +9,14 @@ mod auth;
 mod cli;
 pub mod codegen;
 mod config;
+mod doctor;
 mod exit;
 mod graph_auth;
 mod providers;
+mod queue;
 mod send;
+mod sendmail;
+mod sendmail_args;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -31,6 +35,16 @@ pub fn command() -> clap::Command {
 
 /// Runs apimail with the process's arguments and returns its exit code.
 pub fn main() -> ExitCode {
+    // Run as `sendmail` or `mailq` (a symlink): sendmail's own syntax.
+    let mut args = std::env::args_os();
+    if let Some(program) = args
+        .next()
+        .as_deref()
+        .and_then(sendmail_args::mode_for_program_name)
+    {
+        let rest: Vec<_> = args.collect();
+        return run_sendmail(sendmail_args::parse_as(program, &rest), None);
+    }
     let cli = match cli::Cli::try_parse() {
         Ok(cli) => cli,
         Err(error) => {
@@ -45,7 +59,14 @@ pub fn main() -> ExitCode {
         }
     };
     init_logging(cli.verbose, cli.debug);
-    // A panic is a bug: report it in the usual form, never as a backtrace.
+    install_panic_hook();
+    let result = std::panic::catch_unwind(|| run(cli))
+        .unwrap_or_else(|_| Err(Failure::new(Exit::Software, anyhow!("internal error")).silent()));
+    finish(result)
+}
+
+/// A panic is a bug: report it in the usual form, never as a backtrace.
+fn install_panic_hook() {
     std::panic::set_hook(Box::new(|info| {
         let failure = Failure::new(
             Exit::Software,
@@ -54,8 +75,31 @@ pub fn main() -> ExitCode {
         .hint("this is a bug; please report it, with the command you ran (secrets removed)");
         failure.report();
     }));
-    let result = std::panic::catch_unwind(|| run(cli))
-        .unwrap_or_else(|_| Err(Failure::new(Exit::Software, anyhow!("internal error")).silent()));
+}
+
+fn run_sendmail(
+    parsed: Result<sendmail_args::Invocation, sendmail_args::UsageError>,
+    config: Option<std::path::PathBuf>,
+) -> ExitCode {
+    let invocation = match parsed {
+        Ok(invocation) => invocation,
+        Err(usage) => {
+            Failure::new(Exit::Usage, anyhow!(usage.message))
+                .hint(usage.hint)
+                .report();
+            return ExitCode::from(Exit::Usage as u8);
+        }
+    };
+    init_logging(u8::from(invocation.verbose), false);
+    install_panic_hook();
+    let result = std::panic::catch_unwind(move || {
+        block_on(async move { sendmail::run(config.as_deref(), invocation).await })
+    })
+    .unwrap_or_else(|_| Err(Failure::new(Exit::Software, anyhow!("internal error")).silent()));
+    finish(result)
+}
+
+fn finish(result: Result<(), Failure>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {
@@ -63,6 +107,21 @@ pub fn main() -> ExitCode {
             ExitCode::from(failure.exit as u8)
         }
     }
+}
+
+fn block_on<F: std::future::Future<Output = Result<(), Failure>>>(
+    future: F,
+) -> Result<(), Failure> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            Failure::new(
+                Exit::Software,
+                anyhow!(e).context("cannot start the async runtime"),
+            )
+        })?
+        .block_on(future)
 }
 
 fn panic_message(info: &std::panic::PanicHookInfo<'_>) -> String {
@@ -79,31 +138,37 @@ fn panic_message(info: &std::panic::PanicHookInfo<'_>) -> String {
 }
 
 fn run(cli: cli::Cli) -> Result<(), Failure> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| {
-            Failure::new(
-                Exit::Software,
-                anyhow!(e).context("cannot start the async runtime"),
-            )
-        })?;
-    runtime.block_on(async move {
-        let ctx = providers::Context::load(cli.config.as_deref())?;
-        match cli.command {
-            cli::Command::Send(args) => {
-                let args = *args;
-                let retry = retry_policy(&ctx.config)?;
-                send::run(ctx, args, retry).await
-            }
-            cli::Command::Auth(cli::AuthCommand::Login(args)) => auth::login(ctx, args).await,
-            cli::Command::Auth(cli::AuthCommand::ImportSmail(args)) => {
-                auth::import_smail(ctx, args).await
-            }
-            cli::Command::Auth(cli::AuthCommand::Status(args)) => auth::status(ctx, args),
-            cli::Command::Auth(cli::AuthCommand::Logout(args)) => auth::logout(ctx, args).await,
+    let config = cli.config;
+    match cli.command {
+        cli::Command::Sendmail(args) => {
+            let invocation = sendmail_args::parse(&args.args).map_err(|usage| {
+                Failure::new(Exit::Usage, anyhow!(usage.message)).hint(usage.hint)
+            })?;
+            block_on(async move { sendmail::run(config.as_deref(), invocation).await })
         }
-    })
+        cli::Command::Doctor(args) => {
+            block_on(async move { doctor::run(config.as_deref(), args).await })
+        }
+        command => block_on(async move {
+            let ctx = providers::Context::load(config.as_deref())?;
+            match command {
+                cli::Command::Send(args) => {
+                    let retry = retry_policy(&ctx.config)?;
+                    send::run(ctx, *args, retry).await
+                }
+                cli::Command::Auth(cli::AuthCommand::Login(args)) => auth::login(ctx, args).await,
+                cli::Command::Auth(cli::AuthCommand::ImportSmail(args)) => {
+                    auth::import_smail(ctx, args).await
+                }
+                cli::Command::Auth(cli::AuthCommand::Status(args)) => auth::status(ctx, args),
+                cli::Command::Auth(cli::AuthCommand::Logout(args)) => auth::logout(ctx, args).await,
+                cli::Command::Queue(command) => queue::run(ctx, command).await,
+                cli::Command::Sendmail(_) | cli::Command::Doctor(_) => {
+                    unreachable!("handled above")
+                }
+            }
+        }),
+    }
 }
 
 /// The retry bound: `$APIMAIL_RETRY_ATTEMPTS` / `$APIMAIL_RETRY_MAX_SECONDS`,

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use anyhow::anyhow;
 use apimail_core::token_store::TokenStore;
 use apimail_core::{
-    AccessToken, ErrorKind, Receipt, RefreshTokenSource, Secret, StoredTokens, TokenError,
-    TokenSource, Transport, TransportError,
+    AccessToken, Envelope, ErrorKind, Receipt, RefreshTokenSource, Secret, StoredTokens,
+    TokenError, TokenSource, Transport, TransportError,
 };
 use apimail_gmail::{GmailTransport, ServiceAccountTokens, google_auth};
 use apimail_graph::{AppOnlyTokens, GraphTransport, Mailbox};
@@ -46,6 +46,8 @@ impl Context {
 #[derive(Debug)]
 pub struct Resolved {
     pub provider: Provider,
+    /// The configured account's name; `None` for environment credentials.
+    pub account: Option<String>,
     /// What the user knows this as: an account name, or the environment.
     pub label: String,
     /// The address to send as when --from is not given.
@@ -54,6 +56,8 @@ pub struct Resolved {
     pub relogin: String,
     /// The command that authorizes again with Mail.ReadWrite (Graph).
     pub relogin_large: Option<String>,
+    /// The token and API endpoints, for `apimail doctor`.
+    pub endpoints: Vec<Url>,
     pub sender: Sender,
 }
 
@@ -65,10 +69,14 @@ pub enum Sender {
 }
 
 impl Sender {
-    pub async fn send(&self, message: &apimail_core::Message) -> Result<Receipt, TransportError> {
+    pub async fn send(
+        &self,
+        envelope: &Envelope,
+        message: &[u8],
+    ) -> Result<Receipt, TransportError> {
         match self {
-            Sender::Gmail(t) => t.send_raw(message.envelope(), message.as_bytes()).await,
-            Sender::Graph(t) => t.send_raw(message.envelope(), message.as_bytes()).await,
+            Sender::Gmail(t) => t.send_raw(envelope, message).await,
+            Sender::Graph(t) => t.send_raw(envelope, message).await,
         }
     }
 }
@@ -197,10 +205,12 @@ pub async fn resolve(
 
 async fn from_account(ctx: &Context, name: &str) -> Result<Resolved, Failure> {
     let account = ctx.config.account(name, &ctx.config_path)?;
-    match account.provider {
+    let mut resolved = match account.provider {
         Provider::Gmail => gmail_account(ctx, name, account),
         Provider::Graph => graph_account(ctx, name, account),
-    }
+    }?;
+    resolved.account = Some(name.to_owned());
+    Ok(resolved)
 }
 
 fn gmail_account(ctx: &Context, name: &str, account: &Account) -> Result<Resolved, Failure> {
@@ -222,10 +232,16 @@ fn gmail_account(ctx: &Context, name: &str, account: &Account) -> Result<Resolve
             google_auth::TOKEN_URL,
         )?),
     };
+    let token_endpoint = match &token_url {
+        Some(url) => url.clone(),
+        None => Url::parse(google_auth::TOKEN_URL).expect("a valid default"),
+    };
     let tokens = StoredTokens::new(ctx.store()?, name).with_token_url(token_url);
     let transport = GmailTransport::new(client()?, &api_url, "me", GmailTokens::Stored(tokens));
     Ok(Resolved {
         provider: Provider::Gmail,
+        account: Some(name.to_owned()),
+        endpoints: vec![token_endpoint, api_url],
         label: format!("account `{name}`"),
         address: account.address.clone(),
         relogin: gmail_login_command(name, account),
@@ -298,6 +314,8 @@ async fn gmail_from_env() -> Result<Option<Resolved>, Failure> {
         );
         return Ok(Some(Resolved {
             provider: Provider::Gmail,
+            account: None,
+            endpoints: vec![token_url, api_url],
             relogin_large: None,
             label: format!("service account acting as {user}"),
             address: Some(user),
@@ -312,6 +330,7 @@ async fn gmail_from_env() -> Result<Option<Resolved>, Failure> {
     ) else {
         return Ok(None);
     };
+    let token_endpoint = token_url.clone();
     let client = apimail_core::oauth::OAuthClient {
         client_id,
         client_secret: Some(Secret::new(secret)),
@@ -332,6 +351,8 @@ async fn gmail_from_env() -> Result<Option<Resolved>, Failure> {
     );
     Ok(Some(Resolved {
         provider: Provider::Gmail,
+        account: None,
+        endpoints: vec![token_endpoint, api_url.clone()],
         relogin_large: None,
         label: "the refresh token in APIMAIL_GOOGLE_REFRESH_TOKEN".into(),
         address: user,
@@ -345,6 +366,8 @@ fn graph_account(ctx: &Context, name: &str, account: &Account) -> Result<Resolve
     let api = crate::graph_auth::graph_api(Some(account), cloud)?;
     let tenant = account.tenant.as_deref().unwrap_or("common");
     let max = max_message_bytes(account)?;
+    let authority_token_url =
+        apimail_graph::token_url(&crate::graph_auth::authority(Some(account), cloud)?, tenant);
     if account.app_only {
         let user = account.user.clone().ok_or_else(|| {
             Failure::new(
@@ -375,6 +398,7 @@ fn graph_account(ctx: &Context, name: &str, account: &Account) -> Result<Resolve
                 max,
                 true,
             ),
+            authority_token_url,
             format!(
                 "check the app's Mail.Send application permission and admin consent for account `{name}`"
             ),
@@ -399,6 +423,9 @@ fn graph_account(ctx: &Context, name: &str, account: &Account) -> Result<Resolve
             tenant,
         )),
     };
+    let stored_token_url = token_url
+        .clone()
+        .unwrap_or_else(|| authority_token_url.clone());
     let tokens = StoredTokens::new(store, name).with_token_url(token_url);
     Ok(graph_resolved(
         format!("account `{name}`"),
@@ -410,6 +437,7 @@ fn graph_account(ctx: &Context, name: &str, account: &Account) -> Result<Resolve
             max,
             large_allowed,
         ),
+        stored_token_url,
         crate::graph_auth::login_command(name, account, large_allowed),
         Some(crate::graph_auth::login_command(name, account, true)),
     ))
@@ -419,9 +447,11 @@ fn graph_resolved(
     label: String,
     address: Option<String>,
     transport: GraphTransport<GraphTokens>,
+    token_url: Url,
     relogin: String,
     relogin_large: Option<String>,
 ) -> Resolved {
+    let endpoints = vec![token_url, transport.api_url().clone()];
     // Graph's 4-requests-per-mailbox limit holds across processes too
     // (cron jobs, queue flushes), through lock files in the data directory.
     let transport = match TokenStore::from_env() {
@@ -430,6 +460,8 @@ fn graph_resolved(
     };
     Resolved {
         provider: Provider::Graph,
+        account: None,
+        endpoints,
         label,
         address,
         relogin,
@@ -536,6 +568,7 @@ fn graph_from_env() -> Result<Option<Resolved>, Failure> {
         format!("app-only credentials in the environment, as {user}"),
         Some(user.clone()),
         GraphTransport::new(&api, Mailbox::User(user), GraphTokens::AppOnly(tokens), max, true),
+        apimail_graph::token_url(&crate::graph_auth::authority(None, cloud)?, &tenant),
         "check AZURE_CLIENT_SECRET (or the certificate), the app's Mail.Send application permission and admin consent".into(),
         None,
     )))

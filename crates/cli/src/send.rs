@@ -2,8 +2,10 @@
 
 use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use anyhow::anyhow;
+use apimail_core::outbox::NewEntry;
 use apimail_core::retry::RetryPolicy;
 use apimail_core::{Attachment, ComposeError, Mailbox, Message, MessageBuilder, Receipt};
 use tracing::{info, warn};
@@ -11,6 +13,7 @@ use tracing::{info, warn};
 use crate::cli::SendArgs;
 use crate::exit::{Exit, ExitContext, Failure};
 use crate::providers::{self, Context};
+use crate::queue;
 
 pub async fn run(ctx: Context, args: SendArgs, retry: RetryPolicy) -> Result<(), Failure> {
     if args.dry_run {
@@ -25,6 +28,24 @@ pub async fn run(ctx: Context, args: SendArgs, retry: RetryPolicy) -> Result<(),
     let from = args.from.clone().or_else(|| resolved.address.clone());
     let message = compose(&args, from.as_deref())?;
     let size = message.as_bytes().len();
+
+    // Into the outbox first: from here on the message is never lost.
+    let outbox = queue::open_outbox()?;
+    let id = outbox
+        .accept(message.as_bytes(), new_entry(&resolved, &message))
+        .map_err(queue::outbox_failure)?;
+    if args.queue {
+        let mut err = std::io::stderr().lock();
+        let _ = writeln!(
+            err,
+            "queued as {id}; `apimail queue flush` (or the next send) sends it"
+        );
+        return Ok(());
+    }
+    let Some(claim) = outbox.claim(&id).map_err(queue::outbox_failure)? else {
+        // Another process (a flush) took it at once: it is in good hands.
+        return Ok(());
+    };
     if size > 1 << 20 {
         info!(
             "sending {:.1} MiB through {}",
@@ -32,9 +53,9 @@ pub async fn run(ctx: Context, args: SendArgs, retry: RetryPolicy) -> Result<(),
             resolved.label
         );
     }
-    let receipt = retry
+    let sent = retry
         .run(
-            |_| resolved.sender.send(&message),
+            |_| resolved.sender.send(message.envelope(), message.as_bytes()),
             |attempt, error, delay| {
                 warn!(
                     "attempt {attempt} failed ({error}); retrying in {}s",
@@ -42,9 +63,54 @@ pub async fn run(ctx: Context, args: SendArgs, retry: RetryPolicy) -> Result<(),
                 );
             },
         )
-        .await
-        .map_err(|e| providers::send_failure(e, &resolved))?;
-    print_receipt(&receipt, &resolved, args.json)
+        .await;
+    match sent {
+        Ok(receipt) => {
+            claim.delivered().map_err(queue::outbox_failure)?;
+            print_receipt(&receipt, &resolved, args.json)?;
+            // Older messages of this account leave with this one.
+            let deadline = Some(Instant::now() + queue::FLUSH_AFTER_SEND);
+            if let Ok(report) =
+                queue::flush(&ctx, &outbox, resolved.account.as_deref(), false, deadline).await
+                && report.sent + report.failed + report.held > 0
+            {
+                report.print();
+            }
+            Ok(())
+        }
+        Err(error) => {
+            let settled = queue::settle(claim, &error).map_err(queue::outbox_failure)?;
+            let failure = providers::send_failure(error, &resolved);
+            Err(match settled {
+                queue::Settled::Rescheduled => failure.note(format!(
+                    "the message is kept in the outbox as {id}: `apimail queue retry {id}` sends it again, and `apimail queue flush` or the next send retries it"
+                )),
+                queue::Settled::Held => failure.note(format!(
+                    "the message is held in the outbox as {id}; it goes out after the next successful login"
+                )),
+                queue::Settled::Failed => failure.note(format!(
+                    "the message was moved to the outbox's failed messages as {id} (`apimail queue show {id}`)"
+                )),
+            })
+        }
+    }
+}
+
+/// The outbox record of a composed message.
+fn new_entry(resolved: &providers::Resolved, message: &Message) -> NewEntry {
+    NewEntry {
+        account: resolved.account.clone(),
+        provider: Some(resolved.provider.name().to_owned()),
+        from: message.envelope().from().email().to_owned(),
+        recipients: message
+            .envelope()
+            .recipients()
+            .iter()
+            .map(|r| r.email().to_owned())
+            .collect(),
+        message_id: message.message_id().to_owned(),
+        ..NewEntry::default()
+    }
 }
 
 /// With --dry-run and no --from, the configured account's address, if any.

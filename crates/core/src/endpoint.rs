@@ -40,6 +40,84 @@ fn is_loopback(url: &Url) -> bool {
     }
 }
 
+/// What [`probe`] found at an endpoint.
+#[derive(Debug, Clone)]
+pub struct Probe {
+    /// The HTTP status of the answer (any answer means the way is open).
+    pub status: u16,
+    /// The server's `Date` header, for clock checks.
+    pub date: Option<String>,
+    /// How long the answer took.
+    pub elapsed: std::time::Duration,
+}
+
+/// Why an endpoint could not be reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProbeFailure {
+    /// The certificate is not trusted (missing CA bundle, inspecting proxy).
+    Certificate,
+    /// The TLS handshake failed otherwise (version, ciphers).
+    Handshake,
+    /// The proxy refused or failed the tunnel.
+    Proxy,
+    /// Nothing accepted the connection.
+    Refused,
+    /// No answer in time.
+    Timeout,
+    /// Anything else.
+    Other,
+}
+
+/// Connects to `url`'s host (through `HTTPS_PROXY` when set) and sends a
+/// `HEAD /`, to check DNS, TCP, TLS and proxy in one go. Returns what
+/// failed and the underlying error text.
+pub async fn probe(url: &Url) -> Result<Probe, (ProbeFailure, String)> {
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(std::time::Duration::from_secs(15))
+        .build()
+        .map_err(|e| (ProbeFailure::Other, e.to_string()))?;
+    let mut root = url.clone();
+    root.set_path("/");
+    root.set_query(None);
+    let started = std::time::Instant::now();
+    match client.head(root).send().await {
+        Ok(response) => Ok(Probe {
+            status: response.status().as_u16(),
+            date: response
+                .headers()
+                .get(reqwest::header::DATE)
+                .and_then(|d| d.to_str().ok())
+                .map(str::to_owned),
+            elapsed: started.elapsed(),
+        }),
+        Err(error) => {
+            let mut text = error.to_string();
+            let mut source = std::error::Error::source(&error);
+            while let Some(cause) = source {
+                text.push_str(": ");
+                text.push_str(&cause.to_string());
+                source = cause.source();
+            }
+            let lower = text.to_lowercase();
+            let kind = if lower.contains("certificate") || lower.contains("unknownissuer") {
+                ProbeFailure::Certificate
+            } else if lower.contains("handshake") || lower.contains("protocol version") {
+                ProbeFailure::Handshake
+            } else if lower.contains("proxy") || lower.contains("tunnel") {
+                ProbeFailure::Proxy
+            } else if error.is_timeout() {
+                ProbeFailure::Timeout
+            } else if error.is_connect() || lower.contains("refused") {
+                ProbeFailure::Refused
+            } else {
+                ProbeFailure::Other
+            };
+            Err((kind, text))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

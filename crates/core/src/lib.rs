@@ -31,6 +31,7 @@ mod charset;
 mod compose;
 pub mod endpoint;
 pub mod oauth;
+pub mod outbox;
 mod parse;
 pub mod retry;
 mod secret;

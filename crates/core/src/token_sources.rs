@@ -37,6 +37,26 @@ impl StoredTokens {
     }
 }
 
+impl StoredTokens {
+    /// Refreshes now, whatever the cached token's age: one real token
+    /// request (for `apimail doctor`).
+    pub async fn refresh_now(&self) -> Result<AccessToken, TokenError> {
+        let stored = self
+            .store
+            .load(&self.account)
+            .map_err(|e| TokenError::Store(Box::new(e)))?
+            .ok_or_else(|| TokenError::NotLoggedIn {
+                account: self.account.clone(),
+            })?;
+        // Whatever is cached counts as rejected, so the store refreshes.
+        let current = AccessToken {
+            secret: stored.access_token.unwrap_or_else(|| Secret::new("")),
+            expires_at: stored.expires_at,
+        };
+        self.refresh_after_rejection(&current).await
+    }
+}
+
 impl TokenSource for StoredTokens {
     async fn token(&self) -> Result<AccessToken, TokenError> {
         let url = self.token_url.clone();

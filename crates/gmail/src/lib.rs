@@ -120,6 +120,11 @@ impl<T: TokenSource> GmailTransport<T> {
         }
     }
 
+    /// Where this transport gets its tokens.
+    pub fn tokens(&self) -> &T {
+        &self.tokens
+    }
+
     async fn send_with(
         &self,
         token: &AccessToken,

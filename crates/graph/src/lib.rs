@@ -291,6 +291,16 @@ impl<T: TokenSource> GraphTransport<T> {
 
     /// Checks the configuration: the versioned API root and the upload
     /// client.
+    /// Where this transport gets its tokens.
+    pub fn tokens(&self) -> &T {
+        &self.tokens
+    }
+
+    /// The largest message this mailbox takes.
+    pub fn max_message_bytes(&self) -> usize {
+        self.max_message_bytes
+    }
+
     /// Also limits requests across every apimail process on this machine,
     /// with lock files for this mailbox under `dir`.
     pub fn with_machine_limit(mut self, dir: impl Into<std::path::PathBuf>) -> Self {

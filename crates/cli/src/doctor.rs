@@ -1,0 +1,423 @@
+//! `apimail doctor`: checks, in order, everything a send depends on, and
+//! says in plain words what a failure means and what to do.
+
+use std::fmt::Write as _;
+use std::io::Write;
+use std::time::Instant;
+
+use anyhow::anyhow;
+use apimail_core::TokenSource;
+use apimail_core::endpoint::ProbeFailure;
+use url::Url;
+
+use crate::cli::DoctorArgs;
+use crate::exit::{Exit, Failure};
+use crate::providers::{self, Context, GmailTokens, GraphTokens, Resolved, Sender};
+
+/// The outcome of one check.
+struct Check {
+    name: &'static str,
+    passed: bool,
+    detail: String,
+    hint: Option<String>,
+    exit: Exit,
+}
+
+impl Check {
+    fn ok(name: &'static str, detail: impl Into<String>) -> Self {
+        Check {
+            name,
+            passed: true,
+            detail: detail.into(),
+            hint: None,
+            exit: Exit::Ok,
+        }
+    }
+
+    fn fail(
+        name: &'static str,
+        exit: Exit,
+        detail: impl Into<String>,
+        hint: impl Into<String>,
+    ) -> Self {
+        Check {
+            name,
+            passed: false,
+            detail: detail.into(),
+            hint: Some(hint.into()),
+            exit,
+        }
+    }
+}
+
+pub async fn run(config_flag: Option<&std::path::Path>, args: DoctorArgs) -> Result<(), Failure> {
+    let mut checks = Vec::new();
+    let ctx = match Context::load(config_flag) {
+        Ok(ctx) => {
+            checks.push(Check::ok(
+                "configuration",
+                format!("{} parses", ctx.config_path.display()),
+            ));
+            Some(ctx)
+        }
+        Err(failure) => {
+            checks.push(Check::fail(
+                "configuration",
+                Exit::Config,
+                failure.error.to_string(),
+                failure.hint.clone().unwrap_or_default(),
+            ));
+            None
+        }
+    };
+    if let Some(ctx) = &ctx {
+        account_checks(ctx, &args, &mut checks).await;
+        queue_check(&mut checks);
+    }
+    report(&checks);
+    match checks.iter().find(|c| !c.passed) {
+        None => Ok(()),
+        Some(first) => Err(Failure::new(
+            first.exit,
+            anyhow!(
+                "{} of {} checks failed; the first: {}",
+                checks.iter().filter(|c| !c.passed).count(),
+                checks.len(),
+                first.name
+            ),
+        )
+        .hint("fix the failures above, first to last, then run `apimail doctor` again")),
+    }
+}
+
+async fn account_checks(ctx: &Context, args: &DoctorArgs, checks: &mut Vec<Check>) {
+    let resolved = match providers::resolve(ctx, args.account.as_deref(), None).await {
+        Ok(resolved) => {
+            checks.push(Check::ok("account", resolved.label.clone()));
+            resolved
+        }
+        Err(failure) => {
+            checks.push(Check::fail(
+                "account",
+                failure.exit,
+                failure.error.to_string(),
+                failure.hint.unwrap_or_default(),
+            ));
+            return;
+        }
+    };
+    checks.push(store_check(ctx, args));
+    checks.push(refresh_check(&resolved).await);
+    let mut server_date = None;
+    for url in &resolved.endpoints {
+        let (check, date) = network_check(url).await;
+        checks.push(check);
+        server_date = server_date.or(date);
+    }
+    if let Some(date) = server_date {
+        checks.push(clock_check(date));
+    }
+}
+
+/// The token file of a stored account: present, 0600, in a 0700 folder.
+fn store_check(ctx: &Context, args: &DoctorArgs) -> Check {
+    let Some(name) = ctx.config.selected_name(args.account.as_deref()) else {
+        return Check::ok("token store", "not used (credentials from the environment)");
+    };
+    if ctx.config.accounts.get(&name).is_some_and(|a| a.app_only) {
+        return Check::ok("token store", "not used (app-only credentials)");
+    }
+    let store = match ctx.store() {
+        Ok(store) => store,
+        Err(f) => {
+            return Check::fail(
+                "token store",
+                Exit::Config,
+                f.error.to_string(),
+                f.hint.unwrap_or_default(),
+            );
+        }
+    };
+    let path = store.path(&name);
+    let metadata = match std::fs::metadata(&path) {
+        Ok(m) => m,
+        Err(_) => {
+            return Check::fail(
+                "token store",
+                Exit::NoPerm,
+                format!(
+                    "{} does not exist: account `{name}` has no stored tokens",
+                    path.display()
+                ),
+                format!("log in: `apimail auth login ... --account {name}`"),
+            );
+        }
+    };
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = metadata.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Check::fail(
+                "token store",
+                Exit::Config,
+                format!(
+                    "{} is mode {mode:o}: other users can read the tokens",
+                    path.display()
+                ),
+                format!("chmod 600 {}", path.display()),
+            );
+        }
+        if let Some(dir) = path.parent()
+            && let Ok(dir_meta) = std::fs::metadata(dir)
+            && dir_meta.permissions().mode() & 0o077 != 0
+        {
+            return Check::fail(
+                "token store",
+                Exit::Config,
+                format!("{} is open to other users", dir.display()),
+                format!("chmod 700 {}", dir.display()),
+            );
+        }
+    }
+    let _ = metadata;
+    Check::ok(
+        "token store",
+        format!("{} is private (0600)", path.display()),
+    )
+}
+
+/// One real token request.
+async fn refresh_check(resolved: &Resolved) -> Check {
+    let started = Instant::now();
+    let result = match &resolved.sender {
+        Sender::Gmail(t) => match t.tokens() {
+            GmailTokens::Stored(s) => s.refresh_now().await,
+            other => other.token().await,
+        },
+        Sender::Graph(t) => match t.tokens() {
+            GraphTokens::Stored(s) => s.refresh_now().await,
+            other => other.token().await,
+        },
+    };
+    match result {
+        Ok(_) => Check::ok(
+            "token refresh",
+            format!("a new access token in {} ms", started.elapsed().as_millis()),
+        ),
+        Err(error) => {
+            let failure = providers::send_failure(
+                match &resolved.sender {
+                    Sender::Gmail(_) => apimail_gmail::token_failure(error),
+                    Sender::Graph(_) => apimail_graph::token_failure(error),
+                },
+                resolved,
+            );
+            let mut detail = failure.error.to_string();
+            for cause in failure.error.chain().skip(1) {
+                let _ = write!(detail, ": {cause}");
+            }
+            Check::fail(
+                "token refresh",
+                failure.exit,
+                detail,
+                failure.hint.unwrap_or_default(),
+            )
+        }
+    }
+}
+
+/// DNS, TCP, TLS and proxy to one endpoint; any HTTP answer counts.
+async fn network_check(url: &Url) -> (Check, Option<String>) {
+    let host = url.host_str().unwrap_or_default().to_owned();
+    let port = url.port_or_known_default().unwrap_or(443);
+    let name = "network";
+    let behind_proxy = ["HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"]
+        .iter()
+        .any(|v| std::env::var_os(v).is_some());
+    if !behind_proxy
+        && tokio::net::lookup_host((host.as_str(), port))
+            .await
+            .is_err()
+    {
+        return (
+            Check::fail(
+                name,
+                Exit::TempFail,
+                format!("cannot resolve {host}: DNS does not know this name"),
+                "check /etc/resolv.conf and the network connection, or the endpoint setting",
+            ),
+            None,
+        );
+    }
+    match apimail_core::endpoint::probe(url).await {
+        Ok(probe) => {
+            let detail = format!(
+                "{host}:{port} answers (HTTP {}) in {} ms",
+                probe.status,
+                probe.elapsed.as_millis()
+            );
+            (Check::ok(name, detail), probe.date)
+        }
+        Err((failure, text)) => {
+            let (detail, hint) = explain(failure, &text, &host, port, behind_proxy);
+            (Check::fail(name, Exit::TempFail, detail, hint), None)
+        }
+    }
+}
+
+/// A probe failure in plain words: certificates, TLS versions, proxies,
+/// refused connections, timeouts.
+fn explain(
+    failure: ProbeFailure,
+    text: &str,
+    host: &str,
+    port: u16,
+    behind_proxy: bool,
+) -> (String, String) {
+    match failure {
+        ProbeFailure::Certificate => (
+            format!("this machine does not trust the certificate of {host} ({text})"),
+            "install the CA bundle (Debian: apt-get install ca-certificates) or set SSL_CERT_FILE; behind a TLS-inspecting proxy, add its CA".into(),
+        ),
+        ProbeFailure::Handshake => (
+            format!("the TLS handshake with {host} failed, usually a TLS version or cipher mismatch ({text})"),
+            "apimail needs TLS 1.2 or newer; a middlebox may be downgrading the connection".into(),
+        ),
+        ProbeFailure::Proxy if behind_proxy => (
+            format!("the proxy refused the connection to {host} ({text})"),
+            "check HTTPS_PROXY (host, port, credentials) and NO_PROXY".into(),
+        ),
+        ProbeFailure::Refused | ProbeFailure::Proxy => (
+            format!("nothing answers at {host}:{port}: the service is down or a firewall blocks it ({text})"),
+            "check that the endpoint is right (`apimail auth status`) and that outgoing HTTPS is allowed; set HTTPS_PROXY if you must use a proxy".into(),
+        ),
+        ProbeFailure::Timeout => (
+            format!("{host}:{port} did not answer within 15 s"),
+            "a firewall may be dropping the traffic; try again, or set HTTPS_PROXY".into(),
+        ),
+        ProbeFailure::Other => (format!("cannot reach {host}:{port} ({text})"), "check the network connection".into()),
+    }
+}
+
+/// The server's `Date` against ours: tokens and signed assertions fail
+/// when the clock is off.
+fn clock_check(server_date: String) -> Check {
+    let Some(server) = parse_http_date(&server_date) else {
+        return Check::ok(
+            "clock",
+            "the server's Date header could not be read; skipped",
+        );
+    };
+    let skew = apimail_core::now_unix() - server;
+    if skew.abs() <= 60 {
+        Check::ok("clock", format!("within {}s of the server", skew.abs()))
+    } else {
+        Check::fail(
+            "clock",
+            Exit::Config,
+            format!(
+                "this machine's clock is {}s {} the server's",
+                skew.abs(),
+                if skew > 0 { "ahead of" } else { "behind" }
+            ),
+            "turn on time synchronization (timedatectl set-ntp true, or chrony/ntpd): OAuth tokens and signed assertions fail when the clock is off",
+        )
+    }
+}
+
+/// RFC 7231 IMF-fixdate, e.g. `Sun, 06 Nov 1994 08:49:37 GMT`.
+fn parse_http_date(text: &str) -> Option<i64> {
+    let parts: Vec<&str> = text.split_whitespace().collect();
+    let [_, day, month, year, time, "GMT"] = parts.as_slice() else {
+        return None;
+    };
+    let month = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ]
+    .iter()
+    .position(|m| m == month)? as i64
+        + 1;
+    let (day, year): (i64, i64) = (day.parse().ok()?, year.parse().ok()?);
+    let mut t = time.split(':').map(|p| p.parse::<i64>());
+    let (h, m, s) = (t.next()?.ok()?, t.next()?.ok()?, t.next()?.ok()?);
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (month + if month > 2 { -3 } else { 9 }) + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    Some((era * 146_097 + doe - 719_468) * 86_400 + h * 3600 + m * 60 + s)
+}
+
+fn queue_check(checks: &mut Vec<Check>) {
+    match crate::queue::open_outbox() {
+        Ok(outbox) => match outbox.summary() {
+            Ok(summary) => {
+                let oldest = summary
+                    .oldest_created_at
+                    .map(|t| format!(", oldest {} min old", (apimail_core::now_unix() - t) / 60))
+                    .unwrap_or_default();
+                let detail = format!(
+                    "{} queued, {} held, {} failed{oldest}",
+                    summary.queued, summary.held, summary.failed
+                );
+                if summary.held > 0 {
+                    checks.push(Check::fail(
+                        "queue",
+                        Exit::NoPerm,
+                        format!("{detail}: held messages wait for a new login"),
+                        "log in again (`apimail auth login ...`); held messages go out after it",
+                    ));
+                } else if summary.failed > 0 {
+                    checks.push(Check::fail(
+                        "queue",
+                        Exit::DataErr,
+                        format!("{detail}: failed messages will not be retried by themselves"),
+                        "see `apimail queue list`, then `apimail queue retry ID` or `apimail queue drop ID`",
+                    ));
+                } else {
+                    checks.push(Check::ok("queue", detail));
+                }
+            }
+            Err(e) => checks.push(Check::fail(
+                "queue",
+                Exit::Config,
+                e.to_string(),
+                "check the data directory's permissions",
+            )),
+        },
+        Err(f) => checks.push(Check::fail(
+            "queue",
+            Exit::Config,
+            f.error.to_string(),
+            f.hint.unwrap_or_default(),
+        )),
+    }
+}
+
+fn report(checks: &[Check]) {
+    let mut out = String::new();
+    for check in checks {
+        let mark = if check.passed { "ok  " } else { "FAIL" };
+        let _ = writeln!(out, "{mark}  {:<14} {}", check.name, check.detail);
+        if let Some(hint) = &check.hint {
+            let _ = writeln!(out, "      {:<14} hint: {hint}", "");
+        }
+    }
+    let _ = std::io::stdout().lock().write_all(out.as_bytes());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http_dates() {
+        assert_eq!(parse_http_date("Thu, 01 Jan 1970 00:00:00 GMT"), Some(0));
+        assert_eq!(
+            parse_http_date("Thu, 01 Jan 2026 00:00:00 GMT"),
+            Some(1_767_225_600)
+        );
+        assert_eq!(parse_http_date("yesterday"), None);
+    }
+}

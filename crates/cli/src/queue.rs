@@ -1,0 +1,327 @@
+//! The outbox from the command line: `apimail queue …`, and the flush that
+//! `send`, `sendmail` and `auth login` share.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use anyhow::anyhow;
+use apimail_core::outbox::{Claim, Entry, EntryState, Outbox, Outcome};
+use apimail_core::token_store::TokenStore;
+use apimail_core::{Envelope, ErrorKind, Mailbox, TransportError, now_unix};
+
+use crate::cli::QueueCommand;
+use crate::config::Provider;
+use crate::exit::{Exit, Failure};
+use crate::providers::{self, Context, Resolved};
+
+/// How long a send spends flushing its account's older messages.
+pub const FLUSH_AFTER_SEND: Duration = Duration::from_secs(30);
+
+/// The outbox under the data directory (`$APIMAIL_DATA_DIR/outbox`).
+pub fn open_outbox() -> Result<Outbox, Failure> {
+    let store = TokenStore::from_env().map_err(|e| {
+        Failure::new(Exit::Config, e).hint("set APIMAIL_DATA_DIR to a directory apimail may write")
+    })?;
+    Outbox::open(store.dir().join("outbox")).map_err(outbox_failure)
+}
+
+pub fn outbox_failure(error: apimail_core::outbox::OutboxError) -> Failure {
+    Failure::new(Exit::Config, error).hint("check the data directory's permissions and free space")
+}
+
+pub async fn run(ctx: Context, command: QueueCommand) -> Result<(), Failure> {
+    let outbox = open_outbox()?;
+    match command {
+        QueueCommand::List => list(&outbox),
+        QueueCommand::Flush { account, all } => {
+            let report = flush(&ctx, &outbox, account.as_deref(), all, None).await?;
+            report.print();
+            Ok(())
+        }
+        QueueCommand::Show { id } => show(&outbox, &id),
+        QueueCommand::Retry { id } => {
+            if !outbox.retry(&id).map_err(outbox_failure)? {
+                return Err(unknown_id(&id));
+            }
+            let report = flush(&ctx, &outbox, None, false, None).await?;
+            report.print();
+            Ok(())
+        }
+        QueueCommand::Drop { id } => {
+            if !outbox.drop_entry(&id).map_err(outbox_failure)? {
+                return Err(unknown_id(&id));
+            }
+            say(&format!("dropped {id}"));
+            Ok(())
+        }
+    }
+}
+
+fn unknown_id(id: &str) -> Failure {
+    Failure::new(
+        Exit::NoInput,
+        anyhow!("there is no message `{id}` in the outbox"),
+    )
+    .hint("see `apimail queue list` for the ids")
+}
+
+fn say(text: &str) {
+    let _ = writeln!(std::io::stderr().lock(), "{text}");
+}
+
+/// `mailq`-like listing on stdout.
+pub fn list(outbox: &Outbox) -> Result<(), Failure> {
+    let queued = outbox.list().map_err(outbox_failure)?;
+    let failed = outbox.list_failed().map_err(outbox_failure)?;
+    let mut out = String::new();
+    if queued.is_empty() && failed.is_empty() {
+        out.push_str("the outbox is empty\n");
+    }
+    let now = now_unix();
+    for entry in &queued {
+        let state = match entry.state {
+            EntryState::Held => "held: waits for a new login".to_owned(),
+            EntryState::Queued if entry.next_attempt_at <= now => "due now".to_owned(),
+            EntryState::Queued => format!(
+                "next try in {} min",
+                (entry.next_attempt_at - now + 59) / 60
+            ),
+        };
+        out.push_str(&describe(entry, &state));
+    }
+    for entry in &failed {
+        let reason = entry.failed_reason.as_deref().unwrap_or("failed");
+        out.push_str(&describe(entry, &format!("failed: {reason}")));
+    }
+    let _ = std::io::stdout().lock().write_all(out.as_bytes());
+    Ok(())
+}
+
+fn describe(entry: &Entry, state: &str) -> String {
+    let mut text = format!(
+        "{}  {} bytes  from {}  to {}\n    {state}; {} attempt(s)",
+        entry.id,
+        entry.size,
+        entry.from,
+        entry.recipients.join(", "),
+        entry.attempts
+    );
+    if let Some(error) = &entry.last_error {
+        text.push_str(&format!("; last error: {error}"));
+    }
+    text.push('\n');
+    text
+}
+
+fn show(outbox: &Outbox, id: &str) -> Result<(), Failure> {
+    let entry = outbox
+        .get(id)
+        .map_err(outbox_failure)?
+        .ok_or_else(|| unknown_id(id))?;
+    let message = outbox
+        .read_message(id)
+        .map_err(outbox_failure)?
+        .unwrap_or_default();
+    let headers_end = message
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .or_else(|| message.windows(2).position(|w| w == b"\n\n"))
+        .unwrap_or(message.len());
+    let mut out = serde_json::to_string_pretty(&entry).unwrap_or_default();
+    out.push_str("\n\n");
+    out.push_str(&String::from_utf8_lossy(&message[..headers_end]));
+    out.push('\n');
+    let _ = std::io::stdout().lock().write_all(out.as_bytes());
+    Ok(())
+}
+
+/// What a flush did.
+#[derive(Debug, Default)]
+pub struct FlushReport {
+    pub sent: usize,
+    pub rescheduled: usize,
+    pub held: usize,
+    pub failed: usize,
+}
+
+impl FlushReport {
+    pub fn print(&self) {
+        say(&format!(
+            "flushed the outbox: {} sent, {} still queued, {} held for a login, {} failed",
+            self.sent, self.rescheduled, self.held, self.failed
+        ));
+    }
+}
+
+/// Sends the due entries (all queued ones with `all`), optionally of one
+/// account, until `deadline`. Each entry is claimed under its lock, so
+/// concurrent flushes never send one entry twice, and removed only after
+/// the provider accepted it.
+pub async fn flush(
+    ctx: &Context,
+    outbox: &Outbox,
+    account: Option<&str>,
+    all: bool,
+    deadline: Option<Instant>,
+) -> Result<FlushReport, Failure> {
+    let now = now_unix();
+    let entries: Vec<Entry> = if all {
+        outbox
+            .list()
+            .map_err(outbox_failure)?
+            .into_iter()
+            .filter(|e| {
+                e.state == EntryState::Queued
+                    && (account.is_none() || e.account.as_deref() == account)
+            })
+            .collect()
+    } else {
+        outbox.due(now, account).map_err(outbox_failure)?
+    };
+    let mut report = FlushReport::default();
+    let mut senders: HashMap<(Option<String>, Option<String>), Option<Resolved>> = HashMap::new();
+    for entry in entries {
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            break;
+        }
+        let key = (entry.account.clone(), entry.provider.clone());
+        if !senders.contains_key(&key) {
+            let provider = entry.provider.as_deref().and_then(|p| match p {
+                "gmail" => Some(Provider::Gmail),
+                "graph" => Some(Provider::Graph),
+                _ => None,
+            });
+            let resolved = providers::resolve(ctx, entry.account.as_deref(), provider).await;
+            if let Err(failure) = &resolved {
+                tracing::warn!("cannot send {} yet: {}", entry.id, failure.error);
+            }
+            senders.insert(key.clone(), resolved.ok());
+        }
+        let Some(resolved) = senders.get(&key).and_then(Option::as_ref) else {
+            continue;
+        };
+        let claimed = if all {
+            outbox.claim(&entry.id)
+        } else {
+            outbox.claim_due(&entry.id, now)
+        }
+        .map_err(outbox_failure)?;
+        let Some(claim) = claimed else { continue };
+        match attempt(resolved, &claim).await {
+            Ok(()) => {
+                claim.delivered().map_err(outbox_failure)?;
+                tracing::info!("sent {}", entry.id);
+                report.sent += 1;
+            }
+            Err(error) => match settle(claim, &error).map_err(outbox_failure)? {
+                Settled::Rescheduled => report.rescheduled += 1,
+                Settled::Held => report.held += 1,
+                Settled::Failed => report.failed += 1,
+            },
+        }
+    }
+    Ok(report)
+}
+
+/// One attempt at an outbox entry.
+pub async fn attempt(resolved: &Resolved, claim: &Claim<'_>) -> Result<(), TransportError> {
+    let entry = claim.entry();
+    let message = claim.message().map_err(|e| {
+        TransportError::new(
+            ErrorKind::Internal,
+            format!("cannot read queued message {}", entry.id),
+        )
+        .with_source(e)
+    })?;
+    resolved
+        .sender
+        .send(&envelope_of(entry)?, &message)
+        .await
+        .map(|_| ())
+}
+
+fn envelope_of(entry: &Entry) -> Result<Envelope, TransportError> {
+    let bad = |what: &str| {
+        TransportError::new(
+            ErrorKind::InvalidMessage,
+            format!("queued message {} has an invalid {what}", entry.id),
+        )
+    };
+    let from: Mailbox = entry.from.parse().map_err(|_| bad("sender"))?;
+    let recipients = entry
+        .recipients
+        .iter()
+        .map(|r| r.parse::<Mailbox>().map_err(|_| bad("recipient")))
+        .collect::<Result<_, _>>()?;
+    Ok(Envelope::new(from, recipients))
+}
+
+/// Where a failed attempt leaves its entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settled {
+    Rescheduled,
+    Held,
+    Failed,
+}
+
+/// Temporary failures wait for their next try, authorization failures are
+/// held until a login, anything else moves to `failed/` with the reason.
+pub fn settle(
+    claim: Claim<'_>,
+    error: &TransportError,
+) -> Result<Settled, apimail_core::outbox::OutboxError> {
+    let reason = error_text(error);
+    match error.kind() {
+        ErrorKind::Temporary | ErrorKind::Config | ErrorKind::Internal => {
+            match claim.retry_later(&reason, now_unix())? {
+                Outcome::Rescheduled { .. } => Ok(Settled::Rescheduled),
+                Outcome::Expired => Ok(Settled::Failed),
+            }
+        }
+        ErrorKind::Unauthorized => {
+            claim.hold(&reason)?;
+            Ok(Settled::Held)
+        }
+        _ => {
+            claim.fail(&reason)?;
+            Ok(Settled::Failed)
+        }
+    }
+}
+
+/// The error and its causes on one line, for the entry's record.
+pub fn error_text(error: &TransportError) -> String {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// After a login: held messages of `account` become due, and go out now.
+pub async fn release_after_login(ctx: &Context, account: &str) {
+    let Ok(outbox) = open_outbox() else { return };
+    match outbox.release_held(Some(account)) {
+        Ok(0) | Err(_) => {}
+        Ok(n) => {
+            say(&format!(
+                "{n} held message(s) of `{account}` can go out now"
+            ));
+            if let Ok(report) = flush(
+                ctx,
+                &outbox,
+                Some(account),
+                false,
+                Some(Instant::now() + FLUSH_AFTER_SEND),
+            )
+            .await
+            {
+                report.print();
+            }
+        }
+    }
+}
