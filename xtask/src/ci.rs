@@ -20,6 +20,7 @@ type StepFn = fn(&Path) -> Result<()>;
 /// Runs every CI step in order, stopping at the first failure.
 pub(crate) fn run(root: &Path) -> Result<()> {
     let mut steps: Vec<(&str, StepFn)> = vec![
+        ("test tools", test_tools),
         ("no-openssl", no_openssl),
         ("fmt", fmt),
         ("clippy", clippy),
@@ -50,6 +51,49 @@ pub(crate) fn run(root: &Path) -> Result<()> {
         total.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// Debian packages of the real programs the sendmail tests drive.
+const TEST_PACKAGES: &[(&str, &str)] = &[
+    ("git-email", "/usr/lib/git-core/git-send-email"),
+    ("bsd-mailx", "/usr/bin/bsd-mailx"),
+];
+
+/// Installs the programs the end-to-end tests run (git send-email and
+/// bsd-mailx) when they are missing and this machine can install them.
+fn test_tools(_root: &Path) -> Result<()> {
+    let missing: Vec<&str> = TEST_PACKAGES
+        .iter()
+        .filter(|(_, path)| !Path::new(path).exists())
+        .map(|(package, _)| *package)
+        .collect();
+    if missing.is_empty() {
+        eprintln!("git send-email and bsd-mailx are installed");
+        return Ok(());
+    }
+    let root_user = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+    if !root_user || !Path::new("/usr/bin/apt-get").exists() {
+        return Err(Error::new(format!(
+            "the tests need {}, which are not installed; install them (Debian: sudo apt-get install {})",
+            missing.join(" and "),
+            missing.join(" ")
+        )));
+    }
+    eprintln!("installing {}", missing.join(" "));
+    let apt = || {
+        let mut command = std::process::Command::new("apt-get");
+        command.env("DEBIAN_FRONTEND", "noninteractive");
+        command
+    };
+    run_cmd(apt().args(["update", "-qq"]))?;
+    run_cmd(
+        apt()
+            .args(["install", "-y", "-qq", "--no-install-recommends"])
+            .args(&missing),
+    )
 }
 
 fn has_fuzz(root: &Path) -> bool {

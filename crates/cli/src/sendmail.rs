@@ -18,7 +18,7 @@ pub async fn run(
     invocation: Invocation,
 ) -> Result<(), Failure> {
     for note in invocation.notes() {
-        tracing::debug!("{note}");
+        tracing::info!("{note}");
     }
     match invocation.mode {
         Mode::Help => {
@@ -74,7 +74,7 @@ async fn deliver(config_flag: Option<&std::path::Path>, inv: Invocation) -> Resu
     })?;
     debug_assert_eq!(original.len() as u64, size);
 
-    let ready = ReadyMessage::parse(original).map_err(|e| {
+    let mut ready = ReadyMessage::parse(original).map_err(|e| {
         Failure::new(
             Exit::DataErr,
             anyhow!(e).context("standard input is not an email message"),
@@ -82,6 +82,9 @@ async fn deliver(config_flag: Option<&std::path::Path>, inv: Invocation) -> Resu
         .hint("give a message with headers (From:, To:, Subject: ...), a blank line, then the body")
     })?;
     let plan = plan(&ready, &inv, &resolved)?;
+    if plan.add_from.is_some() {
+        ready.remove_header("From");
+    }
     for warning in &plan.warnings {
         tracing::warn!("{warning}");
     }
@@ -283,7 +286,11 @@ fn plan(ready: &ReadyMessage, inv: &Invocation, resolved: &Resolved) -> Result<P
                     )
                     .hint("add a From: header, or pass -f ADDR")
                 })?;
-            let mailbox = Mailbox::new(inv.full_name.as_deref(), &address).map_err(|e| {
+            let name = inv
+                .full_name
+                .as_deref()
+                .or(ready.local_sender().filter(|n| !n.is_empty()));
+            let mailbox = Mailbox::new(name, &address).map_err(|e| {
                 Failure::new(Exit::DataErr, anyhow!("-f: {e}")).hint("give -f as name@example.com")
             })?;
             let header = header_mailbox(&mailbox);

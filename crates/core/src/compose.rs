@@ -57,7 +57,7 @@ pub enum ComposeError {
         header: String,
     },
     /// An address failed validation.
-    #[error("{field}: {source}")]
+    #[error("invalid address in {field}")]
     Address {
         /// The header the address was given for.
         field: String,

@@ -24,7 +24,7 @@ pub enum ParseError {
         line: usize,
     },
     /// An address header holds something that is not a valid address.
-    #[error("the {header} header holds an invalid address: {source}")]
+    #[error("the {header} header holds an invalid address")]
     Address {
         /// Which header.
         header: &'static str,
@@ -44,6 +44,7 @@ pub struct ReadyMessage {
     resent: bool,
     has_date: bool,
     message_id: Option<String>,
+    local_sender: Option<String>,
 }
 
 impl ReadyMessage {
@@ -81,9 +82,15 @@ impl ReadyMessage {
         for (name, label) in fields {
             recipients.extend(addresses(&parsed, name.clone(), label)?);
         }
-        let from = addresses(&parsed, HeaderName::From, "From")?
-            .into_iter()
-            .next();
+        // A local sender such as cron's `From: root (Cron Daemon)` has no
+        // domain: callers replace it with a real address.
+        let (from, local_sender) = match addresses(&parsed, HeaderName::From, "From") {
+            Ok(list) => (list.into_iter().next(), None),
+            Err(ParseError::Address { source, .. }) if !source.input.contains('@') => {
+                (None, Some(local_sender_name(&parsed)))
+            }
+            Err(e) => return Err(e),
+        };
         let has_date = parsed.header(HeaderName::Date).is_some();
         let message_id = parsed.message_id().map(|id| format!("<{id}>"));
 
@@ -96,7 +103,39 @@ impl ReadyMessage {
             resent,
             has_date,
             message_id,
+            local_sender,
         })
+    }
+
+    /// For a From without a domain (`root (Cron Daemon)`), the name to show
+    /// with the real sender address: the comment, else the local user.
+    pub fn local_sender(&self) -> Option<&str> {
+        self.local_sender.as_deref()
+    }
+
+    /// Removes every `name:` header field (with its continuation lines).
+    pub fn remove_header(&mut self, name: &str) {
+        let mut out = Vec::with_capacity(self.bytes.len());
+        let mut skipping = false;
+        let mut offset = 0;
+        let mut end = self.header_end;
+        for line in self.bytes[..self.header_end].split_inclusive(|&b| b == b'\n') {
+            let continuation = matches!(line.first(), Some(b' ' | b'\t'));
+            if !continuation {
+                skipping = line.len() > name.len()
+                    && line[..name.len()].eq_ignore_ascii_case(name.as_bytes())
+                    && line[name.len()] == b':';
+            }
+            if skipping {
+                end -= line.len();
+            } else {
+                out.extend_from_slice(line);
+            }
+            offset += line.len();
+        }
+        out.extend_from_slice(&self.bytes[offset..]);
+        self.bytes = out;
+        self.header_end = end;
     }
 
     /// The first From mailbox, if the message has one.
@@ -153,6 +192,17 @@ impl ReadyMessage {
         bytes.splice(at..at, added.into_bytes());
         bytes
     }
+}
+
+fn local_sender_name(parsed: &mail_parser::Message<'_>) -> String {
+    parsed
+        .header(HeaderName::From)
+        .and_then(|v| v.as_address())
+        .and_then(|a| a.first())
+        .and_then(|a| a.name().or(a.address()))
+        .unwrap_or("")
+        .trim_matches(|c| c == '(' || c == ')')
+        .to_owned()
 }
 
 fn addresses(
@@ -282,6 +332,20 @@ mod tests {
         let m = ReadyMessage::parse(b"To: b@example.com".to_vec()).unwrap();
         let out = m.into_bytes_with("D", "<i@x>");
         assert_eq!(out, b"To: b@example.com\nDate: D\nMessage-ID: <i@x>\n");
+    }
+
+    #[test]
+    fn local_senders_can_be_replaced() {
+        let raw = b"From: root (Cron Daemon)\nTo: ops@example.com\nSubject: x\n\nbody\n";
+        let mut m = ReadyMessage::parse(raw.to_vec()).unwrap();
+        assert_eq!(m.from(), None);
+        assert_eq!(m.local_sender(), Some("Cron Daemon"));
+        m.remove_header("from");
+        let out = m.into_bytes_with("D", "<i@x>");
+        assert_eq!(
+            out,
+            b"To: ops@example.com\nSubject: x\nDate: D\nMessage-ID: <i@x>\n\nbody\n"
+        );
     }
 
     #[test]

@@ -1,0 +1,635 @@
+//! apimail as sendmail, the outbox, and `apimail doctor`, end to end
+//! against the fake providers; plus real programs (git send-email,
+//! bsd-mailx) configured to use apimail.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use apimail_tests::fake_google::{FakeGoogle, Fault};
+use apimail_tests::fake_microsoft::{self, FakeMicrosoft};
+use apimail_tests::sandbox::Sandbox;
+use apimail_tests::{Run, apimail_bin, run};
+
+const ACCOUNT: &str = "user@example.com";
+
+fn logged_in() -> (FakeGoogle, Sandbox) {
+    let fake = FakeGoogle::start();
+    let sandbox = Sandbox::new(&fake);
+    sandbox.login(&fake, &[]);
+    (fake, sandbox)
+}
+
+/// Runs `command` with `input` on standard input.
+fn with_stdin(command: &mut Command, input: &[u8]) -> Run {
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the command starts");
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child.wait_with_output().unwrap().into()
+}
+
+fn sendmail(sandbox: &Sandbox, args: &[&str], input: &str) -> Run {
+    with_stdin(sandbox.cmd().arg("sendmail").args(args), input.as_bytes())
+}
+
+fn delivered_text(fake: &FakeGoogle, index: usize) -> String {
+    String::from_utf8_lossy(&fake.messages()[index].raw).into_owned()
+}
+
+/// A directory holding `sendmail` and `mailq` links to the apimail binary.
+fn links(sandbox: &Sandbox) -> PathBuf {
+    let bin = sandbox.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    for name in ["sendmail", "mailq"] {
+        let link = bin.join(name);
+        if !link.exists() {
+            std::os::unix::fs::symlink(apimail_bin(), &link).unwrap();
+        }
+    }
+    bin
+}
+
+fn queue_entries(sandbox: &Sandbox, folder: &str) -> Vec<serde_json::Value> {
+    let dir = sandbox.path().join("data/outbox").join(folder);
+    let Ok(read) = std::fs::read_dir(&dir) else {
+        return Vec::new();
+    };
+    read.filter_map(Result::ok)
+        .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+        .map(|e| serde_json::from_slice(&std::fs::read(e.path()).unwrap()).unwrap())
+        .collect()
+}
+
+// 1. Recipients
+
+#[test]
+fn dash_t_with_to_cc_bcc_and_argument_recipients() {
+    let (fake, sandbox) = logged_in();
+    let message = "From: user@example.com\nTo: to@example.net\nCc: cc@example.net\nBcc: bcc@example.net\nSubject: t\n\nbody\n";
+    let out = sendmail(&sandbox, &["-t", "-i", "extra@example.net"], message);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let text = delivered_text(&fake, 0);
+    assert!(text.contains("To: to@example.net"), "{text}");
+    assert!(text.contains("Cc: cc@example.net"), "{text}");
+    assert!(
+        text.contains("Bcc: bcc@example.net"),
+        "Bcc stays a header for the provider: {text}"
+    );
+    assert!(
+        text.contains("Bcc: extra@example.net"),
+        "argument recipients become Bcc: {text}"
+    );
+    assert!(text.contains("body\n"));
+}
+
+#[test]
+fn argument_only_recipients_become_bcc_and_header_only_ones_are_warned_about() {
+    let (fake, sandbox) = logged_in();
+    let out = sendmail(
+        &sandbox,
+        &["-i", "a@example.net", "b@example.net"],
+        "Subject: x\n\nhello\n",
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let text = delivered_text(&fake, 0);
+    assert!(text.contains("Bcc: a@example.net,"), "{text}");
+    assert!(text.contains("b@example.net"), "{text}");
+    assert!(
+        text.contains(&format!("From: {ACCOUNT}")),
+        "From defaults to the account: {text}"
+    );
+    assert!(
+        text.contains("Message-ID: <") && text.contains("Date: "),
+        "{text}"
+    );
+
+    let out = sendmail(
+        &sandbox,
+        &["-i", "a@example.net"],
+        "To: other@example.net\nSubject: y\n\nhi\n",
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("other@example.net"),
+        "warned: {}",
+        out.stderr
+    );
+}
+
+#[test]
+fn no_recipient_at_all_is_65() {
+    let (fake, sandbox) = logged_in();
+    let out = sendmail(&sandbox, &["-t"], "Subject: nobody\n\nhi\n");
+    assert_eq!(out.code, 65, "{}", out.stderr);
+    assert!(fake.messages().is_empty());
+}
+
+#[test]
+fn not_a_message_is_65() {
+    let (_fake, sandbox) = logged_in();
+    let out = sendmail(
+        &sandbox,
+        &["-i", "a@example.net"],
+        "this is not\na message\n",
+    );
+    assert_eq!(out.code, 65, "{}", out.stderr);
+    assert!(out.stderr.starts_with("error: "), "{}", out.stderr);
+}
+
+// 2. Dot termination
+
+#[test]
+fn a_lone_dot_ends_input_without_dash_i() {
+    let (fake, sandbox) = logged_in();
+    let message = "Subject: dots\n\nbefore\n.\nafter\n";
+    assert_eq!(sendmail(&sandbox, &["a@example.net"], message).code, 0);
+    let text = delivered_text(&fake, 0);
+    assert!(
+        text.contains("before\n") && !text.contains("after"),
+        "{text}"
+    );
+
+    assert_eq!(
+        sendmail(&sandbox, &["-i", "a@example.net"], message).code,
+        0
+    );
+    let text = delivered_text(&fake, 1);
+    assert!(
+        text.contains("before\n.\nafter\n"),
+        "with -i the dot is content: {text}"
+    );
+}
+
+// 3. Cron and the symlink
+
+#[test]
+fn crons_exact_call_through_a_sendmail_symlink() {
+    let (fake, sandbox) = logged_in();
+    let bin = links(&sandbox);
+    let message = "From: root (Cron Daemon)\nTo: ops@example.net\nSubject: Cron <root@host> backup\nContent-Type: text/plain; charset=UTF-8\n\nbackup done\n";
+    let mut command = sandbox.cmd();
+    let command = command
+        .env("PATH", format!("{}:/usr/bin:/bin", bin.display()))
+        .arg0_sendmail(&bin)
+        .args([
+            "-FCronDaemon",
+            "-i",
+            "-B8BITMIME",
+            "-oem",
+            "ops@example.net",
+        ]);
+    let out = with_stdin(command, message.as_bytes());
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let text = delivered_text(&fake, 0);
+    assert!(text.contains("Subject: Cron <root@host> backup"), "{text}");
+    assert!(
+        text.contains(&format!("From: \"CronDaemon\" <{ACCOUNT}>")),
+        "cron's local sender gets the account's address: {text}"
+    );
+    assert!(!text.contains("From: root"), "{text}");
+
+    let mailq = run(sandbox.cmd().arg0_named(&bin, "mailq"));
+    assert_eq!(mailq.code, 0, "{}", mailq.stderr);
+    assert!(String::from_utf8_lossy(&mailq.stdout).contains("empty"));
+}
+
+/// Runs the links instead of `apimail` (keeping the sandbox environment).
+trait Arg0 {
+    fn arg0_sendmail(&mut self, bin: &Path) -> &mut Command;
+    fn arg0_named(&mut self, bin: &Path, name: &str) -> &mut Command;
+}
+
+impl Arg0 for Command {
+    fn arg0_sendmail(&mut self, bin: &Path) -> &mut Command {
+        self.arg0_named(bin, "sendmail")
+    }
+
+    fn arg0_named(&mut self, bin: &Path, name: &str) -> &mut Command {
+        let mut replacement = Command::new(bin.join(name));
+        for (key, value) in self.get_envs() {
+            match value {
+                Some(v) => replacement.env(key, v),
+                None => replacement.env_remove(key),
+            };
+        }
+        if let Some(dir) = self.get_current_dir() {
+            replacement.current_dir(dir);
+        }
+        *self = replacement;
+        self
+    }
+}
+
+// 4. Temporary failure
+
+#[test]
+fn a_503_leaves_the_message_queued_with_exit_0_then_flush_delivers_once() {
+    let (fake, sandbox) = logged_in();
+    fake.inject(Fault::Status503);
+    let out = sendmail(
+        &sandbox,
+        &["-i", "a@example.net"],
+        "Subject: later\n\nqueued\n",
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("queued"),
+        "one line on stderr: {}",
+        out.stderr
+    );
+    assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+    assert!(fake.messages().is_empty());
+    assert_eq!(queue_entries(&sandbox, "queue").len(), 1);
+
+    let flush = run(sandbox.cmd().args(["queue", "flush", "--all"]));
+    assert_eq!(flush.code, 0, "{}", flush.stderr);
+    let again = run(sandbox.cmd().args(["queue", "flush", "--all"]));
+    assert_eq!(again.code, 0);
+    assert_eq!(fake.messages().len(), 1, "delivered exactly once");
+    assert!(queue_entries(&sandbox, "queue").is_empty());
+}
+
+#[test]
+fn no_queue_fails_fast_with_75() {
+    let (fake, sandbox) = logged_in();
+    fake.inject(Fault::Status503);
+    let out = with_stdin(
+        sandbox
+            .cmd()
+            .env("APIMAIL_NO_QUEUE", "1")
+            .args(["sendmail", "-i", "a@example.net"]),
+        b"Subject: now or never\n\nx\n",
+    );
+    assert_eq!(out.code, 75, "{}", out.stderr);
+    assert!(queue_entries(&sandbox, "queue").is_empty());
+}
+
+#[test]
+fn send_keeps_a_failed_message_and_names_it() {
+    let (fake, sandbox) = logged_in();
+    fake.fail_forever(Fault::Status503);
+    let out = run(sandbox.cmd().env("APIMAIL_RETRY_ATTEMPTS", "1").args([
+        "send",
+        "--to",
+        "a@example.net",
+        "--subject",
+        "s",
+        "--text",
+        "t",
+    ]));
+    assert_eq!(out.code, 75, "{}", out.stderr);
+    let entries = queue_entries(&sandbox, "queue");
+    assert_eq!(entries.len(), 1);
+    let id = entries[0]["id"].as_str().unwrap();
+    assert!(
+        out.stderr.contains(&format!("apimail queue retry {id}")),
+        "{}",
+        out.stderr
+    );
+    fake.clear_faults();
+    let retry = run(sandbox.cmd().args(["queue", "retry", id]));
+    assert_eq!(retry.code, 0, "{}", retry.stderr);
+    assert_eq!(fake.messages().len(), 1);
+}
+
+#[test]
+fn send_queue_and_the_next_send_flushes() {
+    let (fake, sandbox) = logged_in();
+    let queued = run(sandbox.cmd().args([
+        "send",
+        "--queue",
+        "--to",
+        "a@example.net",
+        "--subject",
+        "first",
+        "--text",
+        "1",
+    ]));
+    assert_eq!(queued.code, 0, "{}", queued.stderr);
+    assert!(fake.messages().is_empty());
+    let now = run(sandbox.cmd().args([
+        "send",
+        "--to",
+        "a@example.net",
+        "--subject",
+        "second",
+        "--text",
+        "2",
+    ]));
+    assert_eq!(now.code, 0, "{}", now.stderr);
+    assert_eq!(
+        fake.messages().len(),
+        2,
+        "the queued message left with the next send"
+    );
+}
+
+// 5. Permanent failure
+
+#[test]
+fn a_400_moves_the_message_to_failed_with_the_reason() {
+    let fake = FakeMicrosoft::start();
+    let sandbox = Sandbox::microsoft(&fake);
+    let login = sandbox.login_graph(&fake, &["--login-hint", "user@contoso.com"]);
+    assert_eq!(login.code, 0, "{}", login.stderr);
+    fake.inject(fake_microsoft::Fault::Error {
+        status: 400,
+        code: "ErrorInvalidRecipients".into(),
+        message: "At least one recipient is not valid.".into(),
+    });
+    let out = sendmail(&sandbox, &["-i", "bad@example.net"], "Subject: no\n\nx\n");
+    assert_eq!(out.code, 65, "{}", out.stderr);
+    let failed = queue_entries(&sandbox, "failed");
+    assert_eq!(failed.len(), 1, "{}", out.stderr);
+    let reason = failed[0]["failed_reason"].as_str().unwrap();
+    assert!(reason.contains("ErrorInvalidRecipients"), "{reason}");
+    let list = run(sandbox.cmd().args(["queue", "list"]));
+    assert!(String::from_utf8_lossy(&list.stdout).contains("ErrorInvalidRecipients"));
+}
+
+// 6. Concurrent flushes
+
+#[test]
+fn two_concurrent_flushes_deliver_each_of_20_exactly_once() {
+    let (fake, sandbox) = logged_in();
+    for i in 0..20 {
+        let out = run(sandbox.cmd().args([
+            "send",
+            "--queue",
+            "--to",
+            "a@example.net",
+            "--subject",
+            &format!("n{i}"),
+            "--text",
+            "x",
+        ]));
+        assert_eq!(out.code, 0, "{}", out.stderr);
+    }
+    fake.inject_n(Fault::Slow(Duration::from_millis(50)), 20);
+    let flushes: Vec<_> = (0..2)
+        .map(|_| {
+            sandbox
+                .cmd()
+                .args(["queue", "flush", "--all"])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for flush in flushes {
+        let out: Run = flush.wait_with_output().unwrap().into();
+        assert_eq!(out.code, 0, "{}", out.stderr);
+    }
+    let mut subjects: Vec<String> = fake
+        .messages()
+        .iter()
+        .map(|m| {
+            let text = String::from_utf8_lossy(&m.raw).into_owned();
+            text.lines()
+                .find(|l| l.starts_with("Subject: "))
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    subjects.sort();
+    let before = subjects.len();
+    subjects.dedup();
+    assert_eq!(before, 20, "every entry was sent once: {subjects:?}");
+    assert_eq!(subjects.len(), 20);
+}
+
+// 7. kill -9
+
+#[test]
+fn kill_9_at_random_points_never_loses_an_accepted_message() {
+    let (fake, sandbox) = logged_in();
+    fake.fail_forever(Fault::Slow(Duration::from_millis(150)));
+    let mut seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos() as u64
+        | 1;
+    let mut finished_ok = Vec::new();
+    for i in 0..20 {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let delay = Duration::from_millis(seed % 400);
+        let mut child = sandbox
+            .cmd()
+            .args(["sendmail", "-i", "a@example.net"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let message =
+            format!("Message-ID: <kill-{i}@example.com>\nSubject: kill {i}\n\nbody {i}\n");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(message.as_bytes())
+            .unwrap();
+        std::thread::sleep(delay);
+        let _ = child.kill(); // SIGKILL
+        let status = child.wait().unwrap();
+        if status.success() {
+            finished_ok.push(i);
+        }
+    }
+    // Whatever reached the outbox (or the provider) must end up delivered.
+    let accepted: Vec<String> = queue_entries(&sandbox, "queue")
+        .iter()
+        .map(|e| e["message_id"].as_str().unwrap().to_owned())
+        .collect();
+    fake.clear_faults();
+    let flush = run(sandbox.cmd().args(["queue", "flush", "--all"]));
+    assert_eq!(flush.code, 0, "{}", flush.stderr);
+    let delivered: Vec<String> = fake
+        .messages()
+        .iter()
+        .map(|m| {
+            let text = String::from_utf8_lossy(&m.raw).into_owned();
+            text.lines()
+                .find(|l| l.starts_with("Message-ID: "))
+                .unwrap()["Message-ID: ".len()..]
+                .to_owned()
+        })
+        .collect();
+    for id in &accepted {
+        assert!(
+            delivered.contains(id),
+            "{id} was accepted but never delivered"
+        );
+    }
+    for i in finished_ok {
+        let id = format!("<kill-{i}@example.com>");
+        assert!(
+            delivered.contains(&id),
+            "{id} exited 0 but was never delivered"
+        );
+    }
+    assert!(
+        queue_entries(&sandbox, "queue").is_empty(),
+        "nothing is left behind"
+    );
+    let leftovers = std::fs::read_dir(sandbox.path().join("data/outbox/tmp"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    // A killed writer can leave a partial tmp file; `open` removes old ones.
+    assert!(leftovers <= 20);
+}
+
+// 8. doctor
+
+#[test]
+fn doctor_passes_then_reports_a_revoked_token_and_a_server_that_is_down() {
+    let (fake, sandbox) = logged_in();
+    let ok = run(sandbox.cmd().arg("doctor"));
+    let report = String::from_utf8_lossy(&ok.stdout).into_owned();
+    assert_eq!(ok.code, 0, "{report}{}", ok.stderr);
+    for check in [
+        "configuration",
+        "account",
+        "token store",
+        "token refresh",
+        "network",
+        "queue",
+    ] {
+        assert!(report.contains(check), "{check} missing from:\n{report}");
+    }
+
+    fake.revoke_refresh_tokens();
+    let revoked = run(sandbox.cmd().arg("doctor"));
+    let report = String::from_utf8_lossy(&revoked.stdout).into_owned();
+    assert_eq!(revoked.code, 77, "{report}");
+    let line = report
+        .lines()
+        .position(|l| l.starts_with("FAIL  token refresh"))
+        .expect(&report);
+    assert!(
+        report
+            .lines()
+            .nth(line + 1)
+            .unwrap()
+            .contains("hint: run `apimail auth login gmail"),
+        "{report}"
+    );
+
+    drop(fake);
+    let down = run(sandbox.cmd().arg("doctor"));
+    let report = String::from_utf8_lossy(&down.stdout).into_owned();
+    assert_ne!(down.code, 0);
+    let line = report
+        .lines()
+        .position(|l| l.starts_with("FAIL  network"))
+        .expect(&report);
+    assert!(
+        report
+            .lines()
+            .nth(line)
+            .unwrap()
+            .contains("nothing answers"),
+        "{report}"
+    );
+    assert!(
+        report.lines().nth(line + 1).unwrap().contains("hint:"),
+        "{report}"
+    );
+}
+
+// 9. Real programs
+
+fn require(path: &str) {
+    assert!(
+        Path::new(path).exists(),
+        "{path} is missing: `cargo xtask ci` installs it (Debian: apt-get install git-email bsd-mailx)"
+    );
+}
+
+#[test]
+fn git_send_email_delivers_through_apimail() {
+    require("/usr/lib/git-core/git-send-email");
+    let (fake, sandbox) = logged_in();
+    let bin = links(&sandbox);
+    let patch = sandbox.path().join("0001-fix.patch");
+    std::fs::write(
+        &patch,
+        "From 3b18e512dba79e4c8300dd08aeb37f8e728b8dad Mon Sep 17 00:00:00 2001\nFrom: Ann Dev <user@example.com>\nDate: Thu, 1 Jan 2026 00:00:00 +0000\nSubject: [PATCH] fix the thing\n\n---\n a.txt | 2 +-\n 1 file changed, 1 insertion(+), 1 deletion(-)\n\ndiff --git a/a.txt b/a.txt\n--- a/a.txt\n+++ b/a.txt\n@@ -1 +1 @@\n-old\n+new\n--\n2.39.5\n\n",
+    )
+    .unwrap();
+    let mut command = sandbox.cmd();
+    command
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .args(["--help"]);
+    let mut git = Command::new("git");
+    for (key, value) in command.get_envs() {
+        if let Some(v) = value {
+            git.env(key, v);
+        }
+    }
+    let out: Run = git
+        .current_dir(sandbox.path())
+        .args(["send-email", "--confirm=never", "--quiet", "--no-validate"])
+        .arg(format!("--sendmail-cmd={}", bin.join("sendmail").display()))
+        .args([
+            "--from",
+            "Ann Dev <user@example.com>",
+            "--to",
+            "list@example.net",
+        ])
+        .arg(&patch)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+        .into();
+    assert_eq!(out.code, 0, "git send-email failed: {}", out.stderr);
+    let text = delivered_text(&fake, 0);
+    assert!(text.contains("Subject: [PATCH] fix the thing"), "{text}");
+    assert!(text.contains("To: list@example.net"), "{text}");
+    assert!(text.contains("+new"), "{text}");
+}
+
+#[test]
+fn bsd_mailx_delivers_through_apimail() {
+    require("/usr/bin/bsd-mailx");
+    let (fake, sandbox) = logged_in();
+    let bin = links(&sandbox);
+    let mailrc = sandbox.path().join("mailrc");
+    std::fs::write(
+        &mailrc,
+        format!("set sendmail={}\n", bin.join("sendmail").display()),
+    )
+    .unwrap();
+    let mut command = sandbox.cmd();
+    command.args(["--help"]);
+    let mut mailx = Command::new("/usr/bin/bsd-mailx");
+    for (key, value) in command.get_envs() {
+        if let Some(v) = value {
+            mailx.env(key, v);
+        }
+    }
+    let out = with_stdin(
+        mailx
+            .current_dir(sandbox.path())
+            .env("MAILRC", &mailrc)
+            .args(["-s", "disk report", "ops@example.net"]),
+        b"/var is at 93%\n",
+    );
+    assert_eq!(out.code, 0, "mailx failed: {}", out.stderr);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while fake.messages().is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let text = delivered_text(&fake, 0);
+    assert!(text.contains("Subject: disk report"), "{text}");
+    assert!(text.contains("/var is at 93%"), "{text}");
+}
