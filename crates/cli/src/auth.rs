@@ -413,6 +413,15 @@ pub fn status(ctx: Context, args: StatusArgs) -> Result<(), Failure> {
         }
         out.push_str(&format!("  stored in:  {}\n", store.path(name).display()));
     }
+    if let Ok(outbox) = crate::queue::open_outbox()
+        && let Ok(summary) = outbox.summary()
+        && summary.queued + summary.held + summary.failed > 0
+    {
+        out.push_str(&format!(
+            "outbox: {} queued, {} held until a login, {} failed (`apimail queue list`)\n",
+            summary.queued, summary.held, summary.failed
+        ));
+    }
     if std::env::var_os("AZURE_CLIENT_ID").is_some() {
         out.push_str("environment: Microsoft Graph app-only credentials are set (used when no account is named)\n");
     }

@@ -15,6 +15,18 @@ use crate::config::Provider;
 use crate::exit::{Exit, Failure};
 use crate::providers::{self, Context, Resolved};
 
+/// How long a message may wait in the queue before it counts as failed:
+/// `$APIMAIL_QUEUE_MAX_AGE_DAYS`, else 5 days.
+pub fn max_age_secs() -> i64 {
+    std::env::var("APIMAIL_QUEUE_MAX_AGE_DAYS")
+        .ok()
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|days| *days > 0.0)
+        .map_or(apimail_core::outbox::DEFAULT_MAX_AGE_SECS, |days| {
+            (days * 86_400.0) as i64
+        })
+}
+
 /// How long a send spends flushing its account's older messages.
 pub const FLUSH_AFTER_SEND: Duration = Duration::from_secs(30);
 

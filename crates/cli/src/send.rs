@@ -109,7 +109,7 @@ fn new_entry(resolved: &providers::Resolved, message: &Message) -> NewEntry {
             .map(|r| r.email().to_owned())
             .collect(),
         message_id: message.message_id().to_owned(),
-        ..NewEntry::default()
+        max_age_secs: queue::max_age_secs(),
     }
 }
 

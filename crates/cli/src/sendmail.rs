@@ -106,7 +106,7 @@ async fn deliver(config_flag: Option<&std::path::Path>, inv: Invocation) -> Resu
                 .map(|m| m.email().to_owned())
                 .collect(),
             message_id: plan.message_id.clone(),
-            ..NewEntry::default()
+            max_age_secs: queue::max_age_secs(),
         })
         .map_err(queue::outbox_failure)?;
     // Accepted: durable in the outbox. Now try to send it at once.
