@@ -37,6 +37,7 @@ use base64::engine::{DecodePaddingMode, general_purpose};
 use serde_json::{Value, json};
 
 use crate::http::{self, Reply, Request, Response, Server, lock};
+use crate::http::{form_decode, percent_decode};
 
 /// The global Graph resource, the default audience of Graph tokens.
 pub const GRAPH_RESOURCE: &str = "https://graph.microsoft.com";
@@ -2949,35 +2950,6 @@ fn has_recipient(raw: &[u8]) -> bool {
     header_fields(raw).iter().any(|(name, value)| {
         matches!(name.as_str(), "to" | "cc" | "bcc") && !value.trim().is_empty()
     })
-}
-
-/// Percent-decodes a URL path segment (`+` stays `+`); `None` if not UTF-8.
-fn percent_decode(segment: &str) -> Option<String> {
-    let bytes = segment.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = bytes
-            .get(i + 1..i + 3)
-            .and_then(|h| std::str::from_utf8(h).ok())
-            .and_then(|h| u8::from_str_radix(h, 16).ok());
-        match (bytes[i], hex) {
-            (b'%', Some(byte)) => {
-                out.push(byte);
-                i += 3;
-            }
-            (byte, _) => {
-                out.push(byte);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).ok()
-}
-
-/// Decodes one `application/x-www-form-urlencoded` component.
-fn form_decode(text: &str) -> String {
-    percent_decode(&text.replace('+', " ")).unwrap_or_else(|| text.to_owned())
 }
 
 fn html_escape(text: &str) -> String {

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use apimail_tests::fake_google::{FakeGoogle, Fault, service_account_key_json};
 use apimail_tests::sandbox::{CLIENT_SECRET, Sandbox};
-use apimail_tests::{Run, run};
+use apimail_tests::{Run, pseudo_random, run};
 
 const ACCOUNT: &str = "user@example.com";
 const PINNED: [&str; 2] = ["--message-id", "<e2e.1@example.com>"];
@@ -580,16 +580,4 @@ fn plain_http_endpoint_off_loopback_is_refused() {
         "{}",
         out.stderr
     );
-}
-
-fn pseudo_random(len: usize) -> Vec<u8> {
-    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
-    (0..len)
-        .map(|_| {
-            state = state
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
-            (state >> 56) as u8
-        })
-        .collect()
 }

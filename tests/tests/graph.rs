@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use apimail_tests::fake_microsoft::{self, FakeMicrosoft, Fault};
 use apimail_tests::sandbox::{MS_CLIENT_ID, Sandbox};
-use apimail_tests::{Run, run};
+use apimail_tests::{Run, pseudo_random, run};
 
 const USER: &str = "user@contoso.com";
 const TENANT: &str = "contoso.onmicrosoft.com";
@@ -43,18 +43,6 @@ fn send_args(extra: &[&str]) -> Vec<String> {
 
 fn send(sandbox: &Sandbox, extra: &[&str]) -> Run {
     run(sandbox.cmd().args(send_args(extra)))
-}
-
-fn pseudo_random(len: usize) -> Vec<u8> {
-    let mut state: u64 = 0x2545_F491_4F6C_DD1D;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 24) as u8
-        })
-        .collect()
 }
 
 // 1. Login
