@@ -149,24 +149,23 @@ fn run(cli: cli::Cli) -> Result<(), Failure> {
         cli::Command::Doctor(args) => {
             block_on(async move { doctor::run(config.as_deref(), args).await })
         }
-        command => block_on(async move {
+        cli::Command::Send(args) => block_on(async move {
+            let ctx = providers::Context::load(config.as_deref())?;
+            let retry = retry_policy(&ctx.config)?;
+            send::run(ctx, *args, retry).await
+        }),
+        cli::Command::Auth(command) => block_on(async move {
             let ctx = providers::Context::load(config.as_deref())?;
             match command {
-                cli::Command::Send(args) => {
-                    let retry = retry_policy(&ctx.config)?;
-                    send::run(ctx, *args, retry).await
-                }
-                cli::Command::Auth(cli::AuthCommand::Login(args)) => auth::login(ctx, args).await,
-                cli::Command::Auth(cli::AuthCommand::ImportSmail(args)) => {
-                    auth::import_smail(ctx, args).await
-                }
-                cli::Command::Auth(cli::AuthCommand::Status(args)) => auth::status(ctx, args),
-                cli::Command::Auth(cli::AuthCommand::Logout(args)) => auth::logout(ctx, args).await,
-                cli::Command::Queue(command) => queue::run(ctx, command).await,
-                cli::Command::Sendmail(_) | cli::Command::Doctor(_) => {
-                    unreachable!("handled above")
-                }
+                cli::AuthCommand::Login(args) => auth::login(ctx, args).await,
+                cli::AuthCommand::ImportSmail(args) => auth::import_smail(ctx, args).await,
+                cli::AuthCommand::Status(args) => auth::status(ctx, args),
+                cli::AuthCommand::Logout(args) => auth::logout(ctx, args).await,
             }
+        }),
+        cli::Command::Queue(command) => block_on(async move {
+            let ctx = providers::Context::load(config.as_deref())?;
+            queue::run(ctx, command).await
         }),
     }
 }
