@@ -193,6 +193,12 @@ impl FakeGoogle {
         self.server.base_url()
     }
 
+    /// Requests and bytes seen on the wire, and the delay added to each
+    /// request (for benchmarks).
+    pub fn traffic(&self) -> &http::Traffic {
+        self.server.traffic()
+    }
+
     /// The authorization endpoint, `{base}/o/oauth2/auth`.
     pub fn auth_url(&self) -> String {
         format!("{}/o/oauth2/auth", self.base_url())

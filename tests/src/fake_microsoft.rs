@@ -238,6 +238,8 @@ struct State {
     /// Lowercased addresses app-only tokens may use, once restricted.
     app_allowed: Option<HashSet<String>>,
     graph_resource: String,
+    /// Base of upload URLs, when not `base`.
+    upload_base: Option<String>,
     enforce_session_minimum: bool,
     tenants: Vec<String>,
     authorize_requests: Vec<HashMap<String, String>>,
@@ -405,6 +407,12 @@ impl FakeMicrosoft {
         self.server.base_url()
     }
 
+    /// Requests and bytes seen on the wire, and the delay added to each
+    /// request (for benchmarks).
+    pub fn traffic(&self) -> &http::Traffic {
+        self.server.traffic()
+    }
+
     /// The authority: the base URL (clients append
     /// `/{tenant}/oauth2/v2.0/...`).
     pub fn authority_url(&self) -> String {
@@ -545,6 +553,15 @@ impl FakeMicrosoft {
     /// names (`Mail.Send`) also mean this resource.
     pub fn set_graph_resource(&self, root: &str) {
         lock(&self.state).graph_resource = root.trim_end_matches('/').to_owned();
+    }
+
+    /// Hands out upload URLs on `http://{host}:PORT` instead of the Graph
+    /// host, as Graph does (its upload URLs are on outlook.office.com), so
+    /// that clients which attach tokens per host leave them off. `host`
+    /// must reach this server: `localhost`.
+    pub fn set_upload_host(&self, host: &str) {
+        let port = self.server.addr().port();
+        lock(&self.state).upload_base = Some(format!("http://{host}:{port}"));
     }
 
     /// Accepts upload sessions for attachments under 3 MiB, which Graph
@@ -2337,7 +2354,7 @@ fn send_mail(
             ("sendMail-mime", mime, None)
         }
         Body::Json(body) => {
-            let Some(message) = body.get("message").filter(|m| m.is_object()) else {
+            let Some(message) = parameter(&body, "Message").filter(|m| m.is_object()) else {
                 return Err(graph_error(
                     400,
                     "ErrorInvalidParameter",
@@ -2359,6 +2376,16 @@ fn send_mail(
         access_token: token.to_owned(),
     });
     Ok(Response::new(202))
+}
+
+/// The action parameter `name` of a JSON body. Graph matches these names
+/// without regard to case: the generated SDKs send `Message`, the docs
+/// show `message`.
+fn parameter<'a>(body: &'a Value, name: &str) -> Option<&'a Value> {
+    body.as_object()?
+        .iter()
+        .find(|(key, _)| key.eq_ignore_ascii_case(name))
+        .map(|(_, value)| value)
 }
 
 /// `POST .../messages`: a draft from base64 MIME or JSON.
@@ -2534,14 +2561,8 @@ fn create_upload_session(
             "createUploadSession takes application/json.",
         ));
     };
-    let item = body
-        .as_object()
-        .and_then(|object| {
-            object
-                .iter()
-                .find(|(key, _)| key.eq_ignore_ascii_case("AttachmentItem"))
-        })
-        .map(|(_, item)| item.clone())
+    let item = parameter(&body, "AttachmentItem")
+        .cloned()
         .filter(Value::is_object)
         .ok_or_else(|| {
             graph_error(
@@ -2618,7 +2639,10 @@ fn create_upload_session(
                 "{}/graph/v1.0/$metadata#microsoft.graph.uploadSession",
                 state.base
             ),
-            "uploadUrl": format!("{}/upload/{session_id}?authtoken={authtoken}", state.base),
+            "uploadUrl": format!(
+                "{}/upload/{session_id}?authtoken={authtoken}",
+                state.upload_base.as_deref().unwrap_or(&state.base)
+            ),
             "expirationDateTime": expires,
             "nextExpectedRanges": ["0-"],
         }),

@@ -141,9 +141,78 @@ impl From<Response> for Reply {
 
 type Handler = dyn Fn(&Request) -> Reply + Send + Sync + 'static;
 
+/// What a server has seen on the wire, and the delay it adds: shared by
+/// all its connections, for benchmarks.
+#[derive(Debug, Default)]
+pub struct Traffic {
+    requests: AtomicU64,
+    bytes_received: AtomicU64,
+    bytes_sent: AtomicU64,
+    delay_micros: AtomicU64,
+}
+
+impl Traffic {
+    /// Requests read so far (malformed ones included).
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::SeqCst)
+    }
+
+    /// Bytes read from clients so far: request lines, headers and bodies.
+    pub fn bytes_received(&self) -> u64 {
+        self.bytes_received.load(Ordering::SeqCst)
+    }
+
+    /// Bytes written to clients so far.
+    pub fn bytes_sent(&self) -> u64 {
+        self.bytes_sent.load(Ordering::SeqCst)
+    }
+
+    /// Makes every later request wait `delay` before it is answered, like
+    /// a network round trip.
+    pub fn set_delay(&self, delay: Duration) {
+        let micros = u64::try_from(delay.as_micros()).unwrap_or(u64::MAX);
+        self.delay_micros.store(micros, Ordering::SeqCst);
+    }
+
+    fn delay(&self) -> Duration {
+        Duration::from_micros(self.delay_micros.load(Ordering::SeqCst))
+    }
+}
+
+/// A connection's stream, counting the bytes that cross it.
+struct CountedStream {
+    stream: TcpStream,
+    traffic: Arc<Traffic>,
+}
+
+impl Read for CountedStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.stream.read(buf)?;
+        self.traffic
+            .bytes_received
+            .fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+impl Write for CountedStream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.stream.write(buf)?;
+        self.traffic
+            .bytes_sent
+            .fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.stream.flush()
+    }
+}
+
 /// A server on `127.0.0.1` with a free port, serving until dropped.
 pub struct Server {
     addr: SocketAddr,
+    traffic: Arc<Traffic>,
     shutdown: Arc<AtomicBool>,
     connections: Arc<Mutex<HashMap<u64, TcpStream>>>,
     accept_thread: Option<JoinHandle<()>>,
@@ -165,12 +234,14 @@ impl Server {
         let listener = TcpListener::bind(("127.0.0.1", 0))?;
         let addr = listener.local_addr()?;
         let shutdown = Arc::new(AtomicBool::new(false));
+        let traffic = Arc::new(Traffic::default());
         let connections = Arc::new(Mutex::new(HashMap::new()));
         let handler: Arc<Handler> = Arc::new(handler);
         let log = std::env::var_os("APIMAIL_FAKE_LOG").is_some();
         let name = name.to_owned();
         let accept_thread = {
             let (shutdown, connections) = (shutdown.clone(), connections.clone());
+            let traffic = traffic.clone();
             std::thread::spawn(move || {
                 let next_id = AtomicU64::new(0);
                 for stream in listener.incoming() {
@@ -187,6 +258,7 @@ impl Server {
                         name: name.clone(),
                         log,
                         handler,
+                        traffic: traffic.clone(),
                     };
                     std::thread::spawn(move || {
                         conn.serve(stream);
@@ -197,6 +269,7 @@ impl Server {
         };
         Ok(Server {
             addr,
+            traffic,
             shutdown,
             connections,
             accept_thread: Some(accept_thread),
@@ -211,6 +284,11 @@ impl Server {
     /// `http://127.0.0.1:PORT` (no trailing slash).
     pub fn base_url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// The server's traffic counters and injected delay.
+    pub fn traffic(&self) -> &Traffic {
+        &self.traffic
     }
 }
 
@@ -233,13 +311,22 @@ struct Connection {
     name: String,
     log: bool,
     handler: Arc<Handler>,
+    traffic: Arc<Traffic>,
 }
 
 impl Connection {
     fn serve(&self, stream: TcpStream) {
-        let mut reader = BufReader::new(stream);
+        let mut reader = BufReader::new(CountedStream {
+            stream,
+            traffic: self.traffic.clone(),
+        });
         loop {
-            let request = match read_request(&mut reader) {
+            let request = read_request(&mut reader);
+            if !matches!(request, Ok(None) | Err(ReadError::Io)) {
+                self.traffic.requests.fetch_add(1, Ordering::SeqCst);
+                std::thread::sleep(self.traffic.delay());
+            }
+            let request = match request {
                 Ok(Some(request)) => request,
                 Ok(None) => return,
                 Err(ReadError::Io) => return,
@@ -258,7 +345,7 @@ impl Connection {
                         "{} {} -> (connection dropped)",
                         request.method, request.path
                     ));
-                    let _ = reader.get_ref().shutdown(Shutdown::Both);
+                    let _ = reader.get_ref().stream.shutdown(Shutdown::Both);
                     return;
                 }
                 Reply::Respond(response) => {
@@ -274,7 +361,7 @@ impl Connection {
                     if write_response(reader.get_mut(), &response, close, head_only).is_err()
                         || close
                     {
-                        let _ = reader.get_ref().shutdown(Shutdown::Both);
+                        let _ = reader.get_ref().stream.shutdown(Shutdown::Both);
                         return;
                     }
                 }
@@ -312,7 +399,7 @@ fn bad(why: &str) -> ReadError {
 }
 
 /// Reads one request; `None` if the connection closed before it began.
-fn read_request(reader: &mut BufReader<TcpStream>) -> Result<Option<Request>, ReadError> {
+fn read_request(reader: &mut BufReader<CountedStream>) -> Result<Option<Request>, ReadError> {
     let mut budget = MAX_HEAD;
     let mut line = String::new();
     // Tolerate empty lines before a request line (RFC 9112 section 2.2).
@@ -464,7 +551,7 @@ fn wants_close(request: &Request) -> bool {
 }
 
 fn write_response(
-    stream: &mut TcpStream,
+    stream: &mut impl Write,
     response: &Response,
     close: bool,
     head_only: bool,

@@ -37,7 +37,12 @@ pub fn apimail_bin() -> PathBuf {
 /// A command for the binary with a clean environment: no inherited
 /// APIMAIL_* or SOURCE_DATE_EPOCH, standard input closed.
 pub fn apimail() -> Command {
-    let mut command = Command::new(apimail_bin());
+    apimail_at(&apimail_bin())
+}
+
+/// [`apimail`], for the binary at `bin`.
+pub fn apimail_at(bin: &Path) -> Command {
+    let mut command = Command::new(bin);
     for (key, _) in std::env::vars_os() {
         let key = key.to_string_lossy();
         let inherited = key.starts_with("APIMAIL_")

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use crate::fake_google::FakeGoogle;
 use crate::fake_microsoft::FakeMicrosoft;
-use crate::{Run, apimail, http};
+use crate::{Run, apimail_at, apimail_bin, http};
 
 /// The OAuth client the sandboxes register with the fake.
 pub const CLIENT_ID: &str = "test-client.apps.googleusercontent.com";
@@ -23,6 +23,7 @@ pub const MS_CLIENT_ID: &str = "6731de76-14a6-49ae-97bc-6eba6914391e";
 pub struct Sandbox {
     dir: tempfile::TempDir,
     env: Vec<(String, String)>,
+    bin: Option<PathBuf>,
 }
 
 impl Sandbox {
@@ -73,7 +74,23 @@ impl Sandbox {
             ("HOME".to_owned(), path("home")),
         ];
         env.extend(endpoints.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
-        Sandbox { dir, env }
+        Sandbox {
+            dir,
+            env,
+            bin: None,
+        }
+    }
+
+    /// Runs the `apimail` at `bin` instead of [`apimail_bin`]'s.
+    pub fn with_binary(mut self, bin: PathBuf) -> Sandbox {
+        self.bin = Some(bin);
+        self
+    }
+
+    /// The environment every command gets: config, data dir, home and
+    /// the fake's endpoints.
+    pub fn env(&self) -> &[(String, String)] {
+        &self.env
     }
 
     /// The sandbox directory.
@@ -107,7 +124,10 @@ impl Sandbox {
 
     /// An `apimail` command inside the sandbox, current dir included.
     pub fn cmd(&self) -> Command {
-        let mut command = apimail();
+        let mut command = match &self.bin {
+            Some(bin) => apimail_at(bin),
+            None => apimail_at(&apimail_bin()),
+        };
         command
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .current_dir(self.path());
