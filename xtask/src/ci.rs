@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::time::Instant;
 
-use crate::{Error, Result, cargo, codegen, output, run as run_cmd};
+use crate::{Error, Result, bench, cargo, codegen, output, run as run_cmd};
 
 /// The fuzz crate: outside the workspace, with its own `Cargo.lock`. Optional.
 const FUZZ_MANIFEST: &str = "fuzz/Cargo.toml";
@@ -27,6 +27,7 @@ pub(crate) fn run(root: &Path) -> Result<()> {
         ("doc", doc),
         ("codegen --check", codegen_check),
         ("test", test),
+        ("bench --quick", bench_quick),
     ];
     if has_fuzz(root) {
         steps.push(("fuzz build", fuzz_build));
@@ -195,6 +196,12 @@ fn test(root: &Path) -> Result<()> {
             .current_dir(root)
             .args(["test", "--workspace", "--locked"]),
     )
+}
+
+/// Smoke-runs the benchmark (one run of everything, small sizes) so that
+/// it cannot rot; no timing can fail it.
+fn bench_quick(root: &Path) -> Result<()> {
+    bench::run(root, &bench::Options::quick())
 }
 
 /// Compiles the fuzz targets (without running them) so they cannot rot.

@@ -6,10 +6,13 @@
 //! - `cargo xtask ci` runs exactly what CI runs (`.ci/run` calls it);
 //! - `cargo codegen [--check]` regenerates the man pages and shell
 //!   completions from the CLI definition (or checks they are up to date);
-//! - `cargo xtask bench` prints quick release-mode performance numbers.
+//! - `cargo xtask bench` measures apimail against the Python peers and
+//!   writes `bench/RESULTS.md`.
 //!
-//! Dependencies are deliberately std-only plus the `apimail` crate (for the
-//! CLI definition): no clap and no anyhow, which only `crates/cli` may use.
+//! Dependencies are kept few: the `apimail` crate (for the CLI definition),
+//! `apimail-tests` (the fake servers the bench sends to), serde_json, tempfile
+//! and libc.
+//! No clap and no anyhow, which only `crates/cli` may use.
 //!
 //! [cargo-xtask]: https://github.com/matklad/cargo-xtask
 
@@ -37,20 +40,27 @@ USAGE:
 COMMANDS:
     ci                  Run every check CI runs, in order, stopping at the first failure:
                         no-OpenSSL dependency check, rustfmt, clippy, rustdoc,
-                        codegen --check, tests, and the fuzz build (if fuzz/ exists)
+                        codegen --check, tests, bench --quick, and the fuzz build
+                        (if fuzz/ exists)
     codegen [--check]   Regenerate man pages (docs/man/) and shell completions
                         (completions/) from the CLI definition; with --check, only
                         verify they are up to date
-    bench [NAME...]     Build apimail in release mode and run the named benchmarks
-                        (default: all); not part of CI
+    bench [OPTIONS]     Measure apimail against the Python peers (Google's and
+                        Microsoft's client libraries) on the same work, against the
+                        local fakes, and write bench/RESULTS.md; see bench/README.md
+        --rtt MS        delay added to every request the fakes answer (default 20)
+        --runs N        runs of each measurement (default 5; 1 with --quick)
+        --quick         smoke run: debug build, small sizes, no clean build;
+                        writes target/bench/RESULTS-quick.md (CI runs this)
     help                Print this message
 
 EXAMPLES:
     cargo xtask ci                 # what CI runs (also: .ci/run)
     cargo codegen                  # alias for `cargo xtask codegen`
     cargo codegen --check          # fail if generated files are stale
-    cargo xtask bench              # all benchmarks
-    cargo xtask bench startup      # a single benchmark
+    cargo xtask bench              # the full comparison (about 10 minutes)
+    cargo xtask bench --rtt 50     # as if the API were 50 ms away
+    cargo xtask bench --quick      # what CI runs
 ";
 
 fn main() -> ExitCode {
@@ -88,15 +98,10 @@ fn main() -> ExitCode {
                 ));
             }
         },
-        "bench" => {
-            if let Some(unknown) = rest.iter().find(|name| !bench::exists(name)) {
-                return usage_error(&format!(
-                    "unknown benchmark `{unknown}` (available: {})",
-                    bench::names().join(", ")
-                ));
-            }
-            bench::run(&root, rest)
-        }
+        "bench" => match bench::Options::parse(rest) {
+            Ok(options) => bench::run(&root, &options),
+            Err(message) => return usage_error(&message),
+        },
         other => return usage_error(&format!("unknown subcommand `{other}`")),
     };
     match result {
@@ -224,7 +229,12 @@ pub(crate) fn display(cmd: &Command) -> String {
 }
 
 fn quote(word: &OsStr) -> String {
-    let word = word.to_string_lossy();
+    const LONGEST: usize = 60;
+    let mut word = word.to_string_lossy();
+    if word.chars().count() > LONGEST {
+        let start: String = word.chars().take(LONGEST - 3).collect();
+        word = format!("{start}...").into();
+    }
     if !word.is_empty()
         && word
             .chars()

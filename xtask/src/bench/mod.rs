@@ -1,132 +1,489 @@
-//! `cargo xtask bench`: quick wall-time and memory numbers for the release
-//! binary. Not part of CI: timings depend on the machine.
+//! `cargo xtask bench`: apimail against the Python peers people would use
+//! instead, on the same work, against the local fakes of `tests/`, with a
+//! round-trip delay injected into every request. It writes
+//! `bench/RESULTS.md`.
 //!
-//! To add a benchmark, write a `fn(&Ctx) -> Result<Measurement>` and list it
-//! in [`BENCHES`].
+//! A benchmark, not a test: nothing fails on a timing. `--quick` (one run
+//! of each, small sizes, the debug build) only proves that every part still
+//! works; CI runs it.
+
+mod measure;
+mod peers;
+mod report;
+mod world;
 
 use std::fs;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::{Context, Error, Result, cargo, display, run as run_cmd};
+use measure::{Stats, Usage};
+use peers::Peers;
+use report::{BurstRow, ColdRow, Footprint, LargeRow, Machine, Report};
+use world::{Provider, RECIPIENT, Sender, World};
 
-/// A named benchmark.
-struct Bench {
-    name: &'static str,
-    run: fn(&Ctx) -> Result<Measurement>,
+use crate::{Context, Error, Result, cargo, output, run as run_cmd};
+
+/// What `cargo xtask bench` was asked to do.
+#[derive(Debug, Clone)]
+pub(crate) struct Options {
+    /// The delay added to every request the fakes answer.
+    pub(crate) rtt: Duration,
+    /// Runs of each measurement.
+    pub(crate) runs: usize,
+    /// A smoke run: debug build, one run, small sizes, no clean build.
+    pub(crate) quick: bool,
 }
 
-/// Every benchmark, in the order they run and are reported.
-const BENCHES: &[Bench] = &[
-    Bench {
-        name: "startup",
-        run: startup,
-    },
-    Bench {
-        name: "dry-run-compose",
-        run: dry_run_compose,
-    },
-];
-
-/// GNU time, used to measure the peak RSS of a child without libc.
-const GNU_TIME: &str = "/usr/bin/time";
-
-/// What every benchmark gets.
-#[derive(Debug)]
-struct Ctx {
-    /// The release `apimail` binary.
-    exe: PathBuf,
-    /// Whether [`GNU_TIME`] works here (`-f %M -o FILE`).
-    gnu_time: bool,
-}
-
-/// One benchmark's result: a row of the report.
-#[derive(Debug)]
-struct Measurement {
-    runs: usize,
-    min: Duration,
-    median: Duration,
-    /// Peak resident set size over all runs, in KiB, if measured.
-    peak_rss_kib: Option<u64>,
-}
-
-impl Measurement {
-    fn from_runs(times: &[Duration], peak_rss_kib: Option<u64>) -> Self {
-        let mut sorted = times.to_vec();
-        sorted.sort();
-        Measurement {
-            runs: sorted.len(),
-            min: sorted.first().copied().unwrap_or_default(),
-            median: median(&sorted),
-            peak_rss_kib,
+impl Options {
+    /// What `--quick` alone means.
+    pub(crate) fn quick() -> Options {
+        Options {
+            rtt: Duration::from_millis(20),
+            runs: 1,
+            quick: true,
         }
     }
-}
 
-/// The median of sorted durations (mean of the middle two for even counts).
-fn median(sorted: &[Duration]) -> Duration {
-    match sorted.len() {
-        0 => Duration::ZERO,
-        n if n % 2 == 1 => sorted[n / 2],
-        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2,
+    /// Parses `[--quick] [--rtt MS] [--runs N]`.
+    pub(crate) fn parse(args: &[String]) -> Result<Options, String> {
+        let mut options = Options {
+            quick: false,
+            ..Options::quick()
+        };
+        let mut runs = None;
+        let mut args = args.iter();
+        while let Some(arg) = args.next() {
+            let mut value = |name: &str| {
+                args.next()
+                    .ok_or_else(|| format!("`{name}` needs a value"))
+                    .and_then(|v| {
+                        v.parse::<u64>()
+                            .map_err(|_| format!("`{name} {v}`: expected a whole number"))
+                    })
+            };
+            match arg.as_str() {
+                "--quick" => options.quick = true,
+                "--rtt" => options.rtt = Duration::from_millis(value("--rtt")?),
+                "--runs" => match value("--runs")? {
+                    0 => return Err("`--runs 0`: at least one run is needed".to_owned()),
+                    n => runs = Some(n as usize),
+                },
+                other => return Err(format!("unknown bench option `{other}`")),
+            }
+        }
+        options.runs = runs.unwrap_or(if options.quick { 1 } else { 5 });
+        Ok(options)
+    }
+
+    /// Size of the large message's attachment. Even the quick one is over
+    /// Graph's 3 MB inline limit, so that upload sessions are exercised.
+    fn large_attachment(&self) -> usize {
+        if self.quick { 4 << 20 } else { 25 << 20 }
+    }
+
+    /// Invocations in the sequential and the parallel cron burst.
+    fn burst_sizes(&self) -> (usize, usize) {
+        if self.quick { (10, 4) } else { (200, 20) }
     }
 }
 
-/// Whether `name` is a known benchmark.
-pub(crate) fn exists(name: &str) -> bool {
-    BENCHES.iter().any(|b| b.name == name)
+/// The 2 KB message's body: about 2000 bytes of plain text.
+fn small_text() -> String {
+    let line = "apimail bench: a small message, as cron and monitoring send them.\n";
+    line.repeat(2000 / line.len())
 }
 
-/// The names of all benchmarks.
-pub(crate) fn names() -> Vec<&'static str> {
-    BENCHES.iter().map(|b| b.name).collect()
-}
-
-/// Builds the release binary and runs the selected benchmarks (all if `only` is empty).
-pub(crate) fn run(root: &Path, only: &[String]) -> Result<()> {
-    run_cmd(
-        cargo()
-            .current_dir(root)
-            .args(["build", "--release", "-p", "apimail", "--locked"]),
-    )?;
-    let exe = target_dir(root)
-        .join("release")
-        .join(format!("apimail{}", std::env::consts::EXE_SUFFIX));
+/// Builds apimail, installs the peers, runs every figure and writes the report.
+pub(crate) fn run(root: &Path, options: &Options) -> Result<()> {
+    let target = target_dir(root);
+    let (profile, profile_dir) = if options.quick {
+        ("dev", "debug")
+    } else {
+        ("release", "release")
+    };
+    run_cmd(cargo().current_dir(root).args([
+        "build",
+        "--profile",
+        profile,
+        "-p",
+        "apimail",
+        "--locked",
+    ]))?;
+    let exe = target.join(profile_dir).join("apimail");
     if !exe.is_file() {
         return Err(Error::new(format!("{} was not built", exe.display())));
     }
-    let gnu_time = gnu_time_works(&exe);
-    let ctx = Ctx { exe, gnu_time };
+    let peers = peers::prepare(root, &target)?;
 
-    let mut rows = Vec::new();
-    let mut failed = Vec::new();
-    for bench in BENCHES {
-        if !only.is_empty() && !only.iter().any(|name| name == bench.name) {
-            continue;
-        }
-        eprintln!("==> bench {}", bench.name);
-        match (bench.run)(&ctx) {
-            Ok(m) => rows.push((bench.name, m)),
-            Err(e) => {
-                eprintln!("error: bench `{}` failed: {e}", bench.name);
-                failed.push(bench.name);
+    eprintln!(
+        "==> bench: starting the fakes (round trip {} ms)",
+        options.rtt.as_millis()
+    );
+    let world = World::start(&exe, options.rtt)?;
+    let mut report = Report {
+        options: options.clone(),
+        machine: Machine::read(&peers.python_version),
+        commit: commit(root),
+        profile,
+        cold: Vec::new(),
+        bursts: Vec::new(),
+        large: Vec::new(),
+        footprint: None,
+    };
+    for expired in [false, true] {
+        for provider in Provider::ALL {
+            for sender in [Sender::Apimail, Sender::Python] {
+                report.cold.push(cold_send(
+                    &world, &peers, options, provider, sender, expired,
+                )?);
             }
         }
     }
-
-    print_table(&rows);
-    if !ctx.gnu_time {
-        println!("note: peak RSS not measured: {GNU_TIME} (GNU time) is missing or unusable");
+    for provider in Provider::ALL {
+        report
+            .bursts
+            .extend(cron_bursts(&world, options, provider)?);
     }
-    if failed.is_empty() {
-        Ok(())
+    let attachment = world.scratch().join("attachment.bin");
+    write_pseudo_random(&attachment, options.large_attachment())?;
+    for provider in Provider::ALL {
+        for sender in [Sender::Apimail, Sender::Python] {
+            report.large.push(large_message(
+                &world,
+                &peers,
+                options,
+                provider,
+                sender,
+                &attachment,
+            )?);
+        }
+    }
+    report.footprint = Some(footprint(root, &target, &exe, &peers, options)?);
+
+    let text = report.render();
+    let path = if options.quick {
+        target.join("bench/RESULTS-quick.md")
     } else {
-        Err(Error::new(format!(
-            "benchmarks failed: {}",
-            failed.join(", ")
-        )))
+        root.join("bench/RESULTS.md")
+    };
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    fs::write(&path, &text).with_context(|| format!("cannot write {}", path.display()))?;
+    println!("{text}");
+    eprintln!("==> bench: wrote {}", path.display());
+    Ok(())
+}
+
+/// Figures 1 and 2: one process sending a 2 KB message, token cached
+/// (`expired` false) or needing a refresh.
+fn cold_send(
+    world: &World,
+    peers: &Peers,
+    options: &Options,
+    provider: Provider,
+    sender: Sender,
+    expired: bool,
+) -> Result<ColdRow> {
+    eprintln!(
+        "==> bench: cold send, {}, {}, {} token",
+        provider.name(),
+        sender_name(sender),
+        if expired { "expired" } else { "cached" }
+    );
+    let text = small_text();
+    let mut usages = Vec::new();
+    let mut requests = Vec::new();
+    let mut token_requests = Vec::new();
+    for _ in 0..options.runs {
+        if expired {
+            world.expire_token(provider, sender)?;
+        }
+        let mut cmd = match sender {
+            Sender::Apimail => {
+                let mut cmd = world.apimail(provider);
+                cmd.arg("send");
+                cmd
+            }
+            Sender::Python => world.peer(peers, provider),
+        };
+        cmd.args(["--to", RECIPIENT, "--subject", "bench", "--text", &text]);
+        let before = world.counters(provider);
+        usages.push(measure::run(&mut cmd, b"")?);
+        let seen = world.counters(provider) - before;
+        requests.push(seen.requests as f64);
+        token_requests.push(seen.token_requests as f64);
+    }
+    Ok(ColdRow {
+        provider,
+        sender,
+        expired,
+        wall_ms: stats_ms(usages.iter().map(|u| u.wall)),
+        cpu_ms: stats_ms(usages.iter().map(|u| u.cpu)),
+        requests: stats(requests),
+        token_requests: stats(token_requests),
+    })
+}
+
+/// Figure 3: `apimail sendmail` invoked many times in sequence, then many
+/// at once, each burst starting with the stored access token expired.
+fn cron_bursts(world: &World, options: &Options, provider: Provider) -> Result<Vec<BurstRow>> {
+    let message = format!(
+        "From: {}\nTo: {RECIPIENT}\nSubject: cron burst\n\n{}",
+        provider.user(),
+        small_text()
+    );
+    let sendmail = || {
+        let mut cmd = world.apimail(provider);
+        cmd.args(["sendmail", "-i", RECIPIENT]);
+        cmd
+    };
+    let (sequential, parallel) = options.burst_sizes();
+    let mut rows = Vec::new();
+    for (count, at_once) in [(sequential, false), (parallel, true)] {
+        eprintln!(
+            "==> bench: cron burst, {}, {count} {}",
+            provider.name(),
+            if at_once {
+                "in parallel"
+            } else {
+                "in sequence"
+            }
+        );
+        let mut walls = Vec::new();
+        let mut token_requests = Vec::new();
+        for _ in 0..options.runs {
+            world.expire_token(provider, Sender::Apimail)?;
+            let before = world.counters(provider);
+            let started = Instant::now();
+            if at_once {
+                let children = (0..count)
+                    .map(|_| {
+                        let mut cmd = sendmail();
+                        measure::spawn(&mut cmd, message.as_bytes()).map(|child| (cmd, child))
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                for (cmd, child) in children {
+                    measure::finish(&cmd, child, started)?;
+                }
+            } else {
+                for _ in 0..count {
+                    measure::run(&mut sendmail(), message.as_bytes())?;
+                }
+            }
+            walls.push(started.elapsed());
+            token_requests.push((world.counters(provider) - before).token_requests as f64);
+        }
+        rows.push(BurstRow {
+            provider,
+            count,
+            parallel: at_once,
+            wall_ms: stats_ms(walls),
+            token_requests: stats(token_requests),
+        });
+    }
+    Ok(rows)
+}
+
+/// Figure 4: a message with a large attachment.
+fn large_message(
+    world: &World,
+    peers: &Peers,
+    options: &Options,
+    provider: Provider,
+    sender: Sender,
+    attachment: &Path,
+) -> Result<LargeRow> {
+    eprintln!(
+        "==> bench: large message ({} MiB attachment), {}, {}",
+        options.large_attachment() >> 20,
+        provider.name(),
+        sender_name(sender)
+    );
+    let message_bytes = composed_size(world, provider, attachment)?;
+    let mut usages: Vec<Usage> = Vec::new();
+    let mut wire = Vec::new();
+    for _ in 0..options.runs {
+        let mut cmd = match sender {
+            Sender::Apimail => {
+                let mut cmd = world.apimail(provider);
+                cmd.arg("send");
+                cmd
+            }
+            Sender::Python => {
+                let mut cmd = world.peer(peers, provider);
+                if provider == Provider::Gmail {
+                    cmd.arg("--upload");
+                }
+                cmd
+            }
+        };
+        cmd.args([
+            "--to",
+            RECIPIENT,
+            "--subject",
+            "large",
+            "--text",
+            "see the attachment",
+        ])
+        .arg("--attach")
+        .arg(attachment);
+        let before = world.counters(provider);
+        usages.push(measure::run(&mut cmd, b"")?);
+        wire.push((world.counters(provider) - before).bytes_received as f64);
+    }
+    Ok(LargeRow {
+        provider,
+        sender,
+        message_bytes,
+        wall_ms: stats_ms(usages.iter().map(|u| u.wall)),
+        cpu_ms: stats_ms(usages.iter().map(|u| u.cpu)),
+        peak_rss: stats(usages.iter().map(|u| u.peak_rss as f64)),
+        wire_bytes: stats(wire),
+    })
+}
+
+/// The size of the message apimail composes for the large figure.
+fn composed_size(world: &World, provider: Provider, attachment: &Path) -> Result<u64> {
+    let out = world.scratch().join("large.eml");
+    let mut cmd = world.apimail(provider);
+    cmd.args(["send", "--dry-run", "--from", provider.user()])
+        .args([
+            "--to",
+            RECIPIENT,
+            "--subject",
+            "large",
+            "--text",
+            "see the attachment",
+        ])
+        .arg("--attach")
+        .arg(attachment)
+        .arg("--output")
+        .arg(&out);
+    measure::run(&mut cmd, b"")?;
+    let size = fs::metadata(&out)
+        .with_context(|| format!("cannot read {}", out.display()))?
+        .len();
+    let _ = fs::remove_file(&out);
+    Ok(size)
+}
+
+/// Figure 5: binary size, startup, build time and dependencies.
+fn footprint(
+    root: &Path,
+    target: &Path,
+    exe: &Path,
+    peers: &Peers,
+    options: &Options,
+) -> Result<Footprint> {
+    eprintln!("==> bench: footprint");
+    let binary_bytes = fs::metadata(exe)
+        .with_context(|| format!("cannot read {}", exe.display()))?
+        .len();
+    let stripped = target.join("bench/apimail-stripped");
+    if let Some(dir) = stripped.parent() {
+        fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    fs::copy(exe, &stripped).with_context(|| format!("cannot copy {}", exe.display()))?;
+    run_cmd(Command::new("strip").arg(&stripped))
+        .map_err(|e| e.with_hint("install binutils (Debian: apt-get install binutils)"))?;
+    let stripped_bytes = fs::metadata(&stripped)
+        .with_context(|| format!("cannot read {}", stripped.display()))?
+        .len();
+
+    let version_runs = if options.quick { 5 } else { 50 };
+    let version = (0..version_runs)
+        .map(|_| measure::run(Command::new(exe).arg("--version"), b"").map(|u| u.wall))
+        .collect::<Result<Vec<_>>>()?;
+
+    let clean_build = if options.quick {
+        None
+    } else {
+        eprintln!("==> bench: clean release build (a few minutes on 2 cores)");
+        let dir = target.join("bench-clean-build");
+        let _ = fs::remove_dir_all(&dir);
+        let started = Instant::now();
+        run_cmd(
+            cargo()
+                .current_dir(root)
+                .args(["build", "--release", "-p", "apimail", "--locked"])
+                .arg("--target-dir")
+                .arg(&dir),
+        )?;
+        let elapsed = started.elapsed();
+        let _ = fs::remove_dir_all(&dir);
+        Some(elapsed)
+    };
+
+    Ok(Footprint {
+        binary_bytes,
+        stripped_bytes,
+        version_ms: stats_ms(version),
+        clean_build,
+        dependencies: dependency_count(root)?,
+        peer_packages: peers.packages.len(),
+        peer_disk_bytes: peers.disk_bytes,
+        peer_install: peers.install_time,
+    })
+}
+
+/// How many crates outside the workspace the `apimail` binary links.
+fn dependency_count(root: &Path) -> Result<usize> {
+    let tree = output(cargo().current_dir(root).args([
+        "tree", "-p", "apimail", "--edges", "normal", "--prefix", "none", "--locked",
+    ]))?;
+    let workspace = root.display().to_string();
+    let mut crates: Vec<String> = tree
+        .lines()
+        .filter(|line| !line.contains(&workspace))
+        .filter_map(|line| {
+            let mut words = line.split_whitespace();
+            Some(format!("{} {}", words.next()?, words.next()?))
+        })
+        .collect();
+    crates.sort_unstable();
+    crates.dedup();
+    Ok(crates.len())
+}
+
+fn sender_name(sender: Sender) -> &'static str {
+    match sender {
+        Sender::Apimail => "apimail",
+        Sender::Python => "Python peer",
+    }
+}
+
+fn stats(values: impl IntoIterator<Item = f64>) -> Stats {
+    Stats::of(values).unwrap_or(Stats {
+        median: f64::NAN,
+        min: f64::NAN,
+        max: f64::NAN,
+    })
+}
+
+fn stats_ms(durations: impl IntoIterator<Item = Duration>) -> Stats {
+    stats(durations.into_iter().map(|d| d.as_secs_f64() * 1000.0))
+}
+
+/// The commit, with `-dirty` if the work tree has changes.
+fn commit(root: &Path) -> String {
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .current_dir(root)
+            .args(args)
+            .output()
+            .ok()
+            .filter(|out| out.status.success())
+            .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    };
+    let Some(head) = git(&["rev-parse", "--short=12", "HEAD"]) else {
+        return "unknown".to_owned();
+    };
+    match git(&["status", "--porcelain"]) {
+        Some(changes) if !changes.is_empty() => format!("{head}-dirty"),
+        _ => head,
     }
 }
 
@@ -136,123 +493,6 @@ fn target_dir(root: &Path) -> PathBuf {
         Some(dir) => root.join(dir),
         None => root.join("target"),
     }
-}
-
-fn print_table(rows: &[(&str, Measurement)]) {
-    println!();
-    println!(
-        "{:<18} {:>5} {:>10} {:>10} {:>12}",
-        "bench", "runs", "min ms", "median ms", "peak RSS"
-    );
-    for (name, m) in rows {
-        let rss = m.peak_rss_kib.map_or_else(
-            || "-".to_owned(),
-            |kib| format!("{:.1} MiB", kib as f64 / 1024.0),
-        );
-        println!(
-            "{name:<18} {:>5} {:>10.2} {:>10.2} {rss:>12}",
-            m.runs,
-            m.min.as_secs_f64() * 1000.0,
-            m.median.as_secs_f64() * 1000.0,
-        );
-    }
-}
-
-/// Process startup: `apimail --version`, 50 times.
-fn startup(ctx: &Ctx) -> Result<Measurement> {
-    let mut times = Vec::new();
-    for _ in 0..50 {
-        times.push(time_run(Command::new(&ctx.exe).arg("--version"))?);
-    }
-    Ok(Measurement::from_runs(&times, None))
-}
-
-/// Composing a message with a 20 MiB attachment to a file (`send --dry-run`), 5 times.
-fn dry_run_compose(ctx: &Ctx) -> Result<Measurement> {
-    let tmp = TempDir::new("dry-run-compose")?;
-    let attachment = tmp.0.join("attachment.bin");
-    write_pseudo_random(&attachment, 20 * 1024 * 1024)?;
-    let out = tmp.0.join("out.eml");
-    let rss_file = tmp.0.join("rss.txt");
-
-    let mut times = Vec::new();
-    let mut peak_rss_kib = None;
-    for _ in 0..5 {
-        let mut cmd = if ctx.gnu_time {
-            let mut cmd = Command::new(GNU_TIME);
-            cmd.args(["-f", "%M", "-o"]).arg(&rss_file).arg(&ctx.exe);
-            cmd
-        } else {
-            Command::new(&ctx.exe)
-        };
-        cmd.args([
-            "send",
-            "--dry-run",
-            "--from",
-            "a@example.com",
-            "--to",
-            "b@example.com",
-        ])
-        .args(["--subject", "bench", "--text", "hi", "--attach"])
-        .arg(&attachment)
-        .arg("--output")
-        .arg(&out);
-        times.push(time_run(&mut cmd)?);
-        if ctx.gnu_time {
-            let kib = read_rss_kib(&rss_file)?;
-            peak_rss_kib = peak_rss_kib.max(Some(kib));
-        }
-    }
-    Ok(Measurement::from_runs(&times, peak_rss_kib))
-}
-
-/// Runs `cmd` once (stdout discarded) and returns its wall time; fails with
-/// its stderr unless it succeeds.
-fn time_run(cmd: &mut Command) -> Result<Duration> {
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    let started = Instant::now();
-    let out = cmd
-        .output()
-        .with_context(|| format!("failed to start `{}`", display(cmd)))?;
-    let elapsed = started.elapsed();
-    if !out.status.success() {
-        return Err(Error::new(format!(
-            "`{}` failed ({}):\n{}",
-            display(cmd),
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim_end()
-        )));
-    }
-    Ok(elapsed)
-}
-
-/// Whether `/usr/bin/time -f %M -o FILE` works (GNU time), tried on `apimail --version`.
-fn gnu_time_works(exe: &Path) -> bool {
-    let Ok(tmp) = TempDir::new("gnu-time-probe") else {
-        return false;
-    };
-    let file = tmp.0.join("rss.txt");
-    let ok = Command::new(GNU_TIME)
-        .args(["-f", "%M", "-o"])
-        .arg(&file)
-        .arg(exe)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    ok && read_rss_kib(&file).is_ok()
-}
-
-/// Parses the `%M` (max RSS in KiB) that GNU time wrote to `file`.
-fn read_rss_kib(file: &Path) -> Result<u64> {
-    let text =
-        fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
-    let last = text.lines().last().unwrap_or("").trim();
-    last.parse()
-        .with_context(|| format!("unexpected GNU time output {last:?}"))
 }
 
 /// Writes `len` deterministic, incompressible-looking bytes (a 64-bit LCG).
@@ -277,42 +517,39 @@ fn write_pseudo_random(path: &Path, len: usize) -> Result<()> {
         .with_context(|| format!("cannot write {}", path.display()))
 }
 
-/// A scratch directory under the system temp dir, removed on drop.
-#[derive(Debug)]
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> Result<Self> {
-        let dir = std::env::temp_dir().join(format!("apimail-bench-{}-{name}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-        Ok(TempDir(dir))
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn median_of_odd_and_even_counts() {
-        let ms = Duration::from_millis;
-        assert_eq!(median(&[ms(1), ms(2), ms(9)]), ms(2));
-        assert_eq!(median(&[ms(1), ms(2), ms(4), ms(9)]), ms(3));
-        assert_eq!(median(&[]), Duration::ZERO);
+    fn parse(args: &[&str]) -> Result<Options, String> {
+        Options::parse(&args.iter().map(|a| a.to_string()).collect::<Vec<_>>())
     }
 
     #[test]
-    fn bench_names_are_unique() {
-        let mut names = names();
-        names.sort_unstable();
-        names.dedup();
-        assert_eq!(names.len(), BENCHES.len());
+    fn options_default_to_five_runs_and_20_ms() {
+        let options = parse(&[]).unwrap();
+        assert_eq!(
+            (options.runs, options.rtt, options.quick),
+            (5, Duration::from_millis(20), false)
+        );
+        let quick = parse(&["--quick", "--rtt", "5"]).unwrap();
+        assert_eq!(
+            (quick.runs, quick.rtt, quick.quick),
+            (1, Duration::from_millis(5), true)
+        );
+        assert_eq!(parse(&["--quick", "--runs", "3"]).unwrap().runs, 3);
+    }
+
+    #[test]
+    fn bad_options_name_the_problem() {
+        assert!(parse(&["--rtt"]).unwrap_err().contains("--rtt"));
+        assert!(parse(&["--rtt", "fast"]).unwrap_err().contains("fast"));
+        assert!(parse(&["--runs", "0"]).unwrap_err().contains("--runs 0"));
+        assert!(parse(&["startup"]).unwrap_err().contains("startup"));
+    }
+
+    #[test]
+    fn the_small_message_is_about_2_kb() {
+        assert!((1900..=2000).contains(&small_text().len()));
     }
 }
