@@ -71,19 +71,54 @@ pub fn https_client() -> Result<Client, TransportError> {
 }
 
 pub(crate) fn https_connector() -> Result<Connector, TransportError> {
+    let no_roots = |detail: String| {
+        TransportError::new(
+            ErrorKind::Config,
+            format!(
+                "this machine has no CA certificates to verify Google's servers with ({detail})"
+            ),
+        )
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    let found = system_certificates();
+    let (added, _unparsable) = roots.add_parsable_certificates(found.certs);
+    if added == 0 {
+        let errors: Vec<String> = found.errors.iter().map(ToString::to_string).collect();
+        return Err(no_roots(if errors.is_empty() {
+            "none found".to_owned()
+        } else {
+            errors.join("; ")
+        }));
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| no_roots(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
     Ok(hyper_rustls::HttpsConnectorBuilder::new()
-        .with_native_roots()
-        .map_err(|e| {
-            TransportError::new(
-                ErrorKind::Config,
-                "this machine has no CA certificates to verify Google's servers with",
-            )
-            .with_source(e)
-        })?
+        .with_tls_config(tls)
         .https_or_http()
         .enable_http1()
         .enable_http2()
         .wrap_connector(ProxyConnector::from_env()))
+}
+
+/// The system's CA certificates. `SSL_CERT_FILE` and `SSL_CERT_DIR` are
+/// honoured; without them, the distribution's bundle alone is read when
+/// there is one, since rustls-native-certs would also parse every file of
+/// the certificate directory: the same certificates a second time, in a few
+/// hundred system calls on every run.
+fn system_certificates() -> rustls_native_certs::CertificateResult {
+    let configured = ["SSL_CERT_FILE", "SSL_CERT_DIR"]
+        .iter()
+        .any(|name| std::env::var_os(name).is_some());
+    match openssl_probe::probe().cert_file {
+        Some(bundle) if !configured => {
+            rustls_native_certs::load_certs_from_paths(Some(&bundle), None)
+        }
+        _ => rustls_native_certs::load_native_certs(),
+    }
 }
 
 /// Sends through `users.messages.send` as one user.
