@@ -7,13 +7,18 @@ use std::time::{Duration, Instant};
 
 use crate::{Context, Error, Result, display};
 
+/// GNU time, which reports a child's peak RSS untouched by ours.
+const GNU_TIME: &str = "/usr/bin/time";
+
 /// What one finished child cost.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Usage {
     pub(crate) wall: Duration,
     /// User plus system CPU time.
     pub(crate) cpu: Duration,
-    /// Peak resident set size, in bytes.
+    /// Peak resident set size, in bytes. Linux carries the parent's peak
+    /// into a child through fork and exec, so this is only the child's own
+    /// when measured by [`run_for_peak_rss`].
     pub(crate) peak_rss: u64,
 }
 
@@ -23,6 +28,39 @@ pub(crate) fn run(cmd: &mut Command, stdin: &[u8]) -> Result<Usage> {
     let started = Instant::now();
     let child = spawn(cmd, stdin)?;
     finish(cmd, child, started)
+}
+
+/// Like [`run`], but `cmd` is started by GNU time, a small process, whose
+/// report of its child's peak RSS does not include the bench's own memory
+/// (the fakes keep every message they receive).
+pub(crate) fn run_for_peak_rss(cmd: &Command, stdin: &[u8]) -> Result<Usage> {
+    let report = tempfile::NamedTempFile::new().with_context(|| "cannot create a temp file")?;
+    let mut timed = Command::new(GNU_TIME);
+    timed.args(["-f", "%M", "-o"]).arg(report.path());
+    timed.arg(cmd.get_program()).args(cmd.get_args());
+    for (key, value) in cmd.get_envs() {
+        match value {
+            Some(value) => timed.env(key, value),
+            None => timed.env_remove(key),
+        };
+    }
+    if let Some(dir) = cmd.get_current_dir() {
+        timed.current_dir(dir);
+    }
+    let usage = run(&mut timed, stdin).map_err(|e| {
+        e.with_hint("peak RSS is measured with GNU time: install it (Debian: apt-get install time)")
+    })?;
+    let text =
+        std::fs::read_to_string(report.path()).with_context(|| "cannot read GNU time's report")?;
+    let kib: u64 = text
+        .lines()
+        .last()
+        .and_then(|line| line.trim().parse().ok())
+        .ok_or_else(|| Error::new(format!("unexpected GNU time output {text:?}")))?;
+    Ok(Usage {
+        peak_rss: kib * 1024,
+        ..usage
+    })
 }
 
 /// Starts `cmd` with stdout discarded and stderr captured, and writes
@@ -149,5 +187,17 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(error.contains("oops"), "{error}");
+    }
+
+    #[test]
+    fn peak_rss_is_the_childs_own() {
+        // 64 MiB held by a child started from a parent holding 256 MiB.
+        let ballast = vec![1u8; 256 << 20];
+        let mut cmd = Command::new("python3");
+        cmd.args(["-c", "b = bytearray(64 << 20)"]);
+        let usage = run_for_peak_rss(&cmd, b"").unwrap();
+        assert!(usage.peak_rss > 64 << 20, "{}", usage.peak_rss);
+        assert!(usage.peak_rss < 160 << 20, "{}", usage.peak_rss);
+        std::hint::black_box(&ballast);
     }
 }

@@ -331,7 +331,7 @@ fn large_message(
         .arg("--attach")
         .arg(attachment);
         let before = world.counters(provider);
-        usages.push(measure::run(&mut cmd, b"")?);
+        usages.push(measure::run_for_peak_rss(&cmd, b"")?);
         wire.push((world.counters(provider) - before).bytes_received as f64);
     }
     Ok(LargeRow {

@@ -261,7 +261,7 @@ impl Report {
             out,
             "## 4. Large message\n\nA {:.1} MB attachment; the message apimail composes is {:.1} MB. Gmail: apimail \
              uses the upload path. Graph: a draft, an upload session and `send`. Wire bytes are everything the fake \
-             received (request lines, headers, bodies); peak RSS is the process's maximum resident set (`wait4`).\n",
+             received (request lines, headers, bodies); peak RSS is the process's maximum resident set, as GNU time reports it.\n",
             self.options.large_attachment() as f64 / 1e6,
             first.message_bytes as f64 / 1e6
         );
