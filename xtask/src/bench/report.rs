@@ -172,8 +172,9 @@ impl Report {
             "\nThe peers (`bench/peers/`, packages pinned in `requirements.txt`, installed into `target/bench-venv`):\n\n\
              - **Gmail:** google-api-python-client with google-auth, loading `token.json` as Google's quickstart does \
              and sending base64url `raw` JSON as Google's send sample does (a resumable media upload for the large message).\n\
-             - **Graph:** msgraph-sdk for Python: JSON `sendMail`, and for the large message a draft, an upload session fed by \
-             msgraph-core's `LargeFileUploadTask`, then `send`. azure-identity could not be used: MSAL accepts only `https` \
+             - **Graph:** msgraph-sdk for Python: JSON `sendMail`, and for the large message a draft, an upload session whose \
+             chunks it PUTs with httpx (msgraph-core 1.5.2's `LargeFileUploadTask` fails on the `nextExpectedRanges` Graph \
+             returns for attachments), then `send`. azure-identity could not be used: MSAL accepts only `https` \
              authorities, so it cannot be pointed at the fake. The token comes from a small credential class that reads a \
              cached token and refreshes it with one POST, which is less work than azure-identity does.\n"
         );
