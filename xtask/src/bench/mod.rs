@@ -13,7 +13,6 @@ mod report;
 mod world;
 
 use std::fs;
-use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -147,7 +146,11 @@ pub(crate) fn run(root: &Path, options: &Options) -> Result<()> {
             .extend(cron_bursts(&world, options, provider)?);
     }
     let attachment = world.scratch().join("attachment.bin");
-    write_pseudo_random(&attachment, options.large_attachment())?;
+    fs::write(
+        &attachment,
+        apimail_tests::pseudo_random(options.large_attachment()),
+    )
+    .with_context(|| format!("cannot write {}", attachment.display()))?;
     for provider in Provider::ALL {
         for sender in [Sender::Apimail, Sender::Python] {
             report.large.push(large_message(
@@ -190,7 +193,7 @@ fn cold_send(
     eprintln!(
         "==> bench: cold send, {}, {}, {} token",
         provider.name(),
-        sender_name(sender),
+        sender.name(),
         if expired { "expired" } else { "cached" }
     );
     let text = small_text();
@@ -201,14 +204,7 @@ fn cold_send(
         if expired {
             world.expire_token(provider, sender)?;
         }
-        let mut cmd = match sender {
-            Sender::Apimail => {
-                let mut cmd = world.apimail(provider);
-                cmd.arg("send");
-                cmd
-            }
-            Sender::Python => world.peer(peers, provider),
-        };
+        let mut cmd = world.send(peers, provider, sender);
         cmd.args(["--to", RECIPIENT, "--subject", "bench", "--text", &text]);
         let before = world.counters(provider);
         usages.push(measure::run(&mut cmd, b"")?);
@@ -300,26 +296,16 @@ fn large_message(
         "==> bench: large message ({} MiB attachment), {}, {}",
         options.large_attachment() >> 20,
         provider.name(),
-        sender_name(sender)
+        sender.name()
     );
     let message_bytes = composed_size(world, provider, attachment)?;
     let mut usages: Vec<Usage> = Vec::new();
     let mut wire = Vec::new();
     for _ in 0..options.runs {
-        let mut cmd = match sender {
-            Sender::Apimail => {
-                let mut cmd = world.apimail(provider);
-                cmd.arg("send");
-                cmd
-            }
-            Sender::Python => {
-                let mut cmd = world.peer(peers, provider);
-                if provider == Provider::Gmail {
-                    cmd.arg("--upload");
-                }
-                cmd
-            }
-        };
+        let mut cmd = world.send(peers, provider, sender);
+        if (provider, sender) == (Provider::Gmail, Sender::Python) {
+            cmd.arg("--upload");
+        }
         cmd.args([
             "--to",
             RECIPIENT,
@@ -448,13 +434,6 @@ fn dependency_count(root: &Path) -> Result<usize> {
     Ok(crates.len())
 }
 
-fn sender_name(sender: Sender) -> &'static str {
-    match sender {
-        Sender::Apimail => "apimail",
-        Sender::Python => "Python peer",
-    }
-}
-
 fn stats(values: impl IntoIterator<Item = f64>) -> Stats {
     Stats::of(values).unwrap_or(Stats {
         median: f64::NAN,
@@ -493,28 +472,6 @@ fn target_dir(root: &Path) -> PathBuf {
         Some(dir) => root.join(dir),
         None => root.join("target"),
     }
-}
-
-/// Writes `len` deterministic, incompressible-looking bytes (a 64-bit LCG).
-fn write_pseudo_random(path: &Path, len: usize) -> Result<()> {
-    let file =
-        fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
-    let mut out = BufWriter::new(file);
-    let mut state: u64 = 0x2545_f491_4f6c_dd1d;
-    let mut written = 0;
-    while written < len {
-        // Knuth's MMIX constants; the high bytes are the most random.
-        state = state
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        let bytes = (state >> 32).to_le_bytes();
-        let n = (len - written).min(4);
-        out.write_all(&bytes[..n])
-            .with_context(|| format!("cannot write {}", path.display()))?;
-        written += n;
-    }
-    out.flush()
-        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 #[cfg(test)]

@@ -100,7 +100,7 @@ fn python3() -> PathBuf {
 }
 
 /// The total size of the regular files under `dir`.
-pub(crate) fn disk_usage(dir: &Path) -> u64 {
+fn disk_usage(dir: &Path) -> u64 {
     let Ok(entries) = fs::read_dir(dir) else {
         return 0;
     };

@@ -202,7 +202,7 @@ impl Report {
                     out,
                     "| {} | {} | {} | {} | {} | {} | {ratio} |",
                     row.provider.name(),
-                    sender_name(row.sender),
+                    row.sender.name(),
                     ms(row.wall_ms),
                     ms(row.cpu_ms),
                     count(row.requests),
@@ -280,7 +280,7 @@ impl Report {
                 out,
                 "| {} | {} | {} | {} | {} | {:.2} | {} | {:.3} | {} |",
                 row.provider.name(),
-                sender_name(row.sender),
+                row.sender.name(),
                 ms(row.wall_ms),
                 ms(row.cpu_ms),
                 scaled(row.peak_rss, 1e-6, 1),
@@ -430,10 +430,6 @@ impl Report {
         }
         targets
     }
-}
-
-fn sender_name(sender: Sender) -> &'static str {
-    super::sender_name(sender)
 }
 
 /// `median (min–max)` of milliseconds.

@@ -54,6 +54,15 @@ pub(crate) enum Sender {
     Python,
 }
 
+impl Sender {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Sender::Apimail => "apimail",
+            Sender::Python => "Python peer",
+        }
+    }
+}
+
 /// What a fake counted, at one moment.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Counters {
@@ -134,9 +143,22 @@ impl World {
         self.sandbox(provider).cmd()
     }
 
+    /// A command that sends one message through `provider` as `sender`;
+    /// the caller adds the message's arguments.
+    pub(crate) fn send(&self, peers: &Peers, provider: Provider, sender: Sender) -> Command {
+        match sender {
+            Sender::Apimail => {
+                let mut cmd = self.apimail(provider);
+                cmd.arg("send");
+                cmd
+            }
+            Sender::Python => self.peer(peers, provider),
+        }
+    }
+
     /// A peer command for `provider`: the script with its token and
     /// endpoint arguments.
-    pub(crate) fn peer(&self, peers: &Peers, provider: Provider) -> Command {
+    fn peer(&self, peers: &Peers, provider: Provider) -> Command {
         let token = self.peer_token_file(provider);
         match provider {
             Provider::Gmail => {
