@@ -49,6 +49,6 @@ pub use secret::Secret;
 pub use token::{AccessToken, EXPIRY_MARGIN, TokenError, TokenResponse, TokenSource, now_unix};
 pub use token_sources::{RefreshTokenSource, StoredTokens};
 pub use transport::{
-    Envelope, ErrorKind, FileTransport, Receipt, SentMessage, StubTransport, Transport,
-    TransportError,
+    DeliveryNotes, Envelope, ErrorKind, FileTransport, MemoryNotes, Receipt, SentMessage,
+    StubTransport, Transport, TransportError,
 };

@@ -85,6 +85,7 @@ pub struct TransportError {
     kind: ErrorKind,
     message: String,
     retry_after: Option<Duration>,
+    outcome_unknown: bool,
     source: Option<Box<dyn std::error::Error + Send + Sync>>,
 }
 
@@ -96,8 +97,22 @@ impl TransportError {
             kind,
             message: message.into(),
             retry_after: None,
+            outcome_unknown: false,
             source: None,
         }
+    }
+
+    /// Marks a failure after which the provider may or may not have
+    /// accepted the message: the request went out whole and no answer came
+    /// back (a reset or timeout while waiting, a 502 or 504).
+    pub fn with_unknown_outcome(mut self) -> Self {
+        self.outcome_unknown = true;
+        self
+    }
+
+    /// Whether the provider may have accepted the message despite the error.
+    pub fn is_outcome_unknown(&self) -> bool {
+        self.outcome_unknown
     }
 
     /// Attaches the underlying cause.
@@ -150,6 +165,71 @@ pub trait Transport {
         envelope: &Envelope,
         message: &[u8],
     ) -> impl Future<Output = Result<Receipt, TransportError>> + Send;
+
+    /// Like [`Transport::send_raw`], for a message that may have been tried
+    /// before: `notes` keep what the transport must remember across attempts
+    /// and processes (Graph's draft id, say); the outbox stores them with
+    /// the entry.
+    fn send_noted(
+        &self,
+        envelope: &Envelope,
+        message: &[u8],
+        notes: &dyn DeliveryNotes,
+    ) -> impl Future<Output = Result<Receipt, TransportError>> + Send {
+        let _ = notes;
+        self.send_raw(envelope, message)
+    }
+
+    /// Whether the mailbox shows the message with this Message-ID (angle
+    /// brackets included) as sent: `Some(true)` found, `Some(false)` not
+    /// found, `None` when this transport cannot tell (no permission to look).
+    fn was_sent(
+        &self,
+        message_id: &str,
+    ) -> impl Future<Output = Result<Option<bool>, TransportError>> + Send {
+        let _ = message_id;
+        async { Ok(None) }
+    }
+
+    /// Cleans up what earlier attempts left at the provider for a message
+    /// that will not be sent (a half-built Graph draft, say).
+    fn discard(
+        &self,
+        notes: &dyn DeliveryNotes,
+    ) -> impl Future<Output = Result<(), TransportError>> + Send {
+        let _ = notes;
+        async { Ok(()) }
+    }
+}
+
+/// Small named values a transport keeps about one message across attempts.
+pub trait DeliveryNotes: Send + Sync {
+    /// The value stored under `key`.
+    fn get(&self, key: &str) -> Option<String>;
+    /// Stores (or with `None` removes) `key`, durably, before returning.
+    fn set(&self, key: &str, value: Option<&str>) -> std::io::Result<()>;
+}
+
+/// Notes kept in memory only: for sends without an outbox entry.
+#[derive(Debug, Default)]
+pub struct MemoryNotes(Mutex<std::collections::BTreeMap<String, String>>);
+
+impl DeliveryNotes for MemoryNotes {
+    fn get(&self, key: &str) -> Option<String> {
+        self.0.lock().ok()?.get(key).cloned()
+    }
+
+    fn set(&self, key: &str, value: Option<&str>) -> std::io::Result<()> {
+        let mut notes = self
+            .0
+            .lock()
+            .map_err(|_| std::io::Error::other("poisoned"))?;
+        match value {
+            Some(value) => notes.insert(key.to_owned(), value.to_owned()),
+            None => notes.remove(key),
+        };
+        Ok(())
+    }
 }
 
 /// Writes each message as an `.eml` file into a folder: for tests, and for
