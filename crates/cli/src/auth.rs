@@ -11,19 +11,12 @@ use apimail_core::{Secret, StoredTokens, TokenError, TokenResponse, TokenSource,
 use apimail_gmail::google_auth;
 use url::Url;
 
-use crate::cli::{GmailLoginArgs, ImportSmailArgs, LoginCommand, LogoutArgs, StatusArgs};
+use crate::cli::{GmailLoginArgs, ImportSmailArgs, LogoutArgs, StatusArgs};
 use crate::config::{Account, Provider};
 use crate::exit::{Exit, Failure};
 use crate::providers::{Context, endpoint, gmail_login_command};
 
-pub async fn login(ctx: Context, command: LoginCommand) -> Result<(), Failure> {
-    match command {
-        LoginCommand::Gmail(args) => login_gmail(ctx, args).await,
-        LoginCommand::Graph(args) => crate::graph_auth::login(ctx, args).await,
-    }
-}
-
-async fn login_gmail(mut ctx: Context, args: GmailLoginArgs) -> Result<(), Failure> {
+pub async fn login_gmail(mut ctx: Context, args: GmailLoginArgs) -> Result<(), Failure> {
     let common = &args.common;
     let path = &args.client_secret;
     let bytes = std::fs::read(path).map_err(|e| {
@@ -403,7 +396,7 @@ pub fn status(ctx: Context, args: StatusArgs) -> Result<(), Failure> {
                 let account = account.unwrap_or(&default);
                 let login = match account.provider {
                     Provider::Gmail => gmail_login_command(name, account),
-                    Provider::Graph => crate::graph_auth::login_command(name, account, false),
+                    Provider::Graph => crate::providers::login_command(name, account, false),
                 };
                 out.push_str(&format!("  tokens:     none stored; run `{login}`\n"));
             }

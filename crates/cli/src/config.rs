@@ -32,6 +32,8 @@ pub struct Config {
     pub default_account: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry: Option<RetrySettings>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery: Option<DeliverySettings>,
     #[serde(default)]
     pub accounts: BTreeMap<String, Account>,
 }
@@ -41,6 +43,14 @@ pub struct Config {
 pub struct RetrySettings {
     pub attempts: Option<u32>,
     pub max_seconds: Option<u64>,
+}
+
+/// `[delivery]`: how the outbox treats uncertain outcomes.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeliverySettings {
+    /// `resend` (default) or `hold`.
+    pub when_unknown: Option<String>,
 }
 
 /// One account. Which keys apply depends on the provider.

@@ -12,7 +12,10 @@ use url::Url;
 
 use crate::cli::DoctorArgs;
 use crate::exit::{Exit, Failure};
-use crate::providers::{self, Context, GmailTokens, GraphTokens, Resolved, Sender};
+use apimail_gmail::GmailTokens;
+use apimail_graph::GraphTokens;
+
+use crate::providers::{self, Context, Resolved, Sender};
 
 /// The outcome of one check.
 struct Check {

@@ -4,91 +4,14 @@
 use std::io::Write;
 use std::time::Duration;
 
-use anyhow::anyhow;
-use apimail_core::Secret;
 use apimail_core::oauth::{self, DeviceCode, LoginOptions, OAuthClient, RedirectHost};
-use apimail_graph::Cloud;
 use url::Url;
 
 use crate::auth::{Login, check_account_name, login_failure, save_login, show_authorize_url};
 use crate::cli::GraphLoginArgs;
 use crate::config::{Account, Provider};
-use crate::exit::{Exit, Failure};
-use crate::providers::{Context, endpoint};
-
-/// The cloud named by `--cloud` or the account's `cloud` key.
-pub fn cloud(name: Option<&str>) -> Result<Cloud, Failure> {
-    let name = name.unwrap_or("global");
-    name.parse().map_err(|_| {
-        Failure::new(Exit::Usage, anyhow!("unknown Microsoft cloud `{name}`"))
-            .hint("use global, usgov, usgov-dod or china")
-    })
-}
-
-/// The login host: `$APIMAIL_MS_AUTHORITY_URL`, else the account's
-/// `authority_url`, else the cloud's.
-pub fn authority(account: Option<&Account>, cloud: Cloud) -> Result<Url, Failure> {
-    endpoint(
-        "APIMAIL_MS_AUTHORITY_URL",
-        account.and_then(|a| a.authority_url.as_deref()),
-        "authority_url",
-        cloud.login_url().as_str(),
-    )
-}
-
-/// The Graph root: `$APIMAIL_GRAPH_API_URL`, else the account's
-/// `graph_api_url`, else the cloud's.
-pub fn graph_api(account: Option<&Account>, cloud: Cloud) -> Result<Url, Failure> {
-    endpoint(
-        "APIMAIL_GRAPH_API_URL",
-        account.and_then(|a| a.graph_api_url.as_deref()),
-        "graph_api_url",
-        cloud.graph_url().as_str(),
-    )
-}
-
-/// A client secret from `$APIMAIL_GRAPH_CLIENT_SECRET`, else from a file:
-/// never from the command line, where other users could read it.
-pub fn client_secret(env: &str, file: Option<&str>) -> Result<Option<Secret>, Failure> {
-    if let Some(value) = std::env::var(env).ok().filter(|v| !v.is_empty()) {
-        return Ok(Some(Secret::new(value)));
-    }
-    let Some(file) = file else { return Ok(None) };
-    let text = std::fs::read_to_string(file).map_err(|e| {
-        Failure::new(
-            Exit::NoInput,
-            anyhow!(e).context(format!("cannot read the client secret file `{file}`")),
-        )
-        .hint("point it at a file that holds only the secret value (mode 0600)")
-    })?;
-    let secret = text.trim();
-    if secret.is_empty() {
-        return Err(Failure::new(
-            Exit::Config,
-            anyhow!("the client secret file `{file}` is empty"),
-        )
-        .hint("write the secret value (Certificates & secrets > Client secrets > Value) into it"));
-    }
-    Ok(Some(Secret::new(secret)))
-}
-
-/// The command that logs this account in again, with the same settings.
-pub fn login_command(name: &str, account: &Account, large_messages: bool) -> String {
-    let mut command = format!(
-        "apimail auth login graph --account {name} --client-id {}",
-        account.client_id.as_deref().unwrap_or("CLIENT_ID")
-    );
-    if let Some(tenant) = account.tenant.as_deref().filter(|t| *t != "common") {
-        command.push_str(&format!(" --tenant {tenant}"));
-    }
-    if let Some(cloud) = account.cloud.as_deref().filter(|c| *c != "global") {
-        command.push_str(&format!(" --cloud {cloud}"));
-    }
-    if large_messages {
-        command.push_str(" --large-messages");
-    }
-    command
-}
+use crate::exit::Failure;
+use crate::providers::{Context, authority, client_secret_file, cloud};
 
 pub async fn login(mut ctx: Context, args: GraphLoginArgs) -> Result<(), Failure> {
     let common = &args.common;
@@ -106,7 +29,10 @@ pub async fn login(mut ctx: Context, args: GraphLoginArgs) -> Result<(), Failure
         .client_secret_file
         .as_ref()
         .map(|p| p.display().to_string());
-    let client_secret = client_secret("APIMAIL_GRAPH_CLIENT_SECRET", secret_file.as_deref())?;
+    let client_secret = match apimail_graph::login_secret_from_env() {
+        Some(secret) => Some(secret),
+        None => client_secret_file(secret_file.as_deref())?,
+    };
     let store = ctx.store()?;
 
     let token_url = apimail_graph::token_url(&authority, &args.tenant);

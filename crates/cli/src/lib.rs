@@ -157,7 +157,12 @@ fn run(cli: cli::Cli) -> Result<(), Failure> {
         cli::Command::Auth(command) => block_on(async move {
             let ctx = providers::Context::load(config.as_deref())?;
             match command {
-                cli::AuthCommand::Login(args) => auth::login(ctx, args).await,
+                cli::AuthCommand::Login(cli::LoginCommand::Gmail(args)) => {
+                    auth::login_gmail(ctx, args).await
+                }
+                cli::AuthCommand::Login(cli::LoginCommand::Graph(args)) => {
+                    graph_auth::login(ctx, args).await
+                }
                 cli::AuthCommand::ImportSmail(args) => auth::import_smail(ctx, args).await,
                 cli::AuthCommand::Status(args) => auth::status(ctx, args),
                 cli::AuthCommand::Logout(args) => auth::logout(ctx, args).await,
@@ -165,7 +170,7 @@ fn run(cli: cli::Cli) -> Result<(), Failure> {
         }),
         cli::Command::Queue(command) => block_on(async move {
             let ctx = providers::Context::load(config.as_deref())?;
-            queue::run(ctx, command).await
+            queue::run(&ctx, command).await
         }),
     }
 }

@@ -5,13 +5,15 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::anyhow;
+use apimail_core::delivery::Senders;
+use apimail_core::outbox::Entry;
 use apimail_core::token_store::TokenStore;
 use apimail_core::{
-    AccessToken, Envelope, ErrorKind, Receipt, RefreshTokenSource, Secret, StoredTokens,
-    TokenError, TokenSource, Transport, TransportError,
+    DeliveryNotes, Envelope, ErrorKind, Receipt, RefreshTokenSource, Secret, SenderIdentity,
+    StoredTokens, TokenError, Transport, TransportError,
 };
-use apimail_gmail::{GmailTransport, ServiceAccountTokens, google_auth};
-use apimail_graph::{AppOnlyTokens, GraphTransport, Mailbox};
+use apimail_gmail::{GmailTokens, GmailTransport, ServiceAccountTokens, google_auth};
+use apimail_graph::{AppOnlyTokens, Cloud, GraphTokens, GraphTransport, Mailbox};
 use url::Url;
 
 use crate::config::{Account, Config, Provider};
@@ -46,6 +48,8 @@ impl Context {
 #[derive(Debug)]
 pub struct Resolved {
     pub provider: Provider,
+    /// Who sends: recorded with queued messages.
+    pub identity: SenderIdentity,
     /// The configured account's name; `None` for environment credentials.
     pub account: Option<String>,
     /// What the user knows this as: an account name, or the environment.
@@ -68,8 +72,8 @@ pub enum Sender {
     Graph(GraphTransport<GraphTokens>),
 }
 
-impl Sender {
-    pub async fn send(
+impl Transport for Sender {
+    async fn send_raw(
         &self,
         envelope: &Envelope,
         message: &[u8],
@@ -79,60 +83,117 @@ impl Sender {
             Sender::Graph(t) => t.send_raw(envelope, message).await,
         }
     }
-}
 
-/// The ways a Graph transport gets tokens.
-#[derive(Debug)]
-pub enum GraphTokens {
-    Stored(StoredTokens),
-    AppOnly(AppOnlyTokens),
-}
-
-impl TokenSource for GraphTokens {
-    async fn token(&self) -> Result<AccessToken, TokenError> {
-        match self {
-            GraphTokens::Stored(t) => t.token().await,
-            GraphTokens::AppOnly(t) => t.token().await,
-        }
-    }
-
-    async fn refresh_after_rejection(
+    async fn send_noted(
         &self,
-        rejected: &AccessToken,
-    ) -> Result<AccessToken, TokenError> {
+        envelope: &Envelope,
+        message: &[u8],
+        notes: &dyn DeliveryNotes,
+    ) -> Result<Receipt, TransportError> {
         match self {
-            GraphTokens::Stored(t) => t.refresh_after_rejection(rejected).await,
-            GraphTokens::AppOnly(t) => t.refresh_after_rejection(rejected).await,
+            Sender::Gmail(t) => t.send_noted(envelope, message, notes).await,
+            Sender::Graph(t) => t.send_noted(envelope, message, notes).await,
+        }
+    }
+
+    async fn was_sent(&self, message_id: &str) -> Result<Option<bool>, TransportError> {
+        match self {
+            Sender::Gmail(t) => t.was_sent(message_id).await,
+            Sender::Graph(t) => t.was_sent(message_id).await,
+        }
+    }
+
+    async fn discard(&self, notes: &dyn DeliveryNotes) -> Result<(), TransportError> {
+        match self {
+            Sender::Gmail(t) => t.discard(notes).await,
+            Sender::Graph(t) => t.discard(notes).await,
         }
     }
 }
 
-/// The ways a Gmail transport gets tokens.
-#[derive(Debug)]
-#[allow(clippy::large_enum_variant, reason = "one per process")]
-pub enum GmailTokens {
-    Stored(StoredTokens),
-    ServiceAccount(ServiceAccountTokens),
-    Environment(RefreshTokenSource),
-}
-
-impl TokenSource for GmailTokens {
-    async fn token(&self) -> Result<AccessToken, TokenError> {
-        match self {
-            GmailTokens::Stored(t) => t.token().await,
-            GmailTokens::ServiceAccount(t) => t.token().await,
-            GmailTokens::Environment(t) => t.token().await,
-        }
-    }
-
-    async fn refresh_after_rejection(
+impl Transport for Resolved {
+    async fn send_raw(
         &self,
-        rejected: &AccessToken,
-    ) -> Result<AccessToken, TokenError> {
-        match self {
-            GmailTokens::Stored(t) => t.refresh_after_rejection(rejected).await,
-            GmailTokens::ServiceAccount(t) => t.refresh_after_rejection(rejected).await,
-            GmailTokens::Environment(t) => t.refresh_after_rejection(rejected).await,
+        envelope: &Envelope,
+        message: &[u8],
+    ) -> Result<Receipt, TransportError> {
+        self.sender.send_raw(envelope, message).await
+    }
+
+    async fn send_noted(
+        &self,
+        envelope: &Envelope,
+        message: &[u8],
+        notes: &dyn DeliveryNotes,
+    ) -> Result<Receipt, TransportError> {
+        self.sender.send_noted(envelope, message, notes).await
+    }
+
+    async fn was_sent(&self, message_id: &str) -> Result<Option<bool>, TransportError> {
+        self.sender.was_sent(message_id).await
+    }
+
+    async fn discard(&self, notes: &dyn DeliveryNotes) -> Result<(), TransportError> {
+        self.sender.discard(notes).await
+    }
+}
+
+/// Resolves an outbox entry's sender from the configuration and the
+/// environment, for the delivery engine.
+#[derive(Debug)]
+pub struct ConfiguredSenders<'a> {
+    pub ctx: &'a Context,
+}
+
+impl Senders for ConfiguredSenders<'_> {
+    type Sender = Resolved;
+
+    async fn resolve(&self, entry: &Entry) -> Result<Resolved, String> {
+        resolve_identity(self.ctx, entry.identity.as_ref(), entry.account.as_deref())
+            .await
+            .map_err(|failure| failure.error.to_string())
+    }
+}
+
+/// The sender a message was accepted for, and no other: an account by
+/// name, or the environment's credentials if they are still the same.
+/// Entries queued before identities were recorded use their account, else
+/// the usual choice.
+pub async fn resolve_identity(
+    ctx: &Context,
+    identity: Option<&SenderIdentity>,
+    account: Option<&str>,
+) -> Result<Resolved, Failure> {
+    match identity {
+        None => resolve(ctx, account, None).await,
+        Some(SenderIdentity::Account { name }) => from_account(ctx, name).await,
+        Some(wanted @ SenderIdentity::Environment { provider, .. }) => {
+            let found = match provider.as_str() {
+                "gmail" => gmail_from_env().await?,
+                "graph" => graph_from_env()?,
+                other => {
+                    return Err(Failure::new(
+                        Exit::Config,
+                        anyhow!("the message was accepted for an unknown provider `{other}`"),
+                    ));
+                }
+            };
+            match found {
+                Some(resolved) if &resolved.identity == wanted => Ok(resolved),
+                Some(resolved) => Err(Failure::new(
+                    Exit::Config,
+                    anyhow!(
+                        "the message was accepted for {wanted}, but the environment now holds {}",
+                        resolved.identity
+                    ),
+                )),
+                None => Err(Failure::new(
+                    Exit::Config,
+                    anyhow!(
+                        "the message was accepted for {wanted}, and those credentials are no longer in the environment"
+                    ),
+                )),
+            }
         }
     }
 }
@@ -210,6 +271,7 @@ async fn from_account(ctx: &Context, name: &str) -> Result<Resolved, Failure> {
         Provider::Graph => graph_account(ctx, name, account),
     }?;
     resolved.account = Some(name.to_owned());
+    resolved.identity = SenderIdentity::account(name);
     Ok(resolved)
 }
 
@@ -240,6 +302,7 @@ fn gmail_account(ctx: &Context, name: &str, account: &Account) -> Result<Resolve
     let transport = GmailTransport::new(client()?, &api_url, "me", GmailTokens::Stored(tokens));
     Ok(Resolved {
         provider: Provider::Gmail,
+        identity: SenderIdentity::account(name),
         account: Some(name.to_owned()),
         endpoints: vec![token_endpoint, api_url],
         label: format!("account `{name}`"),
@@ -270,6 +333,15 @@ fn env(name: &str) -> Option<String> {
 
 /// Gmail credentials from the environment alone, if any are set.
 async fn gmail_from_env() -> Result<Option<Resolved>, Failure> {
+    let credentials = apimail_gmail::credentials_from_env().map_err(|e| match e {
+        apimail_gmail::EnvError::MissingUser => Failure::new(Exit::Config, e)
+            .hint("set APIMAIL_GMAIL_USER=sender@your-domain: a service account sends as a user of its domain (domain-wide delegation)"),
+        _ => Failure::new(Exit::NoInput, e)
+            .hint("point GOOGLE_APPLICATION_CREDENTIALS at the service account's JSON key file"),
+    })?;
+    let Some(credentials) = credentials else {
+        return Ok(None);
+    };
     let api_url = endpoint(
         "APIMAIL_GMAIL_API_URL",
         None,
@@ -282,92 +354,69 @@ async fn gmail_from_env() -> Result<Option<Resolved>, Failure> {
         "token_uri",
         google_auth::TOKEN_URL,
     )?;
-    let user = env("APIMAIL_GMAIL_USER");
-    if let Some(key_path) = env("GOOGLE_APPLICATION_CREDENTIALS") {
-        let Some(user) = user else {
-            return Err(Failure::new(
-                Exit::Config,
-                anyhow!("GOOGLE_APPLICATION_CREDENTIALS is set but APIMAIL_GMAIL_USER is not"),
+    let explicit_token_url = env("APIMAIL_GOOGLE_TOKEN_URL").map(|_| token_url.clone());
+    let identity = credentials.identity();
+    let address = credentials.address().map(str::to_owned);
+    let (tokens, user, label, relogin) = match credentials {
+        apimail_gmail::EnvCredentials::ServiceAccount { key, user, .. } => {
+            let tokens = ServiceAccountTokens::new(key.expose().as_bytes(), &user, explicit_token_url.as_ref())
+                .await
+                .map_err(|e| {
+                    Failure::new(Exit::Config, e).hint("download a new JSON key for the service account (IAM & Admin > Service Accounts > Keys)")
+                })?;
+            (
+                GmailTokens::ServiceAccount(tokens),
+                user.clone(),
+                format!("service account acting as {user}"),
+                "check the service account's domain-wide delegation (client id and the gmail.send scope) in the Google Workspace admin console".to_owned(),
             )
-            .hint("set APIMAIL_GMAIL_USER=sender@your-domain: a service account sends as a user of its domain (domain-wide delegation)"));
-        };
-        let key = std::fs::read(&key_path).map_err(|e| {
-            Failure::new(
-                Exit::NoInput,
-                anyhow!(e).context(format!(
-                    "cannot read GOOGLE_APPLICATION_CREDENTIALS `{key_path}`"
-                )),
+        }
+        apimail_gmail::EnvCredentials::RefreshToken {
+            client_id,
+            client_secret,
+            refresh_token,
+            ..
+        } => {
+            let client = apimail_core::oauth::OAuthClient {
+                client_id,
+                client_secret: Some(client_secret),
+                auth_url: None,
+                token_url: token_url.clone(),
+                device_auth_url: None,
+            };
+            let tokens = RefreshTokenSource::new(
+                client,
+                refresh_token,
+                vec![apimail_gmail::SEND_SCOPE.to_owned()],
+            );
+            (
+                GmailTokens::Environment(tokens),
+                "me".to_owned(),
+                "the refresh token in APIMAIL_GOOGLE_REFRESH_TOKEN".to_owned(),
+                "get a new refresh token (for example with `apimail auth login gmail`) and update APIMAIL_GOOGLE_REFRESH_TOKEN".to_owned(),
             )
-            .hint("point GOOGLE_APPLICATION_CREDENTIALS at the service account's JSON key file")
-        })?;
-        let explicit_token_url = env("APIMAIL_GOOGLE_TOKEN_URL").map(|_| token_url.clone());
-        let tokens = ServiceAccountTokens::new(&key, &user, explicit_token_url.as_ref())
-            .await
-            .map_err(|e| {
-                Failure::new(Exit::Config, e).hint("download a new JSON key for the service account (IAM & Admin > Service Accounts > Keys)")
-            })?;
-        let transport = GmailTransport::new(
-            client()?,
-            &api_url,
-            user.clone(),
-            GmailTokens::ServiceAccount(tokens),
-        );
-        return Ok(Some(Resolved {
-            provider: Provider::Gmail,
-            account: None,
-            endpoints: vec![token_url, api_url],
-            relogin_large: None,
-            label: format!("service account acting as {user}"),
-            address: Some(user),
-            relogin: "check the service account's domain-wide delegation (client id and the gmail.send scope) in the Google Workspace admin console".into(),
-            sender: Sender::Gmail(transport),
-        }));
-    }
-    let (Some(client_id), Some(secret), Some(refresh)) = (
-        env("APIMAIL_GOOGLE_CLIENT_ID"),
-        env("APIMAIL_GOOGLE_CLIENT_SECRET"),
-        env("APIMAIL_GOOGLE_REFRESH_TOKEN"),
-    ) else {
-        return Ok(None);
+        }
     };
-    let token_endpoint = token_url.clone();
-    let client = apimail_core::oauth::OAuthClient {
-        client_id,
-        client_secret: Some(Secret::new(secret)),
-        auth_url: None,
-        token_url,
-        device_auth_url: None,
-    };
-    let tokens = RefreshTokenSource::new(
-        client,
-        Secret::new(refresh),
-        vec![apimail_gmail::SEND_SCOPE.to_owned()],
-    );
-    let transport = GmailTransport::new(
-        self::client()?,
-        &api_url,
-        "me",
-        GmailTokens::Environment(tokens),
-    );
+    let transport = GmailTransport::new(client()?, &api_url, user, tokens);
     Ok(Some(Resolved {
         provider: Provider::Gmail,
+        identity,
         account: None,
-        endpoints: vec![token_endpoint, api_url.clone()],
+        endpoints: vec![token_url, api_url],
         relogin_large: None,
-        label: "the refresh token in APIMAIL_GOOGLE_REFRESH_TOKEN".into(),
-        address: user,
-        relogin: "get a new refresh token (for example with `apimail auth login gmail`) and update APIMAIL_GOOGLE_REFRESH_TOKEN".into(),
+        label,
+        address,
+        relogin,
         sender: Sender::Gmail(transport),
     }))
 }
 
 fn graph_account(ctx: &Context, name: &str, account: &Account) -> Result<Resolved, Failure> {
-    let cloud = crate::graph_auth::cloud(account.cloud.as_deref())?;
-    let api = crate::graph_auth::graph_api(Some(account), cloud)?;
+    let cloud = cloud(account.cloud.as_deref())?;
+    let api = graph_api(Some(account), cloud)?;
     let tenant = account.tenant.as_deref().unwrap_or("common");
-    let max = max_message_bytes(account)?;
-    let authority_token_url =
-        apimail_graph::token_url(&crate::graph_auth::authority(Some(account), cloud)?, tenant);
+    let max = max_message_bytes(account.max_message_mb)?;
+    let authority_token_url = apimail_graph::token_url(&authority(Some(account), cloud)?, tenant);
     if account.app_only {
         let user = account.user.clone().ok_or_else(|| {
             Failure::new(
@@ -389,6 +438,7 @@ fn graph_account(ctx: &Context, name: &str, account: &Account) -> Result<Resolve
             &format!("account `{name}`"),
         )?;
         return Ok(graph_resolved(
+            SenderIdentity::account(name),
             format!("account `{name}` (app-only, as {user})"),
             Some(user.clone()),
             GraphTransport::new(
@@ -412,14 +462,14 @@ fn graph_account(ctx: &Context, name: &str, account: &Account) -> Result<Resolve
         .flatten()
         .map(|t| t.scopes)
         .unwrap_or_default();
-    let large_allowed = granted.iter().any(|s| s.ends_with("Mail.ReadWrite"));
+    let large_allowed = apimail_graph::allows_large_messages(&granted);
     let token_url = match (
         std::env::var_os("APIMAIL_MS_AUTHORITY_URL"),
         &account.authority_url,
     ) {
         (None, None) => None,
         _ => Some(apimail_graph::token_url(
-            &crate::graph_auth::authority(Some(account), cloud)?,
+            &authority(Some(account), cloud)?,
             tenant,
         )),
     };
@@ -428,6 +478,7 @@ fn graph_account(ctx: &Context, name: &str, account: &Account) -> Result<Resolve
         .unwrap_or_else(|| authority_token_url.clone());
     let tokens = StoredTokens::new(store, name).with_token_url(token_url);
     Ok(graph_resolved(
+        SenderIdentity::account(name),
         format!("account `{name}`"),
         account.address.clone(),
         GraphTransport::new(
@@ -438,12 +489,13 @@ fn graph_account(ctx: &Context, name: &str, account: &Account) -> Result<Resolve
             large_allowed,
         ),
         stored_token_url,
-        crate::graph_auth::login_command(name, account, large_allowed),
-        Some(crate::graph_auth::login_command(name, account, true)),
+        login_command(name, account, large_allowed),
+        Some(login_command(name, account, true)),
     ))
 }
 
 fn graph_resolved(
+    identity: SenderIdentity,
     label: String,
     address: Option<String>,
     transport: GraphTransport<GraphTokens>,
@@ -460,6 +512,7 @@ fn graph_resolved(
     };
     Resolved {
         provider: Provider::Graph,
+        identity,
         account: None,
         endpoints,
         label,
@@ -470,31 +523,12 @@ fn graph_resolved(
     }
 }
 
-/// The mailbox's size limit: `$APIMAIL_GRAPH_MAX_MESSAGE_MB`, else the
-/// account's `max_message_mb`, else 35 MB.
-fn max_message_bytes(account: &Account) -> Result<usize, Failure> {
-    let mb = match std::env::var("APIMAIL_GRAPH_MAX_MESSAGE_MB")
-        .ok()
-        .filter(|v| !v.is_empty())
-    {
-        Some(v) => Some(v.trim().parse::<u32>().map_err(|_| {
-            Failure::new(
-                Exit::Config,
-                anyhow!("APIMAIL_GRAPH_MAX_MESSAGE_MB `{v}` is not a whole number"),
-            )
-            .hint("set it to the mailbox's limit in MB, between 1 and 150")
-        })?),
-        None => account.max_message_mb,
-    };
-    match mb {
-        None => Ok(apimail_graph::DEFAULT_MAX_MESSAGE_BYTES),
-        Some(mb @ 1..=150) => Ok(mb as usize * 1024 * 1024),
-        Some(mb) => Err(Failure::new(
-            Exit::Config,
-            anyhow!("a mailbox limit of {mb} MB is outside Exchange Online's 1 to 150 MB"),
-        )
-        .hint("set max_message_mb (or APIMAIL_GRAPH_MAX_MESSAGE_MB) between 1 and 150")),
-    }
+/// The mailbox's size limit (see [`apimail_graph::max_message_bytes`]).
+fn max_message_bytes(configured: Option<u32>) -> Result<usize, Failure> {
+    apimail_graph::max_message_bytes(configured).map_err(|e| {
+        Failure::new(Exit::Config, e)
+            .hint("set max_message_mb (or APIMAIL_GRAPH_MAX_MESSAGE_MB) to the mailbox's limit, between 1 and 150")
+    })
 }
 
 /// App-only credentials: a client secret (file or `$AZURE_CLIENT_SECRET`)
@@ -515,11 +549,14 @@ fn app_only_tokens(
         )
         .hint("set client_id and tenant in the account, or AZURE_CLIENT_ID and AZURE_TENANT_ID"));
     };
-    let authority = crate::graph_auth::authority(account, cloud)?;
+    let authority = authority(account, cloud)?;
     let token_url = apimail_graph::token_url(&authority, tenant);
-    let secret = crate::graph_auth::client_secret("AZURE_CLIENT_SECRET", secret_file)?;
+    let secret = match apimail_graph::secret_from_env() {
+        Some(secret) => Some(secret),
+        None => client_secret_file(secret_file)?,
+    };
     let certificate_path =
-        env("AZURE_CLIENT_CERTIFICATE_PATH").or(certificate_file.map(str::to_owned));
+        apimail_graph::certificate_path_from_env().or(certificate_file.map(str::to_owned));
     let credential = match (secret, certificate_path) {
         (Some(secret), _) => apimail_graph::AppCredential::Secret(secret),
         (None, Some(path)) => {
@@ -545,50 +582,106 @@ fn app_only_tokens(
 
 /// Graph app-only credentials from the azure-identity variables.
 fn graph_from_env() -> Result<Option<Resolved>, Failure> {
-    let (Some(tenant), Some(client_id)) = (env("AZURE_TENANT_ID"), env("AZURE_CLIENT_ID")) else {
+    let credentials = apimail_graph::credentials_from_env().map_err(|e| {
+        Failure::new(Exit::Config, e).hint("set APIMAIL_GRAPH_USER=sender@contoso.com: app-only credentials send as a mailbox of the tenant")
+    })?;
+    let Some(credentials) = credentials else {
         return Ok(None);
     };
-    let Some(user) = env("APIMAIL_GRAPH_USER") else {
-        return Err(Failure::new(Exit::Config, anyhow!("AZURE_TENANT_ID and AZURE_CLIENT_ID are set but APIMAIL_GRAPH_USER is not"))
-            .hint("set APIMAIL_GRAPH_USER=sender@contoso.com: app-only credentials send as a mailbox of the tenant"));
-    };
-    let cloud = crate::graph_auth::cloud(env("APIMAIL_GRAPH_CLOUD").as_deref())?;
-    let api = crate::graph_auth::graph_api(None, cloud)?;
+    let cloud = cloud(credentials.cloud.as_deref())?;
+    let api = graph_api(None, cloud)?;
     let tokens = app_only_tokens(
-        Some(&client_id),
-        Some(&tenant),
+        Some(&credentials.client_id),
+        Some(&credentials.tenant),
         None,
         None,
         None,
         cloud,
         "the environment",
     )?;
-    let max = max_message_bytes(&Account::default())?;
+    let max = max_message_bytes(None)?;
+    let user = credentials.user.clone();
     Ok(Some(graph_resolved(
+        credentials.identity(),
         format!("app-only credentials in the environment, as {user}"),
         Some(user.clone()),
         GraphTransport::new(&api, Mailbox::User(user), GraphTokens::AppOnly(tokens), max, true),
-        apimail_graph::token_url(&crate::graph_auth::authority(None, cloud)?, &tenant),
+        apimail_graph::token_url(&authority(None, cloud)?, &credentials.tenant),
         "check AZURE_CLIENT_SECRET (or the certificate), the app's Mail.Send application permission and admin consent".into(),
         None,
     )))
 }
 
-/// Google's documented reasons for `invalid_grant`.
-const GOOGLE_INVALID_GRANT_CAUSES: &[&str] = &[
-    "the OAuth app is still in \"Testing\" publishing status, so its tokens last 7 days (publish it to stop this)",
-    "the token was not used for 6 months",
-    "the account's password was changed",
-    "access was revoked (myaccount.google.com/permissions)",
-];
+/// The cloud named by `--cloud` or the account's `cloud` key.
+pub fn cloud(name: Option<&str>) -> Result<Cloud, Failure> {
+    let name = name.unwrap_or("global");
+    name.parse().map_err(|_| {
+        Failure::new(Exit::Usage, anyhow!("unknown Microsoft cloud `{name}`"))
+            .hint("use global, usgov, usgov-dod or china")
+    })
+}
 
-/// Microsoft's usual reasons for `invalid_grant`.
-const MICROSOFT_INVALID_GRANT_CAUSES: &[&str] = &[
-    "the refresh token was not used for 90 days (AADSTS700082)",
-    "the password was changed or all sessions were revoked (AADSTS50173)",
-    "a Conditional Access policy requires signing in again",
-    "an administrator removed the consent for the app",
-];
+/// The login host: `$APIMAIL_MS_AUTHORITY_URL`, else the account's
+/// `authority_url`, else the cloud's.
+pub fn authority(account: Option<&Account>, cloud: Cloud) -> Result<Url, Failure> {
+    endpoint(
+        "APIMAIL_MS_AUTHORITY_URL",
+        account.and_then(|a| a.authority_url.as_deref()),
+        "authority_url",
+        cloud.login_url().as_str(),
+    )
+}
+
+/// The Graph root: `$APIMAIL_GRAPH_API_URL`, else the account's
+/// `graph_api_url`, else the cloud's.
+pub fn graph_api(account: Option<&Account>, cloud: Cloud) -> Result<Url, Failure> {
+    endpoint(
+        "APIMAIL_GRAPH_API_URL",
+        account.and_then(|a| a.graph_api_url.as_deref()),
+        "graph_api_url",
+        cloud.graph_url().as_str(),
+    )
+}
+
+/// A client secret from a file: never from the command line, where other
+/// users could read it.
+pub fn client_secret_file(file: Option<&str>) -> Result<Option<Secret>, Failure> {
+    let Some(file) = file else { return Ok(None) };
+    let text = std::fs::read_to_string(file).map_err(|e| {
+        Failure::new(
+            Exit::NoInput,
+            anyhow!(e).context(format!("cannot read the client secret file `{file}`")),
+        )
+        .hint("point it at a file that holds only the secret value (mode 0600)")
+    })?;
+    let secret = text.trim();
+    if secret.is_empty() {
+        return Err(Failure::new(
+            Exit::Config,
+            anyhow!("the client secret file `{file}` is empty"),
+        )
+        .hint("write the secret value (Certificates & secrets > Client secrets > Value) into it"));
+    }
+    Ok(Some(Secret::new(secret)))
+}
+
+/// The command that logs this Graph account in again, with the same settings.
+pub fn login_command(name: &str, account: &Account, large_messages: bool) -> String {
+    let mut command = format!(
+        "apimail auth login graph --account {name} --client-id {}",
+        account.client_id.as_deref().unwrap_or("CLIENT_ID")
+    );
+    if let Some(tenant) = account.tenant.as_deref().filter(|t| *t != "common") {
+        command.push_str(&format!(" --tenant {tenant}"));
+    }
+    if let Some(cloud) = account.cloud.as_deref().filter(|c| *c != "global") {
+        command.push_str(&format!(" --cloud {cloud}"));
+    }
+    if large_messages {
+        command.push_str(" --large-messages");
+    }
+    command
+}
 
 /// A failed send, as the user should see it.
 pub fn send_failure(error: TransportError, resolved: &Resolved) -> Failure {
@@ -597,8 +690,12 @@ pub fn send_failure(error: TransportError, resolved: &Resolved) -> Failure {
     match token_error {
         Some(TokenError::InvalidGrant { .. }) => {
             let (service, company, causes) = match resolved.provider {
-                Provider::Gmail => ("Gmail", "Google", GOOGLE_INVALID_GRANT_CAUSES),
-                Provider::Graph => ("Microsoft", "Microsoft", MICROSOFT_INVALID_GRANT_CAUSES),
+                Provider::Gmail => ("Gmail", "Google", apimail_gmail::INVALID_GRANT_CAUSES),
+                Provider::Graph => (
+                    "Microsoft",
+                    "Microsoft",
+                    apimail_graph::INVALID_GRANT_CAUSES,
+                ),
             };
             let mut failure = Failure::new(
                 Exit::NoPerm,

@@ -1,19 +1,19 @@
 //! The outbox from the command line: `apimail queue …`, and the flush that
 //! `send`, `sendmail` and `auth login` share.
 
-use std::collections::HashMap;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
 use anyhow::anyhow;
-use apimail_core::outbox::{Claim, Entry, EntryState, Outbox, Outcome};
+use apimail_core::delivery::{Engine, FlushReport, Selection, Settings, Settled, WhenUnknown};
+use apimail_core::outbox::{Entry, EntryId, EntryState, Outbox, OutboxError};
 use apimail_core::token_store::TokenStore;
-use apimail_core::{Envelope, ErrorKind, Mailbox, TransportError, now_unix};
+use apimail_core::{TransportError, now_unix};
 
 use crate::cli::QueueCommand;
-use crate::config::Provider;
+use crate::config::Config;
 use crate::exit::{Exit, Failure};
-use crate::providers::{self, Context, Resolved};
+use crate::providers::{self, ConfiguredSenders, Context, Resolved};
 
 /// How long a message may wait in the queue before it counts as failed:
 /// `$APIMAIL_QUEUE_MAX_AGE_DAYS`, else 5 days.
@@ -38,27 +38,39 @@ pub fn open_outbox() -> Result<Outbox, Failure> {
     Outbox::open(store.dir().join("outbox")).map_err(outbox_failure)
 }
 
-pub fn outbox_failure(error: apimail_core::outbox::OutboxError) -> Failure {
-    Failure::new(Exit::Config, error).hint("check the data directory's permissions and free space")
+/// An outbox failure, by what the user must do.
+pub fn outbox_failure(error: OutboxError) -> Failure {
+    match &error {
+        OutboxError::InvalidId { .. } => {
+            Failure::new(Exit::Usage, error).hint("see `apimail queue list` for the ids")
+        }
+        OutboxError::Busy { .. } => Failure::new(Exit::TempFail, error)
+            .hint("another apimail process is sending it; see `apimail queue list` in a moment"),
+        _ if error.is_disk_full() => Failure::new(Exit::TempFail, error)
+            .hint("the disk holding the data directory is full; free some space, then try again"),
+        _ => Failure::new(Exit::Config, error)
+            .hint("check the data directory's permissions (apimail doctor)"),
+    }
 }
 
-pub async fn run(ctx: Context, command: QueueCommand) -> Result<(), Failure> {
+pub async fn run(ctx: &Context, command: QueueCommand) -> Result<(), Failure> {
     let outbox = open_outbox()?;
     match command {
         QueueCommand::List => list(&outbox),
         QueueCommand::Flush { account, all } => {
-            let report = flush(&ctx, &outbox, account.as_deref(), all, None).await?;
-            report.print();
-            Ok(())
+            let selection = Selection {
+                account,
+                include_not_due: all,
+                ..Selection::default()
+            };
+            flush(ctx, &selection).await
         }
         QueueCommand::Show { id } => show(&outbox, &id),
         QueueCommand::Retry { id } => {
             if !outbox.retry(&id).map_err(outbox_failure)? {
                 return Err(unknown_id(&id));
             }
-            let report = flush(&ctx, &outbox, None, false, None).await?;
-            report.print();
-            Ok(())
+            flush(ctx, &Selection::default()).await
         }
         QueueCommand::Drop { id } => {
             if !outbox.drop_entry(&id).map_err(outbox_failure)? {
@@ -68,6 +80,16 @@ pub async fn run(ctx: Context, command: QueueCommand) -> Result<(), Failure> {
             Ok(())
         }
     }
+}
+
+/// Flushes the selected entries and prints what happened.
+pub async fn flush(ctx: &Context, selection: &Selection) -> Result<(), Failure> {
+    let report = engine(ctx)?
+        .flush(selection)
+        .await
+        .map_err(outbox_failure)?;
+    print_report(&report);
+    Ok(())
 }
 
 fn unknown_id(id: &str) -> Failure {
@@ -93,7 +115,15 @@ pub fn list(outbox: &Outbox) -> Result<(), Failure> {
     let now = now_unix();
     for entry in &queued {
         let state = match entry.state {
-            EntryState::Held => "held: waits for a new login".to_owned(),
+            EntryState::Held if entry.outcome_unknown => format!(
+                "held, uncertain: an earlier attempt may have gone through; `apimail queue retry {0}` resends it, `apimail queue drop {0}` drops it",
+                entry.id
+            ),
+            EntryState::Held => "held: waits for a new login or `apimail queue retry`".to_owned(),
+            EntryState::Queued if entry.is_uncertain() => format!(
+                "uncertain: an earlier attempt may have gone through; the next try checks or resends with the same Message-ID, in {} min",
+                (entry.next_attempt_at - now + 59).max(0) / 60
+            ),
             EntryState::Queued if entry.next_attempt_at <= now => "due now".to_owned(),
             EntryState::Queued => format!(
                 "next try in {} min",
@@ -148,170 +178,103 @@ fn show(outbox: &Outbox, id: &str) -> Result<(), Failure> {
     Ok(())
 }
 
-/// What a flush did.
-#[derive(Debug, Default)]
-pub struct FlushReport {
-    pub sent: usize,
-    pub rescheduled: usize,
-    pub held: usize,
-    pub failed: usize,
+/// A message that was accepted into the outbox but not sent now, as the
+/// user should see it: the failure (if any) and where the message is.
+pub fn not_sent(
+    resolved: &Resolved,
+    id: &EntryId,
+    settled: Settled,
+    error: Option<TransportError>,
+) -> Failure {
+    let failure = match error {
+        Some(error) => providers::send_failure(error, resolved),
+        None => Failure::new(
+            Exit::TempFail,
+            anyhow!("message {id} was not sent: another apimail process is handling it"),
+        )
+        .hint("see `apimail queue list` and `apimail log`"),
+    };
+    match settled {
+        Settled::Queued { uncertain: true, .. } => failure.note(format!(
+            "the provider may have accepted it before the connection broke; it is kept as {id} and the next try checks or resends it with the same Message-ID (`apimail queue show {id}`)"
+        )),
+        Settled::Queued { .. } => failure.note(format!(
+            "the message is kept in the outbox as {id}: `apimail queue retry {id}` sends it again, and `apimail queue flush` or the next send retries it"
+        )),
+        Settled::Held { uncertain: true } => failure.note(format!(
+            "the provider may have accepted it before the connection broke; it is held as {id}: check the recipient's mailbox, then `apimail queue retry {id}` or `apimail queue drop {id}`"
+        )),
+        Settled::Held { .. } => failure.note(format!(
+            "the message is held in the outbox as {id}; it goes out after the next successful login, or with `apimail queue retry {id}`"
+        )),
+        Settled::Failed => failure.note(format!(
+            "the message was moved to the outbox's failed messages as {id} (`apimail queue show {id}`)"
+        )),
+        Settled::SettledElsewhere => Failure::new(
+            Exit::TempFail,
+            anyhow!("message {id} was settled by another apimail process"),
+        )
+        .hint(format!("`apimail log` shows what happened to {id}")),
+        Settled::Busy | Settled::Dropped | Settled::Sent(_) | Settled::VerifiedSent => failure,
+    }
 }
 
-impl FlushReport {
-    pub fn print(&self) {
-        say(&format!(
-            "flushed the outbox: {} sent, {} still queued, {} held for a login, {} failed",
-            self.sent, self.rescheduled, self.held, self.failed
+/// Prints a flush's counts.
+pub fn print_report(report: &FlushReport) {
+    let mut line = format!(
+        "flushed the outbox: {} sent, {} still queued, {} held, {} failed",
+        report.sent, report.queued, report.held, report.failed
+    );
+    if report.verified > 0 {
+        line.push_str(&format!(
+            ", {} found already sent by an earlier attempt",
+            report.verified
         ));
     }
+    say(&line);
 }
 
-/// Sends the due entries (all queued ones with `all`), optionally of one
-/// account, until `deadline`. Each entry is claimed under its lock, so
-/// concurrent flushes never send one entry twice, and removed only after
-/// the provider accepted it.
-pub async fn flush(
-    ctx: &Context,
-    outbox: &Outbox,
-    account: Option<&str>,
-    all: bool,
-    deadline: Option<Instant>,
-) -> Result<FlushReport, Failure> {
-    let now = now_unix();
-    let entries: Vec<Entry> = if all {
-        outbox
-            .list()
-            .map_err(outbox_failure)?
-            .into_iter()
-            .filter(|e| {
-                e.state == EntryState::Queued
-                    && (account.is_none() || e.account.as_deref() == account)
-            })
-            .collect()
-    } else {
-        outbox.due(now, account).map_err(outbox_failure)?
+/// The delivery engine over the outbox, resolving senders from `ctx`.
+pub fn engine(ctx: &Context) -> Result<Engine<ConfiguredSenders<'_>>, Failure> {
+    Ok(Engine::new(
+        open_outbox()?,
+        ConfiguredSenders { ctx },
+        delivery_settings(&ctx.config)?,
+    ))
+}
+
+/// `$APIMAIL_WHEN_UNKNOWN`, else the config's `[delivery] when_unknown`:
+/// what to do with a message whose earlier attempt may have gone through
+/// when the mailbox cannot be checked.
+fn delivery_settings(config: &Config) -> Result<Settings, Failure> {
+    let (value, source) = match std::env::var("APIMAIL_WHEN_UNKNOWN")
+        .ok()
+        .filter(|v| !v.is_empty())
+    {
+        Some(value) => (Some(value), "APIMAIL_WHEN_UNKNOWN"),
+        None => (
+            config
+                .delivery
+                .as_ref()
+                .and_then(|d| d.when_unknown.clone()),
+            "[delivery] when_unknown",
+        ),
     };
-    let mut report = FlushReport::default();
-    let mut senders: HashMap<(Option<String>, Option<String>), Option<Resolved>> = HashMap::new();
-    for entry in entries {
-        if deadline.is_some_and(|d| Instant::now() >= d) {
-            break;
+    let when_unknown = match value.as_deref() {
+        None | Some("resend") => WhenUnknown::Resend,
+        Some("hold") => WhenUnknown::Hold,
+        Some(other) => {
+            return Err(Failure::new(
+                Exit::Config,
+                anyhow!("{source} `{other}` is neither `resend` nor `hold`"),
+            )
+            .hint(format!("set {source} to resend (the default) or hold")));
         }
-        let key = (entry.account.clone(), entry.provider.clone());
-        if !senders.contains_key(&key) {
-            let provider = entry.provider.as_deref().and_then(|p| match p {
-                "gmail" => Some(Provider::Gmail),
-                "graph" => Some(Provider::Graph),
-                _ => None,
-            });
-            let resolved = providers::resolve(ctx, entry.account.as_deref(), provider).await;
-            if let Err(failure) = &resolved {
-                tracing::warn!("cannot send {} yet: {}", entry.id, failure.error);
-            }
-            senders.insert(key.clone(), resolved.ok());
-        }
-        let Some(resolved) = senders.get(&key).and_then(Option::as_ref) else {
-            continue;
-        };
-        let claimed = if all {
-            outbox.claim(&entry.id)
-        } else {
-            outbox.claim_due(&entry.id, now)
-        }
-        .map_err(outbox_failure)?;
-        let Some(claim) = claimed else { continue };
-        match attempt(resolved, &claim).await {
-            Ok(()) => {
-                claim.delivered().map_err(outbox_failure)?;
-                tracing::info!("sent {}", entry.id);
-                report.sent += 1;
-            }
-            Err(error) => match settle(claim, &error).map_err(outbox_failure)? {
-                Settled::Rescheduled => report.rescheduled += 1,
-                Settled::Held => report.held += 1,
-                Settled::Failed => report.failed += 1,
-            },
-        }
-    }
-    Ok(report)
-}
-
-/// One attempt at an outbox entry.
-pub async fn attempt(resolved: &Resolved, claim: &Claim<'_>) -> Result<(), TransportError> {
-    let entry = claim.entry();
-    let message = claim.message().map_err(|e| {
-        TransportError::new(
-            ErrorKind::Internal,
-            format!("cannot read queued message {}", entry.id),
-        )
-        .with_source(e)
-    })?;
-    resolved
-        .sender
-        .send(&envelope_of(entry)?, &message)
-        .await
-        .map(|_| ())
-}
-
-fn envelope_of(entry: &Entry) -> Result<Envelope, TransportError> {
-    let bad = |what: &str| {
-        TransportError::new(
-            ErrorKind::InvalidMessage,
-            format!("queued message {} has an invalid {what}", entry.id),
-        )
     };
-    let from: Mailbox = entry.from.parse().map_err(|_| bad("sender"))?;
-    let recipients = entry
-        .recipients
-        .iter()
-        .map(|r| r.parse::<Mailbox>().map_err(|_| bad("recipient")))
-        .collect::<Result<_, _>>()?;
-    Ok(Envelope::new(from, recipients))
-}
-
-/// Where a failed attempt leaves its entry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Settled {
-    Rescheduled,
-    Held,
-    Failed,
-}
-
-/// Temporary failures wait for their next try, authorization failures are
-/// held until a login, anything else moves to `failed/` with the reason.
-pub fn settle(
-    claim: Claim<'_>,
-    error: &TransportError,
-) -> Result<Settled, apimail_core::outbox::OutboxError> {
-    let reason = error_text(error);
-    match error.kind() {
-        ErrorKind::Temporary | ErrorKind::Config | ErrorKind::Internal => {
-            match claim.retry_later(&reason, now_unix())? {
-                Outcome::Rescheduled { .. } => Ok(Settled::Rescheduled),
-                Outcome::Expired => Ok(Settled::Failed),
-            }
-        }
-        ErrorKind::Unauthorized => {
-            claim.hold(&reason)?;
-            Ok(Settled::Held)
-        }
-        _ => {
-            claim.fail(&reason)?;
-            Ok(Settled::Failed)
-        }
-    }
-}
-
-/// The error and its causes on one line, for the entry's record.
-pub fn error_text(error: &TransportError) -> String {
-    let mut text = error.to_string();
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
+    Ok(Settings {
+        when_unknown,
+        ..Settings::default()
+    })
 }
 
 /// After a login: held messages of `account` become due, and go out now.
@@ -323,16 +286,15 @@ pub async fn release_after_login(ctx: &Context, account: &str) {
             say(&format!(
                 "{n} held message(s) of `{account}` can go out now"
             ));
-            if let Ok(report) = flush(
-                ctx,
-                &outbox,
-                Some(account),
-                false,
-                Some(Instant::now() + FLUSH_AFTER_SEND),
-            )
-            .await
+            let selection = Selection {
+                account: Some(account.to_owned()),
+                deadline: Some(Instant::now() + FLUSH_AFTER_SEND),
+                ..Selection::default()
+            };
+            if let Ok(engine) = engine(ctx)
+                && let Ok(report) = engine.flush(&selection).await
             {
-                report.print();
+                print_report(&report);
             }
         }
     }

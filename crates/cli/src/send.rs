@@ -5,10 +5,11 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::anyhow;
+use apimail_core::delivery::{IfNotSent, Selection, Settled};
 use apimail_core::outbox::NewEntry;
 use apimail_core::retry::RetryPolicy;
 use apimail_core::{Attachment, ComposeError, Mailbox, Message, MessageBuilder, Receipt};
-use tracing::{info, warn};
+use tracing::info;
 
 use crate::cli::SendArgs;
 use crate::exit::{Exit, ExitContext, Failure};
@@ -30,8 +31,9 @@ pub async fn run(ctx: Context, args: SendArgs, retry: RetryPolicy) -> Result<(),
     let size = message.as_bytes().len();
 
     // Into the outbox first: from here on the message is never lost.
-    let outbox = queue::open_outbox()?;
-    let id = outbox
+    let engine = queue::engine(&ctx)?;
+    let id = engine
+        .outbox()
         .accept(message.as_bytes(), new_entry(&resolved, &message))
         .map_err(queue::outbox_failure)?;
     if args.queue {
@@ -42,10 +44,6 @@ pub async fn run(ctx: Context, args: SendArgs, retry: RetryPolicy) -> Result<(),
         );
         return Ok(());
     }
-    let Some(claim) = outbox.claim(&id).map_err(queue::outbox_failure)? else {
-        // Another process (a flush) took it at once: it is in good hands.
-        return Ok(());
-    };
     if size > 1 << 20 {
         info!(
             "sending {:.1} MiB through {}",
@@ -53,52 +51,34 @@ pub async fn run(ctx: Context, args: SendArgs, retry: RetryPolicy) -> Result<(),
             resolved.label
         );
     }
-    let sent = retry
-        .run(
-            |_| resolved.sender.send(message.envelope(), message.as_bytes()),
-            |attempt, error, delay| {
-                warn!(
-                    "attempt {attempt} failed ({error}); retrying in {}s",
-                    delay.as_secs_f32().ceil()
-                );
-            },
-        )
-        .await;
-    match sent {
-        Ok(receipt) => {
-            claim.delivered().map_err(queue::outbox_failure)?;
-            print_receipt(&receipt, &resolved, args.json)?;
-            // Older messages of this account leave with this one.
-            let deadline = Some(Instant::now() + queue::FLUSH_AFTER_SEND);
-            if let Ok(report) =
-                queue::flush(&ctx, &outbox, resolved.account.as_deref(), false, deadline).await
-                && report.sent + report.failed + report.held > 0
-            {
-                report.print();
-            }
-            Ok(())
-        }
-        Err(error) => {
-            let settled = queue::settle(claim, &error).map_err(queue::outbox_failure)?;
-            let failure = providers::send_failure(error, &resolved);
-            Err(match settled {
-                queue::Settled::Rescheduled => failure.note(format!(
-                    "the message is kept in the outbox as {id}: `apimail queue retry {id}` sends it again, and `apimail queue flush` or the next send retries it"
-                )),
-                queue::Settled::Held => failure.note(format!(
-                    "the message is held in the outbox as {id}; it goes out after the next successful login"
-                )),
-                queue::Settled::Failed => failure.note(format!(
-                    "the message was moved to the outbox's failed messages as {id} (`apimail queue show {id}`)"
-                )),
-            })
-        }
+    let delivery = engine
+        .deliver(&id, &resolved, &retry, IfNotSent::Keep)
+        .await
+        .map_err(queue::outbox_failure)?;
+    let receipt = match delivery.settled {
+        Settled::Sent(receipt) => Some(receipt),
+        Settled::VerifiedSent => None,
+        other => return Err(queue::not_sent(&resolved, &id, other, delivery.error)),
+    };
+    print_receipt(receipt.as_ref(), &message, &resolved, args.json)?;
+    // Older messages of this sender leave with this one.
+    let selection = Selection {
+        identity: Some(resolved.identity.clone()),
+        deadline: Some(Instant::now() + queue::FLUSH_AFTER_SEND),
+        ..Selection::default()
+    };
+    if let Ok(report) = engine.flush(&selection).await
+        && !report.is_empty()
+    {
+        queue::print_report(&report);
     }
+    Ok(())
 }
 
 /// The outbox record of a composed message.
 fn new_entry(resolved: &providers::Resolved, message: &Message) -> NewEntry {
     NewEntry {
+        identity: Some(resolved.identity.clone()),
         account: resolved.account.clone(),
         provider: Some(resolved.provider.name().to_owned()),
         from: message.envelope().from().email().to_owned(),
@@ -119,26 +99,40 @@ fn dry_run_address(ctx: &Context, args: &SendArgs) -> Option<String> {
     ctx.config.accounts.get(&name)?.address.clone()
 }
 
+/// What was sent; without a receipt, an earlier attempt was found in the
+/// mailbox as sent.
 fn print_receipt(
-    receipt: &Receipt,
+    receipt: Option<&Receipt>,
+    message: &Message,
     resolved: &providers::Resolved,
     json: bool,
 ) -> Result<(), Failure> {
+    let provider = resolved.provider.name();
     let text = if json {
         let value = serde_json::json!({
-            "provider": receipt.provider,
+            "provider": provider,
             "sender": resolved.label,
-            "id": receipt.id,
-            "thread_id": receipt.thread_id,
+            "id": receipt.and_then(|r| r.id.as_deref()),
+            "thread_id": receipt.and_then(|r| r.thread_id.as_deref()),
+            "message_id": message.message_id(),
+            "verified_earlier_attempt": receipt.is_none(),
         });
         format!("{value}\n")
     } else {
-        let mut line = format!("sent through {} ({})", receipt.provider, resolved.label);
-        if let Some(id) = &receipt.id {
-            line.push_str(&format!(": message id {id}"));
-        }
-        if let Some(thread) = &receipt.thread_id {
-            line.push_str(&format!(", thread id {thread}"));
+        let mut line = format!("sent through {provider} ({})", resolved.label);
+        match receipt {
+            None => line.push_str(&format!(
+                ": an earlier attempt had gone through; the mailbox shows {} as sent",
+                message.message_id()
+            )),
+            Some(receipt) => {
+                if let Some(id) = &receipt.id {
+                    line.push_str(&format!(": message id {id}"));
+                }
+                if let Some(thread) = &receipt.thread_id {
+                    line.push_str(&format!(", thread id {thread}"));
+                }
+            }
         }
         line + "\n"
     };

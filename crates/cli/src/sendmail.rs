@@ -5,7 +5,9 @@ use std::io::{BufRead, BufReader, Write};
 use std::time::Instant;
 
 use anyhow::anyhow;
+use apimail_core::delivery::{IfNotSent, Selection, Settled};
 use apimail_core::outbox::NewEntry;
+use apimail_core::retry::RetryPolicy;
 use apimail_core::{Mailbox, ReadyMessage, now_unix};
 
 use crate::exit::{Exit, Failure};
@@ -36,9 +38,7 @@ pub async fn run(
         Mode::ListQueue => queue::list(&queue::open_outbox()?),
         Mode::FlushQueue => {
             let ctx = Context::load(config_flag)?;
-            let report = queue::flush(&ctx, &queue::open_outbox()?, None, false, None).await?;
-            report.print();
-            Ok(())
+            queue::flush(&ctx, &Selection::default()).await
         }
         Mode::Deliver => deliver(config_flag, invocation).await,
     }
@@ -54,7 +54,8 @@ async fn deliver(config_flag: Option<&std::path::Path>, inv: Invocation) -> Resu
             failure
         }
     })?;
-    let outbox = queue::open_outbox()?;
+    let engine = queue::engine(&ctx)?;
+    let outbox = engine.outbox();
 
     // Stream standard input to disk: memory does not grow with the message.
     let mut incoming = outbox.begin().map_err(queue::outbox_failure)?;
@@ -97,6 +98,7 @@ async fn deliver(config_flag: Option<&std::path::Path>, inv: Invocation) -> Resu
         .map_err(queue::outbox_failure)?;
     let id = incoming
         .commit(NewEntry {
+            identity: Some(resolved.identity.clone()),
             account: resolved.account.clone(),
             provider: Some(resolved.provider.name().to_owned()),
             from: plan.from.email().to_owned(),
@@ -110,45 +112,76 @@ async fn deliver(config_flag: Option<&std::path::Path>, inv: Invocation) -> Resu
         })
         .map_err(queue::outbox_failure)?;
     // Accepted: durable in the outbox. Now try to send it at once.
-    let Some(claim) = outbox.claim(&id).map_err(queue::outbox_failure)? else {
-        return Ok(());
-    };
     let no_queue = std::env::var("APIMAIL_NO_QUEUE").is_ok_and(|v| v == "1");
-    match queue::attempt(&resolved, &claim).await {
-        Ok(()) => {
-            claim.delivered().map_err(queue::outbox_failure)?;
-            let deadline = Some(Instant::now() + queue::FLUSH_AFTER_SEND);
-            let _ = queue::flush(&ctx, &outbox, resolved.account.as_deref(), false, deadline).await;
+    let if_not_sent = if no_queue {
+        IfNotSent::Drop
+    } else {
+        IfNotSent::Keep
+    };
+    let once = RetryPolicy {
+        max_attempts: 1,
+        ..RetryPolicy::standard()
+    };
+    let delivery = engine
+        .deliver(&id, &resolved, &once, if_not_sent)
+        .await
+        .map_err(queue::outbox_failure)?;
+    let reason = delivery
+        .error
+        .as_ref()
+        .map(apimail_core::delivery::error_text)
+        .unwrap_or_default();
+    match delivery.settled {
+        Settled::Sent(_) | Settled::VerifiedSent => {
+            let selection = Selection {
+                identity: Some(resolved.identity.clone()),
+                deadline: Some(Instant::now() + queue::FLUSH_AFTER_SEND),
+                ..Selection::default()
+            };
+            let _ = engine.flush(&selection).await;
             Ok(())
         }
-        Err(error) if error.is_temporary() && no_queue => {
-            // The caller asked to keep responsibility: nothing stays queued.
-            drop(claim);
-            let _ = outbox.drop_entry(id.as_str());
-            Err(providers::send_failure(error, &resolved).note(
+        Settled::Dropped => Err(
+            queue::not_sent(&resolved, &id, Settled::Dropped, delivery.error).note(
                 "APIMAIL_NO_QUEUE is set, so the message was not queued; the caller must retry",
-            ))
+            ),
+        ),
+        Settled::Queued { uncertain, .. } => {
+            let what = if uncertain {
+                "queued (the provider may have accepted it; the next try checks or resends it with the same Message-ID)"
+            } else {
+                "queued"
+            };
+            say(&format!(
+                "apimail: {id} {what}: {reason} (retried by `apimail queue flush` or the next send)"
+            ));
+            Ok(())
         }
-        Err(error) => match queue::settle(claim, &error).map_err(queue::outbox_failure)? {
-            queue::Settled::Rescheduled => {
-                say(&format!(
-                    "apimail: {id} queued: {} (retried by `apimail queue flush` or the next send)",
-                    queue::error_text(&error)
-                ));
-                Ok(())
-            }
-            queue::Settled::Held => {
-                say(&format!(
-                    "apimail: {id} held: the authorization failed ({}); it goes out after `{}`",
-                    queue::error_text(&error),
-                    resolved.relogin
-                ));
-                Ok(())
-            }
-            queue::Settled::Failed => Err(providers::send_failure(error, &resolved).note(format!(
-                "the message is kept with the failed ones as {id} (`apimail queue show {id}`)"
-            ))),
-        },
+        Settled::Held { uncertain: true } => {
+            say(&format!(
+                "apimail: {id} held: the provider may have accepted it ({reason}); check, then `apimail queue retry {id}` or `apimail queue drop {id}`"
+            ));
+            Ok(())
+        }
+        Settled::Held { .. } => {
+            say(&format!(
+                "apimail: {id} held: {reason}; it goes out after `{}` (or `apimail queue retry {id}`)",
+                resolved.relogin
+            ));
+            Ok(())
+        }
+        Settled::SettledElsewhere | Settled::Busy => {
+            say(&format!(
+                "apimail: {id} is queued; another apimail process is sending it (`apimail log` shows the outcome)"
+            ));
+            Ok(())
+        }
+        Settled::Failed => Err(queue::not_sent(
+            &resolved,
+            &id,
+            Settled::Failed,
+            delivery.error,
+        )),
     }
 }
 

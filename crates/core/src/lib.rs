@@ -29,7 +29,9 @@
 mod address;
 mod charset;
 mod compose;
+pub mod delivery;
 pub mod endpoint;
+mod identity;
 pub mod oauth;
 pub mod outbox;
 mod parse;
@@ -44,6 +46,7 @@ mod transport;
 pub use address::{AddressError, Mailbox};
 pub use charset::Charset;
 pub use compose::{Attachment, ComposeError, Message, MessageBuilder};
+pub use identity::SenderIdentity;
 pub use parse::{ParseError, ReadyMessage};
 pub use secret::Secret;
 pub use token::{AccessToken, EXPIRY_MARGIN, TokenError, TokenResponse, TokenSource, now_unix};

@@ -36,11 +36,11 @@
 //!   `.json` (atomic), then remove the old message, so the `.json` is never
 //!   without its `.eml`.
 //!
-//! The one at-least-once window: when the provider has accepted a message
-//! and the process dies before [`Claim::delivered`] has removed the
-//! `.json`, the entry is still there and the next flush sends it again. It
-//! cannot be closed without idempotency on the provider's side; the
-//! message keeps its `Message-ID`, so clients can recognize the duplicate.
+//! Before an attempt, [`Claim::begin_attempt`] durably marks the entry in
+//! flight. An entry found in flight by a later claim, or settled with
+//! [`Claim::uncertain`], may have been accepted by the provider: the
+//! delivery engine checks the mailbox where it can, and otherwise resends
+//! it with the same `Message-ID` or holds it, as configured.
 //!
 //! # Concurrency
 //!
@@ -65,6 +65,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+use crate::identity::SenderIdentity;
 use crate::token::now_unix;
 
 /// How long an entry is retried before it is moved to `failed/`: five days.
@@ -213,6 +214,22 @@ pub enum OutboxError {
     },
 }
 
+impl OutboxError {
+    /// Whether the disk (or the user's quota) is full: worth retrying once
+    /// space is freed, unlike a permission problem.
+    pub fn is_disk_full(&self) -> bool {
+        let source = match self {
+            OutboxError::CreateDir { source, .. }
+            | OutboxError::Write { source, .. }
+            | OutboxError::Move { source, .. }
+            | OutboxError::Sync { source, .. }
+            | OutboxError::Lock { source, .. } => source,
+            _ => return false,
+        };
+        source.kind() == io::ErrorKind::StorageFull || source.kind() == io::ErrorKind::QuotaExceeded
+    }
+}
+
 /// An entry's name: the UTC time it was accepted and 12 random hex digits,
 /// e.g. `20261121T101500-3f9a0c1b2d4e`. Ids sort by acceptance time (to
 /// the second; within a second their order is arbitrary).
@@ -339,8 +356,9 @@ fn random_hex(bytes: usize) -> String {
 pub enum EntryState {
     /// Waiting for its next attempt.
     Queued,
-    /// The provider refused the credentials: not sent until
-    /// [`Outbox::release_held`] (after a login) or [`Outbox::retry`].
+    /// Not sent until [`Outbox::release_held`] (after a login) or
+    /// [`Outbox::retry`]: the provider refused the credentials, the
+    /// sender cannot be resolved, or an unknown outcome waits for the user.
     /// Held entries do not expire.
     Held,
 }
@@ -348,6 +366,8 @@ pub enum EntryState {
 /// What the caller knows about a message it hands to the outbox.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewEntry {
+    /// Who to send it as; a flush never sends it as anyone else.
+    pub identity: Option<SenderIdentity>,
     /// The account to send with, if one was chosen.
     pub account: Option<String>,
     /// The provider (`gmail`, `graph`), if known.
@@ -366,6 +386,7 @@ impl Default for NewEntry {
     /// Empty fields and the default maximum age.
     fn default() -> Self {
         NewEntry {
+            identity: None,
             account: None,
             provider: None,
             from: String::new(),
@@ -413,6 +434,18 @@ pub struct Entry {
     /// Why it was given up on: set for entries in `failed/` only.
     #[serde(default)]
     pub failed_reason: Option<String>,
+    /// Who to send it as. `None` only for entries queued before apimail
+    /// recorded it; those are sent with `account`.
+    #[serde(default)]
+    pub identity: Option<SenderIdentity>,
+    /// When the attempt under way began (Unix seconds). Still set when a
+    /// claim finds the entry, it means a process died mid-attempt.
+    #[serde(default)]
+    pub in_flight_since: Option<i64>,
+    /// The provider may already have accepted it: an attempt's answer was
+    /// lost. Cleared by [`Outbox::retry`] (the user chose to resend).
+    #[serde(default)]
+    pub outcome_unknown: bool,
 }
 
 impl Entry {
@@ -427,6 +460,12 @@ impl Entry {
     /// Whether it was given up on (it is in `failed/`).
     pub fn is_failed(&self) -> bool {
         self.failed_reason.is_some()
+    }
+
+    /// Whether an earlier attempt may have been accepted by the provider:
+    /// its answer was lost, or its process died mid-attempt.
+    pub fn is_uncertain(&self) -> bool {
+        self.outcome_unknown || self.in_flight_since.is_some()
     }
 
     /// When a temporary failure stops being retried, in Unix seconds.
@@ -447,6 +486,8 @@ pub enum Outcome {
     },
     /// Too old to retry: moved to `failed/`.
     Expired,
+    /// Held for the user.
+    Held,
 }
 
 /// Counts for `status` and `doctor`.
@@ -672,7 +713,7 @@ impl Outbox {
             let Some(mut claim) = self.claim(&listed.id)? else {
                 continue;
             };
-            if claim.entry.state == EntryState::Held {
+            if claim.entry.state == EntryState::Held && !claim.entry.is_uncertain() {
                 claim.entry.state = EntryState::Queued;
                 claim.entry.next_attempt_at = now;
                 self.write_entry(Place::Queue, &claim.entry)?;
@@ -696,6 +737,8 @@ impl Outbox {
             entry.state = EntryState::Queued;
             entry.next_attempt_at = now;
             entry.failed_reason = None;
+            entry.outcome_unknown = false;
+            entry.in_flight_since = None;
             self.write_entry(Place::Queue, &entry)?;
             return Ok(true);
         }
@@ -853,6 +896,8 @@ impl Outbox {
         entry.next_attempt_at = now;
         entry.retried_at = Some(now);
         entry.failed_reason = None;
+        entry.outcome_unknown = false;
+        entry.in_flight_since = None;
         self.write_entry(Place::Failed, &entry)?;
         self.move_json(Place::Failed, Place::Queue, &id)?;
         remove_leftover(&self.eml_path(Place::Failed, &id), &self.failed_dir());
@@ -1152,6 +1197,9 @@ impl Incoming {
         let entry = Entry {
             id: id.clone(),
             state: EntryState::Queued,
+            identity: meta.identity,
+            in_flight_since: None,
+            outcome_unknown: false,
             account: meta.account,
             provider: meta.provider,
             from: meta.from,
@@ -1239,6 +1287,13 @@ impl Claim<'_> {
         fs::read(self.message_path())
     }
 
+    /// Durably marks the entry in flight before an attempt, so that a
+    /// process dying mid-attempt leaves it [uncertain](Entry::is_uncertain).
+    pub fn begin_attempt(&mut self, now: i64) -> Result<(), OutboxError> {
+        self.entry.in_flight_since = Some(now);
+        self.outbox.write_entry(Place::Queue, &self.entry)
+    }
+
     /// The provider accepted the message: removes the `.json` first (from
     /// then on it is no longer an entry), then the `.eml`, and syncs the
     /// directory.
@@ -1266,8 +1321,20 @@ impl Claim<'_> {
     /// and schedules the next attempt per [`next_delay_secs`], or, if the
     /// entry is older than its maximum age, moves it to `failed/` with the
     /// reason `expired after N days: <error>`.
-    pub fn retry_later(mut self, error: &str, now: i64) -> Result<Outcome, OutboxError> {
+    pub fn retry_later(self, error: &str, now: i64) -> Result<Outcome, OutboxError> {
+        self.retry_later_after(error, now, None)
+    }
+
+    /// Like [`retry_later`](Self::retry_later), but not before
+    /// `retry_after` from `now` when the provider asked for that.
+    pub fn retry_later_after(
+        mut self,
+        error: &str,
+        now: i64,
+        retry_after: Option<Duration>,
+    ) -> Result<Outcome, OutboxError> {
         let entry = &mut self.entry;
+        entry.in_flight_since = None;
         entry.attempts = entry.attempts.saturating_add(1);
         entry.last_error = Some(error.to_owned());
         let age = now.saturating_sub(entry.retried_at.unwrap_or(entry.created_at));
@@ -1276,7 +1343,8 @@ impl Claim<'_> {
             self.outbox.move_to_failed(&self.lock, &self.entry)?;
             return Ok(Outcome::Expired);
         }
-        let next_attempt_at = now.saturating_add(next_delay_secs(entry.attempts));
+        let asked = retry_after.map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        let next_attempt_at = now.saturating_add(next_delay_secs(entry.attempts).max(asked));
         entry.state = EntryState::Queued;
         entry.next_attempt_at = next_attempt_at;
         self.outbox.write_entry(Place::Queue, &self.entry)?;
@@ -1287,8 +1355,29 @@ impl Claim<'_> {
     /// holds the entry (it stays in the queue but is not due) until
     /// [`Outbox::release_held`] or [`Outbox::retry`].
     pub fn hold(mut self, error: &str) -> Result<(), OutboxError> {
+        self.entry.in_flight_since = None;
         self.entry.attempts = self.entry.attempts.saturating_add(1);
         self.entry.last_error = Some(error.to_owned());
+        self.entry.state = EntryState::Held;
+        self.outbox.write_entry(Place::Queue, &self.entry)
+    }
+
+    /// An attempt whose outcome is unknown (`error`): records it, marks the
+    /// entry [uncertain](Entry::is_uncertain), and holds it for the user
+    /// (`hold`) or schedules it like [`retry_later`](Self::retry_later).
+    pub fn uncertain(mut self, error: &str, now: i64, hold: bool) -> Result<Outcome, OutboxError> {
+        self.entry.outcome_unknown = true;
+        if !hold {
+            return self.retry_later(error, now);
+        }
+        self.hold(error)?;
+        Ok(Outcome::Held)
+    }
+
+    /// Holds an entry without counting an attempt: its sender cannot be
+    /// resolved now (`reason` says why).
+    pub fn hold_unsent(mut self, reason: &str) -> Result<(), OutboxError> {
+        self.entry.last_error = Some(reason.to_owned());
         self.entry.state = EntryState::Held;
         self.outbox.write_entry(Place::Queue, &self.entry)
     }
@@ -1296,6 +1385,7 @@ impl Claim<'_> {
     /// A permanent failure: counts the attempt and moves the entry to
     /// `failed/` with `reason`.
     pub fn fail(mut self, reason: &str) -> Result<(), OutboxError> {
+        self.entry.in_flight_since = None;
         self.entry.attempts = self.entry.attempts.saturating_add(1);
         self.entry.failed_reason = Some(reason.to_owned());
         self.outbox.move_to_failed(&self.lock, &self.entry)
@@ -1460,6 +1550,7 @@ mod tests {
 
     fn meta(account: Option<&str>) -> NewEntry {
         NewEntry {
+            identity: account.map(SenderIdentity::account),
             account: account.map(str::to_owned),
             provider: Some("graph".to_owned()),
             from: "ops@example.com".to_owned(),

@@ -19,6 +19,7 @@
 
 #![deny(missing_docs)]
 
+mod environment;
 mod errors;
 pub mod google_auth;
 mod proxy;
@@ -35,6 +36,9 @@ use google_gmail1::common::{Delegate, MethodInfo, Response, Retry};
 use google_gmail1::{Gmail, hyper_rustls, hyper_util};
 use url::Url;
 
+pub use environment::{
+    ENV_VARS, EnvCredentials, EnvError, GmailTokens, INVALID_GRANT_CAUSES, credentials_from_env,
+};
 pub use proxy::ProxyConnector;
 pub use service_account::ServiceAccountTokens;
 

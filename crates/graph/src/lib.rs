@@ -70,6 +70,7 @@
 mod app_only;
 mod assertion;
 pub mod cloud;
+mod environment;
 mod errors;
 mod limit;
 mod mime;
@@ -98,6 +99,11 @@ pub use app_only::{AppCredential, AppOnlyTokens};
 pub use assertion::{ASSERTION_LIFETIME_SECS, AssertionError, client_assertion};
 pub use cloud::{
     Cloud, UnknownCloud, app_scope, authorize_url, delegated_scopes, device_code_url, token_url,
+};
+pub use environment::{
+    ENV_VARS, EnvCredentials, EnvError, GraphTokens, INVALID_GRANT_CAUSES, allows_large_messages,
+    certificate_path_from_env, credentials_from_env, login_secret_from_env, max_message_bytes,
+    secret_from_env,
 };
 pub use errors::token_failure;
 pub use upload::{CHUNK_BYTES, MAX_RESUMES_PER_CHUNK};

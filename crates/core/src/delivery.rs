@@ -1,0 +1,615 @@
+//! The delivery engine: the one place where an outbox entry is claimed,
+//! sent as the sender it was accepted for, settled, and recorded.
+//!
+//! ```text
+//! accept (caller: Outbox::accept / Incoming::commit, with a SenderIdentity)
+//!   └─ Engine::deliver / Engine::flush
+//!        ├─ claim            Outbox::claim (a lock; one sender per entry)
+//!        ├─ resolve          Senders::resolve (the entry's identity, or hold)
+//!        ├─ verify           Transport::was_sent, when an earlier outcome is unknown
+//!        ├─ send             Transport::send_noted, retried under a RetryPolicy
+//!        ├─ settle           delivered | retry_later | hold | fail | uncertain
+//!        └─ record           Journal::append, one line per settled attempt
+//! ```
+//!
+//! Callers (the CLI's `send`, `sendmail`, `queue`, the release after a
+//! login, the relay) only accept messages and read [`Delivery`] and
+//! [`FlushReport`]; none of them settles an outcome itself.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::Mailbox;
+use crate::identity::SenderIdentity;
+use crate::outbox::{Claim, Entry, EntryId, EntryState, Outbox, OutboxError, Outcome};
+use crate::retry::RetryPolicy;
+use crate::token::{TokenError, now_unix};
+use crate::transport::{Envelope, ErrorKind, MemoryNotes, Receipt, Transport, TransportError};
+
+/// Finds the transport for an entry's sender.
+pub trait Senders: Sync {
+    /// What sends: one provider account or credential.
+    type Sender: Transport + Sync;
+
+    /// The sender `entry` was accepted for ([`Entry::identity`]), or why
+    /// it cannot be had now (an account removed, credentials gone from the
+    /// environment). Such an entry is held with that reason.
+    fn resolve(&self, entry: &Entry) -> impl Future<Output = Result<Self::Sender, String>> + Send;
+}
+
+/// What to do with a message whose earlier attempt may have been accepted,
+/// when the mailbox cannot be checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WhenUnknown {
+    /// Send it again with the same `Message-ID` (at least once; receiving
+    /// servers can drop the copy).
+    #[default]
+    Resend,
+    /// Hold it until the user runs `queue retry` or `queue drop`.
+    Hold,
+}
+
+/// How the engine behaves.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// What to do about an unknown outcome that cannot be verified.
+    pub when_unknown: WhenUnknown,
+    /// How long to keep looking for a sent copy after an unknown outcome
+    /// (providers file the sent copy with a delay).
+    pub verify_window: Duration,
+    /// How long [`Engine::deliver`] waits for another process that holds
+    /// the entry (a concurrent flush) to settle it.
+    pub claim_wait: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            when_unknown: WhenUnknown::Resend,
+            verify_window: Duration::from_secs(10),
+            claim_wait: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Where an entry ended up after the engine's turn.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Settled {
+    /// The provider accepted it now.
+    Sent(Receipt),
+    /// An earlier attempt had gone through: the mailbox shows it as sent.
+    VerifiedSent,
+    /// Still queued, due again at this Unix time.
+    Queued {
+        /// When it is due again.
+        next_attempt_at: i64,
+        /// Whether an attempt's outcome is unknown (the next one resends).
+        uncertain: bool,
+    },
+    /// Held until a login or `queue retry`.
+    Held {
+        /// Whether it is held because an outcome is unknown.
+        uncertain: bool,
+    },
+    /// Given up on: moved to `failed/`.
+    Failed,
+    /// Another process settled it while we waited (sent, or dropped).
+    SettledElsewhere,
+    /// Another process is still busy with it.
+    Busy,
+    /// Not sent, and removed from the outbox as the caller asked
+    /// ([`IfNotSent::Drop`]): the caller must send it again.
+    Dropped,
+}
+
+/// What [`Engine::deliver`] does with a message a temporary failure kept
+/// from going out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IfNotSent {
+    /// Keep it in the outbox for a later attempt.
+    Keep,
+    /// Remove it: the caller keeps responsibility and retries itself.
+    Drop,
+}
+
+/// The result of delivering one entry.
+#[derive(Debug)]
+pub struct Delivery {
+    /// The entry.
+    pub id: EntryId,
+    /// Where it ended up.
+    pub settled: Settled,
+    /// The last failure, when it was not sent.
+    pub error: Option<TransportError>,
+    /// Why it is held without an attempt (its sender cannot be resolved).
+    pub unresolved: Option<String>,
+}
+
+/// What a flush did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct FlushReport {
+    /// Accepted by the provider now.
+    pub sent: usize,
+    /// Found in the mailbox as sent by an earlier attempt.
+    pub verified: usize,
+    /// Still queued for a later attempt.
+    pub queued: usize,
+    /// Held for a login, for `queue retry`, or for their sender.
+    pub held: usize,
+    /// Given up on.
+    pub failed: usize,
+}
+
+impl FlushReport {
+    fn count(&mut self, settled: &Settled) {
+        match settled {
+            Settled::Sent(_) => self.sent += 1,
+            Settled::VerifiedSent => self.verified += 1,
+            Settled::Queued { .. } => self.queued += 1,
+            Settled::Held { .. } => self.held += 1,
+            Settled::Failed => self.failed += 1,
+            Settled::SettledElsewhere | Settled::Busy | Settled::Dropped => {}
+        }
+    }
+
+    /// Whether the flush touched anything.
+    pub fn is_empty(&self) -> bool {
+        *self == FlushReport::default()
+    }
+}
+
+/// Which entries a flush takes.
+#[derive(Debug, Clone, Default)]
+pub struct Selection {
+    /// Only entries accepted for this sender.
+    pub identity: Option<SenderIdentity>,
+    /// Only entries of this account (by name).
+    pub account: Option<String>,
+    /// Queued entries whether due or not (`queue flush --all`).
+    pub include_not_due: bool,
+    /// Stop starting new entries after this instant.
+    pub deadline: Option<Instant>,
+}
+
+/// The delivery engine over one outbox.
+#[derive(Debug)]
+pub struct Engine<S> {
+    outbox: Outbox,
+    senders: S,
+    settings: Settings,
+}
+
+/// How one attempt (with its in-process retries) ended.
+enum Attempted {
+    Sent(Receipt),
+    VerifiedSent,
+    /// Unknown outcome, not verifiable, and the settings say hold.
+    HeldUnknown(TransportError),
+}
+
+impl<S: Senders> Engine<S> {
+    /// An engine over `outbox` that resolves senders with `senders`.
+    pub fn new(outbox: Outbox, senders: S, settings: Settings) -> Self {
+        Engine {
+            outbox,
+            senders,
+            settings,
+        }
+    }
+
+    /// The outbox.
+    pub fn outbox(&self) -> &Outbox {
+        &self.outbox
+    }
+
+    /// The sender resolver.
+    pub fn senders(&self) -> &S {
+        &self.senders
+    }
+
+    /// Delivers entry `id` now with `sender` (the caller resolved it for
+    /// the identity it accepted the entry with), retrying temporary
+    /// failures in process under `retry`. If another process holds the
+    /// entry, waits up to [`Settings::claim_wait`] for it to settle.
+    pub async fn deliver(
+        &self,
+        id: &EntryId,
+        sender: &S::Sender,
+        retry: &RetryPolicy,
+        if_not_sent: IfNotSent,
+    ) -> Result<Delivery, OutboxError> {
+        let waited_until = Instant::now() + self.settings.claim_wait;
+        loop {
+            if let Some(claim) = self.outbox.claim(id)? {
+                return self.attempt(claim, sender, retry, if_not_sent).await;
+            }
+            let settled = match self.outbox.get(id.as_str())? {
+                None => Some(Settled::SettledElsewhere),
+                Some(entry) if entry.is_failed() => Some(Settled::Failed),
+                Some(entry) if entry.state == EntryState::Held => Some(Settled::Held {
+                    uncertain: entry.is_uncertain(),
+                }),
+                Some(_) if Instant::now() >= waited_until => Some(Settled::Busy),
+                Some(_) => None,
+            };
+            if let Some(settled) = settled {
+                return Ok(Delivery {
+                    id: id.clone(),
+                    settled,
+                    error: None,
+                    unresolved: None,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Sends the selected entries, one attempt each, each as the sender it
+    /// was accepted for. Entries whose sender cannot be resolved are held
+    /// with the reason.
+    pub async fn flush(&self, selection: &Selection) -> Result<FlushReport, OutboxError> {
+        let now = now_unix();
+        let entries: Vec<Entry> = self
+            .outbox
+            .list()?
+            .into_iter()
+            .filter(|e| {
+                e.state == EntryState::Queued
+                    && (selection.include_not_due || e.is_due(now))
+                    && selection
+                        .account
+                        .as_ref()
+                        .is_none_or(|a| e.account.as_ref() == Some(a))
+                    && selection
+                        .identity
+                        .as_ref()
+                        .is_none_or(|i| e.identity.as_ref() == Some(i))
+            })
+            .collect();
+        let mut report = FlushReport::default();
+        let mut senders: HashMap<
+            (Option<SenderIdentity>, Option<String>),
+            Result<S::Sender, String>,
+        > = HashMap::new();
+        let once = RetryPolicy {
+            max_attempts: 1,
+            ..RetryPolicy::standard()
+        };
+        for listed in entries {
+            if selection.deadline.is_some_and(|d| Instant::now() >= d) {
+                break;
+            }
+            let claimed = if selection.include_not_due {
+                self.outbox.claim(&listed.id)?
+            } else {
+                self.outbox.claim_due(&listed.id, now)?
+            };
+            let Some(claim) = claimed else { continue };
+            let key = (
+                claim.entry().identity.clone(),
+                claim.entry().account.clone(),
+            );
+            if !senders.contains_key(&key) {
+                let resolved = self.senders.resolve(claim.entry()).await;
+                senders.insert(key.clone(), resolved);
+            }
+            let delivery = match &senders[&key] {
+                Ok(sender) => self.attempt(claim, sender, &once, IfNotSent::Keep).await?,
+                Err(reason) => self.hold_unresolved(claim, reason)?,
+            };
+            report.count(&delivery.settled);
+        }
+        Ok(report)
+    }
+
+    /// Holds an entry whose sender cannot be resolved.
+    fn hold_unresolved(&self, claim: Claim<'_>, reason: &str) -> Result<Delivery, OutboxError> {
+        let entry = claim.entry().clone();
+        tracing::warn!("holding {}: {reason}", entry.id);
+        claim.hold_unsent(reason)?;
+        self.record(&entry, Status::Held, None, Some(reason));
+        Ok(Delivery {
+            id: entry.id,
+            settled: Settled::Held { uncertain: false },
+            error: None,
+            unresolved: Some(reason.to_owned()),
+        })
+    }
+
+    /// One claimed entry: verify an unknown earlier outcome, send with
+    /// in-process retries, settle, record.
+    async fn attempt(
+        &self,
+        mut claim: Claim<'_>,
+        sender: &S::Sender,
+        retry: &RetryPolicy,
+        if_not_sent: IfNotSent,
+    ) -> Result<Delivery, OutboxError> {
+        let entry = claim.entry().clone();
+        let message = match claim.message() {
+            Ok(message) => message,
+            Err(e) => {
+                let error = TransportError::new(
+                    ErrorKind::Internal,
+                    format!("cannot read queued message {}", entry.id),
+                )
+                .with_source(e);
+                return self.settle(claim, &entry, error);
+            }
+        };
+        let envelope = match envelope_of(&entry) {
+            Ok(envelope) => envelope,
+            Err(error) => return self.settle(claim, &entry, error),
+        };
+        if entry.is_uncertain() {
+            tracing::warn!(
+                "an earlier attempt at {} may have gone through (its answer was lost)",
+                entry.id
+            );
+        }
+        let unknown = AtomicBool::new(entry.is_uncertain());
+        claim.begin_attempt(now_unix())?;
+        let notes = MemoryNotes::default();
+        let notes = &notes;
+        let result = retry
+            .run(
+                |_| {
+                    let unknown = &unknown;
+                    let (envelope, message, entry) = (&envelope, &message, &entry);
+                    async move {
+                        if unknown.load(Ordering::Relaxed) {
+                            match self.verify(sender, entry).await {
+                                Some(true) => return Ok(Attempted::VerifiedSent),
+                                Some(false) => {}
+                                None if self.settings.when_unknown == WhenUnknown::Hold => {
+                                    return Ok(Attempted::HeldUnknown(TransportError::new(
+                                        ErrorKind::Temporary,
+                                        "an earlier attempt may have gone through and the mailbox cannot be checked",
+                                    )));
+                                }
+                                None => tracing::warn!(
+                                    "resending {} with the same Message-ID {}: the earlier attempt's outcome is unknown and cannot be checked",
+                                    entry.id,
+                                    entry.message_id
+                                ),
+                            }
+                        }
+                        let sent = sender.send_noted(envelope, message, notes).await;
+                        if let Err(error) = &sent {
+                            unknown.store(error.is_outcome_unknown(), Ordering::Relaxed);
+                        }
+                        sent.map(Attempted::Sent)
+                    }
+                },
+                |attempt, error, delay| {
+                    tracing::warn!(
+                        "attempt {attempt} failed ({}); retrying in {}s",
+                        error_text(error),
+                        delay.as_secs_f32().ceil()
+                    );
+                },
+            )
+            .await;
+        match result {
+            Ok(Attempted::Sent(receipt)) => {
+                claim.delivered()?;
+                self.record(&entry, Status::Sent, receipt.id.as_deref(), None);
+                Ok(Delivery {
+                    id: entry.id,
+                    settled: Settled::Sent(receipt),
+                    error: None,
+                    unresolved: None,
+                })
+            }
+            Ok(Attempted::VerifiedSent) => {
+                claim.delivered()?;
+                tracing::info!("{} was sent by an earlier attempt", entry.id);
+                self.record(&entry, Status::VerifiedSent, None, None);
+                Ok(Delivery {
+                    id: entry.id,
+                    settled: Settled::VerifiedSent,
+                    error: None,
+                    unresolved: None,
+                })
+            }
+            Ok(Attempted::HeldUnknown(error)) => {
+                let text = error_text(&error);
+                claim.uncertain(&text, now_unix(), true)?;
+                self.record(&entry, Status::Uncertain, None, Some(&text));
+                Ok(Delivery {
+                    id: entry.id,
+                    settled: Settled::Held { uncertain: true },
+                    error: Some(error),
+                    unresolved: None,
+                })
+            }
+            Err(error) if if_not_sent == IfNotSent::Drop && error.is_temporary() => {
+                // Removed while still claimed, so no flush can send it after
+                // the caller was told to retry.
+                claim.delivered()?;
+                let text = format!("not kept in the outbox, as asked: {}", error_text(&error));
+                self.record(&entry, Status::Failed, None, Some(&text));
+                Ok(Delivery {
+                    id: entry.id,
+                    settled: Settled::Dropped,
+                    error: Some(error),
+                    unresolved: None,
+                })
+            }
+            Err(error) if error_chain_unknown(&error) => {
+                // The last answer was lost: look before deciding.
+                match self.verify(sender, &entry).await {
+                    Some(true) => {
+                        claim.delivered()?;
+                        self.record(&entry, Status::VerifiedSent, None, None);
+                        Ok(Delivery {
+                            id: entry.id,
+                            settled: Settled::VerifiedSent,
+                            error: None,
+                            unresolved: None,
+                        })
+                    }
+                    Some(false) => self.settle(claim, &entry, error),
+                    None => {
+                        let text = error_text(&error);
+                        let hold = self.settings.when_unknown == WhenUnknown::Hold;
+                        let outcome = claim.uncertain(&text, now_unix(), hold)?;
+                        self.record(&entry, Status::Uncertain, None, Some(&text));
+                        Ok(Delivery {
+                            id: entry.id,
+                            settled: settled_of(outcome, true),
+                            error: Some(error),
+                            unresolved: None,
+                        })
+                    }
+                }
+            }
+            Err(error) => self.settle(claim, &entry, error),
+        }
+    }
+
+    /// Looks for the entry's message among the sent ones, for up to
+    /// [`Settings::verify_window`]: `None` if the sender cannot tell.
+    async fn verify(&self, sender: &S::Sender, entry: &Entry) -> Option<bool> {
+        let until = Instant::now() + self.settings.verify_window;
+        let mut pause = Duration::from_millis(500);
+        loop {
+            match sender.was_sent(&entry.message_id).await {
+                Ok(Some(true)) => return Some(true),
+                Ok(None) => return None,
+                Err(error) => {
+                    tracing::warn!(
+                        "cannot check whether {} was sent: {}",
+                        entry.id,
+                        error_text(&error)
+                    );
+                    return None;
+                }
+                Ok(Some(false)) if Instant::now() + pause > until => return Some(false),
+                Ok(Some(false)) => {}
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(4));
+        }
+    }
+
+    /// Settles a failed attempt by what the user must do: temporary
+    /// failures wait for their next try, failures only the user can fix
+    /// are held, and anything else moves to `failed/` with the reason.
+    fn settle(
+        &self,
+        claim: Claim<'_>,
+        entry: &Entry,
+        error: TransportError,
+    ) -> Result<Delivery, OutboxError> {
+        let reason = error_text(&error);
+        let (settled, status) = if needs_the_user(&error) {
+            claim.hold(&reason)?;
+            (Settled::Held { uncertain: false }, Status::Held)
+        } else if matches!(error.kind(), ErrorKind::Temporary | ErrorKind::Internal) {
+            let outcome = claim.retry_later_after(&reason, now_unix(), error.retry_after())?;
+            match outcome {
+                Outcome::Expired => (Settled::Failed, Status::Failed),
+                other => (settled_of(other, false), Status::Queued),
+            }
+        } else {
+            claim.fail(&reason)?;
+            (Settled::Failed, Status::Failed)
+        };
+        self.record(entry, status, None, Some(&reason));
+        Ok(Delivery {
+            id: entry.id.clone(),
+            settled,
+            error: Some(error),
+            unresolved: None,
+        })
+    }
+
+    fn record(
+        &self,
+        entry: &Entry,
+        status: Status,
+        provider_id: Option<&str>,
+        error: Option<&str>,
+    ) {
+        let _ = (entry, status, provider_id, error);
+    }
+}
+
+fn settled_of(outcome: Outcome, uncertain: bool) -> Settled {
+    match outcome {
+        Outcome::Rescheduled { next_attempt_at } => Settled::Queued {
+            next_attempt_at,
+            uncertain,
+        },
+        Outcome::Expired => Settled::Failed,
+        Outcome::Held => Settled::Held { uncertain },
+    }
+}
+
+/// Failures that waiting does not fix and that need the user: a refused
+/// authorization, a wrong configuration, an unreadable token store.
+fn needs_the_user(error: &TransportError) -> bool {
+    if matches!(error.kind(), ErrorKind::Unauthorized | ErrorKind::Config) {
+        return true;
+    }
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        if let Some(TokenError::Store(_) | TokenError::NotLoggedIn { .. }) = cause.downcast_ref() {
+            return true;
+        }
+        source = cause.source();
+    }
+    false
+}
+
+/// Whether `error`, or the last error it gave up on, left the outcome
+/// unknown.
+fn error_chain_unknown(error: &TransportError) -> bool {
+    error.is_outcome_unknown()
+        || std::error::Error::source(error)
+            .and_then(|s| s.downcast_ref::<TransportError>())
+            .is_some_and(TransportError::is_outcome_unknown)
+}
+
+/// The error and its causes on one line, for the entry and the journal.
+pub fn error_text(error: &TransportError) -> String {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// The envelope stored with an entry.
+fn envelope_of(entry: &Entry) -> Result<Envelope, TransportError> {
+    let bad = |what: &str| {
+        TransportError::new(
+            ErrorKind::InvalidMessage,
+            format!("queued message {} has an invalid {what}", entry.id),
+        )
+    };
+    let from: Mailbox = entry.from.parse().map_err(|_| bad("sender"))?;
+    let recipients = entry
+        .recipients
+        .iter()
+        .map(|r| r.parse::<Mailbox>().map_err(|_| bad("recipient")))
+        .collect::<Result<_, _>>()?;
+    Ok(Envelope::new(from, recipients))
+}
+
+/// Journal outcomes (until the journal lands).
+#[derive(Debug, Clone, Copy)]
+enum Status {
+    Sent,
+    VerifiedSent,
+    Queued,
+    Held,
+    Failed,
+    Uncertain,
+}
