@@ -72,6 +72,12 @@ pub enum Fault {
     Status500,
     /// Read the request, then close the connection without answering.
     DropConnection,
+    /// Accept and store the message, then close the connection without
+    /// answering: the client cannot know the message went through.
+    AcceptThenDrop,
+    /// Accept and store the message, then answer 504 as a gateway whose
+    /// upstream answered too late would.
+    AcceptThen504,
     /// Sleep this long, then handle the request normally.
     Slow(Duration),
 }
@@ -880,6 +886,17 @@ fn gmail(state: &Mutex<State>, request: &Request) -> Reply {
         None => {}
         Some(Fault::Slow(delay)) => std::thread::sleep(delay),
         Some(Fault::DropConnection) => return Reply::Drop,
+        Some(Fault::AcceptThenDrop) => {
+            let _ = send(state, request);
+            return Reply::Drop;
+        }
+        Some(Fault::AcceptThen504) => {
+            let _ = send(state, request);
+            return Response::new(504)
+                .with_header("Content-Type", "text/html; charset=UTF-8")
+                .with_body(b"<html><body><h1>504 Gateway Timeout</h1></body></html>".to_vec())
+                .into();
+        }
         Some(Fault::Status429 { retry_after_secs }) => {
             let response = google_error(
                 429,

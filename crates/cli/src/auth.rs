@@ -366,7 +366,11 @@ pub fn status(ctx: Context, args: StatusArgs) -> Result<(), Failure> {
     }
     for name in &names {
         let account = ctx.config.accounts.get(name);
-        let stored = store.load(name).map_err(store_failure)?;
+        // One broken token file must not hide the other accounts.
+        let (stored, unreadable) = match store.load(name) {
+            Ok(stored) => (stored, None),
+            Err(error) => (None, Some(error)),
+        };
         let default = if ctx.config.default_account.as_deref() == Some(name) {
             " (default)"
         } else {
@@ -384,6 +388,16 @@ pub fn status(ctx: Context, args: StatusArgs) -> Result<(), Failure> {
             .unwrap_or_else(|| "unknown".into());
         out.push_str(&format!("  address:    {address}\n"));
         match &stored {
+            _ if unreadable.is_some() => {
+                let error = unreadable
+                    .as_ref()
+                    .map(ToString::to_string)
+                    .unwrap_or_default();
+                out.push_str(&format!(
+                    "  tokens:     unreadable: {error}; messages for it are held until it is fixed
+"
+                ));
+            }
             Some(s) => {
                 out.push_str(&format!("  scopes:     {}\n", s.scopes.join(" ")));
                 out.push_str(&format!("  tokens:     {}\n", describe_tokens(s)));
@@ -411,16 +425,14 @@ pub fn status(ctx: Context, args: StatusArgs) -> Result<(), Failure> {
         && summary.queued + summary.held + summary.failed > 0
     {
         out.push_str(&format!(
-            "outbox: {} queued, {} held until a login, {} failed (`apimail queue list`)\n",
+            "outbox: {} queued, {} held (a login, a fix or `apimail queue retry`), {} failed (`apimail queue list`)\n",
             summary.queued, summary.held, summary.failed
         ));
     }
-    if std::env::var_os("AZURE_CLIENT_ID").is_some() {
+    if matches!(apimail_graph::credentials_from_env(), Ok(Some(_))) {
         out.push_str("environment: Microsoft Graph app-only credentials are set (used when no account is named)\n");
     }
-    if std::env::var_os("GOOGLE_APPLICATION_CREDENTIALS").is_some()
-        || std::env::var_os("APIMAIL_GOOGLE_REFRESH_TOKEN").is_some()
-    {
+    if matches!(apimail_gmail::credentials_from_env(), Ok(Some(_))) {
         out.push_str("environment: Gmail credentials are set (used when no account is named)\n");
     }
     let mut stdout = std::io::stdout().lock();

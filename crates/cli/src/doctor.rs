@@ -365,11 +365,28 @@ fn queue_check(checks: &mut Vec<Check>) {
                     summary.queued, summary.held, summary.failed
                 );
                 if summary.held > 0 {
+                    // Each held message with its reason: a login, a fix of
+                    // its sender, or the user's decision on an uncertain one.
+                    let reasons: Vec<String> = outbox
+                        .list()
+                        .unwrap_or_default()
+                        .iter()
+                        .filter(|e| e.state == apimail_core::outbox::EntryState::Held)
+                        .map(|e| {
+                            let why = e.last_error.as_deref().unwrap_or("held");
+                            let uncertain = if e.outcome_unknown {
+                                " (may have been sent already)"
+                            } else {
+                                ""
+                            };
+                            format!("{}{uncertain}: {why}", e.id)
+                        })
+                        .collect();
                     checks.push(Check::fail(
                         "queue",
                         Exit::NoPerm,
-                        format!("{detail}: held messages wait for a new login"),
-                        "log in again (`apimail auth login ...`); held messages go out after it",
+                        format!("{detail}; held: {}", reasons.join("; ")),
+                        "fix what each reason names (often `apimail auth login ...`), then `apimail queue retry ID`; `apimail queue drop ID` gives one up",
                     ));
                 } else if summary.failed > 0 {
                     checks.push(Check::fail(

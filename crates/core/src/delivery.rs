@@ -613,3 +613,277 @@ enum Status {
     Failed,
     Uncertain,
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+    use crate::outbox::NewEntry;
+
+    const MESSAGE: &[u8] =
+        b"From: ops@example.com\r\nTo: oncall@example.com\r\nMessage-ID: <m1@example.com>\r\n\r\nhi\r\n";
+
+    /// Answers each send with the next scripted result; its `mailbox`
+    /// holds the Message-IDs the provider accepted.
+    #[derive(Default)]
+    struct Scripted {
+        answers: Mutex<VecDeque<Result<(), TransportError>>>,
+        sends: Mutex<usize>,
+        mailbox: Mutex<Vec<String>>,
+        can_verify: bool,
+    }
+
+    impl Scripted {
+        fn new(answers: Vec<Result<(), TransportError>>, can_verify: bool) -> Arc<Self> {
+            Arc::new(Scripted {
+                answers: Mutex::new(answers.into()),
+                can_verify,
+                ..Scripted::default()
+            })
+        }
+
+        fn sends(&self) -> usize {
+            *self.sends.lock().unwrap()
+        }
+
+        fn copies(&self) -> usize {
+            self.mailbox.lock().unwrap().len()
+        }
+    }
+
+    /// The provider took the message, then the answer was lost.
+    fn accepted_then_lost() -> Result<(), TransportError> {
+        Err(TransportError::new(ErrorKind::Temporary, "connection reset").with_unknown_outcome())
+    }
+
+    fn busy() -> Result<(), TransportError> {
+        Err(TransportError::new(ErrorKind::Temporary, "503"))
+    }
+
+    impl Transport for Scripted {
+        async fn send_raw(&self, _: &Envelope, message: &[u8]) -> Result<Receipt, TransportError> {
+            *self.sends.lock().unwrap() += 1;
+            let answer = self.answers.lock().unwrap().pop_front().unwrap_or(Ok(()));
+            if answer
+                .as_ref()
+                .map_or_else(TransportError::is_outcome_unknown, |()| true)
+            {
+                let text = String::from_utf8_lossy(message).into_owned();
+                let id = text
+                    .split("Message-ID: ")
+                    .nth(1)
+                    .unwrap()
+                    .split("\r\n")
+                    .next()
+                    .unwrap();
+                self.mailbox.lock().unwrap().push(id.to_owned());
+            }
+            answer.map(|()| Receipt {
+                provider: "test",
+                id: Some("p1".into()),
+                thread_id: None,
+            })
+        }
+
+        async fn was_sent(&self, message_id: &str) -> Result<Option<bool>, TransportError> {
+            Ok(self
+                .can_verify
+                .then(|| self.mailbox.lock().unwrap().iter().any(|m| m == message_id)))
+        }
+    }
+
+    /// Resolves only account `work`.
+    struct Work(Arc<Scripted>);
+
+    impl Senders for Work {
+        type Sender = Arc<Scripted>;
+        async fn resolve(&self, entry: &Entry) -> Result<Arc<Scripted>, String> {
+            match entry
+                .identity
+                .as_ref()
+                .and_then(SenderIdentity::account_name)
+            {
+                Some("work") => Ok(self.0.clone()),
+                _ => Err("account `home` was removed from the configuration".into()),
+            }
+        }
+    }
+
+    fn setup(
+        transport: &Arc<Scripted>,
+        when_unknown: WhenUnknown,
+    ) -> (tempfile::TempDir, Engine<Work>) {
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = Outbox::open(dir.path().join("outbox")).unwrap();
+        let settings = Settings {
+            when_unknown,
+            verify_window: Duration::from_millis(10),
+            claim_wait: Duration::from_millis(200),
+        };
+        (dir, Engine::new(outbox, Work(transport.clone()), settings))
+    }
+
+    fn accept(engine: &Engine<Work>, account: &str) -> EntryId {
+        let meta = NewEntry {
+            identity: Some(SenderIdentity::account(account)),
+            account: Some(account.to_owned()),
+            from: "ops@example.com".into(),
+            recipients: vec!["oncall@example.com".into()],
+            message_id: "<m1@example.com>".into(),
+            ..NewEntry::default()
+        };
+        engine.outbox().accept(MESSAGE, meta).unwrap()
+    }
+
+    fn quick(attempts: u32) -> RetryPolicy {
+        RetryPolicy {
+            max_attempts: attempts,
+            max_elapsed: Duration::from_secs(5),
+            base_delay: Duration::from_millis(1),
+            max_delay: Duration::from_millis(2),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_sent_message_leaves_the_outbox() {
+        let transport = Scripted::new(vec![busy(), Ok(())], false);
+        let (_dir, engine) = setup(&transport, WhenUnknown::Resend);
+        let id = accept(&engine, "work");
+        let delivery = engine
+            .deliver(&id, &transport, &quick(3), IfNotSent::Keep)
+            .await
+            .unwrap();
+        assert!(matches!(delivery.settled, Settled::Sent(_)));
+        assert_eq!(transport.sends(), 2);
+        assert!(engine.outbox().get(id.as_str()).unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_lost_answer_is_verified_not_resent() {
+        let transport = Scripted::new(vec![accepted_then_lost()], true);
+        let (_dir, engine) = setup(&transport, WhenUnknown::Resend);
+        let id = accept(&engine, "work");
+        let delivery = engine
+            .deliver(&id, &transport, &quick(3), IfNotSent::Keep)
+            .await
+            .unwrap();
+        assert_eq!(delivery.settled, Settled::VerifiedSent);
+        assert_eq!((transport.sends(), transport.copies()), (1, 1));
+        assert!(engine.outbox().get(id.as_str()).unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_lost_answer_that_cannot_be_checked_is_resent_with_the_same_message() {
+        let transport = Scripted::new(vec![accepted_then_lost()], false);
+        let (_dir, engine) = setup(&transport, WhenUnknown::Resend);
+        let id = accept(&engine, "work");
+        let delivery = engine
+            .deliver(&id, &transport, &quick(3), IfNotSent::Keep)
+            .await
+            .unwrap();
+        assert!(matches!(delivery.settled, Settled::Sent(_)));
+        let mailbox = transport.mailbox.lock().unwrap().clone();
+        assert_eq!(mailbox, ["<m1@example.com>", "<m1@example.com>"]);
+    }
+
+    #[tokio::test]
+    async fn a_lost_answer_that_cannot_be_checked_is_held_when_configured() {
+        let transport = Scripted::new(vec![accepted_then_lost()], false);
+        let (_dir, engine) = setup(&transport, WhenUnknown::Hold);
+        let id = accept(&engine, "work");
+        let delivery = engine
+            .deliver(&id, &transport, &quick(3), IfNotSent::Keep)
+            .await
+            .unwrap();
+        assert_eq!(delivery.settled, Settled::Held { uncertain: true });
+        assert_eq!(transport.sends(), 1);
+        let entry = engine.outbox().get(id.as_str()).unwrap().unwrap();
+        assert!(entry.outcome_unknown && entry.state == EntryState::Held);
+        // A login does not release it; only the user's `queue retry` does.
+        assert_eq!(engine.outbox().release_held(None).unwrap(), 0);
+        assert!(engine.outbox().retry(id.as_str()).unwrap());
+        let report = engine.flush(&Selection::default()).await.unwrap();
+        assert_eq!((report.sent, transport.sends()), (1, 2));
+    }
+
+    #[tokio::test]
+    async fn a_process_that_died_mid_attempt_leaves_an_entry_the_next_flush_checks() {
+        let transport = Scripted::new(vec![], true);
+        let (_dir, engine) = setup(&transport, WhenUnknown::Resend);
+        let id = accept(&engine, "work");
+        // The provider accepted it, and the process died before settling.
+        transport
+            .mailbox
+            .lock()
+            .unwrap()
+            .push("<m1@example.com>".into());
+        let mut claim = engine.outbox().claim(&id).unwrap().unwrap();
+        claim.begin_attempt(now_unix()).unwrap();
+        drop(claim);
+        assert!(
+            engine
+                .outbox()
+                .get(id.as_str())
+                .unwrap()
+                .unwrap()
+                .is_uncertain()
+        );
+        let report = engine.flush(&Selection::default()).await.unwrap();
+        assert_eq!((report.verified, report.sent, transport.sends()), (1, 0, 0));
+        assert!(engine.outbox().get(id.as_str()).unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn an_entry_is_only_sent_as_its_own_identity() {
+        let transport = Scripted::new(vec![], false);
+        let (_dir, engine) = setup(&transport, WhenUnknown::Resend);
+        let home = accept(&engine, "home");
+        let work = accept(&engine, "work");
+        let report = engine.flush(&Selection::default()).await.unwrap();
+        assert_eq!((report.sent, report.held), (1, 1));
+        assert!(engine.outbox().get(work.as_str()).unwrap().is_none());
+        let held = engine.outbox().get(home.as_str()).unwrap().unwrap();
+        assert_eq!(held.state, EntryState::Held);
+        assert!(
+            held.last_error
+                .unwrap()
+                .contains("removed from the configuration")
+        );
+        assert_eq!(held.attempts, 0);
+    }
+
+    #[tokio::test]
+    async fn drop_if_not_sent_removes_the_entry_under_its_claim() {
+        let transport = Scripted::new(vec![busy()], false);
+        let (_dir, engine) = setup(&transport, WhenUnknown::Resend);
+        let id = accept(&engine, "work");
+        let delivery = engine
+            .deliver(&id, &transport, &quick(1), IfNotSent::Drop)
+            .await
+            .unwrap();
+        assert_eq!(delivery.settled, Settled::Dropped);
+        assert!(engine.outbox().get(id.as_str()).unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_busy_entry_is_waited_for_and_reported() {
+        let transport = Scripted::new(vec![], false);
+        let (_dir, engine) = setup(&transport, WhenUnknown::Resend);
+        let id = accept(&engine, "work");
+        let claim = engine.outbox().claim(&id).unwrap().unwrap();
+        let delivery = engine
+            .deliver(&id, &transport, &quick(1), IfNotSent::Keep)
+            .await
+            .unwrap();
+        assert_eq!(delivery.settled, Settled::Busy);
+        claim.delivered().unwrap();
+        let delivery = engine
+            .deliver(&id, &transport, &quick(1), IfNotSent::Keep)
+            .await
+            .unwrap();
+        assert_eq!(delivery.settled, Settled::SettledElsewhere);
+        assert_eq!(transport.sends(), 0);
+    }
+}

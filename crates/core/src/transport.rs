@@ -202,6 +202,33 @@ pub trait Transport {
     }
 }
 
+impl<T: Transport + Send + Sync> Transport for std::sync::Arc<T> {
+    async fn send_raw(
+        &self,
+        envelope: &Envelope,
+        message: &[u8],
+    ) -> Result<Receipt, TransportError> {
+        T::send_raw(self, envelope, message).await
+    }
+
+    async fn send_noted(
+        &self,
+        envelope: &Envelope,
+        message: &[u8],
+        notes: &dyn DeliveryNotes,
+    ) -> Result<Receipt, TransportError> {
+        T::send_noted(self, envelope, message, notes).await
+    }
+
+    async fn was_sent(&self, message_id: &str) -> Result<Option<bool>, TransportError> {
+        T::was_sent(self, message_id).await
+    }
+
+    async fn discard(&self, notes: &dyn DeliveryNotes) -> Result<(), TransportError> {
+        T::discard(self, notes).await
+    }
+}
+
 /// Small named values a transport keeps about one message across attempts.
 pub trait DeliveryNotes: Send + Sync {
     /// The value stored under `key`.

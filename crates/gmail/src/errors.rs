@@ -28,9 +28,16 @@ pub(crate) fn is_rejected_token(error: &TransportError) -> bool {
 
 pub(crate) fn classify(error: GmailError, last: LastFailure) -> TransportError {
     match error {
-        GmailError::HttpError(e) => {
+        GmailError::HttpError(e) if e.is_connect() => {
             TransportError::new(ErrorKind::Temporary, "cannot reach the Gmail API").with_source(e)
         }
+        // The request may have gone out whole before the connection broke.
+        GmailError::HttpError(e) => TransportError::new(
+            ErrorKind::Temporary,
+            "the connection to the Gmail API broke before its answer came",
+        )
+        .with_unknown_outcome()
+        .with_source(e),
         GmailError::UploadSizeLimitExceeded(size, limit) => TransportError::new(
             ErrorKind::InvalidMessage,
             format!("the message is {size} bytes; Gmail accepts at most {limit} bytes (35 MiB)"),
@@ -85,6 +92,10 @@ fn from_response(last: &LastFailure) -> TransportError {
     );
     if let Some(delay) = retry_delay(last.retry_after.as_deref(), message) {
         transport = transport.with_retry_after(delay);
+    }
+    // A gateway's 502 or 504: Gmail behind it may have taken the message.
+    if matches!(status, 502 | 504) {
+        transport = transport.with_unknown_outcome();
     }
     transport
 }

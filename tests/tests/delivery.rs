@@ -1,0 +1,410 @@
+//! The delivery engine end to end: who a queued message is sent as,
+//! outcomes that cannot be known, and failures that need the user.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use apimail_tests::fake_google::{FakeGoogle, Fault};
+use apimail_tests::sandbox::{CLIENT_ID, CLIENT_SECRET, Sandbox};
+use apimail_tests::{Run, run};
+
+const ACCOUNT: &str = "user@example.com";
+
+fn logged_in() -> (FakeGoogle, Sandbox) {
+    let fake = FakeGoogle::start();
+    let sandbox = Sandbox::new(&fake);
+    sandbox.login(&fake, &[]);
+    (fake, sandbox)
+}
+
+fn with_stdin(command: &mut Command, input: &[u8]) -> Run {
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the command starts");
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child.wait_with_output().unwrap().into()
+}
+
+fn stdout(run: &Run) -> String {
+    String::from_utf8_lossy(&run.stdout).into_owned()
+}
+
+fn queue_entries(sandbox: &Sandbox) -> Vec<serde_json::Value> {
+    let dir = sandbox.path().join("data/outbox/queue");
+    let Ok(read) = std::fs::read_dir(&dir) else {
+        return Vec::new();
+    };
+    read.filter_map(Result::ok)
+        .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+        .map(|e| serde_json::from_slice(&std::fs::read(e.path()).unwrap()).unwrap())
+        .collect()
+}
+
+fn message_ids(fake: &FakeGoogle) -> Vec<String> {
+    fake.messages()
+        .iter()
+        .map(|m| {
+            let text = String::from_utf8_lossy(&m.raw).into_owned();
+            text.lines()
+                .find(|l| l.to_ascii_lowercase().starts_with("message-id: "))
+                .map(|l| l["Message-ID: ".len()..].trim().to_owned())
+                .unwrap_or_default()
+        })
+        .collect()
+}
+
+/// A refresh token of [`ACCOUNT`] for the environment.
+fn refresh_token(fake: &FakeGoogle) -> String {
+    let elsewhere = Sandbox::new(fake);
+    elsewhere.login(fake, &[]);
+    elsewhere.token_json(ACCOUNT)["refresh_token"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+fn with_env_credentials(command: &mut Command, client_id: &str, refresh: &str) {
+    command
+        .env("APIMAIL_GOOGLE_CLIENT_ID", client_id)
+        .env("APIMAIL_GOOGLE_CLIENT_SECRET", CLIENT_SECRET)
+        .env("APIMAIL_GOOGLE_REFRESH_TOKEN", refresh);
+}
+
+// Identity pinning
+
+#[test]
+fn a_message_queued_with_environment_credentials_goes_out_only_with_them() {
+    let fake = FakeGoogle::start();
+    let refresh = refresh_token(&fake);
+    let sandbox = Sandbox::new(&fake);
+
+    let mut queue = sandbox.cmd();
+    with_env_credentials(&mut queue, CLIENT_ID, &refresh);
+    let queued = run(queue.args([
+        "send",
+        "--provider",
+        "gmail",
+        "--from",
+        ACCOUNT,
+        "--to",
+        "rcpt@example.net",
+        "--subject",
+        "pinned",
+        "--text",
+        "hi",
+        "--queue",
+    ]));
+    assert_eq!(queued.code, 0, "{}", queued.stderr);
+    let entry = &queue_entries(&sandbox)[0];
+    let id = entry["id"].as_str().unwrap().to_owned();
+    assert_eq!(entry["identity"]["kind"], "environment", "{entry}");
+    assert_eq!(entry["identity"]["credential"], "refresh_token");
+    assert!(entry["identity"].to_string().contains(CLIENT_ID), "{entry}");
+    assert!(
+        !entry.to_string().contains(&refresh),
+        "no secret in the outbox"
+    );
+
+    // Another sender is configured now (a logged-in default account), and
+    // the variables are gone: the message must not go out as the account.
+    sandbox.login(&fake, &[]);
+    let flush = run(sandbox.cmd().args(["queue", "flush"]));
+    assert_eq!(flush.code, 0, "{}", flush.stderr);
+    assert!(fake.messages().is_empty(), "sent as someone else");
+    let list = stdout(&run(sandbox.cmd().args(["queue", "list"])));
+    assert!(list.contains("held"), "{list}");
+    assert!(list.contains("no longer in the environment"), "{list}");
+
+    // Other credentials in the environment: still not sent.
+    fake.add_client("other-client.apps.googleusercontent.com", CLIENT_SECRET);
+    let mut other = sandbox.cmd();
+    with_env_credentials(
+        &mut other,
+        "other-client.apps.googleusercontent.com",
+        &refresh,
+    );
+    let retried = run(other.args(["queue", "retry", &id]));
+    assert_eq!(retried.code, 0, "{}", retried.stderr);
+    assert!(fake.messages().is_empty(), "sent with other credentials");
+    let held = &queue_entries(&sandbox)[0];
+    assert!(
+        held["last_error"].as_str().unwrap().contains("now holds"),
+        "{held}"
+    );
+
+    // The same credentials again: it goes out.
+    let mut same = sandbox.cmd();
+    with_env_credentials(&mut same, CLIENT_ID, &refresh);
+    let retried = run(same.args(["queue", "retry", &id]));
+    assert_eq!(retried.code, 0, "{}", retried.stderr);
+    assert_eq!(fake.messages().len(), 1, "{}", retried.stderr);
+    assert!(queue_entries(&sandbox).is_empty());
+}
+
+// Outcomes that cannot be known
+
+#[test]
+fn a_lost_answer_is_resent_once_with_the_same_message_id_and_said_so() {
+    let (fake, sandbox) = logged_in();
+    fake.inject(Fault::AcceptThenDrop);
+    let sent = run(sandbox.cmd().args([
+        "send",
+        "--to",
+        "rcpt@example.net",
+        "--subject",
+        "lost",
+        "--text",
+        "hi",
+        "--message-id",
+        "<lost.1@example.com>",
+    ]));
+    assert_eq!(sent.code, 0, "{}", sent.stderr);
+    assert_eq!(
+        message_ids(&fake),
+        ["<lost.1@example.com>", "<lost.1@example.com>"],
+        "at least once, with the same Message-ID"
+    );
+    assert!(
+        sent.stderr.contains("resending") && sent.stderr.contains("<lost.1@example.com>"),
+        "{}",
+        sent.stderr
+    );
+    assert!(queue_entries(&sandbox).is_empty());
+}
+
+#[test]
+fn with_when_unknown_hold_a_504_after_acceptance_is_held_as_uncertain() {
+    let (fake, sandbox) = logged_in();
+    fake.inject(Fault::AcceptThen504);
+    let accepted = with_stdin(
+        sandbox.cmd().env("APIMAIL_WHEN_UNKNOWN", "hold").args([
+            "sendmail",
+            "-i",
+            "rcpt@example.net",
+        ]),
+        b"Message-ID: <gw.1@example.com>\nSubject: gateway\n\nbody\n",
+    );
+    assert_eq!(
+        accepted.code, 0,
+        "sendmail accepted it: {}",
+        accepted.stderr
+    );
+    assert!(accepted.stderr.contains("held"), "{}", accepted.stderr);
+    assert_eq!(message_ids(&fake), ["<gw.1@example.com>"]);
+
+    let list = stdout(&run(sandbox.cmd().args(["queue", "list"])));
+    assert!(list.contains("uncertain"), "{list}");
+    let entry = &queue_entries(&sandbox)[0];
+    assert_eq!(entry["outcome_unknown"], true);
+    assert_eq!(entry["state"], "held");
+
+    // Neither a flush nor a login sends it again on its own.
+    let flush = run(sandbox
+        .cmd()
+        .env("APIMAIL_WHEN_UNKNOWN", "hold")
+        .args(["queue", "flush", "--all"]));
+    assert_eq!(flush.code, 0, "{}", flush.stderr);
+    sandbox.login(&fake, &[]);
+    assert_eq!(fake.messages().len(), 1);
+
+    // The user decides: resend, with the same Message-ID.
+    let id = entry["id"].as_str().unwrap();
+    let retry = run(sandbox.cmd().args(["queue", "retry", id]));
+    assert_eq!(retry.code, 0, "{}", retry.stderr);
+    assert_eq!(
+        message_ids(&fake),
+        ["<gw.1@example.com>", "<gw.1@example.com>"]
+    );
+    assert!(queue_entries(&sandbox).is_empty());
+}
+
+#[test]
+fn kill_9_mid_send_loses_nothing_and_every_resend_keeps_its_message_id() {
+    let (fake, sandbox) = logged_in();
+    // The fake stores each message, then takes a while to answer: kills
+    // land before, during and after acceptance.
+    fake.fail_forever(Fault::Slow(Duration::from_millis(200)));
+    let mut seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos() as u64
+        | 1;
+    let mut exited_ok = Vec::new();
+    for i in 0..20 {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let mut child = sandbox
+            .cmd()
+            .args(["sendmail", "-i", "a@example.net"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let message = format!("Message-ID: <k9-{i}@example.com>\nSubject: {i}\n\nbody {i}\n");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(message.as_bytes())
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(seed % 500));
+        let _ = child.kill();
+        if child.wait().unwrap().success() {
+            exited_ok.push(format!("<k9-{i}@example.com>"));
+        }
+    }
+    let uncertain: Vec<String> = queue_entries(&sandbox)
+        .iter()
+        .filter(|e| e["in_flight_since"].is_number())
+        .map(|e| e["message_id"].as_str().unwrap().to_owned())
+        .collect();
+    let queued: Vec<String> = queue_entries(&sandbox)
+        .iter()
+        .map(|e| e["message_id"].as_str().unwrap().to_owned())
+        .collect();
+    fake.clear_faults();
+    let flush = run(sandbox.cmd().args(["queue", "flush", "--all"]));
+    assert_eq!(flush.code, 0, "{}", flush.stderr);
+
+    let delivered = message_ids(&fake);
+    for id in queued.iter().chain(&exited_ok) {
+        assert!(
+            delivered.contains(id),
+            "{id} was accepted but never delivered"
+        );
+    }
+    for id in &delivered {
+        assert!(id.starts_with("<k9-"), "a copy with a new Message-ID: {id}");
+        let copies = delivered.iter().filter(|d| *d == id).count();
+        assert!(
+            copies == 1 || uncertain.contains(id),
+            "{id} went out {copies} times without having been in flight"
+        );
+    }
+    assert!(queue_entries(&sandbox).is_empty(), "nothing left behind");
+}
+
+// Failures that need the user
+
+#[test]
+fn a_corrupt_token_file_holds_the_message_and_spares_the_other_accounts() {
+    let (fake, sandbox) = logged_in();
+    sandbox.login(&fake, &["--account", "second"]);
+    std::fs::write(sandbox.token_file("second"), b"{ not json").unwrap();
+
+    let status = run(sandbox.cmd().args(["auth", "status"]));
+    let shown = stdout(&status) + &status.stderr;
+    assert!(
+        shown.contains(&format!("{ACCOUNT}: gmail")) || shown.contains("refresh token stored"),
+        "the healthy account is still shown: {shown}"
+    );
+
+    let accepted = with_stdin(
+        sandbox
+            .cmd()
+            .env("APIMAIL_ACCOUNT", "second")
+            .args(["sendmail", "-i", "rcpt@example.net"]),
+        b"Subject: corrupt\n\nbody\n",
+    );
+    assert_eq!(accepted.code, 0, "{}", accepted.stderr);
+    assert!(accepted.stderr.contains("held"), "{}", accepted.stderr);
+    let entry = &queue_entries(&sandbox)[0];
+    assert_eq!(entry["state"], "held", "{entry}");
+    assert!(fake.messages().is_empty());
+}
+
+#[test]
+fn queue_ids_that_are_wrong_or_unknown_get_their_own_errors() {
+    let (_fake, sandbox) = logged_in();
+    let invalid = run(sandbox.cmd().args(["queue", "drop", "nonsense"]));
+    assert_eq!(invalid.code, 64, "{}", invalid.stderr);
+    assert!(
+        invalid.stderr.contains("is not an outbox entry id"),
+        "{}",
+        invalid.stderr
+    );
+    let unknown = run(sandbox
+        .cmd()
+        .args(["queue", "retry", "20261121T101500-3f9a0c1b2d4e"]));
+    assert_eq!(unknown.code, 66, "{}", unknown.stderr);
+    assert!(
+        unknown.stderr.contains("there is no message"),
+        "{}",
+        unknown.stderr
+    );
+}
+
+/// A data directory on a tiny tmpfs: a full disk is temporary (75), and
+/// nothing half-written stays behind.
+#[test]
+fn a_full_disk_is_temporary_and_leaves_nothing_behind() {
+    let (_fake, sandbox) = logged_in();
+    let mount = sandbox.path().join("full");
+    std::fs::create_dir_all(&mount).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=96k", "tmpfs"])
+        .arg(&mount)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!("skipped: this machine cannot mount a tmpfs (needs root)");
+        return;
+    }
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(mount.clone());
+    // The tokens stay where they are; only the outbox fills the disk.
+    let data = sandbox.path().join("data");
+    std::fs::create_dir_all(mount.join("outbox")).unwrap();
+    let outbox = data.join("outbox");
+    let _ = std::fs::remove_dir_all(&outbox);
+    std::os::unix::fs::symlink(mount.join("outbox"), &outbox).unwrap();
+
+    let attachment = sandbox.path().join("big.bin");
+    std::fs::write(&attachment, apimail_tests::pseudo_random(256 * 1024)).unwrap();
+    let sent = run(sandbox
+        .cmd()
+        .args([
+            "send",
+            "--to",
+            "rcpt@example.net",
+            "--subject",
+            "big",
+            "--text",
+            "x",
+            "--attach",
+        ])
+        .arg(&attachment));
+    assert_eq!(sent.code, 75, "{}", sent.stderr);
+    assert!(sent.stderr.contains("full"), "{}", sent.stderr);
+    assert!(sent.stderr.contains("hint:"), "{}", sent.stderr);
+    let left: u64 = walk_size(&mount);
+    assert!(left < 8 * 1024, "{left} bytes left behind on the full disk");
+}
+
+fn walk_size(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|read| {
+            read.filter_map(Result::ok)
+                .map(|e| {
+                    let meta = e.metadata().unwrap();
+                    if meta.is_dir() {
+                        walk_size(&e.path())
+                    } else {
+                        meta.len()
+                    }
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
