@@ -406,6 +406,9 @@ fn handle(state: &Mutex<State>, request: &Request) -> Reply {
         "/token" => token(state, request).into(),
         "/revoke" => revoke(state, request).into(),
         _ if path.starts_with("/upload-session/") => chunk(state, request).into(),
+        _ if request.method == "GET" && path.starts_with("/gmail/v1/users/") => {
+            read_messages(state, request).unwrap_or_else(|r| r).into()
+        }
         _ if ["/gmail/", "/upload/", "/resumable/"]
             .iter()
             .any(|prefix| path.starts_with(prefix)) =>
@@ -1000,6 +1003,115 @@ fn send(state: &Mutex<State>, request: &Request) -> Result<Response, Response> {
             "Upload requests must include an uploadType URL parameter and a URL path beginning \
              with /upload/",
         )),
+    }
+}
+
+/// Scopes any one of which allows `users.messages.list` and `.get`.
+const READ_SCOPES: [&str; 4] = [
+    "https://www.googleapis.com/auth/gmail.metadata",
+    "https://www.googleapis.com/auth/gmail.readonly",
+    "https://www.googleapis.com/auth/gmail.modify",
+    MAIL_SCOPE,
+];
+
+/// `GET .../users/{user}/messages` (the `SENT` label, newest first) and
+/// `GET .../users/{user}/messages/{id}` (`format=metadata`), as far as a
+/// Sent check needs them, with Google's scope rules: `gmail.send` reads
+/// nothing, and `gmail.metadata` may not search (`q`).
+fn read_messages(state: &Mutex<State>, request: &Request) -> Result<Response, Response> {
+    let rest = request.path["/gmail/v1/users/".len()..].to_owned();
+    let (path_user, tail) = rest
+        .split_once("/messages")
+        .ok_or_else(|| google_error(404, "Not Found", "notFound", "NOT_FOUND"))?;
+    let state = lock(state);
+    let token = request
+        .header("authorization")
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .map(str::trim);
+    let grant = token
+        .and_then(|token| state.access_tokens.get(token))
+        .filter(|grant| !grant.revoked && !grant.expired)
+        .ok_or_else(unauthenticated)?;
+    let scopes: Vec<&str> = grant.scope.split_whitespace().collect();
+    if !READ_SCOPES.iter().any(|scope| scopes.contains(scope)) {
+        return Err(google_error_detail(
+            403,
+            "Request had insufficient authentication scopes.",
+            "Insufficient Permission",
+            "insufficientPermissions",
+            "PERMISSION_DENIED",
+        ));
+    }
+    let user = percent_decode(path_user).unwrap_or_default();
+    if user != "me" && !user.eq_ignore_ascii_case(&grant.user) {
+        return Err(google_error(
+            403,
+            "Delegation denied",
+            "forbidden",
+            "PERMISSION_DENIED",
+        ));
+    }
+    let query = request.query_map();
+    let metadata_only = !scopes.iter().any(|s| READ_SCOPES[1..].contains(s));
+    if metadata_only && query.contains_key("q") {
+        return Err(google_error(
+            403,
+            "Metadata scope does not support 'q' parameter",
+            "forbidden",
+            "PERMISSION_DENIED",
+        ));
+    }
+    let own: Vec<&Delivered> = state
+        .messages
+        .iter()
+        .rev()
+        .filter(|m| m.user.eq_ignore_ascii_case(&grant.user))
+        .collect();
+    match tail.strip_prefix('/') {
+        None => {
+            let max: usize = query
+                .get("maxResults")
+                .and_then(|m| m.parse().ok())
+                .unwrap_or(100);
+            let listed: Vec<Value> = own
+                .iter()
+                .take(max)
+                .map(|m| json!({"id": m.id, "threadId": m.thread_id}))
+                .collect();
+            Ok(Response::json(
+                200,
+                &json!({"messages": listed, "resultSizeEstimate": listed.len()}),
+            ))
+        }
+        Some(id) => {
+            let message = own.iter().find(|m| m.id == id).ok_or_else(|| {
+                google_error(
+                    404,
+                    "Requested entity was not found.",
+                    "notFound",
+                    "NOT_FOUND",
+                )
+            })?;
+            let text = String::from_utf8_lossy(&message.raw);
+            let headers: Vec<Value> = text
+                .split("\r\n\r\n")
+                .next()
+                .unwrap_or("")
+                .lines()
+                .filter_map(|line| line.split_once(':'))
+                .filter(|(name, _)| name.eq_ignore_ascii_case("message-id"))
+                .map(|(name, value)| json!({"name": name, "value": value.trim()}))
+                .collect();
+            Ok(Response::json(
+                200,
+                &json!({
+                    "id": message.id,
+                    "threadId": message.thread_id,
+                    "labelIds": ["SENT"],
+                    "payload": {"headers": headers},
+                }),
+            ))
+        }
     }
 }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use apimail_tests::fake_google::{FakeGoogle, Fault};
 use apimail_tests::sandbox::{CLIENT_ID, CLIENT_SECRET, Sandbox};
-use apimail_tests::{Run, run};
+use apimail_tests::{Run, http, run};
 
 const ACCOUNT: &str = "user@example.com";
 
@@ -174,6 +174,59 @@ fn a_lost_answer_is_resent_once_with_the_same_message_id_and_said_so() {
         sent.stderr
     );
     assert!(queue_entries(&sandbox).is_empty());
+}
+
+#[test]
+fn with_the_opt_in_sent_check_a_lost_answer_is_verified_and_not_resent() {
+    let fake = FakeGoogle::start();
+    let sandbox = Sandbox::new(&fake);
+    let login = sandbox.login(&fake, &["--verify-sent"]);
+    assert!(
+        fake.authorize_requests()[0]["scope"].contains("gmail.metadata"),
+        "{}",
+        login.stderr
+    );
+    fake.inject(Fault::AcceptThenDrop);
+    let sent = run(sandbox.cmd().args([
+        "send",
+        "--to",
+        "rcpt@example.net",
+        "--subject",
+        "checked",
+        "--text",
+        "hi",
+        "--message-id",
+        "<checked.1@example.com>",
+    ]));
+    assert_eq!(sent.code, 0, "{}", sent.stderr);
+    assert_eq!(
+        message_ids(&fake),
+        ["<checked.1@example.com>"],
+        "exactly one copy"
+    );
+    assert!(
+        stdout(&sent).contains("earlier attempt had gone through"),
+        "{}",
+        stdout(&sent)
+    );
+    assert!(queue_entries(&sandbox).is_empty());
+}
+
+#[test]
+fn without_the_sent_check_gmail_cannot_look_and_the_fake_refuses_it_too() {
+    let (fake, sandbox) = logged_in();
+    // The default login is gmail.send only: reading Sent is refused.
+    let token = sandbox.token_json(ACCOUNT)["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let url = format!(
+        "{}gmail/v1/users/me/messages?labelIds=SENT",
+        fake.gmail_url()
+    );
+    let bearer = format!("Bearer {token}");
+    let answer = http::request("GET", &url, &[("Authorization", &bearer)], b"").unwrap();
+    assert_eq!(answer.status, 403, "{}", answer.body_text());
 }
 
 #[test]

@@ -22,6 +22,7 @@ pub(crate) fn run(root: &Path) -> Result<()> {
     let mut steps: Vec<(&str, StepFn)> = vec![
         ("test tools", test_tools),
         ("no-openssl", no_openssl),
+        ("import loops", crate::imports::check),
         ("fmt", fmt),
         ("clippy", clippy),
         ("doc", doc),

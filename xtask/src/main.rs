@@ -22,6 +22,7 @@
 mod bench;
 mod ci;
 mod codegen;
+mod imports;
 
 use std::ffi::OsStr;
 use std::fmt;
@@ -39,7 +40,7 @@ USAGE:
 
 COMMANDS:
     ci                  Run every check CI runs, in order, stopping at the first failure:
-                        no-OpenSSL dependency check, rustfmt, clippy, rustdoc,
+                        no-OpenSSL dependency check, import loops, rustfmt, clippy, rustdoc,
                         codegen --check, tests, bench --quick, and the fuzz build
                         (if fuzz/ exists)
     codegen [--check]   Regenerate man pages (docs/man/) and shell completions

@@ -51,8 +51,12 @@ pub async fn login_gmail(mut ctx: Context, args: GmailLoginArgs) -> Result<(), F
         token_url: token_url.clone(),
         device_auth_url: None,
     };
+    let mut scopes = vec![apimail_gmail::SEND_SCOPE.to_owned()];
+    if args.verify_sent {
+        scopes.push(apimail_gmail::METADATA_SCOPE.to_owned());
+    }
     let options = LoginOptions {
-        scopes: vec![apimail_gmail::SEND_SCOPE.to_owned()],
+        scopes,
         extra_params: google_auth::login_params(common.login_hint.as_deref()),
         redirect_host: RedirectHost::Ip127,
         port: common.port,
@@ -346,9 +350,9 @@ pub async fn import_smail(mut ctx: Context, args: ImportSmailArgs) -> Result<(),
 pub fn status(ctx: Context, args: StatusArgs) -> Result<(), Failure> {
     let store = ctx.store()?;
     let mut names: Vec<String> = ctx.config.accounts.keys().cloned().collect();
-    for stored in store.list().map_err(store_failure)? {
-        if !names.contains(&stored.account) {
-            names.push(stored.account);
+    for stored in store.account_names().map_err(store_failure)? {
+        if !names.contains(&stored) {
+            names.push(stored);
         }
     }
     if let Some(only) = &args.account {

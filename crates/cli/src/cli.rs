@@ -236,6 +236,12 @@ pub struct GmailLoginArgs {
     #[arg(long, value_name = "FILE")]
     pub client_secret: PathBuf,
 
+    /// Also ask for gmail.metadata (headers only, a restricted scope), so that
+    /// after a send whose answer was lost apimail can look in Sent instead
+    /// of sending again
+    #[arg(long)]
+    pub verify_sent: bool,
+
     #[command(flatten)]
     pub common: LoginCommon,
 }

@@ -298,8 +298,15 @@ fn gmail_account(ctx: &Context, name: &str, account: &Account) -> Result<Resolve
         Some(url) => url.clone(),
         None => Url::parse(google_auth::TOKEN_URL).expect("a valid default"),
     };
-    let tokens = StoredTokens::new(ctx.store()?, name).with_token_url(token_url);
-    let transport = GmailTransport::new(client()?, &api_url, "me", GmailTokens::Stored(tokens));
+    let store = ctx.store()?;
+    let sent_check = store
+        .load(name)
+        .ok()
+        .flatten()
+        .is_some_and(|t| t.scopes.iter().any(|s| s == apimail_gmail::METADATA_SCOPE));
+    let tokens = StoredTokens::new(store, name).with_token_url(token_url);
+    let transport = GmailTransport::new(client()?, &api_url, "me", GmailTokens::Stored(tokens))
+        .with_sent_check(sent_check);
     Ok(Resolved {
         provider: Provider::Gmail,
         identity: SenderIdentity::account(name),

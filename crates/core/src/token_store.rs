@@ -321,13 +321,25 @@ impl TokenStore {
 
     /// Every stored account, sorted by account name.
     pub fn list(&self) -> Result<Vec<StoredToken>, StoreError> {
+        let mut tokens = Vec::new();
+        for account in self.account_names()? {
+            if let Some(token) = self.load(&account)? {
+                tokens.push(token);
+            }
+        }
+        Ok(tokens)
+    }
+
+    /// The accounts with a token file, sorted, without reading the files
+    /// (so one unreadable file does not hide the others).
+    pub fn account_names(&self) -> Result<Vec<String>, StoreError> {
         let dir = self.tokens_dir();
         let entries = match fs::read_dir(&dir) {
             Ok(entries) => entries,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(source) => return Err(StoreError::ReadDir { path: dir, source }),
         };
-        let mut tokens = Vec::new();
+        let mut names = Vec::new();
         for entry in entries {
             let entry = entry.map_err(|source| StoreError::ReadDir {
                 path: dir.clone(),
@@ -340,12 +352,10 @@ impl TokenStore {
             if validate_account(account).is_err() {
                 continue; // temporary files and strays
             }
-            if let Some(token) = self.load(account)? {
-                tokens.push(token);
-            }
+            names.push(account.to_owned());
         }
-        tokens.sort_by(|a, b| a.account.cmp(&b.account));
-        Ok(tokens)
+        names.sort();
+        Ok(names)
     }
 
     /// A usable access token for `account`: the cached one if it is fresh

@@ -42,8 +42,19 @@ pub use environment::{
 pub use proxy::ProxyConnector;
 pub use service_account::ServiceAccountTokens;
 
-/// The only scope apimail asks for: send mail, nothing else.
+/// The scope apimail asks for: send mail, nothing else.
 pub const SEND_SCOPE: &str = "https://www.googleapis.com/auth/gmail.send";
+
+/// The opt-in scope (`auth login gmail --verify-sent`) that lets apimail
+/// check, after a send whose answer was lost, whether the message is in
+/// Sent. It shows every message's headers (never bodies) and is one of
+/// Google's restricted scopes, so it is never asked for by default. It
+/// cannot search (`q` is refused with it): the check reads the Message-ID
+/// of the newest [`SENT_CHECK_DEPTH`] sent messages.
+pub const METADATA_SCOPE: &str = "https://www.googleapis.com/auth/gmail.metadata";
+
+/// How many of the newest sent messages a Sent check reads.
+pub const SENT_CHECK_DEPTH: u32 = 20;
 
 /// The Gmail API's media limit for `messages.send` (35 MiB).
 pub const MAX_MESSAGE_BYTES: usize = 36_700_160;
@@ -132,6 +143,7 @@ pub struct GmailTransport<T> {
     api_url: String,
     user_id: String,
     tokens: T,
+    sent_check: bool,
 }
 
 impl<T> std::fmt::Debug for GmailTransport<T> {
@@ -156,7 +168,72 @@ impl<T: TokenSource> GmailTransport<T> {
             api_url,
             user_id: user_id.into(),
             tokens,
+            sent_check: false,
         }
+    }
+
+    /// Lets [`Transport::was_sent`] look in Sent; only for tokens granted
+    /// [`METADATA_SCOPE`].
+    pub fn with_sent_check(mut self, granted: bool) -> Self {
+        self.sent_check = granted;
+        self
+    }
+
+    fn hub(&self, token: &AccessToken) -> Gmail<Connector> {
+        let mut hub = Gmail::new(self.client.clone(), token.secret.expose().to_owned());
+        hub.root_url(self.api_url.clone());
+        hub.base_url(self.api_url.clone());
+        hub
+    }
+
+    /// Whether one of the newest sent messages has `message_id`.
+    async fn find_sent(
+        &self,
+        token: &AccessToken,
+        message_id: &str,
+    ) -> Result<bool, TransportError> {
+        let hub = self.hub(token);
+        let recorder = Arc::new(Mutex::new(errors::LastFailure::default()));
+        let failure = |error, recorder: &Arc<Mutex<errors::LastFailure>>| {
+            let last = std::mem::take(&mut *recorder.lock().unwrap_or_else(|e| e.into_inner()));
+            errors::classify(error, last)
+        };
+        let mut delegate = Recorder(recorder.clone());
+        let listed = hub
+            .users()
+            .messages_list(&self.user_id)
+            .add_label_ids("SENT")
+            .max_results(SENT_CHECK_DEPTH)
+            .add_scope(Scope::Metadata)
+            .delegate(&mut delegate)
+            .doit()
+            .await;
+        let (_, list) = listed.map_err(|e| failure(e, &recorder))?;
+        for listed in list.messages.unwrap_or_default() {
+            let Some(id) = listed.id else { continue };
+            let mut delegate = Recorder(recorder.clone());
+            let fetched = hub
+                .users()
+                .messages_get(&self.user_id, &id)
+                .format("metadata")
+                .add_metadata_headers("Message-ID")
+                .add_scope(Scope::Metadata)
+                .delegate(&mut delegate)
+                .doit()
+                .await;
+            let (_, message) = fetched.map_err(|e| failure(e, &recorder))?;
+            let headers = message.payload.and_then(|p| p.headers).unwrap_or_default();
+            let found = headers.iter().any(|h| {
+                h.name
+                    .as_deref()
+                    .is_some_and(|n| n.eq_ignore_ascii_case("message-id"))
+                    && h.value.as_deref().map(str::trim) == Some(message_id)
+            });
+            if found {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// Where this transport gets its tokens.
@@ -169,9 +246,7 @@ impl<T: TokenSource> GmailTransport<T> {
         token: &AccessToken,
         message: &[u8],
     ) -> Result<Receipt, TransportError> {
-        let mut hub = Gmail::new(self.client.clone(), token.secret.expose().to_owned());
-        hub.root_url(self.api_url.clone());
-        hub.base_url(self.api_url.clone());
+        let hub = self.hub(token);
         let recorder = Arc::new(Mutex::new(errors::LastFailure::default()));
         let user_id = self.user_id.clone();
         let bytes = message.to_vec();
@@ -262,6 +337,25 @@ impl<T: TokenSource> Transport for GmailTransport<T> {
             }
             other => other,
         }
+    }
+
+    async fn was_sent(&self, message_id: &str) -> Result<Option<bool>, TransportError> {
+        if !self.sent_check {
+            return Ok(None);
+        }
+        let token = self.tokens.token().await.map_err(token_failure)?;
+        let found = match self.find_sent(&token, message_id).await {
+            Err(e) if errors::is_rejected_token(&e) => {
+                let token = self
+                    .tokens
+                    .refresh_after_rejection(&token)
+                    .await
+                    .map_err(token_failure)?;
+                self.find_sent(&token, message_id).await
+            }
+            other => other,
+        }?;
+        Ok(Some(found))
     }
 }
 
