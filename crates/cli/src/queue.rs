@@ -6,9 +6,10 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use anyhow::anyhow;
-use apimail_core::outbox::{Claim, Entry, EntryState, Outbox, Outcome};
+use apimail_core::journal::{self, Journal, JournalError, Record};
+use apimail_core::outbox::{Claim, Entry, EntryState, Outbox, OutboxError, Outcome};
 use apimail_core::token_store::TokenStore;
-use apimail_core::{Envelope, ErrorKind, Mailbox, TransportError, now_unix};
+use apimail_core::{Envelope, ErrorKind, Mailbox, Receipt, TransportError, now_unix};
 
 use crate::cli::QueueCommand;
 use crate::config::Provider;
@@ -30,16 +31,58 @@ pub fn max_age_secs() -> i64 {
 /// How long a send spends flushing its account's older messages.
 pub const FLUSH_AFTER_SEND: Duration = Duration::from_secs(30);
 
-/// The outbox under the data directory (`$APIMAIL_DATA_DIR/outbox`).
-pub fn open_outbox() -> Result<Outbox, Failure> {
+/// The data directory (`$APIMAIL_DATA_DIR`, else the platform's).
+fn data_dir() -> Result<std::path::PathBuf, Failure> {
     let store = TokenStore::from_env().map_err(|e| {
         Failure::new(Exit::Config, e).hint("set APIMAIL_DATA_DIR to a directory apimail may write")
     })?;
-    Outbox::open(store.dir().join("outbox")).map_err(outbox_failure)
+    Ok(store.dir().to_owned())
 }
 
-pub fn outbox_failure(error: apimail_core::outbox::OutboxError) -> Failure {
+/// The outbox under the data directory (`$APIMAIL_DATA_DIR/outbox`).
+pub fn open_outbox() -> Result<Outbox, Failure> {
+    Outbox::open(data_dir()?.join("outbox")).map_err(outbox_failure)
+}
+
+pub fn outbox_failure(error: OutboxError) -> Failure {
     Failure::new(Exit::Config, error).hint("check the data directory's permissions and free space")
+}
+
+/// The delivery journal under the data directory (`$APIMAIL_DATA_DIR/journal`).
+pub fn open_journal() -> Result<Journal, Failure> {
+    Journal::open(data_dir()?.join("journal")).map_err(journal_failure)
+}
+
+pub fn journal_failure(error: JournalError) -> Failure {
+    Failure::new(Exit::Config, error).hint("check the data directory's permissions and free space")
+}
+
+/// Appends `record` to the delivery journal. The outcome is settled
+/// already, so a journal that cannot be written is only a warning.
+pub fn record(record: Record) {
+    let appended = open_journal().and_then(|j| j.append(&record).map_err(journal_failure));
+    if let Err(failure) = appended {
+        tracing::warn!(
+            "the delivery of {} is not in the journal: {:#}",
+            record.message_id,
+            failure.error
+        );
+    }
+}
+
+/// The provider accepted the claimed entry: removes it from the outbox
+/// and records it.
+pub fn delivered(
+    claim: Claim<'_>,
+    resolved: &Resolved,
+    receipt: &Receipt,
+) -> Result<(), OutboxError> {
+    let sent = Record::attempted(claim.entry(), journal::Outcome::Sent)
+        .label(&resolved.label)
+        .provider_id(receipt.id.clone());
+    claim.delivered()?;
+    record(sent);
+    Ok(())
 }
 
 pub async fn run(ctx: Context, command: QueueCommand) -> Result<(), Failure> {
@@ -221,12 +264,12 @@ pub async fn flush(
         .map_err(outbox_failure)?;
         let Some(claim) = claimed else { continue };
         match attempt(resolved, &claim).await {
-            Ok(()) => {
-                claim.delivered().map_err(outbox_failure)?;
+            Ok(receipt) => {
+                delivered(claim, resolved, &receipt).map_err(outbox_failure)?;
                 tracing::info!("sent {}", entry.id);
                 report.sent += 1;
             }
-            Err(error) => match settle(claim, &error).map_err(outbox_failure)? {
+            Err(error) => match settle(claim, &error, resolved).map_err(outbox_failure)? {
                 Settled::Rescheduled => report.rescheduled += 1,
                 Settled::Held => report.held += 1,
                 Settled::Failed => report.failed += 1,
@@ -237,7 +280,7 @@ pub async fn flush(
 }
 
 /// One attempt at an outbox entry.
-pub async fn attempt(resolved: &Resolved, claim: &Claim<'_>) -> Result<(), TransportError> {
+pub async fn attempt(resolved: &Resolved, claim: &Claim<'_>) -> Result<Receipt, TransportError> {
     let entry = claim.entry();
     let message = claim.message().map_err(|e| {
         TransportError::new(
@@ -250,7 +293,6 @@ pub async fn attempt(resolved: &Resolved, claim: &Claim<'_>) -> Result<(), Trans
         .sender
         .send(&envelope_of(entry)?, &message)
         .await
-        .map(|_| ())
 }
 
 fn envelope_of(entry: &Entry) -> Result<Envelope, TransportError> {
@@ -279,27 +321,41 @@ pub enum Settled {
 
 /// Temporary failures wait for their next try, authorization failures are
 /// held until a login, anything else moves to `failed/` with the reason.
+/// The outcome goes into the journal.
 pub fn settle(
     claim: Claim<'_>,
     error: &TransportError,
-) -> Result<Settled, apimail_core::outbox::OutboxError> {
+    resolved: &Resolved,
+) -> Result<Settled, OutboxError> {
     let reason = error_text(error);
-    match error.kind() {
+    let entry = claim.entry().clone();
+    let settled = match error.kind() {
         ErrorKind::Temporary | ErrorKind::Config | ErrorKind::Internal => {
             match claim.retry_later(&reason, now_unix())? {
-                Outcome::Rescheduled { .. } => Ok(Settled::Rescheduled),
-                Outcome::Expired => Ok(Settled::Failed),
+                Outcome::Rescheduled { .. } => Settled::Rescheduled,
+                Outcome::Expired => Settled::Failed,
             }
         }
         ErrorKind::Unauthorized => {
             claim.hold(&reason)?;
-            Ok(Settled::Held)
+            Settled::Held
         }
         _ => {
             claim.fail(&reason)?;
-            Ok(Settled::Failed)
+            Settled::Failed
         }
-    }
+    };
+    let outcome = match settled {
+        Settled::Rescheduled => journal::Outcome::Queued,
+        Settled::Held => journal::Outcome::Held,
+        Settled::Failed => journal::Outcome::Failed,
+    };
+    record(
+        Record::attempted(&entry, outcome)
+            .label(&resolved.label)
+            .error(reason),
+    );
+    Ok(settled)
 }
 
 /// The error and its causes on one line, for the entry's record.

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::anyhow;
+use apimail_core::journal::Record;
 use apimail_core::outbox::NewEntry;
 use apimail_core::retry::RetryPolicy;
 use apimail_core::{Attachment, ComposeError, Mailbox, Message, MessageBuilder, Receipt};
@@ -35,6 +36,9 @@ pub async fn run(ctx: Context, args: SendArgs, retry: RetryPolicy) -> Result<(),
         .accept(message.as_bytes(), new_entry(&resolved, &message))
         .map_err(queue::outbox_failure)?;
     if args.queue {
+        if let Ok(Some(entry)) = outbox.get(id.as_str()) {
+            queue::record(Record::queued(&entry).label(&resolved.label));
+        }
         let mut err = std::io::stderr().lock();
         let _ = writeln!(
             err,
@@ -66,7 +70,7 @@ pub async fn run(ctx: Context, args: SendArgs, retry: RetryPolicy) -> Result<(),
         .await;
     match sent {
         Ok(receipt) => {
-            claim.delivered().map_err(queue::outbox_failure)?;
+            queue::delivered(claim, &resolved, &receipt).map_err(queue::outbox_failure)?;
             print_receipt(&receipt, &resolved, args.json)?;
             // Older messages of this account leave with this one.
             let deadline = Some(Instant::now() + queue::FLUSH_AFTER_SEND);
@@ -79,7 +83,7 @@ pub async fn run(ctx: Context, args: SendArgs, retry: RetryPolicy) -> Result<(),
             Ok(())
         }
         Err(error) => {
-            let settled = queue::settle(claim, &error).map_err(queue::outbox_failure)?;
+            let settled = queue::settle(claim, &error, &resolved).map_err(queue::outbox_failure)?;
             let failure = providers::send_failure(error, &resolved);
             Err(match settled {
                 queue::Settled::Rescheduled => failure.note(format!(

@@ -5,6 +5,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::time::Instant;
 
 use anyhow::anyhow;
+use apimail_core::journal::{Outcome, Record};
 use apimail_core::outbox::NewEntry;
 use apimail_core::{Mailbox, ReadyMessage, now_unix};
 
@@ -115,21 +116,29 @@ async fn deliver(config_flag: Option<&std::path::Path>, inv: Invocation) -> Resu
     };
     let no_queue = std::env::var("APIMAIL_NO_QUEUE").is_ok_and(|v| v == "1");
     match queue::attempt(&resolved, &claim).await {
-        Ok(()) => {
-            claim.delivered().map_err(queue::outbox_failure)?;
+        Ok(receipt) => {
+            queue::delivered(claim, &resolved, &receipt).map_err(queue::outbox_failure)?;
             let deadline = Some(Instant::now() + queue::FLUSH_AFTER_SEND);
             let _ = queue::flush(&ctx, &outbox, resolved.account.as_deref(), false, deadline).await;
             Ok(())
         }
         Err(error) if error.is_temporary() && no_queue => {
             // The caller asked to keep responsibility: nothing stays queued.
+            queue::record(
+                Record::attempted(claim.entry(), Outcome::Failed)
+                    .label(&resolved.label)
+                    .error(format!(
+                        "{}; not queued (APIMAIL_NO_QUEUE=1): the caller retries",
+                        queue::error_text(&error)
+                    )),
+            );
             drop(claim);
             let _ = outbox.drop_entry(id.as_str());
             Err(providers::send_failure(error, &resolved).note(
                 "APIMAIL_NO_QUEUE is set, so the message was not queued; the caller must retry",
             ))
         }
-        Err(error) => match queue::settle(claim, &error).map_err(queue::outbox_failure)? {
+        Err(error) => match queue::settle(claim, &error, &resolved).map_err(queue::outbox_failure)? {
             queue::Settled::Rescheduled => {
                 say(&format!(
                     "apimail: {id} queued: {} (retried by `apimail queue flush` or the next send)",
