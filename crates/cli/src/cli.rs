@@ -154,7 +154,7 @@ Examples:
 #[derive(Debug, Args)]
 pub struct LogArgs {
     /// Only records since DURATION ago (30m, 2h, 7d), a DATE (2026-11-29) or an RFC 3339 time
-    #[arg(long, value_name = "DURATION|DATE")]
+    #[arg(long, value_name = "DURATION|DATE", allow_hyphen_values = true)]
     pub since: Option<String>,
 
     /// Only this account's records

@@ -210,7 +210,17 @@ mod tests {
             parse_since("2026-11-29T08:00:00+01:00", NOW).unwrap(),
             1_795_910_400 + 7 * 3600
         );
-        for bad in ["", "h", "2", "2x", "-2h", "2 h", "yesterday", "2026-13-01", "99999999999999999999d"] {
+        for bad in [
+            "",
+            "h",
+            "2",
+            "2x",
+            "-2h",
+            "2 h",
+            "yesterday",
+            "2026-13-01",
+            "99999999999999999999d",
+        ] {
             let failure = parse_since(bad, NOW).unwrap_err();
             assert_eq!(failure.exit, Exit::Usage, "{bad}");
             assert!(failure.error.to_string().contains(&format!("`{bad}`")));

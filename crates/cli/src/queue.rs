@@ -289,10 +289,7 @@ pub async fn attempt(resolved: &Resolved, claim: &Claim<'_>) -> Result<Receipt, 
         )
         .with_source(e)
     })?;
-    resolved
-        .sender
-        .send(&envelope_of(entry)?, &message)
-        .await
+    resolved.sender.send(&envelope_of(entry)?, &message).await
 }
 
 fn envelope_of(entry: &Entry) -> Result<Envelope, TransportError> {
@@ -329,31 +326,32 @@ pub fn settle(
 ) -> Result<Settled, OutboxError> {
     let reason = error_text(error);
     let entry = claim.entry().clone();
-    let settled = match error.kind() {
+    let (settled, outcome, recorded) = match error.kind() {
         ErrorKind::Temporary | ErrorKind::Config | ErrorKind::Internal => {
             match claim.retry_later(&reason, now_unix())? {
-                Outcome::Rescheduled { .. } => Settled::Rescheduled,
-                Outcome::Expired => Settled::Failed,
+                Outcome::Rescheduled { .. } => {
+                    (Settled::Rescheduled, journal::Outcome::Queued, reason)
+                }
+                Outcome::Expired => (
+                    Settled::Failed,
+                    journal::Outcome::Failed,
+                    format!("expired: queued longer than allowed; the last attempt: {reason}"),
+                ),
             }
         }
         ErrorKind::Unauthorized => {
             claim.hold(&reason)?;
-            Settled::Held
+            (Settled::Held, journal::Outcome::Held, reason)
         }
         _ => {
             claim.fail(&reason)?;
-            Settled::Failed
+            (Settled::Failed, journal::Outcome::Failed, reason)
         }
-    };
-    let outcome = match settled {
-        Settled::Rescheduled => journal::Outcome::Queued,
-        Settled::Held => journal::Outcome::Held,
-        Settled::Failed => journal::Outcome::Failed,
     };
     record(
         Record::attempted(&entry, outcome)
             .label(&resolved.label)
-            .error(reason),
+            .error(recorded),
     );
     Ok(settled)
 }

@@ -624,7 +624,10 @@ mod tests {
             since: Some(record(9).time),
             ..Filter::default()
         };
-        assert_eq!(ids(since), ["<9@example.com>", "<10@example.com>", "<11@example.com>"]);
+        assert_eq!(
+            ids(since),
+            ["<9@example.com>", "<10@example.com>", "<11@example.com>"]
+        );
         let failed_at_work = Filter {
             account: Some("work".to_owned()),
             outcomes: vec![Outcome::Failed],
@@ -694,7 +697,10 @@ mod tests {
         assert_eq!(ids, ["<0@example.com>", "<2@example.com>"]);
         journal.append(&record(3)).unwrap();
         let ids: Vec<String> = all(&journal).into_iter().map(|r| r.message_id).collect();
-        assert_eq!(ids, ["<0@example.com>", "<2@example.com>", "<3@example.com>"]);
+        assert_eq!(
+            ids,
+            ["<0@example.com>", "<2@example.com>", "<3@example.com>"]
+        );
     }
 
     #[test]
@@ -738,7 +744,9 @@ mod tests {
                 let root = dir.path().to_owned();
                 s.spawn(move || {
                     // Its own value, like another process.
-                    let journal = Journal::open(root).unwrap().with_rotation(5 * line_len, keep);
+                    let journal = Journal::open(root)
+                        .unwrap()
+                        .with_rotation(5 * line_len, keep);
                     for i in 0..EACH {
                         journal.append(&record(1000 + t * EACH + i)).unwrap();
                     }
@@ -747,7 +755,9 @@ mod tests {
             // A reader racing the writers sees whole records only.
             let root = dir.path().to_owned();
             s.spawn(move || {
-                let journal = Journal::open(root).unwrap().with_rotation(5 * line_len, keep);
+                let journal = Journal::open(root)
+                    .unwrap()
+                    .with_rotation(5 * line_len, keep);
                 for _ in 0..20 {
                     let mut records = journal.read(&Filter::default()).unwrap();
                     let mut seen = HashSet::new();
@@ -807,7 +817,12 @@ mod tests {
         let children: Vec<_> = (0..4u32)
             .map(|c| {
                 std::process::Command::new(std::env::current_exe().unwrap())
-                    .args(["--exact", "journal::tests::journal_child", "--ignored", "-q"])
+                    .args([
+                        "--exact",
+                        "journal::tests::journal_child",
+                        "--ignored",
+                        "-q",
+                    ])
                     .env(
                         CHILD_VAR,
                         format!("{}|{}", dir.path().display(), 1000 * (c + 1)),
@@ -820,9 +835,7 @@ mod tests {
         for mut child in children {
             assert!(child.wait().unwrap().success());
         }
-        let journal = Journal::open(dir.path())
-            .unwrap()
-            .with_rotation(4096, 1000);
+        let journal = Journal::open(dir.path()).unwrap().with_rotation(4096, 1000);
         let mut records = journal.read(&Filter::default()).unwrap();
         let ids: HashSet<String> = records.by_ref().map(|r| r.unwrap().message_id).collect();
         assert_eq!(records.skipped(), 0);
