@@ -545,19 +545,21 @@ mod tests {
             time: 1_780_000_000 + i64::from(n),
             queue_id: Some(format!("20260528T000000-{n:012x}")),
             message_id: format!("<{n}@example.com>"),
-            account: Some(if n % 2 == 0 { "work" } else { "home" }.to_owned()),
+            account: Some(if n.is_multiple_of(2) { "work" } else { "home" }.to_owned()),
             provider: Some("gmail".to_owned()),
             from: "ops@example.com".to_owned(),
             recipients: vec!["a@example.net".to_owned(), "b@example.net".to_owned()],
             size: 1234,
             attempts: 1,
-            outcome: if n % 3 == 0 {
+            outcome: if n.is_multiple_of(3) {
                 Outcome::Failed
             } else {
                 Outcome::Sent
             },
             provider_id: Some(format!("id{n}")),
-            error: (n % 3 == 0).then(|| "rejected: \"quoted\", with comma\nand line".to_owned()),
+            error: n
+                .is_multiple_of(3)
+                .then(|| "rejected: \"quoted\", with comma\nand line".to_owned()),
         }
     }
 
