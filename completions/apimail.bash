@@ -25,6 +25,9 @@ _apimail() {
             apimail,help)
                 cmd="apimail__subcmd__help"
                 ;;
+            apimail,log)
+                cmd="apimail__subcmd__log"
+                ;;
             apimail,queue)
                 cmd="apimail__subcmd__queue"
                 ;;
@@ -96,6 +99,9 @@ _apimail() {
                 ;;
             apimail__subcmd__help,help)
                 cmd="apimail__subcmd__help__subcmd__help"
+                ;;
+            apimail__subcmd__help,log)
+                cmd="apimail__subcmd__help__subcmd__log"
                 ;;
             apimail__subcmd__help,queue)
                 cmd="apimail__subcmd__help__subcmd__queue"
@@ -182,7 +188,7 @@ _apimail() {
 
     case "${cmd}" in
         apimail)
-            opts="-v -h -V --config --verbose --debug --help --version send auth sendmail queue doctor help"
+            opts="-v -h -V --config --verbose --debug --help --version send auth sendmail queue doctor log help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -580,7 +586,7 @@ _apimail() {
             return 0
             ;;
         apimail__subcmd__help)
-            opts="send auth sendmail queue doctor help"
+            opts="send auth sendmail queue doctor log help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -719,6 +725,20 @@ _apimail() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        apimail__subcmd__help__subcmd__log)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         apimail__subcmd__help__subcmd__queue)
             opts="list flush show retry drop"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -824,6 +844,36 @@ _apimail() {
                 return 0
             fi
             case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        apimail__subcmd__log)
+            opts="-v -h --since --account --status --json --csv --config --verbose --debug --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --since)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --account)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --status)
+                    COMPREPLY=($(compgen -W "sent queued held failed uncertain verified_sent" -- "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;

@@ -34,6 +34,7 @@ complete -c apimail -n "__fish_apimail_needs_command" -f -a "auth" -d 'Authorize
 complete -c apimail -n "__fish_apimail_needs_command" -f -a "sendmail" -d 'Work as sendmail: send the message on standard input (drop-in for programs)'
 complete -c apimail -n "__fish_apimail_needs_command" -f -a "queue" -d 'List, flush, retry or drop messages waiting in the outbox'
 complete -c apimail -n "__fish_apimail_needs_command" -f -a "doctor" -d 'Check the configuration, tokens, network, clock and queue, and explain any problem'
+complete -c apimail -n "__fish_apimail_needs_command" -f -a "log" -d 'Show the delivery journal: what was sent, queued, held or failed, and why'
 complete -c apimail -n "__fish_apimail_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c apimail -n "__fish_apimail_using_subcommand send" -l from -d 'Sender, e.g. \'Ann <ann@example.com>\' (default: the account\'s address)' -r
 complete -c apimail -n "__fish_apimail_using_subcommand send" -l account -d 'The account to send from (default: $APIMAIL_ACCOUNT, else the configured default)' -r
@@ -146,12 +147,27 @@ complete -c apimail -n "__fish_apimail_using_subcommand doctor" -l config -d 'Co
 complete -c apimail -n "__fish_apimail_using_subcommand doctor" -s v -l verbose -d 'Say more: -v shows progress and retries'
 complete -c apimail -n "__fish_apimail_using_subcommand doctor" -l debug -d 'Log every HTTP request and response (secrets are redacted)'
 complete -c apimail -n "__fish_apimail_using_subcommand doctor" -s h -l help -d 'Print help'
-complete -c apimail -n "__fish_apimail_using_subcommand help; and not __fish_seen_subcommand_from send auth sendmail queue doctor help" -f -a "send" -d 'Compose a message and send it (or, with --dry-run, print it)'
-complete -c apimail -n "__fish_apimail_using_subcommand help; and not __fish_seen_subcommand_from send auth sendmail queue doctor help" -f -a "auth" -d 'Authorize accounts, and inspect or remove their tokens'
-complete -c apimail -n "__fish_apimail_using_subcommand help; and not __fish_seen_subcommand_from send auth sendmail queue doctor help" -f -a "sendmail" -d 'Work as sendmail: send the message on standard input (drop-in for programs)'
-complete -c apimail -n "__fish_apimail_using_subcommand help; and not __fish_seen_subcommand_from send auth sendmail queue doctor help" -f -a "queue" -d 'List, flush, retry or drop messages waiting in the outbox'
-complete -c apimail -n "__fish_apimail_using_subcommand help; and not __fish_seen_subcommand_from send auth sendmail queue doctor help" -f -a "doctor" -d 'Check the configuration, tokens, network, clock and queue, and explain any problem'
-complete -c apimail -n "__fish_apimail_using_subcommand help; and not __fish_seen_subcommand_from send auth sendmail queue doctor help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c apimail -n "__fish_apimail_using_subcommand log" -l since -d 'Only records since DURATION ago (30m, 2h, 7d), a DATE (2026-11-29) or an RFC 3339 time' -r
+complete -c apimail -n "__fish_apimail_using_subcommand log" -l account -d 'Only this account\'s records' -r
+complete -c apimail -n "__fish_apimail_using_subcommand log" -l status -d 'Only records with this outcome (repeatable)' -r -f -a "sent\t'Accepted by the provider'
+queued\t'Waiting in the outbox for another attempt'
+held\t'Waiting for a login or `queue retry`'
+failed\t'Given up on'
+uncertain\t'Maybe sent: the provider\'s answer never came'
+verified_sent\t'Found in the mailbox\'s sent messages after an uncertain attempt'"
+complete -c apimail -n "__fish_apimail_using_subcommand log" -l config -d 'Configuration file' -r -F
+complete -c apimail -n "__fish_apimail_using_subcommand log" -l json -d 'Print JSON Lines: one object per record'
+complete -c apimail -n "__fish_apimail_using_subcommand log" -l csv -d 'Print CSV with a header row'
+complete -c apimail -n "__fish_apimail_using_subcommand log" -s v -l verbose -d 'Say more: -v shows progress and retries'
+complete -c apimail -n "__fish_apimail_using_subcommand log" -l debug -d 'Log every HTTP request and response (secrets are redacted)'
+complete -c apimail -n "__fish_apimail_using_subcommand log" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c apimail -n "__fish_apimail_using_subcommand help; and not __fish_seen_subcommand_from send auth sendmail queue doctor log help" -f -a "send" -d 'Compose a message and send it (or, with --dry-run, print it)'
+complete -c apimail -n "__fish_apimail_using_subcommand help; and not __fish_seen_subcommand_from send auth sendmail queue doctor log help" -f -a "auth" -d 'Authorize accounts, and inspect or remove their tokens'
+complete -c apimail -n "__fish_apimail_using_subcommand help; and not __fish_seen_subcommand_from send auth sendmail queue doctor log help" -f -a "sendmail" -d 'Work as sendmail: send the message on standard input (drop-in for programs)'
+complete -c apimail -n "__fish_apimail_using_subcommand help; and not __fish_seen_subcommand_from send auth sendmail queue doctor log help" -f -a "queue" -d 'List, flush, retry or drop messages waiting in the outbox'
+complete -c apimail -n "__fish_apimail_using_subcommand help; and not __fish_seen_subcommand_from send auth sendmail queue doctor log help" -f -a "doctor" -d 'Check the configuration, tokens, network, clock and queue, and explain any problem'
+complete -c apimail -n "__fish_apimail_using_subcommand help; and not __fish_seen_subcommand_from send auth sendmail queue doctor log help" -f -a "log" -d 'Show the delivery journal: what was sent, queued, held or failed, and why'
+complete -c apimail -n "__fish_apimail_using_subcommand help; and not __fish_seen_subcommand_from send auth sendmail queue doctor log help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c apimail -n "__fish_apimail_using_subcommand help; and __fish_seen_subcommand_from auth" -f -a "login" -d 'Authorize an account in the browser and store its tokens'
 complete -c apimail -n "__fish_apimail_using_subcommand help; and __fish_seen_subcommand_from auth" -f -a "import-smail" -d 'Import the OAuth credentials of an SMAIL installation (smail_refreshtoken.ini)'
 complete -c apimail -n "__fish_apimail_using_subcommand help; and __fish_seen_subcommand_from auth" -f -a "status" -d 'List accounts, their scopes, token expiry and where tokens are kept'

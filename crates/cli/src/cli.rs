@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use apimail_core::Charset;
+use apimail_core::journal::Outcome;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 const AFTER_HELP: &str = "\
@@ -63,6 +64,10 @@ pub enum Command {
     /// Check the configuration, tokens, network, clock and queue, and explain any problem.
     #[command(after_help = DOCTOR_HELP)]
     Doctor(DoctorArgs),
+
+    /// Show the delivery journal: what was sent, queued, held or failed, and why.
+    #[command(after_help = LOG_HELP)]
+    Log(LogArgs),
 }
 
 #[derive(Debug, Args)]
@@ -133,6 +138,71 @@ pub struct DoctorArgs {
     /// The account to check (default: $APIMAIL_ACCOUNT, else the default)
     #[arg(long, value_name = "NAME")]
     pub account: Option<String>,
+}
+
+const LOG_HELP: &str = "\
+Every settled delivery (sent, queued, held, failed, ...) adds one line to the
+journal under the data directory (journal/). It is rotated at 10 MiB, and the 5
+newest rotated files are kept. Times are UTC.
+
+Examples:
+  apimail log --since 2h
+  apimail log --status failed --status held --since 7d
+  apimail log --account work --since 2026-11-29 --csv > deliveries.csv
+  apimail log --json | jq -r 'select(.outcome == \"failed\") | .error'";
+
+#[derive(Debug, Args)]
+pub struct LogArgs {
+    /// Only records since DURATION ago (30m, 2h, 7d), a DATE (2026-11-29) or an RFC 3339 time
+    #[arg(long, value_name = "DURATION|DATE", allow_hyphen_values = true)]
+    pub since: Option<String>,
+
+    /// Only this account's records
+    #[arg(long, value_name = "NAME")]
+    pub account: Option<String>,
+
+    /// Only records with this outcome (repeatable)
+    #[arg(long, value_enum, value_name = "STATUS")]
+    pub status: Vec<StatusArg>,
+
+    /// Print JSON Lines: one object per record
+    #[arg(long, conflicts_with = "csv")]
+    pub json: bool,
+
+    /// Print CSV with a header row
+    #[arg(long)]
+    pub csv: bool,
+}
+
+/// The outcomes of `apimail_core::journal::Outcome`.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum StatusArg {
+    /// Accepted by the provider
+    Sent,
+    /// Waiting in the outbox for another attempt
+    Queued,
+    /// Waiting for a login or `queue retry`
+    Held,
+    /// Given up on
+    Failed,
+    /// Maybe sent: the provider's answer never came
+    Uncertain,
+    /// Found in the mailbox's sent messages after an uncertain attempt
+    #[value(name = "verified_sent", alias = "verified-sent")]
+    VerifiedSent,
+}
+
+impl From<StatusArg> for Outcome {
+    fn from(value: StatusArg) -> Self {
+        match value {
+            StatusArg::Sent => Outcome::Sent,
+            StatusArg::Queued => Outcome::Queued,
+            StatusArg::Held => Outcome::Held,
+            StatusArg::Failed => Outcome::Failed,
+            StatusArg::Uncertain => Outcome::Uncertain,
+            StatusArg::VerifiedSent => Outcome::VerifiedSent,
+        }
+    }
 }
 
 const AUTH_HELP: &str = "\

@@ -12,6 +12,7 @@ mod config;
 mod doctor;
 mod exit;
 mod graph_auth;
+mod log;
 mod providers;
 mod queue;
 mod send;
@@ -168,6 +169,7 @@ fn run(cli: cli::Cli) -> Result<(), Failure> {
                 cli::AuthCommand::Logout(args) => auth::logout(ctx, args).await,
             }
         }),
+        cli::Command::Log(args) => log::run(args),
         cli::Command::Queue(command) => block_on(async move {
             let ctx = providers::Context::load(config.as_deref())?;
             queue::run(&ctx, command).await

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::anyhow;
 use apimail_core::delivery::{Engine, FlushReport, Selection, Settings, Settled, WhenUnknown};
+use apimail_core::journal::{Journal, JournalError};
 use apimail_core::outbox::{Entry, EntryId, EntryState, Outbox, OutboxError};
 use apimail_core::token_store::TokenStore;
 use apimail_core::{TransportError, now_unix};
@@ -30,12 +31,26 @@ pub fn max_age_secs() -> i64 {
 /// How long a send spends flushing its account's older messages.
 pub const FLUSH_AFTER_SEND: Duration = Duration::from_secs(30);
 
-/// The outbox under the data directory (`$APIMAIL_DATA_DIR/outbox`).
-pub fn open_outbox() -> Result<Outbox, Failure> {
+/// The data directory (`$APIMAIL_DATA_DIR`, else the platform's).
+fn data_dir() -> Result<std::path::PathBuf, Failure> {
     let store = TokenStore::from_env().map_err(|e| {
         Failure::new(Exit::Config, e).hint("set APIMAIL_DATA_DIR to a directory apimail may write")
     })?;
-    Outbox::open(store.dir().join("outbox")).map_err(outbox_failure)
+    Ok(store.dir().to_owned())
+}
+
+/// The outbox under the data directory (`$APIMAIL_DATA_DIR/outbox`).
+pub fn open_outbox() -> Result<Outbox, Failure> {
+    Outbox::open(data_dir()?.join("outbox")).map_err(outbox_failure)
+}
+
+/// The delivery journal under the data directory (`$APIMAIL_DATA_DIR/journal`).
+pub fn open_journal() -> Result<Journal, Failure> {
+    Journal::open(data_dir()?.join("journal")).map_err(journal_failure)
+}
+
+pub fn journal_failure(error: JournalError) -> Failure {
+    Failure::new(Exit::Config, error).hint("check the data directory's permissions and free space")
 }
 
 /// An outbox failure, by what the user must do.
@@ -236,11 +251,19 @@ pub fn print_report(report: &FlushReport) {
 
 /// The delivery engine over the outbox, resolving senders from `ctx`.
 pub fn engine(ctx: &Context) -> Result<Engine<ConfiguredSenders<'_>>, Failure> {
-    Ok(Engine::new(
+    let engine = Engine::new(
         open_outbox()?,
         ConfiguredSenders { ctx },
         delivery_settings(&ctx.config)?,
-    ))
+    );
+    // A journal that cannot be opened never stops a delivery.
+    Ok(match open_journal() {
+        Ok(journal) => engine.with_journal(journal),
+        Err(failure) => {
+            tracing::warn!("deliveries are not journaled: {:#}", failure.error);
+            engine
+        }
+    })
 }
 
 /// `$APIMAIL_WHEN_UNKNOWN`, else the config's `[delivery] when_unknown`:

@@ -37,6 +37,7 @@ pub async fn run(ctx: Context, args: SendArgs, retry: RetryPolicy) -> Result<(),
         .accept(message.as_bytes(), new_entry(&resolved, &message))
         .map_err(queue::outbox_failure)?;
     if args.queue {
+        engine.record_queued(&id).map_err(queue::outbox_failure)?;
         let mut err = std::io::stderr().lock();
         let _ = writeln!(
             err,

@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use crate::Mailbox;
 use crate::identity::SenderIdentity;
+use crate::journal::{Journal, Outcome as Status, Record};
 use crate::outbox::{Claim, Entry, EntryId, EntryState, Outbox, OutboxError, Outcome};
 use crate::retry::RetryPolicy;
 use crate::token::{TokenError, now_unix};
@@ -179,6 +180,7 @@ pub struct Engine<S> {
     outbox: Outbox,
     senders: S,
     settings: Settings,
+    journal: Option<Journal>,
 }
 
 /// How one attempt (with its in-process retries) ended.
@@ -196,7 +198,23 @@ impl<S: Senders> Engine<S> {
             outbox,
             senders,
             settings,
+            journal: None,
         }
+    }
+
+    /// Records every settled outcome in `journal`.
+    pub fn with_journal(mut self, journal: Journal) -> Self {
+        self.journal = Some(journal);
+        self
+    }
+
+    /// Records that entry `id` was queued without an attempt (`send
+    /// --queue`).
+    pub fn record_queued(&self, id: &EntryId) -> Result<(), OutboxError> {
+        if let Some(entry) = self.outbox.get(id.as_str())? {
+            self.append(&entry, Record::without_attempt(&entry, Status::Queued));
+        }
+        Ok(())
     }
 
     /// The outbox.
@@ -309,7 +327,10 @@ impl<S: Senders> Engine<S> {
         let entry = claim.entry().clone();
         tracing::warn!("holding {}: {reason}", entry.id);
         claim.hold_unsent(reason)?;
-        self.record(&entry, Status::Held, None, Some(reason));
+        self.append(
+            &entry,
+            Record::without_attempt(&entry, Status::Held).error(reason),
+        );
         Ok(Delivery {
             id: entry.id,
             settled: Settled::Held { uncertain: false },
@@ -527,6 +548,7 @@ impl<S: Senders> Engine<S> {
         })
     }
 
+    /// Appends one attempt's outcome to the journal.
     fn record(
         &self,
         entry: &Entry,
@@ -534,7 +556,25 @@ impl<S: Senders> Engine<S> {
         provider_id: Option<&str>,
         error: Option<&str>,
     ) {
-        let _ = (entry, status, provider_id, error);
+        let mut record =
+            Record::attempted(entry, status).provider_id(provider_id.map(str::to_owned));
+        if let Some(error) = error {
+            record = record.error(error);
+        }
+        self.append(entry, record);
+    }
+
+    /// The outcome is settled already: a journal that cannot be written is
+    /// only a warning. Environment credentials are named by their identity.
+    fn append(&self, entry: &Entry, record: Record) {
+        let Some(journal) = &self.journal else { return };
+        let record = match &entry.identity {
+            Some(identity) => record.label(identity.to_string()),
+            None => record,
+        };
+        if let Err(e) = journal.append(&record) {
+            tracing::warn!("the delivery of {} is not in the journal: {e}", entry.id);
+        }
     }
 }
 
@@ -601,17 +641,6 @@ fn envelope_of(entry: &Entry) -> Result<Envelope, TransportError> {
         .map(|r| r.parse::<Mailbox>().map_err(|_| bad("recipient")))
         .collect::<Result<_, _>>()?;
     Ok(Envelope::new(from, recipients))
-}
-
-/// Journal outcomes (until the journal lands).
-#[derive(Debug, Clone, Copy)]
-enum Status {
-    Sent,
-    VerifiedSent,
-    Queued,
-    Held,
-    Failed,
-    Uncertain,
 }
 
 #[cfg(test)]

@@ -32,6 +32,7 @@ mod compose;
 pub mod delivery;
 pub mod endpoint;
 mod identity;
+pub mod journal;
 pub mod oauth;
 pub mod outbox;
 mod parse;
