@@ -3,7 +3,9 @@
 //! - [`MessageBuilder`] turns typed input into exact RFC 5322 bytes
 //!   ([`Message`]), with mail-builder underneath.
 //! - [`ReadyMessage`] parses a message someone else composed, as a
-//!   `sendmail` caller hands it over.
+//!   `sendmail` caller hands it over; [`recipients::plan_recipients`]
+//!   maps the caller's envelope onto its headers, expanding local names
+//!   through [`aliases::Aliases`].
 //! - [`Transport`] is the seam every provider implements, and
 //!   [`TransportError`] the classification every provider maps its
 //!   failures to. [`FileTransport`] and [`StubTransport`] are test doubles.
@@ -27,12 +29,14 @@
 #![deny(missing_docs)]
 
 mod address;
+pub mod aliases;
 mod charset;
 mod compose;
 pub mod endpoint;
 pub mod oauth;
 pub mod outbox;
 mod parse;
+pub mod recipients;
 pub mod retry;
 mod secret;
 pub mod slots;
@@ -41,7 +45,7 @@ mod token_sources;
 pub mod token_store;
 mod transport;
 
-pub use address::{AddressError, Mailbox};
+pub use address::{AddressError, Mailbox, Recipient};
 pub use charset::Charset;
 pub use compose::{Attachment, ComposeError, Message, MessageBuilder};
 pub use parse::{ParseError, ReadyMessage};
