@@ -133,17 +133,19 @@ default: admin@example.com\n";
 #[test]
 fn local_names_go_to_their_aliases_through_chains_and_default() {
     let (fake, sandbox) = logged_in();
+    // Through the config key this time.
     let aliases = aliases_file(&sandbox, ALIASES);
+    let config = sandbox.path().join("config/config.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        format!("aliases = {:?}\n{text}", aliases.display().to_string()),
+    )
+    .unwrap();
     let message = format!(
         "From: user@example.com\nTo: postmaster, x@example.net\nCc: www-data\nSubject: a\n{DATED}\nbody\n"
     );
-    let out = with_stdin(
-        sandbox
-            .cmd()
-            .env("APIMAIL_ALIASES", &aliases)
-            .args(["sendmail", "-t", "-i", "nobody"]),
-        message.as_bytes(),
-    );
+    let out = sendmail(&sandbox, &["-t", "-i", "nobody"], &message);
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(
         delivered_text(&fake, 0),

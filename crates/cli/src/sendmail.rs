@@ -229,9 +229,8 @@ fn load_aliases(ctx: &Context) -> Result<Option<AliasFile>, Failure> {
     };
     let loaded = std::fs::read_to_string(&path)
         .map_err(|e| {
-            let missing = e.kind() == std::io::ErrorKind::NotFound;
             Failure::new(
-                if missing { Exit::NoInput } else { Exit::Config },
+                Exit::Config,
                 anyhow!(e).context(format!("cannot read the aliases file {}", path.display())),
             )
         })
