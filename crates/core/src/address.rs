@@ -146,8 +146,8 @@ impl FromStr for Recipient {
     /// A bare local name (`root`), else a mailbox as [`Mailbox`] parses it.
     fn from_str(input: &str) -> Result<Self, Self::Err> {
         match Recipient::local(input) {
-            Some(local) if !input.contains('@') => Ok(local),
-            _ => input.parse().map(Recipient::Mailbox),
+            Some(local) => Ok(local),
+            None => input.parse().map(Recipient::Mailbox),
         }
     }
 }
