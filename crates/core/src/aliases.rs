@@ -2,12 +2,15 @@
 //! the addresses that receive their mail.
 //!
 //! ```text
-//! # comments and blank lines are ignored
+//! # Lines starting with # are comments; blank lines are ignored.
 //! root: ops@example.com, oncall@example.com
-//! postmaster: root                 # a chain
+//! # A chain:
+//! postmaster: root
+//! # A line starting with blanks continues the entry above:
 //! team: a@example.com,
-//!     b@example.com                # a line starting with blanks continues
-//! default: admin@example.com       # any other local name
+//!     b@example.com
+//! # Any other local name:
+//! default: admin@example.com
 //! ```
 //!
 //! Names are case-insensitive. A target is an address or another name.
