@@ -67,24 +67,24 @@ fn queue_entries(sandbox: &Sandbox, folder: &str) -> Vec<serde_json::Value> {
 
 // 1. Recipients
 
+/// Fixed so the bytes the fake received can be compared whole.
+const DATED: &str = "Date: Thu, 1 Jan 2026 00:00:00 +0000\nMessage-ID: <fixed@example.com>\n";
+
 #[test]
-fn dash_t_with_to_cc_bcc_and_argument_recipients() {
+fn dash_t_merges_argument_recipients_into_the_one_bcc_field() {
     let (fake, sandbox) = logged_in();
-    let message = "From: user@example.com\nTo: to@example.net\nCc: cc@example.net\nBcc: bcc@example.net\nSubject: t\n\nbody\n";
-    let out = sendmail(&sandbox, &["-t", "-i", "extra@example.net"], message);
+    let message = format!(
+        "From: user@example.com\nTo: to@example.net\nCc: cc@example.net\nBcc: bcc@example.net\nSubject: t\n{DATED}\nbody\n"
+    );
+    let out = sendmail(&sandbox, &["-t", "-i", "extra@example.net"], &message);
     assert_eq!(out.code, 0, "{}", out.stderr);
-    let text = delivered_text(&fake, 0);
-    assert!(text.contains("To: to@example.net"), "{text}");
-    assert!(text.contains("Cc: cc@example.net"), "{text}");
-    assert!(
-        text.contains("Bcc: bcc@example.net"),
-        "Bcc stays a header for the provider: {text}"
+    assert_eq!(
+        delivered_text(&fake, 0),
+        format!(
+            "From: user@example.com\nTo: to@example.net\nCc: cc@example.net\nBcc: <bcc@example.net>, <extra@example.net>\nSubject: t\n{DATED}\nbody\n"
+        ),
+        "one Bcc field (RFC 5322 allows one), kept for the provider"
     );
-    assert!(
-        text.contains("Bcc: extra@example.net"),
-        "argument recipients become Bcc: {text}"
-    );
-    assert!(text.contains("body\n"));
 }
 
 #[test]
@@ -93,19 +93,15 @@ fn argument_only_recipients_become_bcc_and_header_only_ones_are_warned_about() {
     let out = sendmail(
         &sandbox,
         &["-i", "a@example.net", "b@example.net"],
-        "Subject: x\n\nhello\n",
+        &format!("Subject: x\n{DATED}\nhello\n"),
     );
     assert_eq!(out.code, 0, "{}", out.stderr);
-    let text = delivered_text(&fake, 0);
-    assert!(text.contains("Bcc: a@example.net,"), "{text}");
-    assert!(text.contains("b@example.net"), "{text}");
-    assert!(
-        text.contains(&format!("From: {ACCOUNT}")),
-        "From defaults to the account: {text}"
-    );
-    assert!(
-        text.contains("Message-ID: <") && text.contains("Date: "),
-        "{text}"
+    assert_eq!(
+        delivered_text(&fake, 0),
+        format!(
+            "From: <{ACCOUNT}>\nBcc: <a@example.net>, <b@example.net>\nSubject: x\n{DATED}\nhello\n"
+        ),
+        "From defaults to the account"
     );
 
     let out = sendmail(
@@ -118,6 +114,154 @@ fn argument_only_recipients_become_bcc_and_header_only_ones_are_warned_about() {
         out.stderr.contains("other@example.net"),
         "warned: {}",
         out.stderr
+    );
+}
+
+/// Writes an aliases file into the sandbox and returns its path.
+fn aliases_file(sandbox: &Sandbox, text: &str) -> PathBuf {
+    let path = sandbox.path().join("aliases");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+const ALIASES: &str = "# who gets the system's mail\n\
+root: ops@example.com,\n\
+\tOn Call <oncall@example.com>\n\
+postmaster: root\n\
+default: admin@example.com\n";
+
+#[test]
+fn local_names_go_to_their_aliases_through_chains_and_default() {
+    let (fake, sandbox) = logged_in();
+    // Through the config key this time.
+    let aliases = aliases_file(&sandbox, ALIASES);
+    let config = sandbox.path().join("config/config.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        format!("aliases = {:?}\n{text}", aliases.display().to_string()),
+    )
+    .unwrap();
+    let message = format!(
+        "From: user@example.com\nTo: postmaster, x@example.net\nCc: www-data\nSubject: a\n{DATED}\nbody\n"
+    );
+    let out = sendmail(&sandbox, &["-t", "-i", "nobody"], &message);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(
+        delivered_text(&fake, 0),
+        format!(
+            "From: user@example.com\nTo: <ops@example.com>, \"On Call\" <oncall@example.com>, <x@example.net>\nCc: <admin@example.com>\nSubject: a\n{DATED}\nbody\n"
+        ),
+        "`nobody` falls to default:, already a recipient through Cc"
+    );
+}
+
+/// What cron (cronie, Debian's cron) writes when MAILTO is unset.
+const CRON_TO_ROOT: &str = "From: root (Cron Daemon)\nTo: root\nSubject: Cron <root@host> /usr/local/bin/backup\nMIME-Version: 1.0\nContent-Type: text/plain; charset=UTF-8\nContent-Transfer-Encoding: 8bit\nX-Cron-Env: <SHELL=/bin/sh>\nX-Cron-Env: <HOME=/root>\n\nbackup done\n";
+
+fn cron_to_root(sandbox: &Sandbox, aliases: &Path) -> Run {
+    let bin = links(sandbox);
+    let mut command = sandbox.cmd();
+    let command = command
+        .env("APIMAIL_ALIASES", aliases)
+        .arg0_sendmail(&bin)
+        .args(["-FCronDaemon", "-i", "-B8BITMIME", "-oem", "root"]);
+    with_stdin(command, CRON_TO_ROOT.as_bytes())
+}
+
+#[test]
+fn cron_with_mailto_unset_delivers_to_roots_alias() {
+    let (fake, sandbox) = logged_in();
+    let out = cron_to_root(&sandbox, &aliases_file(&sandbox, ALIASES));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(fake.messages().len(), 1);
+    let text = delivered_text(&fake, 0);
+    let added = |name: &str| {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("{name} missing: {text}"))
+            .to_owned()
+    };
+    let (date, id) = (added("Date: "), added("Message-ID: "));
+    assert_eq!(
+        text,
+        format!(
+            "From: \"CronDaemon\" <{ACCOUNT}>\nTo: <ops@example.com>, \"On Call\" <oncall@example.com>\nSubject: Cron <root@host> /usr/local/bin/backup\nMIME-Version: 1.0\nContent-Type: text/plain; charset=UTF-8\nContent-Transfer-Encoding: 8bit\nX-Cron-Env: <SHELL=/bin/sh>\nX-Cron-Env: <HOME=/root>\n{date}\n{id}\n\nbackup done\n"
+        )
+    );
+}
+
+#[test]
+fn a_local_name_without_an_alias_is_65_and_names_it() {
+    let (fake, sandbox) = logged_in();
+    let aliases = aliases_file(&sandbox, "postmaster: ops@example.com\n");
+    let out = cron_to_root(&sandbox, &aliases);
+    assert_eq!(out.code, 65, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .starts_with("error: a recipient of this send: `root` is a local name with no alias"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains(&format!(
+            "hint: add a line `root: you@example.com` to {}",
+            aliases.display()
+        )),
+        "{}",
+        out.stderr
+    );
+    assert!(fake.messages().is_empty());
+    assert!(queue_entries(&sandbox, "queue").is_empty());
+
+    // A command in the aliases cannot be run: a configuration error naming its line.
+    let aliases = aliases_file(
+        &sandbox,
+        "# pipe\nroot: ops@example.com, |/usr/bin/logger\n",
+    );
+    let out = cron_to_root(&sandbox, &aliases);
+    assert_eq!(out.code, 78, "{}", out.stderr);
+    assert!(out.stderr.contains("line 2"), "{}", out.stderr);
+    assert!(fake.messages().is_empty());
+}
+
+#[test]
+fn a_bounced_message_goes_only_to_the_new_recipient() {
+    let (fake, sandbox) = logged_in();
+    // mutt's bounce: Resent-* fields first, then the original message.
+    let message = format!(
+        "Resent-From: {ACCOUNT}\nResent-Date: Fri, 2 Jan 2026 00:00:00 +0000\nResent-Message-ID: <bounce@example.com>\nResent-To: new@example.net\nFrom: ann@example.org\nTo: orig@example.org\nCc: occ@example.org\nSubject: s\n{DATED}\nbody\n"
+    );
+    let out = sendmail(
+        &sandbox,
+        &["-oi", "-oem", "--", "new@example.net"],
+        &message,
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(fake.messages().len(), 1);
+    assert_eq!(
+        delivered_text(&fake, 0),
+        format!(
+            "To: <new@example.net>\nResent-From: {ACCOUNT}\nResent-Date: Fri, 2 Jan 2026 00:00:00 +0000\nResent-Message-ID: <bounce@example.com>\nResent-To: new@example.net\nFrom: ann@example.org\nOriginal-To: orig@example.org\nOriginal-Cc: occ@example.org\nSubject: s\n{DATED}\nbody\n"
+        ),
+        "the APIs read To/Cc/Bcc: only the new recipient may be in them"
+    );
+    assert!(!out.stderr.contains("orig@example.org"), "{}", out.stderr);
+}
+
+#[test]
+fn an_unqualified_dash_f_gives_the_accounts_address() {
+    let (fake, sandbox) = logged_in();
+    let out = sendmail(
+        &sandbox,
+        &["-i", "-f", "root", "a@example.net"],
+        &format!("Subject: f\n{DATED}\nx\n"),
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        delivered_text(&fake, 0).starts_with(&format!("From: <{ACCOUNT}>\nBcc: <a@example.net>\n")),
+        "{}",
+        delivered_text(&fake, 0)
     );
 }
 

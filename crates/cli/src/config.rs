@@ -3,6 +3,7 @@
 //!
 //! ```toml
 //! default_account = "work"
+//! aliases = "/etc/aliases"
 //!
 //! [retry]
 //! attempts = 5
@@ -34,6 +35,9 @@ pub struct Config {
     pub retry: Option<RetrySettings>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delivery: Option<DeliverySettings>,
+    /// sendmail: the aliases(5) file for local names such as `root`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aliases: Option<PathBuf>,
     #[serde(default)]
     pub accounts: BTreeMap<String, Account>,
 }
@@ -202,6 +206,22 @@ impl Config {
                     .filter(|s| !s.is_empty())
             })
             .or_else(|| self.default_account.clone())
+    }
+
+    /// The aliases file and whether it must exist: `$APIMAIL_ALIASES`, else
+    /// the `aliases` key (both required), else `/etc/aliases` if it exists.
+    pub fn aliases_path(&self) -> Option<(PathBuf, bool)> {
+        let chosen = std::env::var_os("APIMAIL_ALIASES")
+            .filter(|p| !p.is_empty())
+            .map(PathBuf::from)
+            .or_else(|| self.aliases.clone());
+        match chosen {
+            Some(path) => Some((path, true)),
+            None => {
+                let system = PathBuf::from("/etc/aliases");
+                system.exists().then_some((system, false))
+            }
+        }
     }
 
     /// The named account, or a configuration failure naming it.

@@ -5,8 +5,10 @@ use std::io::{BufRead, BufReader, Write};
 use std::time::Instant;
 
 use anyhow::anyhow;
+use apimail_core::aliases::{Aliases, ExpandError};
 use apimail_core::delivery::{IfNotSent, Selection, Settled};
 use apimail_core::outbox::NewEntry;
+use apimail_core::recipients::{RecipientError, RecipientPlan, RecipientSource, plan_recipients};
 use apimail_core::retry::RetryPolicy;
 use apimail_core::{Mailbox, ReadyMessage, now_unix};
 
@@ -75,20 +77,15 @@ async fn deliver(config_flag: Option<&std::path::Path>, inv: Invocation) -> Resu
     })?;
     debug_assert_eq!(original.len() as u64, size);
 
-    let mut ready = ReadyMessage::parse(original).map_err(|e| {
+    let ready = ReadyMessage::parse(original).map_err(|e| {
         Failure::new(
             Exit::DataErr,
             anyhow!(e).context("standard input is not an email message"),
         )
         .hint("give a message with headers (From:, To:, Subject: ...), a blank line, then the body")
     })?;
-    let plan = plan(&ready, &inv, &resolved)?;
-    if plan.add_from.is_some() {
-        ready.remove_header("From");
-    }
-    for warning in &plan.warnings {
-        tracing::warn!("{warning}");
-    }
+    let aliases = load_aliases(&ctx)?;
+    let plan = plan(&ready, &inv, &resolved, aliases.as_ref())?;
     let bytes = finish_message(ready, &plan);
     if bytes.len() > limit {
         return Err(too_large(bytes.len(), limit));
@@ -104,6 +101,7 @@ async fn deliver(config_flag: Option<&std::path::Path>, inv: Invocation) -> Resu
             from: plan.from.email().to_owned(),
             recipients: plan
                 .recipients
+                .recipients()
                 .iter()
                 .map(|m| m.email().to_owned())
                 .collect(),
@@ -242,73 +240,90 @@ fn copy_message(out: &mut impl Write, ignore_dots: bool, limit: usize) -> Result
     Ok(total)
 }
 
-/// Who the message is from and to, and what the headers must gain.
+/// Who the message is from and to, and how its headers change.
 struct Plan {
     from: Mailbox,
-    add_from: Option<String>,
-    add_bcc: Vec<Mailbox>,
-    recipients: Vec<Mailbox>,
+    /// Whether the From header is written (the message has no usable one).
+    set_from: bool,
+    recipients: RecipientPlan,
     message_id: String,
     date: String,
-    warnings: Vec<String>,
 }
 
-fn plan(ready: &ReadyMessage, inv: &Invocation, resolved: &Resolved) -> Result<Plan, Failure> {
-    let mut arguments = Vec::new();
-    for arg in &inv.recipients {
-        for part in arg.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            arguments.push(part.parse::<Mailbox>().map_err(|e| {
-                Failure::new(Exit::DataErr, anyhow!("recipient argument: {e}"))
-                    .hint("give recipients as name@example.com")
-            })?);
-        }
-    }
-    let in_headers = |m: &Mailbox| {
-        ready
-            .recipients()
-            .iter()
-            .any(|h| h.email().eq_ignore_ascii_case(m.email()))
+/// The aliases file, if one is configured or `/etc/aliases` exists.
+struct AliasFile {
+    path: std::path::PathBuf,
+    aliases: Aliases,
+}
+
+fn load_aliases(ctx: &Context) -> Result<Option<AliasFile>, Failure> {
+    let Some((path, required)) = ctx.config.aliases_path() else {
+        return Ok(None);
     };
-    let add_bcc: Vec<Mailbox> = arguments
-        .iter()
-        .filter(|m| !in_headers(m))
-        .cloned()
-        .collect();
-    let mut warnings = Vec::new();
-    if !inv.read_recipients_from_headers {
-        let extra: Vec<&str> = ready
-            .recipients()
-            .iter()
-            .filter(|h| {
-                !arguments
-                    .iter()
-                    .any(|a| a.email().eq_ignore_ascii_case(h.email()))
+    let loaded = std::fs::read_to_string(&path)
+        .map_err(|e| {
+            Failure::new(
+                Exit::Config,
+                anyhow!(e).context(format!("cannot read the aliases file {}", path.display())),
+            )
+        })
+        .and_then(|text| {
+            Aliases::parse(&text).map_err(|e| {
+                Failure::new(
+                    Exit::Config,
+                    anyhow!("the aliases file {} is not valid: {e}", path.display()),
+                )
             })
-            .map(Mailbox::email)
-            .collect();
-        if !extra.is_empty() {
-            warnings.push(format!(
-                "the message's headers also name {}; they receive it too (the HTTPS APIs read recipients from the headers)",
-                extra.join(", ")
-            ));
+        });
+    match loaded {
+        Ok(aliases) => Ok(Some(AliasFile { path, aliases })),
+        Err(failure) if required => Err(failure.hint(format!(
+            "fix {} (lines like `root: you@example.com`), or point APIMAIL_ALIASES or the config key `aliases` ({}) elsewhere",
+            path.display(),
+            ctx.config_path.display()
+        ))),
+        Err(failure) => {
+            tracing::warn!("ignoring {}: {:#}", path.display(), failure.error);
+            Ok(None)
         }
     }
-    let mut recipients: Vec<Mailbox> = ready.recipients().to_vec();
-    recipients.extend(add_bcc.iter().cloned());
-    if recipients.is_empty() {
-        return Err(
-            Failure::new(Exit::DataErr, anyhow!("the message has no recipient"))
-                .hint("name recipients as arguments, or in To:/Cc:/Bcc: headers with -t"),
+}
+
+fn plan(
+    ready: &ReadyMessage,
+    inv: &Invocation,
+    resolved: &Resolved,
+    aliases: Option<&AliasFile>,
+) -> Result<Plan, Failure> {
+    let source = if inv.read_recipients_from_headers {
+        RecipientSource::HeadersAndEnvelope
+    } else {
+        RecipientSource::Envelope
+    };
+    let recipients = plan_recipients(
+        ready,
+        &inv.recipients,
+        source,
+        aliases.map(|file| &file.aliases),
+    )
+    .map_err(|e| recipient_failure(e, aliases))?;
+    if !recipients.not_named().is_empty() {
+        let names: Vec<&str> = recipients.not_named().iter().map(Mailbox::email).collect();
+        tracing::warn!(
+            "the message's headers also name {}; they receive it too (the HTTPS APIs read recipients from the headers)",
+            names.join(", ")
         );
     }
 
-    let (from, add_from) = match ready.from() {
-        Some(from) => (from.clone(), None),
+    let (from, set_from) = match ready.from() {
+        Some(from) => (from.clone(), false),
         None => {
+            // `-f ADDR` when qualified; `-f root`, like cron's `From: root`,
+            // gets the account's address.
             let address = inv
                 .envelope_from
                 .clone()
-                .filter(|f| f != "<>")
+                .filter(|f| f.contains('@'))
                 .or_else(|| resolved.address.clone())
                 .ok_or_else(|| {
                     Failure::new(
@@ -326,8 +341,7 @@ fn plan(ready: &ReadyMessage, inv: &Invocation, resolved: &Resolved) -> Result<P
             let mailbox = Mailbox::new(name, &address).map_err(|e| {
                 Failure::new(Exit::DataErr, anyhow!("-f: {e}")).hint("give -f as name@example.com")
             })?;
-            let header = header_mailbox(&mailbox);
-            (mailbox, Some(header))
+            (mailbox, true)
         }
     };
     let message_id = match ready.message_id() {
@@ -336,60 +350,53 @@ fn plan(ready: &ReadyMessage, inv: &Invocation, resolved: &Resolved) -> Result<P
     };
     Ok(Plan {
         from,
-        add_from,
-        add_bcc,
+        set_from,
         recipients,
         message_id,
         date: rfc5322_date(now_unix()),
-        warnings,
     })
 }
 
-/// `Name <addr>` with the name quoted, or RFC 2047-encoded when not ASCII.
-fn header_mailbox(mailbox: &Mailbox) -> String {
-    match mailbox.name() {
-        None => mailbox.email().to_owned(),
-        Some(name) if name.is_ascii() => {
-            format!(
-                "\"{}\" <{}>",
-                name.replace('\\', "\\\\").replace('"', "\\\""),
-                mailbox.email()
-            )
+fn recipient_failure(error: RecipientError, aliases: Option<&AliasFile>) -> Failure {
+    let hint = match &error {
+        RecipientError::Envelope(_) => {
+            "give recipients as name@example.com, or a local name that has an alias".to_owned()
         }
-        Some(name) => {
-            use base64::Engine;
-            let encoded = base64::engine::general_purpose::STANDARD.encode(name.as_bytes());
-            format!("=?utf-8?B?{encoded}?= <{}>", mailbox.email())
+        RecipientError::NoRecipients => {
+            "name recipients as arguments, or in To:/Cc:/Bcc: headers with -t".to_owned()
         }
-    }
+        RecipientError::Alias {
+            source: ExpandError::Unknown { name, .. },
+            ..
+        } => match aliases {
+            Some(file) => format!(
+                "add a line `{name}: you@example.com` to {}, or name a full address (cron: set MAILTO)",
+                file.path.display()
+            ),
+            None => format!(
+                "write `{name}: you@example.com` into an aliases file and set APIMAIL_ALIASES=FILE (or `aliases = \"FILE\"` in the config), or name a full address (cron: set MAILTO)"
+            ),
+        },
+        _ => {
+            let path = aliases.map_or("the aliases file".into(), |f| f.path.display().to_string());
+            let failure = Failure::new(Exit::Config, anyhow!(error));
+            return failure.hint(format!(
+                "fix {path}: every name must lead to addresses (no commands, files, includes or loops)"
+            ));
+        }
+    };
+    Failure::new(Exit::DataErr, anyhow!(error)).hint(hint)
 }
 
-/// The original bytes plus the headers the plan adds: From (when missing),
-/// Bcc for argument recipients, Date and Message-ID (when missing).
-fn finish_message(ready: ReadyMessage, plan: &Plan) -> Vec<u8> {
-    let newline = if ready.as_bytes().windows(2).any(|w| w == b"\r\n") {
-        "\r\n"
-    } else {
-        "\n"
-    };
-    let mut extra = String::new();
-    if let Some(from) = &plan.add_from {
-        extra.push_str(&format!("From: {from}{newline}"));
+/// The message with the plan's edits: recipient headers (see
+/// [`apimail_core::recipients`]), From when missing, Date and Message-ID
+/// when missing.
+fn finish_message(mut ready: ReadyMessage, plan: &Plan) -> Vec<u8> {
+    plan.recipients.apply(&mut ready);
+    if plan.set_from {
+        ready.set_addresses("From", std::slice::from_ref(&plan.from));
     }
-    if !plan.add_bcc.is_empty() {
-        let list: Vec<&str> = plan.add_bcc.iter().map(Mailbox::email).collect();
-        extra.push_str(&format!(
-            "Bcc: {}{newline}",
-            list.join(&format!(",{newline} "))
-        ));
-    }
-    let bytes = ready.into_bytes_with(&plan.date, &plan.message_id);
-    if extra.is_empty() {
-        return bytes;
-    }
-    let mut out = extra.into_bytes();
-    out.extend_from_slice(&bytes);
-    out
+    ready.into_bytes_with(&plan.date, &plan.message_id)
 }
 
 /// `Thu, 1 Jan 2026 00:00:00 +0000`.

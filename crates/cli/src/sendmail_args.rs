@@ -65,12 +65,17 @@ Accepted and ignored (they tune sendmail's own delivery):
 
 Recipients:
   Recipients named as arguments get the message. Those missing from the
-  To, Cc and Bcc headers are added as Bcc recipients.
+  To, Cc and Bcc headers are added to the message's one Bcc field.
   With -t, the To, Cc and Bcc addresses in the message get it as well as the
   recipients named as arguments.
   Without -t, at least one recipient must be named. The APIs deliver to every
   address in the To, Cc and Bcc headers, so header recipients not named as
   arguments still receive the mail: apimail prints a warning about them.
+  A resent message (Resent-To/-Cc/-Bcc, e.g. mutt's bounce) goes only to the
+  recipients of this send: its To and Cc become Original-To and Original-Cc.
+  Local names such as root (cron's default) go to their aliases, in the
+  headers too: $APIMAIL_ALIASES, else the config key `aliases`, else
+  /etc/aliases, in aliases(5) format (root: you@example.com).
 
 Account:
   The message is sent through the account named by the APIMAIL_ACCOUNT

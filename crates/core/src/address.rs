@@ -107,6 +107,74 @@ impl FromStr for Mailbox {
     }
 }
 
+/// A recipient as a caller or a header names it: a full address, or a
+/// bare local name such as `root`, which only an alias turns into
+/// addresses (see [`crate::aliases`]).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Recipient {
+    /// A full address.
+    Mailbox(Mailbox),
+    /// A local name without a domain (`root`, `postmaster`).
+    Local(String),
+}
+
+impl Recipient {
+    /// A bare local name (a dot-atom of at most 64 characters, no `@`), or
+    /// `None` when `text` is not one.
+    pub fn local(text: &str) -> Option<Recipient> {
+        let text = text.trim();
+        let dot_atom = !text.is_empty()
+            && text.len() <= 64
+            && !text.split('.').any(str::is_empty)
+            && text.chars().all(|c| c == '.' || is_atext(c));
+        dot_atom.then(|| Recipient::Local(text.to_owned()))
+    }
+}
+
+impl fmt::Display for Recipient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Recipient::Mailbox(mailbox) => mailbox.fmt(f),
+            Recipient::Local(name) => f.write_str(name),
+        }
+    }
+}
+
+impl FromStr for Recipient {
+    type Err = AddressError;
+
+    /// A bare local name (`root`), else a mailbox as [`Mailbox`] parses it.
+    fn from_str(input: &str) -> Result<Self, Self::Err> {
+        match Recipient::local(input) {
+            Some(local) => Ok(local),
+            None => input.parse().map(Recipient::Mailbox),
+        }
+    }
+}
+
+/// Splits an address list on commas outside double quotes and angle
+/// brackets, trimming each part and dropping empty ones.
+pub(crate) fn split_list(text: &str) -> impl Iterator<Item = &str> {
+    let mut parts = Vec::new();
+    let (mut start, mut quoted, mut angle, mut escaped) = (0, false, false, false);
+    for (at, c) in text.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if quoted => escaped = true,
+            '"' => quoted = !quoted,
+            '<' if !quoted => angle = true,
+            '>' if !quoted => angle = false,
+            ',' if !quoted && !angle => {
+                parts.push(&text[start..at]);
+                start = at + 1;
+            }
+            _ => {}
+        }
+    }
+    parts.push(&text[start..]);
+    parts.into_iter().map(str::trim).filter(|p| !p.is_empty())
+}
+
 fn unquote_display_name(name: &str) -> Result<String, String> {
     let Some(inner) = name.strip_prefix('"') else {
         return Ok(name.to_owned());
@@ -272,6 +340,22 @@ mod tests {
         assert!(reason("Name <a@example.com> trailing").contains("`>`"));
         assert!(reason("a@example.com\r\nBcc: x@evil.example").contains("line break"));
         assert!(reason("a@[127.0.0.1]").contains("literals"));
+    }
+
+    #[test]
+    fn recipients_are_addresses_or_local_names() {
+        assert_eq!(
+            "root".parse::<Recipient>().unwrap(),
+            Recipient::Local("root".into())
+        );
+        assert_eq!(
+            "Ann <a@example.com>".parse::<Recipient>().unwrap(),
+            Recipient::Mailbox(ok("Ann <a@example.com>"))
+        );
+        assert!("two words".parse::<Recipient>().is_err());
+        assert!("root@".parse::<Recipient>().is_err());
+        assert!(".root".parse::<Recipient>().is_err());
+        assert_eq!(Recipient::local(&"x".repeat(65)), None);
     }
 
     #[test]

@@ -3,7 +3,9 @@
 //! - [`MessageBuilder`] turns typed input into exact RFC 5322 bytes
 //!   ([`Message`]), with mail-builder underneath.
 //! - [`ReadyMessage`] parses a message someone else composed, as a
-//!   `sendmail` caller hands it over.
+//!   `sendmail` caller hands it over; [`recipients::plan_recipients`]
+//!   maps the caller's envelope onto its headers, expanding local names
+//!   through [`aliases::Aliases`].
 //! - [`Transport`] is the seam every provider implements, and
 //!   [`TransportError`] the classification every provider maps its
 //!   failures to. [`FileTransport`] and [`StubTransport`] are test doubles.
@@ -27,6 +29,7 @@
 #![deny(missing_docs)]
 
 mod address;
+pub mod aliases;
 mod charset;
 mod compose;
 pub mod delivery;
@@ -36,6 +39,7 @@ pub mod journal;
 pub mod oauth;
 pub mod outbox;
 mod parse;
+pub mod recipients;
 pub mod retry;
 mod secret;
 pub mod slots;
@@ -44,7 +48,7 @@ mod token_sources;
 pub mod token_store;
 mod transport;
 
-pub use address::{AddressError, Mailbox};
+pub use address::{AddressError, Mailbox, Recipient};
 pub use charset::Charset;
 pub use compose::{Attachment, ComposeError, Message, MessageBuilder};
 pub use identity::SenderIdentity;

@@ -1,12 +1,25 @@
 //! Ready-made messages, as sendmail callers hand them over.
 //!
-//! The bytes are kept exactly as given. The only change is that a missing
-//! Date or Message-ID is added at the end of the header section, using
-//! the message's own line ending.
+//! The bytes are kept exactly as given, except for the edits a caller asks
+//! for (address headers set, renamed or removed, see
+//! [`crate::recipients`]) and a missing Date or Message-ID, added at the
+//! end of the header section. Every edit uses the message's own line ending.
 
+use mail_builder::headers::Header;
+use mail_builder::headers::address::Address;
 use mail_parser::{HeaderName, MessageParser};
 
-use crate::address::Mailbox;
+use crate::address::{Mailbox, Recipient};
+
+/// The headers that name recipients, in the order they are read.
+const RECIPIENT_HEADERS: [(HeaderName<'static>, &str); 6] = [
+    (HeaderName::To, "To"),
+    (HeaderName::Cc, "Cc"),
+    (HeaderName::Bcc, "Bcc"),
+    (HeaderName::ResentTo, "Resent-To"),
+    (HeaderName::ResentCc, "Resent-Cc"),
+    (HeaderName::ResentBcc, "Resent-Bcc"),
+];
 
 /// Why input is not a usable message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -40,6 +53,8 @@ pub struct ReadyMessage {
     header_end: usize,
     newline: &'static str,
     from: Option<Mailbox>,
+    /// Every recipient header's entries, in [`RECIPIENT_HEADERS`] order.
+    fields: Vec<(&'static str, Vec<Recipient>)>,
     recipients: Vec<Mailbox>,
     resent: bool,
     has_date: bool,
@@ -52,6 +67,7 @@ impl ReadyMessage {
     ///
     /// Recipients come from To, Cc and Bcc, or from Resent-To, Resent-Cc
     /// and Resent-Bcc when any of those is present (a resent message).
+    /// Bare local names (`To: root`) are kept for aliases to expand.
     pub fn parse(bytes: Vec<u8>) -> Result<Self, ParseError> {
         let (header_end, newline) = scan_header_section(&bytes)?;
         let parsed = MessageParser::new()
@@ -65,31 +81,28 @@ impl ReadyMessage {
         ]
         .into_iter()
         .any(|h| parsed.header(h).is_some());
-        let fields: &[(HeaderName<'static>, &'static str)] = if resent {
-            &[
-                (HeaderName::ResentTo, "Resent-To"),
-                (HeaderName::ResentCc, "Resent-Cc"),
-                (HeaderName::ResentBcc, "Resent-Bcc"),
-            ]
-        } else {
-            &[
-                (HeaderName::To, "To"),
-                (HeaderName::Cc, "Cc"),
-                (HeaderName::Bcc, "Bcc"),
-            ]
-        };
-        let mut recipients = Vec::new();
-        for (name, label) in fields {
-            recipients.extend(addresses(&parsed, name.clone(), label)?);
+        let mut fields = Vec::with_capacity(RECIPIENT_HEADERS.len());
+        for (name, label) in RECIPIENT_HEADERS {
+            fields.push((label, addresses(&parsed, name, label)?));
         }
+        let active = if resent { &fields[3..] } else { &fields[..3] };
+        let recipients = active
+            .iter()
+            .flat_map(|(_, list)| list)
+            .filter_map(|r| match r {
+                Recipient::Mailbox(m) => Some(m.clone()),
+                Recipient::Local(_) => None,
+            })
+            .collect();
         // A local sender such as cron's `From: root (Cron Daemon)` has no
         // domain: callers replace it with a real address.
-        let (from, local_sender) = match addresses(&parsed, HeaderName::From, "From") {
-            Ok(list) => (list.into_iter().next(), None),
-            Err(ParseError::Address { source, .. }) if !source.input.contains('@') => {
-                (None, Some(local_sender_name(&parsed)))
-            }
-            Err(e) => return Err(e),
+        let (from, local_sender) = match addresses(&parsed, HeaderName::From, "From")?
+            .into_iter()
+            .next()
+        {
+            Some(Recipient::Mailbox(from)) => (Some(from), None),
+            Some(Recipient::Local(_)) => (None, Some(local_sender_name(&parsed))),
+            None => (None, None),
         };
         let has_date = parsed.header(HeaderName::Date).is_some();
         let message_id = parsed.message_id().map(|id| format!("<{id}>"));
@@ -99,6 +112,7 @@ impl ReadyMessage {
             header_end,
             newline,
             from,
+            fields,
             recipients,
             resent,
             has_date,
@@ -115,27 +129,88 @@ impl ReadyMessage {
 
     /// Removes every `name:` header field (with its continuation lines).
     pub fn remove_header(&mut self, name: &str) {
-        let mut out = Vec::with_capacity(self.bytes.len());
-        let mut skipping = false;
-        let mut offset = 0;
-        let mut end = self.header_end;
-        for line in self.bytes[..self.header_end].split_inclusive(|&b| b == b'\n') {
-            let continuation = matches!(line.first(), Some(b' ' | b'\t'));
-            if !continuation {
-                skipping = line.len() > name.len()
-                    && line[..name.len()].eq_ignore_ascii_case(name.as_bytes())
-                    && line[name.len()] == b':';
-            }
-            if skipping {
-                end -= line.len();
+        self.edit_fields(name, |_, _| Vec::new());
+    }
+
+    /// Renames every `from:` header field to `to:`, keeping its value.
+    pub fn rename_header(&mut self, from: &str, to: &str) {
+        self.edit_fields(from, |_, field| {
+            [to.as_bytes(), &field[from.len()..]].concat()
+        });
+    }
+
+    /// Makes `name:` one field holding `mailboxes`, written by mail-builder
+    /// (display names quoted or encoded as needed, long lines folded): in
+    /// place of the first such field, or first in the header section when
+    /// there is none. Later `name:` fields are removed; so is every one when
+    /// `mailboxes` is empty.
+    pub fn set_addresses(&mut self, name: &str, mailboxes: &[Mailbox]) {
+        let field = self.address_field(name, mailboxes);
+        let found = self.edit_fields(name, |index, _| {
+            if index == 0 {
+                field.clone()
             } else {
-                out.extend_from_slice(line);
+                Vec::new()
             }
-            offset += line.len();
+        });
+        if found == 0 && !field.is_empty() {
+            self.header_end += field.len();
+            self.bytes.splice(0..0, field);
         }
-        out.extend_from_slice(&self.bytes[offset..]);
+    }
+
+    /// How many `name:` fields the header section has.
+    pub fn count_fields(&self, name: &str) -> usize {
+        header_fields(&self.bytes[..self.header_end])
+            .filter(|field| is_field(field, name))
+            .count()
+    }
+
+    /// The entries of one recipient header (`To`, `Cc`, `Bcc`, `Resent-To`,
+    /// `Resent-Cc` or `Resent-Bcc`; all its fields together), as parsed.
+    pub fn header_recipients(&self, name: &str) -> &[Recipient] {
+        self.fields
+            .iter()
+            .find(|(field, _)| field.eq_ignore_ascii_case(name))
+            .map_or(&[], |(_, list)| list)
+    }
+
+    /// Replaces each `name:` field (with its continuation lines) by what
+    /// `edit` returns for it (given its index among them and its bytes).
+    /// Returns how many there were.
+    fn edit_fields(&mut self, name: &str, mut edit: impl FnMut(usize, &[u8]) -> Vec<u8>) -> usize {
+        let mut out = Vec::with_capacity(self.bytes.len());
+        let mut found = 0;
+        for field in header_fields(&self.bytes[..self.header_end]) {
+            if is_field(field, name) {
+                out.extend(edit(found, field));
+                found += 1;
+            } else {
+                out.extend_from_slice(field);
+            }
+        }
+        let header_end = out.len();
+        out.extend_from_slice(&self.bytes[self.header_end..]);
         self.bytes = out;
-        self.header_end = end;
+        self.header_end = header_end;
+        found
+    }
+
+    /// `Name: value` plus the message's line ending; empty for no mailboxes.
+    fn address_field(&self, name: &str, mailboxes: &[Mailbox]) -> Vec<u8> {
+        if mailboxes.is_empty() {
+            return Vec::new();
+        }
+        let list = mailboxes
+            .iter()
+            .map(|m| Address::new_address(m.name(), m.email()))
+            .collect();
+        let mut field = format!("{name}: ").into_bytes();
+        Address::new_list(list).write_header(&mut field, name.len() + 2);
+        if self.newline == "\n" {
+            field.retain(|&b| b != b'\r');
+        }
+        field
     }
 
     /// The first From mailbox, if the message has one.
@@ -209,37 +284,63 @@ fn addresses(
     parsed: &mail_parser::Message<'_>,
     name: HeaderName<'static>,
     label: &'static str,
-) -> Result<Vec<Mailbox>, ParseError> {
+) -> Result<Vec<Recipient>, ParseError> {
+    let error = |source| ParseError::Address {
+        header: label,
+        source,
+    };
     let mut out = Vec::new();
     for value in parsed.header_values(name) {
         let Some(list) = value.as_address() else {
             continue;
         };
         for addr in list.iter() {
-            let Some(email) = addr.address() else {
-                match addr.name() {
-                    Some(text) if !text.trim().is_empty() => {
-                        let source = crate::AddressError {
-                            input: text.to_owned(),
-                            reason: "it has no `@`".into(),
-                        };
-                        return Err(ParseError::Address {
-                            header: label,
-                            source,
-                        });
-                    }
-                    _ => continue,
-                }
+            // `To: root` parses as a display name without an address.
+            let (display, text) = match (addr.address(), addr.name()) {
+                (Some(email), display) => (display, email),
+                (None, Some(text)) if !text.trim().is_empty() => (None, text),
+                (None, _) => continue,
             };
-            let mailbox =
-                Mailbox::new(addr.name(), email).map_err(|source| ParseError::Address {
-                    header: label,
-                    source,
-                })?;
-            out.push(mailbox);
+            let recipient = if text.contains('@') {
+                Recipient::Mailbox(Mailbox::new(display, text).map_err(error)?)
+            } else {
+                Recipient::local(text).ok_or_else(|| {
+                    error(crate::AddressError {
+                        input: text.to_owned(),
+                        reason: "it has no `@`".into(),
+                    })
+                })?
+            };
+            out.push(recipient);
         }
     }
     Ok(out)
+}
+
+/// The header section's fields, each with its continuation lines.
+fn header_fields(head: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut rest = head;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let mut end = 0;
+        for line in rest.split_inclusive(|&b| b == b'\n') {
+            if end > 0 && !matches!(line.first(), Some(b' ' | b'\t')) {
+                break;
+            }
+            end += line.len();
+        }
+        let (field, after) = rest.split_at(end);
+        rest = after;
+        Some(field)
+    })
+}
+
+fn is_field(field: &[u8], name: &str) -> bool {
+    field.len() > name.len()
+        && field[..name.len()].eq_ignore_ascii_case(name.as_bytes())
+        && field[name.len()] == b':'
 }
 
 /// Checks the header section and returns where it ends (the offset just
@@ -346,6 +447,49 @@ mod tests {
             out,
             b"To: ops@example.com\nSubject: x\nDate: D\nMessage-ID: <i@x>\n\nbody\n"
         );
+    }
+
+    #[test]
+    fn local_names_are_kept_and_address_headers_can_be_edited() {
+        let raw = b"To: root, a@example.com\r\nSubject: s\r\nCc: x@example.com,\r\n\tmore@example.com\r\nCc: y@example.com\r\n\r\nbody";
+        let mut m = ReadyMessage::parse(raw.to_vec()).unwrap();
+        assert_eq!(
+            m.header_recipients("to"),
+            [
+                Recipient::Local("root".into()),
+                Recipient::Mailbox("a@example.com".parse().unwrap())
+            ]
+        );
+        assert_eq!(
+            m.recipients().len(),
+            4,
+            "local names are not in recipients()"
+        );
+        assert_eq!(m.count_fields("cc"), 2);
+        let long: Vec<Mailbox> = (0..4)
+            .map(|i| {
+                format!("Person {i} <person.number.{i}@example.com>")
+                    .parse()
+                    .unwrap()
+            })
+            .collect();
+        m.set_addresses("Cc", &long);
+        m.rename_header("to", "Original-To");
+        m.set_addresses("Bcc", &long[..1]);
+        assert_eq!(
+            String::from_utf8(m.as_bytes().to_vec()).unwrap(),
+            "Bcc: \"Person 0\" <person.number.0@example.com>\r\n\
+             Original-To: root, a@example.com\r\n\
+             Subject: s\r\n\
+             Cc: \"Person 0\" <person.number.0@example.com>, \"Person 1\"\r\n \
+             <person.number.1@example.com>, \"Person 2\" <person.number.2@example.com>,\r\n \
+             \"Person 3\" <person.number.3@example.com>\r\n\
+             \r\nbody"
+        );
+        m.set_addresses("cc", &[]);
+        assert_eq!(m.count_fields("Cc"), 0);
+        let out = m.into_bytes_with("D", "<i@x>");
+        assert!(out.ends_with(b"Subject: s\r\nDate: D\r\nMessage-ID: <i@x>\r\n\r\nbody"));
     }
 
     #[test]

@@ -95,3 +95,84 @@ fn plain_builder_still_works_without_pins() {
         .unwrap();
     assert_wire_clean(&message);
 }
+
+mod envelope {
+    use std::collections::BTreeSet;
+
+    use apimail_core::ReadyMessage;
+    use apimail_core::aliases::Aliases;
+    use apimail_core::recipients::{RecipientSource, plan_recipients};
+    use mail_parser::{HeaderName, MessageParser};
+    use proptest::prelude::*;
+
+    fn entry() -> impl Strategy<Value = &'static str> {
+        prop::sample::select(vec![
+            "root",
+            "postmaster",
+            "www-data",
+            "default",
+            "a@example.com",
+            "B <b@example.com>",
+            "c@example.net",
+        ])
+    }
+
+    fn list() -> impl Strategy<Value = String> {
+        prop::collection::vec(entry(), 0..4).prop_map(|l| l.join(", "))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// Whatever the aliases, headers and envelope, the edited To, Cc and
+        /// Bcc (what the APIs read) name exactly the planned recipients, as
+        /// full addresses, with at most one Bcc field.
+        #[test]
+        fn the_headers_name_exactly_the_recipients(
+            aliases in prop::collection::btree_map(entry(), list().prop_filter("a target", |l| !l.is_empty()), 0..4),
+            to in list(), cc in list(), bcc in list(), resent_to in prop::option::of(list()),
+            envelope in prop::collection::vec(entry(), 0..3),
+            with_headers in any::<bool>(),
+        ) {
+            let text: String = aliases
+                .iter()
+                .filter(|(name, _)| !name.contains('@'))
+                .map(|(name, targets)| format!("{name}: {targets}\n"))
+                .collect();
+            // Mostly expandable: unknown names fall to `default:`.
+            let text = if text.contains("default:") { text } else { text + "default: c@example.net\n" };
+            let aliases = Aliases::parse(&text).unwrap();
+            let mut raw = format!("To: {to}\nCc: {cc}\nBcc: {bcc}\nBcc: {bcc}\n");
+            if let Some(resent) = resent_to {
+                raw.push_str(&format!("Resent-To: {resent}\n"));
+            }
+            raw.push_str("Subject: s\n\nbody\n");
+            let mut message = ReadyMessage::parse(raw.into_bytes()).unwrap();
+            let source = if with_headers {
+                RecipientSource::HeadersAndEnvelope
+            } else {
+                RecipientSource::Envelope
+            };
+            let Ok(plan) = plan_recipients(&message, &envelope, source, Some(&aliases)) else {
+                return Ok(()); // a loop, or nobody
+            };
+            plan.apply(&mut message);
+            let bytes = message.as_bytes();
+            let parsed = MessageParser::new().parse_headers(bytes).unwrap();
+            let mut in_headers = BTreeSet::new();
+            for name in [HeaderName::To, HeaderName::Cc, HeaderName::Bcc] {
+                for value in parsed.header_values(name) {
+                    for addr in value.as_address().into_iter().flat_map(|a| a.iter()) {
+                        let email = addr.address().unwrap_or_default();
+                        prop_assert!(email.contains('@'), "{}", String::from_utf8_lossy(bytes));
+                        in_headers.insert(email.to_owned());
+                    }
+                }
+            }
+            let planned: BTreeSet<String> =
+                plan.recipients().iter().map(|m| m.email().to_owned()).collect();
+            prop_assert_eq!(&in_headers, &planned, "{}", String::from_utf8_lossy(bytes));
+            prop_assert!(parsed.header_values(HeaderName::Bcc).count() <= 1);
+        }
+    }
+}
