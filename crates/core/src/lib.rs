@@ -30,6 +30,7 @@ mod address;
 mod charset;
 mod compose;
 pub mod endpoint;
+pub mod files;
 pub mod oauth;
 pub mod outbox;
 mod parse;
