@@ -295,24 +295,10 @@ fn is_valid_id(id: &str) -> bool {
 
 /// `YYYYMMDDTHHMMSS` in UTC, for times from 1970 to 9999.
 fn utc_stamp(unix: i64) -> String {
-    let unix = unix.clamp(0, 253_402_300_799);
-    let (days, secs) = (unix.div_euclid(86_400), unix.rem_euclid(86_400));
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}{month:02}{day:02}T{:02}{:02}{:02}",
-        secs / 3600,
-        secs % 3600 / 60,
-        secs % 60
-    )
+    let format = time::macros::format_description!("[year][month][day]T[hour][minute][second]");
+    let at = time::OffsetDateTime::from_unix_timestamp(unix.clamp(0, 253_402_300_799))
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    at.format(&format).unwrap_or_default()
 }
 
 fn random_hex(bytes: usize) -> String {
@@ -1482,6 +1468,11 @@ mod tests {
             EntryId::generate(-5)
                 .as_str()
                 .starts_with("19700101T000000-")
+        );
+        assert!(
+            EntryId::generate(i64::MAX)
+                .as_str()
+                .starts_with("99991231T235959-")
         );
         assert_ne!(EntryId::generate(0), EntryId::generate(0), "random part");
 
