@@ -32,12 +32,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
-use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
-use base64::engine::{DecodePaddingMode, general_purpose};
+use base64::engine::general_purpose;
 use serde_json::{Value, json};
 
 use crate::http::{self, Reply, Request, Response, Server, lock};
-use crate::http::{form_decode, percent_decode};
+use crate::http::{URL_SAFE_ANY, form_decode, percent_decode};
 
 /// The global Graph resource, the default audience of Graph tokens.
 pub const GRAPH_RESOURCE: &str = "https://graph.microsoft.com";
@@ -91,12 +90,6 @@ const OIDC_SCOPES: [&str; 4] = ["openid", "profile", "email", "offline_access"];
 const ACCESS_DENIED: &str = "Access is denied. Check credentials and try again.";
 const FIXTURE_PEM: &str = include_str!("../fixtures/graph-app.pem");
 const FIXTURE_CERT_DER: &[u8] = include_bytes!("../fixtures/graph-app-cert.der");
-
-/// Base64url that accepts input with or without `=` padding.
-const URL_SAFE_ANY: GeneralPurpose = GeneralPurpose::new(
-    &base64::alphabet::URL_SAFE,
-    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
-);
 
 /// A failure to inject into upcoming Graph API requests (not identity
 /// requests, not upload-URL requests).
