@@ -1394,6 +1394,7 @@ fn write_error(error: WriteError) -> OutboxError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::files::testing::*;
     use std::collections::HashSet;
     use std::sync::{Arc, Barrier, Mutex};
 
@@ -1415,20 +1416,8 @@ mod tests {
         Outbox::open(dir.path().join("outbox")).unwrap()
     }
 
-    fn names(dir: &Path) -> Vec<String> {
-        let mut names = file_names(dir).unwrap();
-        names.sort();
-        names
-    }
-
     fn entry_files(id: &EntryId) -> Vec<String> {
         vec![format!("{id}.eml"), format!("{id}.json")]
-    }
-
-    #[cfg(unix)]
-    fn mode(path: &Path) -> u32 {
-        use std::os::unix::fs::PermissionsExt;
-        fs::metadata(path).unwrap().permissions().mode() & 0o777
     }
 
     fn set_old(path: &Path) {

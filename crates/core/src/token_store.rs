@@ -563,6 +563,7 @@ fn make_private(_path: &Path, _mode: u32) -> Result<(), StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::files::testing::*;
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -619,21 +620,6 @@ mod tests {
         }
     }
 
-    #[cfg(unix)]
-    fn mode(path: &Path) -> u32 {
-        use std::os::unix::fs::PermissionsExt;
-        fs::metadata(path).unwrap().permissions().mode() & 0o777
-    }
-
-    fn file_names(dir: &Path) -> Vec<String> {
-        let mut names: Vec<String> = fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect();
-        names.sort();
-        names
-    }
-
     #[test]
     fn save_load_round_trip_is_private_and_leaves_no_temp_files() {
         let dir = tempfile::tempdir().unwrap();
@@ -657,7 +643,7 @@ mod tests {
         );
 
         assert_eq!(
-            file_names(&store.dir().join("tokens")),
+            names(&store.dir().join("tokens")),
             ["work.json", "work.lock"]
         );
         #[cfg(unix)]
@@ -1054,7 +1040,7 @@ mod tests {
         let loaded = TokenStore::new(dir.path()).load("work").unwrap().unwrap();
         assert_eq!(loaded.refresh_token.unwrap().expose(), "refresh-1");
         assert_eq!(
-            file_names(&dir.path().join("tokens")),
+            names(&dir.path().join("tokens")),
             ["work.json", "work.lock"]
         );
     }
