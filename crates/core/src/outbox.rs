@@ -1124,7 +1124,7 @@ impl Incoming {
 
         let eml = outbox.eml_path(Place::Queue, &id);
         if let Err(e) = file.persist(&eml) {
-            // Renamed but not synced: not accepted either.
+            // Even if renamed, not durable: not accepted.
             let _ = fs::remove_file(&eml);
             return Err(write_error(e));
         }
