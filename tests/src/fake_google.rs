@@ -14,12 +14,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
-use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
-use base64::engine::{DecodePaddingMode, general_purpose};
+use base64::engine::general_purpose;
 use serde_json::{Value, json};
 
 use crate::http::{self, Reply, Request, Response, Server, lock};
-use crate::http::{form_decode, percent_decode};
+use crate::http::{STANDARD_ANY, URL_SAFE_ANY, form_decode, percent_decode};
 
 /// The scope that allows `users.messages.send` and nothing else.
 pub const GMAIL_SEND_SCOPE: &str = "https://www.googleapis.com/auth/gmail.send";
@@ -43,17 +42,6 @@ const SEND_SCOPES: [&str; 5] = [
 const FIXTURE_KEY_JSON: &str = include_str!("../fixtures/service-account.json");
 const FIXTURE_PUBLIC_KEY_DER: &[u8] = include_bytes!("../fixtures/service-account.pub.der");
 const ISSUER: &str = "https://accounts.google.com";
-
-/// Base64url that accepts input with or without `=` padding.
-const URL_SAFE_ANY: GeneralPurpose = GeneralPurpose::new(
-    &base64::alphabet::URL_SAFE,
-    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
-);
-/// Standard base64 that accepts input with or without `=` padding.
-const STANDARD_ANY: GeneralPurpose = GeneralPurpose::new(
-    &base64::alphabet::STANDARD,
-    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
-);
 
 /// A failure to inject into upcoming Gmail send requests.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -32,12 +32,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
-use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
-use base64::engine::{DecodePaddingMode, general_purpose};
+use base64::engine::general_purpose;
 use serde_json::{Value, json};
 
 use crate::http::{self, Reply, Request, Response, Server, lock};
-use crate::http::{form_decode, percent_decode};
+use crate::http::{URL_SAFE_ANY, form_decode, percent_decode};
 
 /// The global Graph resource, the default audience of Graph tokens.
 pub const GRAPH_RESOURCE: &str = "https://graph.microsoft.com";
@@ -91,12 +90,6 @@ const OIDC_SCOPES: [&str; 4] = ["openid", "profile", "email", "offline_access"];
 const ACCESS_DENIED: &str = "Access is denied. Check credentials and try again.";
 const FIXTURE_PEM: &str = include_str!("../fixtures/graph-app.pem");
 const FIXTURE_CERT_DER: &[u8] = include_bytes!("../fixtures/graph-app-cert.der");
-
-/// Base64url that accepts input with or without `=` padding.
-const URL_SAFE_ANY: GeneralPurpose = GeneralPurpose::new(
-    &base64::alphabet::URL_SAFE,
-    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
-);
 
 /// A failure to inject into upcoming Graph API requests (not identity
 /// requests, not upload-URL requests).
@@ -850,8 +843,9 @@ fn identity_route(path: &str) -> Option<(&str, &str)> {
 
 /// An error in the identity platform's format.
 fn aad_error(status: u16, error: &str, code: u32, description: &str) -> Response {
-    let now = now_secs();
-    let timestamp = format!("{} {}Z", date_part(now), time_part(now));
+    let format =
+        time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]Z");
+    let timestamp = utc(now_secs()).format(&format).unwrap_or_default();
     let (trace_id, correlation_id) = (uuid(), uuid());
     Response::json(
         status,
@@ -3030,48 +3024,20 @@ fn now_secs() -> i64 {
         .unwrap_or(0)
 }
 
-/// (year, month, day, hour, minute, second) of a Unix time, in UTC.
-fn civil(secs: i64) -> (i64, u32, u32, u32, u32, u32) {
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (
-        year,
-        month,
-        day,
-        (rem / 3600) as u32,
-        (rem % 3600 / 60) as u32,
-        (rem % 60) as u32,
-    )
-}
-
-fn date_part(secs: i64) -> String {
-    let (year, month, day, ..) = civil(secs);
-    format!("{year:04}-{month:02}-{day:02}")
-}
-
-fn time_part(secs: i64) -> String {
-    let (_, _, _, hour, minute, second) = civil(secs);
-    format!("{hour:02}:{minute:02}:{second:02}")
+fn utc(secs: i64) -> time::OffsetDateTime {
+    time::OffsetDateTime::from_unix_timestamp(secs).unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
 }
 
 /// `2026-11-21T10:00:00Z`.
 fn iso_time(secs: i64) -> String {
-    format!("{}T{}Z", date_part(secs), time_part(secs))
+    let format = time::format_description::well_known::Rfc3339;
+    utc(secs).format(&format).unwrap_or_default()
 }
 
 /// Graph's `innerError.date`: `2026-11-21T10:00:00`.
 fn graph_date(secs: i64) -> String {
-    format!("{}T{}", date_part(secs), time_part(secs))
+    let format = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]");
+    utc(secs).format(&format).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -3079,7 +3045,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn civil_dates() {
+    fn dates() {
         assert_eq!(iso_time(0), "1970-01-01T00:00:00Z");
         assert_eq!(iso_time(951_782_400), "2000-02-29T00:00:00Z");
         assert_eq!(iso_time(1_795_255_200), "2026-11-21T10:00:00Z");

@@ -170,7 +170,8 @@ pub fn load(path: &Path) -> Result<Config, Failure> {
     })
 }
 
-/// Writes the file atomically (temporary file, then rename).
+/// Writes the file atomically (synced, then renamed), readable by its owner
+/// only.
 pub fn save(path: &Path, config: &Config) -> Result<(), Failure> {
     let text = toml::to_string_pretty(config).expect("the config serializes");
     write_atomically(path, text.as_bytes())
@@ -180,20 +181,11 @@ pub fn save(path: &Path, config: &Config) -> Result<(), Failure> {
         })
 }
 
-fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let tmp = dir.join(format!(
-        ".{}.{}.tmp",
-        path.file_name()
-            .map_or("config".into(), |n| n.to_string_lossy()),
-        std::process::id()
-    ));
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, path)
+fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    Ok(apimail_core::files::write_private(path, bytes)?)
 }
 
 impl Config {

@@ -329,27 +329,11 @@ fn clock_check(server_date: String) -> Check {
     }
 }
 
-/// RFC 7231 IMF-fixdate, e.g. `Sun, 06 Nov 1994 08:49:37 GMT`.
+/// RFC 7231 IMF-fixdate, e.g. `Sun, 06 Nov 1994 08:49:37 GMT`, into Unix
+/// seconds.
 fn parse_http_date(text: &str) -> Option<i64> {
-    let parts: Vec<&str> = text.split_whitespace().collect();
-    let [_, day, month, year, time, "GMT"] = parts.as_slice() else {
-        return None;
-    };
-    let month = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ]
-    .iter()
-    .position(|m| m == month)? as i64
-        + 1;
-    let (day, year): (i64, i64) = (day.parse().ok()?, year.parse().ok()?);
-    let mut t = time.split(':').map(|p| p.parse::<i64>());
-    let (h, m, s) = (t.next()?.ok()?, t.next()?.ok()?, t.next()?.ok()?);
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * (month + if month > 2 { -3 } else { 9 }) + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    Some((era * 146_097 + doe - 719_468) * 86_400 + h * 3600 + m * 60 + s)
+    let at = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc2822);
+    Some(at.ok()?.unix_timestamp())
 }
 
 fn queue_check(checks: &mut Vec<Check>) {
@@ -437,6 +421,10 @@ mod tests {
         assert_eq!(
             parse_http_date("Thu, 01 Jan 2026 00:00:00 GMT"),
             Some(1_767_225_600)
+        );
+        assert_eq!(
+            parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT"),
+            Some(784_111_777)
         );
         assert_eq!(parse_http_date("yesterday"), None);
     }

@@ -3,6 +3,8 @@
 use std::fmt;
 use std::str::FromStr;
 
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
 use encoding_rs::ISO_2022_JP;
 
 /// The character set used for text bodies and RFC 2047 encoded-words.
@@ -115,46 +117,12 @@ pub(crate) fn iso_2022_jp_words(text: &str) -> Result<String, Unrepresentable> {
 }
 
 fn encoded_word(bytes: &[u8]) -> String {
-    format!("=?ISO-2022-JP?B?{}?=", base64(bytes))
-}
-
-/// Standard base64 with padding (RFC 4648), for encoded-words.
-pub(crate) fn base64(bytes: &[u8]) -> String {
-    const TABLE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for group in bytes.chunks(3) {
-        let n = group
-            .iter()
-            .enumerate()
-            .fold(0u32, |n, (i, &b)| n | (u32::from(b) << (16 - 8 * i)));
-        for i in 0..4 {
-            if i <= group.len() {
-                out.push(TABLE[(n >> (18 - 6 * i)) as usize & 63] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+    format!("=?ISO-2022-JP?B?{}?=", STANDARD.encode(bytes))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn base64_matches_rfc_4648_vectors() {
-        let cases = [
-            ("", ""),
-            ("f", "Zg=="),
-            ("fo", "Zm8="),
-            ("foo", "Zm9v"),
-            ("foobar", "Zm9vYmFy"),
-        ];
-        for (plain, encoded) in cases {
-            assert_eq!(base64(plain.as_bytes()), encoded);
-        }
-    }
 
     #[test]
     fn iso_2022_jp_encodes_japanese_and_ends_in_ascii() {
@@ -185,7 +153,7 @@ mod tests {
                 .unwrap()
                 .strip_suffix("?=")
                 .unwrap();
-            let bytes = decode_base64(b64);
+            let bytes = STANDARD.decode(b64).unwrap();
             assert!(bytes.ends_with(b"\x1b(B"), "each word returns to ASCII");
             decoded.push_str(&ISO_2022_JP.decode_without_bom_handling(&bytes).0);
         }
@@ -196,25 +164,5 @@ mod tests {
                 .unwrap()
                 .starts_with("=?ISO-2022-JP?B?")
         );
-    }
-
-    fn decode_base64(s: &str) -> Vec<u8> {
-        let value = |c: u8| {
-            b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
-                .iter()
-                .position(|&t| t == c)
-                .unwrap() as u32
-        };
-        let mut out = Vec::new();
-        for quad in s.as_bytes().chunks(4) {
-            let n = quad
-                .iter()
-                .enumerate()
-                .filter(|(_, c)| **c != b'=')
-                .fold(0, |n, (i, &c)| n | value(c) << (18 - 6 * i));
-            let len = quad.iter().filter(|c| **c != b'=').count() - 1;
-            out.extend((0..len).map(|i| (n >> (16 - 8 * i)) as u8));
-        }
-        out
     }
 }

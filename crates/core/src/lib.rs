@@ -34,6 +34,7 @@ mod charset;
 mod compose;
 pub mod delivery;
 pub mod endpoint;
+pub mod files;
 mod identity;
 pub mod journal;
 pub mod oauth;

@@ -65,6 +65,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+use crate::files::{self, PrivateFile, WriteError};
 use crate::identity::SenderIdentity;
 use crate::token::now_unix;
 
@@ -311,24 +312,10 @@ fn is_valid_id(id: &str) -> bool {
 
 /// `YYYYMMDDTHHMMSS` in UTC, for times from 1970 to 9999.
 fn utc_stamp(unix: i64) -> String {
-    let unix = unix.clamp(0, 253_402_300_799);
-    let (days, secs) = (unix.div_euclid(86_400), unix.rem_euclid(86_400));
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}{month:02}{day:02}T{:02}{:02}{:02}",
-        secs / 3600,
-        secs % 3600 / 60,
-        secs % 60
-    )
+    let format = time::macros::format_description!("[year][month][day]T[hour][minute][second]");
+    let at = time::OffsetDateTime::from_unix_timestamp(unix.clamp(0, 253_402_300_799))
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    at.format(&format).unwrap_or_default()
 }
 
 fn random_hex(bytes: usize) -> String {
@@ -583,15 +570,15 @@ impl Outbox {
     /// [`commit`](Incoming::commit). Dropping it uncommitted removes the
     /// file.
     pub fn begin(&self) -> Result<Incoming, OutboxError> {
-        let (path, file) = create_temp(&self.tmp_dir(), "incoming")?;
+        let file = PrivateFile::new_in(&self.tmp_dir(), "incoming").map_err(write_error)?;
         // Marks the file as in use, so `open` elsewhere leaves it alone
         // however long the message takes to arrive. A fresh file cannot be
         // locked by anyone else, and if locking is unsupported the age
         // rule still protects it.
-        let _ = file.try_lock();
+        let _ = file.as_file().try_lock();
         Ok(Incoming {
             outbox: self.clone(),
-            path,
+            path: file.path().to_owned(),
             file: Some(BufWriter::new(file)),
         })
     }
@@ -843,23 +830,13 @@ impl Outbox {
             source: io::Error::other("cannot serialize the entry"),
         })?;
         json.push(b'\n');
-        let (temp_path, mut file) = create_temp(&self.tmp_dir(), &format!("{}.json", entry.id))?;
-        let written = file
-            .write_all(&json)
-            .and_then(|()| file.sync_all())
-            .map_err(|source| OutboxError::Write {
-                path: temp_path.clone(),
-                source,
-            })
-            .and_then(|()| {
-                drop(file);
-                rename(&temp_path, &path)
-            });
-        if let Err(e) = written {
-            let _ = fs::remove_file(&temp_path);
-            return Err(e);
-        }
-        sync_dir(&self.place_dir(place))
+        let mut file = PrivateFile::new_in(&self.tmp_dir(), &format!("{}.json", entry.id))
+            .map_err(write_error)?;
+        file.write_all(&json).map_err(|source| OutboxError::Write {
+            path: file.path().to_owned(),
+            source,
+        })?;
+        file.persist(&path).map_err(write_error)
     }
 
     /// Moves a queued entry to `failed/`; `entry` is its new metadata (with
@@ -921,22 +898,15 @@ impl Outbox {
                 return Ok(());
             }
             Err(_) => {
-                let (temp_path, mut file) = create_temp(&self.tmp_dir(), &format!("{id}.eml"))?;
-                let copied = File::open(&source)
+                let mut file = PrivateFile::new_in(&self.tmp_dir(), &format!("{id}.eml"))
+                    .map_err(write_error)?;
+                File::open(&source)
                     .and_then(|mut from| io::copy(&mut from, &mut file))
-                    .and_then(|_| file.sync_all())
                     .map_err(|e| OutboxError::Write {
-                        path: temp_path.clone(),
+                        path: file.path().to_owned(),
                         source: e,
-                    })
-                    .and_then(|()| {
-                        drop(file);
-                        rename(&temp_path, &target)
-                    });
-                if let Err(e) = copied {
-                    let _ = fs::remove_file(&temp_path);
-                    return Err(e);
-                }
+                    })?;
+                return file.persist(&target).map_err(write_error);
             }
         }
         sync_dir(&self.place_dir(to))
@@ -1109,7 +1079,7 @@ pub struct Incoming {
     outbox: Outbox,
     path: PathBuf,
     /// `None` once committed.
-    file: Option<BufWriter<File>>,
+    file: Option<BufWriter<PrivateFile>>,
 }
 
 impl Incoming {
@@ -1124,7 +1094,7 @@ impl Incoming {
     pub fn replace_contents(&mut self, bytes: &[u8]) -> Result<(), OutboxError> {
         let file = self.writer()?;
         let result = file.flush().and_then(|()| {
-            let inner = file.get_mut();
+            let inner = file.get_mut().as_file_mut();
             inner.set_len(0)?;
             inner.seek(SeekFrom::Start(0))?;
             file.write_all(bytes)
@@ -1135,19 +1105,31 @@ impl Incoming {
         })
     }
 
-    fn writer(&mut self) -> Result<&mut BufWriter<File>, OutboxError> {
+    fn writer(&mut self) -> Result<&mut BufWriter<PrivateFile>, OutboxError> {
         self.file.as_mut().ok_or_else(|| OutboxError::Write {
             path: self.path.clone(),
             source: io::Error::other("already committed"),
         })
     }
 
+    /// The temporary file with everything written so far, for committing.
+    fn take_file(&mut self) -> Result<PrivateFile, OutboxError> {
+        let error = |source| OutboxError::Write {
+            path: self.path.clone(),
+            source,
+        };
+        match self.file.take() {
+            Some(writer) => writer.into_inner().map_err(|e| error(e.into_error())),
+            None => Err(error(io::Error::other("already committed"))),
+        }
+    }
+
     /// Makes the message an entry, queued and due now, and returns its id.
     /// When this returns `Ok`, the message and its metadata are on disk
     /// (synced): the message is accepted.
     ///
-    /// Steps: sync the temporary file; take the new id's lock; rename the
-    /// file to `queue/<id>.eml`; sync `queue/`; write `queue/<id>.json`
+    /// Steps: take the new id's lock; sync the temporary file and rename it
+    /// to `queue/<id>.eml`; sync `queue/`; write `queue/<id>.json`
     /// atomically; sync `queue/`. On any error nothing is left behind.
     pub fn commit(self, meta: NewEntry) -> Result<EntryId, OutboxError> {
         self.commit_at(meta, now_unix())
@@ -1155,17 +1137,16 @@ impl Incoming {
 
     fn commit_at(mut self, meta: NewEntry, now: i64) -> Result<EntryId, OutboxError> {
         let outbox = self.outbox.clone();
-        let temp_path = self.path.clone();
-        let writer = self.writer()?;
-        let synced = writer
-            .flush()
-            .and_then(|()| writer.get_ref().sync_all())
-            .and_then(|()| writer.get_ref().metadata())
+        // Dropped on any error below, the temporary file is removed.
+        let file = self.take_file()?;
+        let size = file
+            .as_file()
+            .metadata()
             .map_err(|source| OutboxError::Write {
-                path: temp_path.clone(),
+                path: self.path.clone(),
                 source,
-            });
-        let size = synced?.len();
+            })?
+            .len();
 
         let mut claimed = None;
         for _ in 0..ID_RETRIES {
@@ -1186,13 +1167,11 @@ impl Incoming {
             });
         };
 
-        // From here on the file is ours to clean up: `Drop` would remove a
-        // path that no longer holds it.
-        let file = self.file.take();
         let eml = outbox.eml_path(Place::Queue, &id);
-        if let Err(e) = rename(&temp_path, &eml) {
-            let _ = fs::remove_file(&temp_path);
-            return Err(e);
+        if let Err(e) = file.persist(&eml) {
+            // Even if renamed, not durable: not accepted.
+            let _ = fs::remove_file(&eml);
+            return Err(write_error(e));
         }
         let entry = Entry {
             id: id.clone(),
@@ -1214,16 +1193,13 @@ impl Incoming {
             retried_at: None,
             failed_reason: None,
         };
-        let written =
-            sync_dir(&outbox.queue_dir()).and_then(|()| outbox.write_entry(Place::Queue, &entry));
-        if let Err(e) = written {
+        if let Err(e) = outbox.write_entry(Place::Queue, &entry) {
             // Not an entry without its .json; don't leave the message.
             let _ = fs::remove_file(outbox.json_path(Place::Queue, &id));
             let _ = fs::remove_file(&eml);
             let _ = sync_dir(&outbox.queue_dir());
             return Err(e);
         }
-        drop(file);
         Ok(id)
     }
 }
@@ -1254,9 +1230,8 @@ impl Write for Incoming {
 impl Drop for Incoming {
     fn drop(&mut self) {
         if let Some(file) = self.file.take() {
-            // Close (and unlock) before removing; buffered bytes are moot.
+            // Buffered bytes are moot; dropping the file removes it.
             drop(file.into_parts());
-            let _ = fs::remove_file(&self.path);
         }
     }
 }
@@ -1439,35 +1414,6 @@ fn make_private(_path: &Path, _mode: u32) -> Result<(), OutboxError> {
     Ok(())
 }
 
-/// Creates a new, empty, owner-only file in `dir` named after `stem`.
-fn create_temp(dir: &Path, stem: &str) -> Result<(PathBuf, File), OutboxError> {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    loop {
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let path = dir.join(format!("{stem}.{}-{nanos}-{n}.tmp", std::process::id()));
-        let mut options = OpenOptions::new();
-        options.read(true).write(true).create_new(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        match options.open(&path) {
-            Ok(file) => {
-                // The umask can only remove bits; this also covers
-                // platforms without modes.
-                if let Err(e) = make_private(&path, 0o600) {
-                    let _ = fs::remove_file(&path);
-                    return Err(e);
-                }
-                return Ok((path, file));
-            }
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && n < u64::MAX => continue,
-            Err(source) => return Err(OutboxError::Write { path, source }),
-        }
-    }
-}
-
 fn rename(from: &Path, to: &Path) -> Result<(), OutboxError> {
     fs::rename(from, to).map_err(|source| OutboxError::Move {
         from: from.to_owned(),
@@ -1516,32 +1462,29 @@ fn file_names(dir: &Path) -> Result<Vec<String>, OutboxError> {
     Ok(names)
 }
 
-/// Makes renames and removals in `dir` durable. File systems that cannot
-/// sync a directory (`EINVAL`) are accepted; other failures are errors.
+/// [`files::sync_dir`] with the outbox's error.
 fn sync_dir(dir: &Path) -> Result<(), OutboxError> {
-    #[cfg(unix)]
-    match File::open(dir).and_then(|d| d.sync_all()) {
-        Ok(()) => {}
-        Err(e)
-            if matches!(
-                e.kind(),
-                io::ErrorKind::InvalidInput | io::ErrorKind::Unsupported
-            ) => {}
-        Err(source) => {
-            return Err(OutboxError::Sync {
-                path: dir.to_owned(),
-                source,
-            });
+    files::sync_dir(dir).map_err(|source| OutboxError::Sync {
+        path: dir.to_owned(),
+        source,
+    })
+}
+
+/// A failed atomic write as the outbox reports it.
+fn write_error(error: WriteError) -> OutboxError {
+    match error {
+        WriteError::Create { dir: path, source } | WriteError::Write { path, source } => {
+            OutboxError::Write { path, source }
         }
+        WriteError::Rename { from, to, source } => OutboxError::Move { from, to, source },
+        WriteError::Sync { dir, source } => OutboxError::Sync { path: dir, source },
     }
-    #[cfg(not(unix))]
-    let _ = dir;
-    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::files::testing::*;
     use std::collections::HashSet;
     use std::sync::{Arc, Barrier, Mutex};
 
@@ -1564,20 +1507,8 @@ mod tests {
         Outbox::open(dir.path().join("outbox")).unwrap()
     }
 
-    fn names(dir: &Path) -> Vec<String> {
-        let mut names = file_names(dir).unwrap();
-        names.sort();
-        names
-    }
-
     fn entry_files(id: &EntryId) -> Vec<String> {
         vec![format!("{id}.eml"), format!("{id}.json")]
-    }
-
-    #[cfg(unix)]
-    fn mode(path: &Path) -> u32 {
-        use std::os::unix::fs::PermissionsExt;
-        fs::metadata(path).unwrap().permissions().mode() & 0o777
     }
 
     fn set_old(path: &Path) {
@@ -1617,6 +1548,11 @@ mod tests {
             EntryId::generate(-5)
                 .as_str()
                 .starts_with("19700101T000000-")
+        );
+        assert!(
+            EntryId::generate(i64::MAX)
+                .as_str()
+                .starts_with("99991231T235959-")
         );
         assert_ne!(EntryId::generate(0), EntryId::generate(0), "random part");
 
@@ -2254,7 +2190,7 @@ mod tests {
 
         let reopened = open(&dir);
         let mut tmp = names(&root.join("tmp"));
-        tmp.retain(|n| !n.starts_with("incoming."));
+        tmp.retain(|n| !n.starts_with(".incoming."));
         assert_eq!(tmp, ["y.json.1-2-3.tmp"]);
         assert!(slow.path().exists(), "in use");
         let mut queue = entry_files(&entry);

@@ -13,11 +13,11 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::future::Future;
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::files;
 use crate::secret::Secret;
 use crate::token::{AccessToken, TokenError, TokenResponse, now_unix};
 
@@ -311,7 +311,8 @@ impl TokenStore {
         let _lock = self.lock_blocking(account)?;
         match fs::remove_file(&path) {
             Ok(()) => {
-                sync_dir(&self.tokens_dir());
+                // Best effort: the file is gone either way.
+                let _ = files::sync_dir(&self.tokens_dir());
                 Ok(true)
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
@@ -468,7 +469,7 @@ impl TokenStore {
     /// Writes `token` atomically; the caller holds the lock.
     fn write(&self, token: &StoredToken) -> Result<(), StoreError> {
         validate_account(&token.account)?;
-        let tokens = self.ensure_dirs()?;
+        self.ensure_dirs()?;
         let path = self.path(&token.account);
         let mut token = token.clone();
         token.updated_at = now_unix();
@@ -478,13 +479,11 @@ impl TokenStore {
         })?;
         json.push(b'\n');
 
-        let (temp_path, file) = create_temp(&tokens, &token.account)?;
-        if let Err(e) = write_and_rename(file, &json, &temp_path, &path) {
-            let _ = fs::remove_file(&temp_path);
-            return Err(e);
-        }
-        sync_dir(&tokens);
-        Ok(())
+        // The temporary file's leading dot keeps it out of `list`.
+        files::write_private(&path, &json).map_err(|e| StoreError::Write {
+            path: path.clone(),
+            source: e.into_io_error(),
+        })
     }
 
     /// Opens (creating if needed) the account's lock file.
@@ -539,27 +538,6 @@ impl TokenStore {
     }
 }
 
-/// Writes `content` into the temporary file, syncs it and moves it over
-/// `target`.
-fn write_and_rename(
-    mut file: File,
-    content: &[u8],
-    temp_path: &Path,
-    target: &Path,
-) -> Result<(), StoreError> {
-    file.write_all(content)
-        .and_then(|()| file.sync_all())
-        .map_err(|source| StoreError::Write {
-            path: temp_path.to_owned(),
-            source,
-        })?;
-    drop(file);
-    fs::rename(temp_path, target).map_err(|source| StoreError::Write {
-        path: target.to_owned(),
-        source,
-    })
-}
-
 /// One attempt at an exclusive lock: `Ok(false)` if someone else holds it.
 fn try_lock(file: &File, path: &Path) -> Result<bool, StoreError> {
     match file.try_lock() {
@@ -569,36 +547,6 @@ fn try_lock(file: &File, path: &Path) -> Result<bool, StoreError> {
             path: path.to_owned(),
             source,
         }),
-    }
-}
-
-/// Creates a new, empty, owner-only temporary file in `dir`.
-fn create_temp(dir: &Path, account: &str) -> Result<(PathBuf, File), StoreError> {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    loop {
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        // The leading dot keeps it out of `list`.
-        let path = dir.join(format!(
-            ".{account}.json.{}-{nanos}-{n}.tmp",
-            std::process::id()
-        ));
-        let mut options = OpenOptions::new();
-        options.write(true).create_new(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        match options.open(&path) {
-            Ok(file) => {
-                // The mode above is filtered by the umask, which can only
-                // remove bits; this also covers platforms without modes.
-                make_private(&path, 0o600)?;
-                return Ok((path, file));
-            }
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && n < u64::MAX => continue,
-            Err(source) => return Err(StoreError::Write { path, source }),
-        }
     }
 }
 
@@ -622,22 +570,12 @@ fn make_private(_path: &Path, _mode: u32) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Makes a rename or removal in `dir` durable. Best effort: the data itself
-/// is already synced, and not every file system supports this.
-fn sync_dir(dir: &Path) {
-    #[cfg(unix)]
-    if let Ok(dir) = File::open(dir) {
-        let _ = dir.sync_all();
-    }
-    #[cfg(not(unix))]
-    let _ = dir;
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::files::testing::*;
     use std::sync::Arc;
-    use std::sync::atomic::AtomicUsize;
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
     const SECRETS: [&str; 4] = [
         "SECRET-refresh-1",
@@ -692,21 +630,6 @@ mod tests {
         }
     }
 
-    #[cfg(unix)]
-    fn mode(path: &Path) -> u32 {
-        use std::os::unix::fs::PermissionsExt;
-        fs::metadata(path).unwrap().permissions().mode() & 0o777
-    }
-
-    fn file_names(dir: &Path) -> Vec<String> {
-        let mut names: Vec<String> = fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect();
-        names.sort();
-        names
-    }
-
     #[test]
     fn save_load_round_trip_is_private_and_leaves_no_temp_files() {
         let dir = tempfile::tempdir().unwrap();
@@ -730,7 +653,7 @@ mod tests {
         );
 
         assert_eq!(
-            file_names(&store.dir().join("tokens")),
+            names(&store.dir().join("tokens")),
             ["work.json", "work.lock"]
         );
         #[cfg(unix)]
@@ -1127,7 +1050,7 @@ mod tests {
         let loaded = TokenStore::new(dir.path()).load("work").unwrap().unwrap();
         assert_eq!(loaded.refresh_token.unwrap().expose(), "refresh-1");
         assert_eq!(
-            file_names(&dir.path().join("tokens")),
+            names(&dir.path().join("tokens")),
             ["work.json", "work.lock"]
         );
     }

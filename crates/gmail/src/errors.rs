@@ -116,23 +116,10 @@ fn retry_delay(header: Option<&str>, message: &str) -> Option<Duration> {
     (wait > 0).then(|| Duration::from_secs(wait as u64))
 }
 
-/// Parses `YYYY-MM-DDTHH:MM:SS[.fff]Z` into Unix seconds.
+/// Parses an RFC 3339 time (`2026-09-11T20:00:00.000Z`) into Unix seconds.
 fn parse_rfc3339_utc(stamp: &str) -> Option<i64> {
-    let stamp = stamp.strip_suffix('Z')?;
-    let (date, time) = stamp.split_once('T')?;
-    let mut d = date.split('-').map(|p| p.parse::<i64>());
-    let (y, m, day) = (d.next()?.ok()?, d.next()?.ok()?, d.next()?.ok()?);
-    let time = time.split('.').next()?;
-    let mut t = time.split(':').map(|p| p.parse::<i64>());
-    let (hh, mm, ss) = (t.next()?.ok()?, t.next()?.ok()?, t.next()?.ok()?);
-    // Days from civil (Howard Hinnant's algorithm).
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some(days * 86_400 + hh * 3600 + mm * 60 + ss)
+    let at = time::OffsetDateTime::parse(stamp, &time::format_description::well_known::Rfc3339);
+    Some(at.ok()?.unix_timestamp())
 }
 
 fn first_line(text: &str) -> &str {
