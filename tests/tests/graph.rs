@@ -552,3 +552,302 @@ fn confidential_client_secret_comes_from_the_environment() {
         "the refresh authenticates too"
     );
 }
+
+// 9. Large messages: byte-exact files, faults without leftovers or waste
+
+/// Files that are not UTF-8 text, and must arrive as they are.
+fn awkward_files() -> Vec<(&'static str, Vec<u8>)> {
+    let utf16: Vec<u8> = [0xff, 0xfe]
+        .into_iter()
+        .chain("Grüße, 日本\r\n".encode_utf16().flat_map(u16::to_le_bytes))
+        .collect();
+    vec![
+        (
+            "latin1.txt",
+            b"caf\xe9 cr\xe8me br\xfbl\xe9e\r\n".repeat(60),
+        ),
+        ("utf16.txt", utf16),
+        // 日本語のテキスト in Shift_JIS (CP932).
+        (
+            "sjis.txt",
+            b"\x93\xfa\x96\x7b\x8c\xea\x82\xcc\x83\x65\x83\x4c\x83\x58\x83\x67\r\n".to_vec(),
+        ),
+        ("data.csv", b"\xff\xfeid,name\r\n1,\xe9\r\n".to_vec()),
+        ("nuls.txt", b"a\x00b\x00\x00c\r\nend\x00".to_vec()),
+    ]
+}
+
+/// A part's body with only its transfer encoding undone.
+fn part_bytes(message: &mail_parser::Message<'_>, part: &mail_parser::MessagePart<'_>) -> Vec<u8> {
+    use mail_parser::decoders::base64::base64_decode;
+    use mail_parser::decoders::quoted_printable::quoted_printable_decode;
+    let raw = &message.raw_message[part.offset_body as usize..part.offset_end as usize];
+    match part.encoding {
+        mail_parser::Encoding::Base64 => base64_decode(raw).unwrap(),
+        mail_parser::Encoding::QuotedPrintable => quoted_printable_decode(raw).unwrap(),
+        mail_parser::Encoding::None => raw.to_vec(),
+    }
+}
+
+fn attach_args(sandbox: &Sandbox, files: &[(&str, Vec<u8>)]) -> Vec<String> {
+    let mut args = Vec::new();
+    for (name, bytes) in files {
+        let path = sandbox.path().join(name);
+        std::fs::write(&path, bytes).unwrap();
+        args.extend(["--attach".to_owned(), path.display().to_string()]);
+    }
+    args
+}
+
+#[test]
+fn files_in_other_charsets_arrive_byte_exact_by_send_mail_and_by_draft() {
+    use mail_parser::MimeHeaders as _;
+    let (fake, sandbox) = logged_in(&["--large-messages"]);
+    let files = awkward_files();
+    let args = attach_args(&sandbox, &files);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+
+    // Small: one sendMail with the MIME.
+    let out = send(&sandbox, &args);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let delivered = fake.delivered();
+    assert_eq!(delivered[0].via, "sendMail-mime");
+    let message = mail_parser::MessageParser::default()
+        .parse(&delivered[0].mime)
+        .unwrap();
+    for (name, bytes) in &files {
+        let part = message
+            .attachments()
+            .find(|p| p.attachment_name() == Some(*name))
+            .unwrap_or_else(|| panic!("{name} is in the MIME"));
+        assert!(
+            part_bytes(&message, part) == *bytes,
+            "{name} arrives byte-exact by sendMail"
+        );
+    }
+
+    // Large: the same files next to a big one take the draft route.
+    let mut large = files.clone();
+    large.push(("big.bin", pseudo_random(3_200_000)));
+    let args = attach_args(&sandbox, &large);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = send(&sandbox, &args);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let delivered = fake.delivered();
+    assert_eq!(delivered[1].via, "draft");
+    for (name, bytes) in &large {
+        let attachment = delivered[1]
+            .attachments
+            .iter()
+            .find(|a| a.name == *name)
+            .unwrap_or_else(|| panic!("{name} was attached"));
+        assert!(
+            attachment.bytes == *bytes,
+            "{name} arrives byte-exact by draft"
+        );
+        assert!(
+            !attachment.content_type.contains("utf-8"),
+            "{name} keeps its own type: {}",
+            attachment.content_type
+        );
+    }
+    assert!(fake.drafts().is_empty());
+}
+
+fn count_requests(fake: &FakeMicrosoft, method: &str, path_end: &str) -> usize {
+    fake.graph_request_log()
+        .iter()
+        .filter(|(m, path, _)| m == method && path.ends_with(path_end))
+        .count()
+}
+
+#[test]
+fn lost_chunk_answers_go_on_from_the_next_expected_range() {
+    let (fake, sandbox) = logged_in(&["--large-messages"]);
+    let data = pseudo_random(8 << 20);
+    let file = sandbox.path().join("big.pdf");
+    std::fs::write(&file, &data).unwrap();
+    // The second chunk arrives, its answer does not.
+    fake.lose_chunk_answer_at(1);
+    let out = send(&sandbox, &["--attach", file.to_str().unwrap(), "--debug"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(fake.delivered()[0].attachments[0].bytes == data);
+    let chunks = fake.chunks();
+    assert!(
+        chunks.iter().filter(|c| c.status == 416).count() <= 1,
+        "{chunks:?}"
+    );
+    let uploaded: usize = chunks.iter().map(|c| c.len).sum();
+    assert!(
+        uploaded < data.len() + data.len() / 2,
+        "{uploaded} bytes sent"
+    );
+
+    // The last chunk's answer lost: the session is gone, the attachment is
+    // on the draft, nothing is sent twice.
+    let before = fake.chunks().len();
+    fake.lose_chunk_answer_at(before + 2);
+    let out = send(&sandbox, &["--attach", file.to_str().unwrap()]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let delivered = fake.delivered();
+    assert_eq!(delivered.len(), 2);
+    assert_eq!(delivered[1].attachments.len(), 1, "one attachment, not two");
+    assert!(delivered[1].attachments[0].bytes == data);
+    assert_eq!(fake.chunks().len(), before + 3, "no chunk was sent again");
+    assert!(fake.drafts().is_empty());
+}
+
+#[test]
+fn a_second_token_expiry_in_one_send_is_refreshed_too() {
+    let (fake, sandbox) = logged_in(&["--large-messages"]);
+    let file = sandbox.path().join("big.bin");
+    std::fs::write(&file, pseudo_random(4 << 20)).unwrap();
+    let expired = || Fault::Error {
+        status: 401,
+        code: "InvalidAuthenticationToken".into(),
+        message: "Access token has expired or is not yet valid.".into(),
+    };
+    // draft, createUploadSession (401, then again), send (401, then again).
+    for fault in [
+        Fault::Slow(Duration::ZERO),
+        expired(),
+        Fault::Slow(Duration::ZERO),
+        expired(),
+    ] {
+        fake.inject(fault);
+    }
+    let out = send(&sandbox, &["--attach", file.to_str().unwrap()]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(fake.token_requests("refresh_token"), 2);
+    assert_eq!(fake.delivered().len(), 1);
+    assert!(fake.drafts().is_empty());
+}
+
+fn queued_entry(sandbox: &Sandbox) -> serde_json::Value {
+    let dir = sandbox.path().join("data/outbox/queue");
+    let json = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "json"))
+        .expect("an entry is queued");
+    serde_json::from_slice(&std::fs::read(json).unwrap()).unwrap()
+}
+
+#[test]
+fn a_failed_send_keeps_the_complete_draft_and_only_sends_it_again() {
+    let (fake, sandbox) = logged_in(&["--large-messages"]);
+    let data = pseudo_random(5 << 20);
+    let file = sandbox.path().join("big.bin");
+    std::fs::write(&file, &data).unwrap();
+    // draft and createUploadSession pass; every send is 503 for now.
+    fake.inject_n(Fault::Slow(Duration::ZERO), 2);
+    fake.fail_forever(Fault::Status503);
+    let out = run(sandbox
+        .cmd()
+        .env("APIMAIL_RETRY_ATTEMPTS", "3")
+        .env("APIMAIL_RETRY_MAX_SECONDS", "10")
+        .args(send_args(&["--attach", file.to_str().unwrap()])));
+    assert_eq!(out.code, 75, "{}", out.stderr);
+    assert_eq!(count_requests(&fake, "POST", "/send"), 3);
+    assert_eq!(
+        count_requests(&fake, "POST", "/me/messages"),
+        1,
+        "one draft"
+    );
+    assert_eq!(fake.drafts().len(), 1, "kept for the next attempt");
+    let entry = queued_entry(&sandbox);
+    assert_eq!(
+        entry["notes"]["graph.draft_id"],
+        fake.drafts()[0].id.as_str()
+    );
+    assert_eq!(entry["notes"]["graph.draft_complete"], "true");
+
+    // The next attempt, in another process, only sends.
+    fake.clear_faults();
+    let uploaded = fake.chunks().iter().map(|c| c.len).sum::<usize>();
+    let flush = run(sandbox.cmd().args(["queue", "flush", "--all"]));
+    assert_eq!(flush.code, 0, "{}", flush.stderr);
+    assert_eq!(fake.delivered().len(), 1);
+    assert!(fake.delivered()[0].attachments[0].bytes == data);
+    assert_eq!(fake.chunks().iter().map(|c| c.len).sum::<usize>(), uploaded);
+    assert!(
+        (uploaded as f64) < data.len() as f64 * 1.1,
+        "{uploaded} bytes uploaded for {} bytes",
+        data.len()
+    );
+    assert_eq!(count_requests(&fake, "POST", "/me/messages"), 1);
+    assert!(fake.drafts().is_empty());
+}
+
+#[test]
+fn a_send_whose_answer_was_lost_is_found_in_sent_items() {
+    let (fake, sandbox) = logged_in(&["--large-messages"]);
+    let file = sandbox.path().join("big.bin");
+    std::fs::write(&file, pseudo_random(4 << 20)).unwrap();
+    fake.inject_n(Fault::Slow(Duration::ZERO), 2);
+    fake.inject(Fault::LoseAnswer);
+    let out = send(&sandbox, &["--attach", file.to_str().unwrap(), "--debug"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(fake.delivered().len(), 1, "sent once, not twice");
+    assert_eq!(count_requests(&fake, "POST", "/send"), 1);
+    assert!(
+        fake.graph_request_log().iter().any(|(m, p, s)| m == "GET"
+            && p.contains("/mailFolders/sentitems/messages")
+            && *s == 200),
+        "{:?}",
+        fake.graph_request_log()
+    );
+    assert!(fake.drafts().is_empty());
+    assert_eq!(fake.sent_items(USER).len(), 1);
+}
+
+#[test]
+fn a_draft_whose_deletion_failed_goes_with_queue_drop() {
+    let (fake, sandbox) = logged_in(&["--large-messages"]);
+    let file = sandbox.path().join("big.bin");
+    std::fs::write(&file, pseudo_random(4 << 20)).unwrap();
+    // The draft is created; the upload session is refused for good; the
+    // clean-up DELETE fails.
+    fake.inject(Fault::Slow(Duration::ZERO));
+    fake.inject(Fault::Error {
+        status: 403,
+        code: "ErrorAccessDenied".into(),
+        message: "Access is denied. Check credentials and try again.".into(),
+    });
+    fake.inject(Fault::Status503);
+    let out = send(&sandbox, &["--attach", file.to_str().unwrap()]);
+    assert_eq!(out.code, 77, "{}", out.stderr);
+    assert_eq!(fake.drafts().len(), 1);
+    let entry = queued_entry(&sandbox);
+    let id = entry["id"].as_str().unwrap().to_owned();
+    assert!(entry["notes"]["graph.draft_id"].is_string(), "{entry}");
+
+    let dropped = run(sandbox.cmd().args(["queue", "drop", &id]));
+    assert_eq!(dropped.code, 0, "{}", dropped.stderr);
+    assert!(fake.drafts().is_empty(), "queue drop deleted the draft");
+}
+
+#[test]
+fn an_incomplete_draft_is_deleted_by_the_next_attempt() {
+    let (fake, sandbox) = logged_in(&["--large-messages"]);
+    let data = pseudo_random(4 << 20);
+    let file = sandbox.path().join("big.bin");
+    std::fs::write(&file, &data).unwrap();
+    // createUploadSession fails (503) and the DELETE too: the draft stays,
+    // recorded.
+    fake.inject(Fault::Slow(Duration::ZERO));
+    fake.inject_n(Fault::Status503, 2);
+    let out = run(sandbox
+        .cmd()
+        .env("APIMAIL_RETRY_ATTEMPTS", "1")
+        .args(send_args(&["--attach", file.to_str().unwrap()])));
+    assert_eq!(out.code, 75, "{}", out.stderr);
+    let left = fake.drafts();
+    assert_eq!(left.len(), 1);
+    let flush = run(sandbox.cmd().args(["queue", "flush", "--all"]));
+    assert_eq!(flush.code, 0, "{}", flush.stderr);
+    assert_eq!(fake.delivered().len(), 1);
+    assert!(fake.delivered()[0].attachments[0].bytes == data);
+    assert!(fake.drafts().is_empty(), "the old draft was deleted first");
+    assert_eq!(fake.deleted_drafts(), 1);
+}

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use anyhow::anyhow;
 use apimail_core::token_store::TokenStore;
 use apimail_core::{
-    AccessToken, Envelope, ErrorKind, Receipt, RefreshTokenSource, Secret, StoredTokens,
-    TokenError, TokenSource, Transport, TransportError,
+    AccessToken, DeliveryNotes, Envelope, ErrorKind, Receipt, RefreshTokenSource, Secret,
+    StoredTokens, TokenError, TokenSource, Transport, TransportError,
 };
 use apimail_gmail::{GmailTransport, ServiceAccountTokens, google_auth};
 use apimail_graph::{AppOnlyTokens, GraphTransport, Mailbox};
@@ -56,6 +56,10 @@ pub struct Resolved {
     pub relogin: String,
     /// The command that authorizes again with Mail.ReadWrite (Graph).
     pub relogin_large: Option<String>,
+    /// Whether `relogin` is a login that can fix a refused authorization;
+    /// false for environment and app-only credentials, whose fixes are an
+    /// administrator's.
+    pub login_fixes_auth: bool,
     /// The token and API endpoints, for `apimail doctor`.
     pub endpoints: Vec<Url>,
     pub sender: Sender,
@@ -69,14 +73,25 @@ pub enum Sender {
 }
 
 impl Sender {
+    /// One attempt; `notes` (the outbox entry) carry what the provider
+    /// keeps across attempts.
     pub async fn send(
         &self,
         envelope: &Envelope,
         message: &[u8],
+        notes: &dyn DeliveryNotes,
     ) -> Result<Receipt, TransportError> {
         match self {
-            Sender::Gmail(t) => t.send_raw(envelope, message).await,
-            Sender::Graph(t) => t.send_raw(envelope, message).await,
+            Sender::Gmail(t) => t.send_noted(envelope, message, notes).await,
+            Sender::Graph(t) => t.send_noted(envelope, message, notes).await,
+        }
+    }
+
+    /// Cleans up what earlier attempts left at the provider.
+    pub async fn discard(&self, notes: &dyn DeliveryNotes) -> Result<(), TransportError> {
+        match self {
+            Sender::Gmail(t) => t.discard(notes).await,
+            Sender::Graph(t) => t.discard(notes).await,
         }
     }
 }
@@ -246,6 +261,7 @@ fn gmail_account(ctx: &Context, name: &str, account: &Account) -> Result<Resolve
         address: account.address.clone(),
         relogin: gmail_login_command(name, account),
         relogin_large: None,
+        login_fixes_auth: true,
         sender: Sender::Gmail(transport),
     })
 }
@@ -317,6 +333,7 @@ async fn gmail_from_env() -> Result<Option<Resolved>, Failure> {
             account: None,
             endpoints: vec![token_url, api_url],
             relogin_large: None,
+            login_fixes_auth: false,
             label: format!("service account acting as {user}"),
             address: Some(user),
             relogin: "check the service account's domain-wide delegation (client id and the gmail.send scope) in the Google Workspace admin console".into(),
@@ -354,6 +371,7 @@ async fn gmail_from_env() -> Result<Option<Resolved>, Failure> {
         account: None,
         endpoints: vec![token_endpoint, api_url.clone()],
         relogin_large: None,
+        login_fixes_auth: false,
         label: "the refresh token in APIMAIL_GOOGLE_REFRESH_TOKEN".into(),
         address: user,
         relogin: "get a new refresh token (for example with `apimail auth login gmail`) and update APIMAIL_GOOGLE_REFRESH_TOKEN".into(),
@@ -397,10 +415,11 @@ fn graph_account(ctx: &Context, name: &str, account: &Account) -> Result<Resolve
                 GraphTokens::AppOnly(tokens),
                 max,
                 true,
-            ),
+            )
+            .app_only(),
             authority_token_url,
             format!(
-                "check the app's Mail.Send application permission and admin consent for account `{name}`"
+                "an administrator checks the app's Mail.Send application permission and admin consent for account `{name}`"
             ),
             None,
         ));
@@ -464,6 +483,7 @@ fn graph_resolved(
         endpoints,
         label,
         address,
+        login_fixes_auth: relogin_large.is_some(),
         relogin,
         relogin_large,
         sender: Sender::Graph(transport),
@@ -567,9 +587,10 @@ fn graph_from_env() -> Result<Option<Resolved>, Failure> {
     Ok(Some(graph_resolved(
         format!("app-only credentials in the environment, as {user}"),
         Some(user.clone()),
-        GraphTransport::new(&api, Mailbox::User(user), GraphTokens::AppOnly(tokens), max, true),
+        GraphTransport::new(&api, Mailbox::User(user), GraphTokens::AppOnly(tokens), max, true)
+            .app_only(),
         apimail_graph::token_url(&crate::graph_auth::authority(None, cloud)?, &tenant),
-        "check AZURE_CLIENT_SECRET (or the certificate), the app's Mail.Send application permission and admin consent".into(),
+        "check AZURE_CLIENT_SECRET (or the certificate); an administrator checks the app's Mail.Send application permission and admin consent".into(),
         None,
     )))
 }
@@ -607,14 +628,14 @@ pub fn send_failure(error: TransportError, resolved: &Resolved) -> Failure {
                     resolved.label
                 )),
             )
-            .hint(format!("run `{}`", resolved.relogin));
+            .hint(relogin_hint(resolved));
             for cause in causes {
                 failure = failure.note(format!("{company} ends authorizations when {cause}"));
             }
             return failure;
         }
         Some(TokenError::NotLoggedIn { .. } | TokenError::Refused { .. }) => {
-            return Failure::new(Exit::NoPerm, error).hint(format!("run `{}`", resolved.relogin));
+            return Failure::new(Exit::NoPerm, error).hint(relogin_hint(resolved));
         }
         Some(TokenError::Unreachable(_)) => {
             return Failure::new(Exit::TempFail, error)
@@ -622,6 +643,10 @@ pub fn send_failure(error: TransportError, resolved: &Resolved) -> Failure {
         }
         _ => {}
     }
+    let graph_hint = match resolved.provider {
+        Provider::Graph => apimail_graph::failure_hint(&error),
+        Provider::Gmail => None,
+    };
     let (exit, hint) = match error.kind() {
         ErrorKind::Temporary => (
             Exit::TempFail,
@@ -646,7 +671,16 @@ pub fn send_failure(error: TransportError, resolved: &Resolved) -> Failure {
             "this is a bug in apimail; please report it with the output of --debug".to_owned(),
         ),
     };
-    Failure::new(exit, error).hint(hint)
+    Failure::new(exit, error).hint(graph_hint.map_or(hint, str::to_owned))
+}
+
+/// `run \`apimail auth login …\`` when a login can fix it, else what can.
+fn relogin_hint(resolved: &Resolved) -> String {
+    if resolved.login_fixes_auth {
+        format!("run `{}`", resolved.relogin)
+    } else {
+        resolved.relogin.clone()
+    }
 }
 
 fn unauthorized_hint(error: &TransportError, resolved: &Resolved) -> String {
@@ -658,9 +692,10 @@ fn unauthorized_hint(error: &TransportError, resolved: &Resolved) -> String {
             "authorize again with the gmail.send scope: `{}`",
             resolved.relogin
         ),
-        (_, Provider::Graph) => format!(
+        (_, Provider::Graph) if resolved.login_fixes_auth => format!(
             "grant the app the permission (or admin consent), or `{}`",
             resolved.relogin
         ),
+        (_, Provider::Graph) => resolved.relogin.clone(),
     }
 }

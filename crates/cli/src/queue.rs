@@ -61,6 +61,7 @@ pub async fn run(ctx: Context, command: QueueCommand) -> Result<(), Failure> {
             Ok(())
         }
         QueueCommand::Drop { id } => {
+            discard(&ctx, &outbox, &id).await?;
             if !outbox.drop_entry(&id).map_err(outbox_failure)? {
                 return Err(unknown_id(&id));
             }
@@ -68,6 +69,33 @@ pub async fn run(ctx: Context, command: QueueCommand) -> Result<(), Failure> {
             Ok(())
         }
     }
+}
+
+/// Before `queue drop`: what earlier attempts left at the provider (a Graph
+/// draft) is deleted, or the entry stays so nothing is left behind unseen.
+async fn discard(ctx: &Context, outbox: &Outbox, id: &str) -> Result<(), Failure> {
+    let Some(entry) = outbox.get(id).map_err(outbox_failure)? else {
+        return Err(unknown_id(id));
+    };
+    if entry.notes.is_empty() {
+        return Ok(());
+    }
+    let provider = match entry.provider.as_deref() {
+        Some("graph") => Some(Provider::Graph),
+        Some("gmail") => Some(Provider::Gmail),
+        _ => None,
+    };
+    let resolved = providers::resolve(ctx, entry.account.as_deref(), provider).await?;
+    let notes = apimail_core::MemoryNotes::default();
+    for (key, value) in &entry.notes {
+        let _ = apimail_core::DeliveryNotes::set(&notes, key, Some(value));
+    }
+    resolved.sender.discard(&notes).await.map_err(|error| {
+        providers::send_failure(error, &resolved).note(format!(
+            "{id} stays in the outbox until what an earlier attempt left in the mailbox (a draft) \
+             is deleted; run `apimail queue drop {id}` again"
+        ))
+    })
 }
 
 fn unknown_id(id: &str) -> Failure {
@@ -226,7 +254,7 @@ pub async fn flush(
                 tracing::info!("sent {}", entry.id);
                 report.sent += 1;
             }
-            Err(error) => match settle(claim, &error).map_err(outbox_failure)? {
+            Err(error) => match settle(claim, &error, resolved).map_err(outbox_failure)? {
                 Settled::Rescheduled => report.rescheduled += 1,
                 Settled::Held => report.held += 1,
                 Settled::Failed => report.failed += 1,
@@ -248,7 +276,7 @@ pub async fn attempt(resolved: &Resolved, claim: &Claim<'_>) -> Result<(), Trans
     })?;
     resolved
         .sender
-        .send(&envelope_of(entry)?, &message)
+        .send(&envelope_of(entry)?, &message, claim)
         .await
         .map(|_| ())
 }
@@ -277,15 +305,28 @@ pub enum Settled {
     Failed,
 }
 
-/// Temporary failures wait for their next try, authorization failures are
-/// held until a login, anything else moves to `failed/` with the reason.
+/// Temporary failures wait for their next try (no sooner than the
+/// provider's `Retry-After`), authorization failures are held until a
+/// login (or, when no login can fix them, retried on the schedule like
+/// configuration problems), anything else moves to `failed/` with the
+/// reason.
 pub fn settle(
     claim: Claim<'_>,
     error: &TransportError,
+    resolved: &Resolved,
 ) -> Result<Settled, apimail_core::outbox::OutboxError> {
     let reason = error_text(error);
+    let wait = error
+        .retry_after()
+        .map_or(0, |d| d.as_secs_f64().ceil() as i64);
     match error.kind() {
         ErrorKind::Temporary | ErrorKind::Config | ErrorKind::Internal => {
+            match claim.retry_no_sooner_than(&reason, now_unix(), wait)? {
+                Outcome::Rescheduled { .. } => Ok(Settled::Rescheduled),
+                Outcome::Expired => Ok(Settled::Failed),
+            }
+        }
+        ErrorKind::Unauthorized if !resolved.login_fixes_auth => {
             match claim.retry_later(&reason, now_unix())? {
                 Outcome::Rescheduled { .. } => Ok(Settled::Rescheduled),
                 Outcome::Expired => Ok(Settled::Failed),

@@ -55,7 +55,11 @@ pub async fn run(ctx: Context, args: SendArgs, retry: RetryPolicy) -> Result<(),
     }
     let sent = retry
         .run(
-            |_| resolved.sender.send(message.envelope(), message.as_bytes()),
+            |_| {
+                resolved
+                    .sender
+                    .send(message.envelope(), message.as_bytes(), &claim)
+            },
             |attempt, error, delay| {
                 warn!(
                     "attempt {attempt} failed ({error}); retrying in {}s",
@@ -79,7 +83,7 @@ pub async fn run(ctx: Context, args: SendArgs, retry: RetryPolicy) -> Result<(),
             Ok(())
         }
         Err(error) => {
-            let settled = queue::settle(claim, &error).map_err(queue::outbox_failure)?;
+            let settled = queue::settle(claim, &error, &resolved).map_err(queue::outbox_failure)?;
             let failure = providers::send_failure(error, &resolved);
             Err(match settled {
                 queue::Settled::Rescheduled => failure.note(format!(

@@ -129,7 +129,9 @@ async fn deliver(config_flag: Option<&std::path::Path>, inv: Invocation) -> Resu
                 "APIMAIL_NO_QUEUE is set, so the message was not queued; the caller must retry",
             ))
         }
-        Err(error) => match queue::settle(claim, &error).map_err(queue::outbox_failure)? {
+        Err(error) => match queue::settle(claim, &error, &resolved)
+            .map_err(queue::outbox_failure)?
+        {
             queue::Settled::Rescheduled => {
                 say(&format!(
                     "apimail: {id} queued: {} (retried by `apimail queue flush` or the next send)",

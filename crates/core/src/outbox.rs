@@ -55,17 +55,20 @@
 //! call them through `spawn_blocking` or accept the short stalls. None of
 //! them waits for a lock.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::{self, BufWriter, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
 use crate::token::now_unix;
+use crate::transport::DeliveryNotes;
 
 /// How long an entry is retried before it is moved to `failed/`: five days.
 pub const DEFAULT_MAX_AGE_SECS: i64 = 5 * 24 * 3600;
@@ -413,6 +416,10 @@ pub struct Entry {
     /// Why it was given up on: set for entries in `failed/` only.
     #[serde(default)]
     pub failed_reason: Option<String>,
+    /// What the transport keeps across attempts (a Graph draft's id, say):
+    /// see [`DeliveryNotes`], which a [`Claim`] implements.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub notes: BTreeMap<String, String>,
 }
 
 impl Entry {
@@ -654,6 +661,7 @@ impl Outbox {
         }
         Ok(Claimed::Yes(Claim {
             outbox: self,
+            notes: Mutex::new(entry.notes.clone()),
             entry,
             lock,
         }))
@@ -1165,6 +1173,7 @@ impl Incoming {
             max_age_secs: meta.max_age_secs,
             retried_at: None,
             failed_reason: None,
+            notes: BTreeMap::new(),
         };
         let written =
             sync_dir(&outbox.queue_dir()).and_then(|()| outbox.write_entry(Place::Queue, &entry));
@@ -1220,6 +1229,8 @@ impl Drop for Incoming {
 pub struct Claim<'a> {
     outbox: &'a Outbox,
     entry: Entry,
+    /// The entry's notes as they are now; written with every update.
+    notes: Mutex<BTreeMap<String, String>>,
     lock: IdLock,
 }
 
@@ -1266,7 +1277,19 @@ impl Claim<'_> {
     /// and schedules the next attempt per [`next_delay_secs`], or, if the
     /// entry is older than its maximum age, moves it to `failed/` with the
     /// reason `expired after N days: <error>`.
-    pub fn retry_later(mut self, error: &str, now: i64) -> Result<Outcome, OutboxError> {
+    pub fn retry_later(self, error: &str, now: i64) -> Result<Outcome, OutboxError> {
+        self.retry_no_sooner_than(error, now, 0)
+    }
+
+    /// [`retry_later`](Self::retry_later), but not before `now + wait_secs`
+    /// (a provider's `Retry-After`).
+    pub fn retry_no_sooner_than(
+        mut self,
+        error: &str,
+        now: i64,
+        wait_secs: i64,
+    ) -> Result<Outcome, OutboxError> {
+        self.take_notes();
         let entry = &mut self.entry;
         entry.attempts = entry.attempts.saturating_add(1);
         entry.last_error = Some(error.to_owned());
@@ -1276,7 +1299,7 @@ impl Claim<'_> {
             self.outbox.move_to_failed(&self.lock, &self.entry)?;
             return Ok(Outcome::Expired);
         }
-        let next_attempt_at = now.saturating_add(next_delay_secs(entry.attempts));
+        let next_attempt_at = now.saturating_add(next_delay_secs(entry.attempts).max(wait_secs));
         entry.state = EntryState::Queued;
         entry.next_attempt_at = next_attempt_at;
         self.outbox.write_entry(Place::Queue, &self.entry)?;
@@ -1287,6 +1310,7 @@ impl Claim<'_> {
     /// holds the entry (it stays in the queue but is not due) until
     /// [`Outbox::release_held`] or [`Outbox::retry`].
     pub fn hold(mut self, error: &str) -> Result<(), OutboxError> {
+        self.take_notes();
         self.entry.attempts = self.entry.attempts.saturating_add(1);
         self.entry.last_error = Some(error.to_owned());
         self.entry.state = EntryState::Held;
@@ -1296,9 +1320,44 @@ impl Claim<'_> {
     /// A permanent failure: counts the attempt and moves the entry to
     /// `failed/` with `reason`.
     pub fn fail(mut self, reason: &str) -> Result<(), OutboxError> {
+        self.take_notes();
         self.entry.attempts = self.entry.attempts.saturating_add(1);
         self.entry.failed_reason = Some(reason.to_owned());
         self.outbox.move_to_failed(&self.lock, &self.entry)
+    }
+
+    /// The notes as they are now, into the entry about to be written.
+    fn take_notes(&mut self) {
+        if let Ok(notes) = self.notes.get_mut() {
+            self.entry.notes = notes.clone();
+        }
+    }
+}
+
+/// The transport's notes live in the entry's `.json`; each change rewrites
+/// it atomically (fsync, rename) before returning.
+impl DeliveryNotes for Claim<'_> {
+    fn get(&self, key: &str) -> Option<String> {
+        self.notes.lock().ok()?.get(key).cloned()
+    }
+
+    fn set(&self, key: &str, value: Option<&str>) -> io::Result<()> {
+        let mut notes = self
+            .notes
+            .lock()
+            .map_err(|_| io::Error::other("the notes' lock is poisoned"))?;
+        let mut changed = notes.clone();
+        match value {
+            Some(value) => changed.insert(key.to_owned(), value.to_owned()),
+            None => changed.remove(key),
+        };
+        let mut entry = self.entry.clone();
+        entry.notes = changed.clone();
+        self.outbox
+            .write_entry(Place::Queue, &entry)
+            .map_err(io::Error::other)?;
+        *notes = changed;
+        Ok(())
     }
 }
 
@@ -2391,5 +2450,53 @@ mod tests {
             }
             assert!(names(&outbox.dir().join("locks")).is_empty());
         }
+    }
+
+    #[test]
+    fn notes_are_written_at_once_and_kept_through_every_update() {
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = open(&dir);
+        let id = outbox.accept(MESSAGE, meta(None)).unwrap();
+        let json = outbox.dir().join("queue").join(format!("{id}.json"));
+        assert!(
+            !fs::read_to_string(&json).unwrap().contains("notes"),
+            "no notes, no field: older versions read the file as before"
+        );
+
+        let claim = outbox.claim(&id).unwrap().unwrap();
+        claim.set("graph.draft_id", Some("AAMk=")).unwrap();
+        // On disk before `set` returns, while the claim is still held.
+        assert_eq!(
+            open(&dir).get(id.as_str()).unwrap().unwrap().notes["graph.draft_id"],
+            "AAMk="
+        );
+        assert_eq!(claim.get("graph.draft_id").as_deref(), Some("AAMk="));
+        claim.set("graph.draft_complete", Some("true")).unwrap();
+        claim.set("graph.draft_complete", None).unwrap();
+        let now = now_unix();
+        claim.retry_no_sooner_than("503", now, 300).unwrap();
+
+        let entry = outbox.get(id.as_str()).unwrap().unwrap();
+        assert_eq!(entry.notes.len(), 1, "{:?}", entry.notes);
+        assert_eq!(entry.notes["graph.draft_id"], "AAMk=");
+        assert!(
+            entry.next_attempt_at >= now + 300,
+            "Retry-After beats the schedule"
+        );
+        let claim = outbox.claim(&id).unwrap().unwrap();
+        assert_eq!(claim.get("graph.draft_id").as_deref(), Some("AAMk="));
+        claim.fail("refused").unwrap();
+        let failed = outbox.get(id.as_str()).unwrap().unwrap();
+        assert_eq!(
+            failed.notes["graph.draft_id"], "AAMk=",
+            "kept for `queue drop`"
+        );
+
+        // An entry written before notes existed still loads.
+        let id = outbox.accept(MESSAGE, meta(None)).unwrap();
+        let json = outbox.dir().join("queue").join(format!("{id}.json"));
+        let text = fs::read_to_string(&json).unwrap();
+        assert!(!text.contains("notes"));
+        assert!(outbox.get(id.as_str()).unwrap().unwrap().notes.is_empty());
     }
 }

@@ -232,10 +232,16 @@ impl<T: TokenSource> GraphTransport<T> {
             Ok(answer) => self.classify(&answer, Stage::SendDraft),
             Err(error) => error,
         };
-        let keep = durable && matches!(error.kind(), ErrorKind::Temporary | ErrorKind::Unauthorized);
+        let keep =
+            durable && matches!(error.kind(), ErrorKind::Temporary | ErrorKind::Unauthorized);
         if !keep {
             return Err(self
-                .abandon(session, id, notes, AfterDraft::new("sending the draft failed", error))
+                .abandon(
+                    session,
+                    id,
+                    notes,
+                    AfterDraft::new("sending the draft failed", error),
+                )
                 .await);
         }
         if error.is_outcome_unknown() {

@@ -146,14 +146,7 @@ pub(crate) fn classify_as(answer: &Answer, stage: Stage, principal: Principal) -
             (ErrorKind::Config, Some(APP_READ_WRITE_NEEDED))
         }
         (403, _) if stage.needs_read_write() => (ErrorKind::Unauthorized, Some(READ_WRITE_NEEDED)),
-        (403, _) if principal == Principal::App => (
-            ErrorKind::Config,
-            Some(
-                "the app lacks the Mail.Send application permission or its admin consent, or the \
-                 mailbox is outside the app's allowed scope (an application access policy or \
-                 RBAC for Applications); an administrator can change that",
-            ),
-        ),
+        (403, _) if principal == Principal::App => (ErrorKind::Config, Some(APP_MAIL_SEND_NEEDED)),
         (403, _) => (
             ErrorKind::Unauthorized,
             Some(
@@ -201,6 +194,54 @@ pub(crate) fn classify_as(answer: &Answer, stage: Stage, principal: Principal) -
     }
     error
 }
+
+/// The next step for a failed Graph send, when Graph's answer says more
+/// than the error's kind: who can fix it and where. For the command line's
+/// `hint:`; `None` when the kind's usual advice fits.
+pub fn failure_hint(error: &TransportError) -> Option<&'static str> {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    FAILURE_HINTS
+        .iter()
+        .find(|(marker, _)| text.contains(marker))
+        .map(|(_, hint)| *hint)
+}
+
+/// (what the error text contains, the hint).
+const FAILURE_HINTS: &[(&str, &str)] = &[
+    (
+        "ErrorSendAsDenied",
+        "ask an Exchange administrator to grant the account Send As on the From mailbox, or send \
+         from the account's own address (leave out --from)",
+    ),
+    (
+        APP_READ_WRITE_NEEDED,
+        "an administrator must grant the app the Mail.ReadWrite application permission with admin \
+         consent (Entra admin center > App registrations > API permissions); no login can replace it",
+    ),
+    (
+        APP_MAIL_SEND_NEEDED,
+        "an administrator must grant the app the Mail.Send application permission with admin \
+         consent, or allow this mailbox in the app's application access policy",
+    ),
+    (
+        TOO_LARGE_FOR_MAILBOX,
+        "if the tenant allows larger messages (Exchange Online: up to 150 MB), set max_message_mb \
+         in the account (or APIMAIL_GRAPH_MAX_MESSAGE_MB); otherwise send the files another way",
+    ),
+];
+
+/// What the text of a message over the mailbox's limit contains.
+pub(crate) const TOO_LARGE_FOR_MAILBOX: &str = "the mailbox's configured limit (max_message_mb)";
+
+/// What an app-only `ErrorAccessDenied` outside the draft route means.
+pub(crate) const APP_MAIL_SEND_NEEDED: &str = "the app lacks the Mail.Send application permission \
+     or its admin consent, or the mailbox is outside the app's allowed scope (an application \
+     access policy or RBAC for Applications); an administrator can change that";
 
 /// `Retry-After` as seconds (Graph sends whole seconds; fractions are
 /// accepted). HTTP dates and absurd values are ignored.
@@ -352,9 +393,14 @@ mod tests {
         assert_eq!(kind(404, "ErrorItemNotFound", Upload), Temporary);
         assert_eq!(kind(416, "InvalidRange", Upload), Temporary);
         assert_eq!(kind(400, "InvalidRequest", Upload), Internal);
-        let app = |status, code, stage| classify_as(&answer(status, code, "m"), stage, Principal::App);
+        let app =
+            |status, code, stage| classify_as(&answer(status, code, "m"), stage, Principal::App);
         assert_eq!(app(403, "ErrorAccessDenied", CreateDraft).kind(), Config);
-        assert!(app(403, "ErrorAccessDenied", CreateDraft).to_string().contains("Mail.ReadWrite application permission with admin consent"));
+        assert!(
+            app(403, "ErrorAccessDenied", CreateDraft)
+                .to_string()
+                .contains("Mail.ReadWrite application permission with admin consent")
+        );
         assert_eq!(app(403, "ErrorAccessDenied", SendMail).kind(), Config);
         assert_eq!(kind(403, "ErrorAccessDenied", CreateDraft), Unauthorized);
         assert!(classify(&answer(504, "GatewayTimeout", "m"), SendDraft).is_outcome_unknown());

@@ -101,7 +101,7 @@ pub use cloud::{
     Cloud, UnknownCloud, app_scope, authorize_url, delegated_scopes, device_code_url, token_url,
 };
 pub use draft::{NOTE_COMPLETE, NOTE_DRAFT_ID, NOTE_SEND_UNKNOWN};
-pub use errors::token_failure;
+pub use errors::{failure_hint, token_failure};
 pub use upload::{CHUNK_BYTES, MAX_RESUMES_PER_CHUNK};
 
 /// The production Graph root (global cloud); see [`Cloud::graph_url`] for
@@ -457,7 +457,11 @@ impl<T: TokenSource> GraphTransport<T> {
 }
 
 impl<T: TokenSource> Transport for GraphTransport<T> {
-    async fn send_raw(&self, _envelope: &Envelope, message: &[u8]) -> Result<Receipt, TransportError> {
+    async fn send_raw(
+        &self,
+        _envelope: &Envelope,
+        message: &[u8],
+    ) -> Result<Receipt, TransportError> {
         self.deliver(message, &MemoryNotes::default(), false).await
     }
 
@@ -506,10 +510,11 @@ impl<T: TokenSource> GraphTransport<T> {
                 ErrorKind::InvalidMessage,
                 format!(
                     "the message is {} bytes; this mailbox accepts at most {} bytes ({:.1} MiB, \
-                     the mailbox's configured limit; Exchange Online allows up to 150 MB)",
+                     {}; Exchange Online allows up to 150 MB)",
                     message.len(),
                     self.max_message_bytes,
-                    self.max_message_bytes as f64 / (1024.0 * 1024.0)
+                    self.max_message_bytes as f64 / (1024.0 * 1024.0),
+                    errors::TOO_LARGE_FOR_MAILBOX
                 ),
             ));
         }

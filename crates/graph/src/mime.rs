@@ -432,7 +432,8 @@ Content-Disposition: attachment; filename=x.pdf\r\n\r\n%PDF\r\n";
         let sjis = b"\x93\xfa\x96\x7b\x8c\xea\r\n".to_vec();
         let csv = b"\xff\xfea,b\r\n1,2\r\n".to_vec();
         let nuls = b"a\x00b\x00\x00c\r\n".to_vec();
-        let b64 = |data: &[u8]| base64::Engine::encode(&base64::engine::general_purpose::STANDARD, data);
+        let b64 =
+            |data: &[u8]| base64::Engine::encode(&base64::engine::general_purpose::STANDARD, data);
         let mut raw = b"From: a@example.com\r\nTo: b@example.com\r\nMIME-Version: 1.0\r\n\
 Content-Type: multipart/mixed; boundary=\"B\"\r\n\r\n--B\r\nContent-Type: text/plain\r\n\r\nbody\r\n"
             .to_vec();
@@ -481,8 +482,16 @@ Content-Type: multipart/mixed; boundary=\"B\"\r\n\r\n--B\r\nContent-Type: text/p
             got,
             [
                 ("l8.txt", "text/plain; charset=iso-8859-1", latin1_body),
-                ("lqp.txt", "text/plain; charset=ISO-8859-1", latin1.as_slice()),
-                ("l64.txt", "text/plain; charset=iso-8859-1", latin1.as_slice()),
+                (
+                    "lqp.txt",
+                    "text/plain; charset=ISO-8859-1",
+                    latin1.as_slice()
+                ),
+                (
+                    "l64.txt",
+                    "text/plain; charset=iso-8859-1",
+                    latin1.as_slice()
+                ),
                 ("u16.txt", "text/plain; charset=utf-16", utf16.as_slice()),
                 ("sjis.txt", "text/plain; charset=shift_jis", sjis.as_slice()),
                 ("data.csv", "text/csv", csv.as_slice()),

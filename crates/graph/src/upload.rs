@@ -125,14 +125,16 @@ pub(crate) async fn upload(
                 continue;
             }
             Err(ChunkError::AlreadyReceived(Some(None))) => return Ok(()),
-            Err(ChunkError::AlreadyReceived(None)) => match next_expected(http, permits, upload_url, &host).await {
-                Ok(Some(next)) => {
-                    offset = next.min(total);
-                    continue;
+            Err(ChunkError::AlreadyReceived(None)) => {
+                match next_expected(http, permits, upload_url, &host).await {
+                    Ok(Some(next)) => {
+                        offset = next.min(total);
+                        continue;
+                    }
+                    Ok(None) => return Ok(()),
+                    Err(error) => error,
                 }
-                Ok(None) => return Ok(()),
-                Err(error) => error,
-            },
+            }
             Err(ChunkError::Resumable(error)) => error,
         };
         if resumed_at != offset {
