@@ -851,3 +851,59 @@ fn an_incomplete_draft_is_deleted_by_the_next_attempt() {
     assert!(fake.drafts().is_empty(), "the old draft was deleted first");
     assert_eq!(fake.deleted_drafts(), 1);
 }
+
+fn interrupt_during_upload(signal: &str) {
+    let (fake, sandbox) = logged_in(&["--large-messages"]);
+    let file = sandbox.path().join("big.bin");
+    std::fs::write(&file, pseudo_random(4 << 20)).unwrap();
+    // The draft goes through; createUploadSession takes its time.
+    fake.inject(Fault::Slow(Duration::ZERO));
+    fake.inject(Fault::Slow(Duration::from_secs(4)));
+    let child = sandbox
+        .cmd()
+        .args(send_args(&["--attach", file.to_str().unwrap()]))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while fake.drafts().is_empty() {
+        assert!(started.elapsed() < Duration::from_secs(20), "no draft");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let killed = std::process::Command::new("kill")
+        .args([&format!("-{signal}"), &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let signalled = Instant::now();
+    let out: Run = child.wait_with_output().unwrap().into();
+    assert!(
+        signalled.elapsed() < Duration::from_secs(6),
+        "exits within the grace period"
+    );
+    assert_eq!(out.code, 75, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("interrupted by a signal"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains(signal), "{}", out.stderr);
+    assert!(fake.drafts().is_empty(), "the half-built draft was deleted");
+    assert!(fake.delivered().is_empty());
+    assert!(
+        queued_entry(&sandbox)["notes"].is_null(),
+        "nothing left to clean up"
+    );
+}
+
+#[test]
+fn sigint_during_an_upload_deletes_the_draft() {
+    interrupt_during_upload("INT");
+}
+
+#[test]
+fn sigterm_during_an_upload_deletes_the_draft() {
+    interrupt_during_upload("TERM");
+}

@@ -94,6 +94,23 @@ impl Sender {
             Sender::Graph(t) => t.discard(notes).await,
         }
     }
+
+    /// After an attempt a signal cut short: deletes what is of no use to
+    /// the next attempt (an incomplete Graph draft).
+    pub async fn after_interruption(
+        &self,
+        notes: &dyn DeliveryNotes,
+    ) -> Result<(), TransportError> {
+        let discard = match self {
+            Sender::Gmail(_) => false,
+            Sender::Graph(_) => apimail_graph::after_interruption(notes).unwrap_or(true),
+        };
+        if discard {
+            self.discard(notes).await
+        } else {
+            Ok(())
+        }
+    }
 }
 
 /// The ways a Graph transport gets tokens.

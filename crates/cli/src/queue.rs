@@ -254,17 +254,85 @@ pub async fn flush(
                 tracing::info!("sent {}", entry.id);
                 report.sent += 1;
             }
-            Err(error) => match settle(claim, &error, resolved).map_err(outbox_failure)? {
-                Settled::Rescheduled => report.rescheduled += 1,
-                Settled::Held => report.held += 1,
-                Settled::Failed => report.failed += 1,
-            },
+            Err(error) => {
+                let interrupted = is_interrupted(&error);
+                match settle(claim, &error, resolved).map_err(outbox_failure)? {
+                    Settled::Rescheduled => report.rescheduled += 1,
+                    Settled::Held => report.held += 1,
+                    Settled::Failed => report.failed += 1,
+                }
+                if interrupted {
+                    tracing::warn!("{error}");
+                    break;
+                }
+            }
         }
     }
     Ok(report)
 }
 
-/// One attempt at an outbox entry.
+/// How long a SIGINT or SIGTERM lets an attempt clean up at the provider.
+pub const SIGNAL_GRACE: Duration = Duration::from_secs(5);
+
+/// How an interrupted attempt's error starts.
+const INTERRUPTED: &str = "interrupted by a signal";
+
+/// Runs one attempt (`send`) unless SIGINT or SIGTERM comes first. Then
+/// the attempt is dropped and, within [`SIGNAL_GRACE`], what it left at the
+/// provider is cleaned up; the error is temporary, so the entry stays
+/// queued.
+pub async fn interruptible<T>(
+    resolved: &Resolved,
+    claim: &Claim<'_>,
+    send: impl std::future::Future<Output = Result<T, TransportError>>,
+) -> Result<T, TransportError> {
+    let signal = match signals() {
+        Ok(signal) => signal,
+        Err(e) => {
+            tracing::debug!("cannot listen for signals: {e}");
+            return send.await;
+        }
+    };
+    let name = tokio::select! {
+        result = send => return result,
+        name = signal => name,
+    };
+    let cleaned =
+        tokio::time::timeout(SIGNAL_GRACE, resolved.sender.after_interruption(claim)).await;
+    let tail = match cleaned {
+        Ok(Ok(())) => "nothing half-built is left at the provider".to_owned(),
+        Ok(Err(e)) => format!("cleaning up failed ({e}); the next attempt does it"),
+        Err(_) => format!(
+            "cleaning up took longer than {} s; the next attempt does it",
+            SIGNAL_GRACE.as_secs()
+        ),
+    };
+    Err(TransportError::new(
+        ErrorKind::Temporary,
+        format!("{INTERRUPTED} ({name}); {tail}"),
+    ))
+}
+
+/// Whether `error` is an attempt [`interruptible`] cut short.
+pub fn is_interrupted(error: &TransportError) -> bool {
+    error.to_string().starts_with(INTERRUPTED)
+}
+
+/// The first SIGINT or SIGTERM, by name.
+fn signals() -> std::io::Result<impl std::future::Future<Output = &'static str>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => "SIGINT",
+            _ = terminate.recv() => "SIGTERM",
+        }
+    })
+}
+
+/// One attempt at an outbox entry; a signal cuts it short (see
+/// [`interruptible`]).
 pub async fn attempt(resolved: &Resolved, claim: &Claim<'_>) -> Result<(), TransportError> {
     let entry = claim.entry();
     let message = claim.message().map_err(|e| {
@@ -274,11 +342,14 @@ pub async fn attempt(resolved: &Resolved, claim: &Claim<'_>) -> Result<(), Trans
         )
         .with_source(e)
     })?;
-    resolved
-        .sender
-        .send(&envelope_of(entry)?, &message, claim)
-        .await
-        .map(|_| ())
+    let envelope = envelope_of(entry)?;
+    interruptible(
+        resolved,
+        claim,
+        resolved.sender.send(&envelope, &message, claim),
+    )
+    .await
+    .map(|_| ())
 }
 
 fn envelope_of(entry: &Entry) -> Result<Envelope, TransportError> {

@@ -53,21 +53,20 @@ pub async fn run(ctx: Context, args: SendArgs, retry: RetryPolicy) -> Result<(),
             resolved.label
         );
     }
-    let sent = retry
-        .run(
-            |_| {
-                resolved
-                    .sender
-                    .send(message.envelope(), message.as_bytes(), &claim)
-            },
-            |attempt, error, delay| {
-                warn!(
-                    "attempt {attempt} failed ({error}); retrying in {}s",
-                    delay.as_secs_f32().ceil()
-                );
-            },
-        )
-        .await;
+    let tries = retry.run(
+        |_| {
+            resolved
+                .sender
+                .send(message.envelope(), message.as_bytes(), &claim)
+        },
+        |attempt, error, delay| {
+            warn!(
+                "attempt {attempt} failed ({error}); retrying in {}s",
+                delay.as_secs_f32().ceil()
+            );
+        },
+    );
+    let sent = queue::interruptible(&resolved, &claim, tries).await;
     match sent {
         Ok(receipt) => {
             claim.delivered().map_err(queue::outbox_failure)?;

@@ -88,6 +88,21 @@ fn clear(notes: &dyn DeliveryNotes) -> Result<(), TransportError> {
     Ok(())
 }
 
+/// After an attempt was cut short (a signal): whether the draft recorded
+/// in `notes` must be deleted now. An incomplete one must; a complete one
+/// is kept for the next attempt, marked as possibly sent (the `send` may
+/// have been under way), so that attempt looks in Sent Items first.
+pub fn after_interruption(notes: &dyn DeliveryNotes) -> std::io::Result<bool> {
+    if notes.get(NOTE_DRAFT_ID).is_none() {
+        return Ok(false);
+    }
+    if notes.get(NOTE_COMPLETE).is_none() {
+        return Ok(true);
+    }
+    notes.set(NOTE_SEND_UNKNOWN, Some("true"))?;
+    Ok(false)
+}
+
 /// The Message-ID of `message`, angle brackets included.
 pub(crate) fn message_id(message: &[u8]) -> Option<String> {
     let headers = mail_parser::MessageParser::new().parse_headers(message)?;

@@ -100,7 +100,7 @@ pub use assertion::{ASSERTION_LIFETIME_SECS, AssertionError, client_assertion};
 pub use cloud::{
     Cloud, UnknownCloud, app_scope, authorize_url, delegated_scopes, device_code_url, token_url,
 };
-pub use draft::{NOTE_COMPLETE, NOTE_DRAFT_ID, NOTE_SEND_UNKNOWN};
+pub use draft::{NOTE_COMPLETE, NOTE_DRAFT_ID, NOTE_SEND_UNKNOWN, after_interruption};
 pub use errors::{failure_hint, token_failure};
 pub use upload::{CHUNK_BYTES, MAX_RESUMES_PER_CHUNK};
 
