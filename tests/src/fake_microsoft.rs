@@ -264,6 +264,8 @@ struct State {
     chunk_puts: usize,
     fail_chunk_at: Option<usize>,
     lose_chunk_answer_at: Option<usize>,
+    /// Lowercased delegated permissions left out of every grant.
+    withheld: HashSet<String>,
     /// Sent Items: (mailbox, internetMessageId, id).
     sent_items: Vec<(String, String, String)>,
     uploads_with_authorization: usize,
@@ -757,6 +759,15 @@ impl FakeMicrosoft {
         state.lose_chunk_answer_at = None;
     }
 
+    /// Leaves `permission` (e.g. `Mail.ReadWrite`) out of every delegated
+    /// grant from now on, as when an administrator's consent is missing:
+    /// sign-ins succeed, and the token response's `scope` lacks it.
+    pub fn withhold_consent(&self, permission: &str) {
+        lock(&self.state)
+            .withheld
+            .insert(permission.to_ascii_lowercase());
+    }
+
     /// Makes the `n`-th upload-URL `PUT` (0-based, counting every `PUT`
     /// since the start) take effect and then close the connection without
     /// an answer: the client must not send those bytes again.
@@ -1177,6 +1188,9 @@ fn parse_scopes(state: &State, scope: &str) -> Result<Scopes, (&'static str, u32
     }
     let mut seen = HashSet::new();
     permissions.retain(|p| seen.insert(p.to_ascii_lowercase()));
+    // Permissions nobody consented to are left out of the grant (and of the
+    // token response's `scope`).
+    permissions.retain(|p| !state.withheld.contains(&p.to_ascii_lowercase()));
     Ok(Scopes {
         resource: resource.unwrap_or_else(|| state.graph_resource.clone()),
         permissions,

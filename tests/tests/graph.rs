@@ -907,3 +907,250 @@ fn sigint_during_an_upload_deletes_the_draft() {
 fn sigterm_during_an_upload_deletes_the_draft() {
     interrupt_during_upload("TERM");
 }
+
+// 10. Refusals no login can fix
+
+#[test]
+fn send_as_denied_names_the_fix_and_fails_the_message() {
+    let (fake, sandbox) = logged_in(&[]);
+    fake.inject(Fault::Error {
+        status: 403,
+        code: "ErrorSendAsDenied".into(),
+        message: "The user account which was used to submit this request does not have the \
+                  right to send mail on behalf of the specified sending account."
+            .into(),
+    });
+    let out = send(&sandbox, &["--from", "boss@contoso.com"]);
+    assert_eq!(out.code, 69, "{}", out.stderr);
+    let hint = out
+        .stderr
+        .lines()
+        .find(|l| l.starts_with("hint: "))
+        .unwrap_or_default();
+    assert!(
+        hint.contains("Send As") && hint.contains("own address"),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("auth login"), "{}", out.stderr);
+    assert!(!out.stderr.contains("held"), "{}", out.stderr);
+    let failed = std::fs::read_dir(sandbox.path().join("data/outbox/failed")).unwrap();
+    assert_eq!(
+        failed
+            .filter(|e| e
+                .as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "json"))
+            .count(),
+        1
+    );
+}
+
+#[test]
+fn app_only_without_mail_read_write_names_the_application_permission() {
+    let fake = FakeMicrosoft::start();
+    fake.add_app(TENANT, APP_ID, Some(APP_SECRET), None);
+    let sandbox = Sandbox::microsoft(&fake);
+    let file = sandbox.path().join("big.bin");
+    std::fs::write(&file, pseudo_random(4 << 20)).unwrap();
+    let out = run(app_only_env(&fake, &sandbox)
+        .env("AZURE_CLIENT_SECRET", APP_SECRET)
+        .args(send_args(&[
+            "--provider",
+            "graph",
+            "--attach",
+            file.to_str().unwrap(),
+        ])));
+    assert_eq!(out.code, 78, "{}", out.stderr);
+    let hint = out
+        .stderr
+        .lines()
+        .find(|l| l.starts_with("hint: "))
+        .unwrap_or_default();
+    assert!(
+        hint.contains("Mail.ReadWrite application permission with admin consent"),
+        "{}",
+        out.stderr
+    );
+    assert!(!hint.contains('`') && !hint.contains("Mail.Send"), "{hint}");
+    assert!(!out.stderr.contains("held"), "{}", out.stderr);
+    assert_eq!(
+        queued_entry(&sandbox)["state"],
+        "queued",
+        "retried on schedule, not held"
+    );
+    assert!(fake.drafts().is_empty());
+}
+
+// 11. Smaller points
+
+#[test]
+fn upload_sessions_start_at_3_mib_and_fall_back_when_graph_says_too_small() {
+    let (fake, sandbox) = logged_in(&["--large-messages"]);
+    let under = sandbox.path().join("under.bin");
+    std::fs::write(&under, pseudo_random(3_100_000)).unwrap();
+    let exactly = sandbox.path().join("exactly.bin");
+    std::fs::write(&exactly, pseudo_random(3_145_728)).unwrap();
+    let out = send(
+        &sandbox,
+        &[
+            "--attach",
+            under.to_str().unwrap(),
+            "--attach",
+            exactly.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let via: Vec<_> = fake.delivered()[0]
+        .attachments
+        .iter()
+        .map(|a| (a.name.clone(), a.via.clone()))
+        .collect();
+    assert_eq!(
+        via,
+        [
+            ("under.bin".to_owned(), "direct".to_owned()),
+            ("exactly.bin".to_owned(), "upload-session".to_owned())
+        ]
+    );
+
+    // A Graph that wants a bigger minimum gets a plain POST instead.
+    fake.inject(Fault::Slow(Duration::ZERO));
+    fake.inject(Fault::Error {
+        status: 400,
+        code: "ErrorAttachmentSizeShouldNotBeLessThanMinimumSize".into(),
+        message: "Attachment size must be at least 4 MB for an upload session.".into(),
+    });
+    let before = fake.graph_request_log().len();
+    let out = send(&sandbox, &["--attach", exactly.to_str().unwrap()]);
+    let log: Vec<_> = fake.graph_request_log()[before..]
+        .iter()
+        .map(|(m, p, s)| format!("{m} {} {s}", p.rsplit("/v1.0/").next().unwrap()))
+        .collect();
+    assert!(log[1].contains("createUploadSession 400"), "{log:?}");
+    assert!(
+        log[2].starts_with("POST") && log[2].ends_with("/attachments 413"),
+        "{log:?}"
+    );
+    // 3 MiB as base64 JSON is over the fake's 4 MiB request limit too: the
+    // message is refused, and the draft is gone.
+    assert_eq!(out.code, 65, "{}", out.stderr);
+    assert!(fake.drafts().is_empty());
+}
+
+#[test]
+fn a_retry_after_beyond_the_budget_schedules_the_queued_retry() {
+    let (fake, sandbox) = logged_in(&[]);
+    fake.fail_forever(Fault::Status429 {
+        retry_after_secs: Some(300),
+    });
+    let started = Instant::now();
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let out = run(sandbox
+        .cmd()
+        .env("APIMAIL_RETRY_MAX_SECONDS", "60")
+        .args(send_args(&[])));
+    assert_eq!(out.code, 75, "{}", out.stderr);
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "no 300 s wait in-process"
+    );
+    let next = queued_entry(&sandbox)["next_attempt_at"].as_i64().unwrap();
+    assert!(
+        next >= before + 300,
+        "due at {next}, asked for {}",
+        before + 300
+    );
+}
+
+#[test]
+fn a_message_over_the_mailbox_limit_names_max_message_mb() {
+    let (fake, sandbox) = logged_in(&["--large-messages"]);
+    let file = sandbox.path().join("big.bin");
+    std::fs::write(&file, pseudo_random(2 << 20)).unwrap();
+    let out = run(sandbox
+        .cmd()
+        .env("APIMAIL_GRAPH_MAX_MESSAGE_MB", "1")
+        .args(send_args(&["--attach", file.to_str().unwrap()])));
+    assert_eq!(out.code, 65, "{}", out.stderr);
+    let hint = out
+        .stderr
+        .lines()
+        .find(|l| l.starts_with("hint: "))
+        .unwrap_or_default();
+    assert!(hint.contains("max_message_mb"), "{}", out.stderr);
+    assert_eq!(fake.graph_requests(), 0);
+}
+
+#[test]
+fn large_messages_login_fails_without_mail_read_write() {
+    let fake = FakeMicrosoft::start();
+    fake.withhold_consent("Mail.ReadWrite");
+    let sandbox = Sandbox::microsoft(&fake);
+    let out = sandbox.login_graph(&fake, &["--login-hint", USER, "--large-messages"]);
+    assert_eq!(out.code, 77, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("did not grant Mail.ReadWrite"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("hint: an administrator must consent"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        !sandbox.token_file(USER).exists(),
+        "no half-working login is saved"
+    );
+}
+
+#[test]
+fn me_and_the_same_users_address_share_four_requests() {
+    let (fake, sandbox) = logged_in(&[]);
+    fake.add_app(TENANT, APP_ID, Some(APP_SECRET), None);
+    fake.inject_n(Fault::Slow(Duration::from_millis(400)), 12);
+    let children: Vec<_> = (0..6)
+        .map(|n| {
+            let mut command = if n % 2 == 0 {
+                sandbox.cmd()
+            } else {
+                let mut command = sandbox.cmd();
+                command
+                    .env("AZURE_TENANT_ID", TENANT)
+                    .env("AZURE_CLIENT_ID", APP_ID)
+                    .env("AZURE_CLIENT_SECRET", APP_SECRET)
+                    .env("APIMAIL_GRAPH_USER", USER);
+                command
+            };
+            let provider: &[&str] = if n % 2 == 0 {
+                &[]
+            } else {
+                &["--provider", "graph"]
+            };
+            command
+                .args(send_args(provider))
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for child in children {
+        let out: Run = child.wait_with_output().unwrap().into();
+        assert_eq!(out.code, 0, "{}", out.stderr);
+    }
+    let log = fake.graph_request_log();
+    assert!(log.iter().any(|(_, p, _)| p.contains("/me/")));
+    assert!(log.iter().any(|(_, p, _)| p.contains("/users/")));
+    assert!(
+        fake.max_concurrent_graph_requests() <= 4,
+        "{} requests ran at once for one mailbox",
+        fake.max_concurrent_graph_requests()
+    );
+}

@@ -140,6 +140,19 @@ pub async fn login(mut ctx: Context, args: GraphLoginArgs) -> Result<(), Failure
         oauth::login_with_browser(&client, &options, &mut prompt).await
     }
     .map_err(|e| login_failure(e, Provider::Graph))?;
+    if args.large_messages
+        && let Some(granted) = &response.scopes
+        && !granted.iter().any(|s| s.ends_with("Mail.ReadWrite"))
+    {
+        return Err(Failure::new(
+            Exit::NoPerm,
+            anyhow!(
+                "Microsoft signed you in but did not grant Mail.ReadWrite (granted: {}), which --large-messages needs",
+                granted.join(" ")
+            ),
+        )
+        .hint("an administrator must consent to the Mail.ReadWrite permission for this app (Entra admin center > Enterprise applications > Permissions), or log in without --large-messages to send messages up to 4 MB"));
+    }
 
     let account = Account {
         provider: Provider::Graph,

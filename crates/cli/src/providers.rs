@@ -491,7 +491,7 @@ fn graph_resolved(
     // Graph's 4-requests-per-mailbox limit holds across processes too
     // (cron jobs, queue flushes), through lock files in the data directory.
     let transport = match TokenStore::from_env() {
-        Ok(store) => transport.with_machine_limit(store.dir().join("limits")),
+        Ok(store) => transport.with_machine_limit(store.dir().join("limits"), address.as_deref()),
         Err(_) => transport,
     };
     Resolved {

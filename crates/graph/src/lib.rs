@@ -300,9 +300,15 @@ impl<T: TokenSource> GraphTransport<T> {
     }
 
     /// Also limits requests across every apimail process on this machine,
-    /// with lock files for this mailbox under `dir`.
-    pub fn with_machine_limit(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
-        let key = format!("graph {} {}", self.api, self.mailbox);
+    /// with lock files for this mailbox under `dir`. `address` is the
+    /// mailbox's address when known, so that `/me` and `/users/{address}`
+    /// share one count, as they share Graph's.
+    pub fn with_machine_limit(
+        mut self,
+        dir: impl Into<std::path::PathBuf>,
+        address: Option<&str>,
+    ) -> Self {
+        let key = limit_key(&self.api, &self.mailbox, address);
         let slots = apimail_core::slots::ProcessSlots::new(dir, &key, MAX_CONCURRENT_REQUESTS);
         self.permits = Arc::new(limit::Permits::new(Some(slots)));
         self
@@ -700,6 +706,21 @@ fn json_string(body: &[u8], field: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
+/// The machine-wide limit's key: the mailbox (its address, lowercased,
+/// when known) at this Graph root.
+fn limit_key(api: &Url, mailbox: &Mailbox, address: Option<&str>) -> String {
+    let who = match (mailbox, address) {
+        (Mailbox::User(id), _) => id.as_str(),
+        (Mailbox::Me, Some(address)) => address,
+        (Mailbox::Me, None) => "me",
+    };
+    format!(
+        "graph {} {}",
+        api.as_str().trim_end_matches('/'),
+        who.trim().to_lowercase()
+    )
+}
+
 fn megabytes(bytes: usize) -> String {
     format!("{:.1} MB", bytes as f64 / 1_000_000.0)
 }
@@ -787,6 +808,19 @@ mod tests {
         assert_eq!(
             refuse("https://graph.microsoft.com", Mailbox::User(" ".into())).kind(),
             ErrorKind::Config
+        );
+    }
+
+    #[test]
+    fn me_and_users_address_share_one_limit() {
+        let api = Url::parse("https://graph.microsoft.com/v1.0").unwrap();
+        let me = limit_key(&api, &Mailbox::Me, Some("Ann@Contoso.com"));
+        let user = limit_key(&api, &Mailbox::User("ann@contoso.com".into()), None);
+        assert_eq!(me, user);
+        assert_ne!(me, limit_key(&api, &Mailbox::Me, None));
+        assert_ne!(
+            me,
+            limit_key(&api, &Mailbox::User("bob@contoso.com".into()), None)
         );
     }
 
