@@ -16,9 +16,11 @@
 //!   it (`POST .../attachments` under [`UPLOAD_SESSION_THRESHOLD`], an
 //!   upload session in [`CHUNK_BYTES`] chunks from there on), and the draft
 //!   is sent (`POST .../messages/{id}/send`). The receipt carries the
-//!   draft's id. This route needs the Mail.ReadWrite permission; if
-//!   anything fails once the draft exists, the draft is deleted (best
-//!   effort) and the error says so.
+//!   draft's id. This route needs the Mail.ReadWrite permission. With
+//!   [`Transport::send_noted`], the draft is recorded in the notes so the
+//!   next attempt re-sends a complete draft or deletes an incomplete one
+//!   (see the `draft` module); with [`Transport::send_raw`], a draft is
+//!   deleted after any failure.
 //!
 //! # graph-rs-sdk, and where it is bypassed
 //!
@@ -42,7 +44,8 @@
 //!   nothing). Retrying temporary failures is the caller's policy
 //!   (`apimail_core::retry`), informed by
 //!   [`TransportError::retry_after`]; this crate never re-sends a POST
-//!   by itself, apart from once after a 401 with a refreshed token.
+//!   by itself, apart from once per request after a 401 with a refreshed
+//!   token.
 //! - At most [`MAX_CONCURRENT_REQUESTS`] requests are in flight per
 //!   transport (Graph's per-mailbox concurrency limit), through a
 //!   semaphore that clones share.
@@ -122,11 +125,12 @@ pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 35 * 1024 * 1024;
 /// a raw MIME message of 3,000,000 bytes for `sendMail`.
 pub const MAX_REQUEST_BYTES: usize = 4_000_000;
 
-/// Attachments from this size on (3 MiB) go through an upload session;
-/// Graph accepts smaller ones inline (`POST .../attachments`, base64
-/// `contentBytes`). An attachment whose JSON would exceed
-/// [`MAX_REQUEST_BYTES`] takes an upload session too, even a little
-/// under 3 MiB.
+/// Attachments from this size on (3 MiB, 3,145,728 bytes: Microsoft's
+/// documented minimum for upload sessions) go through an upload session;
+/// smaller ones are posted inline (`POST .../attachments`, base64
+/// `contentBytes`). A 413 to the `POST`, or
+/// `ErrorAttachmentSizeShouldNotBeLessThanMinimumSize` to the session,
+/// tries the other way once.
 pub const UPLOAD_SESSION_THRESHOLD: usize = 3 * 1024 * 1024;
 
 /// Graph's limit of concurrent requests per mailbox.
@@ -501,7 +505,7 @@ impl<T: TokenSource> Transport for GraphTransport<T> {
 
 impl<T: TokenSource> GraphTransport<T> {
     /// One attempt: first whatever an earlier attempt left (see
-    /// [`draft`]), then `sendMail` or the draft route.
+    /// the `draft` module), then `sendMail` or the draft route.
     async fn deliver(
         &self,
         message: &[u8],
