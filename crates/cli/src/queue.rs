@@ -85,7 +85,17 @@ async fn discard(ctx: &Context, outbox: &Outbox, id: &str) -> Result<(), Failure
         Some("gmail") => Some(Provider::Gmail),
         _ => None,
     };
-    let resolved = providers::resolve(ctx, entry.account.as_deref(), provider).await?;
+    let resolved = match providers::resolve(ctx, entry.account.as_deref(), provider).await {
+        Ok(resolved) => resolved,
+        // Without the account nothing can reach the mailbox: say so, drop.
+        Err(failure) => {
+            tracing::warn!(
+                "cannot delete what an earlier attempt left in the mailbox ({}); look in its Drafts folder",
+                failure.error
+            );
+            return Ok(());
+        }
+    };
     let notes = apimail_core::MemoryNotes::default();
     for (key, value) in &entry.notes {
         let _ = apimail_core::DeliveryNotes::set(&notes, key, Some(value));
