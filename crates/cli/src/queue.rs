@@ -72,7 +72,9 @@ pub async fn run(ctx: Context, command: QueueCommand) -> Result<(), Failure> {
 }
 
 /// Before `queue drop`: what earlier attempts left at the provider (a Graph
-/// draft) is deleted, or the entry stays so nothing is left behind unseen.
+/// draft) is deleted. If that fails the entry stays, so nothing is left
+/// behind unseen; without the account to reach the mailbox, a warning says
+/// where to look.
 async fn discard(ctx: &Context, outbox: &Outbox, id: &str) -> Result<(), Failure> {
     let Some(entry) = outbox.get(id).map_err(outbox_failure)? else {
         return Err(unknown_id(id));
@@ -329,6 +331,7 @@ pub fn is_interrupted(error: &TransportError) -> bool {
 }
 
 /// The first SIGINT or SIGTERM, by name.
+#[cfg(unix)]
 fn signals() -> std::io::Result<impl std::future::Future<Output = &'static str>> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut interrupt = signal(SignalKind::interrupt())?;
@@ -338,6 +341,15 @@ fn signals() -> std::io::Result<impl std::future::Future<Output = &'static str>>
             _ = interrupt.recv() => "SIGINT",
             _ = terminate.recv() => "SIGTERM",
         }
+    })
+}
+
+/// The first Ctrl-C.
+#[cfg(not(unix))]
+fn signals() -> std::io::Result<impl std::future::Future<Output = &'static str>> {
+    Ok(async {
+        let _ = tokio::signal::ctrl_c().await;
+        "Ctrl-C"
     })
 }
 
