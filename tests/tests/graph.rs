@@ -654,6 +654,14 @@ fn files_in_other_charsets_arrive_byte_exact_by_send_mail_and_by_draft() {
     assert!(fake.drafts().is_empty());
 }
 
+/// The `hint:` line of a failure report.
+fn hint_line(out: &Run) -> &str {
+    out.stderr
+        .lines()
+        .find(|l| l.starts_with("hint: "))
+        .unwrap_or_default()
+}
+
 fn count_requests(fake: &FakeMicrosoft, method: &str, path_end: &str) -> usize {
     fake.graph_request_log()
         .iter()
@@ -922,11 +930,7 @@ fn send_as_denied_names_the_fix_and_fails_the_message() {
     });
     let out = send(&sandbox, &["--from", "boss@contoso.com"]);
     assert_eq!(out.code, 69, "{}", out.stderr);
-    let hint = out
-        .stderr
-        .lines()
-        .find(|l| l.starts_with("hint: "))
-        .unwrap_or_default();
+    let hint = hint_line(&out);
     assert!(
         hint.contains("Send As") && hint.contains("own address"),
         "{}",
@@ -934,6 +938,7 @@ fn send_as_denied_names_the_fix_and_fails_the_message() {
     );
     assert!(!out.stderr.contains("auth login"), "{}", out.stderr);
     assert!(!out.stderr.contains("held"), "{}", out.stderr);
+    assert!(fake.drafts().is_empty());
     let failed = std::fs::read_dir(sandbox.path().join("data/outbox/failed")).unwrap();
     assert_eq!(
         failed
@@ -964,11 +969,7 @@ fn app_only_without_mail_read_write_names_the_application_permission() {
             file.to_str().unwrap(),
         ])));
     assert_eq!(out.code, 78, "{}", out.stderr);
-    let hint = out
-        .stderr
-        .lines()
-        .find(|l| l.starts_with("hint: "))
-        .unwrap_or_default();
+    let hint = hint_line(&out);
     assert!(
         hint.contains("Mail.ReadWrite application permission with admin consent"),
         "{}",
@@ -1078,11 +1079,7 @@ fn a_message_over_the_mailbox_limit_names_max_message_mb() {
         .env("APIMAIL_GRAPH_MAX_MESSAGE_MB", "1")
         .args(send_args(&["--attach", file.to_str().unwrap()])));
     assert_eq!(out.code, 65, "{}", out.stderr);
-    let hint = out
-        .stderr
-        .lines()
-        .find(|l| l.starts_with("hint: "))
-        .unwrap_or_default();
+    let hint = hint_line(&out);
     assert!(hint.contains("max_message_mb"), "{}", out.stderr);
     assert_eq!(fake.graph_requests(), 0);
 }
@@ -1153,4 +1150,25 @@ fn me_and_the_same_users_address_share_four_requests() {
         "{} requests ran at once for one mailbox",
         fake.max_concurrent_graph_requests()
     );
+}
+
+#[test]
+fn environment_credentials_are_not_held_for_a_login_that_cannot_happen() {
+    let fake = FakeMicrosoft::start();
+    fake.add_app(TENANT, APP_ID, Some(APP_SECRET), None);
+    let sandbox = Sandbox::microsoft(&fake);
+    let out = run(app_only_env(&fake, &sandbox)
+        .env("AZURE_CLIENT_SECRET", "not-the-secret")
+        .args(send_args(&["--provider", "graph"])));
+    assert_eq!(out.code, 77, "{}", out.stderr);
+    let hint = hint_line(&out);
+    assert!(hint.contains("AZURE_CLIENT_SECRET"), "{}", out.stderr);
+    assert!(!hint.contains("run `"), "not a command: {hint}");
+    assert!(!out.stderr.contains("held"), "{}", out.stderr);
+    assert_eq!(
+        queued_entry(&sandbox)["state"],
+        "queued",
+        "retried on schedule"
+    );
+    assert!(fake.delivered().is_empty() && fake.drafts().is_empty());
 }
