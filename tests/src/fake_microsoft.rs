@@ -107,6 +107,9 @@ pub enum Fault {
     Status504,
     /// Read the request, then close the connection without answering.
     DropConnection,
+    /// Handle the request normally, then close the connection without
+    /// answering: the request took effect, its answer is lost.
+    LoseAnswer,
     /// Sleep this long (counted as in flight), then handle the request
     /// normally.
     Slow(Duration),
@@ -253,6 +256,11 @@ struct State {
     chunks: Vec<Chunk>,
     chunk_puts: usize,
     fail_chunk_at: Option<usize>,
+    lose_chunk_answer_at: Option<usize>,
+    /// Lowercased delegated permissions left out of every grant.
+    withheld: HashSet<String>,
+    /// Sent Items: (mailbox, internetMessageId, id).
+    sent_items: Vec<(String, String, String)>,
     uploads_with_authorization: usize,
     delivered: Vec<Delivered>,
     graph_requests: usize,
@@ -741,6 +749,34 @@ impl FakeMicrosoft {
         state.faults.clear();
         state.forever = None;
         state.fail_chunk_at = None;
+        state.lose_chunk_answer_at = None;
+    }
+
+    /// Leaves `permission` (e.g. `Mail.ReadWrite`) out of every delegated
+    /// grant from now on, as when an administrator's consent is missing:
+    /// sign-ins succeed, and the token response's `scope` lacks it.
+    pub fn withhold_consent(&self, permission: &str) {
+        lock(&self.state)
+            .withheld
+            .insert(permission.to_ascii_lowercase());
+    }
+
+    /// Makes the `n`-th upload-URL `PUT` (0-based, counting every `PUT`
+    /// since the start) take effect and then close the connection without
+    /// an answer: the client must not send those bytes again.
+    pub fn lose_chunk_answer_at(&self, n: usize) {
+        lock(&self.state).lose_chunk_answer_at = Some(n);
+    }
+
+    /// The Message-IDs in `mailbox`'s Sent Items, where Exchange files each
+    /// message it sent.
+    pub fn sent_items(&self, mailbox: &str) -> Vec<String> {
+        lock(&self.state)
+            .sent_items
+            .iter()
+            .filter(|(m, _, _)| m.eq_ignore_ascii_case(mailbox))
+            .map(|(_, message_id, _)| message_id.clone())
+            .collect()
     }
 
     /// Makes the `n`-th upload-URL `PUT` (0-based, counting every `PUT` to
@@ -1146,6 +1182,9 @@ fn parse_scopes(state: &State, scope: &str) -> Result<Scopes, (&'static str, u32
     }
     let mut seen = HashSet::new();
     permissions.retain(|p| seen.insert(p.to_ascii_lowercase()));
+    // Permissions nobody consented to are left out of the grant (and of the
+    // token response's `scope`).
+    permissions.retain(|p| !state.withheld.contains(&p.to_ascii_lowercase()));
     Ok(Scopes {
         resource: resource.unwrap_or_else(|| state.graph_resource.clone()),
         permissions,
@@ -1926,6 +1965,10 @@ fn graph(state: &Mutex<State>, request: &Request) -> Reply {
             Reply::Respond(graph_api(state, request))
         }
         Some(Fault::DropConnection) => Reply::Drop,
+        Some(Fault::LoseAnswer) => {
+            graph_api(state, request);
+            Reply::Drop
+        }
         Some(Fault::Status429 { retry_after_secs }) => {
             let response = graph_error(
                 429,
@@ -1986,16 +2029,19 @@ enum Operation {
     DeleteDraft(String),
     AddAttachment(String),
     CreateUploadSession(String),
+    ListAttachments(String),
     SendDraft(String),
+    ListSentItems,
 }
 
 impl Operation {
-    /// The delegated scope or app role the operation needs.
-    fn permission(&self) -> &'static str {
+    /// The delegated scopes or app roles of which the operation needs one.
+    fn permission(&self) -> &'static [&'static str] {
         match self {
-            Operation::Profile => "User.Read",
-            Operation::SendMail | Operation::SendDraft(_) => "Mail.Send",
-            _ => "Mail.ReadWrite",
+            Operation::Profile => &["User.Read"],
+            Operation::SendMail | Operation::SendDraft(_) => &["Mail.Send"],
+            Operation::ListSentItems => &["Mail.Read", "Mail.ReadWrite"],
+            _ => &["Mail.ReadWrite"],
         }
     }
 }
@@ -2049,6 +2095,18 @@ fn graph_route(request: &Request) -> Result<(Target, Operation), Response> {
             if is(messages, "messages") && is(attachments, "attachments") =>
         {
             Some(Operation::AddAttachment(id.clone()))
+        }
+        ([messages, id, attachments], "GET")
+            if is(messages, "messages") && is(attachments, "attachments") =>
+        {
+            Some(Operation::ListAttachments(id.clone()))
+        }
+        ([folders, folder, messages], "GET")
+            if is(folders, "mailFolders")
+                && is(folder, "sentitems")
+                && is(messages, "messages") =>
+        {
+            Some(Operation::ListSentItems)
         }
         ([messages, id, attachments, create], "POST")
             if is(messages, "messages")
@@ -2121,6 +2179,16 @@ fn graph_api(state: &Mutex<State>, request: &Request) -> Response {
                 create_upload_session(state, request, &mailbox, &id)
             }
             Operation::SendDraft(id) => send_draft(state, &mailbox, &id, &token),
+            Operation::ListAttachments(id) => {
+                let draft = find_draft(state, &mailbox, &id)?;
+                let value: Vec<Value> = draft
+                    .attachments
+                    .iter()
+                    .map(|a| json!({"id": a.id, "name": a.name, "size": a.bytes.len()}))
+                    .collect();
+                Ok(Response::json(200, &json!({ "value": value })))
+            }
+            Operation::ListSentItems => list_sent_items(state, request, &mailbox),
         }
     })();
     result.unwrap_or_else(|response| response)
@@ -2164,7 +2232,7 @@ fn resolve_mailbox(
     state: &State,
     grant: &Grant,
     target: &Target,
-    permission: &str,
+    permission: &[&str],
 ) -> Result<String, Response> {
     let address = match (target, &grant.principal) {
         (Target::Me, Principal::App(_)) => {
@@ -2177,11 +2245,11 @@ fn resolve_mailbox(
         (Target::Me, Principal::User(user)) => user.clone(),
         (Target::User(id), _) => id.clone(),
     };
-    if !grant
-        .permissions
-        .iter()
-        .any(|p| p.eq_ignore_ascii_case(permission))
-    {
+    if !grant.permissions.iter().any(|p| {
+        permission
+            .iter()
+            .any(|needed| p.eq_ignore_ascii_case(needed))
+    }) {
         return Err(access_denied());
     }
     match &grant.principal {
@@ -2345,6 +2413,7 @@ fn send_mail(
             if !has_recipient(&mime) {
                 return Err(no_recipients());
             }
+            file_sent_copy(state, mailbox, &mime);
             ("sendMail-mime", mime, None)
         }
         Body::Json(body) => {
@@ -2662,6 +2731,12 @@ fn send_draft(
     state
         .sessions
         .retain(|_, session| session.draft_id != draft.id);
+    // The draft leaves Drafts; its sent copy gets a new id in Sent Items.
+    state.sent_items.push((
+        draft.mailbox.clone(),
+        draft.internet_message_id.clone(),
+        graph_id(),
+    ));
     state.delivered.push(Delivered {
         mailbox: draft.mailbox,
         via: "draft".to_owned(),
@@ -2671,6 +2746,54 @@ fn send_draft(
         access_token: token.to_owned(),
     });
     Ok(Response::new(202))
+}
+
+/// Exchange files a copy of each sent message in Sent Items.
+fn file_sent_copy(state: &mut State, mailbox: &str, mime: &[u8]) {
+    if let Some(message_id) = header_value(mime, "message-id") {
+        state
+            .sent_items
+            .push((mailbox.to_owned(), message_id, graph_id()));
+    }
+}
+
+/// `GET .../mailFolders/sentitems/messages?$filter=internetMessageId eq '…'`:
+/// the only filter the fake understands (Graph's OData string literal, `''`
+/// for a quote).
+fn list_sent_items(state: &State, request: &Request, mailbox: &str) -> Result<Response, Response> {
+    let query = request.query_map();
+    let wanted = match query.get("$filter") {
+        None => None,
+        Some(filter) => {
+            let literal = filter
+                .trim()
+                .strip_prefix("internetMessageId eq '")
+                .and_then(|rest| rest.strip_suffix('\''))
+                .ok_or_else(|| {
+                    graph_error(
+                        400,
+                        "BadRequest",
+                        &format!("Invalid filter clause: the fake understands only internetMessageId eq '...', not {filter}"),
+                    )
+                })?;
+            Some(literal.replace("''", "'"))
+        }
+    };
+    let value: Vec<Value> = state
+        .sent_items
+        .iter()
+        .filter(|(m, message_id, _)| {
+            m.eq_ignore_ascii_case(mailbox) && wanted.as_ref().is_none_or(|w| w == message_id)
+        })
+        .map(|(_, message_id, id)| json!({"id": id, "internetMessageId": message_id}))
+        .collect();
+    Ok(Response::json(
+        200,
+        &json!({
+            "@odata.context": format!("{}/graph/v1.0/$metadata#users('{mailbox}')/mailFolders('sentitems')/messages", state.base),
+            "value": value,
+        }),
+    ))
 }
 
 // ---- Upload URLs ------------------------------------------------------------
@@ -2707,6 +2830,12 @@ fn upload(state: &Mutex<State>, request: &Request, session_id: &str) -> Reply {
         let response = upload_request(state, request, session_id, had_authorization, range);
         let response = finish_graph_response(response, request);
         chunk.status = response.status;
+        if state.lose_chunk_answer_at == Some(index) {
+            state.lose_chunk_answer_at = None;
+            chunk.status = 0;
+            state.chunks.push(chunk);
+            return Reply::Drop;
+        }
         state.chunks.push(chunk);
         return response.into();
     }

@@ -1867,3 +1867,122 @@ fn dropping_the_fake_stops_the_server() {
     drop(fake);
     assert!(http::request("POST", &url, &[], b"").is_err());
 }
+
+#[test]
+fn sent_items_hold_what_was_sent_and_filter_by_internet_message_id() {
+    let fake = fake();
+    let token = access_token(&fake, "Mail.Send Mail.ReadWrite");
+    let mime = b"From: user@contoso.com\r\nTo: friend@example.org\r\n\
+Message-ID: <it's.1@contoso.com>\r\nSubject: s\r\n\r\nbody\r\n";
+    assert_eq!(send_mime(&fake, &token, "me", mime).status, 202);
+    let draft = create_mime_draft(&fake, &token, "me");
+    let draft_id = draft["id"].as_str().unwrap();
+    let message_id = draft["internetMessageId"].as_str().unwrap().to_owned();
+    let send = graph(
+        &fake,
+        "POST",
+        &message_path("me", draft_id, "/send"),
+        &token,
+        None,
+        b"",
+    );
+    assert_eq!(send.status, 202);
+    assert_eq!(
+        fake.sent_items(DEFAULT_USER),
+        ["<it's.1@contoso.com>".to_owned(), message_id.clone()]
+    );
+
+    let find = |token: &str, id: &str| {
+        let filter: String = url::form_urlencoded::byte_serialize(
+            format!("internetMessageId eq '{}'", id.replace('\'', "''")).as_bytes(),
+        )
+        .collect();
+        graph(
+            &fake,
+            "GET",
+            &format!(
+                "/v1.0/users/{DEFAULT_USER}/mailFolders/sentitems/messages?$filter={filter}&$select=id"
+            ),
+            token,
+            None,
+            b"",
+        )
+    };
+    let found = find(&token, "<it's.1@contoso.com>");
+    assert_eq!(found.status, 200, "{}", found.body_text());
+    let value = found.body_json()["value"].as_array().unwrap().clone();
+    assert_eq!(value.len(), 1);
+    assert_eq!(value[0]["internetMessageId"], "<it's.1@contoso.com>");
+    assert_eq!(
+        find(&token, &message_id).body_json()["value"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert!(
+        find(&token, "<other@x>").body_json()["value"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+
+    // Mail.Read is enough to look; Mail.Send alone is not.
+    let read = access_token(&fake, "Mail.Read");
+    assert_eq!(find(&read, &message_id).status, 200);
+    let send_only = access_token(&fake, "Mail.Send");
+    let denied = find(&send_only, &message_id);
+    assert_eq!(
+        (denied.status, graph_code(&denied).as_str()),
+        (403, "ErrorAccessDenied")
+    );
+}
+
+#[test]
+fn draft_attachments_can_be_listed_with_their_sizes() {
+    let fake = fake();
+    let token = access_token(&fake, "Mail.ReadWrite");
+    let draft = create_mime_draft(&fake, &token, "me");
+    let id = draft["id"].as_str().unwrap();
+    let body = json!({
+        "@odata.type": "#microsoft.graph.fileAttachment",
+        "name": "a.txt",
+        "contentType": "text/plain; charset=iso-8859-1",
+        "contentBytes": STANDARD.encode(b"caf\xe9"),
+    });
+    let added = graph(
+        &fake,
+        "POST",
+        &message_path("me", id, "/attachments"),
+        &token,
+        Some("application/json"),
+        body.to_string().as_bytes(),
+    );
+    assert_eq!(added.status, 201);
+    let listed = graph(
+        &fake,
+        "GET",
+        &message_path("me", id, "/attachments?$select=name,size"),
+        &token,
+        None,
+        b"",
+    );
+    assert_eq!(listed.status, 200, "{}", listed.body_text());
+    let value = &listed.body_json()["value"];
+    assert_eq!(value[0]["name"], "a.txt");
+    assert_eq!(value[0]["size"], 4);
+    assert_eq!(fake.drafts()[0].attachments[0].bytes, b"caf\xe9");
+}
+
+#[test]
+fn withheld_consent_is_left_out_of_the_grant() {
+    let fake = fake();
+    fake.withhold_consent("Mail.ReadWrite");
+    let tokens = login(
+        &fake,
+        "offline_access https://graph.microsoft.com/Mail.Send https://graph.microsoft.com/Mail.ReadWrite",
+    );
+    let scope = tokens["scope"].as_str().unwrap();
+    assert!(scope.contains("Mail.Send"), "{scope}");
+    assert!(!scope.contains("Mail.ReadWrite"), "{scope}");
+}

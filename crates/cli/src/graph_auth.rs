@@ -10,7 +10,9 @@ use url::Url;
 use crate::auth::{Login, check_account_name, login_failure, save_login, show_authorize_url};
 use crate::cli::GraphLoginArgs;
 use crate::config::{Account, Provider};
-use crate::exit::Failure;
+use anyhow::anyhow;
+
+use crate::exit::{Exit, Failure};
 use crate::providers::{Context, authority, client_secret_file, cloud};
 
 pub async fn login(mut ctx: Context, args: GraphLoginArgs) -> Result<(), Failure> {
@@ -66,6 +68,19 @@ pub async fn login(mut ctx: Context, args: GraphLoginArgs) -> Result<(), Failure
         oauth::login_with_browser(&client, &options, &mut prompt).await
     }
     .map_err(|e| login_failure(e, Provider::Graph))?;
+    if args.large_messages
+        && let Some(granted) = &response.scopes
+        && !granted.iter().any(|s| s.ends_with("Mail.ReadWrite"))
+    {
+        return Err(Failure::new(
+            Exit::NoPerm,
+            anyhow!(
+                "Microsoft signed you in but did not grant Mail.ReadWrite (granted: {}), which --large-messages needs",
+                granted.join(" ")
+            ),
+        )
+        .hint("an administrator must consent to the Mail.ReadWrite permission for this app (Entra admin center > Enterprise applications > Permissions), or log in without --large-messages to send messages up to 4 MB"));
+    }
 
     let account = Account {
         provider: Provider::Graph,

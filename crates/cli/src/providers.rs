@@ -60,6 +60,10 @@ pub struct Resolved {
     pub relogin: String,
     /// The command that authorizes again with Mail.ReadWrite (Graph).
     pub relogin_large: Option<String>,
+    /// Whether `relogin` is a login that can fix a refused authorization;
+    /// false for environment and app-only credentials, whose fixes are an
+    /// administrator's.
+    pub login_fixes_auth: bool,
     /// The token and API endpoints, for `apimail doctor`.
     pub endpoints: Vec<Url>,
     pub sender: Sender,
@@ -109,6 +113,13 @@ impl Transport for Sender {
             Sender::Graph(t) => t.discard(notes).await,
         }
     }
+
+    async fn interrupted(&self, notes: &dyn DeliveryNotes) -> Result<(), TransportError> {
+        match self {
+            Sender::Gmail(t) => t.interrupted(notes).await,
+            Sender::Graph(t) => t.interrupted(notes).await,
+        }
+    }
 }
 
 impl Transport for Resolved {
@@ -136,6 +147,10 @@ impl Transport for Resolved {
     async fn discard(&self, notes: &dyn DeliveryNotes) -> Result<(), TransportError> {
         self.sender.discard(notes).await
     }
+
+    async fn interrupted(&self, notes: &dyn DeliveryNotes) -> Result<(), TransportError> {
+        self.sender.interrupted(notes).await
+    }
 }
 
 /// Resolves an outbox entry's sender from the configuration and the
@@ -152,6 +167,10 @@ impl Senders for ConfiguredSenders<'_> {
         resolve_identity(self.ctx, entry.identity.as_ref(), entry.account.as_deref())
             .await
             .map_err(|failure| failure.error.to_string())
+    }
+
+    fn login_can_fix(&self, sender: &Resolved) -> bool {
+        sender.login_fixes_auth
     }
 }
 
@@ -316,6 +335,7 @@ fn gmail_account(ctx: &Context, name: &str, account: &Account) -> Result<Resolve
         address: account.address.clone(),
         relogin: gmail_login_command(name, account),
         relogin_large: None,
+        login_fixes_auth: true,
         sender: Sender::Gmail(transport),
     })
 }
@@ -409,6 +429,7 @@ async fn gmail_from_env() -> Result<Option<Resolved>, Failure> {
         provider: Provider::Gmail,
         identity,
         account: None,
+        login_fixes_auth: false,
         endpoints: vec![token_url, api_url],
         relogin_large: None,
         label,
@@ -454,10 +475,11 @@ fn graph_account(ctx: &Context, name: &str, account: &Account) -> Result<Resolve
                 GraphTokens::AppOnly(tokens),
                 max,
                 true,
-            ),
+            )
+            .app_only(),
             authority_token_url,
             format!(
-                "check the app's Mail.Send application permission and admin consent for account `{name}`"
+                "an administrator checks the app's Mail.Send application permission and admin consent for account `{name}`"
             ),
             None,
         ));
@@ -514,7 +536,7 @@ fn graph_resolved(
     // Graph's 4-requests-per-mailbox limit holds across processes too
     // (cron jobs, queue flushes), through lock files in the data directory.
     let transport = match TokenStore::from_env() {
-        Ok(store) => transport.with_machine_limit(store.dir().join("limits")),
+        Ok(store) => transport.with_machine_limit(store.dir().join("limits"), address.as_deref()),
         Err(_) => transport,
     };
     Resolved {
@@ -524,6 +546,7 @@ fn graph_resolved(
         endpoints,
         label,
         address,
+        login_fixes_auth: relogin_large.is_some(),
         relogin,
         relogin_large,
         sender: Sender::Graph(transport),
@@ -612,9 +635,10 @@ fn graph_from_env() -> Result<Option<Resolved>, Failure> {
         credentials.identity(),
         format!("app-only credentials in the environment, as {user}"),
         Some(user.clone()),
-        GraphTransport::new(&api, Mailbox::User(user), GraphTokens::AppOnly(tokens), max, true),
+        GraphTransport::new(&api, Mailbox::User(user), GraphTokens::AppOnly(tokens), max, true)
+            .app_only(),
         apimail_graph::token_url(&authority(None, cloud)?, &credentials.tenant),
-        "check AZURE_CLIENT_SECRET (or the certificate), the app's Mail.Send application permission and admin consent".into(),
+        "check AZURE_CLIENT_SECRET (or the certificate); an administrator checks the app's Mail.Send application permission and admin consent".into(),
         None,
     )))
 }
@@ -711,14 +735,14 @@ pub fn send_failure(error: TransportError, resolved: &Resolved) -> Failure {
                     resolved.label
                 )),
             )
-            .hint(format!("run `{}`", resolved.relogin));
+            .hint(relogin_hint(resolved));
             for cause in causes {
                 failure = failure.note(format!("{company} ends authorizations when {cause}"));
             }
             return failure;
         }
         Some(TokenError::NotLoggedIn { .. } | TokenError::Refused { .. }) => {
-            return Failure::new(Exit::NoPerm, error).hint(format!("run `{}`", resolved.relogin));
+            return Failure::new(Exit::NoPerm, error).hint(relogin_hint(resolved));
         }
         Some(TokenError::Unreachable(_)) => {
             return Failure::new(Exit::TempFail, error)
@@ -726,6 +750,10 @@ pub fn send_failure(error: TransportError, resolved: &Resolved) -> Failure {
         }
         _ => {}
     }
+    let graph_hint = match resolved.provider {
+        Provider::Graph => apimail_graph::failure_hint(&error),
+        Provider::Gmail => None,
+    };
     let (exit, hint) = match error.kind() {
         ErrorKind::Temporary => (
             Exit::TempFail,
@@ -750,7 +778,16 @@ pub fn send_failure(error: TransportError, resolved: &Resolved) -> Failure {
             "this is a bug in apimail; please report it with the output of --debug".to_owned(),
         ),
     };
-    Failure::new(exit, error).hint(hint)
+    Failure::new(exit, error).hint(graph_hint.map_or(hint, str::to_owned))
+}
+
+/// `run \`apimail auth login …\`` when a login can fix it, else what can.
+fn relogin_hint(resolved: &Resolved) -> String {
+    if resolved.login_fixes_auth {
+        format!("run `{}`", resolved.relogin)
+    } else {
+        resolved.relogin.clone()
+    }
 }
 
 fn unauthorized_hint(error: &TransportError, resolved: &Resolved) -> String {
@@ -762,9 +799,10 @@ fn unauthorized_hint(error: &TransportError, resolved: &Resolved) -> String {
             "authorize again with the gmail.send scope: `{}`",
             resolved.relogin
         ),
-        (_, Provider::Graph) => format!(
+        (_, Provider::Graph) if resolved.login_fixes_auth => format!(
             "grant the app the permission (or admin consent), or `{}`",
             resolved.relogin
         ),
+        (_, Provider::Graph) => resolved.relogin.clone(),
     }
 }

@@ -5,11 +5,13 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use anyhow::anyhow;
-use apimail_core::delivery::{Engine, FlushReport, Selection, Settings, Settled, WhenUnknown};
+use apimail_core::delivery::{
+    Engine, FlushReport, Interrupt, Selection, Settings, Settled, WhenUnknown,
+};
 use apimail_core::journal::{Journal, JournalError};
 use apimail_core::outbox::{Entry, EntryId, EntryState, Outbox, OutboxError};
 use apimail_core::token_store::TokenStore;
-use apimail_core::{TransportError, now_unix};
+use apimail_core::{DeliveryNotes, MemoryNotes, Transport, TransportError, now_unix};
 
 use crate::cli::QueueCommand;
 use crate::config::Config;
@@ -88,6 +90,8 @@ pub async fn run(ctx: &Context, command: QueueCommand) -> Result<(), Failure> {
             flush(ctx, &Selection::default()).await
         }
         QueueCommand::Drop { id } => {
+            discard(ctx, &outbox, &id).await?;
+            discard(&ctx, &outbox, &id).await?;
             if !outbox.drop_entry(&id).map_err(outbox_failure)? {
                 return Err(unknown_id(&id));
             }
@@ -95,6 +99,68 @@ pub async fn run(ctx: &Context, command: QueueCommand) -> Result<(), Failure> {
             Ok(())
         }
     }
+}
+
+/// Before `queue drop`: what earlier attempts left at the provider (a Graph
+/// draft) is deleted. If that fails the entry stays, so nothing is left
+/// behind unseen; without the sender to reach the mailbox, a warning says
+/// where to look.
+async fn discard(ctx: &Context, outbox: &Outbox, id: &str) -> Result<(), Failure> {
+    let Some(entry) = outbox.get(id).map_err(outbox_failure)? else {
+        return Err(unknown_id(id));
+    };
+    if entry.notes.is_empty() {
+        return Ok(());
+    }
+    let resolved = match providers::resolve_identity(
+        ctx,
+        entry.identity.as_ref(),
+        entry.account.as_deref(),
+    )
+    .await
+    {
+        Ok(resolved) => resolved,
+        Err(failure) => {
+            tracing::warn!(
+                "cannot delete what an earlier attempt left in the mailbox ({}); look in its Drafts folder",
+                failure.error
+            );
+            return Ok(());
+        }
+    };
+    let notes = MemoryNotes::default();
+    for (key, value) in &entry.notes {
+        let _ = notes.set(key, Some(value));
+    }
+    resolved.discard(&notes).await.map_err(|error| {
+        providers::send_failure(error, &resolved).note(format!(
+            "{id} stays in the outbox until what an earlier attempt left in the mailbox (a draft) \
+             is deleted; run `apimail queue drop {id}` again"
+        ))
+    })
+}
+
+/// The first SIGINT or SIGTERM, by name: what interrupts a delivery.
+#[cfg(unix)]
+async fn signal() -> String {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut interrupt), Ok(mut terminate)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = interrupt.recv() => "SIGINT".to_owned(),
+        _ = terminate.recv() => "SIGTERM".to_owned(),
+    }
+}
+
+/// The first Ctrl-C.
+#[cfg(not(unix))]
+async fn signal() -> String {
+    let _ = tokio::signal::ctrl_c().await;
+    "Ctrl-C".to_owned()
 }
 
 /// Flushes the selected entries and prints what happened.
@@ -230,6 +296,9 @@ pub fn not_sent(
             anyhow!("message {id} was settled by another apimail process"),
         )
         .hint(format!("`apimail log` shows what happened to {id}")),
+        Settled::Interrupted => failure.note(format!(
+            "the message stays in the outbox as {id}; `apimail queue flush` (or the next send) sends it"
+        )),
         Settled::Busy | Settled::Dropped | Settled::Sent(_) | Settled::VerifiedSent => failure,
     }
 }
@@ -255,7 +324,8 @@ pub fn engine(ctx: &Context) -> Result<Engine<ConfiguredSenders<'_>>, Failure> {
         open_outbox()?,
         ConfiguredSenders { ctx },
         delivery_settings(&ctx.config)?,
-    );
+    )
+    .with_interrupt(Interrupt::new(signal));
     // A journal that cannot be opened never stops a delivery.
     Ok(match open_journal() {
         Ok(journal) => engine.with_journal(journal),

@@ -174,12 +174,9 @@ async fn deliver(config_flag: Option<&std::path::Path>, inv: Invocation) -> Resu
             ));
             Ok(())
         }
-        Settled::Failed => Err(queue::not_sent(
-            &resolved,
-            &id,
-            Settled::Failed,
-            delivery.error,
-        )),
+        settled @ (Settled::Failed | Settled::Interrupted) => {
+            Err(queue::not_sent(&resolved, &id, settled, delivery.error))
+        }
     }
 }
 

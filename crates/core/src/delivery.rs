@@ -18,6 +18,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -27,7 +28,7 @@ use crate::journal::{Journal, Outcome as Status, Record};
 use crate::outbox::{Claim, Entry, EntryId, EntryState, Outbox, OutboxError, Outcome};
 use crate::retry::RetryPolicy;
 use crate::token::{TokenError, now_unix};
-use crate::transport::{Envelope, ErrorKind, MemoryNotes, Receipt, Transport, TransportError};
+use crate::transport::{Envelope, ErrorKind, Receipt, Transport, TransportError};
 
 /// Finds the transport for an entry's sender.
 pub trait Senders: Sync {
@@ -38,6 +39,15 @@ pub trait Senders: Sync {
     /// it cannot be had now (an account removed, credentials gone from the
     /// environment). Such an entry is held with that reason.
     fn resolve(&self, entry: &Entry) -> impl Future<Output = Result<Self::Sender, String>> + Send;
+
+    /// Whether a new login can fix a refused authorization of `sender`, so
+    /// that holding its messages until then makes sense. Credentials no
+    /// login renews (from the environment, app-only) are retried on the
+    /// schedule instead.
+    fn login_can_fix(&self, sender: &Self::Sender) -> bool {
+        let _ = sender;
+        true
+    }
 }
 
 /// What to do with a message whose earlier attempt may have been accepted,
@@ -100,6 +110,9 @@ pub enum Settled {
     SettledElsewhere,
     /// Another process is still busy with it.
     Busy,
+    /// Cut short by [`Engine::with_interrupt`]: still queued, due now, and
+    /// uncertain (the next attempt checks or resends).
+    Interrupted,
     /// Not sent, and removed from the outbox as the caller asked
     /// ([`IfNotSent::Drop`]): the caller must send it again.
     Dropped,
@@ -151,6 +164,7 @@ impl FlushReport {
             Settled::Queued { .. } => self.queued += 1,
             Settled::Held { .. } => self.held += 1,
             Settled::Failed => self.failed += 1,
+            Settled::Interrupted => self.queued += 1,
             Settled::SettledElsewhere | Settled::Busy | Settled::Dropped => {}
         }
     }
@@ -174,6 +188,30 @@ pub struct Selection {
     pub deadline: Option<Instant>,
 }
 
+/// How long a transport may clean up after an interrupted attempt.
+pub const CLEANUP_GRACE: Duration = Duration::from_secs(5);
+
+/// What ends an attempt early: a future that resolves with the reason
+/// (the CLI: SIGINT or SIGTERM). A fresh one is made for each attempt.
+pub struct Interrupt(Box<dyn Fn() -> Pin<Box<dyn Future<Output = String> + Send>> + Send + Sync>);
+
+impl Interrupt {
+    /// Wraps `make`, which returns a future resolving on interruption.
+    pub fn new<F, Fut>(make: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = String> + Send + 'static,
+    {
+        Interrupt(Box::new(move || Box::pin(make())))
+    }
+}
+
+impl std::fmt::Debug for Interrupt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Interrupt")
+    }
+}
+
 /// The delivery engine over one outbox.
 #[derive(Debug)]
 pub struct Engine<S> {
@@ -181,6 +219,7 @@ pub struct Engine<S> {
     senders: S,
     settings: Settings,
     journal: Option<Journal>,
+    interrupt: Option<Interrupt>,
 }
 
 /// How one attempt (with its in-process retries) ended.
@@ -199,7 +238,16 @@ impl<S: Senders> Engine<S> {
             senders,
             settings,
             journal: None,
+            interrupt: None,
         }
+    }
+
+    /// Ends attempts early when `interrupt` fires: the transport gets
+    /// [`CLEANUP_GRACE`] to clean up ([`Transport::interrupted`]), the entry
+    /// stays queued as uncertain, and a flush stops.
+    pub fn with_interrupt(mut self, interrupt: Interrupt) -> Self {
+        self.interrupt = Some(interrupt);
+        self
     }
 
     /// Records every settled outcome in `journal`.
@@ -318,6 +366,9 @@ impl<S: Senders> Engine<S> {
                 Err(reason) => self.hold_unresolved(claim, reason)?,
             };
             report.count(&delivery.settled);
+            if delivery.settled == Settled::Interrupted {
+                break;
+            }
         }
         Ok(report)
     }
@@ -357,12 +408,12 @@ impl<S: Senders> Engine<S> {
                     format!("cannot read queued message {}", entry.id),
                 )
                 .with_source(e);
-                return self.settle(claim, &entry, error);
+                return self.settle(claim, sender, &entry, error);
             }
         };
         let envelope = match envelope_of(&entry) {
             Ok(envelope) => envelope,
-            Err(error) => return self.settle(claim, &entry, error),
+            Err(error) => return self.settle(claim, sender, &entry, error),
         };
         if entry.is_uncertain() {
             tracing::warn!(
@@ -372,9 +423,8 @@ impl<S: Senders> Engine<S> {
         }
         let unknown = AtomicBool::new(entry.is_uncertain());
         claim.begin_attempt(now_unix())?;
-        let notes = MemoryNotes::default();
-        let notes = &notes;
-        let result = retry
+        let notes = &claim;
+        let tries = retry
             .run(
                 |_| {
                     let unknown = &unknown;
@@ -412,7 +462,16 @@ impl<S: Senders> Engine<S> {
                     );
                 },
             )
-            .await;
+            ;
+        let result = match &self.interrupt {
+            None => tries.await,
+            Some(interrupt) => tokio::select! {
+                result = tries => result,
+                why = (interrupt.0)() => {
+                    return Ok(self.interrupted(claim, sender, &entry, why).await);
+                }
+            },
+        };
         match result {
             Ok(Attempted::Sent(receipt)) => {
                 claim.delivered()?;
@@ -472,7 +531,7 @@ impl<S: Senders> Engine<S> {
                             unresolved: None,
                         })
                     }
-                    Some(false) => self.settle(claim, &entry, error),
+                    Some(false) => self.settle(claim, sender, &entry, error),
                     None => {
                         let text = error_text(&error);
                         let hold = self.settings.when_unknown == WhenUnknown::Hold;
@@ -487,7 +546,39 @@ impl<S: Senders> Engine<S> {
                     }
                 }
             }
-            Err(error) => self.settle(claim, &entry, error),
+            Err(error) => self.settle(claim, sender, &entry, error),
+        }
+    }
+
+    /// An attempt cut short: the transport cleans up within
+    /// [`CLEANUP_GRACE`]; the entry keeps its in-flight mark, so the next
+    /// attempt treats the outcome as unknown.
+    async fn interrupted(
+        &self,
+        claim: Claim<'_>,
+        sender: &S::Sender,
+        entry: &Entry,
+        why: String,
+    ) -> Delivery {
+        let tail = match tokio::time::timeout(CLEANUP_GRACE, sender.interrupted(&claim)).await {
+            Ok(Ok(())) => "nothing half-built is left at the provider".to_owned(),
+            Ok(Err(e)) => format!("cleaning up failed ({e}); the next attempt does it"),
+            Err(_) => format!(
+                "cleaning up took longer than {} s; the next attempt does it",
+                CLEANUP_GRACE.as_secs()
+            ),
+        };
+        drop(claim);
+        let error = TransportError::new(
+            ErrorKind::Temporary,
+            format!("interrupted by a signal ({why}); {tail}"),
+        );
+        self.record(entry, Status::Queued, None, Some(&error_text(&error)));
+        Delivery {
+            id: entry.id.clone(),
+            settled: Settled::Interrupted,
+            error: Some(error),
+            unresolved: None,
         }
     }
 
@@ -522,24 +613,30 @@ impl<S: Senders> Engine<S> {
     fn settle(
         &self,
         claim: Claim<'_>,
+        sender: &S::Sender,
         entry: &Entry,
         error: TransportError,
     ) -> Result<Delivery, OutboxError> {
         let reason = error_text(&error);
-        let (settled, status) = if needs_the_user(&error) {
+        let no_login =
+            error.kind() == ErrorKind::Unauthorized && !self.senders.login_can_fix(sender);
+        let (settled, status, recorded) = if needs_the_user(&error) && !no_login {
             claim.hold(&reason)?;
-            (Settled::Held { uncertain: false }, Status::Held)
-        } else if matches!(error.kind(), ErrorKind::Temporary | ErrorKind::Internal) {
-            let outcome = claim.retry_later_after(&reason, now_unix(), error.retry_after())?;
-            match outcome {
-                Outcome::Expired => (Settled::Failed, Status::Failed),
-                other => (settled_of(other, false), Status::Queued),
+            (Settled::Held { uncertain: false }, Status::Held, reason)
+        } else if no_login || matches!(error.kind(), ErrorKind::Temporary | ErrorKind::Internal) {
+            match claim.retry_later_after(&reason, now_unix(), error.retry_after())? {
+                Outcome::Expired => (
+                    Settled::Failed,
+                    Status::Failed,
+                    format!("expired: queued longer than allowed; the last attempt: {reason}"),
+                ),
+                other => (settled_of(other, false), Status::Queued, reason),
             }
         } else {
             claim.fail(&reason)?;
-            (Settled::Failed, Status::Failed)
+            (Settled::Failed, Status::Failed, reason)
         };
-        self.record(entry, status, None, Some(&reason));
+        self.record(entry, status, None, Some(&recorded));
         Ok(Delivery {
             id: entry.id.clone(),
             settled,

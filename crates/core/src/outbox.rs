@@ -55,11 +55,13 @@
 //! call them through `spawn_blocking` or accept the short stalls. None of
 //! them waits for a lock.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::{self, BufWriter, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -68,6 +70,7 @@ use serde::{Deserialize, Serialize};
 use crate::files::{self, PrivateFile, WriteError};
 use crate::identity::SenderIdentity;
 use crate::token::now_unix;
+use crate::transport::DeliveryNotes;
 
 /// How long an entry is retried before it is moved to `failed/`: five days.
 pub const DEFAULT_MAX_AGE_SECS: i64 = 5 * 24 * 3600;
@@ -433,6 +436,10 @@ pub struct Entry {
     /// lost. Cleared by [`Outbox::retry`] (the user chose to resend).
     #[serde(default)]
     pub outcome_unknown: bool,
+    /// What the transport keeps across attempts (a Graph draft's id, say):
+    /// see [`DeliveryNotes`], which a [`Claim`] implements.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub notes: BTreeMap<String, String>,
 }
 
 impl Entry {
@@ -682,6 +689,7 @@ impl Outbox {
         }
         Ok(Claimed::Yes(Claim {
             outbox: self,
+            notes: Mutex::new(entry.notes.clone()),
             entry,
             lock,
         }))
@@ -1192,6 +1200,7 @@ impl Incoming {
             max_age_secs: meta.max_age_secs,
             retried_at: None,
             failed_reason: None,
+            notes: BTreeMap::new(),
         };
         if let Err(e) = outbox.write_entry(Place::Queue, &entry) {
             // Not an entry without its .json; don't leave the message.
@@ -1243,6 +1252,8 @@ impl Drop for Incoming {
 pub struct Claim<'a> {
     outbox: &'a Outbox,
     entry: Entry,
+    /// The entry's notes as they are now; written with every update.
+    notes: Mutex<BTreeMap<String, String>>,
     lock: IdLock,
 }
 
@@ -1265,6 +1276,7 @@ impl Claim<'_> {
     /// Durably marks the entry in flight before an attempt, so that a
     /// process dying mid-attempt leaves it [uncertain](Entry::is_uncertain).
     pub fn begin_attempt(&mut self, now: i64) -> Result<(), OutboxError> {
+        self.take_notes();
         self.entry.in_flight_since = Some(now);
         self.outbox.write_entry(Place::Queue, &self.entry)
     }
@@ -1308,6 +1320,7 @@ impl Claim<'_> {
         now: i64,
         retry_after: Option<Duration>,
     ) -> Result<Outcome, OutboxError> {
+        self.take_notes();
         let entry = &mut self.entry;
         entry.in_flight_since = None;
         entry.attempts = entry.attempts.saturating_add(1);
@@ -1331,6 +1344,7 @@ impl Claim<'_> {
     /// [`Outbox::release_held`] or [`Outbox::retry`].
     pub fn hold(mut self, error: &str) -> Result<(), OutboxError> {
         self.entry.in_flight_since = None;
+        self.take_notes();
         self.entry.attempts = self.entry.attempts.saturating_add(1);
         self.entry.last_error = Some(error.to_owned());
         self.entry.state = EntryState::Held;
@@ -1352,6 +1366,7 @@ impl Claim<'_> {
     /// Holds an entry without counting an attempt: its sender cannot be
     /// resolved now (`reason` says why).
     pub fn hold_unsent(mut self, reason: &str) -> Result<(), OutboxError> {
+        self.take_notes();
         self.entry.last_error = Some(reason.to_owned());
         self.entry.state = EntryState::Held;
         self.outbox.write_entry(Place::Queue, &self.entry)
@@ -1361,9 +1376,44 @@ impl Claim<'_> {
     /// `failed/` with `reason`.
     pub fn fail(mut self, reason: &str) -> Result<(), OutboxError> {
         self.entry.in_flight_since = None;
+        self.take_notes();
         self.entry.attempts = self.entry.attempts.saturating_add(1);
         self.entry.failed_reason = Some(reason.to_owned());
         self.outbox.move_to_failed(&self.lock, &self.entry)
+    }
+
+    /// The notes as they are now, into the entry about to be written.
+    fn take_notes(&mut self) {
+        if let Ok(notes) = self.notes.get_mut() {
+            self.entry.notes = notes.clone();
+        }
+    }
+}
+
+/// The transport's notes live in the entry's `.json`; each change rewrites
+/// it atomically (fsync, rename) before returning.
+impl DeliveryNotes for Claim<'_> {
+    fn get(&self, key: &str) -> Option<String> {
+        self.notes.lock().ok()?.get(key).cloned()
+    }
+
+    fn set(&self, key: &str, value: Option<&str>) -> io::Result<()> {
+        let mut notes = self
+            .notes
+            .lock()
+            .map_err(|_| io::Error::other("the notes' lock is poisoned"))?;
+        let mut changed = notes.clone();
+        match value {
+            Some(value) => changed.insert(key.to_owned(), value.to_owned()),
+            None => changed.remove(key),
+        };
+        let mut entry = self.entry.clone();
+        entry.notes = changed.clone();
+        self.outbox
+            .write_entry(Place::Queue, &entry)
+            .map_err(io::Error::other)?;
+        *notes = changed;
+        Ok(())
     }
 }
 
@@ -2418,5 +2468,55 @@ mod tests {
             }
             assert!(names(&outbox.dir().join("locks")).is_empty());
         }
+    }
+
+    #[test]
+    fn notes_are_written_at_once_and_kept_through_every_update() {
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = open(&dir);
+        let id = outbox.accept(MESSAGE, meta(None)).unwrap();
+        let json = outbox.dir().join("queue").join(format!("{id}.json"));
+        assert!(
+            !fs::read_to_string(&json).unwrap().contains("notes"),
+            "no notes, no field: older versions read the file as before"
+        );
+
+        let claim = outbox.claim(&id).unwrap().unwrap();
+        claim.set("graph.draft_id", Some("AAMk=")).unwrap();
+        // On disk before `set` returns, while the claim is still held.
+        assert_eq!(
+            open(&dir).get(id.as_str()).unwrap().unwrap().notes["graph.draft_id"],
+            "AAMk="
+        );
+        assert_eq!(claim.get("graph.draft_id").as_deref(), Some("AAMk="));
+        claim.set("graph.draft_complete", Some("true")).unwrap();
+        claim.set("graph.draft_complete", None).unwrap();
+        let now = now_unix();
+        claim
+            .retry_later_after("503", now, Some(Duration::from_secs(300)))
+            .unwrap();
+
+        let entry = outbox.get(id.as_str()).unwrap().unwrap();
+        assert_eq!(entry.notes.len(), 1, "{:?}", entry.notes);
+        assert_eq!(entry.notes["graph.draft_id"], "AAMk=");
+        assert!(
+            entry.next_attempt_at >= now + 300,
+            "Retry-After beats the schedule"
+        );
+        let claim = outbox.claim(&id).unwrap().unwrap();
+        assert_eq!(claim.get("graph.draft_id").as_deref(), Some("AAMk="));
+        claim.fail("refused").unwrap();
+        let failed = outbox.get(id.as_str()).unwrap().unwrap();
+        assert_eq!(
+            failed.notes["graph.draft_id"], "AAMk=",
+            "kept for `queue drop`"
+        );
+
+        // An entry written before notes existed still loads.
+        let id = outbox.accept(MESSAGE, meta(None)).unwrap();
+        let json = outbox.dir().join("queue").join(format!("{id}.json"));
+        let text = fs::read_to_string(&json).unwrap();
+        assert!(!text.contains("notes"));
+        assert!(outbox.get(id.as_str()).unwrap().unwrap().notes.is_empty());
     }
 }

@@ -191,6 +191,17 @@ pub trait Transport {
         async { Ok(None) }
     }
 
+    /// After an attempt was cut short (a signal): cleans up what is of no
+    /// use to the next attempt (a half-built Graph draft, say). Called with
+    /// a short time limit.
+    fn interrupted(
+        &self,
+        notes: &dyn DeliveryNotes,
+    ) -> impl Future<Output = Result<(), TransportError>> + Send {
+        let _ = notes;
+        async { Ok(()) }
+    }
+
     /// Cleans up what earlier attempts left at the provider for a message
     /// that will not be sent (a half-built Graph draft, say).
     fn discard(
@@ -226,6 +237,10 @@ impl<T: Transport + Send + Sync> Transport for std::sync::Arc<T> {
 
     async fn discard(&self, notes: &dyn DeliveryNotes) -> Result<(), TransportError> {
         T::discard(self, notes).await
+    }
+
+    async fn interrupted(&self, notes: &dyn DeliveryNotes) -> Result<(), TransportError> {
+        T::interrupted(self, notes).await
     }
 }
 

@@ -62,6 +62,9 @@ pub(crate) enum Stage {
     SendDraft,
     /// `DELETE .../messages/{id}`, cleaning up after a failure.
     DeleteDraft,
+    /// `GET` of Sent Items or of a draft's attachments, checking what an
+    /// earlier request did.
+    Lookup,
 }
 
 impl Stage {
@@ -69,7 +72,7 @@ impl Stage {
     fn needs_read_write(self) -> bool {
         matches!(
             self,
-            Stage::CreateDraft | Stage::Attachment | Stage::DeleteDraft
+            Stage::CreateDraft | Stage::Attachment | Stage::DeleteDraft | Stage::Lookup
         )
     }
 }
@@ -79,8 +82,34 @@ pub(crate) const READ_WRITE_NEEDED: &str = "messages over Graph's 4 MB request l
      attachments added to it, which needs the Mail.ReadWrite permission on top of Mail.Send; \
      grant it (and consent to it again)";
 
+/// What an app-only `ErrorAccessDenied` on the draft route means.
+pub(crate) const APP_READ_WRITE_NEEDED: &str = "messages over Graph's 4 MB request limit are sent \
+     as a draft, which needs the Mail.ReadWrite application permission with admin consent; an \
+     administrator grants it in the Entra admin center (App registrations > API permissions > \
+     Add a permission > Microsoft Graph > Application permissions > Mail.ReadWrite, then Grant \
+     admin consent)";
+
+/// What `ErrorSendAsDenied` means, and what fixes it.
+pub(crate) const SEND_AS_DENIED: &str = "the account may not send as the mailbox in the From \
+     header: an Exchange administrator can grant it Send As on that mailbox, or send from the \
+     account's own address";
+
+/// Who the token speaks for: it changes what a refusal means and who can fix it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Principal {
+    /// A signed-in user: a new login can change the grant.
+    User,
+    /// An application (client credentials): only an administrator can.
+    App,
+}
+
 /// Maps a non-2xx answer to a [`TransportError`].
 pub(crate) fn classify(answer: &Answer, stage: Stage) -> TransportError {
+    classify_as(answer, stage, Principal::User)
+}
+
+/// [`classify`] for a token of `principal`.
+pub(crate) fn classify_as(answer: &Answer, stage: Stage, principal: Principal) -> TransportError {
     let status = answer.status;
     let (code, message) = answer.graph_error();
     let code_text = code.as_deref().unwrap_or("");
@@ -92,13 +121,8 @@ pub(crate) fn classify(answer: &Answer, stage: Stage) -> TransportError {
                  on-premises or inactive), so Graph cannot send from it",
             ),
         ),
-        (_, "ErrorSendAsDenied") => (
-            ErrorKind::Unauthorized,
-            Some(
-                "the signed-in account has no Send As right on the mailbox in the From \
-                 header; an Exchange admin can grant it, or send from the account's own address",
-            ),
-        ),
+        // No login changes mailbox rights: an administrator must.
+        (_, "ErrorSendAsDenied") => (ErrorKind::Rejected, Some(SEND_AS_DENIED)),
         (_, "ErrorInvalidRecipients") => (
             ErrorKind::InvalidMessage,
             Some("check the To, Cc and Bcc addresses; at least one is needed"),
@@ -107,11 +131,22 @@ pub(crate) fn classify(answer: &Answer, stage: Stage) -> TransportError {
             ErrorKind::Internal,
             Some("Graph could not decode the base64 MIME apimail sent; this is a bug in apimail"),
         ),
+        // An upload session is never the message's or the recipients'
+        // fault: a broken one is retried with a new draft.
+        (400 | 411 | 413, _) if stage == Stage::Upload => (
+            ErrorKind::Internal,
+            Some("the upload session refused a chunk apimail sent; this is a bug in apimail"),
+        ),
+        (_, _) if stage == Stage::Upload => (ErrorKind::Temporary, None),
         (401, _) => (
             ErrorKind::Unauthorized,
             Some("the access token was rejected even after a refresh; authorize again"),
         ),
+        (403, _) if stage.needs_read_write() && principal == Principal::App => {
+            (ErrorKind::Config, Some(APP_READ_WRITE_NEEDED))
+        }
         (403, _) if stage.needs_read_write() => (ErrorKind::Unauthorized, Some(READ_WRITE_NEEDED)),
+        (403, _) if principal == Principal::App => (ErrorKind::Config, Some(APP_MAIL_SEND_NEEDED)),
         (403, _) => (
             ErrorKind::Unauthorized,
             Some(
@@ -132,7 +167,9 @@ pub(crate) fn classify(answer: &Answer, stage: Stage) -> TransportError {
             ErrorKind::Rejected,
             Some("the mailbox was not found: check the user id or address"),
         ),
-        (404, _) => (ErrorKind::Rejected, None),
+        // A draft that vanished between requests: a new attempt builds a
+        // new one.
+        (404, _) if stage != Stage::DeleteDraft => (ErrorKind::Temporary, None),
         _ => (ErrorKind::Rejected, None),
     };
     let mut text = format!("Microsoft Graph answered HTTP {status}");
@@ -151,8 +188,60 @@ pub(crate) fn classify(answer: &Answer, stage: Stage) -> TransportError {
     {
         error = error.with_retry_after(delay);
     }
+    // The request went out whole and a gateway lost the answer.
+    if matches!(stage, Stage::SendMail | Stage::SendDraft) && matches!(status, 502 | 504) {
+        error = error.with_unknown_outcome();
+    }
     error
 }
+
+/// The next step for a failed Graph send, when Graph's answer says more
+/// than the error's kind: who can fix it and where. For the command line's
+/// `hint:`; `None` when the kind's usual advice fits.
+pub fn failure_hint(error: &TransportError) -> Option<&'static str> {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    FAILURE_HINTS
+        .iter()
+        .find(|(marker, _)| text.contains(marker))
+        .map(|(_, hint)| *hint)
+}
+
+/// (what the error text contains, the hint).
+const FAILURE_HINTS: &[(&str, &str)] = &[
+    (
+        "ErrorSendAsDenied",
+        "ask an Exchange administrator to grant the account Send As on the From mailbox, or send \
+         from the account's own address (leave out --from)",
+    ),
+    (
+        APP_READ_WRITE_NEEDED,
+        "an administrator must grant the app the Mail.ReadWrite application permission with admin \
+         consent (Entra admin center > App registrations > API permissions); no login can replace it",
+    ),
+    (
+        APP_MAIL_SEND_NEEDED,
+        "an administrator must grant the app the Mail.Send application permission with admin \
+         consent, or allow this mailbox in the app's application access policy",
+    ),
+    (
+        TOO_LARGE_FOR_MAILBOX,
+        "if the tenant allows larger messages (Exchange Online: up to 150 MB), set max_message_mb \
+         in the account (or APIMAIL_GRAPH_MAX_MESSAGE_MB); otherwise send the files another way",
+    ),
+];
+
+/// What the text of a message over the mailbox's limit contains.
+pub(crate) const TOO_LARGE_FOR_MAILBOX: &str = "the mailbox's configured limit (max_message_mb)";
+
+/// What an app-only `ErrorAccessDenied` outside the draft route means.
+pub(crate) const APP_MAIL_SEND_NEEDED: &str = "the app lacks the Mail.Send application permission \
+     or its admin consent, or the mailbox is outside the app's allowed scope (an application \
+     access policy or RBAC for Applications); an administrator can change that";
 
 /// `Retry-After` as seconds (Graph sends whole seconds; fractions are
 /// accepted). HTTP dates and absurd values are ignored.
@@ -198,22 +287,41 @@ pub(crate) fn request_failure(
             format!("cannot reach Microsoft Graph ({request})")
         }
     };
+    // Unless the connection never opened, a delivering request may have
+    // arrived whole.
+    let unknown = |error: TransportError, connect: bool| {
+        if delivers && !connect {
+            error.with_unknown_outcome()
+        } else {
+            error
+        }
+    };
     match error {
         GraphFailure::ReqwestError(e) => {
-            TransportError::new(ErrorKind::Temporary, reqwest(&e)).with_source(e)
+            let connect = e.is_connect();
+            unknown(
+                TransportError::new(ErrorKind::Temporary, reqwest(&e)).with_source(e),
+                connect,
+            )
         }
         GraphFailure::Other(e) => {
-            let text = match e.downcast_ref::<reqwest::Error>() {
-                Some(r) => reqwest(r),
-                None => format!("cannot reach Microsoft Graph ({request})"),
+            let (text, connect) = match e.downcast_ref::<reqwest::Error>() {
+                Some(r) => (reqwest(r), r.is_connect()),
+                None => (format!("cannot reach Microsoft Graph ({request})"), false),
             };
-            TransportError::new(ErrorKind::Temporary, text).with_source(Cause(e))
+            unknown(
+                TransportError::new(ErrorKind::Temporary, text).with_source(Cause(e)),
+                connect,
+            )
         }
-        GraphFailure::Io(e) => TransportError::new(
-            ErrorKind::Temporary,
-            format!("the connection to Microsoft Graph failed ({request})"),
-        )
-        .with_source(e),
+        GraphFailure::Io(e) => unknown(
+            TransportError::new(
+                ErrorKind::Temporary,
+                format!("the connection to Microsoft Graph failed ({request})"),
+            )
+            .with_source(e),
+            false,
+        ),
         other => TransportError::new(
             ErrorKind::Internal,
             format!(
@@ -268,7 +376,7 @@ mod tests {
         use ErrorKind::*;
         use Stage::*;
         assert_eq!(kind(403, "ErrorAccessDenied", SendMail), Unauthorized);
-        assert_eq!(kind(403, "ErrorSendAsDenied", SendMail), Unauthorized);
+        assert_eq!(kind(403, "ErrorSendAsDenied", SendMail), Rejected);
         assert_eq!(kind(404, "MailboxNotEnabledForRESTAPI", SendMail), Rejected);
         assert_eq!(kind(401, "MailboxNotEnabledForRESTAPI", SendMail), Rejected);
         assert_eq!(
@@ -281,7 +389,22 @@ mod tests {
         );
         assert_eq!(kind(400, "RequestBodyRead", SendMail), InvalidMessage);
         assert_eq!(kind(404, "ErrorInvalidUser", SendMail), Rejected);
-        assert_eq!(kind(404, "ErrorItemNotFound", SendDraft), Rejected);
+        assert_eq!(kind(404, "ErrorItemNotFound", SendDraft), Temporary);
+        assert_eq!(kind(404, "ErrorItemNotFound", Upload), Temporary);
+        assert_eq!(kind(416, "InvalidRange", Upload), Temporary);
+        assert_eq!(kind(400, "InvalidRequest", Upload), Internal);
+        let app =
+            |status, code, stage| classify_as(&answer(status, code, "m"), stage, Principal::App);
+        assert_eq!(app(403, "ErrorAccessDenied", CreateDraft).kind(), Config);
+        assert!(
+            app(403, "ErrorAccessDenied", CreateDraft)
+                .to_string()
+                .contains("Mail.ReadWrite application permission with admin consent")
+        );
+        assert_eq!(app(403, "ErrorAccessDenied", SendMail).kind(), Config);
+        assert_eq!(kind(403, "ErrorAccessDenied", CreateDraft), Unauthorized);
+        assert!(classify(&answer(504, "GatewayTimeout", "m"), SendDraft).is_outcome_unknown());
+        assert!(!classify(&answer(503, "x", "m"), SendDraft).is_outcome_unknown());
         assert_eq!(
             kind(401, "InvalidAuthenticationToken", SendMail),
             Unauthorized

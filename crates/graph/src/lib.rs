@@ -16,9 +16,11 @@
 //!   it (`POST .../attachments` under [`UPLOAD_SESSION_THRESHOLD`], an
 //!   upload session in [`CHUNK_BYTES`] chunks from there on), and the draft
 //!   is sent (`POST .../messages/{id}/send`). The receipt carries the
-//!   draft's id. This route needs the Mail.ReadWrite permission; if
-//!   anything fails once the draft exists, the draft is deleted (best
-//!   effort) and the error says so.
+//!   draft's id. This route needs the Mail.ReadWrite permission. With
+//!   [`Transport::send_noted`], the draft is recorded in the notes so the
+//!   next attempt re-sends a complete draft or deletes an incomplete one
+//!   (see the `draft` module); with [`Transport::send_raw`], a draft is
+//!   deleted after any failure.
 //!
 //! # graph-rs-sdk, and where it is bypassed
 //!
@@ -42,7 +44,8 @@
 //!   nothing). Retrying temporary failures is the caller's policy
 //!   (`apimail_core::retry`), informed by
 //!   [`TransportError::retry_after`]; this crate never re-sends a POST
-//!   by itself, apart from once after a 401 with a refreshed token.
+//!   by itself, apart from once per request after a 401 with a refreshed
+//!   token.
 //! - At most [`MAX_CONCURRENT_REQUESTS`] requests are in flight per
 //!   transport (Graph's per-mailbox concurrency limit), through a
 //!   semaphore that clones share.
@@ -70,6 +73,7 @@
 mod app_only;
 mod assertion;
 pub mod cloud;
+mod draft;
 mod environment;
 mod errors;
 mod limit;
@@ -81,16 +85,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use apimail_core::{
-    AccessToken, Envelope, ErrorKind, Receipt, TokenSource, Transport, TransportError,
+    AccessToken, DeliveryNotes, Envelope, ErrorKind, MemoryNotes, Receipt, TokenSource, Transport,
+    TransportError,
 };
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use graph_http::api_impl::RequestHandler;
-use graph_rs_sdk::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
+use graph_rs_sdk::header::{CONTENT_TYPE, HeaderValue};
 use graph_rs_sdk::http::Body;
 use graph_rs_sdk::users::{UsersMessagesApiClient, UsersMessagesIdApiClient};
 use graph_rs_sdk::{GraphClient, GraphClientConfiguration};
-use serde_json::json;
 use url::{Host, Url};
 
 use errors::{Answer, Stage};
@@ -100,12 +104,13 @@ pub use assertion::{ASSERTION_LIFETIME_SECS, AssertionError, client_assertion};
 pub use cloud::{
     Cloud, UnknownCloud, app_scope, authorize_url, delegated_scopes, device_code_url, token_url,
 };
+pub use draft::{NOTE_COMPLETE, NOTE_DRAFT_ID, NOTE_SEND_UNKNOWN, after_interruption};
 pub use environment::{
     ENV_VARS, EnvCredentials, EnvError, GraphTokens, INVALID_GRANT_CAUSES, allows_large_messages,
     certificate_path_from_env, credentials_from_env, login_secret_from_env, max_message_bytes,
     secret_from_env,
 };
-pub use errors::token_failure;
+pub use errors::{failure_hint, token_failure};
 pub use upload::{CHUNK_BYTES, MAX_RESUMES_PER_CHUNK};
 
 /// The production Graph root (global cloud); see [`Cloud::graph_url`] for
@@ -126,11 +131,12 @@ pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 35 * 1024 * 1024;
 /// a raw MIME message of 3,000,000 bytes for `sendMail`.
 pub const MAX_REQUEST_BYTES: usize = 4_000_000;
 
-/// Attachments from this size on (3 MiB) go through an upload session;
-/// Graph accepts smaller ones inline (`POST .../attachments`, base64
-/// `contentBytes`). An attachment whose JSON would exceed
-/// [`MAX_REQUEST_BYTES`] takes an upload session too, even a little
-/// under 3 MiB.
+/// Attachments from this size on (3 MiB, 3,145,728 bytes: Microsoft's
+/// documented minimum for upload sessions) go through an upload session;
+/// smaller ones are posted inline (`POST .../attachments`, base64
+/// `contentBytes`). A 413 to the `POST`, or
+/// `ErrorAttachmentSizeShouldNotBeLessThanMinimumSize` to the session,
+/// tries the other way once.
 pub const UPLOAD_SESSION_THRESHOLD: usize = 3 * 1024 * 1024;
 
 /// Graph's limit of concurrent requests per mailbox.
@@ -180,6 +186,7 @@ pub struct GraphTransport<T> {
     tokens: Arc<T>,
     max_message_bytes: usize,
     large_messages_allowed: bool,
+    app_only: bool,
     permits: Arc<limit::Permits>,
     /// `None` when the configuration is unusable: every send then fails
     /// with `broken`.
@@ -196,6 +203,7 @@ impl<T> Clone for GraphTransport<T> {
             tokens: self.tokens.clone(),
             max_message_bytes: self.max_message_bytes,
             large_messages_allowed: self.large_messages_allowed,
+            app_only: self.app_only,
             permits: self.permits.clone(),
             uploads: self.uploads.clone(),
             broken: self.broken.clone(),
@@ -218,21 +226,6 @@ impl<T> fmt::Debug for GraphTransport<T> {
 enum Small {
     Sent,
     TooLarge,
-}
-
-/// What went wrong after the draft was created, before it is deleted.
-struct AfterDraft {
-    context: String,
-    error: TransportError,
-}
-
-impl AfterDraft {
-    fn new(context: impl Into<String>, error: TransportError) -> Self {
-        AfterDraft {
-            context: context.into(),
-            error,
-        }
-    }
 }
 
 impl<T: TokenSource> GraphTransport<T> {
@@ -269,6 +262,7 @@ impl<T: TokenSource> GraphTransport<T> {
             tokens: Arc::new(tokens),
             max_message_bytes,
             large_messages_allowed,
+            app_only: false,
             permits: Arc::new(limit::Permits::new(None)),
             uploads,
             broken,
@@ -307,10 +301,24 @@ impl<T: TokenSource> GraphTransport<T> {
         self.max_message_bytes
     }
 
+    /// Marks the tokens as app-only (client credentials): a missing
+    /// permission is then an administrator's matter
+    /// ([`ErrorKind::Config`]), not something a login fixes.
+    pub fn app_only(mut self) -> Self {
+        self.app_only = true;
+        self
+    }
+
     /// Also limits requests across every apimail process on this machine,
-    /// with lock files for this mailbox under `dir`.
-    pub fn with_machine_limit(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
-        let key = format!("graph {} {}", self.api, self.mailbox);
+    /// with lock files for this mailbox under `dir`. `address` is the
+    /// mailbox's address when known, so that `/me` and `/users/{address}`
+    /// share one count, as they share Graph's.
+    pub fn with_machine_limit(
+        mut self,
+        dir: impl Into<std::path::PathBuf>,
+        address: Option<&str>,
+    ) -> Self {
+        let key = limit_key(&self.api, &self.mailbox, address);
         let slots = apimail_core::slots::ProcessSlots::new(dir, &key, MAX_CONCURRENT_REQUESTS);
         self.permits = Arc::new(limit::Permits::new(Some(slots)));
         self
@@ -442,253 +450,24 @@ impl<T: TokenSource> GraphTransport<T> {
         match answer.status {
             413 => Ok(Small::TooLarge),
             _ if answer.is_success() => Ok(Small::Sent),
-            _ => Err(errors::classify(&answer, Stage::SendMail)),
+            _ => Err(self.classify(&answer, Stage::SendMail)),
         }
     }
 
-    async fn send_large(
-        &self,
-        session: &mut Session<'_, T>,
-        split: mime::Split,
-        draft_base64: String,
-    ) -> Result<Receipt, TransportError> {
-        let answer = session
-            .call(
-                Stage::CreateDraft,
-                "POST",
-                self.url(&["messages"]),
-                draft_base64.len(),
-                |c| {
-                    self.messages(c)
-                        .create_messages(Body::from(draft_base64.clone()))
-                        .header(CONTENT_TYPE, HeaderValue::from_static("text/plain"))
-                },
-            )
-            .await?;
-        if !answer.is_success() {
-            return Err(errors::classify(&answer, Stage::CreateDraft));
-        }
-        drop(draft_base64);
-        let id = json_string(&answer.body, "id").ok_or_else(|| {
-            TransportError::new(
-                ErrorKind::Internal,
-                format!(
-                    "Microsoft Graph created the draft (HTTP {}) but returned no id",
-                    answer.status
-                ),
-            )
-        })?;
-        tracing::debug!(
-            "draft created; adding {} attachment(s)",
-            split.attachments.len()
-        );
-        match self.complete_draft(session, &id, &split.attachments).await {
-            Ok(()) => Ok(Receipt {
-                provider: "graph",
-                id: Some(id),
-                thread_id: None,
-            }),
-            Err(failure) => {
-                let deleted = self.delete_draft(session, &id).await;
-                let tail = if deleted {
-                    "the draft was deleted"
-                } else {
-                    "deleting the draft failed too, so it is left in the mailbox's Drafts folder"
-                };
-                let mut error = TransportError::new(
-                    failure.error.kind(),
-                    format!("{}; {tail}", failure.context),
-                );
-                if let Some(delay) = failure.error.retry_after() {
-                    error = error.with_retry_after(delay);
-                }
-                Err(error.with_source(failure.error))
-            }
-        }
-    }
-
-    async fn complete_draft(
-        &self,
-        session: &mut Session<'_, T>,
-        id: &str,
-        attachments: &[mime::ExtractedAttachment],
-    ) -> Result<(), AfterDraft> {
-        for attachment in attachments {
-            self.add_attachment(session, id, attachment).await?;
-        }
-        let context = "sending the draft failed";
-        let answer = session
-            .call(
-                Stage::SendDraft,
-                "POST",
-                self.url(&["messages", id, "send"]),
-                0,
-                |c| {
-                    self.message(c, id)
-                        .send()
-                        .header(CONTENT_LENGTH, HeaderValue::from_static("0"))
-                },
-            )
-            .await
-            .map_err(|e| AfterDraft::new(context, e))?;
-        if !answer.is_success() {
-            return Err(AfterDraft::new(
-                context,
-                errors::classify(&answer, Stage::SendDraft),
-            ));
-        }
-        Ok(())
-    }
-
-    async fn add_attachment(
-        &self,
-        session: &mut Session<'_, T>,
-        id: &str,
-        attachment: &mime::ExtractedAttachment,
-    ) -> Result<(), AfterDraft> {
-        let size = attachment.data.len();
-        let json_size = size.div_ceil(3) * 4 + 1024;
-        if size >= UPLOAD_SESSION_THRESHOLD || json_size > MAX_REQUEST_BYTES {
-            return self.upload_attachment(session, id, attachment).await;
-        }
-        let context = format!("adding attachment `{}` failed", attachment.name);
-        let mut body = json!({
-            "@odata.type": "#microsoft.graph.fileAttachment",
-            "name": attachment.name,
-            "contentType": attachment.content_type,
-            "isInline": attachment.inline,
-            "contentBytes": STANDARD.encode(&attachment.data),
-        });
-        if let Some(cid) = &attachment.content_id {
-            body["contentId"] = json!(cid);
-        }
-        let answer = session
-            .call(
-                Stage::Attachment,
-                "POST",
-                self.url(&["messages", id, "attachments"]),
-                json_size,
-                |c| self.message(c, id).attachments().create_attachments(&body),
-            )
-            .await
-            .map_err(|e| AfterDraft::new(&context, e))?;
-        if answer.status == 413 {
-            tracing::debug!(
-                "Graph answered 413 to attachment `{}` ({size} bytes): using an upload session",
-                attachment.name
-            );
-            return self.upload_attachment(session, id, attachment).await;
-        }
-        if !answer.is_success() {
-            return Err(AfterDraft::new(
-                context,
-                errors::classify(&answer, Stage::Attachment),
-            ));
-        }
-        Ok(())
-    }
-
-    async fn upload_attachment(
-        &self,
-        session: &mut Session<'_, T>,
-        id: &str,
-        attachment: &mime::ExtractedAttachment,
-    ) -> Result<(), AfterDraft> {
-        let total = attachment.data.len();
-        let context = format!(
-            "creating an upload session for attachment `{}` failed",
-            attachment.name
-        );
-        let mut item = json!({
-            "attachmentType": "file",
-            "name": attachment.name,
-            "size": total,
-            "contentType": attachment.content_type,
-            "isInline": attachment.inline,
-        });
-        if let Some(cid) = &attachment.content_id {
-            item["contentId"] = json!(cid);
-        }
-        let body = json!({ "AttachmentItem": item });
-        let answer = session
-            .call(
-                Stage::Attachment,
-                "POST",
-                self.url(&["messages", id, "attachments", "createUploadSession"]),
-                body.to_string().len(),
-                |c| {
-                    self.message(c, id)
-                        .attachments()
-                        .create_upload_session(&body)
-                },
-            )
-            .await
-            .map_err(|e| AfterDraft::new(&context, e))?;
-        if !answer.is_success() {
-            return Err(AfterDraft::new(
-                context,
-                errors::classify(&answer, Stage::Attachment),
-            ));
-        }
-        let upload_url = json_string(&answer.body, "uploadUrl")
-            .and_then(|u| apimail_core::endpoint::checked_url(&u).ok())
-            .ok_or_else(|| {
-                AfterDraft::new(
-                    &context,
-                    TransportError::new(
-                        ErrorKind::Internal,
-                        "Microsoft Graph returned no usable upload URL (it must be https)",
-                    ),
-                )
-            })?;
-        tracing::debug!(
-            "uploading attachment `{}` ({total} bytes) to {} in chunks of {CHUNK_BYTES} bytes",
-            attachment.name,
-            upload_url.host_str().unwrap_or("?")
-        );
-        let Some(uploads) = &self.uploads else {
-            return Err(AfterDraft::new(
-                &context,
-                TransportError::new(ErrorKind::Config, "the HTTPS client is not set up"),
-            ));
+    /// Graph's answer as an error, read for this transport's kind of token.
+    fn classify(&self, answer: &Answer, stage: Stage) -> TransportError {
+        let principal = if self.app_only {
+            errors::Principal::App
+        } else {
+            errors::Principal::User
         };
-        upload::upload(uploads, &self.permits, &upload_url, &attachment.data)
-            .await
-            .map_err(|failure| {
-                AfterDraft::new(
-                    format!(
-                        "uploading attachment `{}` failed at byte {} of {total}",
-                        attachment.name, failure.at
-                    ),
-                    failure.error,
-                )
-            })
+        errors::classify_as(answer, stage, principal)
     }
 
-    /// Deletes the draft after a failure; whether it is gone.
-    async fn delete_draft(&self, session: &mut Session<'_, T>, id: &str) -> bool {
-        let result = session
-            .call(
-                Stage::DeleteDraft,
-                "DELETE",
-                self.url(&["messages", id]),
-                0,
-                |c| self.message(c, id).delete_messages(),
-            )
-            .await;
-        match result {
-            Ok(answer) if answer.is_success() || answer.status == 404 => true,
-            Ok(answer) => {
-                tracing::debug!(
-                    "deleting the draft failed: {}",
-                    errors::classify(&answer, Stage::DeleteDraft)
-                );
-                false
-            }
-            Err(error) => {
-                tracing::debug!("deleting the draft failed: {error}");
-                false
-            }
+    fn mail_folder_messages(&self, client: &GraphClient, folder: &str) -> UsersMessagesApiClient {
+        match &self.mailbox {
+            Mailbox::Me => client.me().mail_folder(folder).messages(),
+            Mailbox::User(id) => client.user(id).mail_folder(folder).messages(),
         }
     }
 }
@@ -699,6 +478,55 @@ impl<T: TokenSource> Transport for GraphTransport<T> {
         _envelope: &Envelope,
         message: &[u8],
     ) -> Result<Receipt, TransportError> {
+        self.deliver(message, &MemoryNotes::default(), false).await
+    }
+
+    async fn send_noted(
+        &self,
+        _envelope: &Envelope,
+        message: &[u8],
+        notes: &dyn DeliveryNotes,
+    ) -> Result<Receipt, TransportError> {
+        self.deliver(message, notes, true).await
+    }
+
+    /// Looks in Sent Items (`internetMessageId`); `None` without
+    /// Mail.Read or Mail.ReadWrite.
+    async fn was_sent(&self, message_id: &str) -> Result<Option<bool>, TransportError> {
+        if let Some(problem) = &self.broken {
+            return Err(TransportError::new(ErrorKind::Config, problem.clone()));
+        }
+        let mut session = Session::start(self).await?;
+        self.find_sent(&mut session, message_id).await
+    }
+
+    /// Deletes the draft an earlier attempt recorded in `notes`.
+    async fn discard(&self, notes: &dyn DeliveryNotes) -> Result<(), TransportError> {
+        if let Some(problem) = &self.broken {
+            return Err(TransportError::new(ErrorKind::Config, problem.clone()));
+        }
+        self.discard_draft(notes).await
+    }
+
+    /// Deletes an incomplete draft; a complete one is kept, marked as
+    /// possibly sent (see [`after_interruption`]).
+    async fn interrupted(&self, notes: &dyn DeliveryNotes) -> Result<(), TransportError> {
+        match draft::after_interruption(notes) {
+            Ok(false) => Ok(()),
+            Ok(true) | Err(_) => self.discard(notes).await,
+        }
+    }
+}
+
+impl<T: TokenSource> GraphTransport<T> {
+    /// One attempt: first whatever an earlier attempt left (see
+    /// the `draft` module), then `sendMail` or the draft route.
+    async fn deliver(
+        &self,
+        message: &[u8],
+        notes: &dyn DeliveryNotes,
+        durable: bool,
+    ) -> Result<Receipt, TransportError> {
         if let Some(problem) = &self.broken {
             return Err(TransportError::new(ErrorKind::Config, problem.clone()));
         }
@@ -707,12 +535,23 @@ impl<T: TokenSource> Transport for GraphTransport<T> {
                 ErrorKind::InvalidMessage,
                 format!(
                     "the message is {} bytes; this mailbox accepts at most {} bytes ({:.1} MiB, \
-                     the mailbox's configured limit; Exchange Online allows up to 150 MB)",
+                     {}; Exchange Online allows up to 150 MB)",
                     message.len(),
                     self.max_message_bytes,
-                    self.max_message_bytes as f64 / (1024.0 * 1024.0)
+                    self.max_message_bytes as f64 / (1024.0 * 1024.0),
+                    errors::TOO_LARGE_FOR_MAILBOX
                 ),
             ));
+        }
+        let mut session = Session::start(self).await?;
+        if let Some(id) = notes.get(NOTE_DRAFT_ID) {
+            match self
+                .resume_draft(&mut session, &id, message, notes, durable)
+                .await?
+            {
+                draft::Resumed::Sent(receipt) => return Ok(receipt),
+                draft::Resumed::StartOver => {}
+            }
         }
         let base64_mime = STANDARD.encode(message);
         if base64_mime.len() <= MAX_REQUEST_BYTES {
@@ -721,7 +560,6 @@ impl<T: TokenSource> Transport for GraphTransport<T> {
                 megabytes(base64_mime.len()),
                 base64_mime.len()
             );
-            let mut session = Session::start(self).await?;
             match self.send_small(&mut session, &base64_mime).await? {
                 Small::Sent => {
                     return Ok(Receipt {
@@ -730,29 +568,23 @@ impl<T: TokenSource> Transport for GraphTransport<T> {
                         thread_id: None,
                     });
                 }
-                Small::TooLarge => {
-                    tracing::debug!(
-                        "Graph answered 413 to sendMail: taking the draft + upload session path"
-                    );
-                    drop(base64_mime);
-                    let (split, draft) = self.prepare_large(message)?;
-                    return self.send_large(&mut session, split, draft).await;
-                }
+                Small::TooLarge => tracing::debug!(
+                    "Graph answered 413 to sendMail: taking the draft + upload session path"
+                ),
             }
+        } else {
+            tracing::debug!(
+                "base64 MIME is {} ({} bytes), over Graph's 4 MB request limit: taking the draft + upload session path",
+                megabytes(base64_mime.len()),
+                base64_mime.len()
+            );
         }
-        tracing::debug!(
-            "base64 MIME is {} ({} bytes), over Graph's 4 MB request limit: taking the draft + upload session path",
-            megabytes(base64_mime.len()),
-            base64_mime.len()
-        );
         drop(base64_mime);
         let (split, draft) = self.prepare_large(message)?;
-        let mut session = Session::start(self).await?;
-        self.send_large(&mut session, split, draft).await
+        self.send_large(&mut session, split, draft, notes, durable)
+            .await
     }
-}
 
-impl<T: TokenSource> GraphTransport<T> {
     /// Local checks and the MIME split of the large route, before any
     /// request: the permission hint, then the draft's size.
     fn prepare_large(&self, message: &[u8]) -> Result<(mime::Split, String), TransportError> {
@@ -794,12 +626,12 @@ impl<T: TokenSource> GraphTransport<T> {
     }
 }
 
-/// One send's token and client, refreshed at most once after a 401.
+/// One send's token and client; every request may refresh the token once
+/// after a 401.
 struct Session<'a, T> {
     transport: &'a GraphTransport<T>,
     token: AccessToken,
     client: GraphClient,
-    refreshed: bool,
 }
 
 impl<'a, T: TokenSource> Session<'a, T> {
@@ -810,12 +642,12 @@ impl<'a, T: TokenSource> Session<'a, T> {
             transport,
             token,
             client,
-            refreshed: false,
         })
     }
 
     /// Sends the request `build` makes to `url`, under a permit; after a
-    /// 401, refreshes the token once per send and sends it once more.
+    /// 401, refreshes the token and sends it once more (once per request:
+    /// a long send may outlive several tokens).
     async fn call<F>(
         &mut self,
         stage: Stage,
@@ -829,6 +661,7 @@ impl<'a, T: TokenSource> Session<'a, T> {
     {
         let request = format!("{method} {}", url.path());
         let delivers = matches!(stage, Stage::SendMail | Stage::SendDraft);
+        let mut refreshed = false;
         loop {
             let mut handler = build(&self.client);
             if handler.url() != url {
@@ -866,8 +699,8 @@ impl<'a, T: TokenSource> Session<'a, T> {
                 answer.status,
                 answer.body.len()
             );
-            if answer.is_rejected_token() && !self.refreshed {
-                self.refreshed = true;
+            if answer.is_rejected_token() && !refreshed {
+                refreshed = true;
                 tracing::debug!("the access token was rejected: refreshing it once and resending");
                 self.token = self
                     .transport
@@ -892,6 +725,21 @@ fn json_string(body: &[u8], field: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
+/// The machine-wide limit's key: the mailbox (its address, lowercased,
+/// when known) at this Graph root.
+fn limit_key(api: &Url, mailbox: &Mailbox, address: Option<&str>) -> String {
+    let who = match (mailbox, address) {
+        (Mailbox::User(id), _) => id.as_str(),
+        (Mailbox::Me, Some(address)) => address,
+        (Mailbox::Me, None) => "me",
+    };
+    format!(
+        "graph {} {}",
+        api.as_str().trim_end_matches('/'),
+        who.trim().to_lowercase()
+    )
+}
+
 fn megabytes(bytes: usize) -> String {
     format!("{:.1} MB", bytes as f64 / 1_000_000.0)
 }
@@ -909,6 +757,7 @@ fn is_loopback(url: &Url) -> bool {
 mod tests {
     use super::*;
     use apimail_core::{Secret, TokenError};
+    use serde_json::json;
 
     struct Fixed;
 
@@ -978,6 +827,19 @@ mod tests {
         assert_eq!(
             refuse("https://graph.microsoft.com", Mailbox::User(" ".into())).kind(),
             ErrorKind::Config
+        );
+    }
+
+    #[test]
+    fn me_and_users_address_share_one_limit() {
+        let api = Url::parse("https://graph.microsoft.com/v1.0").unwrap();
+        let me = limit_key(&api, &Mailbox::Me, Some("Ann@Contoso.com"));
+        let user = limit_key(&api, &Mailbox::User("ann@contoso.com".into()), None);
+        assert_eq!(me, user);
+        assert_ne!(me, limit_key(&api, &Mailbox::Me, None));
+        assert_ne!(
+            me,
+            limit_key(&api, &Mailbox::User("bob@contoso.com".into()), None)
         );
     }
 

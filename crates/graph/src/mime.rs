@@ -10,22 +10,24 @@
 
 use std::fmt;
 
-use mail_parser::{MessageParser, MimeHeaders, PartType};
+use mail_parser::decoders::base64::base64_decode;
+use mail_parser::decoders::quoted_printable::quoted_printable_decode;
+use mail_parser::{Encoding, Message, MessageParser, MessagePart, MimeHeaders, PartType};
 
 /// An attachment taken out of the message, ready for Graph.
 #[derive(Clone, PartialEq, Eq)]
 pub(crate) struct ExtractedAttachment {
     /// The file name (`attachment-N` when the part has none).
     pub(crate) name: String,
-    /// `type/subtype`; text parts are re-labelled `charset=utf-8`, since
-    /// their decoded contents are UTF-8.
+    /// The part's own `type/subtype`, with its `charset` when it has one.
     pub(crate) content_type: String,
     /// The Content-ID without angle brackets.
     pub(crate) content_id: Option<String>,
     /// Shown in the body (Content-Disposition `inline`, or a part of a
     /// multipart/related) rather than listed as a file.
     pub(crate) inline: bool,
-    /// The decoded contents.
+    /// The contents with the transfer encoding undone: the file's own
+    /// bytes, never re-encoded text.
     pub(crate) data: Vec<u8>,
 }
 
@@ -164,8 +166,13 @@ pub(crate) fn split_attachments(raw: &[u8]) -> Result<Split, Unparsable> {
             None => "application/octet-stream".to_owned(),
         }
         .to_ascii_lowercase();
-        if text {
-            content_type.push_str("; charset=utf-8");
+        if let Some(charset) = part
+            .content_type()
+            .and_then(|ct| ct.attribute("charset"))
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+        {
+            content_type.push_str(&format!("; charset={charset}"));
         }
         let name = part
             .attachment_name()
@@ -189,11 +196,29 @@ pub(crate) fn split_attachments(raw: &[u8]) -> Result<Split, Unparsable> {
                 .map(|id| id.trim().to_owned())
                 .filter(|id| !id.is_empty()),
             inline,
-            data: part.contents().to_vec(),
+            data: file_bytes(&message, part).ok_or(Unparsable)?,
         });
     }
     draft.extend_from_slice(&raw[at..]);
     Ok(Split { draft, attachments })
+}
+
+/// A part's body with only the transfer encoding undone. mail-parser
+/// hands text parts over converted to UTF-8 from their charset; a file
+/// must arrive as it was, so text bodies are decoded here from the raw
+/// bytes.
+fn file_bytes(message: &Message<'_>, part: &MessagePart<'_>) -> Option<Vec<u8>> {
+    if !matches!(part.body, PartType::Text(_) | PartType::Html(_)) {
+        return Some(part.contents().to_vec());
+    }
+    let raw = message
+        .raw_message
+        .get(part.offset_body as usize..part.offset_end as usize)?;
+    match part.encoding {
+        Encoding::Base64 => base64_decode(raw),
+        Encoding::QuotedPrintable => quoted_printable_decode(raw),
+        Encoding::None => Some(raw.to_vec()),
+    }
 }
 
 /// The byte range of a part with its opening delimiter line: from the
@@ -239,7 +264,6 @@ fn at_line_start(raw: &[u8], i: usize) -> bool {
 mod tests {
     use super::*;
     use apimail_core::{Attachment, MessageBuilder};
-    use mail_parser::{Message, MessagePart};
 
     fn sample() -> Vec<u8> {
         let png: Vec<u8> = (0..=255u8).cycle().take(5000).collect();
@@ -334,7 +358,7 @@ mod tests {
         );
         let notes = &split.attachments[2];
         assert!(!notes.inline);
-        assert_eq!(notes.content_type, "text/plain; charset=utf-8");
+        assert_eq!(notes.content_type, "text/plain", "the part's own type");
         assert_eq!(notes.data, "line one\r\nline two ✓\r\n".as_bytes());
     }
 
@@ -394,5 +418,85 @@ Content-Disposition: attachment; filename=x.pdf\r\n\r\n%PDF\r\n";
         let split = split_attachments(raw).unwrap();
         assert!(split.attachments.is_empty());
         assert_eq!(split.draft, raw);
+    }
+
+    #[test]
+    fn text_attachments_keep_their_own_bytes_and_charset() {
+        // Latin-1 in 8bit, quoted-printable and base64; UTF-16 with a BOM;
+        // Shift_JIS; a CSV starting with FF FE; a text with NULs.
+        let latin1 = b"caf\xe9 cr\xe8me\r\n".to_vec();
+        let utf16: Vec<u8> = [0xff, 0xfe]
+            .into_iter()
+            .chain("h\u{e9}!".encode_utf16().flat_map(u16::to_le_bytes))
+            .collect();
+        let sjis = b"\x93\xfa\x96\x7b\x8c\xea\r\n".to_vec();
+        let csv = b"\xff\xfea,b\r\n1,2\r\n".to_vec();
+        let nuls = b"a\x00b\x00\x00c\r\n".to_vec();
+        let b64 =
+            |data: &[u8]| base64::Engine::encode(&base64::engine::general_purpose::STANDARD, data);
+        let mut raw = b"From: a@example.com\r\nTo: b@example.com\r\nMIME-Version: 1.0\r\n\
+Content-Type: multipart/mixed; boundary=\"B\"\r\n\r\n--B\r\nContent-Type: text/plain\r\n\r\nbody\r\n"
+            .to_vec();
+        let mut part = |headers: &str, body: &[u8]| {
+            raw.extend_from_slice(b"--B\r\n");
+            raw.extend_from_slice(headers.as_bytes());
+            raw.extend_from_slice(b"\r\n\r\n");
+            raw.extend_from_slice(body);
+            raw.extend_from_slice(b"\r\n");
+        };
+        part(
+            "Content-Type: text/plain; charset=iso-8859-1\r\nContent-Transfer-Encoding: 8bit\r\n\
+             Content-Disposition: attachment; filename=l8.txt",
+            &latin1[..latin1.len() - 2],
+        );
+        part(
+            "Content-Type: text/plain; charset=ISO-8859-1\r\nContent-Transfer-Encoding: quoted-printable\r\n\
+             Content-Disposition: attachment; filename=lqp.txt",
+            b"caf=E9 cr=E8me=0D=0A",
+        );
+        for (name, ct, data) in [
+            ("l64.txt", "text/plain; charset=iso-8859-1", &latin1),
+            ("u16.txt", "text/plain; charset=utf-16", &utf16),
+            ("sjis.txt", "text/plain; charset=shift_jis", &sjis),
+            ("data.csv", "text/csv", &csv),
+            ("nul.txt", "text/plain", &nuls),
+        ] {
+            part(
+                &format!(
+                    "Content-Type: {ct}\r\nContent-Transfer-Encoding: base64\r\n\
+                     Content-Disposition: attachment; filename={name}"
+                ),
+                b64(data).as_bytes(),
+            );
+        }
+        raw.extend_from_slice(b"--B--\r\n");
+
+        let split = split_attachments(&raw).unwrap();
+        let got: Vec<(&str, &str, &[u8])> = split
+            .attachments
+            .iter()
+            .map(|a| (a.name.as_str(), a.content_type.as_str(), a.data.as_slice()))
+            .collect();
+        let latin1_body = &latin1[..latin1.len() - 2];
+        assert_eq!(
+            got,
+            [
+                ("l8.txt", "text/plain; charset=iso-8859-1", latin1_body),
+                (
+                    "lqp.txt",
+                    "text/plain; charset=ISO-8859-1",
+                    latin1.as_slice()
+                ),
+                (
+                    "l64.txt",
+                    "text/plain; charset=iso-8859-1",
+                    latin1.as_slice()
+                ),
+                ("u16.txt", "text/plain; charset=utf-16", utf16.as_slice()),
+                ("sjis.txt", "text/plain; charset=shift_jis", sjis.as_slice()),
+                ("data.csv", "text/csv", csv.as_slice()),
+                ("nul.txt", "text/plain", nuls.as_slice()),
+            ]
+        );
     }
 }

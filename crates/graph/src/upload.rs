@@ -28,8 +28,9 @@ use crate::errors::{self, Answer, Stage};
 /// than 50 requests (graph-rs-sdk's helper would send about 950).
 pub const CHUNK_BYTES: usize = 10 * 320 * 1024;
 
-/// How often one chunk may be resumed (after a network error, a 5xx, a
-/// 429 or a 416) before the upload gives up.
+/// How often one chunk may be resumed (after a network error, a 5xx or a
+/// 429) before the upload gives up. A 416 (the session already has those
+/// bytes) is not a failure: the upload goes on from `nextExpectedRanges`.
 pub const MAX_RESUMES_PER_CHUNK: u32 = 3;
 
 /// The wait before the first resume; it doubles for each further one.
@@ -44,7 +45,25 @@ pub(crate) struct UploadFailure {
     /// The first byte the server did not confirm.
     pub(crate) at: usize,
     pub(crate) error: TransportError,
+    /// The upload URL answered 404: the session expired, was closed, or
+    /// finished with an answer that got lost. The caller checks the draft
+    /// and, if the attachment is not there, starts a new session.
+    pub(crate) session_gone: bool,
 }
+
+impl UploadFailure {
+    fn new(at: usize, error: TransportError) -> Self {
+        let session_gone = error.to_string().starts_with(SESSION_GONE);
+        UploadFailure {
+            at,
+            error,
+            session_gone,
+        }
+    }
+}
+
+/// How a 404 from the upload URL starts its error text.
+const SESSION_GONE: &str = "the upload session is gone";
 
 /// What a chunk's answer says about the upload.
 enum Progress {
@@ -57,6 +76,10 @@ enum Progress {
 enum ChunkError {
     /// Worth asking the server where to go on from.
     Resumable(TransportError),
+    /// The session knows the data already (416, or a range already
+    /// received): go on from its `nextExpectedRanges` without counting a
+    /// resume. `None` when the answer did not say where.
+    AlreadyReceived(Option<Option<usize>>),
     /// The session is broken or refused the data.
     Fatal(TransportError),
 }
@@ -78,13 +101,13 @@ pub(crate) async fn upload(
     loop {
         budget = budget.saturating_sub(1);
         if budget == 0 {
-            return Err(UploadFailure {
-                at: offset,
-                error: TransportError::new(
-                    ErrorKind::Internal,
+            return Err(UploadFailure::new(
+                offset,
+                TransportError::new(
+                    ErrorKind::Temporary,
                     format!("the upload session on {host} does not advance"),
                 ),
-            });
+            ));
         }
         let end = (offset + CHUNK_BYTES).min(total);
         let error = match put_chunk(http, permits, upload_url, &host, data, offset, end).await {
@@ -93,7 +116,25 @@ pub(crate) async fn upload(
                 offset = next.min(total);
                 continue;
             }
-            Err(ChunkError::Fatal(error)) => return Err(UploadFailure { at: offset, error }),
+            Err(ChunkError::Fatal(error)) => return Err(UploadFailure::new(offset, error)),
+            Err(ChunkError::AlreadyReceived(Some(Some(next)))) => {
+                tracing::debug!(
+                    "the upload session on {host} already has bytes {offset}..; going on from byte {next}"
+                );
+                offset = next.min(total);
+                continue;
+            }
+            Err(ChunkError::AlreadyReceived(Some(None))) => return Ok(()),
+            Err(ChunkError::AlreadyReceived(None)) => {
+                match next_expected(http, permits, upload_url, &host).await {
+                    Ok(Some(next)) => {
+                        offset = next.min(total);
+                        continue;
+                    }
+                    Ok(None) => return Ok(()),
+                    Err(error) => error,
+                }
+            }
             Err(ChunkError::Resumable(error)) => error,
         };
         if resumed_at != offset {
@@ -102,7 +143,7 @@ pub(crate) async fn upload(
         }
         resumes += 1;
         if resumes > MAX_RESUMES_PER_CHUNK {
-            return Err(UploadFailure { at: offset, error });
+            return Err(UploadFailure::new(offset, error));
         }
         let backoff = FIRST_BACKOFF * 2u32.pow(resumes - 1);
         let wait = error
@@ -123,6 +164,9 @@ pub(crate) async fn upload(
             // The session knows of nothing missing: the last chunk's answer
             // was lost, but the upload is complete.
             Ok(None) => return Ok(()),
+            Err(e) if e.to_string().starts_with(SESSION_GONE) => {
+                return Err(UploadFailure::new(offset, e));
+            }
             // Could not ask: try the same chunk again.
             Err(e) => tracing::debug!("asking {host} for the next expected range failed: {e}"),
         }
@@ -180,12 +224,21 @@ async fn put_chunk(
             None if end >= total => Ok(Progress::Complete),
             None => Ok(Progress::Next(end)),
         },
-        416 | 429 | 500..=599 | 408 => Err(ChunkError::Resumable(errors::classify(
+        416 => Err(ChunkError::AlreadyReceived(next_from(&answer.body))),
+        404 => Err(ChunkError::Fatal(session_gone(&answer, host))),
+        429 | 500..=599 | 408 => Err(ChunkError::Resumable(errors::classify(
             &answer,
             Stage::Upload,
         ))),
         _ => Err(ChunkError::Fatal(errors::classify(&answer, Stage::Upload))),
     }
+}
+
+fn session_gone(answer: &Answer, host: &str) -> TransportError {
+    TransportError::new(
+        ErrorKind::Temporary,
+        format!("{SESSION_GONE} (HTTP {} from {host})", answer.status),
+    )
 }
 
 /// `GET uploadUrl`: the first byte the server still expects, `None` when
@@ -196,9 +249,7 @@ async fn next_expected(
     upload_url: &Url,
     host: &str,
 ) -> Result<Option<usize>, TransportError> {
-    let _permit = permits.acquire().await.map_err(|e| match closed(e) {
-        ChunkError::Resumable(e) | ChunkError::Fatal(e) => e,
-    })?;
+    let _permit = permits.acquire().await.map_err(|_| limiter_closed())?;
     let started = Instant::now();
     let answer = match http.get(upload_url.clone()).send().await {
         Ok(response) => read(response).await,
@@ -216,12 +267,15 @@ async fn next_expected(
         answer.status,
         started.elapsed().as_millis()
     );
+    if answer.status == 404 {
+        return Err(session_gone(&answer, host));
+    }
     if !answer.is_success() {
         return Err(errors::classify(&answer, Stage::Upload));
     }
     next_from(&answer.body).ok_or_else(|| {
         TransportError::new(
-            ErrorKind::Internal,
+            ErrorKind::Temporary,
             format!("the upload session on {host} answered without nextExpectedRanges"),
         )
     })
@@ -264,10 +318,11 @@ fn without_url(error: reqwest::Error) -> reqwest::Error {
 }
 
 fn closed(_: tokio::sync::AcquireError) -> ChunkError {
-    ChunkError::Fatal(TransportError::new(
-        ErrorKind::Internal,
-        "the request limiter was closed",
-    ))
+    ChunkError::Fatal(limiter_closed())
+}
+
+fn limiter_closed() -> TransportError {
+    TransportError::new(ErrorKind::Internal, "the request limiter was closed")
 }
 
 #[cfg(test)]

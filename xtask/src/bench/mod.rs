@@ -17,9 +17,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use apimail_tests::fake_microsoft::Fault;
 use measure::{Stats, Usage};
 use peers::Peers;
-use report::{BurstRow, ColdRow, Footprint, LargeRow, Machine, Report};
+use report::{BurstRow, ColdRow, Footprint, LargeRow, Machine, Report, RetryRow};
 use world::{Provider, RECIPIENT, Sender, World};
 
 use crate::{Context, Error, Result, cargo, output, run as run_cmd};
@@ -129,6 +130,7 @@ pub(crate) fn run(root: &Path, options: &Options) -> Result<()> {
         cold: Vec::new(),
         bursts: Vec::new(),
         large: Vec::new(),
+        graph_retry: None,
         footprint: None,
     };
     for expired in [false, true] {
@@ -163,6 +165,7 @@ pub(crate) fn run(root: &Path, options: &Options) -> Result<()> {
             )?);
         }
     }
+    report.graph_retry = Some(graph_send_retry(&world, &attachment)?);
     report.footprint = Some(footprint(root, &target, &exe, &peers, options)?);
 
     let text = report.render();
@@ -329,6 +332,41 @@ fn large_message(
         peak_rss: stats(usages.iter().map(|u| u.peak_rss as f64)),
         wire_bytes: stats(wire),
     })
+}
+
+/// Figure 4b: the large message on Graph when the first `send` of the
+/// complete draft gets a 503 and the retry succeeds: what was uploaded,
+/// per message byte (the draft is kept, so nothing goes twice).
+fn graph_send_retry(world: &World, attachment: &Path) -> Result<RetryRow> {
+    eprintln!("==> bench: large message on Graph, a 503 on send, then success");
+    let message_bytes = composed_size(world, Provider::Graph, attachment)?;
+    let fake = world.microsoft();
+    fake.clear_faults();
+    // The draft and the upload session go through; the first send fails.
+    fake.inject_n(Fault::Slow(Duration::ZERO), 2);
+    fake.inject(Fault::Status503);
+    let sends_before = send_requests(fake);
+    let before = world.counters(Provider::Graph);
+    let mut cmd = world.apimail(Provider::Graph);
+    cmd.env("APIMAIL_RETRY_ATTEMPTS", "3")
+        .args(["send", "--to", RECIPIENT, "--subject", "large, retried"])
+        .args(["--text", "see the attachment", "--attach"])
+        .arg(attachment);
+    measure::run(&mut cmd, b"")?;
+    let wire = (world.counters(Provider::Graph) - before).bytes_received;
+    fake.clear_faults();
+    Ok(RetryRow {
+        message_bytes,
+        wire_bytes: wire,
+        sends: send_requests(fake) - sends_before,
+    })
+}
+
+fn send_requests(fake: &apimail_tests::fake_microsoft::FakeMicrosoft) -> usize {
+    fake.graph_request_log()
+        .iter()
+        .filter(|(method, path, _)| method == "POST" && path.ends_with("/send"))
+        .count()
 }
 
 /// The size of the message apimail composes for the large figure.

@@ -126,6 +126,11 @@ impl World {
         Ok(world)
     }
 
+    /// The fake Microsoft, for injecting faults.
+    pub(crate) fn microsoft(&self) -> &FakeMicrosoft {
+        &self.microsoft
+    }
+
     /// A scratch directory removed with the world.
     pub(crate) fn scratch(&self) -> &Path {
         self.scratch.path()
