@@ -376,7 +376,7 @@ _apimail() {
             return 0
             ;;
         apimail__subcmd__auth__subcmd__login__subcmd__gmail)
-            opts="-v -h --client-secret --account --port --no-browser --login-hint --timeout --config --verbose --debug --help"
+            opts="-v -h --client-secret --verify-sent --account --port --no-browser --login-hint --timeout --config --verbose --debug --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
