@@ -12,7 +12,7 @@ use apimail_gmail::google_auth;
 use url::Url;
 
 use crate::cli::{GmailLoginArgs, ImportSmailArgs, LogoutArgs, StatusArgs};
-use crate::config::{Account, Provider};
+use crate::config::{Account, GmailAccount, GraphAccount, Provider};
 use crate::exit::{Exit, Failure};
 use crate::providers::{Context, endpoint, gmail_login_command};
 
@@ -72,14 +72,13 @@ pub async fn login_gmail(mut ctx: Context, args: GmailLoginArgs) -> Result<(), F
         .map_err(|e| login_failure(e, Provider::Gmail))?;
 
     let client_file = std::path::absolute(path).unwrap_or_else(|_| path.clone());
-    let account = Account {
-        provider: Provider::Gmail,
+    let account = Account::Gmail(GmailAccount {
         client_id: Some(file.client_id.clone()),
         auth_uri: Some(auth_url.to_string()),
         token_uri: Some(token_url.to_string()),
         client_file: Some(client_file.display().to_string()),
-        ..Account::default()
-    };
+        ..GmailAccount::default()
+    });
     let login = Login {
         response,
         requested_scopes: options.scopes,
@@ -126,7 +125,7 @@ pub(crate) fn save_login(
     let name = login
         .account_flag
         .or_else(|| address.clone())
-        .unwrap_or_else(|| account.provider.name().to_owned());
+        .unwrap_or_else(|| account.provider().name().to_owned());
     check_account_name(&name)?;
     let Some(refresh_token) = response.refresh_token.clone() else {
         return Err(Failure::new(
@@ -137,7 +136,7 @@ pub(crate) fn save_login(
     };
     let stored = StoredToken {
         account: name.clone(),
-        provider: account.provider.name().into(),
+        provider: account.provider().name().into(),
         address: address.clone(),
         client_id: login.client_id,
         client_secret: login.client_secret,
@@ -150,11 +149,20 @@ pub(crate) fn save_login(
     };
     store.save(&stored).map_err(store_failure)?;
 
-    let previous = ctx.config.accounts.remove(&name).unwrap_or_default();
-    let account = Account {
-        address: address.clone(),
-        max_message_mb: previous.max_message_mb,
-        ..account
+    let previous = ctx.config.accounts.remove(&name);
+    let account = match account {
+        Account::Gmail(gmail) => Account::Gmail(GmailAccount {
+            address: address.clone(),
+            ..gmail
+        }),
+        Account::Graph(graph) => Account::Graph(GraphAccount {
+            address: address.clone(),
+            max_message_mb: match previous {
+                Some(Account::Graph(previous)) => previous.max_message_mb,
+                _ => None,
+            },
+            ..graph
+        }),
     };
     ctx.config.accounts.insert(name.clone(), account);
     if ctx.config.default_account.is_none() {
@@ -325,13 +333,12 @@ pub async fn import_smail(mut ctx: Context, args: ImportSmailArgs) -> Result<(),
         )
         .hint("run `apimail auth login gmail --client-secret client_secret.json` instead"));
     }
-    let account = Account {
-        provider: Provider::Gmail,
+    let account = Account::Gmail(GmailAccount {
         address: Some(creds.user.clone()),
         client_id: Some(creds.client_id),
         token_uri: Some(token_url.to_string()),
-        ..Account::default()
-    };
+        ..GmailAccount::default()
+    });
     ctx.config.accounts.insert(args.account.clone(), account);
     if ctx.config.default_account.is_none() {
         ctx.config.default_account = Some(args.account.clone());
@@ -382,12 +389,12 @@ pub fn status(ctx: Context, args: StatusArgs) -> Result<(), Failure> {
         };
         out.push_str(&format!("{name}{default}\n"));
         let provider = account
-            .map(|a| a.provider.name().to_owned())
+            .map(|a| a.provider().name().to_owned())
             .or_else(|| stored.as_ref().map(|s| s.provider.clone()))
             .unwrap_or_default();
         out.push_str(&format!("  provider:   {provider}\n"));
         let address = account
-            .and_then(|a| a.address.clone())
+            .and_then(|a| a.address().map(str::to_owned))
             .or_else(|| stored.as_ref().and_then(|s| s.address.clone()))
             .unwrap_or_else(|| "unknown".into());
         out.push_str(&format!("  address:    {address}\n"));
@@ -398,23 +405,23 @@ pub fn status(ctx: Context, args: StatusArgs) -> Result<(), Failure> {
                     .map(ToString::to_string)
                     .unwrap_or_default();
                 out.push_str(&format!(
-                    "  tokens:     unreadable: {error}; messages for it are held until it is fixed
-"
+                    "  tokens:     unreadable: {error}; messages for it are held until it is fixed\n"
                 ));
             }
             Some(s) => {
                 out.push_str(&format!("  scopes:     {}\n", s.scopes.join(" ")));
                 out.push_str(&format!("  tokens:     {}\n", describe_tokens(s)));
             }
-            None if account.is_some_and(|a| a.app_only) => out.push_str(
+            None if account.is_some_and(Account::is_app_only) => out.push_str(
                 "  tokens:     app-only: fetched with the client credentials at each run\n",
             ),
             None => {
-                let default = Account::default();
-                let account = account.unwrap_or(&default);
-                let login = match account.provider {
-                    Provider::Gmail => gmail_login_command(name, account),
-                    Provider::Graph => crate::providers::login_command(name, account, false),
+                let login = match account {
+                    Some(Account::Graph(graph)) => {
+                        crate::providers::login_command(name, graph, false)
+                    }
+                    Some(Account::Gmail(gmail)) => gmail_login_command(name, gmail),
+                    None => gmail_login_command(name, &GmailAccount::default()),
                 };
                 out.push_str(&format!("  tokens:     none stored; run `{login}`\n"));
             }
@@ -484,7 +491,10 @@ it stops working after 90 days unused, or at once with \"Sign out everywhere\" (
     let account = ctx.config.accounts.get(&args.account);
     let revoke_url = endpoint(
         "APIMAIL_GOOGLE_REVOKE_URL",
-        account.and_then(|a| a.revoke_uri.as_deref()),
+        match account {
+            Some(Account::Gmail(gmail)) => gmail.revoke_uri.as_deref(),
+            _ => None,
+        },
         "revoke_uri",
         google_auth::REVOKE_URL,
     )?;

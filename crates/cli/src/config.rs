@@ -57,11 +57,19 @@ pub struct DeliverySettings {
     pub when_unknown: Option<String>,
 }
 
-/// One account. Which keys apply depends on the provider.
+/// One account, with the keys its provider has (`provider = "gmail"` or
+/// `"graph"` picks which).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "provider", rename_all = "lowercase")]
+pub enum Account {
+    Gmail(GmailAccount),
+    Graph(GraphAccount),
+}
+
+/// A Gmail account's settings.
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Account {
-    pub provider: Provider,
+pub struct GmailAccount {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub address: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -74,34 +82,66 @@ pub struct Account {
     pub revoke_uri: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gmail_api_url: Option<String>,
-    /// Gmail: where the OAuth client file was, for the re-login hint.
+    /// Where the OAuth client file was, for the re-login hint.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_file: Option<String>,
-    /// Graph: common, organizations, consumers, a tenant id or a domain.
+}
+
+/// A Microsoft Graph account's settings.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GraphAccount {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    /// common, organizations, consumers, a tenant id or a domain.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tenant: Option<String>,
-    /// Graph: global, usgov, usgov-dod or china.
+    /// global, usgov, usgov-dod or china.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cloud: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub graph_api_url: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub authority_url: Option<String>,
-    /// Graph app-only: send as this mailbox with client credentials.
+    /// App-only: send as `user` with client credentials.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub app_only: bool,
-    /// Graph app-only: the mailbox to send as.
+    /// App-only: the mailbox to send as.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
-    /// Graph: a file holding the client secret (never the secret itself).
+    /// A file holding the client secret (never the secret itself).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_secret_file: Option<String>,
-    /// Graph app-only: a PEM file with the certificate and its private key.
+    /// App-only: a PEM file with the certificate and its private key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_certificate_file: Option<String>,
-    /// Graph: the mailbox's message size limit in MB (35 unless the tenant raised it).
+    /// The mailbox's message size limit in MB (35 unless the tenant raised it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_message_mb: Option<u32>,
+}
+
+impl Account {
+    pub fn provider(&self) -> Provider {
+        match self {
+            Account::Gmail(_) => Provider::Gmail,
+            Account::Graph(_) => Provider::Graph,
+        }
+    }
+
+    /// The address mail is sent from, when known.
+    pub fn address(&self) -> Option<&str> {
+        match self {
+            Account::Gmail(a) => a.address.as_deref(),
+            Account::Graph(a) => a.address.as_deref(),
+        }
+    }
+
+    /// Whether sending needs no stored tokens (Graph app-only).
+    pub fn is_app_only(&self) -> bool {
+        matches!(self, Account::Graph(a) if a.app_only)
+    }
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -235,5 +275,28 @@ impl Config {
                 "run `apimail auth login gmail --account {name} --client-secret FILE`, or pick one with --account"
             ))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_provider_takes_only_its_own_keys() {
+        let config: Config = toml::from_str(
+            "[accounts.work]\nprovider = \"graph\"\napp_only = true\nuser = \"ops@contoso.com\"\ntenant = \"contoso.com\"\n\n[accounts.home]\nprovider = \"gmail\"\nclient_file = \"/etc/apimail/client.json\"\n",
+        )
+        .unwrap();
+        assert!(config.accounts["work"].is_app_only());
+        assert_eq!(config.accounts["home"].provider(), Provider::Gmail);
+        let text = toml::to_string(&config).unwrap();
+        assert!(text.contains("provider = \"graph\""), "{text}");
+
+        let wrong = toml::from_str::<Config>(
+            "[accounts.home]\nprovider = \"gmail\"\ntenant = \"contoso.com\"\n",
+        );
+        let error = wrong.unwrap_err().to_string();
+        assert!(error.contains("tenant"), "{error}");
     }
 }

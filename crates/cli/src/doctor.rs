@@ -127,7 +127,12 @@ fn store_check(ctx: &Context, args: &DoctorArgs) -> Check {
     let Some(name) = ctx.config.selected_name(args.account.as_deref()) else {
         return Check::ok("token store", "not used (credentials from the environment)");
     };
-    if ctx.config.accounts.get(&name).is_some_and(|a| a.app_only) {
+    if ctx
+        .config
+        .accounts
+        .get(&name)
+        .is_some_and(crate::config::Account::is_app_only)
+    {
         return Check::ok("token store", "not used (app-only credentials)");
     }
     let store = match ctx.store() {

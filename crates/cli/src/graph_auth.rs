@@ -9,7 +9,7 @@ use url::Url;
 
 use crate::auth::{Login, check_account_name, login_failure, save_login, show_authorize_url};
 use crate::cli::GraphLoginArgs;
-use crate::config::{Account, Provider};
+use crate::config::{Account, GraphAccount, Provider};
 use anyhow::anyhow;
 
 use crate::exit::{Exit, Failure};
@@ -24,8 +24,10 @@ pub async fn login(mut ctx: Context, args: GraphLoginArgs) -> Result<(), Failure
     let previous = common
         .account
         .as_ref()
-        .and_then(|n| ctx.config.accounts.get(n))
-        .cloned();
+        .and_then(|n| match ctx.config.accounts.get(n) {
+            Some(Account::Graph(graph)) => Some(graph.clone()),
+            _ => None,
+        });
     let authority = authority(previous.as_ref(), cloud)?;
     let secret_file = args
         .client_secret_file
@@ -82,16 +84,15 @@ pub async fn login(mut ctx: Context, args: GraphLoginArgs) -> Result<(), Failure
         .hint("an administrator must consent to the Mail.ReadWrite permission for this app (Entra admin center > Enterprise applications > Permissions), or log in without --large-messages to send messages up to 4 MB"));
     }
 
-    let account = Account {
-        provider: Provider::Graph,
+    let account = Account::Graph(GraphAccount {
         client_id: Some(args.client_id.clone()),
         tenant: Some(args.tenant.clone()),
         cloud: (args.cloud != "global").then(|| args.cloud.clone()),
         authority_url: previous.as_ref().and_then(|a| a.authority_url.clone()),
         graph_api_url: previous.as_ref().and_then(|a| a.graph_api_url.clone()),
         client_secret_file: secret_file,
-        ..Account::default()
-    };
+        ..GraphAccount::default()
+    });
     let login = Login {
         response,
         requested_scopes: scopes,

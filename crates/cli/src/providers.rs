@@ -16,7 +16,7 @@ use apimail_gmail::{GmailTokens, GmailTransport, ServiceAccountTokens, google_au
 use apimail_graph::{AppOnlyTokens, Cloud, GraphTokens, GraphTransport, Mailbox};
 use url::Url;
 
-use crate::config::{Account, Config, Provider};
+use crate::config::{Account, Config, GmailAccount, GraphAccount, Provider};
 use crate::exit::{Exit, Failure};
 
 /// Everything a command needs to find accounts and their tokens.
@@ -285,16 +285,16 @@ pub async fn resolve(
 
 async fn from_account(ctx: &Context, name: &str) -> Result<Resolved, Failure> {
     let account = ctx.config.account(name, &ctx.config_path)?;
-    let mut resolved = match account.provider {
-        Provider::Gmail => gmail_account(ctx, name, account),
-        Provider::Graph => graph_account(ctx, name, account),
+    let mut resolved = match account {
+        Account::Gmail(gmail) => gmail_account(ctx, name, gmail),
+        Account::Graph(graph) => graph_account(ctx, name, graph),
     }?;
     resolved.account = Some(name.to_owned());
     resolved.identity = SenderIdentity::account(name);
     Ok(resolved)
 }
 
-fn gmail_account(ctx: &Context, name: &str, account: &Account) -> Result<Resolved, Failure> {
+fn gmail_account(ctx: &Context, name: &str, account: &GmailAccount) -> Result<Resolved, Failure> {
     let api_url = endpoint(
         "APIMAIL_GMAIL_API_URL",
         account.gmail_api_url.as_deref(),
@@ -340,9 +340,9 @@ fn gmail_account(ctx: &Context, name: &str, account: &Account) -> Result<Resolve
     })
 }
 
-pub fn gmail_login_command(name: &str, account: &Account) -> String {
+pub fn gmail_login_command(name: &str, account: &GmailAccount) -> String {
     let file = account
-        .client_secret_file
+        .client_file
         .as_deref()
         .unwrap_or("client_secret.json");
     format!("apimail auth login gmail --account {name} --client-secret {file}")
@@ -439,7 +439,7 @@ async fn gmail_from_env() -> Result<Option<Resolved>, Failure> {
     }))
 }
 
-fn graph_account(ctx: &Context, name: &str, account: &Account) -> Result<Resolved, Failure> {
+fn graph_account(ctx: &Context, name: &str, account: &GraphAccount) -> Result<Resolved, Failure> {
     let cloud = cloud(account.cloud.as_deref())?;
     let api = graph_api(Some(account), cloud)?;
     let tenant = account.tenant.as_deref().unwrap_or("common");
@@ -568,7 +568,7 @@ fn app_only_tokens(
     tenant: Option<&str>,
     secret_file: Option<&str>,
     certificate_file: Option<&str>,
-    account: Option<&Account>,
+    account: Option<&GraphAccount>,
     cloud: apimail_graph::Cloud,
     label: &str,
 ) -> Result<AppOnlyTokens, Failure> {
@@ -654,7 +654,7 @@ pub fn cloud(name: Option<&str>) -> Result<Cloud, Failure> {
 
 /// The login host: `$APIMAIL_MS_AUTHORITY_URL`, else the account's
 /// `authority_url`, else the cloud's.
-pub fn authority(account: Option<&Account>, cloud: Cloud) -> Result<Url, Failure> {
+pub fn authority(account: Option<&GraphAccount>, cloud: Cloud) -> Result<Url, Failure> {
     endpoint(
         "APIMAIL_MS_AUTHORITY_URL",
         account.and_then(|a| a.authority_url.as_deref()),
@@ -665,7 +665,7 @@ pub fn authority(account: Option<&Account>, cloud: Cloud) -> Result<Url, Failure
 
 /// The Graph root: `$APIMAIL_GRAPH_API_URL`, else the account's
 /// `graph_api_url`, else the cloud's.
-pub fn graph_api(account: Option<&Account>, cloud: Cloud) -> Result<Url, Failure> {
+pub fn graph_api(account: Option<&GraphAccount>, cloud: Cloud) -> Result<Url, Failure> {
     endpoint(
         "APIMAIL_GRAPH_API_URL",
         account.and_then(|a| a.graph_api_url.as_deref()),
@@ -697,7 +697,7 @@ pub fn client_secret_file(file: Option<&str>) -> Result<Option<Secret>, Failure>
 }
 
 /// The command that logs this Graph account in again, with the same settings.
-pub fn login_command(name: &str, account: &Account, large_messages: bool) -> String {
+pub fn login_command(name: &str, account: &GraphAccount, large_messages: bool) -> String {
     let mut command = format!(
         "apimail auth login graph --account {name} --client-id {}",
         account.client_id.as_deref().unwrap_or("CLIENT_ID")

@@ -97,7 +97,7 @@ fn new_entry(resolved: &providers::Resolved, message: &Message) -> NewEntry {
 /// With --dry-run and no --from, the configured account's address, if any.
 fn dry_run_address(ctx: &Context, args: &SendArgs) -> Option<String> {
     let name = ctx.config.selected_name(args.account.as_deref())?;
-    ctx.config.accounts.get(&name)?.address.clone()
+    ctx.config.accounts.get(&name)?.address().map(str::to_owned)
 }
 
 /// What was sent; without a receipt, an earlier attempt was found in the

@@ -40,10 +40,10 @@ pub trait Senders: Sync {
     /// environment). Such an entry is held with that reason.
     fn resolve(&self, entry: &Entry) -> impl Future<Output = Result<Self::Sender, String>> + Send;
 
-    /// Whether a new login can fix a refused authorization of `sender`, so
-    /// that holding its messages until then makes sense. Credentials no
-    /// login renews (from the environment, app-only) are retried on the
-    /// schedule instead.
+    /// Whether a new login can fix a refused authorization or a
+    /// configuration problem of `sender`, so that holding its messages until
+    /// then makes sense. Credentials no login renews (from the environment,
+    /// app-only) are retried on the schedule instead.
     fn login_can_fix(&self, sender: &Self::Sender) -> bool {
         let _ = sender;
         true
@@ -618,8 +618,10 @@ impl<S: Senders> Engine<S> {
         error: TransportError,
     ) -> Result<Delivery, OutboxError> {
         let reason = error_text(&error);
-        let no_login =
-            error.kind() == ErrorKind::Unauthorized && !self.senders.login_can_fix(sender);
+        // Credentials no login renews: waiting for a login is pointless, so
+        // they are retried on the schedule until someone fixes them.
+        let no_login = matches!(error.kind(), ErrorKind::Unauthorized | ErrorKind::Config)
+            && !self.senders.login_can_fix(sender);
         let (settled, status, recorded) = if needs_the_user(&error) && !no_login {
             claim.hold(&reason)?;
             (Settled::Held { uncertain: false }, Status::Held, reason)
