@@ -6,10 +6,12 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use apimail_tests::fake_google::{FakeGoogle, Fault};
+use apimail_tests::fake_microsoft::{FakeMicrosoft, Fault as GraphFault};
 use apimail_tests::sandbox::{CLIENT_ID, CLIENT_SECRET, Sandbox};
 use apimail_tests::{Run, http, run};
 
 const ACCOUNT: &str = "user@example.com";
+const GRAPH_USER: &str = "user@contoso.com";
 
 fn logged_in() -> (FakeGoogle, Sandbox) {
     let fake = FakeGoogle::start();
@@ -227,6 +229,103 @@ fn without_the_sent_check_gmail_cannot_look_and_the_fake_refuses_it_too() {
     let bearer = format!("Bearer {token}");
     let answer = http::request("GET", &url, &[("Authorization", &bearer)], b"").unwrap();
     assert_eq!(answer.status, 403, "{}", answer.body_text());
+}
+
+/// A Graph account (`extra`: login flags) and its sandbox.
+fn graph_logged_in(extra: &[&str]) -> (FakeMicrosoft, Sandbox) {
+    let fake = FakeMicrosoft::start();
+    let sandbox = Sandbox::microsoft(&fake);
+    let mut args = vec!["--login-hint", GRAPH_USER];
+    args.extend_from_slice(extra);
+    let out = sandbox.login_graph(&fake, &args);
+    assert_eq!(out.code, 0, "login failed: {}", out.stderr);
+    (fake, sandbox)
+}
+
+fn graph_message_ids(fake: &FakeMicrosoft) -> Vec<String> {
+    fake.delivered()
+        .iter()
+        .map(|m| {
+            let text = String::from_utf8_lossy(&m.mime).into_owned();
+            text.lines()
+                .find(|l| l.to_ascii_lowercase().starts_with("message-id: "))
+                .map(|l| l["Message-ID: ".len()..].trim().to_owned())
+                .unwrap_or_default()
+        })
+        .collect()
+}
+
+#[test]
+fn graph_with_mail_read_write_finds_a_lost_send_mail_in_sent_items() {
+    let (fake, sandbox) = graph_logged_in(&["--large-messages"]);
+    fake.inject(GraphFault::LoseAnswer);
+    let sent = run(sandbox.cmd().args([
+        "send",
+        "--to",
+        "rcpt@example.net",
+        "--subject",
+        "lost",
+        "--text",
+        "hi",
+        "--message-id",
+        "<graph-lost.1@example.com>",
+    ]));
+    assert_eq!(sent.code, 0, "{}", sent.stderr);
+    assert_eq!(
+        graph_message_ids(&fake),
+        ["<graph-lost.1@example.com>"],
+        "exactly one copy"
+    );
+    let log = stdout(&run(sandbox.cmd().args(["log", "--json"])));
+    assert!(log.contains("\"outcome\":\"verified_sent\""), "{log}");
+}
+
+#[test]
+fn graph_without_a_read_permission_resends_with_the_same_message_id_and_logs_it() {
+    let (fake, sandbox) = graph_logged_in(&[]);
+    fake.inject(GraphFault::LoseAnswer);
+    let sent = run(sandbox.cmd().args([
+        "send",
+        "--to",
+        "rcpt@example.net",
+        "--subject",
+        "lost",
+        "--text",
+        "hi",
+        "--message-id",
+        "<graph-lost.2@example.com>",
+    ]));
+    assert_eq!(sent.code, 0, "{}", sent.stderr);
+    assert_eq!(
+        graph_message_ids(&fake),
+        ["<graph-lost.2@example.com>", "<graph-lost.2@example.com>"]
+    );
+    assert!(sent.stderr.contains("resending"), "{}", sent.stderr);
+
+    // With `hold`, the uncertain message waits, visible in the queue and log.
+    fake.inject(GraphFault::LoseAnswer);
+    let held = run(sandbox.cmd().env("APIMAIL_WHEN_UNKNOWN", "hold").args([
+        "send",
+        "--to",
+        "rcpt@example.net",
+        "--subject",
+        "lost",
+        "--text",
+        "hi",
+        "--message-id",
+        "<graph-lost.3@example.com>",
+    ]));
+    assert_eq!(held.code, 75, "{}", held.stderr);
+    assert!(held.stderr.contains("queue retry"), "{}", held.stderr);
+    let list = stdout(&run(sandbox.cmd().args(["queue", "list"])));
+    assert!(list.contains("uncertain"), "{list}");
+    let log = stdout(&run(sandbox.cmd().args([
+        "log",
+        "--json",
+        "--status",
+        "uncertain",
+    ])));
+    assert!(log.contains("<graph-lost.3@example.com>"), "{log}");
 }
 
 #[test]
