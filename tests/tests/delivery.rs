@@ -495,6 +495,7 @@ fn queue_ids_that_are_wrong_or_unknown_get_their_own_errors() {
 /// A data directory on a tiny tmpfs: a full disk is temporary (75), and
 /// nothing half-written stays behind.
 #[test]
+#[allow(clippy::print_stderr, reason = "says why the test did nothing")]
 fn a_full_disk_is_temporary_and_leaves_nothing_behind() {
     let (_fake, sandbox) = logged_in();
     let mount = sandbox.path().join("full");

@@ -91,7 +91,6 @@ pub async fn run(ctx: &Context, command: QueueCommand) -> Result<(), Failure> {
         }
         QueueCommand::Drop { id } => {
             discard(ctx, &outbox, &id).await?;
-            discard(&ctx, &outbox, &id).await?;
             if !outbox.drop_entry(&id).map_err(outbox_failure)? {
                 return Err(unknown_id(&id));
             }

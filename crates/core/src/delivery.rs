@@ -212,6 +212,10 @@ impl std::fmt::Debug for Interrupt {
     }
 }
 
+/// What a flush resolves a sender for: the identity, and the account of
+/// entries queued before identities were recorded.
+type SenderKey = (Option<SenderIdentity>, Option<String>);
+
 /// The delivery engine over one outbox.
 #[derive(Debug)]
 pub struct Engine<S> {
@@ -335,10 +339,8 @@ impl<S: Senders> Engine<S> {
             })
             .collect();
         let mut report = FlushReport::default();
-        let mut senders: HashMap<
-            (Option<SenderIdentity>, Option<String>),
-            Result<S::Sender, String>,
-        > = HashMap::new();
+        // One resolution per sender identity (and legacy account) per flush.
+        let mut senders: HashMap<SenderKey, Result<S::Sender, String>> = HashMap::new();
         let once = RetryPolicy {
             max_attempts: 1,
             ..RetryPolicy::standard()
