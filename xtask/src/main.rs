@@ -40,8 +40,9 @@ USAGE:
 COMMANDS:
     ci                  Run every check CI runs, in order, stopping at the first failure:
                         no-OpenSSL dependency check, rustfmt, clippy, rustdoc,
-                        codegen --check, tests, bench --quick, and the fuzz build
-                        (if fuzz/ exists)
+                        codegen --check, tests, bench --quick, and every fuzz
+                        target for 60 s (if fuzz/ exists; APIMAIL_FUZZ_SECONDS
+                        sets the seconds per target, 0 only builds them)
     codegen [--check]   Regenerate man pages (docs/man/) and shell completions
                         (completions/) from the CLI definition; with --check, only
                         verify they are up to date
