@@ -222,7 +222,7 @@ fn bench_quick(root: &Path) -> Result<()> {
 ///
 /// libFuzzer needs nightly compiler flags: `RUSTC_BOOTSTRAP=1` allows them
 /// on the stable toolchain.
-fn fuzz(root: &Path) -> Result<()> {
+pub(crate) fn fuzz(root: &Path) -> Result<()> {
     let seconds = fuzz_seconds(std::env::var(FUZZ_SECONDS_VAR).ok().as_deref())?;
     install_cargo_fuzz(root)?;
     let targets = output(cargo_fuzz(root).arg("list"))?;
