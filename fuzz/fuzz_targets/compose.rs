@@ -61,5 +61,6 @@ fuzz_target!(|input: Input| {
         bytes.split(|&b| b == b'\n').all(|line| line.len() <= 999),
         "line over 998"
     );
+    assert!(!bytes.contains(&0), "NUL on the wire");
     assert!(mail_parser::MessageParser::new().parse(bytes).is_some());
 });

@@ -212,6 +212,43 @@ fn japanese_html_inline_attachments_iso_2022_jp() {
     assert!(text.contains("Subject: =?ISO-2022-JP?B?"));
 }
 
+/// Issue 15: an old Mac text file (lone CRs) with a NUL is attached as
+/// text/plain and must arrive exactly as it is on disk.
+#[test]
+fn old_mac_text_attachment_arrives_byte_exact() {
+    use base64::Engine as _;
+    let dir = tempfile::tempdir().unwrap();
+    let data = b"line one\rline two\0tail\r";
+    std::fs::write(dir.path().join("oldmac.txt"), data).unwrap();
+    let out = run(apimail()
+        .current_dir(dir.path())
+        .args(["send", "--dry-run", "--from", "a@example.com"])
+        .args(["--to", "b@example.com", "--subject", "s", "--text", "t"])
+        .args(["--attach", "oldmac.txt"]));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let bytes = &out.stdout;
+    assert!(!bytes.contains(&0), "NUL on the wire");
+    for (i, &b) in bytes.iter().enumerate() {
+        match b {
+            b'\r' => assert_eq!(bytes.get(i + 1), Some(&b'\n'), "bare CR at {i}"),
+            b'\n' => assert!(i > 0 && bytes[i - 1] == b'\r', "bare LF at {i}"),
+            _ => {}
+        }
+    }
+
+    let fields = python_parse(bytes);
+    let attachment = &fields["attachments"][0];
+    assert_eq!(attachment["filename"], "oldmac.txt");
+    assert_eq!(attachment["content_type"], "text/plain");
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(attachment["data_b64"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(decoded, data, "Python's email package decodes other bytes");
+
+    let parsed = MessageParser::new().parse(bytes).unwrap();
+    assert_eq!(parsed.attachments().next().unwrap().contents(), data);
+}
+
 /// Each case: exactly one `error:` line and one `hint:` line.
 fn assert_one_line_error(out: &apimail_tests::Run, code: i32, needle: &str) {
     assert_eq!(out.code, code, "{}", out.stderr);

@@ -3,13 +3,23 @@
 //! Each step is announced on stderr as `==> name` and reports its elapsed time
 //! when it finishes; the first failing step stops the run.
 
-use std::path::Path;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::Instant;
 
 use crate::{Error, Result, bench, cargo, codegen, output, run as run_cmd};
 
 /// The fuzz crate: outside the workspace, with its own `Cargo.lock`. Optional.
 const FUZZ_MANIFEST: &str = "fuzz/Cargo.toml";
+
+/// How long CI runs each fuzz target, unless `APIMAIL_FUZZ_SECONDS` says
+/// otherwise (0: build the targets only).
+const FUZZ_SECONDS: u64 = 60;
+const FUZZ_SECONDS_VAR: &str = "APIMAIL_FUZZ_SECONDS";
+
+/// libFuzzer's limit for one input: a slower one is reported as a hang.
+const FUZZ_INPUT_TIMEOUT_SECONDS: u64 = 10;
 
 /// Crates that would mean OpenSSL is linked; TLS must go through rustls.
 const FORBIDDEN_CRATES: &[&str] = &["openssl-sys", "native-tls", "openssl"];
@@ -31,7 +41,7 @@ pub(crate) fn run(root: &Path) -> Result<()> {
         ("bench --quick", bench_quick),
     ];
     if has_fuzz(root) {
-        steps.push(("fuzz build", fuzz_build));
+        steps.push(("fuzz", fuzz));
     }
 
     let total = Instant::now();
@@ -205,13 +215,122 @@ fn bench_quick(root: &Path) -> Result<()> {
     bench::run(root, &bench::Options::quick())
 }
 
-/// Compiles the fuzz targets (without running them) so they cannot rot.
-fn fuzz_build(root: &Path) -> Result<()> {
-    run_cmd(
-        cargo()
-            .current_dir(root)
-            .args(["build", "--manifest-path", FUZZ_MANIFEST, "--locked"]),
-    )
+/// Runs every fuzz target `cargo fuzz list` names for a bounded time,
+/// starting from its committed corpus, `fuzz/corpus/<target>/`. Inputs
+/// that find new paths go to `fuzz/target/ci-corpus/<target>/`, so the
+/// committed corpus stays as it is. A crash or hang fails the step and
+/// leaves its input in `fuzz/artifacts/<target>/`.
+///
+/// libFuzzer needs nightly compiler flags: `RUSTC_BOOTSTRAP=1` allows them
+/// on the stable toolchain.
+pub(crate) fn fuzz(root: &Path) -> Result<()> {
+    let seconds = fuzz_seconds(std::env::var(FUZZ_SECONDS_VAR).ok().as_deref())?;
+    install_cargo_fuzz(root)?;
+    let targets = output(cargo_fuzz(root).arg("list"))?;
+    let targets: Vec<&str> = targets.split_whitespace().collect();
+    // One build for all targets: they share every dependency.
+    run_cmd(cargo_fuzz(root).arg("build"))?;
+    if seconds == 0 {
+        eprintln!("{FUZZ_SECONDS_VAR}=0: the fuzz targets are built, not run");
+        return Ok(());
+    }
+    for target in targets {
+        fuzz_one(root, target, seconds)?;
+    }
+    Ok(())
+}
+
+fn fuzz_one(root: &Path, target: &str, seconds: u64) -> Result<()> {
+    let fresh = root.join("fuzz/target/ci-corpus").join(target);
+    std::fs::create_dir_all(&fresh)
+        .map_err(|e| Error::new(format!("cannot create {}: {e}", fresh.display())))?;
+    let mut command = cargo_fuzz(root);
+    command.args(["run", target]).arg(&fresh);
+    let committed = root.join("fuzz/corpus").join(target);
+    if committed.is_dir() {
+        command.arg(&committed);
+    } else {
+        eprintln!(
+            "warning: {} is missing: fuzzing `{target}` from nothing",
+            committed.display()
+        );
+    }
+    command.args([
+        "--".to_owned(),
+        format!("-max_total_time={seconds}"),
+        format!("-timeout={FUZZ_INPUT_TIMEOUT_SECONDS}"),
+    ]);
+
+    let artifacts = root.join("fuzz/artifacts").join(target);
+    let before = files_in(&artifacts);
+    let Err(error) = run_cmd(&mut command) else {
+        return Ok(());
+    };
+    let found: Vec<PathBuf> = files_in(&artifacts).difference(&before).cloned().collect();
+    let Some(input) = found.first() else {
+        return Err(error.with_hint(format!(
+            "no input was saved in {}: the target did not build or libFuzzer \
+             failed to start (see its output above)",
+            artifacts.display()
+        )));
+    };
+    let input = input.strip_prefix(root).unwrap_or(input).display();
+    Err(Error::new(format!(
+        "fuzz target `{target}` failed; the input is in {input}"
+    ))
+    .with_hint(format!(
+        "reproduce with `RUSTC_BOOTSTRAP=1 cargo fuzz run {target} {input}`, \
+         shrink it with `cargo fuzz tmin {target} {input}`, fix the bug and add \
+         the shrunk input as a regression test"
+    )))
+}
+
+/// The seconds each fuzz target runs: `APIMAIL_FUZZ_SECONDS`, or the default.
+fn fuzz_seconds(setting: Option<&str>) -> Result<u64> {
+    let Some(setting) = setting else {
+        return Ok(FUZZ_SECONDS);
+    };
+    setting.trim().parse().map_err(|_| {
+        Error::new(format!(
+            "{FUZZ_SECONDS_VAR}=`{setting}` is not a number of seconds"
+        ))
+        .with_hint(format!(
+            "set {FUZZ_SECONDS_VAR} to whole seconds per target, e.g. 300, or 0 \
+             to only build the targets (default {FUZZ_SECONDS})"
+        ))
+    })
+}
+
+/// `cargo fuzz`, with nightly flags allowed on a stable toolchain.
+fn cargo_fuzz(root: &Path) -> Command {
+    let mut command = cargo();
+    command
+        .current_dir(root)
+        .env("RUSTC_BOOTSTRAP", "1")
+        .arg("fuzz");
+    command
+}
+
+/// Installs cargo-fuzz from crates.io when `cargo fuzz` is missing.
+fn install_cargo_fuzz(root: &Path) -> Result<()> {
+    let installed = cargo_fuzz(root)
+        .arg("--version")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success());
+    if installed {
+        return Ok(());
+    }
+    eprintln!("cargo-fuzz is missing: installing it");
+    run_cmd(cargo().args(["install", "cargo-fuzz", "--locked"]))
+}
+
+/// The files in `dir` (none if it does not exist).
+fn files_in(dir: &Path) -> BTreeSet<PathBuf> {
+    std::fs::read_dir(dir)
+        .map(|entries| entries.flatten().map(|entry| entry.path()).collect())
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -237,6 +356,16 @@ rustls v0.23.20
                 "openssl-sys v0.9.104"
             ]
         );
+    }
+
+    #[test]
+    fn fuzz_seconds_default_and_override() {
+        assert_eq!(fuzz_seconds(None).unwrap(), FUZZ_SECONDS);
+        assert_eq!(fuzz_seconds(Some("300")).unwrap(), 300);
+        assert_eq!(fuzz_seconds(Some("0")).unwrap(), 0);
+        let error = fuzz_seconds(Some("1m")).unwrap_err().to_string();
+        assert!(error.contains("APIMAIL_FUZZ_SECONDS=`1m`"), "{error}");
+        assert!(error.contains("hint: "), "{error}");
     }
 
     #[test]

@@ -41,8 +41,10 @@ USAGE:
 COMMANDS:
     ci                  Run every check CI runs, in order, stopping at the first failure:
                         no-OpenSSL dependency check, import loops, rustfmt, clippy, rustdoc,
-                        codegen --check, tests, bench --quick, and the fuzz build
-                        (if fuzz/ exists)
+                        codegen --check, tests, bench --quick, and every fuzz
+                        target for 60 s (if fuzz/ exists; APIMAIL_FUZZ_SECONDS
+                        sets the seconds per target, 0 only builds them)
+    fuzz                Only CI's fuzz step: run every fuzz target from its corpus
     codegen [--check]   Regenerate man pages (docs/man/) and shell completions
                         (completions/) from the CLI definition; with --check, only
                         verify they are up to date
@@ -58,6 +60,7 @@ COMMANDS:
 EXAMPLES:
     cargo xtask ci                 # what CI runs (also: .ci/run)
     cargo codegen                  # alias for `cargo xtask codegen`
+    APIMAIL_FUZZ_SECONDS=300 cargo xtask fuzz   # each fuzz target for 5 minutes
     cargo codegen --check          # fail if generated files are stale
     cargo xtask bench              # the full comparison (about 10 minutes)
     cargo xtask bench --rtt 50     # as if the API were 50 ms away
@@ -85,6 +88,15 @@ fn main() -> ExitCode {
             _ => {
                 return usage_error(&format!(
                     "`ci` takes no arguments, got `{}`",
+                    rest.join(" ")
+                ));
+            }
+        },
+        "fuzz" => match rest {
+            [] => ci::fuzz(&root),
+            _ => {
+                return usage_error(&format!(
+                    "`fuzz` takes no arguments (set APIMAIL_FUZZ_SECONDS), got `{}`",
                     rest.join(" ")
                 ));
             }

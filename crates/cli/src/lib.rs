@@ -17,7 +17,9 @@ mod providers;
 mod queue;
 mod send;
 mod sendmail;
-mod sendmail_args;
+/// Public only for the `sendmail_args` fuzz target (`fuzz/`).
+#[doc(hidden)]
+pub mod sendmail_args;
 
 use std::process::ExitCode;
 use std::time::Duration;

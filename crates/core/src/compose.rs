@@ -8,6 +8,8 @@
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use encodify::base64::MIME as BASE64;
+use encodify::qp::{self, QuotedPrintable};
 use mail_builder::headers::HeaderType;
 use mail_builder::headers::address::Address;
 use mail_builder::headers::content_type::ContentType;
@@ -527,7 +529,7 @@ impl MessageBuilder {
         field: &str,
         text: &str,
     ) -> Result<MimePart<'static>, ComposeError> {
-        let text = normalize_newlines(text);
+        let text = crlf_line_breaks(text);
         let content_type =
             ContentType::new(mime.to_owned()).attribute("charset", self.charset.mime_name());
         let contents = match self.charset {
@@ -538,34 +540,87 @@ impl MessageBuilder {
                     .into(),
             ),
         };
-        Ok(MimePart::new(content_type, contents))
+        Ok(exact_bytes(MimePart::new(content_type, contents), qp::BODY))
     }
 }
 
-/// Text bodies use line breaks, not raw CRs: CRLF and lone CR become LF
-/// here, and the writer emits CRLF.
-fn normalize_newlines(text: &str) -> String {
-    text.replace("\r\n", "\n").replace('\r', "\n")
+/// Typed text may have its line breaks rewritten: CRLF, lone CR and lone
+/// LF all become CRLF, the only line break MIME text has.
+fn crlf_line_breaks(text: &str) -> String {
+    text.replace("\r\n", "\n")
+        .replace('\r', "\n")
+        .replace('\n', "\r\n")
+}
+
+/// Makes sure a leaf part decodes to exactly its bytes.
+///
+/// mail-builder picks the transfer encoding: base64 for non-text types, and
+/// for `text/*` 7bit when no byte is 0x7F or above, no line is over 76
+/// octets and none ends in white space, else the shorter of
+/// quoted-printable and base64. Its test misses two things 7bit forbids
+/// (RFC 2045 section 2.7), NUL and a CR not followed by LF, and it takes
+/// every part whose disposition is not `attachment` (inline parts too) for
+/// typed text whose lone LFs it may turn into CRLF. A text part holding any
+/// of NUL, lone CR or lone LF is therefore encoded here, with the same
+/// engines and the same "shorter wins" rule: `engine` is [`qp::BODY`] for
+/// typed text (already CRLF) and [`qp::BINARY`] for files, whose CR and LF
+/// bytes it escapes.
+fn exact_bytes(mut part: MimePart<'static>, engine: QuotedPrintable) -> MimePart<'static> {
+    let is_text = part.headers.iter().any(|(name, value)| {
+        name == "Content-Type" && value.as_content_type().is_some_and(|ct| ct.is_text())
+    });
+    let data: &[u8] = match &part.contents {
+        BodyPart::Text(text) => text.as_bytes(),
+        BodyPart::Binary(data) if is_text => data,
+        _ => return part,
+    };
+    if !has_nul_or_lone_line_break(data) {
+        return part;
+    }
+    let base64_len = BASE64.encoded_len(data.len());
+    let (encoding, encoded) = match engine.encoded_len_within(data, base64_len.saturating_sub(1)) {
+        Some(_) => ("quoted-printable", engine.encode(data)),
+        None => ("base64", BASE64.encode(data)),
+    };
+    part.contents = BodyPart::Text(encoded.into());
+    part.transfer_encoding(encoding)
+}
+
+/// Whether `data` holds a NUL, a CR not followed by LF, or an LF not
+/// preceded by CR.
+fn has_nul_or_lone_line_break(data: &[u8]) -> bool {
+    data.iter().enumerate().any(|(i, &byte)| match byte {
+        0 => true,
+        b'\r' => data.get(i + 1) != Some(&b'\n'),
+        b'\n' => i == 0 || data[i - 1] != b'\r',
+        _ => false,
+    })
 }
 
 fn attachment_part(a: &Attachment) -> MimePart<'static> {
-    MimePart::new(
-        ContentType::new(a.content_type.clone()),
-        BodyPart::Binary(a.data.clone().into()),
+    exact_bytes(
+        MimePart::new(
+            ContentType::new(a.content_type.clone()),
+            BodyPart::Binary(a.data.clone().into()),
+        )
+        .attachment(a.filename.clone()),
+        qp::BINARY,
     )
-    .attachment(a.filename.clone())
 }
 
 fn inline_part(a: &Attachment) -> MimePart<'static> {
-    MimePart::new(
-        ContentType::new(a.content_type.clone()),
-        BodyPart::Binary(a.data.clone().into()),
+    exact_bytes(
+        MimePart::new(
+            ContentType::new(a.content_type.clone()),
+            BodyPart::Binary(a.data.clone().into()),
+        )
+        .header(
+            "Content-Disposition",
+            ContentType::new("inline").attribute("filename", a.filename.clone()),
+        )
+        .cid(a.cid().to_owned()),
+        qp::BINARY,
     )
-    .header(
-        "Content-Disposition",
-        ContentType::new("inline").attribute("filename", a.filename.clone()),
-    )
-    .cid(a.cid().to_owned())
 }
 
 fn multipart(

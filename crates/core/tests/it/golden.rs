@@ -94,3 +94,24 @@ fn iso_2022_jp() {
             .attach(Attachment::new("報告書.txt", "本文".as_bytes().to_vec())),
     );
 }
+
+/// Issue 15: an old Mac text file (CR line ends) with a NUL went out as
+/// 7bit with its bare CRs and NUL unencoded.
+#[test]
+fn old_mac_text_attachment() {
+    let data = b"line one\rline two\0tail\r";
+    let builder = pinned()
+        .from(mailbox("a@example.com"))
+        .to(mailbox("b@example.com"))
+        .subject("s")
+        .text("t")
+        .attach(Attachment::new("oldmac.txt", data.to_vec()));
+    check("oldmac", builder.clone());
+
+    let message = builder.build().unwrap();
+    let parsed = mail_parser::MessageParser::new()
+        .parse(message.as_bytes())
+        .unwrap();
+    let attachment = parsed.attachments().next().unwrap();
+    assert_eq!(attachment.contents(), data);
+}

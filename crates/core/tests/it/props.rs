@@ -75,14 +75,18 @@ proptest! {
     }
 
     #[test]
-    fn text_bodies_never_break_the_wire(body in "\\PC{0,3000}|[\\r\\n a-z]{0,3000}") {
+    fn text_bodies_never_break_the_wire(body in "\\PC{0,3000}|[\\x00\\r\\n a-z]{0,3000}") {
         let message = pinned()
             .from("a@example.com".parse().unwrap())
             .to("b@example.com".parse().unwrap())
-            .text(body)
+            .text(body.clone())
             .build()
             .unwrap();
         assert_wire_clean(&message);
+        prop_assert!(!message.as_bytes().contains(&0), "a NUL byte on the wire");
+        let parsed = MessageParser::new().parse(message.as_bytes()).unwrap();
+        let crlf = body.replace("\r\n", "\n").replace('\r', "\n").replace('\n', "\r\n");
+        prop_assert_eq!(decoded_body(message.as_bytes(), &parsed.parts[0]), crlf.into_bytes());
     }
 }
 
@@ -173,6 +177,116 @@ mod envelope {
                 plan.recipients().iter().map(|m| m.email().to_owned()).collect();
             prop_assert_eq!(&in_headers, &planned, "{}", String::from_utf8_lossy(bytes));
             prop_assert!(parsed.header_values(HeaderName::Bcc).count() <= 1);
+        }
+    }
+}
+
+/// Bytes that test the transfer-encoding choice: any bytes, or text-like
+/// bytes heavy in line breaks, NUL, `=`, white space and 8-bit bytes, or
+/// one long line.
+fn file_bytes() -> impl Strategy<Value = Vec<u8>> {
+    let tricky = proptest::sample::select(b"ab =\t\r\n\x00\x1b\x7f\xff.-".to_vec());
+    prop_oneof![
+        proptest::collection::vec(any::<u8>(), 0..2000),
+        proptest::collection::vec(tricky, 0..2000),
+        "[a-z ]{900,1100}\\r?\\n?".prop_map(String::into_bytes),
+    ]
+}
+
+fn content_type() -> impl Strategy<Value = String> {
+    prop_oneof![
+        Just("text/plain".to_owned()),
+        "text/[a-z0-9.+-]{1,20}",
+        "(application|image|audio|video|font|model)/[a-z0-9.+-]{1,20}",
+    ]
+}
+
+/// Any file name, control characters included.
+fn any_file_name() -> impl Strategy<Value = String> {
+    "(\\PC|[\\x00-\\x1f\\x7f]){1,80}"
+}
+
+#[derive(Debug, Clone)]
+struct File {
+    name: String,
+    content_type: String,
+    data: Vec<u8>,
+    inline: bool,
+}
+
+fn file() -> impl Strategy<Value = File> {
+    (any_file_name(), content_type(), file_bytes(), any::<bool>()).prop_map(
+        |(name, content_type, data, inline)| File {
+            name,
+            content_type,
+            data,
+            inline,
+        },
+    )
+}
+
+/// A part's body as mail-parser's own decoders give it back, whatever the
+/// part's type: mail-parser turns text parts into (lossy) UTF-8 strings,
+/// so for them its `contents()` cannot show the bytes.
+fn decoded_body(raw: &[u8], part: &mail_parser::MessagePart<'_>) -> Vec<u8> {
+    use mail_parser::decoders::{base64::base64_decode, quoted_printable::quoted_printable_decode};
+    let body = &raw[part.raw_body_offset() as usize..part.raw_end_offset() as usize];
+    match part.content_transfer_encoding() {
+        Some(e) if e.eq_ignore_ascii_case("base64") => base64_decode(body).unwrap(),
+        Some(e) if e.eq_ignore_ascii_case("quoted-printable") => {
+            quoted_printable_decode(body).unwrap()
+        }
+        _ => body.to_vec(),
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// Files arrive byte-exact and the message stays clean on the wire,
+    /// whatever their bytes, types and names.
+    #[test]
+    fn files_arrive_byte_exact(files in proptest::collection::vec(file(), 1..4)) {
+        let mut builder = pinned()
+            .from("a@example.com".parse().unwrap())
+            .to("b@example.com".parse().unwrap())
+            .text("see the files\n");
+        if files.iter().any(|f| f.inline) {
+            builder = builder.html("<p>see the files</p>\n");
+        }
+        for (i, f) in files.iter().enumerate() {
+            let part = Attachment::new(f.name.clone(), f.data.clone())
+                .content_type(&f.content_type)
+                .unwrap();
+            builder = if f.inline {
+                builder.inline(part.content_id(format!("part{i}@example.com")))
+            } else {
+                builder.attach(part)
+            };
+        }
+        let message = builder.build().unwrap();
+        let bytes = message.as_bytes();
+        assert_wire_clean(&message);
+        prop_assert!(!bytes.contains(&0), "a NUL byte on the wire");
+
+        let parsed = MessageParser::new().parse(bytes).unwrap();
+        for (i, f) in files.iter().enumerate() {
+            let id = format!("part{i}@example.com");
+            let part = parsed
+                .parts
+                .iter()
+                .filter(|p| p.attachment_name() == Some(f.name.as_str()))
+                .find(|p| !f.inline || p.content_id() == Some(id.as_str()))
+                .unwrap_or_else(|| panic!("no part named {:?}", f.name));
+            let content_type = part.content_type().unwrap();
+            prop_assert_eq!(
+                format!("{}/{}", content_type.ctype(), content_type.subtype().unwrap_or("")),
+                f.content_type.clone()
+            );
+            prop_assert_eq!(decoded_body(bytes, part), f.data.clone());
+            if !f.content_type.starts_with("text/") || std::str::from_utf8(&f.data).is_ok() {
+                prop_assert_eq!(part.contents(), f.data.as_slice());
+            }
         }
     }
 }

@@ -163,6 +163,80 @@ fn long_ascii_line_goes_quoted_printable() {
     );
 }
 
+/// The transfer encoding of the part carrying `marker`, from the raw bytes.
+fn encoding_of_part_with(message: &apimail_core::Message, marker: &str) -> String {
+    let raw = String::from_utf8_lossy(message.as_bytes());
+    let part = raw
+        .split("--BOUNDARY_")
+        .find(|part| part.contains(marker))
+        .unwrap_or_else(|| panic!("no part with {marker}:\n{raw}"));
+    part.lines()
+        .find_map(|l| l.strip_prefix("Content-Transfer-Encoding: "))
+        .unwrap_or_else(|| panic!("no encoding in {part}"))
+        .to_owned()
+}
+
+#[test]
+fn text_attachment_with_nul_goes_base64_when_that_is_shorter() {
+    let data: Vec<u8> = (0..300u32)
+        .map(|i| [0, 0xff, b'\r', 0x80][i as usize % 4])
+        .collect();
+    let message = pinned()
+        .from(mailbox("a@example.com"))
+        .to(mailbox("b@example.com"))
+        .text("t")
+        .attach(Attachment::new("dump.txt", data.clone()))
+        .build()
+        .unwrap();
+    assert_wire_clean(&message);
+    assert_eq!(
+        encoding_of_part_with(&message, "filename=\"dump.txt\""),
+        "base64"
+    );
+    let parsed = MessageParser::new().parse(message.as_bytes()).unwrap();
+    let attachment = parsed.attachments().next().unwrap();
+    let expected = String::from_utf8_lossy(&data);
+    assert_eq!(attachment.contents(), expected.as_bytes());
+}
+
+#[test]
+fn inline_text_part_keeps_its_lone_line_feeds() {
+    let css = b"p { color: red }\nh1 { margin: 0 }\n";
+    let message = pinned()
+        .from(mailbox("a@example.com"))
+        .to(mailbox("b@example.com"))
+        .html("<link rel=stylesheet href=\"cid:style.css\"><p>hi</p>")
+        .inline(Attachment::new("style.css", css.to_vec()))
+        .build()
+        .unwrap();
+    assert_wire_clean(&message);
+    assert_eq!(
+        encoding_of_part_with(&message, "filename=\"style.css\""),
+        "quoted-printable"
+    );
+    let parsed = MessageParser::new().parse(message.as_bytes()).unwrap();
+    let part = parsed
+        .parts
+        .iter()
+        .find(|p| p.attachment_name() == Some("style.css"))
+        .unwrap();
+    assert_eq!(part.contents(), css);
+}
+
+#[test]
+fn typed_text_with_nul_is_encoded_and_keeps_crlf() {
+    let message = pinned()
+        .from(mailbox("a@example.com"))
+        .to(mailbox("b@example.com"))
+        .text("a\0b\nc\rd\r\n")
+        .build()
+        .unwrap();
+    assert_wire_clean(&message);
+    assert!(!message.as_bytes().contains(&0));
+    let parsed = MessageParser::new().parse(message.as_bytes()).unwrap();
+    assert_eq!(parsed.body_text(0).unwrap(), "a\0b\r\nc\r\nd\r\n");
+}
+
 #[test]
 fn bcc_stays_in_the_bytes_and_the_envelope() {
     let message = pinned()
