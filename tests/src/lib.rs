@@ -4,9 +4,9 @@
 pub mod fake_common;
 pub mod fake_google;
 pub mod fake_microsoft;
-pub mod http;
 pub mod sandbox;
 
+pub use apimail_test_http as http;
 pub use sandbox::Sandbox;
 
 use std::path::{Path, PathBuf};

@@ -45,7 +45,6 @@ pub use state::{
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
-
 use crate::http::{self, Reply, Request, Server, lock};
 use state::{Grant, Principal, RefreshStatus, State, add_mailbox};
 

@@ -53,6 +53,16 @@ impl Request {
     pub fn query_map(&self) -> HashMap<String, String> {
         first_wins(self.query_pairs())
     }
+
+    /// An `application/x-www-form-urlencoded` body as a map (the first of
+    /// repeated names wins).
+    pub fn form(&self) -> HashMap<String, String> {
+        first_wins(
+            url::form_urlencoded::parse(&self.body)
+                .into_owned()
+                .collect(),
+        )
+    }
 }
 
 /// A response: what a handler returns, and what the client reads.
