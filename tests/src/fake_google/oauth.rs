@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use super::state::{AccessGrant, Code, ISSUER, JWT_BEARER, RefreshGrant, State};
 use crate::fake_common::{URL_SAFE_ANY, der_next, now_secs, random_hex};
-use crate::http::{self, Request, Response, form_decode, lock};
+use crate::http::{Request, Response, form_decode, lock};
 
 /// The DER inside a PEM document (the first block), or `None`.
 pub fn pem_decode(pem: &str) -> Option<Vec<u8>> {
@@ -96,11 +96,7 @@ pub(super) fn authorize(state: &Mutex<State>, request: &Request) -> Response {
 
 /// `POST /token`: the three grant types.
 pub(super) fn token(state: &Mutex<State>, request: &Request) -> Response {
-    let form = http::first_wins(
-        url::form_urlencoded::parse(&request.body)
-            .into_owned()
-            .collect(),
-    );
+    let form = request.form();
     let grant_type = form.get("grant_type").cloned().unwrap_or_default();
     let mut state = lock(state);
     state.total_token_requests += 1;

@@ -16,7 +16,7 @@ use super::state::{
     OIDC_SCOPES, Principal, RefreshGrant, RefreshStatus, State, USER_CODE, VERIFICATION_URI,
 };
 use crate::fake_common::{URL_SAFE_ANY, der_next, now_secs, pem_block, random_hex, utc, uuid};
-use crate::http::{self, Request, Response, form_decode, lock};
+use crate::http::{Request, Response, form_decode, lock};
 
 const FIXTURE_PEM: &str = include_str!("../../fixtures/graph-app.pem");
 const FIXTURE_CERT_DER: &[u8] = include_bytes!("../../fixtures/graph-app-cert.der");
@@ -376,11 +376,7 @@ type Form = HashMap<String, String>;
 
 /// `POST /{tenant}/oauth2/v2.0/token`: the four grant types.
 pub(super) fn token(state: &Mutex<State>, tenant: &str, request: &Request) -> Response {
-    let form: Form = http::first_wins(
-        url::form_urlencoded::parse(&request.body)
-            .into_owned()
-            .collect(),
-    );
+    let form: Form = request.form();
     let grant_type = form.get("grant_type").cloned().unwrap_or_default();
     let mut state = lock(state);
     state.total_token_requests += 1;
@@ -637,11 +633,7 @@ fn client_credentials(
 
 /// `POST /{tenant}/oauth2/v2.0/devicecode`.
 pub(super) fn device_code(state: &Mutex<State>, tenant: &str, request: &Request) -> Response {
-    let form: Form = http::first_wins(
-        url::form_urlencoded::parse(&request.body)
-            .into_owned()
-            .collect(),
-    );
+    let form: Form = request.form();
     let mut state = lock(state);
     state.device_code_requests += 1;
     if request.method != "POST" {
