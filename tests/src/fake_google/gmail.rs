@@ -7,10 +7,19 @@ use base64::Engine as _;
 use serde_json::{Value, json};
 
 use super::state::{
-    Delivered, Fault, GMAIL_SEND_SCOPE, MAIL_SCOPE, MAX_MESSAGE_BYTES, SEND_SCOPES, Session, State,
+    Delivered, Fault, GMAIL_SEND_SCOPE, MAIL_SCOPE, MAX_MESSAGE_BYTES, Session, State,
 };
 use crate::fake_common::{STANDARD_ANY, URL_SAFE_ANY, has_recipient, random_hex};
 use crate::http::{Reply, Request, Response, lock, percent_decode};
+
+/// Scopes any one of which allows `users.messages.send` (per Gmail's docs).
+const SEND_SCOPES: [&str; 5] = [
+    GMAIL_SEND_SCOPE,
+    MAIL_SCOPE,
+    "https://www.googleapis.com/auth/gmail.compose",
+    "https://www.googleapis.com/auth/gmail.modify",
+    "https://www.googleapis.com/auth/gmail.addons.current.action.compose",
+];
 
 /// The four ways to call `users.messages.send`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -8,6 +8,9 @@
 //! `multipart` and `resumable`), with Google's error bodies. Faults can be
 //! queued for the next send requests. Everything is recorded for tests to
 //! inspect. Start one with [`FakeGoogle::start`]; it stops when dropped.
+//!
+//! This file is the public face and the router; `oauth.rs` serves the OAuth
+//! endpoints and `gmail.rs` the API, and both import only `state.rs`.
 
 mod gmail;
 mod oauth;
@@ -25,7 +28,10 @@ use std::sync::{Arc, Mutex};
 use serde_json::Value;
 
 use crate::http::{self, Reply, Request, Server, lock};
-use state::{FIXTURE_KEY_JSON, FIXTURE_PUBLIC_KEY_DER, State};
+use state::State;
+
+const FIXTURE_KEY_JSON: &str = include_str!("../../fixtures/service-account.json");
+const FIXTURE_PUBLIC_KEY_DER: &[u8] = include_bytes!("../../fixtures/service-account.pub.der");
 
 /// The running fake. Cheap accessors read its recorded state.
 pub struct FakeGoogle {

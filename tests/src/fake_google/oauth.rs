@@ -8,9 +8,11 @@ use base64::Engine as _;
 use base64::engine::general_purpose;
 use serde_json::{Value, json};
 
-use super::state::{AccessGrant, Code, ISSUER, JWT_BEARER, RefreshGrant, State};
+use super::state::{AccessGrant, Code, JWT_BEARER, RefreshGrant, State};
 use crate::fake_common::{URL_SAFE_ANY, der_next, now_secs, random_hex};
 use crate::http::{Request, Response, form_decode, lock};
+
+const ISSUER: &str = "https://accounts.google.com";
 
 /// The DER inside a PEM document (the first block), or `None`.
 pub fn pem_decode(pem: &str) -> Option<Vec<u8>> {

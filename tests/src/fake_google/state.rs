@@ -16,19 +16,6 @@ pub const FIXTURE_SERVICE_ACCOUNT: &str = "apimail-test@apimail-test.iam.gservic
 /// The JWT-bearer grant type.
 pub const JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 
-/// Scopes any one of which allows `users.messages.send` (per Gmail's docs).
-pub(super) const SEND_SCOPES: [&str; 5] = [
-    GMAIL_SEND_SCOPE,
-    MAIL_SCOPE,
-    "https://www.googleapis.com/auth/gmail.compose",
-    "https://www.googleapis.com/auth/gmail.modify",
-    "https://www.googleapis.com/auth/gmail.addons.current.action.compose",
-];
-pub(super) const FIXTURE_KEY_JSON: &str = include_str!("../../fixtures/service-account.json");
-pub(super) const FIXTURE_PUBLIC_KEY_DER: &[u8] =
-    include_bytes!("../../fixtures/service-account.pub.der");
-pub(super) const ISSUER: &str = "https://accounts.google.com";
-
 /// A failure to inject into upcoming Gmail send requests.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Fault {

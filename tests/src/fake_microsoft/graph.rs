@@ -8,7 +8,7 @@ use base64::engine::general_purpose;
 use serde_json::{Value, json};
 
 use super::state::{
-    ACCESS_DENIED, Attachment, Chunk, Delivered, Fault, GRAPH_APP_ID, Grant, MAX_ATTACHMENT_BYTES,
+    Attachment, Chunk, Delivered, Fault, GRAPH_APP_ID, Grant, MAX_ATTACHMENT_BYTES,
     MAX_CHUNK_BYTES, MAX_REQUEST_BYTES, Principal, State, StoredDraft, UPLOAD_SESSION_MIN_BYTES,
     UploadSession,
 };
@@ -16,6 +16,8 @@ use crate::fake_common::{
     has_recipient, header_value, iso_time, now_secs, random_bytes, random_hex, utc, uuid,
 };
 use crate::http::{Reply, Request, Response, lock, percent_decode};
+
+const ACCESS_DENIED: &str = "Access is denied. Check credentials and try again.";
 
 pub(super) fn not_found() -> Response {
     Response::text(404, "Not Found\n")

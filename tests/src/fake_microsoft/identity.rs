@@ -11,17 +11,32 @@ use base64::engine::general_purpose;
 use serde_json::{Value, json};
 
 use super::state::{
-    AccessGrant, CLIENT_ASSERTION_TYPE, Certificate, Client, Code, DEFAULT_DELEGATED,
-    DEVICE_CODE_GRANT, DeviceGrant, DeviceOutcome, FAKE_TENANT_ID, Grant, KNOWN_RESOURCES,
-    OIDC_SCOPES, Principal, RefreshGrant, RefreshStatus, State, USER_CODE, VERIFICATION_URI,
+    AccessGrant, CLIENT_ASSERTION_TYPE, Certificate, Client, Code, DEVICE_CODE_GRANT, DeviceGrant,
+    DeviceOutcome, FAKE_TENANT_ID, GRAPH_APP_ID, GRAPH_RESOURCE, Grant, Principal, RefreshGrant,
+    RefreshStatus, State, USER_CODE, VERIFICATION_URI,
 };
 use crate::fake_common::{URL_SAFE_ANY, der_next, now_secs, pem_block, random_hex, utc, uuid};
 use crate::http::{Request, Response, form_decode, lock};
 
+/// Scopes that are about the sign-in, not a resource.
+const OIDC_SCOPES: [&str; 4] = ["openid", "profile", "email", "offline_access"];
+
+/// Resources the identity platform knows (Graph in each national cloud).
+const KNOWN_RESOURCES: [&str; 5] = [
+    GRAPH_RESOURCE,
+    "https://graph.microsoft.us",
+    "https://dod-graph.microsoft.us",
+    "https://microsoftgraph.chinacloudapi.cn",
+    GRAPH_APP_ID,
+];
+
+/// Delegated permissions granted for `{resource}/.default`.
+const DEFAULT_DELEGATED: [&str; 3] = ["Mail.Send", "Mail.ReadWrite", "User.Read"];
+
 const FIXTURE_PEM: &str = include_str!("../../fixtures/graph-app.pem");
 const FIXTURE_CERT_DER: &[u8] = include_bytes!("../../fixtures/graph-app-cert.der");
 
-/// The fixture certificate (DER), for [`FakeMicrosoft::add_app`].
+/// The fixture certificate (DER), for [`FakeMicrosoft::add_app`](super::FakeMicrosoft::add_app).
 pub fn fixture_certificate_der() -> &'static [u8] {
     FIXTURE_CERT_DER
 }

@@ -25,6 +25,10 @@
 //! `/{tenant}/oauth2/v2.0/{authorize,token,devicecode}`), Graph is
 //! [`FakeMicrosoft::graph_url`] (clients append `/v1.0/...`), and upload URLs
 //! are `{base}/upload/{session}?authtoken=...`.
+//!
+//! This file is the public face and the router; `identity.rs` serves the
+//! identity platform and `graph.rs` Graph and the upload URLs, and both
+//! import only `state.rs`.
 
 mod graph;
 mod identity;
@@ -46,7 +50,17 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use crate::http::{self, Reply, Request, Server, lock};
-use state::{Grant, Principal, RefreshStatus, State, add_mailbox};
+use state::{Grant, Mailbox, Principal, RefreshStatus, State};
+
+fn add_mailbox(state: &mut State, address: &str, enabled: bool) {
+    state.mailboxes.insert(
+        address.to_lowercase(),
+        Mailbox {
+            address: address.to_owned(),
+            enabled,
+        },
+    );
+}
 
 /// The running fake. Cheap accessors read its recorded state.
 pub struct FakeMicrosoft {

@@ -21,7 +21,7 @@ pub const GRAPH_DEFAULT_SCOPE: &str = "https://graph.microsoft.com/.default";
 pub const DEVICE_CODE_GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
 /// `client_assertion_type` of certificate (JWT) client authentication.
 pub const CLIENT_ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
-/// The user who signs in unless [`FakeMicrosoft::set_user`] says otherwise.
+/// The user who signs in unless [`FakeMicrosoft::set_user`](super::FakeMicrosoft::set_user) says otherwise.
 pub const DEFAULT_USER: &str = "user@contoso.com";
 /// The user code of every device code.
 pub const USER_CODE: &str = "ABCD-EFGH";
@@ -37,24 +37,10 @@ pub const MAX_REQUEST_BYTES: usize = 4_194_304;
 pub const MAX_CHUNK_BYTES: usize = 4_194_304;
 /// "3 MB": attachments from this size on must use an upload session, and
 /// upload sessions for smaller ones are refused (unless allowed with
-/// [`FakeMicrosoft::allow_small_upload_sessions`]).
+/// [`FakeMicrosoft::allow_small_upload_sessions`](super::FakeMicrosoft::allow_small_upload_sessions)).
 pub const UPLOAD_SESSION_MIN_BYTES: u64 = 3_145_728;
 /// Largest attachment an upload session takes: 150 MiB.
 pub const MAX_ATTACHMENT_BYTES: u64 = 157_286_400;
-
-/// Delegated permissions granted for `{resource}/.default`.
-pub(super) const DEFAULT_DELEGATED: [&str; 3] = ["Mail.Send", "Mail.ReadWrite", "User.Read"];
-/// Resources the identity platform knows (Graph in each national cloud).
-pub(super) const KNOWN_RESOURCES: [&str; 5] = [
-    GRAPH_RESOURCE,
-    "https://graph.microsoft.us",
-    "https://dod-graph.microsoft.us",
-    "https://microsoftgraph.chinacloudapi.cn",
-    GRAPH_APP_ID,
-];
-/// Scopes that are about the sign-in, not a resource.
-pub(super) const OIDC_SCOPES: [&str; 4] = ["openid", "profile", "email", "offline_access"];
-pub(super) const ACCESS_DENIED: &str = "Access is denied. Check credentials and try again.";
 
 /// A failure to inject into upcoming Graph API requests (not identity
 /// requests, not upload-URL requests).
@@ -330,14 +316,4 @@ pub(super) struct UploadSession {
     pub(super) size: u64,
     pub(super) received: Vec<u8>,
     pub(super) expires: String,
-}
-
-pub(super) fn add_mailbox(state: &mut State, address: &str, enabled: bool) {
-    state.mailboxes.insert(
-        address.to_lowercase(),
-        Mailbox {
-            address: address.to_owned(),
-            enabled,
-        },
-    );
 }
