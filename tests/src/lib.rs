@@ -1,11 +1,12 @@
 //! Helpers for apimail's end-to-end tests: run the real `apimail` binary,
 //! and check its output with independent parsers.
 
+pub mod fake_common;
 pub mod fake_google;
 pub mod fake_microsoft;
-pub mod http;
 pub mod sandbox;
 
+pub use apimail_test_http as http;
 pub use sandbox::Sandbox;
 
 use std::path::{Path, PathBuf};

@@ -1,5 +1,5 @@
 //! The Gmail provider end to end: the real `apimail` binary against the
-//! fake Google (OAuth server and Gmail API) in `src/fake_google.rs`.
+//! fake Google (OAuth server and Gmail API) in `src/fake_google/`.
 
 use std::os::unix::fs::PermissionsExt;
 use std::process::Stdio;

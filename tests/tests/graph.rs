@@ -1,5 +1,5 @@
 //! The Microsoft Graph provider end to end: the real `apimail` binary
-//! against the fake identity platform and Graph in `src/fake_microsoft.rs`.
+//! against the fake identity platform and Graph in `src/fake_microsoft/`.
 
 use std::os::unix::fs::PermissionsExt;
 use std::process::Stdio;

@@ -15,7 +15,7 @@ use serde_json::json;
 
 mod common;
 
-use common::{Fake, Request, reply};
+use common::{Fake, Request, RequestExt, reply};
 
 const PEM: &[u8] = include_bytes!("fixtures/test-app.pem");
 const PUBLIC_KEY: &[u8] = include_bytes!("fixtures/test-app-rsapublickey.der");

@@ -19,7 +19,7 @@ use url::Url;
 
 mod common;
 
-use common::{Fake, Reply, Request, graph_error, reply};
+use common::{Fake, Reply, Request, RequestExt, Response, graph_error, reply};
 
 // -------------------------------------------------------------- tokens --
 
@@ -194,11 +194,14 @@ async fn graph_errors_are_classified_and_posts_are_not_retried() {
         "{error}"
     );
 
-    let fake = Fake::start(Duration::ZERO, |_| Reply::Respond {
-        status: 429,
-        headers: vec![("Retry-After", "7".into())],
-        body: br#"{"error":{"code":"ApplicationThrottled","message":"MailboxConcurrency limit"}}"#
-            .to_vec(),
+    let fake = Fake::start(Duration::ZERO, |_| {
+        Response::new(429)
+            .with_header("Retry-After", "7")
+            .with_body(
+                br#"{"error":{"code":"ApplicationThrottled","message":"MailboxConcurrency limit"}}"#
+                    .to_vec(),
+            )
+            .into()
     })
     .await;
     let error = transport(&fake, Mailbox::Me)
@@ -267,7 +270,7 @@ impl Mailbox413 {
                     }),
                 )
             }
-            ("PUT", p) if p.starts_with("/upload/s1?") => {
+            ("PUT", "/upload/s1") => {
                 let n = self.puts.fetch_add(1, Ordering::SeqCst) + 1;
                 if self.drop_puts.contains(&n) {
                     return Reply::Drop;
@@ -297,11 +300,9 @@ impl Mailbox413 {
                 assert_eq!(r.body.len(), end - start + 1);
                 uploaded.extend_from_slice(&r.body);
                 if uploaded.len() == total {
-                    Reply::Respond {
-                        status: 201,
-                        headers: vec![("Location", "https://x/attachments/ATT".into())],
-                        body: Vec::new(),
-                    }
+                    Response::new(201)
+                        .with_header("Location", "https://x/attachments/ATT")
+                        .into()
                 } else {
                     reply(
                         200,
@@ -310,7 +311,7 @@ impl Mailbox413 {
                     )
                 }
             }
-            ("GET", p) if p.starts_with("/upload/s1?") => {
+            ("GET", "/upload/s1") => {
                 let done = self.uploaded.lock().unwrap().len();
                 reply(200, json!({"nextExpectedRanges": [format!("{done}-")]}))
             }

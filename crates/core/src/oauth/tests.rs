@@ -1,37 +1,20 @@
 //! Tests against a fake token endpoint on 127.0.0.1 and a fake browser.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use apimail_test_http::{Request, Response, Server};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use oauth2::{PkceCodeChallenge, PkceCodeVerifier};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinHandle;
 
 use super::*;
 
 // ---------------------------------------------------------------------------
 // The fake token endpoint
-
-/// One request the fake endpoint received.
-#[derive(Debug, Clone)]
-struct Recorded {
-    method: String,
-    path: String,
-    headers: HashMap<String, String>,
-    body: String,
-}
-
-impl Recorded {
-    fn form(&self) -> HashMap<String, String> {
-        url::form_urlencoded::parse(self.body.as_bytes())
-            .into_owned()
-            .collect()
-    }
-}
 
 /// A scripted answer: status and JSON body.
 type Answer = (u16, String);
@@ -41,57 +24,41 @@ fn json(status: u16, body: &str) -> Answer {
 }
 
 struct Fake {
-    base: String,
-    requests: Arc<Mutex<Vec<Recorded>>>,
-    _server: JoinHandle<()>,
+    requests: Arc<Mutex<Vec<Request>>>,
+    server: Server,
 }
 
 impl Fake {
     /// Starts a server that answers every request, whatever the path, with
-    /// the next scripted answer (500 once the script runs out).
+    /// the next scripted answer (500 once the script runs out). Async only
+    /// so that it reads like the rest of a test; the server has threads.
     async fn start(script: Vec<Answer>) -> Fake {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
         let requests = Arc::new(Mutex::new(Vec::new()));
-        let script = Arc::new(Mutex::new(VecDeque::from(script)));
+        let script = Mutex::new(VecDeque::from(script));
         let recorded = Arc::clone(&requests);
-        let server = tokio::spawn(async move {
-            loop {
-                let Ok((mut stream, _)) = listener.accept().await else {
-                    return;
-                };
-                let Some(request) = read_request(&mut stream).await else {
-                    continue;
-                };
-                recorded.lock().unwrap().push(request);
-                let (status, body) = script
-                    .lock()
-                    .unwrap()
-                    .pop_front()
-                    .unwrap_or((500, "script exhausted".to_owned()));
-                let content_type = if body.starts_with('{') {
-                    "application/json"
-                } else {
-                    "text/html"
-                };
-                let response = format!(
-                    "HTTP/1.1 {status} Whatever\r\nContent-Type: {content_type}\r\n\
-                     Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = stream.write_all(response.as_bytes()).await;
-                let _ = stream.shutdown().await;
-            }
-        });
-        Fake {
-            base,
-            requests,
-            _server: server,
-        }
+        let server = Server::start("token endpoint", move |request: &Request| {
+            recorded.lock().unwrap().push(request.clone());
+            let (status, body) = script
+                .lock()
+                .unwrap()
+                .pop_front()
+                .unwrap_or((500, "script exhausted".to_owned()));
+            let content_type = if body.starts_with('{') {
+                "application/json"
+            } else {
+                "text/html"
+            };
+            Response::new(status)
+                .with_header("Content-Type", content_type)
+                .with_body(body.into_bytes())
+                .into()
+        })
+        .unwrap();
+        Fake { requests, server }
     }
 
     fn url(&self, path: &str) -> Url {
-        Url::parse(&format!("{}{path}", self.base)).unwrap()
+        Url::parse(&format!("{}{path}", self.server.base_url())).unwrap()
     }
 
     fn client(&self) -> OAuthClient {
@@ -104,51 +71,9 @@ impl Fake {
         }
     }
 
-    fn requests(&self) -> Vec<Recorded> {
+    fn requests(&self) -> Vec<Request> {
         self.requests.lock().unwrap().clone()
     }
-}
-
-async fn read_request(stream: &mut TcpStream) -> Option<Recorded> {
-    let mut data = Vec::new();
-    let mut chunk = [0u8; 4096];
-    let head_end = loop {
-        let n = stream.read(&mut chunk).await.ok()?;
-        if n == 0 {
-            return None;
-        }
-        data.extend_from_slice(&chunk[..n]);
-        if let Some(i) = data.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i;
-        }
-    };
-    let head = String::from_utf8(data[..head_end].to_vec()).ok()?;
-    let mut lines = head.split("\r\n");
-    let mut request_line = lines.next()?.split(' ');
-    let method = request_line.next()?.to_owned();
-    let path = request_line.next()?.to_owned();
-    let headers: HashMap<String, String> = lines
-        .filter_map(|line| line.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    let length: usize = headers
-        .get("content-length")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    let mut body = data[head_end + 4..].to_vec();
-    while body.len() < length {
-        let n = stream.read(&mut chunk).await.ok()?;
-        if n == 0 {
-            break;
-        }
-        body.extend_from_slice(&chunk[..n]);
-    }
-    Some(Recorded {
-        method,
-        path,
-        headers,
-        body: String::from_utf8(body).ok()?,
-    })
 }
 
 const TOKEN: &str = r#"{"access_token":"ya29.new-access","token_type":"Bearer","expires_in":3599,
@@ -322,10 +247,10 @@ async fn browser_login_exchanges_the_code_with_pkce() {
     assert_eq!(requests[0].method, "POST");
     assert_eq!(requests[0].path, "/token");
     assert_eq!(
-        requests[0].headers["content-type"],
+        requests[0].header("content-type").unwrap(),
         "application/x-www-form-urlencoded"
     );
-    assert!(!requests[0].headers.contains_key("authorization"));
+    assert!(requests[0].header("authorization").is_none());
     let form = requests[0].form();
     assert_eq!(form["grant_type"], "authorization_code");
     assert_eq!(form["code"], "abc");
@@ -711,20 +636,13 @@ async fn refresh_unreadable_answers() {
 #[tokio::test]
 async fn refresh_does_not_follow_redirects() {
     let target = Fake::start(vec![token_json()]).await;
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let location = target.url("/token");
-    tokio::spawn(async move {
-        let (mut stream, _) = listener.accept().await.unwrap();
-        read_request(&mut stream).await;
-        let answer = format!(
-            "HTTP/1.1 307 Temporary Redirect\r\nLocation: {location}\r\n\
-             Content-Length: 0\r\nConnection: close\r\n\r\n"
-        );
-        stream.write_all(answer.as_bytes()).await.unwrap();
-    });
+    let location = target.url("/token").to_string();
+    let redirect = Server::start("redirect", move |_: &Request| {
+        Response::new(307).with_header("Location", &location).into()
+    })
+    .unwrap();
     let mut client = target.client();
-    client.token_url = Url::parse(&format!("http://127.0.0.1:{port}/token")).unwrap();
+    client.token_url = Url::parse(&format!("{}/token", redirect.base_url())).unwrap();
     let error = refresh(&client, &Secret::new("1//r"), &[])
         .await
         .unwrap_err();
@@ -980,7 +898,7 @@ async fn revoke_posts_the_token() {
     assert_eq!(request.method, "POST");
     assert_eq!(request.path, "/revoke");
     assert_eq!(
-        request.headers["content-type"],
+        request.header("content-type").unwrap(),
         "application/x-www-form-urlencoded"
     );
     assert_eq!(request.form()["token"], "1//refresh+/=");

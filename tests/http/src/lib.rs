@@ -16,9 +16,6 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use base64::engine::DecodePaddingMode;
-use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
-
 /// Largest request body the server reads (bigger ones get 413 and a close).
 pub const MAX_BODY: usize = 128 << 20;
 /// Largest request line plus headers the server reads.
@@ -55,6 +52,16 @@ impl Request {
     /// The query as a map (the first of repeated names wins).
     pub fn query_map(&self) -> HashMap<String, String> {
         first_wins(self.query_pairs())
+    }
+
+    /// An `application/x-www-form-urlencoded` body as a map (the first of
+    /// repeated names wins).
+    pub fn form(&self) -> HashMap<String, String> {
+        first_wins(
+            url::form_urlencoded::parse(&self.body)
+                .into_owned()
+                .collect(),
+        )
     }
 }
 
@@ -779,15 +786,3 @@ pub fn percent_decode(segment: &str) -> Option<String> {
 pub fn form_decode(text: &str) -> String {
     percent_decode(&text.replace('+', " ")).unwrap_or_else(|| text.to_owned())
 }
-
-/// Base64url that accepts input with or without `=` padding.
-pub const URL_SAFE_ANY: GeneralPurpose = GeneralPurpose::new(
-    &base64::alphabet::URL_SAFE,
-    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
-);
-
-/// Standard base64 that accepts input with or without `=` padding.
-pub const STANDARD_ANY: GeneralPurpose = GeneralPurpose::new(
-    &base64::alphabet::STANDARD,
-    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
-);
