@@ -20,7 +20,10 @@ fuzz_target!(|data: &[u8]| {
     for name in names.take(64) {
         if let Ok(list) = aliases.expand(name) {
             assert!(aliases.maps(name));
-            let mut emails: Vec<String> = list.iter().map(|m| m.email().to_ascii_lowercase()).collect();
+            let mut emails: Vec<String> = list
+                .iter()
+                .map(|m| m.email().to_ascii_lowercase())
+                .collect();
             emails.sort();
             let before = emails.len();
             emails.dedup();

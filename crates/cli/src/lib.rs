@@ -17,9 +17,7 @@ mod providers;
 mod queue;
 mod send;
 mod sendmail;
-/// Public only for the `sendmail_args` fuzz target (`fuzz/`).
-#[doc(hidden)]
-pub mod sendmail_args;
+mod sendmail_args;
 
 use std::process::ExitCode;
 use std::time::Duration;
