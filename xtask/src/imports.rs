@@ -91,8 +91,15 @@ fn collect(src: &Path, dir: &Path, out: &mut BTreeMap<String, String>) -> Result
     Ok(())
 }
 
-/// The first segment of every `crate::a::…` and `crate::{a, b::…}` path.
+/// The first segment of every `crate::a::…` and `crate::{a, b::…}` path
+/// in code (comments, doc links included, are not imports).
 fn crate_paths(text: &str) -> BTreeSet<String> {
+    let code: String = text
+        .lines()
+        .map(|line| line.split("//").next().unwrap_or_default())
+        .collect::<Vec<_>>()
+        .join("\n");
+    let text = code.as_str();
     let mut found = BTreeSet::new();
     for (at, _) in text.match_indices("crate::") {
         let rest = &text[at + "crate::".len()..];
@@ -171,7 +178,7 @@ mod tests {
 
     #[test]
     fn reads_single_and_grouped_crate_paths() {
-        let text = "use crate::exit::{Exit, Failure};\nuse crate::{cli, queue::flush};\nlet x = crate::providers::resolve();";
+        let text = "use crate::exit::{Exit, Failure};\nuse crate::{cli, queue::flush};\nlet x = crate::providers::resolve();\n/// See [`crate::send`].";
         let found: Vec<String> = crate_paths(text).into_iter().collect();
         assert_eq!(found, ["cli", "exit", "providers", "queue"]);
     }
