@@ -90,6 +90,19 @@ pub fn run(command: &mut Command) -> Run {
     command.output().expect("the apimail binary starts").into()
 }
 
+/// Runs `command` to completion with `input` on standard input.
+pub fn run_with_stdin(command: &mut Command, input: &[u8]) -> Run {
+    use std::io::Write;
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the command starts");
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child.wait_with_output().unwrap().into()
+}
+
 /// Parses `message` with Python's `email` package under `policy.strict`
 /// (see `scripts/parse_message.py`) and returns the fields it found.
 ///

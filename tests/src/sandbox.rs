@@ -103,6 +103,18 @@ impl Sandbox {
         self.path().join("client_secret.json")
     }
 
+    /// The outbox entries (their `.json`) in `folder`: `queue` or `failed`.
+    pub fn outbox_entries(&self, folder: &str) -> Vec<serde_json::Value> {
+        let dir = self.path().join("data/outbox").join(folder);
+        let Ok(read) = std::fs::read_dir(&dir) else {
+            return Vec::new();
+        };
+        read.filter_map(Result::ok)
+            .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+            .map(|e| serde_json::from_slice(&std::fs::read(e.path()).unwrap()).unwrap())
+            .collect()
+    }
+
     /// The token file of `account`.
     pub fn token_file(&self, account: &str) -> PathBuf {
         self.path()

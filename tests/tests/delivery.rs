@@ -8,7 +8,7 @@ use std::time::Duration;
 use apimail_tests::fake_google::{FakeGoogle, Fault};
 use apimail_tests::fake_microsoft::{FakeMicrosoft, Fault as GraphFault};
 use apimail_tests::sandbox::{CLIENT_ID, CLIENT_SECRET, Sandbox};
-use apimail_tests::{Run, http, run};
+use apimail_tests::{Run, http, run, run_with_stdin};
 
 const ACCOUNT: &str = "user@example.com";
 const GRAPH_USER: &str = "user@contoso.com";
@@ -20,30 +20,8 @@ fn logged_in() -> (FakeGoogle, Sandbox) {
     (fake, sandbox)
 }
 
-fn with_stdin(command: &mut Command, input: &[u8]) -> Run {
-    let mut child = command
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the command starts");
-    child.stdin.take().unwrap().write_all(input).unwrap();
-    child.wait_with_output().unwrap().into()
-}
-
 fn stdout(run: &Run) -> String {
     String::from_utf8_lossy(&run.stdout).into_owned()
-}
-
-fn queue_entries(sandbox: &Sandbox) -> Vec<serde_json::Value> {
-    let dir = sandbox.path().join("data/outbox/queue");
-    let Ok(read) = std::fs::read_dir(&dir) else {
-        return Vec::new();
-    };
-    read.filter_map(Result::ok)
-        .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
-        .map(|e| serde_json::from_slice(&std::fs::read(e.path()).unwrap()).unwrap())
-        .collect()
 }
 
 fn message_ids(fake: &FakeGoogle) -> Vec<String> {
@@ -101,7 +79,7 @@ fn a_message_queued_with_environment_credentials_goes_out_only_with_them() {
         "--queue",
     ]));
     assert_eq!(queued.code, 0, "{}", queued.stderr);
-    let entry = &queue_entries(&sandbox)[0];
+    let entry = &sandbox.outbox_entries("queue")[0];
     let id = entry["id"].as_str().unwrap().to_owned();
     assert_eq!(entry["identity"]["kind"], "environment", "{entry}");
     assert_eq!(entry["identity"]["credential"], "refresh_token");
@@ -132,7 +110,7 @@ fn a_message_queued_with_environment_credentials_goes_out_only_with_them() {
     let retried = run(other.args(["queue", "retry", &id]));
     assert_eq!(retried.code, 0, "{}", retried.stderr);
     assert!(fake.messages().is_empty(), "sent with other credentials");
-    let held = &queue_entries(&sandbox)[0];
+    let held = &sandbox.outbox_entries("queue")[0];
     assert!(
         held["last_error"].as_str().unwrap().contains("now holds"),
         "{held}"
@@ -144,7 +122,7 @@ fn a_message_queued_with_environment_credentials_goes_out_only_with_them() {
     let retried = run(same.args(["queue", "retry", &id]));
     assert_eq!(retried.code, 0, "{}", retried.stderr);
     assert_eq!(fake.messages().len(), 1, "{}", retried.stderr);
-    assert!(queue_entries(&sandbox).is_empty());
+    assert!(sandbox.outbox_entries("queue").is_empty());
 }
 
 // Outcomes that cannot be known
@@ -175,7 +153,7 @@ fn a_lost_answer_is_resent_once_with_the_same_message_id_and_said_so() {
         "{}",
         sent.stderr
     );
-    assert!(queue_entries(&sandbox).is_empty());
+    assert!(sandbox.outbox_entries("queue").is_empty());
 }
 
 #[test]
@@ -211,7 +189,7 @@ fn with_the_opt_in_sent_check_a_lost_answer_is_verified_and_not_resent() {
         "{}",
         stdout(&sent)
     );
-    assert!(queue_entries(&sandbox).is_empty());
+    assert!(sandbox.outbox_entries("queue").is_empty());
 }
 
 #[test]
@@ -332,7 +310,7 @@ fn graph_without_a_read_permission_resends_with_the_same_message_id_and_logs_it(
 fn with_when_unknown_hold_a_504_after_acceptance_is_held_as_uncertain() {
     let (fake, sandbox) = logged_in();
     fake.inject(Fault::AcceptThen504);
-    let accepted = with_stdin(
+    let accepted = run_with_stdin(
         sandbox.cmd().env("APIMAIL_WHEN_UNKNOWN", "hold").args([
             "sendmail",
             "-i",
@@ -350,7 +328,7 @@ fn with_when_unknown_hold_a_504_after_acceptance_is_held_as_uncertain() {
 
     let list = stdout(&run(sandbox.cmd().args(["queue", "list"])));
     assert!(list.contains("uncertain"), "{list}");
-    let entry = &queue_entries(&sandbox)[0];
+    let entry = &sandbox.outbox_entries("queue")[0];
     assert_eq!(entry["outcome_unknown"], true);
     assert_eq!(entry["state"], "held");
 
@@ -371,7 +349,7 @@ fn with_when_unknown_hold_a_504_after_acceptance_is_held_as_uncertain() {
         message_ids(&fake),
         ["<gw.1@example.com>", "<gw.1@example.com>"]
     );
-    assert!(queue_entries(&sandbox).is_empty());
+    assert!(sandbox.outbox_entries("queue").is_empty());
 }
 
 #[test]
@@ -411,12 +389,8 @@ fn kill_9_mid_send_loses_nothing_and_every_resend_keeps_its_message_id() {
             exited_ok.push(format!("<k9-{i}@example.com>"));
         }
     }
-    let uncertain: Vec<String> = queue_entries(&sandbox)
-        .iter()
-        .filter(|e| e["in_flight_since"].is_number())
-        .map(|e| e["message_id"].as_str().unwrap().to_owned())
-        .collect();
-    let queued: Vec<String> = queue_entries(&sandbox)
+    let queued: Vec<String> = sandbox
+        .outbox_entries("queue")
         .iter()
         .map(|e| e["message_id"].as_str().unwrap().to_owned())
         .collect();
@@ -425,6 +399,18 @@ fn kill_9_mid_send_loses_nothing_and_every_resend_keeps_its_message_id() {
     assert_eq!(flush.code, 0, "{}", flush.stderr);
 
     let delivered = message_ids(&fake);
+    // Every resend follows an attempt cut short, and the journal says so.
+    let log = stdout(&run(sandbox.cmd().args([
+        "log",
+        "--json",
+        "--status",
+        "uncertain",
+    ])));
+    let uncertain: Vec<String> = log
+        .lines()
+        .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
+        .map(|record| record["message_id"].as_str().unwrap().to_owned())
+        .collect();
     for id in queued.iter().chain(&exited_ok) {
         assert!(
             delivered.contains(id),
@@ -436,10 +422,13 @@ fn kill_9_mid_send_loses_nothing_and_every_resend_keeps_its_message_id() {
         let copies = delivered.iter().filter(|d| *d == id).count();
         assert!(
             copies == 1 || uncertain.contains(id),
-            "{id} went out {copies} times without having been in flight"
+            "{id} went out {copies} times with no uncertain record in the journal"
         );
     }
-    assert!(queue_entries(&sandbox).is_empty(), "nothing left behind");
+    assert!(
+        sandbox.outbox_entries("queue").is_empty(),
+        "nothing left behind"
+    );
 }
 
 // Failures that need the user
@@ -457,7 +446,7 @@ fn a_corrupt_token_file_holds_the_message_and_spares_the_other_accounts() {
         "the healthy account is still shown: {shown}"
     );
 
-    let accepted = with_stdin(
+    let accepted = run_with_stdin(
         sandbox
             .cmd()
             .env("APIMAIL_ACCOUNT", "second")
@@ -466,7 +455,7 @@ fn a_corrupt_token_file_holds_the_message_and_spares_the_other_accounts() {
     );
     assert_eq!(accepted.code, 0, "{}", accepted.stderr);
     assert!(accepted.stderr.contains("held"), "{}", accepted.stderr);
-    let entry = &queue_entries(&sandbox)[0];
+    let entry = &sandbox.outbox_entries("queue")[0];
     assert_eq!(entry["state"], "held", "{entry}");
     assert!(fake.messages().is_empty());
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use apimail_tests::fake_google::{FakeGoogle, Fault};
 use apimail_tests::fake_microsoft::{self, FakeMicrosoft};
 use apimail_tests::sandbox::Sandbox;
-use apimail_tests::{Run, apimail_bin, run};
+use apimail_tests::{Run, apimail_bin, run, run_with_stdin};
 
 const ACCOUNT: &str = "user@example.com";
 
@@ -21,20 +21,8 @@ fn logged_in() -> (FakeGoogle, Sandbox) {
     (fake, sandbox)
 }
 
-/// Runs `command` with `input` on standard input.
-fn with_stdin(command: &mut Command, input: &[u8]) -> Run {
-    let mut child = command
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the command starts");
-    child.stdin.take().unwrap().write_all(input).unwrap();
-    child.wait_with_output().unwrap().into()
-}
-
 fn sendmail(sandbox: &Sandbox, args: &[&str], input: &str) -> Run {
-    with_stdin(sandbox.cmd().arg("sendmail").args(args), input.as_bytes())
+    run_with_stdin(sandbox.cmd().arg("sendmail").args(args), input.as_bytes())
 }
 
 fn delivered_text(fake: &FakeGoogle, index: usize) -> String {
@@ -52,17 +40,6 @@ fn links(sandbox: &Sandbox) -> PathBuf {
         }
     }
     bin
-}
-
-fn queue_entries(sandbox: &Sandbox, folder: &str) -> Vec<serde_json::Value> {
-    let dir = sandbox.path().join("data/outbox").join(folder);
-    let Ok(read) = std::fs::read_dir(&dir) else {
-        return Vec::new();
-    };
-    read.filter_map(Result::ok)
-        .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
-        .map(|e| serde_json::from_slice(&std::fs::read(e.path()).unwrap()).unwrap())
-        .collect()
 }
 
 // 1. Recipients
@@ -166,7 +143,7 @@ fn cron_to_root(sandbox: &Sandbox, aliases: &Path) -> Run {
         .env("APIMAIL_ALIASES", aliases)
         .arg0_sendmail(&bin)
         .args(["-FCronDaemon", "-i", "-B8BITMIME", "-oem", "root"]);
-    with_stdin(command, CRON_TO_ROOT.as_bytes())
+    run_with_stdin(command, CRON_TO_ROOT.as_bytes())
 }
 
 #[test]
@@ -212,7 +189,7 @@ fn a_local_name_without_an_alias_is_65_and_names_it() {
         out.stderr
     );
     assert!(fake.messages().is_empty());
-    assert!(queue_entries(&sandbox, "queue").is_empty());
+    assert!(sandbox.outbox_entries("queue").is_empty());
 
     // A command in the aliases cannot be run: a configuration error naming its line.
     let aliases = aliases_file(
@@ -327,7 +304,7 @@ fn crons_exact_call_through_a_sendmail_symlink() {
             "-oem",
             "ops@example.net",
         ]);
-    let out = with_stdin(command, message.as_bytes());
+    let out = run_with_stdin(command, message.as_bytes());
     assert_eq!(out.code, 0, "{}", out.stderr);
     let text = delivered_text(&fake, 0);
     assert!(text.contains("Subject: Cron <root@host> backup"), "{text}");
@@ -388,21 +365,21 @@ fn a_503_leaves_the_message_queued_with_exit_0_then_flush_delivers_once() {
     );
     assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
     assert!(fake.messages().is_empty());
-    assert_eq!(queue_entries(&sandbox, "queue").len(), 1);
+    assert_eq!(sandbox.outbox_entries("queue").len(), 1);
 
     let flush = run(sandbox.cmd().args(["queue", "flush", "--all"]));
     assert_eq!(flush.code, 0, "{}", flush.stderr);
     let again = run(sandbox.cmd().args(["queue", "flush", "--all"]));
     assert_eq!(again.code, 0);
     assert_eq!(fake.messages().len(), 1, "delivered exactly once");
-    assert!(queue_entries(&sandbox, "queue").is_empty());
+    assert!(sandbox.outbox_entries("queue").is_empty());
 }
 
 #[test]
 fn no_queue_fails_fast_with_75() {
     let (fake, sandbox) = logged_in();
     fake.inject(Fault::Status503);
-    let out = with_stdin(
+    let out = run_with_stdin(
         sandbox
             .cmd()
             .env("APIMAIL_NO_QUEUE", "1")
@@ -410,7 +387,7 @@ fn no_queue_fails_fast_with_75() {
         b"Subject: now or never\n\nx\n",
     );
     assert_eq!(out.code, 75, "{}", out.stderr);
-    assert!(queue_entries(&sandbox, "queue").is_empty());
+    assert!(sandbox.outbox_entries("queue").is_empty());
 }
 
 #[test]
@@ -427,7 +404,7 @@ fn send_keeps_a_failed_message_and_names_it() {
         "t",
     ]));
     assert_eq!(out.code, 75, "{}", out.stderr);
-    let entries = queue_entries(&sandbox, "queue");
+    let entries = sandbox.outbox_entries("queue");
     assert_eq!(entries.len(), 1);
     let id = entries[0]["id"].as_str().unwrap();
     assert!(
@@ -488,7 +465,7 @@ fn a_400_moves_the_message_to_failed_with_the_reason() {
     });
     let out = sendmail(&sandbox, &["-i", "bad@example.net"], "Subject: no\n\nx\n");
     assert_eq!(out.code, 65, "{}", out.stderr);
-    let failed = queue_entries(&sandbox, "failed");
+    let failed = sandbox.outbox_entries("failed");
     assert_eq!(failed.len(), 1, "{}", out.stderr);
     let reason = failed[0]["failed_reason"].as_str().unwrap();
     assert!(reason.contains("ErrorInvalidRecipients"), "{reason}");
@@ -589,7 +566,8 @@ fn kill_9_at_random_points_never_loses_an_accepted_message() {
         }
     }
     // Whatever reached the outbox (or the provider) must end up delivered.
-    let accepted: Vec<String> = queue_entries(&sandbox, "queue")
+    let accepted: Vec<String> = sandbox
+        .outbox_entries("queue")
         .iter()
         .map(|e| e["message_id"].as_str().unwrap().to_owned())
         .collect();
@@ -621,7 +599,7 @@ fn kill_9_at_random_points_never_loses_an_accepted_message() {
         );
     }
     assert!(
-        queue_entries(&sandbox, "queue").is_empty(),
+        sandbox.outbox_entries("queue").is_empty(),
         "nothing is left behind"
     );
     let leftovers = std::fs::read_dir(sandbox.path().join("data/outbox/tmp"))
@@ -761,7 +739,7 @@ fn bsd_mailx_delivers_through_apimail() {
             mailx.env(key, v);
         }
     }
-    let out = with_stdin(
+    let out = run_with_stdin(
         mailx
             .current_dir(sandbox.path())
             .env("MAILRC", &mailrc)

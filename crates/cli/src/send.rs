@@ -36,6 +36,9 @@ pub async fn run(ctx: Context, args: SendArgs, retry: RetryPolicy) -> Result<(),
         .outbox()
         .accept(message.as_bytes(), new_entry(&resolved, &message))
         .map_err(queue::outbox_failure)?;
+    // The engine reads the message from the outbox: no second copy in memory.
+    let message_id = message.message_id().to_owned();
+    drop(message);
     if args.queue {
         engine.record_queued(&id).map_err(queue::outbox_failure)?;
         let mut err = std::io::stderr().lock();
@@ -61,7 +64,7 @@ pub async fn run(ctx: Context, args: SendArgs, retry: RetryPolicy) -> Result<(),
         Settled::VerifiedSent => None,
         other => return Err(queue::not_sent(&resolved, &id, other, delivery.error)),
     };
-    print_receipt(receipt.as_ref(), &message, &resolved, args.json)?;
+    print_receipt(receipt.as_ref(), &message_id, &resolved, args.json)?;
     // Older messages of this sender leave with this one.
     let selection = Selection {
         identity: Some(resolved.identity.clone()),
@@ -104,7 +107,7 @@ fn dry_run_address(ctx: &Context, args: &SendArgs) -> Option<String> {
 /// mailbox as sent.
 fn print_receipt(
     receipt: Option<&Receipt>,
-    message: &Message,
+    message_id: &str,
     resolved: &providers::Resolved,
     json: bool,
 ) -> Result<(), Failure> {
@@ -115,7 +118,7 @@ fn print_receipt(
             "sender": resolved.label,
             "id": receipt.and_then(|r| r.id.as_deref()),
             "thread_id": receipt.and_then(|r| r.thread_id.as_deref()),
-            "message_id": message.message_id(),
+            "message_id": message_id,
             "verified_earlier_attempt": receipt.is_none(),
         });
         format!("{value}\n")
@@ -124,7 +127,7 @@ fn print_receipt(
         match receipt {
             None => line.push_str(&format!(
                 ": an earlier attempt had gone through; the mailbox shows {} as sent",
-                message.message_id()
+                message_id
             )),
             Some(receipt) => {
                 if let Some(id) = &receipt.id {

@@ -417,7 +417,14 @@ impl<S: Senders> Engine<S> {
             Ok(envelope) => envelope,
             Err(error) => return self.settle(claim, sender, &entry, error),
         };
-        if entry.is_uncertain() {
+        if entry.in_flight_since.is_some() {
+            // A process ended mid-attempt: say so in the journal, so that a
+            // resend is never silent.
+            let text = "an earlier attempt was cut short (its process ended mid-send); \
+                        it may have gone through";
+            tracing::warn!("{}: {text}", entry.id);
+            self.record(&entry, Status::Uncertain, None, Some(text));
+        } else if entry.is_uncertain() {
             tracing::warn!(
                 "an earlier attempt at {} may have gone through (its answer was lost)",
                 entry.id
