@@ -206,6 +206,30 @@ fn code_exchange_with_the_right_verifier_returns_tokens() {
     assert_eq!(tokens["token_type"], "Bearer");
     assert_eq!(tokens["scope"], GMAIL_SEND_SCOPE);
 
+    // gmail.send alone is no identity scope: no id_token.
+    assert!(tokens.get("id_token").is_none(), "{tokens}");
+
+    assert_eq!(fake.token_requests("authorization_code"), 1);
+    assert_eq!(fake.total_token_requests(), 1);
+    assert_eq!(fake.token_forms()[0]["code_verifier"], VERIFIER);
+
+    // The token works for the consenting user.
+    let access = tokens["access_token"].as_str().unwrap();
+    assert_eq!(send_ok(&fake, access).status, 200);
+    assert_eq!(fake.messages()[0].user, "alice@example.com");
+}
+
+#[test]
+fn identity_scopes_give_an_id_token_with_the_address() {
+    let fake = fake();
+    fake.set_user_email("alice@example.com");
+    let scope = format!("openid email {GMAIL_SEND_SCOPE}");
+    let params = authorize(&fake, REDIRECT, &scope);
+    let granted =
+        format!("openid https://www.googleapis.com/auth/userinfo.email {GMAIL_SEND_SCOPE}");
+    assert_eq!(param(&params, "scope").as_deref(), Some(granted.as_str()));
+    let tokens = exchange(&fake, &code_of(&params), VERIFIER, REDIRECT).body_json();
+    assert_eq!(tokens["scope"], granted.as_str());
     let id_token = tokens["id_token"].as_str().unwrap();
     let parts: Vec<&str> = id_token.split('.').collect();
     assert_eq!(parts.len(), 3);
@@ -218,14 +242,23 @@ fn code_exchange_with_the_right_verifier_returns_tokens() {
     assert_eq!(claims["aud"], CLIENT_ID);
     assert!(claims["sub"].is_string() && claims["exp"].as_i64() > claims["iat"].as_i64());
 
-    assert_eq!(fake.token_requests("authorization_code"), 1);
-    assert_eq!(fake.total_token_requests(), 1);
-    assert_eq!(fake.token_forms()[0]["code_verifier"], VERIFIER);
+    // A refresh of an openid grant carries an id_token too.
+    let refreshed = refresh(&fake, tokens["refresh_token"].as_str().unwrap()).body_json();
+    assert!(refreshed["id_token"].is_string(), "{refreshed}");
+}
 
-    // The token works for the consenting user.
+#[test]
+fn an_unticked_box_is_left_out_of_the_grant() {
+    let fake = fake();
+    fake.untick_scope(GMAIL_SEND_SCOPE);
+    let params = authorize(&fake, REDIRECT, &format!("openid email {GMAIL_SEND_SCOPE}"));
+    let granted = "openid https://www.googleapis.com/auth/userinfo.email";
+    assert_eq!(param(&params, "scope").as_deref(), Some(granted));
+    let tokens = exchange(&fake, &code_of(&params), VERIFIER, REDIRECT).body_json();
+    assert_eq!(tokens["scope"], granted);
+    // The token cannot send.
     let access = tokens["access_token"].as_str().unwrap();
-    assert_eq!(send_ok(&fake, access).status, 200);
-    assert_eq!(fake.messages()[0].user, "alice@example.com");
+    assert_eq!(send_ok(&fake, access).status, 403);
 }
 
 #[test]
@@ -294,7 +327,10 @@ fn redirect_keeps_an_existing_query() {
     let params: Vec<(String, String)> = location.query_pairs().into_owned().collect();
     assert_eq!(params[0], ("session".to_owned(), "a b".to_owned()));
     assert!(params.iter().any(|(name, _)| name == "code"));
-    assert_eq!(param(&params, "scope").as_deref(), Some("openid email"));
+    assert_eq!(
+        param(&params, "scope").as_deref(),
+        Some("openid https://www.googleapis.com/auth/userinfo.email")
+    );
 }
 
 #[test]

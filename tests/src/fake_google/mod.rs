@@ -112,6 +112,13 @@ impl FakeGoogle {
         lock(&self.state).deny = deny;
     }
 
+    /// Makes the user untick `scope` on the consent screen: the grant,
+    /// the redirect's `scope` and the token response's `scope` leave it
+    /// out, as Google's granular consent does.
+    pub fn untick_scope(&self, scope: &str) {
+        lock(&self.state).unticked.insert(scope.to_owned());
+    }
+
     /// Registers a service account by its RSA public key: SPKI or PKCS#1,
     /// as DER or PEM. Panics if the key cannot be read.
     pub fn add_service_account(&self, client_email: &str, public_key: &[u8]) {

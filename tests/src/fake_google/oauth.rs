@@ -66,6 +66,7 @@ pub(super) fn authorize(state: &Mutex<State>, request: &Request) -> Response {
         return Response::text(400, "invalid_request: missing or invalid code_challenge\n");
     }
     let state_param = params.get("state");
+    let granted = granted_scopes(param("scope"), &state.unticked);
     {
         let mut query = location.query_pairs_mut();
         if state.deny {
@@ -80,7 +81,7 @@ pub(super) fn authorize(state: &Mutex<State>, request: &Request) -> Response {
                     client_id: client_id.to_owned(),
                     redirect_uri: redirect_uri.to_owned(),
                     challenge: challenge.to_owned(),
-                    scope: param("scope").to_owned(),
+                    scope: granted.clone(),
                     user,
                     used: false,
                 },
@@ -90,7 +91,7 @@ pub(super) fn authorize(state: &Mutex<State>, request: &Request) -> Response {
             query.append_pair("state", value);
         }
         if !state.deny {
-            query.append_pair("scope", param("scope"));
+            query.append_pair("scope", &granted);
         }
     }
     Response::new(302).with_header("Location", location.as_str())
@@ -175,17 +176,17 @@ fn authorization_code(
         },
     );
     let access_token = issue_access(state, &user, &scope, Some(refresh_token.clone()));
-    Ok(Response::json(
-        200,
-        &json!({
-            "access_token": access_token,
-            "expires_in": 3599,
-            "refresh_token": refresh_token,
-            "scope": scope,
-            "token_type": "Bearer",
-            "id_token": id_token(&user, &client_id),
-        }),
-    ))
+    let mut body = json!({
+        "access_token": access_token,
+        "expires_in": 3599,
+        "refresh_token": refresh_token,
+        "scope": scope,
+        "token_type": "Bearer",
+    });
+    if has_identity_scope(&scope) {
+        body["id_token"] = Value::String(id_token(&user, &client_id));
+    }
+    Ok(Response::json(200, &body))
 }
 
 fn refresh(
@@ -216,15 +217,16 @@ fn refresh(
     }
     let (user, scope) = (grant.user.clone(), grant.scope.clone());
     let access_token = issue_access(state, &user, &scope, Some(refresh_token.clone()));
-    Ok(Response::json(
-        200,
-        &json!({
-            "access_token": access_token,
-            "expires_in": 3599,
-            "scope": scope,
-            "token_type": "Bearer",
-        }),
-    ))
+    let mut body = json!({
+        "access_token": access_token,
+        "expires_in": 3599,
+        "scope": scope,
+        "token_type": "Bearer",
+    });
+    if has_identity_scope(&scope) {
+        body["id_token"] = Value::String(id_token(&user, &client_id));
+    }
+    Ok(Response::json(200, &body))
 }
 
 fn jwt_bearer(state: &mut State, form: &HashMap<String, String>) -> Result<Response, Response> {
@@ -437,6 +439,44 @@ pub(super) fn issue_access(
         },
     );
     token
+}
+
+/// The scopes a consent grants, space separated, as Google writes them in
+/// the redirect's and the token response's `scope`: the sign-in scopes
+/// `email` and `profile` become their `userinfo.*` URLs, and the boxes the
+/// user unticked are left out. Google's "granular permissions" consent
+/// shows the sign-in scopes (`openid`, `email`, `profile`) first and a
+/// tick box for every other scope, so an app "must check what scopes are
+/// granted" (developers.google.com/identity/protocols/oauth2/resources/
+/// granular-permissions).
+fn granted_scopes(requested: &str, unticked: &std::collections::HashSet<String>) -> String {
+    let mut granted: Vec<&str> = Vec::new();
+    for scope in requested.split_whitespace() {
+        let scope = match scope {
+            "email" => "https://www.googleapis.com/auth/userinfo.email",
+            "profile" => "https://www.googleapis.com/auth/userinfo.profile",
+            other => other,
+        };
+        if !unticked.contains(scope) && !granted.contains(&scope) {
+            granted.push(scope);
+        }
+    }
+    granted.join(" ")
+}
+
+/// Whether a grant holds an identity scope: Google's token response has an
+/// `id_token` "only returned if your request included an identity scope,
+/// such as openid, profile, or email" (OAuth 2.0 for iOS & Desktop Apps,
+/// step 5). `gmail.send` alone gives none.
+fn has_identity_scope(scope: &str) -> bool {
+    scope.split_whitespace().any(|s| {
+        matches!(
+            s,
+            "openid"
+                | "https://www.googleapis.com/auth/userinfo.email"
+                | "https://www.googleapis.com/auth/userinfo.profile"
+        )
+    })
 }
 
 /// An unsigned (`alg: none`) but well-formed ID token for `email`.

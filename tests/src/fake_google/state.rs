@@ -66,6 +66,8 @@ pub(super) struct State {
     pub(super) clients: HashMap<String, String>,
     pub(super) user_email: String,
     pub(super) deny: bool,
+    /// Scopes the user unticks on the consent screen.
+    pub(super) unticked: HashSet<String>,
     /// client_email -> RSAPublicKey (PKCS#1) DER.
     pub(super) service_accounts: HashMap<String, Vec<u8>>,
     /// (client_email, user) pairs allowed to impersonate.

@@ -989,7 +989,13 @@ pub(super) fn issue_access(state: &mut State, grant: Grant) -> String {
     token
 }
 
-/// Issues the tokens of a delegated grant; returns the response JSON.
+/// Issues the tokens of a delegated grant; returns the response JSON. As
+/// the identity platform's auth-code flow documents it
+/// (learn.microsoft.com/entra/identity-platform/v2-oauth2-auth-code-flow,
+/// "Successful response"): `scope` lists the permissions the access token
+/// is valid for (those consented, so a withheld Mail.Send is missing), an
+/// `id_token` comes only when `openid` was asked for, and a
+/// `refresh_token` only with `offline_access`.
 fn issue_tokens(state: &mut State, grant: Grant) -> Value {
     let scope = grant
         .permissions
