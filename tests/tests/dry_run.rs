@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use apimail_tests::{apimail, python_parse, run};
+use apimail_tests::{apimail, python_parse, run, shell_words};
 use mail_parser::{MessageParser, MimeHeaders};
 use serde_json::json;
 
@@ -19,35 +19,6 @@ fn readme_main_command() -> Vec<String> {
         .expect("the README shows `cargo run ... -- send --dry-run ...`");
     let args = line.split_once(" -- ").unwrap().1;
     shell_words(args)
-}
-
-/// Splits a shell line with single quotes only (all the README uses).
-fn shell_words(line: &str) -> Vec<String> {
-    let mut words = Vec::new();
-    let mut word = String::new();
-    let (mut quoted, mut in_word) = (false, false);
-    for c in line.chars() {
-        match c {
-            '\'' => {
-                quoted = !quoted;
-                in_word = true;
-            }
-            ' ' if !quoted => {
-                if in_word {
-                    words.push(std::mem::take(&mut word));
-                }
-                in_word = false;
-            }
-            c => {
-                word.push(c);
-                in_word = true;
-            }
-        }
-    }
-    if in_word {
-        words.push(word);
-    }
-    words
 }
 
 #[test]

@@ -72,8 +72,8 @@ fn login_plays_the_browser_with_pkce_and_state() {
 
     let authorize = &fake.authorize_requests()[0];
     assert_eq!(
-        authorize["scope"], "https://www.googleapis.com/auth/gmail.send",
-        "gmail.send only"
+        authorize["scope"], "openid email https://www.googleapis.com/auth/gmail.send",
+        "gmail.send, and the non-sensitive sign-in scopes for the address"
     );
     assert_eq!(authorize["code_challenge_method"], "S256");
     assert!(authorize["code_challenge"].len() >= 43);

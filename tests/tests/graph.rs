@@ -59,8 +59,8 @@ fn loopback_login_with_pkce_and_state() {
     );
     assert!(authorize["redirect_uri"].ends_with("/callback"));
     assert_eq!(
-        authorize["scope"], "offline_access https://graph.microsoft.com/Mail.Send",
-        "least privilege"
+        authorize["scope"], "openid email offline_access https://graph.microsoft.com/Mail.Send",
+        "least privilege: sign-in, a refresh token, Mail.Send"
     );
     assert_eq!(fake.tenants()[0], "common");
     assert!(fake.token_forms()[0].contains_key("code_verifier"));

@@ -51,7 +51,11 @@ pub async fn login_gmail(mut ctx: Context, args: GmailLoginArgs) -> Result<(), F
         token_url: token_url.clone(),
         device_auth_url: None,
     };
-    let mut scopes = vec![apimail_gmail::SEND_SCOPE.to_owned()];
+    let mut scopes: Vec<String> = apimail_gmail::SIGN_IN_SCOPES
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+    scopes.push(apimail_gmail::SEND_SCOPE.to_owned());
     if args.verify_sent {
         scopes.push(apimail_gmail::METADATA_SCOPE.to_owned());
     }
@@ -70,6 +74,24 @@ pub async fn login_gmail(mut ctx: Context, args: GmailLoginArgs) -> Result<(), F
     let response = oauth::login_with_browser(&client, &options, &mut prompt)
         .await
         .map_err(|e| login_failure(e, Provider::Gmail))?;
+    let needed = &options.scopes[apimail_gmail::SIGN_IN_SCOPES.len()..];
+    if let Some(missing) = missing_scope(&response, needed) {
+        let tick = apimail_gmail::consent_box(missing);
+        let account = common
+            .account
+            .as_ref()
+            .map(|name| format!(" --account {name}"))
+            .unwrap_or_default();
+        let again = format!(
+            "apimail auth login gmail --client-secret {}{account}",
+            path.display()
+        );
+        return Err(Failure::new(
+            Exit::NoPerm,
+            anyhow!("Google signed you in, but the box \"{tick}\" was not ticked, so apimail may not use {missing}"),
+        )
+        .hint(format!("run `{again}` again and tick \"{tick}\" on Google's consent screen")));
+    }
 
     let client_file = std::path::absolute(path).unwrap_or_else(|_| path.clone());
     let account = Account::Gmail(GmailAccount {
@@ -91,6 +113,16 @@ pub async fn login_gmail(mut ctx: Context, args: GmailLoginArgs) -> Result<(), F
     let name = save_login(&mut ctx, &store, login, account, "Google")?;
     crate::queue::release_after_login(&ctx, &name).await;
     Ok(())
+}
+
+/// The first of `needed` that the token response's granted scopes lack.
+/// A response without `scope` granted what was asked (RFC 6749 5.1).
+pub(crate) fn missing_scope<'a>(response: &TokenResponse, needed: &'a [String]) -> Option<&'a str> {
+    let granted = response.scopes.as_ref()?;
+    needed
+        .iter()
+        .find(|want| !granted.iter().any(|g| g.eq_ignore_ascii_case(want)))
+        .map(String::as_str)
 }
 
 /// What a successful interactive login produced, before it is saved.

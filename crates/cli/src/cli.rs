@@ -244,8 +244,9 @@ pub enum LoginCommand {
 
 const GMAIL_LOGIN_HELP: &str = "\
 Create an OAuth client (Desktop app) in the Google Cloud console, download its
-JSON, and pass it with --client-secret. apimail asks only for the gmail.send
-scope. The browser is sent back to http://127.0.0.1:PORT/callback.
+JSON, and pass it with --client-secret. apimail asks for the gmail.send scope,
+and for openid and email to learn the address. The browser is sent back to
+http://127.0.0.1:PORT/callback.
 
 Examples:
   apimail auth login gmail --client-secret client_secret.json
@@ -260,7 +261,8 @@ Examples:
 const GRAPH_LOGIN_HELP: &str = "\
 Register an app in Microsoft Entra ID (App registrations) with the redirect URI
 http://localhost:48888/callback (platform \"Mobile and desktop applications\"),
-and the delegated permissions Mail.Send and offline_access. The secret of a
+and the delegated permissions Mail.Send and offline_access (apimail also asks
+for openid and email, which users consent to themselves, to learn the address). The secret of a
 confidential (web) app comes from $APIMAIL_GRAPH_CLIENT_SECRET or
 --client-secret-file, never from the command line.
 

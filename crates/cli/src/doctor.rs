@@ -109,6 +109,7 @@ async fn account_checks(ctx: &Context, args: &DoctorArgs, checks: &mut Vec<Check
             return;
         }
     };
+    checks.push(address_check(ctx, &resolved));
     checks.push(store_check(ctx, args));
     checks.push(refresh_check(&resolved).await);
     let mut server_date = None;
@@ -120,6 +121,36 @@ async fn account_checks(ctx: &Context, args: &DoctorArgs, checks: &mut Vec<Check
     if let Some(date) = server_date {
         checks.push(clock_check(date));
     }
+}
+
+/// The address `send` uses when --from is not given.
+fn address_check(ctx: &Context, resolved: &Resolved) -> Check {
+    if let Some(address) = &resolved.address {
+        return Check::ok(
+            "address",
+            format!("sends as {address} unless --from says otherwise"),
+        );
+    }
+    let fix = match &resolved.account {
+        Some(name) => format!(
+            "log in again (`{}`): the login now learns the address; or set `address = \"you@example.com\"` under [accounts.{name}] in {}",
+            resolved.relogin,
+            ctx.config_path.display()
+        ),
+        None => {
+            "set the sender's address in the environment (APIMAIL_GMAIL_USER or APIMAIL_GRAPH_USER)"
+                .to_owned()
+        }
+    };
+    Check::fail(
+        "address",
+        Exit::Config,
+        format!(
+            "the address of {} is unknown, so `send` without --from fails",
+            resolved.label
+        ),
+        fix,
+    )
 }
 
 /// The token file of a stored account: present, 0600, in a 0700 folder.

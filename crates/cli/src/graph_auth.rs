@@ -70,6 +70,23 @@ pub async fn login(mut ctx: Context, args: GraphLoginArgs) -> Result<(), Failure
         oauth::login_with_browser(&client, &options, &mut prompt).await
     }
     .map_err(|e| login_failure(e, Provider::Graph))?;
+    if let Some(granted) = &response.scopes
+        && !granted
+            .iter()
+            .any(|s| s.to_ascii_lowercase().ends_with("mail.send"))
+    {
+        return Err(Failure::new(
+            Exit::NoPerm,
+            anyhow!(
+                "Microsoft signed you in but did not grant Mail.Send (\"Send mail as you\"; granted: {}), so apimail could not send",
+                granted.join(" ")
+            ),
+        )
+        .hint(format!(
+            "add the delegated permission Mail.Send to the app and grant consent (Entra admin center > App registrations > API permissions > Grant admin consent, or {}), then log in again",
+            apimail_graph::admin_consent_url(&authority, &args.tenant, &args.client_id)
+        )));
+    }
     if args.large_messages
         && let Some(granted) = &response.scopes
         && !granted.iter().any(|s| s.ends_with("Mail.ReadWrite"))

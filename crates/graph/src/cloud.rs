@@ -112,6 +112,26 @@ pub fn device_code_url(authority: &Url, tenant: &str) -> Url {
     endpoint(authority, tenant, "devicecode")
 }
 
+/// `{authority}/{tenant}/adminconsent?client_id=…`: the page where an
+/// administrator grants the app's permissions for the whole tenant
+/// ("Grant tenant-wide admin consent", Microsoft Entra docs). `common` and
+/// `consumers` have no administrator, so they become `organizations`.
+pub fn admin_consent_url(authority: &Url, tenant: &str, client_id: &str) -> Url {
+    let tenant = match tenant {
+        "common" | "consumers" => "organizations",
+        other => other,
+    };
+    let mut url = authority.clone();
+    url.set_fragment(None);
+    if let Ok(mut segments) = url.path_segments_mut() {
+        segments.pop_if_empty().extend([tenant, "adminconsent"]);
+    }
+    url.query_pairs_mut()
+        .clear()
+        .append_pair("client_id", client_id);
+    url
+}
+
 fn endpoint(authority: &Url, tenant: &str, last: &str) -> Url {
     let mut url = authority.clone();
     url.set_query(None);
@@ -125,13 +145,18 @@ fn endpoint(authority: &Url, tenant: &str, last: &str) -> Url {
     url
 }
 
-/// The delegated scopes to ask for at sign-in: `offline_access` (for a
-/// refresh token) and `{graph}/Mail.Send`, plus `{graph}/Mail.ReadWrite`
+/// The delegated scopes to ask for at sign-in: `openid email` (an
+/// `id_token` with the address, which a personal account's opaque access
+/// token does not carry; users may consent to both themselves),
+/// `offline_access` (for a refresh token) and `{graph}/Mail.Send`, plus `{graph}/Mail.ReadWrite`
 /// when messages over Graph's 4 MB request limit must be sendable (they
 /// go through a draft, which needs it).
 pub fn delegated_scopes(cloud: Cloud, large_messages: bool) -> Vec<String> {
     let root = cloud.graph_root();
-    let mut scopes = vec!["offline_access".to_owned(), format!("{root}/Mail.Send")];
+    let mut scopes: Vec<String> = ["openid", "email", "offline_access"]
+        .map(str::to_owned)
+        .to_vec();
+    scopes.push(format!("{root}/Mail.Send"));
     if large_messages {
         scopes.push(format!("{root}/Mail.ReadWrite"));
     }
@@ -147,6 +172,19 @@ pub fn app_scope(cloud: Cloud) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn admin_consent_url_names_tenant_and_client() {
+        let authority = Url::parse("https://login.microsoftonline.com/").unwrap();
+        assert_eq!(
+            admin_consent_url(&authority, "contoso.com", "abc").as_str(),
+            "https://login.microsoftonline.com/contoso.com/adminconsent?client_id=abc"
+        );
+        assert_eq!(
+            admin_consent_url(&authority, "common", "abc").as_str(),
+            "https://login.microsoftonline.com/organizations/adminconsent?client_id=abc"
+        );
+    }
 
     #[test]
     fn names_round_trip() {
@@ -216,11 +254,18 @@ mod tests {
     fn scopes_name_the_real_graph_root() {
         assert_eq!(
             delegated_scopes(Cloud::Global, false),
-            ["offline_access", "https://graph.microsoft.com/Mail.Send"]
+            [
+                "openid",
+                "email",
+                "offline_access",
+                "https://graph.microsoft.com/Mail.Send"
+            ]
         );
         assert_eq!(
             delegated_scopes(Cloud::China, true),
             [
+                "openid",
+                "email",
                 "offline_access",
                 "https://microsoftgraph.chinacloudapi.cn/Mail.Send",
                 "https://microsoftgraph.chinacloudapi.cn/Mail.ReadWrite"

@@ -102,7 +102,8 @@ use errors::{Answer, Stage};
 pub use app_only::{AppCredential, AppOnlyTokens};
 pub use assertion::{ASSERTION_LIFETIME_SECS, AssertionError, client_assertion};
 pub use cloud::{
-    Cloud, UnknownCloud, app_scope, authorize_url, delegated_scopes, device_code_url, token_url,
+    Cloud, UnknownCloud, admin_consent_url, app_scope, authorize_url, delegated_scopes,
+    device_code_url, token_url,
 };
 pub use draft::{NOTE_COMPLETE, NOTE_DRAFT_ID, NOTE_SEND_UNKNOWN, after_interruption};
 pub use environment::{
