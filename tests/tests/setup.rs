@@ -218,3 +218,123 @@ fn doctor_fails_for_an_account_without_an_address() {
         "{report}"
     );
 }
+
+// ---- Item 3: a wrong token URL ---------------------------------------------
+
+/// A token URL with a path the fake does not serve, and a query that must
+/// never be shown.
+fn wrong_token_url(fake: &FakeGoogle) -> String {
+    format!("{}/oauth2/v4/tokn?key=QUERY-SECRET", fake.base_url())
+}
+
+#[test]
+fn a_wrong_token_url_at_login_names_the_url_and_the_variable() {
+    let fake = FakeGoogle::start();
+    let sandbox = Sandbox::new(&fake);
+    let mut command = sandbox.cmd();
+    command
+        .env("APIMAIL_GOOGLE_TOKEN_URL", wrong_token_url(&fake))
+        .args(["auth", "login", "gmail", "--no-browser", "--port", "0"])
+        .arg("--client-secret")
+        .arg(sandbox.client_secret_file());
+    let out = play_browser(command, &fake.auth_url(), |url| url);
+    assert_eq!(out.code, 78, "{}", out.stderr);
+    let (first, hint) = lines(&out.stderr);
+    assert_eq!(
+        first,
+        format!(
+            "error: the token URL from APIMAIL_GOOGLE_TOKEN_URL is wrong: {}/oauth2/v4/tokn is not \
+             an OAuth token endpoint: it answered HTTP 404 with a web page",
+            fake.base_url()
+        )
+    );
+    assert_eq!(
+        hint,
+        "hint: correct APIMAIL_GOOGLE_TOKEN_URL (Google's is https://oauth2.googleapis.com/token)"
+    );
+    assert!(!out.stderr.contains("QUERY-SECRET"), "{}", out.stderr);
+    assert!(!out.stderr.contains("bug in apimail"), "{}", out.stderr);
+}
+
+#[test]
+fn a_wrong_token_uri_in_the_config_fails_send_naming_the_key() {
+    let fake = FakeGoogle::start();
+    let sandbox = Sandbox::new(&fake);
+    sandbox.login(&fake, &["--account", "work"]);
+    sandbox.expire_stored_token("work");
+    let config_path = sandbox.path().join("config/config.toml");
+    let config = std::fs::read_to_string(&config_path).unwrap();
+    let wrong = config.replace(&fake.token_url(), &wrong_token_url(&fake));
+    assert_ne!(config, wrong, "the config holds the token URL: {config}");
+    std::fs::write(&config_path, wrong).unwrap();
+
+    let mut command = sandbox.cmd();
+    command.env_remove("APIMAIL_GOOGLE_TOKEN_URL").args([
+        "send",
+        "--to",
+        "bob@example.net",
+        "--subject",
+        "s",
+        "--text",
+        "t",
+    ]);
+    let out = run(&mut command);
+    assert_eq!(out.code, 78, "{}", out.stderr);
+    let (first, hint) = lines(&out.stderr);
+    let setting = format!(
+        "`token_uri` under [accounts.work] in {}",
+        config_path.display()
+    );
+    assert_eq!(
+        first,
+        format!(
+            "error: the token URL from {setting} is wrong: {}/oauth2/v4/tokn is not an OAuth \
+             token endpoint: it answered HTTP 404 with a web page",
+            fake.base_url()
+        )
+    );
+    assert_eq!(
+        hint,
+        format!("hint: correct {setting} (Google's is https://oauth2.googleapis.com/token)")
+    );
+    assert!(!out.stderr.contains("QUERY-SECRET"), "{}", out.stderr);
+}
+
+#[test]
+fn a_wrong_token_uri_in_an_smail_ini_names_the_line() {
+    let fake = FakeGoogle::start();
+    let sandbox = Sandbox::new(&fake);
+    let ini = format!(
+        "[OAUTH2]\nUserID=ann@example.com\nClientID={CLIENT_ID}\nClientSecret={CLIENT_SECRET}\n\
+         RefreshToken=1//whatever\nTokenURI={}\n",
+        wrong_token_url(&fake)
+    );
+    std::fs::write(sandbox.path().join("smail_refreshtoken.ini"), ini).unwrap();
+    let mut command = sandbox.cmd();
+    command.env_remove("APIMAIL_GOOGLE_TOKEN_URL").args([
+        "auth",
+        "import-smail",
+        "smail_refreshtoken.ini",
+        "--account",
+        "office",
+    ]);
+    let out = run(&mut command);
+    assert_eq!(out.code, 78, "{}", out.stderr);
+    let (first, hint) = lines(&out.stderr);
+    assert_eq!(
+        first,
+        format!(
+            "error: the token URL from `TokenURI` (line 6 of smail_refreshtoken.ini) is wrong: \
+             {}/oauth2/v4/tokn is not an OAuth token endpoint: it answered HTTP 404 with a web page",
+            fake.base_url()
+        )
+    );
+    assert_eq!(
+        hint,
+        "hint: correct `TokenURI` (line 6 of smail_refreshtoken.ini) (Google's is \
+         https://oauth2.googleapis.com/token), then run `apimail auth import-smail \
+         smail_refreshtoken.ini --account office` again"
+    );
+    assert!(!out.stderr.contains("auth login gmail"), "{}", out.stderr);
+    assert!(!sandbox.token_file("office").exists());
+}

@@ -14,7 +14,7 @@ use url::Url;
 use crate::cli::{GmailLoginArgs, ImportSmailArgs, LogoutArgs, StatusArgs};
 use crate::config::{Account, GmailAccount, GraphAccount, Provider};
 use crate::exit::{Exit, Failure};
-use crate::providers::{Context, endpoint, gmail_login_command};
+use crate::providers::{Context, endpoint, gmail_login_command, wrong_token_url};
 
 pub async fn login_gmail(mut ctx: Context, args: GmailLoginArgs) -> Result<(), Failure> {
     let common = &args.common;
@@ -39,6 +39,10 @@ pub async fn login_gmail(mut ctx: Context, args: GmailLoginArgs) -> Result<(), F
         "token_uri",
         google_auth::TOKEN_URL,
     )?;
+    let token_setting = match std::env::var("APIMAIL_GOOGLE_TOKEN_URL") {
+        Ok(value) if !value.is_empty() => "APIMAIL_GOOGLE_TOKEN_URL".to_owned(),
+        _ => format!("`{}.token_uri` in {}", file.kind, path.display()),
+    };
     if let Some(name) = &common.account {
         check_account_name(name)?;
     }
@@ -73,7 +77,7 @@ pub async fn login_gmail(mut ctx: Context, args: GmailLoginArgs) -> Result<(), F
         move |url: &Url, redirect: &str| show_authorize_url(url, redirect, no_browser, port);
     let response = oauth::login_with_browser(&client, &options, &mut prompt)
         .await
-        .map_err(|e| login_failure(e, Provider::Gmail))?;
+        .map_err(|e| login_failure(e, Provider::Gmail, &token_setting))?;
     let needed = &options.scopes[apimail_gmail::SIGN_IN_SCOPES.len()..];
     if let Some(missing) = missing_scope(&response, needed) {
         let tick = apimail_gmail::consent_box(missing);
@@ -251,7 +255,11 @@ pub(crate) fn show_authorize_url(url: &Url, redirect: &str, no_browser: bool, po
     let _ = writeln!(err, "Waiting for the browser on {redirect} ...");
 }
 
-pub(crate) fn login_failure(error: LoginError, provider: Provider) -> Failure {
+/// A failed login; `token_setting` says where the token URL came from.
+pub(crate) fn login_failure(error: LoginError, provider: Provider, token_setting: &str) -> Failure {
+    if let LoginError::Token(wrong @ TokenError::NotTokenEndpoint { .. }) = &error {
+        return wrong_token_url(wrong, token_setting, provider);
+    }
     let console = match provider {
         Provider::Gmail => {
             "check the OAuth client (client id, secret and redirect URIs) in the Google Cloud console"
@@ -355,6 +363,21 @@ pub async fn import_smail(mut ctx: Context, args: ImportSmailArgs) -> Result<(),
                 store.delete(&args.account).map_err(store_failure)?;
             }
         }
+        if let TokenError::NotTokenEndpoint { .. } = &error {
+            let setting = match std::env::var("APIMAIL_GOOGLE_TOKEN_URL") {
+                Ok(value) if !value.is_empty() => "APIMAIL_GOOGLE_TOKEN_URL".to_owned(),
+                _ => ini_line(&text, "TokenURI")
+                    .map(|n| format!("`TokenURI` (line {n} of {})", args.file.display()))
+                    .unwrap_or_else(|| "the built-in default".to_owned()),
+            };
+            let failure = wrong_token_url(&error, &setting, Provider::Gmail);
+            let hint = failure.hint.clone().unwrap_or_default();
+            return Err(failure.hint(format!(
+                "{hint}, then run `apimail auth import-smail {} --account {}` again",
+                args.file.display(),
+                args.account
+            )));
+        }
         let exit = match error {
             TokenError::Unreachable(_) => Exit::TempFail,
             _ => Exit::NoPerm,
@@ -384,6 +407,16 @@ pub async fn import_smail(mut ctx: Context, args: ImportSmailArgs) -> Result<(),
         store.path(&args.account).display()
     ));
     Ok(())
+}
+
+/// The 1-based number of the line that sets `key` in an INI text.
+fn ini_line(text: &str, key: &str) -> Option<usize> {
+    text.lines()
+        .position(|line| {
+            line.split_once('=')
+                .is_some_and(|(k, _)| k.trim().eq_ignore_ascii_case(key))
+        })
+        .map(|i| i + 1)
 }
 
 pub fn status(ctx: Context, args: StatusArgs) -> Result<(), Failure> {

@@ -69,7 +69,18 @@ pub async fn login(mut ctx: Context, args: GraphLoginArgs) -> Result<(), Failure
             move |url: &Url, redirect: &str| show_authorize_url(url, redirect, no_browser, port);
         oauth::login_with_browser(&client, &options, &mut prompt).await
     }
-    .map_err(|e| login_failure(e, Provider::Graph))?;
+    .map_err(|e| {
+        let setting = match (std::env::var("APIMAIL_MS_AUTHORITY_URL"), &previous) {
+            (Ok(value), _) if !value.is_empty() => "APIMAIL_MS_AUTHORITY_URL".to_owned(),
+            (_, Some(account)) if account.authority_url.is_some() => format!(
+                "`authority_url` under [accounts.{}] in {}",
+                common.account.as_deref().unwrap_or_default(),
+                ctx.config_path.display()
+            ),
+            _ => "the built-in authority".to_owned(),
+        };
+        login_failure(e, Provider::Graph, &setting)
+    })?;
     if let Some(granted) = &response.scopes
         && !granted
             .iter()

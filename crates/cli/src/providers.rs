@@ -66,6 +66,8 @@ pub struct Resolved {
     pub login_fixes_auth: bool,
     /// The token and API endpoints, for `apimail doctor`.
     pub endpoints: Vec<Url>,
+    /// Where the token URL was set, for an error that says it is wrong.
+    pub token_setting: String,
     pub sender: Sender,
 }
 
@@ -225,18 +227,65 @@ pub fn endpoint(
     key: &str,
     default: &str,
 ) -> Result<Url, Failure> {
+    endpoint_from(env, configured, key, default).map(|(url, _)| url)
+}
+
+/// [`endpoint`], with where it was set: the variable, ``account key `KEY` ``,
+/// or "the default".
+pub fn endpoint_from(
+    env: &str,
+    configured: Option<&str>,
+    key: &str,
+    default: &str,
+) -> Result<(Url, String), Failure> {
     let (value, source) = match std::env::var(env).ok().filter(|v| !v.is_empty()) {
         Some(value) => (value, env.to_owned()),
         None => match configured {
             Some(value) => (value.to_owned(), format!("account key `{key}`")),
-            None => return Ok(Url::parse(default).expect("defaults are valid URLs")),
+            None => {
+                let url = Url::parse(default).expect("defaults are valid URLs");
+                return Ok((url, "the default".to_owned()));
+            }
         },
     };
-    apimail_core::endpoint::checked_url(&value).map_err(|e| {
+    let url = apimail_core::endpoint::checked_url(&value).map_err(|e| {
         Failure::new(Exit::Config, anyhow!("{source}: {e}")).hint(format!(
             "set {source} to an https:// URL (plain http:// only for 127.0.0.1 or localhost)"
         ))
-    })
+    })?;
+    Ok((url, source))
+}
+
+/// Where the token URL of account `name` is set: `env`, else its `key`
+/// in the config file (when `configured`), else its token file.
+fn setting(env_var: &str, key: &str, name: &str, configured: bool, ctx: &Context) -> String {
+    if env(env_var).is_some() {
+        env_var.to_owned()
+    } else if configured {
+        format!(
+            "`{key}` under [accounts.{name}] in {}",
+            ctx.config_path.display()
+        )
+    } else {
+        match ctx.store() {
+            Ok(store) => format!("`token_url` in {}", store.path(name).display()),
+            Err(_) => format!("the token file of account `{name}`"),
+        }
+    }
+}
+
+/// A token URL that answered with no OAuth at all: names the URL (the
+/// error carries it without its query) and the setting it came from.
+pub fn wrong_token_url(error: &TokenError, setting: &str, provider: Provider) -> Failure {
+    let right = match provider {
+        Provider::Gmail => format!("Google's is {}", google_auth::TOKEN_URL),
+        Provider::Graph => "Microsoft's is https://login.microsoftonline.com/TENANT/oauth2/v2.0/token; set the authority (https://login.microsoftonline.com), not the token URL".to_owned(),
+    };
+    Failure::new(
+        Exit::Config,
+        anyhow!("the token URL from {setting} is wrong: {error}"),
+    )
+    .hint(format!("correct {setting} ({right})"))
 }
 
 /// Picks what to send with: a named account (`--account`, then
@@ -331,6 +380,13 @@ fn gmail_account(ctx: &Context, name: &str, account: &GmailAccount) -> Result<Re
         identity: SenderIdentity::account(name),
         account: Some(name.to_owned()),
         endpoints: vec![token_endpoint, api_url],
+        token_setting: setting(
+            "APIMAIL_GOOGLE_TOKEN_URL",
+            "token_uri",
+            name,
+            account.token_uri.is_some(),
+            ctx,
+        ),
         label: format!("account `{name}`"),
         address: account.address.clone(),
         relogin: gmail_login_command(name, account),
@@ -431,6 +487,11 @@ async fn gmail_from_env() -> Result<Option<Resolved>, Failure> {
         account: None,
         login_fixes_auth: false,
         endpoints: vec![token_url, api_url],
+        token_setting: if explicit_token_url.is_some() {
+            "APIMAIL_GOOGLE_TOKEN_URL".to_owned()
+        } else {
+            "the built-in default".to_owned()
+        },
         relogin_large: None,
         label,
         address,
@@ -506,7 +567,7 @@ fn graph_account(ctx: &Context, name: &str, account: &GraphAccount) -> Result<Re
         .clone()
         .unwrap_or_else(|| authority_token_url.clone());
     let tokens = StoredTokens::new(store, name).with_token_url(token_url);
-    Ok(graph_resolved(
+    let mut resolved = graph_resolved(
         SenderIdentity::account(name),
         format!("account `{name}`"),
         account.address.clone(),
@@ -520,7 +581,15 @@ fn graph_account(ctx: &Context, name: &str, account: &GraphAccount) -> Result<Re
         stored_token_url,
         login_command(name, account, large_allowed),
         Some(login_command(name, account, true)),
-    ))
+    );
+    resolved.token_setting = setting(
+        "APIMAIL_MS_AUTHORITY_URL",
+        "authority_url",
+        name,
+        account.authority_url.is_some(),
+        ctx,
+    );
+    Ok(resolved)
 }
 
 fn graph_resolved(
@@ -547,6 +616,10 @@ fn graph_resolved(
         label,
         address,
         login_fixes_auth: relogin_large.is_some(),
+        token_setting: match env("APIMAIL_MS_AUTHORITY_URL") {
+            Some(_) => "APIMAIL_MS_AUTHORITY_URL".to_owned(),
+            None => "the built-in default".to_owned(),
+        },
         relogin,
         relogin_large,
         sender: Sender::Graph(transport),
@@ -743,6 +816,9 @@ pub fn send_failure(error: TransportError, resolved: &Resolved) -> Failure {
         }
         Some(TokenError::NotLoggedIn { .. } | TokenError::Refused { .. }) => {
             return Failure::new(Exit::NoPerm, error).hint(relogin_hint(resolved));
+        }
+        Some(wrong @ TokenError::NotTokenEndpoint { .. }) => {
+            return wrong_token_url(wrong, &resolved.token_setting, resolved.provider);
         }
         Some(TokenError::Unreachable(_)) => {
             return Failure::new(Exit::TempFail, error)

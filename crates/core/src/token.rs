@@ -63,6 +63,17 @@ pub enum TokenError {
     /// worth retrying later.
     #[error("the token endpoint could not be reached")]
     Unreachable(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The token URL answered with something that is not OAuth at all (a
+    /// 404, a web page): the URL is wrong, not the credentials.
+    #[error("{url} is not an OAuth token endpoint: it answered HTTP {status} with {what}")]
+    NotTokenEndpoint {
+        /// The URL, without its query.
+        url: String,
+        /// The HTTP status.
+        status: u16,
+        /// What came back instead ("a web page", ...).
+        what: String,
+    },
     /// Nothing is stored for this account, or it has no refresh token.
     #[error("no stored authorization for account `{account}`")]
     NotLoggedIn {

@@ -345,7 +345,7 @@ pub fn token_failure(error: TokenError) -> TransportError {
         TokenError::InvalidGrant { .. } | TokenError::NotLoggedIn { .. } => ErrorKind::Unauthorized,
         TokenError::Refused { .. } => ErrorKind::Unauthorized,
         TokenError::Unreachable(_) => ErrorKind::Temporary,
-        TokenError::Store(_) => ErrorKind::Config,
+        TokenError::Store(_) | TokenError::NotTokenEndpoint { .. } => ErrorKind::Config,
         _ => ErrorKind::Internal,
     };
     TransportError::new(kind, "could not get an access token for Microsoft Graph")

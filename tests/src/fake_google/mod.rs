@@ -279,6 +279,22 @@ fn handle(state: &Mutex<State>, request: &Request) -> Reply {
         {
             gmail::gmail(state, request)
         }
-        _ => gmail::google_error(404, "Not Found", "notFound", "NOT_FOUND").into(),
+        _ if path.starts_with("/gmail") => {
+            gmail::google_error(404, "Not Found", "notFound", "NOT_FOUND").into()
+        }
+        _ => not_found_page(&request.path).into(),
     }
+}
+
+/// Google's front end answers a path it does not serve with an HTML page
+/// ("Error 404 (Not Found)!!1"), not OAuth or API JSON.
+fn not_found_page(path: &str) -> http::Response {
+    let page = format!(
+        "<!DOCTYPE html>\n<html lang=en><meta charset=utf-8><title>Error 404 (Not Found)!!1</title>\n\
+         <p><b>404.</b> <ins>That's an error.</ins>\n<p>The requested URL <code>{path}</code> was not \
+         found on this server. <ins>That's all we know.</ins>\n"
+    );
+    http::Response::new(404)
+        .with_header("Content-Type", "text/html; charset=UTF-8")
+        .with_body(page.into_bytes())
 }

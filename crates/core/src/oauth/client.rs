@@ -4,6 +4,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::Duration;
 
@@ -121,6 +122,8 @@ pub(super) enum HttpFailure {
 pub(super) struct Http {
     client: reqwest::Client,
     last_status: AtomicU16,
+    /// The last URL asked, without its query (which may hold a secret).
+    last_url: Mutex<String>,
 }
 
 impl Http {
@@ -136,6 +139,7 @@ impl Http {
         Ok(Http {
             client,
             last_status: AtomicU16::new(0),
+            last_url: Mutex::new(String::new()),
         })
     }
 
@@ -148,6 +152,8 @@ impl Http {
         let method = request.method().clone();
         let mut url = request.url().clone();
         url.set_query(None);
+        url.set_fragment(None);
+        *self.last_url.lock().unwrap_or_else(|e| e.into_inner()) = url.to_string();
         let sent = request
             .body()
             .and_then(|b| b.as_bytes())
@@ -179,6 +185,24 @@ impl Http {
         builder
             .body(body.to_vec())
             .map_err(|e| HttpFailure::Internal(format!("cannot hand over the response: {e}")))
+    }
+
+    /// [`TokenError::NotTokenEndpoint`] for the last request.
+    fn wrong_endpoint(&self, what: &str) -> TokenError {
+        TokenError::NotTokenEndpoint {
+            url: self
+                .last_url
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+            status: self.last_status.load(Ordering::Relaxed),
+            what: what.to_owned(),
+        }
+    }
+
+    /// Whether the last answer was 404 or 405: no endpoint at that URL.
+    fn nothing_there(&self) -> bool {
+        matches!(self.last_status.load(Ordering::Relaxed), 404 | 405)
     }
 
     /// `" (http 404)"`, or nothing when no response came back.
@@ -223,7 +247,18 @@ where
             Err(TokenError::Other(message))
         }
         RequestTokenError::Request(failure) => Err(TokenError::Unreachable(Box::new(failure))),
-        RequestTokenError::Parse(error, _body) => {
+        RequestTokenError::Parse(error, body) => {
+            let json = serde_json::from_slice::<serde_json::Value>(&body).is_ok();
+            if !json || http.nothing_there() {
+                let what = if body.trim_ascii_start().starts_with(b"<") {
+                    "a web page"
+                } else if json {
+                    "JSON that is no OAuth answer"
+                } else {
+                    "an answer that is not JSON"
+                };
+                return Err(http.wrong_endpoint(what));
+            }
             let path = error.path().to_string();
             let at = if path == "." {
                 String::new()
@@ -234,6 +269,13 @@ where
                 "the token endpoint returned an answer apimail cannot read{}{at}",
                 http.status_note(),
             )))
+        }
+        // oauth2's words for a 200 with a non-JSON Content-Type.
+        RequestTokenError::Other(message) if message.contains("Content-Type") => {
+            Err(http.wrong_endpoint("an answer that is not JSON"))
+        }
+        RequestTokenError::Other(_) if http.nothing_there() => {
+            Err(http.wrong_endpoint("an empty answer"))
         }
         RequestTokenError::Other(message) => Err(TokenError::Other(format!(
             "the token endpoint returned an unexpected answer{}: {}",

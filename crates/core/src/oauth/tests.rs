@@ -607,8 +607,9 @@ async fn refresh_connection_refused_is_unreachable() {
 
 #[tokio::test]
 async fn refresh_unreadable_answers() {
-    // A 404 page, and a token response that does not parse: neither body
-    // is quoted (the second holds a token).
+    // A 404 page (a wrong URL, named without its query), and a token
+    // response that does not parse: neither body is quoted (the second
+    // holds a token).
     let fake = Fake::start(vec![
         json(404, "<html>not here</html>"),
         json(
@@ -617,17 +618,26 @@ async fn refresh_unreadable_answers() {
         ),
     ])
     .await;
+    let mut client = fake.client();
+    client.token_url.set_query(Some("key=hidden"));
+    let error = refresh(&client, &Secret::new("1//r"), &[])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, TokenError::NotTokenEndpoint { status: 404, .. }),
+        "{error:?}"
+    );
+    let mut shown = client.token_url.clone();
+    shown.set_query(None);
+    assert_eq!(
+        error.to_string(),
+        format!("{shown} is not an OAuth token endpoint: it answered HTTP 404 with a web page")
+    );
+    assert!(!everything_about(&error).contains("hidden"));
     let error = refresh(&fake.client(), &Secret::new("1//r"), &[])
         .await
         .unwrap_err();
     assert!(matches!(error, TokenError::Other(_)), "{error:?}");
-    assert_eq!(
-        error.to_string(),
-        "the token endpoint returned an answer apimail cannot read (http 404)"
-    );
-    let error = refresh(&fake.client(), &Secret::new("1//r"), &[])
-        .await
-        .unwrap_err();
     let text = everything_about(&error);
     assert!(text.contains("expires_in"), "{text}");
     assert!(!text.contains("ya29.leak"), "{text}");
