@@ -338,3 +338,181 @@ fn a_wrong_token_uri_in_an_smail_ini_names_the_line() {
     assert!(!out.stderr.contains("auth login gmail"), "{}", out.stderr);
     assert!(!sandbox.token_file("office").exists());
 }
+
+// ---- Item 4: the wrong kind of Google client; pasted error pages ----------
+
+/// Writes a Web application client file for `fake` into the sandbox.
+fn web_client(sandbox: &Sandbox, fake: &FakeGoogle) {
+    let client = serde_json::json!({"web": {
+        "client_id": CLIENT_ID,
+        "client_secret": CLIENT_SECRET,
+        "auth_uri": fake.auth_url(),
+        "token_uri": fake.token_url(),
+        "redirect_uris": ["https://example.com/oauth"],
+    }});
+    std::fs::write(sandbox.path().join("web_client.json"), client.to_string()).unwrap();
+}
+
+#[test]
+fn a_web_client_without_port_is_refused_at_once() {
+    let fake = FakeGoogle::start();
+    let sandbox = Sandbox::new(&fake);
+    web_client(&sandbox, &fake);
+    for extra in [&[][..], &["--port", "0"][..]] {
+        let out = run(sandbox
+            .cmd()
+            .args([
+                "auth",
+                "login",
+                "gmail",
+                "--client-secret",
+                "web_client.json",
+            ])
+            .args(extra));
+        assert_eq!(out.code, 78, "{}", out.stderr);
+        let (first, hint) = lines(&out.stderr);
+        assert_eq!(
+            first,
+            "error: `web_client.json` is a Web application client; apimail needs a Desktop app client"
+        );
+        assert!(
+            hint.starts_with(
+                "hint: create a Desktop app client instead: Google Cloud console > APIs & Services \
+                 > Credentials > Create credentials > OAuth client ID > Application type \"Desktop app\""
+            ) && hint.ends_with(
+                "to keep this Web client, add http://127.0.0.1:48888/callback to its Authorized \
+                 redirect URIs and pass --port 48888"
+            ),
+            "{hint}"
+        );
+        assert!(
+            fake.authorize_requests().is_empty(),
+            "no browser was sent anywhere"
+        );
+    }
+}
+
+#[test]
+fn a_web_client_kept_on_purpose_prints_the_redirect_uri_to_register() {
+    let fake = FakeGoogle::start();
+    let sandbox = Sandbox::new(&fake);
+    web_client(&sandbox, &fake);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string();
+    let mut command = sandbox.cmd();
+    command.args([
+        "auth",
+        "login",
+        "gmail",
+        "--no-browser",
+        "--client-secret",
+        "web_client.json",
+        "--port",
+        &port,
+    ]);
+    let out = play_browser(command, &fake.auth_url(), |url| url);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stderr.contains(&format!(
+            "note: `web_client.json` is a Web application client: its Authorized redirect URIs \
+             must include exactly http://127.0.0.1:{port}/callback"
+        )),
+        "{}",
+        out.stderr
+    );
+}
+
+/// Starts a `--no-browser` login, waits for the authorize URL, pastes
+/// `pasted` (which may name `{redirect}`) at the prompt, and returns the
+/// finished run.
+fn login_pasting(sandbox: &Sandbox, fake: &FakeGoogle, pasted: &str) -> Run {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::process::Stdio;
+    let mut child = sandbox
+        .cmd()
+        .args(["auth", "login", "gmail", "--no-browser", "--port", "0"])
+        .arg("--client-secret")
+        .arg(sandbox.client_secret_file())
+        .args(["--timeout", "20"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    let mut line = String::new();
+    let url = loop {
+        line.clear();
+        assert!(stderr.read_line(&mut line).unwrap() > 0, "no URL: {seen}");
+        seen.push_str(&line);
+        if line.starts_with(&fake.auth_url()) {
+            break line.trim().to_owned();
+        }
+    };
+    let redirect = url::Url::parse(&url)
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == "redirect_uri")
+        .map(|(_, v)| v.into_owned())
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    writeln!(stdin, "{}", pasted.replace("{redirect}", &redirect)).unwrap();
+    stderr.read_to_string(&mut seen).unwrap();
+    let status = child.wait().unwrap();
+    Run {
+        code: status.code().unwrap_or(-1),
+        stdout: Vec::new(),
+        stderr: seen.replace(&redirect, "{redirect}"),
+    }
+}
+
+#[test]
+fn a_pasted_google_error_page_is_explained() {
+    let fake = FakeGoogle::start();
+    let sandbox = Sandbox::new(&fake);
+    // The page Google shows for redirect_uri_mismatch: authError is base64
+    // of a protobuf naming the error.
+    let page = "https://accounts.google.com/signin/oauth/error/v2?authError=\
+                Cg9yZWRpcmVjdF91cmlfbWlzbWF0Y2gSDGJhZCByZWRpcmVjdA%3D%3D&client_id=x";
+    let out = login_pasting(&sandbox, &fake, page);
+    assert_eq!(out.code, 78, "{}", out.stderr);
+    let (first, hint) = lines(&out.stderr);
+    assert_eq!(
+        first,
+        "error: the browser stopped at an error page of \
+         https://accounts.google.com/signin/oauth/error/v2: redirect_uri_mismatch"
+    );
+    assert_eq!(
+        hint,
+        "hint: the OAuth client does not allow the redirect URI {redirect}: use a Desktop app \
+         client (any loopback port works), or add exactly {redirect} to the Web client's \
+         Authorized redirect URIs"
+    );
+}
+
+#[test]
+fn a_pasted_error_redirect_is_explained() {
+    let fake = FakeGoogle::start();
+    let sandbox = Sandbox::new(&fake);
+    let out = login_pasting(
+        &sandbox,
+        &fake,
+        "{redirect}?error=access_denied&error_description=The+user+denied",
+    );
+    assert_eq!(out.code, 77, "{}", out.stderr);
+    let (first, hint) = lines(&out.stderr);
+    assert_eq!(
+        first,
+        "error: the authorization was denied: The user denied"
+    );
+    assert_eq!(
+        hint,
+        "hint: run the login again and choose Allow; for an app in Testing status, add your \
+         address as a test user"
+    );
+}

@@ -46,6 +46,7 @@ pub async fn login_gmail(mut ctx: Context, args: GmailLoginArgs) -> Result<(), F
     if let Some(name) = &common.account {
         check_account_name(name)?;
     }
+    let port = web_client_port(&file, path, common.port)?;
     let store = ctx.store()?;
 
     let client = OAuthClient {
@@ -67,17 +68,19 @@ pub async fn login_gmail(mut ctx: Context, args: GmailLoginArgs) -> Result<(), F
         scopes,
         extra_params: google_auth::login_params(common.login_hint.as_deref()),
         redirect_host: RedirectHost::Ip127,
-        port: common.port,
+        port,
         timeout: Duration::from_secs(common.timeout),
         accept_pasted_redirect: common.no_browser,
     };
     let no_browser = common.no_browser;
-    let port = common.port;
-    let mut prompt =
-        move |url: &Url, redirect: &str| show_authorize_url(url, redirect, no_browser, port);
+    let setup = LoginSetup::new(Provider::Gmail, token_setting);
+    let mut prompt = |url: &Url, redirect: &str| {
+        setup.used(redirect);
+        show_authorize_url(url, redirect, no_browser);
+    };
     let response = oauth::login_with_browser(&client, &options, &mut prompt)
         .await
-        .map_err(|e| login_failure(e, Provider::Gmail, &token_setting))?;
+        .map_err(|e| login_failure(e, &setup))?;
     let needed = &options.scopes[apimail_gmail::SIGN_IN_SCOPES.len()..];
     if let Some(missing) = missing_scope(&response, needed) {
         let tick = apimail_gmail::consent_box(missing);
@@ -222,21 +225,17 @@ pub(crate) fn save_login(
 
 /// Shows the URL on a line of its own, and opens a browser when asked and
 /// when there is a display to open one on.
-pub(crate) fn show_authorize_url(url: &Url, redirect: &str, no_browser: bool, port: u16) {
+pub(crate) fn show_authorize_url(url: &Url, redirect: &str, no_browser: bool) {
     let mut err = std::io::stderr().lock();
     let _ = writeln!(
         err,
         "Open this URL in a browser to authorize apimail:\n\n{url}\n"
     );
     if no_browser {
-        let shown_port = if port == 0 {
-            Url::parse(redirect)
-                .ok()
-                .and_then(|u| u.port())
-                .unwrap_or(port)
-        } else {
-            port
-        };
+        let shown_port = Url::parse(redirect)
+            .ok()
+            .and_then(|u| u.port())
+            .unwrap_or(DEFAULT_PORT);
         let _ = writeln!(
             err,
             "Waiting for the browser on {redirect}.\nOn another machine? Either forward the port first (ssh -L {shown_port}:127.0.0.1:{shown_port} user@this-host), or paste here the full address the browser shows after you approve (it starts with {redirect}) and press Enter."
@@ -255,18 +254,116 @@ pub(crate) fn show_authorize_url(url: &Url, redirect: &str, no_browser: bool, po
     let _ = writeln!(err, "Waiting for the browser on {redirect} ...");
 }
 
-/// A failed login; `token_setting` says where the token URL came from.
-pub(crate) fn login_failure(error: LoginError, provider: Provider, token_setting: &str) -> Failure {
+/// The loopback port when --port is not given.
+pub(crate) const DEFAULT_PORT: u16 = 48888;
+
+/// The port of a Google login. A Web application client allows only the
+/// redirect URIs registered on it, so it gets a warning at once: apimail
+/// needs a Desktop app client, and a Web client kept on purpose needs an
+/// explicit --port whose exact redirect URI is registered.
+fn web_client_port(
+    file: &google_auth::ClientSecretFile,
+    path: &std::path::Path,
+    port: Option<u16>,
+) -> Result<u16, Failure> {
+    if file.kind != "web" {
+        return Ok(port.unwrap_or(DEFAULT_PORT));
+    }
+    let create = "create a Desktop app client instead: Google Cloud console > APIs & Services > Credentials > Create credentials > OAuth client ID > Application type \"Desktop app\" > Create, then Download JSON and pass it with --client-secret";
+    match port {
+        Some(port) if port != 0 => {
+            say(&format!(
+                "note: `{}` is a Web application client: its Authorized redirect URIs must include exactly http://127.0.0.1:{port}/callback, or Google shows redirect_uri_mismatch ({create})",
+                path.display()
+            ));
+            Ok(port)
+        }
+        _ => Err(Failure::new(
+            Exit::Config,
+            anyhow!(
+                "`{}` is a Web application client; apimail needs a Desktop app client",
+                path.display()
+            ),
+        )
+        .hint(format!(
+            "{create}; to keep this Web client, add http://127.0.0.1:{DEFAULT_PORT}/callback to its Authorized redirect URIs and pass --port {DEFAULT_PORT}"
+        ))),
+    }
+}
+
+/// What a failed login's explanation needs: the provider, where the token
+/// URL came from, and the redirect URI the login actually used.
+pub(crate) struct LoginSetup {
+    pub(crate) provider: Provider,
+    pub(crate) token_setting: String,
+    redirect: std::sync::Mutex<Option<String>>,
+    /// Microsoft: the tenant's admin-consent page for this app.
+    pub(crate) consent_url: Option<Url>,
+}
+
+impl LoginSetup {
+    pub(crate) fn new(provider: Provider, token_setting: String) -> Self {
+        LoginSetup {
+            provider,
+            token_setting,
+            redirect: std::sync::Mutex::new(None),
+            consent_url: None,
+        }
+    }
+
+    /// Records the redirect URI the login uses.
+    pub(crate) fn used(&self, redirect: &str) {
+        *self.redirect.lock().unwrap_or_else(|e| e.into_inner()) = Some(redirect.to_owned());
+    }
+
+    /// The redirect URI used, or the one a default login would use.
+    pub(crate) fn redirect(&self) -> String {
+        self.redirect
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .unwrap_or_else(|| {
+                let host = match self.provider {
+                    Provider::Gmail => "127.0.0.1",
+                    Provider::Graph => "localhost",
+                };
+                format!("http://{host}:{DEFAULT_PORT}/callback")
+            })
+    }
+}
+
+/// A failed login, explained.
+pub(crate) fn login_failure(error: LoginError, setup: &LoginSetup) -> Failure {
+    let provider = setup.provider;
     if let LoginError::Token(wrong @ TokenError::NotTokenEndpoint { .. }) = &error {
-        return wrong_token_url(wrong, token_setting, provider);
+        return wrong_token_url(wrong, &setup.token_setting, provider);
+    }
+    if let Some(failure) = crate::graph_auth::aadsts_failure(&error, setup) {
+        return failure;
+    }
+    let redirect = setup.redirect();
+    let mismatch = match &error {
+        LoginError::Provider { code, .. } => code == "redirect_uri_mismatch",
+        LoginError::ErrorPage { code, .. } => code.as_deref() == Some("redirect_uri_mismatch"),
+        _ => false,
+    };
+    if mismatch && provider == Provider::Gmail {
+        return Failure::new(Exit::Config, error).hint(format!(
+            "the OAuth client does not allow the redirect URI {redirect}: use a Desktop app client (any loopback port works), or add exactly {redirect} to the Web client's Authorized redirect URIs"
+        ));
+    }
+    if let LoginError::ErrorPage { .. } = &error {
+        return Failure::new(Exit::NoPerm, error).hint(format!(
+            "the browser was not sent back to {redirect}: read the error on that page, fix the OAuth client or app registration it names, and run the login again"
+        ));
     }
     let console = match provider {
         Provider::Gmail => {
             "check the OAuth client (client id, secret and redirect URIs) in the Google Cloud console"
         }
-        Provider::Graph => {
-            "check the app registration in Microsoft Entra ID (client id, redirect URI http://localhost:48888/callback, Mail.Send and offline_access permissions)"
-        }
+        Provider::Graph => &format!(
+            "check the app registration in Microsoft Entra ID (client id, redirect URI {redirect}, Mail.Send and offline_access permissions)"
+        ),
     };
     let hint = match &error {
         LoginError::Denied { .. } => match provider {
@@ -278,7 +375,7 @@ pub(crate) fn login_failure(error: LoginError, provider: Provider, token_setting
         LoginError::Expired => "the code expired before sign-in finished; run the login again".to_owned(),
         LoginError::Listen { .. } => "pass --port 0 to use any free port (if the app allows any loopback port), or another --port".to_owned(),
         LoginError::Token(TokenError::Unreachable(_)) => "check the network connection, then run the login again".to_owned(),
-        _ => console.to_owned(),
+        _ => console.to_string(),
     };
     let exit = match &error {
         LoginError::Listen { .. } | LoginError::Config(_) => Exit::Config,

@@ -285,9 +285,9 @@ pub struct LoginCommon {
     #[arg(long, value_name = "NAME")]
     pub account: Option<String>,
 
-    /// Loopback port for the browser's redirect; 0 picks a free one
-    #[arg(long, default_value_t = 48888)]
-    pub port: u16,
+    /// Loopback port for the browser's redirect (default 48888); 0 picks a free one
+    #[arg(long)]
+    pub port: Option<u16>,
 
     /// Don't open a browser: print the URL, and accept the redirect URL pasted here
     #[arg(long)]

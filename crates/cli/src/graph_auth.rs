@@ -4,10 +4,13 @@
 use std::io::Write;
 use std::time::Duration;
 
-use apimail_core::oauth::{self, DeviceCode, LoginOptions, OAuthClient, RedirectHost};
+use apimail_core::oauth::{self, DeviceCode, LoginError, LoginOptions, OAuthClient, RedirectHost};
 use url::Url;
 
-use crate::auth::{Login, check_account_name, login_failure, save_login, show_authorize_url};
+use crate::auth::{
+    DEFAULT_PORT, Login, LoginSetup, check_account_name, login_failure, save_login,
+    show_authorize_url,
+};
 use crate::cli::GraphLoginArgs;
 use crate::config::{Account, GraphAccount, Provider};
 use anyhow::anyhow;
@@ -48,6 +51,21 @@ pub async fn login(mut ctx: Context, args: GraphLoginArgs) -> Result<(), Failure
         device_auth_url: Some(apimail_graph::device_code_url(&authority, &args.tenant)),
     };
     let scopes = apimail_graph::delegated_scopes(cloud, args.large_messages);
+    let token_setting = match (std::env::var("APIMAIL_MS_AUTHORITY_URL"), &previous) {
+        (Ok(value), _) if !value.is_empty() => "APIMAIL_MS_AUTHORITY_URL".to_owned(),
+        (_, Some(account)) if account.authority_url.is_some() => format!(
+            "`authority_url` under [accounts.{}] in {}",
+            common.account.as_deref().unwrap_or_default(),
+            ctx.config_path.display()
+        ),
+        _ => "the built-in authority".to_owned(),
+    };
+    let mut setup = LoginSetup::new(Provider::Graph, token_setting);
+    setup.consent_url = Some(apimail_graph::admin_consent_url(
+        &authority,
+        &args.tenant,
+        &args.client_id,
+    ));
     let response = if args.device_code {
         let mut show = |code: &DeviceCode| show_device_code(code);
         oauth::login_with_device_code(&client, &scopes, &mut show).await
@@ -60,27 +78,18 @@ pub async fn login(mut ctx: Context, args: GraphLoginArgs) -> Result<(), Failure
                 .map(|hint| ("login_hint".to_owned(), hint.clone()))
                 .collect(),
             redirect_host: RedirectHost::Localhost,
-            port: common.port,
+            port: common.port.unwrap_or(DEFAULT_PORT),
             timeout: Duration::from_secs(common.timeout),
             accept_pasted_redirect: common.no_browser,
         };
-        let (no_browser, port) = (common.no_browser, common.port);
-        let mut prompt =
-            move |url: &Url, redirect: &str| show_authorize_url(url, redirect, no_browser, port);
+        let no_browser = common.no_browser;
+        let mut prompt = |url: &Url, redirect: &str| {
+            setup.used(redirect);
+            show_authorize_url(url, redirect, no_browser);
+        };
         oauth::login_with_browser(&client, &options, &mut prompt).await
     }
-    .map_err(|e| {
-        let setting = match (std::env::var("APIMAIL_MS_AUTHORITY_URL"), &previous) {
-            (Ok(value), _) if !value.is_empty() => "APIMAIL_MS_AUTHORITY_URL".to_owned(),
-            (_, Some(account)) if account.authority_url.is_some() => format!(
-                "`authority_url` under [accounts.{}] in {}",
-                common.account.as_deref().unwrap_or_default(),
-                ctx.config_path.display()
-            ),
-            _ => "the built-in authority".to_owned(),
-        };
-        login_failure(e, Provider::Graph, &setting)
-    })?;
+    .map_err(|e| login_failure(e, &setup))?;
     if let Some(granted) = &response.scopes
         && !granted
             .iter()
@@ -95,7 +104,7 @@ pub async fn login(mut ctx: Context, args: GraphLoginArgs) -> Result<(), Failure
         )
         .hint(format!(
             "add the delegated permission Mail.Send to the app and grant consent (Entra admin center > App registrations > API permissions > Grant admin consent, or {}), then log in again",
-            apimail_graph::admin_consent_url(&authority, &args.tenant, &args.client_id)
+            setup.consent_url.as_ref().map_or_else(String::new, Url::to_string)
         )));
     }
     if args.large_messages
@@ -143,4 +152,11 @@ fn show_device_code(code: &DeviceCode) {
         "To sign in, open this page on any device:\n\n{}\n\nand enter the code {} (it expires in {minutes} minutes).\nWaiting for you to finish signing in ...",
         code.verification_uri, code.user_code
     );
+}
+
+/// A login failure that carries an AADSTS code, explained by the code, or
+/// `None` (see [`aadsts_advice`]).
+pub(crate) fn aadsts_failure(error: &LoginError, setup: &LoginSetup) -> Option<Failure> {
+    let _ = (error, setup);
+    None
 }

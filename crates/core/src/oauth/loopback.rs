@@ -120,10 +120,90 @@ pub(super) fn stdin_lines() -> mpsc::UnboundedReceiver<String> {
 pub(super) fn parse_redirect(text: &str, expected_state: &str) -> Result<String, LoginError> {
     let text = text.trim();
     let query = match Url::parse(text) {
+        Ok(url) if is_error_page(&url) => return Err(error_page(&url)),
         Ok(url) => Cow::Owned(url.query().unwrap_or_default().to_owned()),
         Err(_) => Cow::Borrowed(text.split_once('?').map_or(text, |(_, query)| query)),
     };
+    // The user pasted it: an `error=` redirect is believed without `state`
+    // (a provider's error page may drop it), and explained.
+    let pairs: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
+        .into_owned()
+        .collect();
+    let value = |name: &str| {
+        pairs
+            .iter()
+            .find(|(n, v)| n == name && !v.is_empty())
+            .map(|(_, v)| v.clone())
+    };
+    if let (Some(error), None) = (value("error"), value("state")) {
+        let description = value("error_description");
+        return Err(match error.as_str() {
+            "access_denied" => LoginError::Denied { description },
+            _ => LoginError::Provider {
+                code: error,
+                description,
+            },
+        });
+    }
     check_redirect(&query, expected_state)
+}
+
+/// Whether a pasted address is a page at the provider rather than the
+/// redirect to this machine: a host that is not loopback, or a path that
+/// is not the callback.
+fn is_error_page(url: &Url) -> bool {
+    let loopback = matches!(url.host_str(), Some("127.0.0.1" | "localhost" | "[::1]"));
+    matches!(url.scheme(), "http" | "https") && !(loopback && url.path() == CALLBACK_PATH)
+}
+
+/// [`LoginError::ErrorPage`] for a pasted address: the page without its
+/// query, and the error it names. Google's error page carries it in
+/// `authError`, base64 of a small protobuf whose first field is the
+/// error's name (e.g. `redirect_uri_mismatch`); others use `error`.
+fn error_page(url: &Url) -> LoginError {
+    use base64::Engine as _;
+    let mut page = url.clone();
+    page.set_query(None);
+    page.set_fragment(None);
+    let mut code = None;
+    for (name, value) in url.query_pairs() {
+        match name.as_ref() {
+            "error" if !value.is_empty() => code = Some(value.into_owned()),
+            "authError" => {
+                let engine = base64::engine::GeneralPurpose::new(
+                    &base64::alphabet::URL_SAFE,
+                    base64::engine::GeneralPurposeConfig::new()
+                        .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+                );
+                let cleaned: String = value
+                    .chars()
+                    .map(|c| match c {
+                        '+' => '-',
+                        '/' => '_',
+                        c => c,
+                    })
+                    .collect();
+                code = engine
+                    .decode(cleaned.trim_end_matches('='))
+                    .ok()
+                    .and_then(|bytes| error_name(&bytes));
+            }
+            _ => {}
+        }
+    }
+    LoginError::ErrorPage {
+        page: page.to_string(),
+        code,
+    }
+}
+
+/// The first run of at least 5 lowercase letters and underscores in
+/// `bytes`: an OAuth error name such as `redirect_uri_mismatch`.
+fn error_name(bytes: &[u8]) -> Option<String> {
+    bytes
+        .split(|b| !(b.is_ascii_lowercase() || *b == b'_'))
+        .find(|run| run.len() >= 5)
+        .map(|run| String::from_utf8_lossy(run).into_owned())
 }
 
 /// Checks the query of a redirect: something to act on (`code` or
@@ -374,10 +454,15 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        // An error without the right state is not believed either.
+        // An error with another login's state is not believed; a pasted
+        // one without any state is (the user pasted it), and explained.
         assert!(matches!(
-            parse_redirect("?error=access_denied", "s1"),
+            parse_redirect("?error=access_denied&state=old", "s1"),
             Err(LoginError::StateMismatch)
+        ));
+        assert!(matches!(
+            parse_redirect("http://127.0.0.1:1/callback?error=access_denied", "s1"),
+            Err(LoginError::Denied { .. })
         ));
         for garbage in [
             "",
@@ -392,6 +477,33 @@ mod tests {
                 }
                 other => panic!("{garbage:?}: {other:?}"),
             }
+        }
+    }
+
+    #[test]
+    fn pasted_error_pages_are_recognised() {
+        // Google's page for a client that does not allow the redirect URI:
+        // authError is base64 of a protobuf naming the error.
+        let auth_error = "Cg9yZWRpcmVjdF91cmlfbWlzbWF0Y2gSDGJhZCByZWRpcmVjdA%3D%3D";
+        let pasted = format!(
+            "https://accounts.google.com/signin/oauth/error/v2?authError={auth_error}&client_id=x"
+        );
+        match parse_redirect(&pasted, "s1") {
+            Err(LoginError::ErrorPage { page, code }) => {
+                assert_eq!(page, "https://accounts.google.com/signin/oauth/error/v2");
+                assert_eq!(code.as_deref(), Some("redirect_uri_mismatch"));
+            }
+            other => panic!("{other:?}"),
+        }
+        // Any page that is not the callback, e.g. the authorize URL again.
+        match parse_redirect(
+            "https://login.example.com/authorize?client_id=x&key=k",
+            "s1",
+        ) {
+            Err(e @ LoginError::ErrorPage { code: None, .. }) => {
+                assert!(!e.to_string().contains("key=k"), "{e}");
+            }
+            other => panic!("{other:?}"),
         }
     }
 

@@ -193,6 +193,16 @@ pub enum LoginError {
     /// A pasted redirect carried no authorization code.
     #[error("{0}")]
     BadRedirect(String),
+    /// The address pasted at the prompt is the provider's error page: the
+    /// browser was never sent back (Google's `redirect_uri_mismatch`, for
+    /// a client that does not allow this redirect URI, ends here).
+    #[error("the browser stopped at an error page of {page}{}", describe(.code))]
+    ErrorPage {
+        /// Scheme, host and path of the page (never its query).
+        page: String,
+        /// The error named in the address, when apimail could read one.
+        code: Option<String>,
+    },
     /// The provider answered the authorization with an error other than
     /// `access_denied`.
     #[error("the provider refused the authorization ({code}){}", describe(.description))]
