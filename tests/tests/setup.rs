@@ -516,3 +516,167 @@ fn a_pasted_error_redirect_is_explained() {
          address as a test user"
     );
 }
+
+// ---- Item 5: Microsoft's AADSTS codes -------------------------------------
+
+/// A Graph login (tenant contoso.com) whose code exchange meets AADSTS
+/// `code`; returns the run.
+fn graph_login_failing_with(code: u32) -> (FakeMicrosoft, Run) {
+    let fake = FakeMicrosoft::start();
+    let sandbox = Sandbox::microsoft(&fake);
+    fake.fail_token_with(code);
+    let out = sandbox.login_graph(&fake, &["--tenant", "contoso.com"]);
+    (fake, out)
+}
+
+#[test]
+fn aadsts_codes_at_login_name_their_cause_and_fix() {
+    let client = apimail_tests::sandbox::MS_CLIENT_ID;
+    // (code, exit, first line, a piece of the hint)
+    let cases: [(u32, i32, &str, &str); 10] = [
+        (
+            65001,
+            77,
+            "consent is missing: nobody has consented to the app's permissions in this tenant (AADSTS65001)",
+            "/contoso.com/adminconsent?client_id=",
+        ),
+        (
+            700016,
+            78,
+            "the app (--client-id) was not found in this tenant (AADSTS700016)",
+            "check --client-id (the Application (client) ID",
+        ),
+        (
+            7000218,
+            78,
+            "the app does not allow public client flows, so a sign-in without a client secret is refused (AADSTS7000218)",
+            "set \"Allow public client flows\" to Yes",
+        ),
+        (
+            50011,
+            78,
+            "the redirect URI {redirect} is not registered for the app (AADSTS50011)",
+            "Mobile and desktop applications, add {redirect}",
+        ),
+        (
+            53003,
+            77,
+            "a Conditional Access policy blocked the sign-in (AADSTS53003)",
+            "Sign-in logs",
+        ),
+        (
+            50076,
+            77,
+            "multi-factor authentication is required (AADSTS50076)",
+            "complete (or set up) multi-factor authentication",
+        ),
+        (
+            50079,
+            77,
+            "multi-factor authentication is required (AADSTS50079)",
+            "complete (or set up) multi-factor authentication",
+        ),
+        (
+            700082,
+            77,
+            "the refresh token expired after 90 days without use (AADSTS700082)",
+            "at least monthly",
+        ),
+        (
+            9002313,
+            77,
+            "Microsoft found the sign-in request malformed (AADSTS9002313): usually a code or refresh token that was cut or changed",
+            "--debug",
+        ),
+        (
+            90014,
+            77,
+            "Microsoft found the sign-in request malformed (AADSTS90014): usually a code or refresh token that was cut or changed",
+            "--debug",
+        ),
+    ];
+    for (code, exit, first_line, hint_piece) in cases {
+        let (fake, out) = graph_login_failing_with(code);
+        let redirect = fake.authorize_requests()[0]["redirect_uri"].clone();
+        assert_eq!(out.code, exit, "AADSTS{code}: {}", out.stderr);
+        let (first, hint) = lines(&out.stderr);
+        assert_eq!(
+            first,
+            format!("error: {}", first_line.replace("{redirect}", &redirect)),
+            "AADSTS{code}"
+        );
+        let piece = hint_piece.replace("{redirect}", &redirect);
+        assert!(
+            hint.starts_with("hint: ") && hint.contains(&piece),
+            "AADSTS{code}: {hint}"
+        );
+        assert!(
+            out.stderr.contains("caused by: ") && out.stderr.contains(&format!("AADSTS{code}: ")),
+            "Microsoft's own words follow: {}",
+            out.stderr
+        );
+        if code == 65001 {
+            assert!(
+                hint.contains(&format!("adminconsent?client_id={client}")),
+                "{hint}"
+            );
+        }
+        if code == 50011 {
+            assert!(
+                !redirect.contains(":48888/"),
+                "the URI used, not the default: {redirect}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_declined_consent_is_aadsts65004() {
+    let fake = FakeMicrosoft::start();
+    let sandbox = Sandbox::microsoft(&fake);
+    fake.set_deny(true);
+    let out = sandbox.login_graph(&fake, &["--tenant", "contoso.com"]);
+    assert_eq!(out.code, 77, "{}", out.stderr);
+    let (first, hint) = lines(&out.stderr);
+    assert_eq!(
+        first,
+        "error: the consent was declined at sign-in (AADSTS65004)"
+    );
+    assert!(
+        hint.starts_with("hint: run the login again and choose Accept; if the screen says an administrator must approve, ask one to grant consent at ")
+            && hint.contains("/contoso.com/adminconsent?client_id="),
+        "{hint}"
+    );
+}
+
+#[test]
+fn aadsts700082_at_send_names_the_90_days_and_the_login() {
+    let fake = FakeMicrosoft::start();
+    let sandbox = Sandbox::microsoft(&fake);
+    let login = sandbox.login_graph(&fake, &["--tenant", "contoso.com", "--account", "work"]);
+    assert_eq!(login.code, 0, "{}", login.stderr);
+    sandbox.expire_stored_token("work");
+    fake.fail_token_with(700082);
+    let out = run(sandbox.cmd().args([
+        "send",
+        "--account",
+        "work",
+        "--to",
+        "bob@example.net",
+        "--subject",
+        "s",
+        "--text",
+        "t",
+    ]));
+    assert_eq!(out.code, 77, "{}", out.stderr);
+    let (first, hint) = lines(&out.stderr);
+    assert_eq!(
+        first,
+        "error: the refresh token expired after 90 days without use (AADSTS700082)"
+    );
+    assert!(
+        hint.starts_with("hint: run `apimail auth login graph --account work --client-id ")
+            && hint.contains("at least monthly"),
+        "{hint}"
+    );
+}

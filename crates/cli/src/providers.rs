@@ -791,6 +791,19 @@ pub fn login_command(name: &str, account: &GraphAccount, large_messages: bool) -
 pub fn send_failure(error: TransportError, resolved: &Resolved) -> Failure {
     let token_error =
         std::error::Error::source(&error).and_then(|s| s.downcast_ref::<TokenError>());
+    if resolved.provider == Provider::Graph
+        && let Some(
+            TokenError::InvalidGrant { description } | TokenError::Refused { description, .. },
+        ) = token_error
+        && let Some(code) = description
+            .as_deref()
+            .and_then(crate::graph_auth::aadsts_code)
+        && let Some(advice) =
+            crate::graph_auth::aadsts_advice(code, None, "", &relogin_hint(resolved))
+    {
+        return Failure::new(advice.exit, anyhow::Error::new(error).context(advice.cause))
+            .hint(advice.fix);
+    }
     match token_error {
         Some(TokenError::InvalidGrant { .. }) => {
             let (service, company, causes) = match resolved.provider {

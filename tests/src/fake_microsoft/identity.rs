@@ -91,6 +91,84 @@ fn aad_error(status: u16, error: &str, code: u32, description: &str) -> Response
     )
 }
 
+/// Entra's token-endpoint answer for AADSTS `code`: the `error` and
+/// wording of its error-code reference (learn.microsoft.com/entra/
+/// identity-platform/reference-error-codes).
+fn entra_error(code: u32, client_id: &str, tenant: &str) -> Response {
+    let graph = GRAPH_APP_ID;
+    let (status, error, description) = match code {
+        65001 => (
+            400,
+            "invalid_grant",
+            format!(
+                "The user or administrator has not consented to use the application with ID \
+                 '{client_id}' named 'apimail'. Send an interactive authorization request for \
+                 this user and resource."
+            ),
+        ),
+        700016 => return unknown_client(client_id, tenant),
+        7000218 => (
+            401,
+            "invalid_client",
+            "The request body must contain the following parameter: 'client_assertion' or \
+             'client_secret'."
+                .to_owned(),
+        ),
+        50011 => (
+            400,
+            "invalid_grant",
+            "The redirect URI specified in the request does not match the redirect URIs \
+             configured for the application."
+                .to_owned(),
+        ),
+        53003 => (
+            400,
+            "invalid_grant",
+            "Access has been blocked by Conditional Access policies. The access policy does not \
+             allow token issuance."
+                .to_owned(),
+        ),
+        50076 => (
+            400,
+            "invalid_grant",
+            format!(
+                "Due to a configuration change made by your administrator, or because you moved \
+                 to a new location, you must use multi-factor authentication to access '{graph}'."
+            ),
+        ),
+        50079 => (
+            400,
+            "invalid_grant",
+            format!(
+                "Due to a configuration change made by your administrator, or because you moved \
+                 to a new location, you must enroll in multi-factor authentication to access \
+                 '{graph}'."
+            ),
+        ),
+        700082 => (
+            400,
+            "invalid_grant",
+            "The refresh token has expired due to inactivity. The token was issued on \
+             2026-01-01T00:00:00Z and was inactive for 90.00:00:00."
+                .to_owned(),
+        ),
+        9002313 => (
+            400,
+            "invalid_request",
+            "Invalid request. Request is malformed or invalid.".to_owned(),
+        ),
+        90014 => (
+            400,
+            "invalid_request",
+            "The required field 'code' is missing from the credential. Ensure that you have all \
+             the necessary parameters for the login request."
+                .to_owned(),
+        ),
+        other => panic!("the fake has no wording for AADSTS{other}"),
+    };
+    aad_error(status, error, code, &description)
+}
+
 fn missing_parameter(name: &str) -> Response {
     aad_error(
         400,
@@ -416,6 +494,10 @@ pub(super) fn token(state: &Mutex<State>, tenant: &str, request: &Request) -> Re
             90004,
             "The request isn't properly formatted: expected application/x-www-form-urlencoded.",
         );
+    }
+    if let Some(code) = state.token_errors.pop_front() {
+        let client_id = form.get("client_id").map_or("", String::as_str);
+        return entra_error(code, client_id, tenant);
     }
     let result = match grant_type.as_str() {
         "" => Err(missing_parameter("grant_type")),

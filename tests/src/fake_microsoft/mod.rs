@@ -448,6 +448,14 @@ impl FakeMicrosoft {
         state.lose_chunk_answer_at = None;
     }
 
+    /// Makes the next token request (any grant) fail with Entra's error
+    /// for AADSTS `code` (65001, 7000218, 50011, 53003, 50076, 50079,
+    /// 700016, 700082, 9002313, 90014): its `error`, an `error_description`
+    /// starting `AADSTS{code}: ` and `error_codes`, as Entra answers.
+    pub fn fail_token_with(&self, code: u32) {
+        lock(&self.state).token_errors.push_back(code);
+    }
+
     /// Leaves `permission` (e.g. `Mail.ReadWrite`) out of every delegated
     /// grant from now on, as when an administrator's consent is missing:
     /// sign-ins succeed, and the token response's `scope` lacks it.

@@ -196,6 +196,8 @@ pub(super) struct State {
     pub(super) lose_chunk_answer_at: Option<usize>,
     /// Lowercased delegated permissions left out of every grant.
     pub(super) withheld: HashSet<String>,
+    /// AADSTS codes the next token requests answer with, in order.
+    pub(super) token_errors: VecDeque<u32>,
     /// Sent Items: (mailbox, internetMessageId, id).
     pub(super) sent_items: Vec<(String, String, String)>,
     pub(super) uploads_with_authorization: usize,
