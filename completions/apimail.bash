@@ -564,7 +564,7 @@ _apimail() {
             return 0
             ;;
         apimail__subcmd__doctor)
-            opts="-v -h --account --config --verbose --debug --help"
+            opts="-v -h --account --json --config --verbose --debug --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

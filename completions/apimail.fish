@@ -144,6 +144,7 @@ complete -c apimail -n "__fish_apimail_using_subcommand queue; and __fish_seen_s
 complete -c apimail -n "__fish_apimail_using_subcommand queue; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c apimail -n "__fish_apimail_using_subcommand doctor" -l account -d 'The account to check (default: $APIMAIL_ACCOUNT, else the default)' -r
 complete -c apimail -n "__fish_apimail_using_subcommand doctor" -l config -d 'Configuration file' -r -F
+complete -c apimail -n "__fish_apimail_using_subcommand doctor" -l json -d 'Print every check as one JSON object on standard output'
 complete -c apimail -n "__fish_apimail_using_subcommand doctor" -s v -l verbose -d 'Say more: -v shows progress and retries'
 complete -c apimail -n "__fish_apimail_using_subcommand doctor" -l debug -d 'Log every HTTP request and response (secrets are redacted)'
 complete -c apimail -n "__fish_apimail_using_subcommand doctor" -s h -l help -d 'Print help'

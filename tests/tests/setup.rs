@@ -680,3 +680,208 @@ fn aadsts700082_at_send_names_the_90_days_and_the_login() {
         "{hint}"
     );
 }
+
+// ---- Item 6: warnings before authorizations end, doctor --json, slips ------
+
+fn stdout(out: &Run) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn day(unix: i64) -> String {
+    let format = time::macros::format_description!("[year]-[month]-[day]");
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .unwrap()
+        .format(&format)
+        .unwrap()
+}
+
+fn now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+#[test]
+fn status_and_doctor_warn_of_google_testing_apps_ending() {
+    let fake = FakeGoogle::start();
+    let sandbox = Sandbox::new(&fake);
+    sandbox.login(&fake, &["--account", "work"]);
+    let status = run(sandbox.cmd().args(["auth", "status"]));
+    assert_eq!(status.code, 0, "{}", status.stderr);
+    let text = stdout(&status);
+    let ends = day(now() + 7 * 86_400);
+    assert!(
+        text.contains(&format!("  authorized: authorized today ({})", day(now()))),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "  warning:    if the app is in Testing, this authorization ends on {ends}; publish it \
+             (Google Cloud console > Google Auth Platform > Audience > Publish app) to keep it"
+        )),
+        "{text}"
+    );
+
+    let doctor = run(sandbox.cmd().args(["doctor", "--json"]));
+    assert_eq!(doctor.code, 0, "warnings do not fail: {}", doctor.stderr);
+    let report: serde_json::Value = serde_json::from_slice(&doctor.stdout).unwrap();
+    assert_eq!(report["ok"], true);
+    let checks = report["checks"].as_array().unwrap();
+    let names: Vec<&str> = checks.iter().map(|c| c["name"].as_str().unwrap()).collect();
+    assert_eq!(
+        names[..5],
+        [
+            "configuration",
+            "account",
+            "address",
+            "token store",
+            "authorization"
+        ]
+    );
+    let authorization = &checks[4];
+    assert_eq!(authorization["status"], "warn");
+    assert!(
+        authorization["hint"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("this authorization ends on {ends}")),
+        "{authorization}"
+    );
+    assert!(checks.iter().all(|c| c["status"] != "fail"), "{report}");
+}
+
+#[test]
+fn a_revoked_refresh_token_shows_in_status() {
+    let fake = FakeGoogle::start();
+    let sandbox = Sandbox::new(&fake);
+    sandbox.login(&fake, &["--account", "work"]);
+    fake.revoke_refresh_tokens();
+    sandbox.expire_stored_token("work");
+    let send = run(sandbox.cmd().args([
+        "send",
+        "--to",
+        "bob@example.net",
+        "--subject",
+        "s",
+        "--text",
+        "t",
+    ]));
+    assert_eq!(send.code, 77, "{}", send.stderr);
+    let text = stdout(&run(sandbox.cmd().args(["auth", "status"])));
+    assert!(
+        text.contains("refresh token refused by the provider: log in again"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "  warning:    the provider refused the refresh token (Token has been expired or \
+             revoked.): log in again"
+        ),
+        "{text}"
+    );
+    assert!(!text.contains("refresh token stored"), "{text}");
+}
+
+#[test]
+fn a_microsoft_refresh_token_near_90_days_unused_is_warned_of() {
+    let fake = FakeMicrosoft::start();
+    let sandbox = Sandbox::microsoft(&fake);
+    let login = sandbox.login_graph(&fake, &["--account", "work"]);
+    assert_eq!(login.code, 0, "{}", login.stderr);
+    let mut token = sandbox.token_json("work");
+    let last = now() - 80 * 86_400;
+    token["authorized_at"] = serde_json::json!(last);
+    std::fs::write(sandbox.token_file("work"), token.to_string()).unwrap();
+    let text = stdout(&run(sandbox.cmd().args(["auth", "status"])));
+    assert!(
+        text.contains(&format!(
+            "  warning:    Microsoft ends a refresh token unused for 90 days; this one ends on {} \
+             unless apimail sends (or `apimail doctor` runs) before",
+            day(last + 90 * 86_400)
+        )),
+        "{text}"
+    );
+}
+
+#[test]
+fn an_app_only_client_secret_expiring_soon_is_warned_of() {
+    let fake = FakeMicrosoft::start();
+    let sandbox = Sandbox::microsoft(&fake);
+    let expires = day(now() + 10 * 86_400);
+    std::fs::create_dir_all(sandbox.path().join("config")).unwrap();
+    std::fs::write(sandbox.path().join("secret"), "s3cret").unwrap();
+    std::fs::write(
+        sandbox.path().join("config/config.toml"),
+        format!(
+            "default_account = \"alerts\"\n\n[accounts.alerts]\nprovider = \"graph\"\n\
+             app_only = true\ntenant = \"contoso.com\"\nclient_id = \"app\"\n\
+             user = \"alerts@contoso.com\"\nclient_secret_file = \"secret\"\n\
+             client_secret_expires = \"{expires}\"\n"
+        ),
+    )
+    .unwrap();
+    let text = stdout(&run(sandbox.cmd().args(["auth", "status"])));
+    assert!(
+        text.contains(&format!(
+            "  warning:    the client secret expires on {expires}, in 9 days"
+        )) || text.contains(&format!(
+            "  warning:    the client secret expires on {expires}, in 10 days"
+        )),
+        "{text}"
+    );
+    let doctor = run(sandbox.cmd().args(["doctor", "--json"]));
+    let report: serde_json::Value = serde_json::from_slice(&doctor.stdout).unwrap();
+    let authorization = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "authorization")
+        .cloned()
+        .unwrap_or_else(|| panic!("{report}"));
+    assert_eq!(authorization["status"], "warn", "{authorization}");
+}
+
+#[test]
+fn no_graph_credentials_hint_names_the_graph_login() {
+    let fake = FakeMicrosoft::start();
+    let sandbox = Sandbox::microsoft(&fake);
+    let out = run(sandbox.cmd().args([
+        "send",
+        "--provider",
+        "graph",
+        "--from",
+        "a@contoso.com",
+        "--to",
+        "b@example.net",
+        "--subject",
+        "s",
+        "--text",
+        "t",
+    ]));
+    assert_eq!(out.code, 78, "{}", out.stderr);
+    let (_, hint) = lines(&out.stderr);
+    assert!(
+        hint.starts_with("hint: run `apimail auth login graph --client-id CLIENT_ID`"),
+        "{hint}"
+    );
+}
+
+#[test]
+fn doctor_fails_when_the_config_file_does_not_exist() {
+    let fake = FakeGoogle::start();
+    let sandbox = Sandbox::new(&fake);
+    let out = run(sandbox.cmd().arg("doctor"));
+    assert_eq!(out.code, 78, "{}", out.stderr);
+    let text = stdout(&out);
+    assert!(
+        text.lines()
+            .next()
+            .unwrap()
+            .starts_with("FAIL  configuration")
+            && text
+                .lines()
+                .next()
+                .unwrap()
+                .ends_with("config.toml does not exist, and no credentials are in the environment"),
+        "{text}"
+    );
+    assert!(!text.contains("parses"), "{text}");
+}

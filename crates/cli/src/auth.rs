@@ -185,6 +185,9 @@ pub(crate) fn save_login(
         access_token: Some(response.access_token.secret.clone()),
         expires_at: response.access_token.expires_at,
         updated_at: now_unix(),
+        authorized_at: Some(now_unix()),
+        refreshed_at: None,
+        refresh_refused: None,
     };
     store.save(&stored).map_err(store_failure)?;
 
@@ -446,6 +449,9 @@ pub async fn import_smail(mut ctx: Context, args: ImportSmailArgs) -> Result<(),
         access_token: None,
         expires_at: None,
         updated_at: now_unix(),
+        authorized_at: Some(now_unix()),
+        refreshed_at: None,
+        refresh_refused: None,
     };
     let previous = store.load(&args.account).map_err(store_failure)?;
     store.save(&stored).map_err(store_failure)?;
@@ -573,6 +579,13 @@ pub fn status(ctx: Context, args: StatusArgs) -> Result<(), Failure> {
             Some(s) => {
                 out.push_str(&format!("  scopes:     {}\n", s.scopes.join(" ")));
                 out.push_str(&format!("  tokens:     {}\n", describe_tokens(s)));
+                let lifetime = lifetime(s, now_unix());
+                if !lifetime.facts.is_empty() {
+                    out.push_str(&format!("  authorized: {}\n", lifetime.facts.join("; ")));
+                }
+                for warning in lifetime.warnings {
+                    out.push_str(&format!("  warning:    {warning}\n"));
+                }
             }
             None if account.is_some_and(Account::is_app_only) => out.push_str(
                 "  tokens:     app-only: fetched with the client credentials at each run\n",
@@ -587,6 +600,11 @@ pub fn status(ctx: Context, args: StatusArgs) -> Result<(), Failure> {
                 };
                 out.push_str(&format!("  tokens:     none stored; run `{login}`\n"));
             }
+        }
+        if let Some(Account::Graph(graph)) = account
+            && let Some(warning) = secret_expiry_warning(graph, now_unix())
+        {
+            out.push_str(&format!("  warning:    {warning}\n"));
         }
         if account.is_none() {
             out.push_str("  config:     missing from the configuration file\n");
@@ -613,8 +631,107 @@ pub fn status(ctx: Context, args: StatusArgs) -> Result<(), Failure> {
     Ok(())
 }
 
+const DAY: i64 = 86_400;
+
+/// What apimail knows of how long an authorization lasts: facts to show,
+/// and warnings of an end ahead (or a refusal already seen).
+#[derive(Debug, Default)]
+pub(crate) struct Lifetime {
+    pub(crate) facts: Vec<String>,
+    pub(crate) warnings: Vec<String>,
+}
+
+fn date(unix: i64) -> String {
+    let format = time::macros::format_description!("[year]-[month]-[day]");
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|t| t.format(&format).ok())
+        .unwrap_or_else(|| unix.to_string())
+}
+
+fn days_ago(unix: i64, now: i64) -> String {
+    match (now - unix) / DAY {
+        0 => "today".to_owned(),
+        1 => "1 day ago".to_owned(),
+        n => format!("{n} days ago"),
+    }
+}
+
+/// The lifetime of a stored authorization, by the providers' rules:
+/// Google ends a Testing app's authorizations 7 days after consent and
+/// refresh tokens unused for 6 months; Microsoft ends refresh tokens
+/// unused for 90 days. Warnings start 30 days ahead.
+pub(crate) fn lifetime(stored: &StoredToken, now: i64) -> Lifetime {
+    let mut out = Lifetime::default();
+    let gmail = stored.provider == "gmail";
+    if let Some(reason) = &stored.refresh_refused {
+        out.warnings.push(format!(
+            "the provider refused the refresh token ({reason}): log in again"
+        ));
+    }
+    if let Some(at) = stored.authorized_at {
+        out.facts
+            .push(format!("authorized {} ({})", days_ago(at, now), date(at)));
+        let testing_end = at + 7 * DAY;
+        if gmail && now < testing_end {
+            out.warnings.push(format!(
+                "if the app is in Testing, this authorization ends on {}; publish it (Google Cloud console > Google Auth Platform > Audience > Publish app) to keep it",
+                date(testing_end)
+            ));
+        }
+    }
+    let last_use = stored.refreshed_at.or(stored.authorized_at);
+    if let Some(used) = stored.refreshed_at {
+        out.facts
+            .push(format!("last refreshed {}", days_ago(used, now)));
+    }
+    if let Some(used) = last_use {
+        let (days, company) = if gmail {
+            (182, "Google")
+        } else {
+            (90, "Microsoft")
+        };
+        let end = used + days * DAY;
+        if end - now <= 30 * DAY {
+            out.warnings.push(format!(
+                "{company} ends a refresh token unused for {}; this one ends on {} unless apimail sends (or `apimail doctor` runs) before",
+                if gmail { "6 months" } else { "90 days" },
+                date(end)
+            ));
+        }
+    }
+    out
+}
+
+/// A warning when an app-only account's client secret expires within 30
+/// days (`client_secret_expires`, YYYY-MM-DD), or has expired.
+pub(crate) fn secret_expiry_warning(account: &GraphAccount, now: i64) -> Option<String> {
+    let text = account.client_secret_expires.as_deref()?;
+    let format = time::macros::format_description!("[year]-[month]-[day]");
+    let Ok(day) = time::Date::parse(text, &format) else {
+        return Some(format!(
+            "client_secret_expires = \"{text}\" is not a date (YYYY-MM-DD)"
+        ));
+    };
+    let expires = day.midnight().assume_utc().unix_timestamp();
+    let left = (expires - now).div_euclid(DAY);
+    if left < 0 {
+        Some(format!(
+            "the client secret expired on {text}: create a new one (App registrations > the app > Certificates & secrets) and update the secret file and client_secret_expires"
+        ))
+    } else if left <= 30 {
+        Some(format!(
+            "the client secret expires on {text}, in {left} days: create a new one (App registrations > the app > Certificates & secrets) and update the secret file and client_secret_expires"
+        ))
+    } else {
+        None
+    }
+}
+
 fn describe_tokens(s: &StoredToken) -> String {
-    let refresh = if s.refresh_token.is_some() {
+    let refresh = if s.refresh_refused.is_some() {
+        "refresh token refused by the provider: log in again"
+    } else if s.refresh_token.is_some() {
         "refresh token stored"
     } else {
         "no refresh token: log in again"

@@ -125,19 +125,28 @@ pub enum QueueCommand {
 }
 
 const DOCTOR_HELP: &str = "\
-Checks, in order: the configuration parses; the account exists; the token
-store's permissions; a real token refresh; DNS, TLS and proxy to each endpoint;
-the clock against the server's; the queue. Exits 0 only when all pass.
+Checks, in order: the configuration parses; the account exists and its address
+is known; the token store's permissions; how long the authorization lasts
+(warnings 30 days ahead); a real token refresh; DNS, TLS and proxy to each
+endpoint; the clock against the server's; the queue. Exits 0 only when all
+pass (warnings do not fail).
 
 Examples:
   apimail doctor
-  apimail doctor --account work";
+  apimail doctor --account work
+
+  # For monitoring: every check as data
+  apimail doctor --json";
 
 #[derive(Debug, Args)]
 pub struct DoctorArgs {
     /// The account to check (default: $APIMAIL_ACCOUNT, else the default)
     #[arg(long, value_name = "NAME")]
     pub account: Option<String>,
+
+    /// Print every check as one JSON object on standard output
+    #[arg(long)]
+    pub json: bool,
 }
 
 const LOG_HELP: &str = "\

@@ -120,6 +120,10 @@ pub struct GraphAccount {
     /// The mailbox's message size limit in MB (35 unless the tenant raised it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_message_mb: Option<u32>,
+    /// App-only: when the client secret expires (YYYY-MM-DD), for a
+    /// warning 30 days ahead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret_expires: Option<String>,
 }
 
 impl Account {

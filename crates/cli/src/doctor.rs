@@ -21,6 +21,8 @@ use crate::providers::{self, Context, Resolved, Sender};
 struct Check {
     name: &'static str,
     passed: bool,
+    /// Passed, with something to do before it fails.
+    warning: bool,
     detail: String,
     hint: Option<String>,
     exit: Exit,
@@ -31,9 +33,18 @@ impl Check {
         Check {
             name,
             passed: true,
+            warning: false,
             detail: detail.into(),
             hint: None,
             exit: Exit::Ok,
+        }
+    }
+
+    fn warn(name: &'static str, detail: impl Into<String>, hint: impl Into<String>) -> Self {
+        Check {
+            warning: true,
+            hint: Some(hint.into()),
+            ..Check::ok(name, detail)
         }
     }
 
@@ -46,6 +57,7 @@ impl Check {
         Check {
             name,
             passed: false,
+            warning: false,
             detail: detail.into(),
             hint: Some(hint.into()),
             exit,
@@ -56,6 +68,30 @@ impl Check {
 pub async fn run(config_flag: Option<&std::path::Path>, args: DoctorArgs) -> Result<(), Failure> {
     let mut checks = Vec::new();
     let ctx = match Context::load(config_flag) {
+        Ok(ctx) if !ctx.config_path.exists() => {
+            let env_credentials = matches!(apimail_gmail::credentials_from_env(), Ok(Some(_)))
+                || matches!(apimail_graph::credentials_from_env(), Ok(Some(_)));
+            if env_credentials {
+                checks.push(Check::ok(
+                    "configuration",
+                    format!(
+                        "{} does not exist; credentials come from the environment",
+                        ctx.config_path.display()
+                    ),
+                ));
+            } else {
+                checks.push(Check::fail(
+                    "configuration",
+                    Exit::Config,
+                    format!(
+                        "{} does not exist, and no credentials are in the environment",
+                        ctx.config_path.display()
+                    ),
+                    "log in to create it: `apimail auth login gmail --client-secret client_secret.json` or `apimail auth login graph --client-id CLIENT_ID`",
+                ));
+            }
+            Some(ctx)
+        }
         Ok(ctx) => {
             checks.push(Check::ok(
                 "configuration",
@@ -77,7 +113,11 @@ pub async fn run(config_flag: Option<&std::path::Path>, args: DoctorArgs) -> Res
         account_checks(ctx, &args, &mut checks).await;
         queue_check(&mut checks);
     }
-    report(&checks);
+    if args.json {
+        report_json(&checks);
+    } else {
+        report(&checks);
+    }
     match checks.iter().find(|c| !c.passed) {
         None => Ok(()),
         Some(first) => Err(Failure::new(
@@ -111,6 +151,9 @@ async fn account_checks(ctx: &Context, args: &DoctorArgs, checks: &mut Vec<Check
     };
     checks.push(address_check(ctx, &resolved));
     checks.push(store_check(ctx, args));
+    if let Some(check) = authorization_check(ctx, &resolved) {
+        checks.push(check);
+    }
     checks.push(refresh_check(&resolved).await);
     let mut server_date = None;
     for url in &resolved.endpoints {
@@ -151,6 +194,33 @@ fn address_check(ctx: &Context, resolved: &Resolved) -> Check {
         ),
         fix,
     )
+}
+
+/// How long the account's authorization lasts: when it was authorized and
+/// last refreshed, and warnings of an end ahead.
+fn authorization_check(ctx: &Context, resolved: &Resolved) -> Option<Check> {
+    let name = resolved.account.as_deref()?;
+    let now = apimail_core::now_unix();
+    if let Some(crate::config::Account::Graph(graph)) = ctx.config.accounts.get(name)
+        && graph.app_only
+    {
+        return Some(match crate::auth::secret_expiry_warning(graph, now) {
+            Some(warning) => Check::warn("authorization", "app-only credentials", warning),
+            None => Check::ok("authorization", "app-only credentials"),
+        });
+    }
+    let stored = ctx.store().ok()?.load(name).ok()??;
+    let lifetime = crate::auth::lifetime(&stored, now);
+    let facts = if lifetime.facts.is_empty() {
+        "no dates recorded (logged in with an older apimail)".to_owned()
+    } else {
+        lifetime.facts.join("; ")
+    };
+    Some(if lifetime.warnings.is_empty() {
+        Check::ok("authorization", facts)
+    } else {
+        Check::warn("authorization", facts, lifetime.warnings.join("; "))
+    })
 }
 
 /// The token file of a stored account: present, 0600, in a 0700 folder.
@@ -438,13 +508,44 @@ fn queue_check(checks: &mut Vec<Check>) {
 fn report(checks: &[Check]) {
     let mut out = String::new();
     for check in checks {
-        let mark = if check.passed { "ok  " } else { "FAIL" };
+        let mark = match (check.passed, check.warning) {
+            (false, _) => "FAIL",
+            (true, true) => "WARN",
+            (true, false) => "ok  ",
+        };
         let _ = writeln!(out, "{mark}  {:<14} {}", check.name, check.detail);
         if let Some(hint) = &check.hint {
             let _ = writeln!(out, "      {:<14} hint: {hint}", "");
         }
     }
     let _ = std::io::stdout().lock().write_all(out.as_bytes());
+}
+
+/// `--json`: `{"ok": …, "checks": [{"name", "status", "detail", "hint",
+/// "exit"}]}` on one line, for monitoring.
+fn report_json(checks: &[Check]) {
+    let list: Vec<serde_json::Value> = checks
+        .iter()
+        .map(|check| {
+            let status = match (check.passed, check.warning) {
+                (false, _) => "fail",
+                (true, true) => "warn",
+                (true, false) => "ok",
+            };
+            serde_json::json!({
+                "name": check.name,
+                "status": status,
+                "detail": check.detail,
+                "hint": check.hint,
+                "exit": check.exit as i32,
+            })
+        })
+        .collect();
+    let report = serde_json::json!({
+        "ok": checks.iter().all(|c| c.passed),
+        "checks": list,
+    });
+    let _ = writeln!(std::io::stdout().lock(), "{report}");
 }
 
 #[cfg(test)]

@@ -323,11 +323,15 @@ pub async fn resolve(
             return Ok(resolved);
         }
     }
+    let login = match provider {
+        Some(Provider::Graph) => "apimail auth login graph --client-id CLIENT_ID",
+        _ => "apimail auth login gmail --client-secret client_secret.json",
+    };
     Err(Failure::new(
         Exit::Config,
         anyhow!("no account to send from: {} has none, and no credentials are in the environment", ctx.config_path.display()),
     )
-    .hint("run `apimail auth login gmail --client-secret client_secret.json`, or use --dry-run to only print the message")
+    .hint(format!("run `{login}`, or use --dry-run to only print the message"))
     .note("servers can use GOOGLE_APPLICATION_CREDENTIALS with APIMAIL_GMAIL_USER (service account), or APIMAIL_GOOGLE_CLIENT_ID, APIMAIL_GOOGLE_CLIENT_SECRET and APIMAIL_GOOGLE_REFRESH_TOKEN")
     .note("for Microsoft Graph: AZURE_TENANT_ID, AZURE_CLIENT_ID, AZURE_CLIENT_SECRET (or AZURE_CLIENT_CERTIFICATE_PATH) and APIMAIL_GRAPH_USER"))
 }
@@ -884,6 +888,7 @@ fn unauthorized_hint(error: &TransportError, resolved: &Resolved) -> String {
         (Some(large), _) if error.to_string().contains("Mail.ReadWrite") => {
             format!("log in again with Mail.ReadWrite: `{large}`")
         }
+        (_, Provider::Gmail) if !resolved.login_fixes_auth => resolved.relogin.clone(),
         (_, Provider::Gmail) => format!(
             "authorize again with the gmail.send scope: `{}`",
             resolved.relogin

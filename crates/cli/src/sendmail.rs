@@ -162,10 +162,17 @@ async fn deliver(config_flag: Option<&std::path::Path>, inv: Invocation) -> Resu
             Ok(())
         }
         Settled::Held { .. } => {
-            say(&format!(
-                "apimail: {id} held: {reason}; it goes out after `{}` (or `apimail queue retry {id}`)",
-                resolved.relogin
-            ));
+            if resolved.login_fixes_auth {
+                say(&format!(
+                    "apimail: {id} held: {reason}; it goes out after `{}` (or `apimail queue retry {id}`)",
+                    resolved.relogin
+                ));
+            } else {
+                say(&format!(
+                    "apimail: {id} held: {reason}; {}, then `apimail queue retry {id}`",
+                    resolved.relogin
+                ));
+            }
             Ok(())
         }
         Settled::SettledElsewhere | Settled::Busy => {

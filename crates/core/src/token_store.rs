@@ -58,6 +58,16 @@ pub struct StoredToken {
     pub expires_at: Option<i64>,
     /// When this was last saved, in Unix seconds; set by every save.
     pub updated_at: i64,
+    /// When the user authorized (logged in or imported), in Unix seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorized_at: Option<i64>,
+    /// When the refresh token last worked, in Unix seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refreshed_at: Option<i64>,
+    /// Why the provider last refused the refresh token (`invalid_grant`),
+    /// until a refresh works again: only a new login helps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_refused: Option<String>,
 }
 
 impl StoredToken {
@@ -440,8 +450,25 @@ impl TokenStore {
         if stored.refresh_token.is_none() {
             return Err(not_logged_in());
         }
-        let response = refresh(stored.clone()).await?;
+        let response = match refresh(stored.clone()).await {
+            Ok(response) => response,
+            Err(error) => {
+                if let TokenError::InvalidGrant { description } = &error {
+                    // Recorded for `auth status` and `doctor`; the refusal
+                    // is what matters if this write fails.
+                    stored.refresh_refused = Some(
+                        description
+                            .clone()
+                            .unwrap_or_else(|| "invalid_grant".into()),
+                    );
+                    let _ = self.write(&stored);
+                }
+                return Err(error);
+            }
+        };
         stored.apply(&response);
+        stored.refreshed_at = Some(now_unix());
+        stored.refresh_refused = None;
         // A rotated refresh token must be on disk before the new access
         // token is used: the old one may already be void.
         self.write(&stored).map_err(store_error)?;
@@ -597,6 +624,9 @@ mod tests {
             access_token: Some(Secret::new(SECRETS[1])),
             expires_at: Some(now_unix() + expires_in),
             updated_at: 0,
+            authorized_at: None,
+            refreshed_at: None,
+            refresh_refused: None,
         }
     }
 
@@ -870,19 +900,43 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_failed_refresh_leaves_the_file_alone() {
+    async fn a_failed_refresh_keeps_the_tokens_and_records_a_refusal() {
         let dir = tempfile::tempdir().unwrap();
         let store = TokenStore::new(dir.path());
         store.save(&stored("work", -10)).unwrap();
         let before = fs::read(store.path("work")).unwrap();
         let error = store
             .access_token("work", |_| async {
-                Err(TokenError::InvalidGrant { description: None })
+                Err(TokenError::Unreachable("down".into()))
+            })
+            .await
+            .unwrap_err();
+        assert!(matches!(error, TokenError::Unreachable(_)), "{error}");
+        assert_eq!(fs::read(store.path("work")).unwrap(), before);
+
+        let error = store
+            .access_token("work", |_| async {
+                Err(TokenError::InvalidGrant {
+                    description: Some("Token has been expired or revoked.".into()),
+                })
             })
             .await
             .unwrap_err();
         assert!(matches!(error, TokenError::InvalidGrant { .. }), "{error}");
-        assert_eq!(fs::read(store.path("work")).unwrap(), before);
+        let loaded = store.load("work").unwrap().unwrap();
+        assert_eq!(
+            loaded.refresh_refused.as_deref(),
+            Some("Token has been expired or revoked.")
+        );
+        assert!(loaded.refresh_token.is_some(), "kept: a login replaces it");
+
+        store
+            .access_token("work", |_| async { Ok(response("new", None)) })
+            .await
+            .unwrap();
+        let loaded = store.load("work").unwrap().unwrap();
+        assert_eq!(loaded.refresh_refused, None);
+        assert!(loaded.refreshed_at.is_some());
     }
 
     #[tokio::test]
