@@ -27,7 +27,7 @@ end
 complete -c apimail -n "__fish_apimail_needs_command" -l config -d 'Configuration file' -r -F
 complete -c apimail -n "__fish_apimail_needs_command" -s v -l verbose -d 'Say more: -v shows progress and retries'
 complete -c apimail -n "__fish_apimail_needs_command" -l debug -d 'Log every HTTP request and response (secrets are redacted)'
-complete -c apimail -n "__fish_apimail_needs_command" -s h -l help -d 'Print help'
+complete -c apimail -n "__fish_apimail_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c apimail -n "__fish_apimail_needs_command" -s V -l version -d 'Print version'
 complete -c apimail -n "__fish_apimail_needs_command" -f -a "send" -d 'Compose a message and send it (or, with --dry-run, print it)'
 complete -c apimail -n "__fish_apimail_needs_command" -f -a "auth" -d 'Authorize accounts, and inspect or remove their tokens'

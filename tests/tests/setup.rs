@@ -885,3 +885,23 @@ fn doctor_fails_when_the_config_file_does_not_exist() {
     );
     assert!(!text.contains("parses"), "{text}");
 }
+
+#[test]
+fn help_says_why_apimail_exists() {
+    let out = run(&mut apimail_tests::apimail().arg("--help"));
+    assert_eq!(out.code, 0);
+    let help = stdout(&out).replace('\n', " ");
+    for words in [
+        "\"535 5.7.139\"",
+        "\"534-5.7.9 Application-specific password required\"",
+        "\"Username and Password not accepted\"",
+        "ports 25, 465 and 587 blocked",
+    ] {
+        assert!(help.contains(words), "{words}: {help}");
+    }
+    let man = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/man/apimail.1"),
+    )
+    .unwrap();
+    assert!(man.contains("\"535 5.7.139\""), "the man page says it too");
+}

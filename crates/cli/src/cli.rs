@@ -24,6 +24,8 @@ Examples:
   df -h | apimail send --dry-run --from me@example.com --to ops@example.com --subject 'Disk report'";
 
 /// Send email through HTTPS APIs (Gmail API, Microsoft Graph) instead of SMTP.
+///
+/// For mail that SMTP no longer sends: "535 5.7.139" (SMTP AUTH disabled), "534-5.7.9 Application-specific password required", "Username and Password not accepted", or ports 25, 465 and 587 blocked.
 #[derive(Debug, Parser)]
 #[command(name = "apimail", version, after_help = AFTER_HELP, max_term_width = 100)]
 pub struct Cli {
