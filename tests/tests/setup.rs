@@ -888,7 +888,7 @@ fn doctor_fails_when_the_config_file_does_not_exist() {
 
 #[test]
 fn help_says_why_apimail_exists() {
-    let out = run(&mut apimail_tests::apimail().arg("--help"));
+    let out = run(apimail_tests::apimail().arg("--help"));
     assert_eq!(out.code, 0);
     let help = stdout(&out).replace('\n', " ");
     for words in [
