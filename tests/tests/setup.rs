@@ -905,3 +905,22 @@ fn help_says_why_apimail_exists() {
     .unwrap();
     assert!(man.contains("\"535 5.7.139\""), "the man page says it too");
 }
+
+#[test]
+fn doctor_names_the_saved_client_file_for_a_missing_token() {
+    let fake = FakeGoogle::start();
+    let sandbox = Sandbox::new(&fake);
+    sandbox.login(&fake, &["--account", "work"]);
+    std::fs::remove_file(sandbox.token_file("work")).unwrap();
+    let out = run(sandbox.cmd().arg("doctor"));
+    assert_eq!(out.code, 77, "{}", out.stderr);
+    let text = stdout(&out);
+    let client = std::fs::canonicalize(sandbox.client_secret_file()).unwrap();
+    assert!(
+        text.contains(&format!(
+            "hint: log in: `apimail auth login gmail --account work --client-secret {}`",
+            client.display()
+        )),
+        "{text}"
+    );
+}

@@ -150,7 +150,7 @@ async fn account_checks(ctx: &Context, args: &DoctorArgs, checks: &mut Vec<Check
         }
     };
     checks.push(address_check(ctx, &resolved));
-    checks.push(store_check(ctx, args));
+    checks.push(store_check(ctx, args, &resolved.relogin));
     if let Some(check) = authorization_check(ctx, &resolved) {
         checks.push(check);
     }
@@ -224,7 +224,7 @@ fn authorization_check(ctx: &Context, resolved: &Resolved) -> Option<Check> {
 }
 
 /// The token file of a stored account: present, 0600, in a 0700 folder.
-fn store_check(ctx: &Context, args: &DoctorArgs) -> Check {
+fn store_check(ctx: &Context, args: &DoctorArgs, relogin: &str) -> Check {
     let Some(name) = ctx.config.selected_name(args.account.as_deref()) else {
         return Check::ok("token store", "not used (credentials from the environment)");
     };
@@ -258,7 +258,7 @@ fn store_check(ctx: &Context, args: &DoctorArgs) -> Check {
                     "{} does not exist: account `{name}` has no stored tokens",
                     path.display()
                 ),
-                format!("log in: `apimail auth login ... --account {name}`"),
+                format!("log in: `{relogin}`"),
             );
         }
     };
