@@ -68,16 +68,17 @@ pub const CHUNK_SIZE: u64 = 8 * 1024 * 1024;
 /// The production API root.
 pub const DEFAULT_API_URL: &str = "https://gmail.googleapis.com/";
 
-type Connector = hyper_rustls::HttpsConnector<ProxyConnector>;
+type Connector = proxy::Timed<hyper_rustls::HttpsConnector<ProxyConnector>>;
 
 /// The HTTPS client the transport sends with (see [`https_client`]).
 pub type HttpsClient = google_gmail1::common::Client<Connector>;
 type Client = HttpsClient;
 
-/// Builds the HTTPS client: rustls with the ring provider and the system's
-/// CA certificates, through `HTTPS_PROXY` unless `NO_PROXY` says otherwise.
-/// Plain http is allowed because endpoint URLs are checked before they get
-/// here (http only for loopback).
+/// Builds the HTTPS client from apimail-core's HTTP policy
+/// (`apimail_core::http`): its rustls configuration and roots, its proxy
+/// rules, its connect timeout and stall limit. Plain http is allowed
+/// because endpoint URLs are checked before they get here (http only for
+/// loopback). Build it once and clone it: clones share the pool.
 pub fn https_client() -> Result<Client, TransportError> {
     Ok(
         hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
@@ -86,54 +87,16 @@ pub fn https_client() -> Result<Client, TransportError> {
 }
 
 pub(crate) fn https_connector() -> Result<Connector, TransportError> {
-    let no_roots = |detail: String| {
-        TransportError::new(
-            ErrorKind::Config,
-            format!(
-                "this machine has no CA certificates to verify Google's servers with ({detail})"
-            ),
-        )
-    };
-    let mut roots = rustls::RootCertStore::empty();
-    let found = system_certificates();
-    let (added, _unparsable) = roots.add_parsable_certificates(found.certs);
-    if added == 0 {
-        let errors: Vec<String> = found.errors.iter().map(ToString::to_string).collect();
-        return Err(no_roots(if errors.is_empty() {
-            "none found".to_owned()
-        } else {
-            errors.join("; ")
-        }));
-    }
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| no_roots(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_or_http()
-        .enable_http1()
-        .enable_http2()
-        .wrap_connector(ProxyConnector::from_env()))
-}
-
-/// The system's CA certificates. `SSL_CERT_FILE` and `SSL_CERT_DIR` are
-/// honoured; without them, the distribution's bundle alone is read when
-/// there is one, since rustls-native-certs would also parse every file of
-/// the certificate directory: the same certificates a second time, in a few
-/// hundred system calls on every run.
-fn system_certificates() -> rustls_native_certs::CertificateResult {
-    let configured = ["SSL_CERT_FILE", "SSL_CERT_DIR"]
-        .iter()
-        .any(|name| std::env::var_os(name).is_some());
-    match openssl_probe::probe().cert_file {
-        Some(bundle) if !configured => {
-            rustls_native_certs::load_certs_from_paths(Some(&bundle), None)
-        }
-        _ => rustls_native_certs::load_native_certs(),
-    }
+    let tls = apimail_core::http::tls_config()
+        .map_err(|e| TransportError::new(ErrorKind::Config, e.to_string()))?;
+    Ok(proxy::Timed(
+        hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config((*tls).clone())
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(ProxyConnector::from_env()),
+    ))
 }
 
 /// Sends through `users.messages.send` as one user.

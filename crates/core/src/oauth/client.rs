@@ -5,7 +5,6 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU16, Ordering};
-use std::time::Duration;
 
 use oauth2::basic::{
     BasicErrorResponse, BasicRevocationErrorResponse, BasicTokenIntrospectionResponse,
@@ -23,12 +22,6 @@ use super::OAuthClient;
 use crate::endpoint::checked_url;
 use crate::secret::Secret;
 use crate::token::{AccessToken, TokenError, TokenResponse, now_unix};
-
-/// Total time allowed for one request to a token endpoint.
-pub(super) const HTTP_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Time allowed to open the connection.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The token-response fields apimail reads beyond RFC 6749's.
 #[derive(Debug, Clone, Default, serde::Deserialize, serde::Serialize)]
@@ -114,9 +107,10 @@ pub(super) enum HttpFailure {
     Internal(String),
 }
 
-/// The HTTP client the oauth2 crate calls through: reqwest without
-/// redirects (an OAuth endpoint that redirects is an SSRF risk) and with a
-/// timeout. It remembers the last status seen, for error messages.
+/// The HTTP client the oauth2 crate calls through: the process's shared
+/// client ([`crate::http::shared_client`]: no redirects, since an OAuth
+/// endpoint that redirects is an SSRF risk; connect and stall timeouts).
+/// It remembers the last status seen, for error messages.
 #[derive(Debug)]
 pub(super) struct Http {
     client: reqwest::Client,
@@ -126,13 +120,7 @@ pub(super) struct Http {
 impl Http {
     /// Builds the client.
     pub(super) fn new() -> Result<Self, TokenError> {
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(HTTP_TIMEOUT)
-            .connect_timeout(CONNECT_TIMEOUT)
-            .user_agent(concat!("apimail/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| TokenError::Other(format!("cannot set up the http client: {e}")))?;
+        let client = crate::http::shared_client().map_err(|e| TokenError::Other(e.to_string()))?;
         Ok(Http {
             client,
             last_status: AtomicU16::new(0),
