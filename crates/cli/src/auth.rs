@@ -238,10 +238,13 @@ pub(crate) fn login_failure(error: LoginError, provider: Provider) -> Failure {
         LoginError::Expired => "the code expired before sign-in finished; run the login again".to_owned(),
         LoginError::Listen { .. } => "pass --port 0 to use any free port (if the app allows any loopback port), or another --port".to_owned(),
         LoginError::Token(TokenError::Unreachable(_)) => "check the network connection, then run the login again".to_owned(),
+        LoginError::Token(TokenError::Network(failure)) => failure.hint(),
         _ => console.to_owned(),
     };
     let exit = match &error {
         LoginError::Listen { .. } | LoginError::Config(_) => Exit::Config,
+        LoginError::Token(TokenError::Network(failure)) if !failure.is_temporary() => Exit::Config,
+        LoginError::Token(TokenError::Network(_)) => Exit::TempFail,
         LoginError::TimedOut(_)
         | LoginError::Expired
         | LoginError::Token(TokenError::Unreachable(_)) => Exit::TempFail,
@@ -323,8 +326,10 @@ pub async fn import_smail(mut ctx: Context, args: ImportSmailArgs) -> Result<(),
                 store.delete(&args.account).map_err(store_failure)?;
             }
         }
-        let exit = match error {
+        let exit = match &error {
             TokenError::Unreachable(_) => Exit::TempFail,
+            TokenError::Network(failure) if failure.is_temporary() => Exit::TempFail,
+            TokenError::Network(_) => Exit::Config,
             _ => Exit::NoPerm,
         };
         return Err(Failure::new(

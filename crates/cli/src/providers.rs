@@ -30,6 +30,7 @@ impl Context {
     pub fn load(flag: Option<&Path>) -> Result<Self, Failure> {
         let config_path = crate::config::path(flag)?;
         let config = crate::config::load(&config_path)?;
+        set_http_timeouts(&config)?;
         Ok(Context {
             config_path,
             config,
@@ -42,6 +43,36 @@ impl Context {
                 .hint("set APIMAIL_DATA_DIR to a directory apimail may write")
         })
     }
+}
+
+/// The process's network timeouts: `[http]` in the config file, then
+/// `APIMAIL_CONNECT_TIMEOUT_SECONDS` / `APIMAIL_STALL_TIMEOUT_SECONDS`.
+fn set_http_timeouts(config: &Config) -> Result<(), Failure> {
+    use apimail_core::http::{self, Timeouts};
+    let settings = config.http.clone().unwrap_or_default();
+    let mut timeouts = Timeouts::default();
+    for (key, value, field) in [
+        ("connect_timeout_seconds", settings.connect_timeout_seconds, &mut timeouts.connect),
+        ("stall_timeout_seconds", settings.stall_timeout_seconds, &mut timeouts.stall),
+    ] {
+        match value {
+            Some(0) => {
+                return Err(Failure::new(
+                    Exit::Config,
+                    anyhow!("[http] {key} = 0 is not a timeout"),
+                )
+                .hint(format!("set [http] {key} to a number of seconds above 0, or remove it")));
+            }
+            Some(seconds) => *field = std::time::Duration::from_secs(seconds),
+            None => {}
+        }
+    }
+    let timeouts = timeouts.with_env().map_err(|message| {
+        Failure::new(Exit::Config, anyhow!(message))
+            .hint("set it to a whole number of seconds, or unset it")
+    })?;
+    http::set_timeouts(timeouts);
+    Ok(())
 }
 
 /// Where the messages of one send go.
@@ -744,6 +775,16 @@ pub fn send_failure(error: TransportError, resolved: &Resolved) -> Failure {
         Some(TokenError::NotLoggedIn { .. } | TokenError::Refused { .. }) => {
             return Failure::new(Exit::NoPerm, error).hint(relogin_hint(resolved));
         }
+        _ if network_failure(&error).is_some() => {
+            let failure = network_failure(&error).expect("checked");
+            let exit = if failure.is_temporary() {
+                Exit::TempFail
+            } else {
+                Exit::Config
+            };
+            let hint = failure.hint();
+            return Failure::new(exit, error).hint(hint);
+        }
         Some(TokenError::Unreachable(_)) => {
             return Failure::new(Exit::TempFail, error)
                 .hint("check the network connection (and HTTPS_PROXY, if you use a proxy), then try again");
@@ -779,6 +820,18 @@ pub fn send_failure(error: TransportError, resolved: &Resolved) -> Failure {
         ),
     };
     Failure::new(exit, error).hint(graph_hint.map_or(hint, str::to_owned))
+}
+
+/// The timeout, TLS or proxy failure behind `error`, if that is what it is.
+pub fn network_failure(
+    error: &(dyn std::error::Error + 'static),
+) -> Option<apimail_core::http::NetFailure> {
+    apimail_core::http::find::<apimail_core::http::NetFailure>(error)
+        .cloned()
+        .or_else(|| match apimail_core::http::find::<TokenError>(error) {
+            Some(TokenError::Network(failure)) => Some(failure.clone()),
+            _ => None,
+        })
 }
 
 /// `run \`apimail auth login …\`` when a login can fix it, else what can.

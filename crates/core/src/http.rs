@@ -211,22 +211,31 @@ pub fn proxy_setting() -> Option<String> {
 pub fn reqwest_builder() -> Result<reqwest::ClientBuilder, TlsSetupError> {
     let tls = tls_config()?;
     let timeouts = timeouts();
-    let mut proxy = reqwest::Proxy::custom(|url| {
-        proxy_for(url).map(|intercept| intercept.uri().to_string())
-    });
-    if let Some(auth) = proxy_for(&Url::parse("https://apimail.invalid/").expect("valid URL"))
-        .and_then(|i| i.basic_auth().cloned())
-    {
-        proxy = proxy.custom_http_auth(auth);
-    }
     Ok(reqwest::Client::builder()
         .use_preconfigured_tls((*tls).clone())
         .no_proxy()
-        .proxy(proxy)
+        .proxy(reqwest_proxy())
         .user_agent(USER_AGENT)
         .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(timeouts.connect)
         .read_timeout(timeouts.stall))
+}
+
+/// [`proxy_for`] as a reqwest proxy (for clients built elsewhere, such as
+/// graph-rs-sdk's).
+pub fn reqwest_proxy() -> reqwest::Proxy {
+    let proxy = reqwest::Proxy::custom(|url| {
+        proxy_for(url).map(|intercept| intercept.uri().to_string())
+    });
+    // HTTPS_PROXY names one proxy, so its credentials are the same for
+    // every destination it serves.
+    match proxy_matcher()
+        .intercept(&http::Uri::from_static("https://apimail.invalid/"))
+        .and_then(|i| i.basic_auth().cloned())
+    {
+        Some(auth) => proxy.custom_http_auth(auth),
+        None => proxy,
+    }
 }
 
 /// The process's shared reqwest client (token endpoints, probes), built
@@ -597,6 +606,25 @@ impl NetFailure {
         None
     }
 
+    /// The failure as a [`TransportError`]: a timeout is temporary (its
+    /// outcome unknown when `delivers` and the connection had opened), the
+    /// rest are configuration problems. The failure stays reachable as the
+    /// error's source, for [`NetFailure::hint`].
+    pub fn transport_error(self, delivers: bool) -> crate::TransportError {
+        use crate::ErrorKind;
+        let (kind, unknown) = match &self {
+            NetFailure::Timeout(t) => (ErrorKind::Temporary, delivers && t.phase != Phase::Connect),
+            _ => (ErrorKind::Config, false),
+        };
+        let error = crate::TransportError::new(kind, self.to_string());
+        let error = if unknown {
+            error.with_unknown_outcome()
+        } else {
+            error
+        };
+        error.with_source(self)
+    }
+
     /// Whether retrying could help: only for timeouts.
     pub fn is_temporary(&self) -> bool {
         matches!(self, NetFailure::Timeout(_))
@@ -640,6 +668,8 @@ impl fmt::Display for NetFailure {
         }
     }
 }
+
+impl StdError for NetFailure {}
 
 /// A proxy's refusal, raised by connectors that know the proxy was used.
 #[derive(Debug, Clone, thiserror::Error)]

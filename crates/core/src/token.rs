@@ -63,6 +63,10 @@ pub enum TokenError {
     /// worth retrying later.
     #[error("the token endpoint could not be reached")]
     Unreachable(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// A timeout (temporary), or a TLS or proxy problem (configuration),
+    /// on the way to the token endpoint.
+    #[error("{0}")]
+    Network(crate::http::NetFailure),
     /// Nothing is stored for this account, or it has no refresh token.
     #[error("no stored authorization for account `{account}`")]
     NotLoggedIn {
@@ -75,6 +79,18 @@ pub enum TokenError {
     /// Anything else: a malformed answer, a bug.
     #[error("{0}")]
     Other(String),
+}
+
+impl TokenError {
+    /// `what` ("could not get an access token for …"), followed by the
+    /// network failure when there is one, so that the first line of an
+    /// error report names the host and what went wrong.
+    pub fn headline(&self, what: &str) -> String {
+        match self {
+            TokenError::Network(failure) => format!("{what}: {failure}"),
+            _ => what.to_owned(),
+        }
+    }
 }
 
 fn describe(description: &Option<String>) -> String {

@@ -146,6 +146,7 @@ impl<T: TokenSource> GmailTransport<T> {
         let mut hub = Gmail::new(self.client.clone(), token.secret.expose().to_owned());
         hub.root_url(self.api_url.clone());
         hub.base_url(self.api_url.clone());
+        hub.user_agent(apimail_core::http::USER_AGENT.to_owned());
         hub
     }
 
@@ -159,7 +160,7 @@ impl<T: TokenSource> GmailTransport<T> {
         let recorder = Arc::new(Mutex::new(errors::LastFailure::default()));
         let failure = |error, recorder: &Arc<Mutex<errors::LastFailure>>| {
             let last = std::mem::take(&mut *recorder.lock().unwrap_or_else(|e| e.into_inner()));
-            errors::classify(error, last)
+            errors::classify(error, last, &self.api_url, false)
         };
         let mut delegate = Recorder(recorder.clone());
         let listed = hub
@@ -263,7 +264,7 @@ impl<T: TokenSource> GmailTransport<T> {
                 id: sent.id,
                 thread_id: sent.thread_id,
             }),
-            Ok(Err(error)) => Err(errors::classify(error, last)),
+            Ok(Err(error)) => Err(errors::classify(error, last, &self.api_url, true)),
             Err(join) => Err(TransportError::new(
                 ErrorKind::Internal,
                 "the Gmail client failed on an unexpected answer from the server",
@@ -328,10 +329,11 @@ pub fn token_failure(error: TokenError) -> TransportError {
         TokenError::InvalidGrant { .. } | TokenError::NotLoggedIn { .. } => ErrorKind::Unauthorized,
         TokenError::Refused { .. } => ErrorKind::Unauthorized,
         TokenError::Unreachable(_) => ErrorKind::Temporary,
-        TokenError::Store(_) => ErrorKind::Config,
+        TokenError::Network(failure) if failure.is_temporary() => ErrorKind::Temporary,
+        TokenError::Network(_) | TokenError::Store(_) => ErrorKind::Config,
         _ => ErrorKind::Internal,
     };
-    TransportError::new(kind, "could not get an access token for the Gmail API").with_source(error)
+    TransportError::new(kind, error.headline("could not get an access token for the Gmail API")).with_source(error)
 }
 
 /// A google-gmail1 delegate that records what went wrong and never lets

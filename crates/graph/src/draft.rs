@@ -443,7 +443,7 @@ impl<T: TokenSource> GraphTransport<T> {
                 attachment.name,
                 upload_url.host_str().unwrap_or("?")
             );
-            let Some(uploads) = &self.uploads else {
+            let Some(uploads) = self.clients.as_ref().map(|c| &c.uploads) else {
                 return Err(AfterDraft::new(
                     "uploading failed",
                     TransportError::new(ErrorKind::Config, "the HTTPS client is not set up"),

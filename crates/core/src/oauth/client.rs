@@ -210,7 +210,7 @@ where
         RequestTokenError::Request(HttpFailure::Internal(message)) => {
             Err(TokenError::Other(message))
         }
-        RequestTokenError::Request(failure) => Err(TokenError::Unreachable(Box::new(failure))),
+        RequestTokenError::Request(failure) => Err(unreachable(failure)),
         RequestTokenError::Parse(error, _body) => {
             let path = error.path().to_string();
             let at = if path == "." {
@@ -229,6 +229,19 @@ where
             message
         ))),
     }
+}
+
+/// A request that got no answer: [`TokenError::Network`] when the cause is
+/// one apimail explains (a timeout, TLS, the proxy), else
+/// [`TokenError::Unreachable`].
+pub(super) fn unreachable(failure: HttpFailure) -> TokenError {
+    if let HttpFailure::Transport(error) = &failure
+        && let Some(url) = error.url()
+        && let Some(diagnosed) = crate::http::NetFailure::diagnose(error, url)
+    {
+        return TokenError::Network(diagnosed);
+    }
+    TokenError::Unreachable(Box::new(failure))
 }
 
 /// Maps an OAuth error code from a token endpoint.
