@@ -75,6 +75,31 @@ fn set_http_timeouts(config: &Config) -> Result<(), Failure> {
     Ok(())
 }
 
+/// The client stack a request goes through (see `apimail_core::http`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stack {
+    /// The shared reqwest client of token requests.
+    Tokens,
+    /// Gmail's hyper client (google-gmail1, yup-oauth2).
+    Gmail,
+    /// graph-rs-sdk's client.
+    Graph,
+}
+
+impl Stack {
+    /// A `HEAD` to `url`'s root through this stack.
+    pub async fn probe(
+        self,
+        url: &Url,
+    ) -> Result<apimail_core::endpoint::Probe, (apimail_core::endpoint::ProbeFailure, String)> {
+        match self {
+            Stack::Tokens => apimail_core::endpoint::probe(url).await,
+            Stack::Gmail => apimail_gmail::probe(url).await,
+            Stack::Graph => apimail_graph::probe(url).await,
+        }
+    }
+}
+
 /// Where the messages of one send go.
 #[derive(Debug)]
 pub struct Resolved {
@@ -95,8 +120,9 @@ pub struct Resolved {
     /// false for environment and app-only credentials, whose fixes are an
     /// administrator's.
     pub login_fixes_auth: bool,
-    /// The token and API endpoints, for `apimail doctor`.
-    pub endpoints: Vec<Url>,
+    /// The token and API endpoints, each with the client stack that
+    /// sends to it, for `apimail doctor`.
+    pub endpoints: Vec<(Url, Stack)>,
     pub sender: Sender,
 }
 
@@ -361,7 +387,7 @@ fn gmail_account(ctx: &Context, name: &str, account: &GmailAccount) -> Result<Re
         provider: Provider::Gmail,
         identity: SenderIdentity::account(name),
         account: Some(name.to_owned()),
-        endpoints: vec![token_endpoint, api_url],
+        endpoints: vec![(token_endpoint, Stack::Tokens), (api_url, Stack::Gmail)],
         label: format!("account `{name}`"),
         address: account.address.clone(),
         relogin: gmail_login_command(name, account),
@@ -455,13 +481,17 @@ async fn gmail_from_env() -> Result<Option<Resolved>, Failure> {
             )
         }
     };
+    let token_stack = match &tokens {
+        GmailTokens::ServiceAccount(_) => Stack::Gmail,
+        _ => Stack::Tokens,
+    };
     let transport = GmailTransport::new(client()?, &api_url, user, tokens);
     Ok(Some(Resolved {
         provider: Provider::Gmail,
         identity,
         account: None,
         login_fixes_auth: false,
-        endpoints: vec![token_url, api_url],
+        endpoints: vec![(token_url, token_stack), (api_url, Stack::Gmail)],
         relogin_large: None,
         label,
         address,
@@ -563,7 +593,10 @@ fn graph_resolved(
     relogin: String,
     relogin_large: Option<String>,
 ) -> Resolved {
-    let endpoints = vec![token_url, transport.api_url().clone()];
+    let endpoints = vec![
+        (token_url, Stack::Tokens),
+        (transport.api_url().clone(), Stack::Graph),
+    ];
     // Graph's 4-requests-per-mailbox limit holds across processes too
     // (cron jobs, queue flushes), through lock files in the data directory.
     let transport = match TokenStore::from_env() {

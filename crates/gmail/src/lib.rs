@@ -99,6 +99,32 @@ pub(crate) fn https_connector() -> Result<Connector, TransportError> {
     ))
 }
 
+/// Sends a `HEAD` to `url`'s root through the client Gmail sends with
+/// (hyper, see [`https_client`]), for `apimail doctor`.
+pub async fn probe(
+    url: &Url,
+) -> Result<apimail_core::endpoint::Probe, (apimail_core::endpoint::ProbeFailure, String)> {
+    use apimail_core::endpoint::{Probe, ProbeFailure, probe_url};
+    let client = https_client().map_err(|e| (ProbeFailure::Setup, e.to_string()))?;
+    let request = http::Request::head(probe_url(url).as_str())
+        .header(http::header::USER_AGENT, apimail_core::http::USER_AGENT)
+        .body(google_gmail1::common::to_body::<String>(None))
+        .map_err(|e| (ProbeFailure::Other, e.to_string()))?;
+    let started = std::time::Instant::now();
+    match client.request(request).await {
+        Ok(response) => Ok(Probe {
+            status: response.status().as_u16(),
+            date: response
+                .headers()
+                .get(http::header::DATE)
+                .and_then(|d| d.to_str().ok())
+                .map(str::to_owned),
+            elapsed: started.elapsed(),
+        }),
+        Err(error) => Err(ProbeFailure::read(&error, url)),
+    }
+}
+
 /// Sends through `users.messages.send` as one user.
 #[derive(Clone)]
 pub struct GmailTransport<T> {

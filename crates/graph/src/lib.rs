@@ -690,6 +690,37 @@ impl<'a, T: TokenSource> Session<'a, T> {
     }
 }
 
+/// Sends a `HEAD` to `url`'s root through the client Graph requests go
+/// through (graph-rs-sdk's, set up as a transport sets it up), for
+/// `apimail doctor`.
+pub async fn probe(
+    url: &Url,
+) -> Result<apimail_core::endpoint::Probe, (apimail_core::endpoint::ProbeFailure, String)> {
+    use apimail_core::endpoint::{Probe, ProbeFailure, probe_url};
+    let root = probe_url(url);
+    let clients = Clients::new(&root).map_err(|e| (ProbeFailure::Setup, e.to_string()))?;
+    let mut handler = clients
+        .graph
+        .custom(graph_rs_sdk::http::Method::HEAD, None);
+    *AsMut::<Url>::as_mut(&mut handler) = root;
+    let started = Instant::now();
+    match handler.send().await {
+        Ok(response) => Ok(Probe {
+            status: response.status().as_u16(),
+            date: response
+                .headers()
+                .get(graph_rs_sdk::header::DATE)
+                .and_then(|d| d.to_str().ok())
+                .map(str::to_owned),
+            elapsed: started.elapsed(),
+        }),
+        Err(error) => {
+            let error: Box<dyn std::error::Error + Send + Sync> = Box::new(error);
+            Err(ProbeFailure::read(error.as_ref(), url))
+        }
+    }
+}
+
 /// A transport's HTTP clients, built once (clones share them).
 ///
 /// The upload client is built from apimail-core's HTTP policy. graph-rs-sdk
