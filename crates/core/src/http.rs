@@ -128,6 +128,21 @@ pub fn root_source() -> String {
 }
 
 fn build_tls_config() -> Result<Arc<rustls::ClientConfig>, TlsSetupError> {
+    // A configured file that holds no certificate is a mistake even when
+    // SSL_CERT_DIR holds some.
+    if let Some(file) = std::env::var_os("SSL_CERT_FILE") {
+        let found = rustls_native_certs::load_certs_from_paths(Some(file.as_ref()), None);
+        if found.certs.is_empty() {
+            let why = found
+                .errors
+                .first()
+                .map_or_else(String::new, |e| format!(" ({e})"));
+            return Err(TlsSetupError(format!(
+                "SSL_CERT_FILE={} holds no CA certificate{why}",
+                file.to_string_lossy()
+            )));
+        }
+    }
     let mut roots = rustls::RootCertStore::empty();
     let found = system_certificates();
     let (added, _unparsable) = roots.add_parsable_certificates(found.certs);
@@ -556,7 +571,7 @@ impl NetFailure {
                         rustls::CertificateError::NotValidForNameContext { presented, .. },
                     ) => NetFailure::WrongName {
                         host,
-                        presented: presented.clone(),
+                        presented: presented.iter().map(|name| plain_name(name)).collect(),
                     },
                     rustls::Error::InvalidCertificate(rustls::CertificateError::NotValidForName) => {
                         NetFailure::WrongName {
@@ -686,6 +701,14 @@ fn is_refused(causes: &[&(dyn StdError + 'static)]) -> bool {
         e.downcast_ref::<io::Error>()
             .is_some_and(|e| e.kind() == io::ErrorKind::ConnectionRefused)
     })
+}
+
+/// `other.example` out of rustls's `DnsName("other.example")`.
+fn plain_name(presented: &str) -> String {
+    match presented.split_once('"') {
+        Some((_, rest)) => rest.trim_end_matches(|c| c == ')' || c == '"').to_owned(),
+        None => presented.to_owned(),
+    }
 }
 
 fn last_line(text: &str) -> String {
