@@ -140,6 +140,43 @@ fn an_upload_the_server_stops_reading_ends_75_while_sending() {
 }
 
 #[test]
+fn a_graph_upload_chunk_that_never_answers_ends_75_and_stays_queued() {
+    let fake = FakeMicrosoft::start();
+    let sandbox = Sandbox::microsoft(&fake);
+    let out = sandbox.login_graph(
+        &fake,
+        &["--login-hint", "user@contoso.com", "--large-messages"],
+    );
+    assert_eq!(out.code, 0, "login failed: {}", out.stderr);
+    let silent = Stalling::start(Behaviour::NeverAnswers).unwrap();
+    fake.set_upload_base(&silent.base_url());
+    let file = sandbox.path().join("big.pdf");
+    std::fs::write(&file, vec![7u8; 4 << 20]).unwrap();
+    let out = run(sandbox
+        .cmd()
+        .envs(QUICK)
+        .env("APIMAIL_RETRY_ATTEMPTS", "1")
+        .args([
+            "send",
+            "--to",
+            "rcpt@example.net",
+            "--subject",
+            "big",
+            "--text",
+            "attached",
+            "--attach",
+        ])
+        .arg(&file));
+    assert_eq!(out.code, 75, "{}", out.stderr);
+    let line = first_error(&out);
+    assert!(line.contains(&silent.addr().to_string()), "{line}");
+    assert!(line.contains("waiting for the answer"), "{line}");
+    assert!(!out.stderr.contains("authtoken"), "upload URLs are never shown");
+    assert!(fake.delivered().is_empty());
+    assert_eq!(sandbox.outbox_entries("queue").len(), 1);
+}
+
+#[test]
 fn doctor_names_the_endpoint_that_never_answers() {
     let (_fake, sandbox) = logged_in();
     let silent = Stalling::start(Behaviour::NeverAnswers).unwrap();
@@ -393,4 +430,52 @@ fn doctor_names_an_empty_ssl_cert_file() {
         line.contains(&format!("SSL_CERT_FILE={}", empty.display())),
         "{report}"
     );
+}
+
+#[test]
+fn doctor_says_a_plain_http_port_does_not_speak_tls_and_nothing_else() {
+    let (fake, sandbox) = logged_in();
+    let plain = fake.gmail_url().replacen("http://", "https://", 1);
+    let out = run(sandbox
+        .cmd()
+        .env("APIMAIL_GMAIL_API_URL", &plain)
+        .arg("doctor"));
+    let report = format!("{}{}", String::from_utf8_lossy(&out.stdout), out.stderr);
+    assert_eq!(out.code, 78, "{report}");
+    let port = plain
+        .trim_start_matches("https://")
+        .split('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    // The token endpoint (plain http on the same port) answers; the API
+    // endpoint gets one verdict, the right one.
+    let network: Vec<&str> = report
+        .lines()
+        .filter(|l| l.split_whitespace().nth(1) == Some("network"))
+        .collect();
+    assert_eq!(network.len(), 2, "{report}");
+    assert!(network.iter().any(|l| l.contains(&format!("{port} does not speak TLS"))), "{report}");
+    assert!(!report.contains("nothing answers"), "{report}");
+    assert!(!report.contains(&format!("https://{port}/ answers")), "{report}");
+}
+
+#[test]
+fn the_retry_bound_ends_a_send_even_inside_an_attempt() {
+    let (fake, sandbox) = logged_in();
+    let silent = Stalling::start(Behaviour::NeverAnswers).unwrap();
+    let started = Instant::now();
+    // Default connect and stall limits (10 s, 60 s); the whole send may
+    // take 3 s.
+    let out = run(sandbox
+        .cmd()
+        .env("APIMAIL_RETRY_MAX_SECONDS", "3")
+        .env("APIMAIL_GMAIL_API_URL", silent.base_url())
+        .args(["send", "--to", "rcpt@example.net", "--subject", "x", "--text", "y"]));
+    let took = started.elapsed();
+    assert_eq!(out.code, 75, "{}", out.stderr);
+    assert!(took < Duration::from_secs(8), "took {took:?}");
+    let line = first_error(&out);
+    assert!(line.contains("overall limit of 3 s"), "{line}");
+    still_queued_then_flushed(&fake, &sandbox);
 }
