@@ -31,19 +31,15 @@ fn logged_in() -> (FakeGoogle, Sandbox) {
 }
 
 fn send(sandbox: &Sandbox, env: &[(&str, &str)]) -> Run {
-    run(sandbox
-        .cmd()
-        .envs(QUICK)
-        .envs(env.iter().copied())
-        .args([
-            "send",
-            "--to",
-            "rcpt@example.net",
-            "--subject",
-            "network",
-            "--text",
-            "hello",
-        ]))
+    run(sandbox.cmd().envs(QUICK).envs(env.iter().copied()).args([
+        "send",
+        "--to",
+        "rcpt@example.net",
+        "--subject",
+        "network",
+        "--text",
+        "hello",
+    ]))
 }
 
 /// The first `error:` line.
@@ -81,7 +77,11 @@ fn a_send_to_a_server_that_never_answers_ends_75_and_stays_queued() {
     let started = Instant::now();
     let out = send(&sandbox, &[("APIMAIL_GMAIL_API_URL", &silent.base_url())]);
     assert_eq!(out.code, 75, "{}", out.stderr);
-    assert!(started.elapsed() < Duration::from_secs(15), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
     let line = first_error(&out);
     assert!(line.contains(&silent.addr().to_string()), "{line}");
     assert!(line.contains("waiting for the answer"), "{line}");
@@ -97,7 +97,10 @@ fn a_token_refresh_that_never_answers_ends_75_and_stays_queued() {
     let silent = Stalling::start(Behaviour::NeverAnswers).unwrap();
     let out = send(
         &sandbox,
-        &[("APIMAIL_GOOGLE_TOKEN_URL", &format!("{}/token", silent.base_url()))],
+        &[(
+            "APIMAIL_GOOGLE_TOKEN_URL",
+            &format!("{}/token", silent.base_url()),
+        )],
     );
     assert_eq!(out.code, 75, "{}", out.stderr);
     let line = first_error(&out);
@@ -171,7 +174,10 @@ fn a_graph_upload_chunk_that_never_answers_ends_75_and_stays_queued() {
     let line = first_error(&out);
     assert!(line.contains(&silent.addr().to_string()), "{line}");
     assert!(line.contains("waiting for the answer"), "{line}");
-    assert!(!out.stderr.contains("authtoken"), "upload URLs are never shown");
+    assert!(
+        !out.stderr.contains("authtoken"),
+        "upload URLs are never shown"
+    );
     assert!(fake.delivered().is_empty());
     assert_eq!(sandbox.outbox_entries("queue").len(), 1);
 }
@@ -185,7 +191,13 @@ fn doctor_names_the_endpoint_that_never_answers() {
         .envs(QUICK)
         .env("APIMAIL_GMAIL_API_URL", silent.base_url())
         .arg("doctor"));
-    assert_eq!(out.code, 75, "{}\n{}", String::from_utf8_lossy(&out.stdout), out.stderr);
+    assert_eq!(
+        out.code,
+        75,
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        out.stderr
+    );
     let report = format!("{}{}", String::from_utf8_lossy(&out.stdout), out.stderr);
     let failed = report
         .lines()
@@ -235,7 +247,10 @@ fn a_proxy_that_refuses_connect_is_a_configuration_problem() {
     assert_eq!(out.code, 78, "{}", out.stderr);
     let line = first_error(&out);
     assert!(
-        line.contains(&format!("the proxy at HTTPS_PROXY={} refused the connection", proxy.base_url())),
+        line.contains(&format!(
+            "the proxy at HTTPS_PROXY={} refused the connection",
+            proxy.base_url()
+        )),
         "{line}"
     );
     assert!(hint(&out).contains("HTTPS_PROXY"), "{}", out.stderr);
@@ -260,7 +275,9 @@ fn a_dead_proxy_is_a_configuration_problem() {
     assert_eq!(out.code, 78, "{}", out.stderr);
     let line = first_error(&out);
     assert!(
-        line.contains(&format!("the proxy at HTTPS_PROXY={proxy} refused the connection")),
+        line.contains(&format!(
+            "the proxy at HTTPS_PROXY={proxy} refused the connection"
+        )),
         "{line}"
     );
     assert!(hint(&out).contains("HTTPS_PROXY"), "{}", out.stderr);
@@ -279,7 +296,10 @@ fn https_on_a_plain_http_port_is_a_configuration_problem() {
     let out = send(&sandbox, &[("APIMAIL_GMAIL_API_URL", &plain)]);
     assert_eq!(out.code, 78, "{}", out.stderr);
     let line = first_error(&out);
-    assert!(line.contains(&format!("{address} does not speak TLS")), "{line}");
+    assert!(
+        line.contains(&format!("{address} does not speak TLS")),
+        "{line}"
+    );
     assert!(hint(&out).contains("plain HTTP"), "{}", out.stderr);
     assert!(fake.messages().is_empty());
 }
@@ -348,7 +368,10 @@ fn an_untrusted_certificate_is_a_configuration_problem() {
         "{line}"
     );
     let hint = hint(&out);
-    assert!(hint.contains("set SSL_CERT_FILE to your CA bundle"), "{hint}");
+    assert!(
+        hint.contains("set SSL_CERT_FILE to your CA bundle"),
+        "{hint}"
+    );
     assert!(hint.contains("TLS-inspecting proxy"), "{hint}");
     assert!(fake.messages().is_empty());
     assert_eq!(sandbox.outbox_entries("queue").len(), 1, "held, not lost");
@@ -416,10 +439,7 @@ fn doctor_names_an_empty_ssl_cert_file() {
     let (_fake, sandbox) = logged_in();
     let empty = sandbox.path().join("empty.pem");
     std::fs::write(&empty, "").unwrap();
-    let out = run(sandbox
-        .cmd()
-        .env("SSL_CERT_FILE", &empty)
-        .arg("doctor"));
+    let out = run(sandbox.cmd().env("SSL_CERT_FILE", &empty).arg("doctor"));
     let report = format!("{}{}", String::from_utf8_lossy(&out.stdout), out.stderr);
     assert_eq!(out.code, 78, "{report}");
     let line = report
@@ -455,9 +475,17 @@ fn doctor_says_a_plain_http_port_does_not_speak_tls_and_nothing_else() {
         .filter(|l| l.split_whitespace().nth(1) == Some("network"))
         .collect();
     assert_eq!(network.len(), 2, "{report}");
-    assert!(network.iter().any(|l| l.contains(&format!("{port} does not speak TLS"))), "{report}");
+    assert!(
+        network
+            .iter()
+            .any(|l| l.contains(&format!("{port} does not speak TLS"))),
+        "{report}"
+    );
     assert!(!report.contains("nothing answers"), "{report}");
-    assert!(!report.contains(&format!("https://{port}/ answers")), "{report}");
+    assert!(
+        !report.contains(&format!("https://{port}/ answers")),
+        "{report}"
+    );
 }
 
 #[test]
@@ -471,7 +499,15 @@ fn the_retry_bound_ends_a_send_even_inside_an_attempt() {
         .cmd()
         .env("APIMAIL_RETRY_MAX_SECONDS", "3")
         .env("APIMAIL_GMAIL_API_URL", silent.base_url())
-        .args(["send", "--to", "rcpt@example.net", "--subject", "x", "--text", "y"]));
+        .args([
+            "send",
+            "--to",
+            "rcpt@example.net",
+            "--subject",
+            "x",
+            "--text",
+            "y",
+        ]));
     let took = started.elapsed();
     assert_eq!(out.code, 75, "{}", out.stderr);
     assert!(took < Duration::from_secs(8), "took {took:?}");

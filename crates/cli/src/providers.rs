@@ -52,8 +52,16 @@ fn set_http_timeouts(config: &Config) -> Result<(), Failure> {
     let settings = config.http.clone().unwrap_or_default();
     let mut timeouts = Timeouts::default();
     for (key, value, field) in [
-        ("connect_timeout_seconds", settings.connect_timeout_seconds, &mut timeouts.connect),
-        ("stall_timeout_seconds", settings.stall_timeout_seconds, &mut timeouts.stall),
+        (
+            "connect_timeout_seconds",
+            settings.connect_timeout_seconds,
+            &mut timeouts.connect,
+        ),
+        (
+            "stall_timeout_seconds",
+            settings.stall_timeout_seconds,
+            &mut timeouts.stall,
+        ),
     ] {
         match value {
             Some(0) => {
@@ -61,7 +69,9 @@ fn set_http_timeouts(config: &Config) -> Result<(), Failure> {
                     Exit::Config,
                     anyhow!("[http] {key} = 0 is not a timeout"),
                 )
-                .hint(format!("set [http] {key} to a number of seconds above 0, or remove it")));
+                .hint(format!(
+                    "set [http] {key} to a number of seconds above 0, or remove it"
+                )));
             }
             Some(seconds) => *field = std::time::Duration::from_secs(seconds),
             None => {}

@@ -239,9 +239,8 @@ pub fn reqwest_builder() -> Result<reqwest::ClientBuilder, TlsSetupError> {
 /// [`proxy_for`] as a reqwest proxy (for clients built elsewhere, such as
 /// graph-rs-sdk's).
 pub fn reqwest_proxy() -> reqwest::Proxy {
-    let proxy = reqwest::Proxy::custom(|url| {
-        proxy_for(url).map(|intercept| intercept.uri().to_string())
-    });
+    let proxy =
+        reqwest::Proxy::custom(|url| proxy_for(url).map(|intercept| intercept.uri().to_string()));
     // HTTPS_PROXY names one proxy, so its credentials are the same for
     // every destination it serves.
     match proxy_matcher()
@@ -485,8 +484,8 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Stall<T> {
     }
 }
 
-impl<T: hyper_util::client::legacy::connect::Connection> hyper_util::client::legacy::connect::Connection
-    for Stall<T>
+impl<T: hyper_util::client::legacy::connect::Connection>
+    hyper_util::client::legacy::connect::Connection for Stall<T>
 {
     fn connected(&self) -> hyper_util::client::legacy::connect::Connected {
         self.io.connected()
@@ -500,7 +499,10 @@ fn chain<'a>(error: &'a (dyn StdError + 'static)) -> Vec<&'a (dyn StdError + 'st
     let mut next = Some(error);
     while let Some(current) = next {
         all.push(current);
-        next = match current.downcast_ref::<io::Error>().and_then(io::Error::get_ref) {
+        next = match current
+            .downcast_ref::<io::Error>()
+            .and_then(io::Error::get_ref)
+        {
             Some(inner) => Some(inner as &(dyn StdError + 'static)),
             None => current.source(),
         };
@@ -573,25 +575,26 @@ impl NetFailure {
                         host,
                         presented: presented.iter().map(|name| plain_name(name)).collect(),
                     },
-                    rustls::Error::InvalidCertificate(rustls::CertificateError::NotValidForName) => {
-                        NetFailure::WrongName {
-                            host,
-                            presented: Vec::new(),
-                        }
-                    }
+                    rustls::Error::InvalidCertificate(
+                        rustls::CertificateError::NotValidForName,
+                    ) => NetFailure::WrongName {
+                        host,
+                        presented: Vec::new(),
+                    },
                     rustls::Error::InvalidCertificate(reason) => NetFailure::Untrusted {
                         host,
                         detail: format!("{reason:?}"),
                     },
-                    rustls::Error::InvalidMessage(_) | rustls::Error::InappropriateMessage { .. } => {
-                        NetFailure::NotTls { address }
-                    }
+                    rustls::Error::InvalidMessage(_)
+                    | rustls::Error::InappropriateMessage { .. } => NetFailure::NotTls { address },
                     _ => continue,
                 });
             }
         }
         // A reqwest timeout carries no phase; its timers are this policy's.
-        if let Some(timed_out) = causes.iter().find_map(|e| e.downcast_ref::<reqwest::Error>())
+        if let Some(timed_out) = causes
+            .iter()
+            .find_map(|e| e.downcast_ref::<reqwest::Error>())
             && timed_out.is_timeout()
         {
             let timeouts = timeouts();
@@ -706,7 +709,7 @@ fn is_refused(causes: &[&(dyn StdError + 'static)]) -> bool {
 /// `other.example` out of rustls's `DnsName("other.example")`.
 fn plain_name(presented: &str) -> String {
     match presented.split_once('"') {
-        Some((_, rest)) => rest.trim_end_matches(|c| c == ')' || c == '"').to_owned(),
+        Some((_, rest)) => rest.trim_end_matches([')', '"']).to_owned(),
         None => presented.to_owned(),
     }
 }

@@ -327,7 +327,10 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(start.elapsed(), Duration::ZERO);
-        assert_eq!(error.to_string(), "gave up after 1 attempt in 0s: server busy");
+        assert_eq!(
+            error.to_string(),
+            "gave up after 1 attempt in 0s: server busy"
+        );
     }
 
     #[tokio::test(start_paused = true)]

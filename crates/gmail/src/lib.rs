@@ -359,7 +359,11 @@ pub fn token_failure(error: TokenError) -> TransportError {
         TokenError::Network(_) | TokenError::Store(_) => ErrorKind::Config,
         _ => ErrorKind::Internal,
     };
-    TransportError::new(kind, error.headline("could not get an access token for the Gmail API")).with_source(error)
+    TransportError::new(
+        kind,
+        error.headline("could not get an access token for the Gmail API"),
+    )
+    .with_source(error)
 }
 
 /// A google-gmail1 delegate that records what went wrong and never lets

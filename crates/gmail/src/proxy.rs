@@ -28,7 +28,11 @@ pub type Io = TokioIo<Stall<TcpStream>>;
 fn address(dst: &Uri) -> String {
     let port = dst
         .port_u16()
-        .unwrap_or(if dst.scheme_str() == Some("http") { 80 } else { 443 });
+        .unwrap_or(if dst.scheme_str() == Some("http") {
+            80
+        } else {
+            443
+        });
     format!("{}:{port}", dst.host().unwrap_or("?"))
 }
 

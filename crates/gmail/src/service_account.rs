@@ -81,7 +81,10 @@ impl ClassifyName for serde_json::Error {
 
 impl TokenSource for ServiceAccountTokens {
     async fn token(&self) -> Result<AccessToken, TokenError> {
-        let token = self.auth.token(&[SEND_SCOPE]).await
+        let token = self
+            .auth
+            .token(&[SEND_SCOPE])
+            .await
             .map_err(|e| self.map_error(e))?;
         convert(token)
     }

@@ -455,9 +455,10 @@ impl<T: TokenSource> GraphTransport<T> {
                     Err(failure) => failure,
                 };
             // A timeout or proxy failure goes in the first line, host and all.
-            let network = apimail_core::http::find::<apimail_core::http::NetFailure>(&failure.error)
-                .map(|net| format!(" ({net})"))
-                .unwrap_or_default();
+            let network =
+                apimail_core::http::find::<apimail_core::http::NetFailure>(&failure.error)
+                    .map(|net| format!(" ({net})"))
+                    .unwrap_or_default();
             let context = format!(
                 "uploading attachment `{}` failed at byte {} of {total}{network}",
                 attachment.name, failure.at

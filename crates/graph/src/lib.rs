@@ -142,7 +142,6 @@ pub const UPLOAD_SESSION_THRESHOLD: usize = 3 * 1024 * 1024;
 /// Graph's limit of concurrent requests per mailbox.
 pub const MAX_CONCURRENT_REQUESTS: usize = 4;
 
-
 /// Whose mailbox sends.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Mailbox {
@@ -377,10 +376,7 @@ impl<T: TokenSource> GraphTransport<T> {
     /// The clients, or why this transport cannot send.
     fn clients(&self) -> Result<&Clients, TransportError> {
         self.clients.as_ref().ok_or_else(|| {
-            TransportError::new(
-                ErrorKind::Config,
-                self.broken.clone().unwrap_or_default(),
-            )
+            TransportError::new(ErrorKind::Config, self.broken.clone().unwrap_or_default())
         })
     }
 
@@ -699,9 +695,7 @@ pub async fn probe(
     use apimail_core::endpoint::{Probe, ProbeFailure, probe_url};
     let root = probe_url(url);
     let clients = Clients::new(&root).map_err(|e| (ProbeFailure::Setup, e.to_string()))?;
-    let mut handler = clients
-        .graph
-        .custom(graph_rs_sdk::http::Method::HEAD, None);
+    let mut handler = clients.graph.custom(graph_rs_sdk::http::Method::HEAD, None);
     *AsMut::<Url>::as_mut(&mut handler) = root;
     let started = Instant::now();
     match handler.send().await {
@@ -769,12 +763,13 @@ impl Clients {
         };
         // graph-rs-sdk unwraps its reqwest client builder; a TLS setup
         // failure must not take the program down.
-        let graph = std::panic::catch_unwind(std::panic::AssertUnwindSafe(build)).map_err(|_| {
-            TransportError::new(
-                ErrorKind::Config,
-                "graph-rs-sdk could not set up its HTTPS client",
-            )
-        })?;
+        let graph =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(build)).map_err(|_| {
+                TransportError::new(
+                    ErrorKind::Config,
+                    "graph-rs-sdk could not set up its HTTPS client",
+                )
+            })?;
         Ok(Clients {
             uploads,
             graph,
@@ -790,7 +785,9 @@ struct Bearer(Arc<std::sync::Mutex<apimail_core::Secret>>);
 
 impl Default for Bearer {
     fn default() -> Self {
-        Bearer(Arc::new(std::sync::Mutex::new(apimail_core::Secret::new(""))))
+        Bearer(Arc::new(std::sync::Mutex::new(apimail_core::Secret::new(
+            "",
+        ))))
     }
 }
 
@@ -814,9 +811,7 @@ impl graph_core::identity::ClientApplication for Bearer {
         Ok(self.current())
     }
 
-    async fn get_token_silent_async(
-        &mut self,
-    ) -> graph_rs_sdk::error::AuthExecutionResult<String> {
+    async fn get_token_silent_async(&mut self) -> graph_rs_sdk::error::AuthExecutionResult<String> {
         Ok(self.current())
     }
 

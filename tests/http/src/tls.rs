@@ -21,7 +21,8 @@ impl TlsServer {
     /// Serves with the key and certificate chain in `pem` (PKCS#8 key,
     /// then certificates).
     pub fn start(pem: &Path) -> io::Result<TlsServer> {
-        let invalid = |e: &dyn std::fmt::Display| io::Error::new(io::ErrorKind::InvalidData, e.to_string());
+        let invalid =
+            |e: &dyn std::fmt::Display| io::Error::new(io::ErrorKind::InvalidData, e.to_string());
         let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(pem)
             .map_err(|e| invalid(&e))?
             .collect::<Result<_, _>>()
