@@ -515,3 +515,22 @@ fn the_retry_bound_ends_a_send_even_inside_an_attempt() {
     assert!(line.contains("overall limit of 3 s"), "{line}");
     still_queued_then_flushed(&fake, &sandbox);
 }
+
+#[test]
+fn auth_login_with_an_untrusted_token_endpoint_is_a_configuration_problem() {
+    let fake = FakeGoogle::start();
+    let mut sandbox = Sandbox::new(&fake);
+    let server = tls_server("tls-localhost.pem");
+    sandbox.set_env(
+        "APIMAIL_GOOGLE_TOKEN_URL",
+        &format!("https://localhost:{}/token", server.port()),
+    );
+    let out = sandbox.login_with(&fake, &[], |url| url);
+    assert_eq!(out.code, 78, "{}", out.stderr);
+    let line = first_error(&out);
+    assert!(
+        line.contains("this machine does not trust the certificate of localhost"),
+        "{line}"
+    );
+    assert!(hint(&out).contains("SSL_CERT_FILE"), "{}", out.stderr);
+}
