@@ -322,6 +322,20 @@ fn sendmail_accepts_and_holds_when_the_proxy_refuses() {
     let list = run(sandbox.cmd().args(["queue", "list"]));
     let shown = String::from_utf8_lossy(&list.stdout);
     assert!(shown.contains("refused the connection"), "{shown}");
+    let doctor = run(sandbox.cmd().arg("doctor"));
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&doctor.stdout),
+        doctor.stderr
+    );
+    let queue = report
+        .lines()
+        .find(|l| l.split_whitespace().nth(1) == Some("queue"))
+        .unwrap_or_else(|| panic!("{report}"));
+    assert!(
+        queue.contains("held") && queue.contains("refused the connection"),
+        "{report}"
+    );
 }
 
 #[test]
