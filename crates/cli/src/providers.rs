@@ -790,6 +790,14 @@ pub fn login_command(name: &str, account: &GraphAccount, large_messages: bool) -
 
 /// A failed send, as the user should see it.
 pub fn send_failure(error: TransportError, resolved: &Resolved) -> Failure {
+    if let Some(failure) = network_failure(&error) {
+        let exit = if failure.is_temporary() {
+            Exit::TempFail
+        } else {
+            Exit::Config
+        };
+        return Failure::new(exit, error).hint(failure.hint());
+    }
     let token_error =
         std::error::Error::source(&error).and_then(|s| s.downcast_ref::<TokenError>());
     match token_error {
@@ -817,16 +825,6 @@ pub fn send_failure(error: TransportError, resolved: &Resolved) -> Failure {
         }
         Some(TokenError::NotLoggedIn { .. } | TokenError::Refused { .. }) => {
             return Failure::new(Exit::NoPerm, error).hint(relogin_hint(resolved));
-        }
-        _ if network_failure(&error).is_some() => {
-            let failure = network_failure(&error).expect("checked");
-            let exit = if failure.is_temporary() {
-                Exit::TempFail
-            } else {
-                Exit::Config
-            };
-            let hint = failure.hint();
-            return Failure::new(exit, error).hint(hint);
         }
         Some(TokenError::Unreachable(_)) => {
             return Failure::new(Exit::TempFail, error)

@@ -652,7 +652,7 @@ impl NetFailure {
     pub fn hint(&self) -> String {
         match self {
             NetFailure::Timeout(_) => format!(
-                "the message stays queued; `apimail queue flush` tries again. Timeouts: {CONNECT_TIMEOUT_VAR}, {STALL_TIMEOUT_VAR} or [http] in the config file"
+                "try again later (`apimail queue flush` sends what is queued); the limits are {CONNECT_TIMEOUT_VAR}, {STALL_TIMEOUT_VAR} or [http] in the config file"
             ),
             NetFailure::Untrusted { .. } => "set SSL_CERT_FILE to your CA bundle; behind a TLS-inspecting proxy, add its CA".to_owned(),
             NetFailure::WrongName { .. } => "check the endpoint URL's host name; a proxy or DNS entry may send it to another server".to_owned(),
