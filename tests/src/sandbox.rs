@@ -81,6 +81,12 @@ impl Sandbox {
         }
     }
 
+    /// Sets (or replaces) a variable every command gets.
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        self.env.retain(|(k, _)| k != key);
+        self.env.push((key.to_owned(), value.to_owned()));
+    }
+
     /// Runs the `apimail` at `bin` instead of [`apimail_bin`]'s.
     pub fn with_binary(mut self, bin: PathBuf) -> Sandbox {
         self.bin = Some(bin);

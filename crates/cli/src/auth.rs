@@ -378,10 +378,13 @@ pub(crate) fn login_failure(error: LoginError, setup: &LoginSetup) -> Failure {
         LoginError::Expired => "the code expired before sign-in finished; run the login again".to_owned(),
         LoginError::Listen { .. } => "pass --port 0 to use any free port (if the app allows any loopback port), or another --port".to_owned(),
         LoginError::Token(TokenError::Unreachable(_)) => "check the network connection, then run the login again".to_owned(),
+        LoginError::Token(TokenError::Network(failure)) => failure.hint(),
         _ => console.to_string(),
     };
     let exit = match &error {
         LoginError::Listen { .. } | LoginError::Config(_) => Exit::Config,
+        LoginError::Token(TokenError::Network(failure)) if !failure.is_temporary() => Exit::Config,
+        LoginError::Token(TokenError::Network(_)) => Exit::TempFail,
         LoginError::TimedOut(_)
         | LoginError::Expired
         | LoginError::Token(TokenError::Unreachable(_)) => Exit::TempFail,
@@ -481,8 +484,10 @@ pub async fn import_smail(mut ctx: Context, args: ImportSmailArgs) -> Result<(),
                 args.account
             )));
         }
-        let exit = match error {
+        let exit = match &error {
             TokenError::Unreachable(_) => Exit::TempFail,
+            TokenError::Network(failure) if failure.is_temporary() => Exit::TempFail,
+            TokenError::Network(_) => Exit::Config,
             _ => Exit::NoPerm,
         };
         return Err(Failure::new(

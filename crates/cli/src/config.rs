@@ -9,6 +9,10 @@
 //! attempts = 5
 //! max_seconds = 120
 //!
+//! [http]
+//! connect_timeout_seconds = 10
+//! stall_timeout_seconds = 60
+//!
 //! [accounts.work]
 //! provider = "gmail"
 //! address = "me@example.com"
@@ -35,6 +39,8 @@ pub struct Config {
     pub retry: Option<RetrySettings>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delivery: Option<DeliverySettings>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpSettings>,
     /// sendmail: the aliases(5) file for local names such as `root`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aliases: Option<PathBuf>,
@@ -47,6 +53,15 @@ pub struct Config {
 pub struct RetrySettings {
     pub attempts: Option<u32>,
     pub max_seconds: Option<u64>,
+}
+
+/// `[http]`: network timeouts (`apimail_core::http::Timeouts`); the
+/// environment variables override them.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSettings {
+    pub connect_timeout_seconds: Option<u64>,
+    pub stall_timeout_seconds: Option<u64>,
 }
 
 /// `[delivery]`: how the outbox treats uncertain outcomes.

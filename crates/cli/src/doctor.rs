@@ -109,6 +109,7 @@ pub async fn run(config_flag: Option<&std::path::Path>, args: DoctorArgs) -> Res
             None
         }
     };
+    checks.push(certificates_check());
     if let Some(ctx) = &ctx {
         account_checks(ctx, &args, &mut checks).await;
         queue_check(&mut checks);
@@ -156,8 +157,8 @@ async fn account_checks(ctx: &Context, args: &DoctorArgs, checks: &mut Vec<Check
     }
     checks.push(refresh_check(&resolved).await);
     let mut server_date = None;
-    for url in &resolved.endpoints {
-        let (check, date) = network_check(url).await;
+    for (url, stack) in &resolved.endpoints {
+        let (check, date) = network_check(url, *stack).await;
         checks.push(check);
         server_date = server_date.or(date);
     }
@@ -336,14 +337,28 @@ async fn refresh_check(resolved: &Resolved) -> Check {
     }
 }
 
-/// DNS, TCP, TLS and proxy to one endpoint; any HTTP answer counts.
-async fn network_check(url: &Url) -> (Check, Option<String>) {
+/// The CA certificates every HTTPS client trusts, loaded once.
+fn certificates_check() -> Check {
+    let source = apimail_core::http::root_source();
+    match apimail_core::http::tls_config() {
+        Ok(_) => Check::ok("certificates", format!("CA certificates from {source}")),
+        Err(error) => Check::fail(
+            "certificates",
+            Exit::Config,
+            error.to_string(),
+            "point SSL_CERT_FILE at a CA bundle (PEM), or unset it to use the system's (Debian: apt-get install ca-certificates)",
+        ),
+    }
+}
+
+/// DNS, TCP, TLS and proxy to one endpoint, through the client stack that
+/// sends to it; any HTTP answer counts.
+async fn network_check(url: &Url, stack: providers::Stack) -> (Check, Option<String>) {
     let host = url.host_str().unwrap_or_default().to_owned();
     let port = url.port_or_known_default().unwrap_or(443);
     let name = "network";
-    let behind_proxy = ["HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"]
-        .iter()
-        .any(|v| std::env::var_os(v).is_some());
+    let shown = apimail_core::endpoint::probe_url(url);
+    let behind_proxy = apimail_core::http::proxy_for(url).is_some();
     if !behind_proxy
         && tokio::net::lookup_host((host.as_str(), port))
             .await
@@ -359,53 +374,59 @@ async fn network_check(url: &Url) -> (Check, Option<String>) {
             None,
         );
     }
-    match apimail_core::endpoint::probe(url).await {
+    match stack.probe(url).await {
         Ok(probe) => {
+            let via = match apimail_core::http::proxy_setting() {
+                Some(proxy) if behind_proxy => format!(" through {proxy}"),
+                _ => String::new(),
+            };
             let detail = format!(
-                "{host}:{port} answers (HTTP {}) in {} ms",
+                "{shown} answers (HTTP {}) in {} ms{via}",
                 probe.status,
                 probe.elapsed.as_millis()
             );
             (Check::ok(name, detail), probe.date)
         }
         Err((failure, text)) => {
-            let (detail, hint) = explain(failure, &text, &host, port, behind_proxy);
-            (Check::fail(name, Exit::TempFail, detail, hint), None)
+            let (exit, detail, hint) = explain(failure, &text, &host, port);
+            (Check::fail(name, exit, detail, hint), None)
         }
     }
 }
 
-/// A probe failure in plain words: certificates, TLS versions, proxies,
-/// refused connections, timeouts.
-fn explain(
-    failure: ProbeFailure,
-    text: &str,
-    host: &str,
-    port: u16,
-    behind_proxy: bool,
-) -> (String, String) {
+/// A probe failure in plain words: certificates, TLS, proxies, refused
+/// connections, timeouts.
+fn explain(failure: ProbeFailure, text: &str, host: &str, port: u16) -> (Exit, String, String) {
     match failure {
-        ProbeFailure::Certificate => (
-            format!("this machine does not trust the certificate of {host} ({text})"),
-            "install the CA bundle (Debian: apt-get install ca-certificates) or set SSL_CERT_FILE; behind a TLS-inspecting proxy, add its CA".into(),
+        ProbeFailure::Net(failure) => {
+            let exit = if failure.is_temporary() {
+                Exit::TempFail
+            } else {
+                Exit::Config
+            };
+            let hint = match &failure {
+                apimail_core::http::NetFailure::Timeout(_) => {
+                    "a firewall may be dropping the traffic; check the endpoint, or set HTTPS_PROXY".to_owned()
+                }
+                other => other.hint(),
+            };
+            (exit, failure.to_string(), hint)
+        }
+        ProbeFailure::Setup => (
+            Exit::Config,
+            text.to_owned(),
+            "point SSL_CERT_FILE at a CA bundle (PEM), or unset it to use the system's (Debian: apt-get install ca-certificates)".into(),
         ),
-        ProbeFailure::Handshake => (
-            format!("the TLS handshake with {host} failed, usually a TLS version or cipher mismatch ({text})"),
-            "apimail needs TLS 1.2 or newer; a middlebox may be downgrading the connection".into(),
-        ),
-        ProbeFailure::Proxy if behind_proxy => (
-            format!("the proxy refused the connection to {host} ({text})"),
-            "check HTTPS_PROXY (host, port, credentials) and NO_PROXY".into(),
-        ),
-        ProbeFailure::Refused | ProbeFailure::Proxy => (
+        ProbeFailure::Refused => (
+            Exit::TempFail,
             format!("nothing answers at {host}:{port}: the service is down or a firewall blocks it ({text})"),
             "check that the endpoint is right (`apimail auth status`) and that outgoing HTTPS is allowed; set HTTPS_PROXY if you must use a proxy".into(),
         ),
-        ProbeFailure::Timeout => (
-            format!("{host}:{port} did not answer within 15 s"),
-            "a firewall may be dropping the traffic; try again, or set HTTPS_PROXY".into(),
+        ProbeFailure::Other => (
+            Exit::TempFail,
+            format!("cannot reach {host}:{port} ({text})"),
+            "check the network connection".into(),
         ),
-        ProbeFailure::Other => (format!("cannot reach {host}:{port} ({text})"), "check the network connection".into()),
     }
 }
 

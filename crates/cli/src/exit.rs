@@ -73,8 +73,14 @@ impl Failure {
         let mut stderr = std::io::stderr().lock();
         // Nothing useful can be done if stderr itself is gone.
         let _ = writeln!(stderr, "error: {}", self.error);
+        // A cause already said in full by the line before it adds nothing.
+        let mut said = self.error.to_string();
         for cause in self.error.chain().skip(1) {
-            let _ = writeln!(stderr, "caused by: {cause}");
+            let text = cause.to_string();
+            if !said.ends_with(&text) {
+                let _ = writeln!(stderr, "caused by: {text}");
+            }
+            said = text;
         }
         if let Some(hint) = &self.hint {
             let _ = writeln!(stderr, "hint: {hint}");

@@ -30,6 +30,7 @@ impl Context {
     pub fn load(flag: Option<&Path>) -> Result<Self, Failure> {
         let config_path = crate::config::path(flag)?;
         let config = crate::config::load(&config_path)?;
+        set_http_timeouts(&config)?;
         Ok(Context {
             config_path,
             config,
@@ -41,6 +42,71 @@ impl Context {
             Failure::new(Exit::Config, e)
                 .hint("set APIMAIL_DATA_DIR to a directory apimail may write")
         })
+    }
+}
+
+/// The process's network timeouts: `[http]` in the config file, then
+/// `APIMAIL_CONNECT_TIMEOUT_SECONDS` / `APIMAIL_STALL_TIMEOUT_SECONDS`.
+fn set_http_timeouts(config: &Config) -> Result<(), Failure> {
+    use apimail_core::http::{self, Timeouts};
+    let settings = config.http.clone().unwrap_or_default();
+    let mut timeouts = Timeouts::default();
+    for (key, value, field) in [
+        (
+            "connect_timeout_seconds",
+            settings.connect_timeout_seconds,
+            &mut timeouts.connect,
+        ),
+        (
+            "stall_timeout_seconds",
+            settings.stall_timeout_seconds,
+            &mut timeouts.stall,
+        ),
+    ] {
+        match value {
+            Some(0) => {
+                return Err(Failure::new(
+                    Exit::Config,
+                    anyhow!("[http] {key} = 0 is not a timeout"),
+                )
+                .hint(format!(
+                    "set [http] {key} to a number of seconds above 0, or remove it"
+                )));
+            }
+            Some(seconds) => *field = std::time::Duration::from_secs(seconds),
+            None => {}
+        }
+    }
+    let timeouts = timeouts.with_env().map_err(|message| {
+        Failure::new(Exit::Config, anyhow!(message))
+            .hint("set it to a whole number of seconds, or unset it")
+    })?;
+    http::set_timeouts(timeouts);
+    Ok(())
+}
+
+/// The client stack a request goes through (see `apimail_core::http`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stack {
+    /// The shared reqwest client of token requests.
+    Tokens,
+    /// Gmail's hyper client (google-gmail1, yup-oauth2).
+    Gmail,
+    /// graph-rs-sdk's client.
+    Graph,
+}
+
+impl Stack {
+    /// A `HEAD` to `url`'s root through this stack.
+    pub async fn probe(
+        self,
+        url: &Url,
+    ) -> Result<apimail_core::endpoint::Probe, (apimail_core::endpoint::ProbeFailure, String)> {
+        match self {
+            Stack::Tokens => apimail_core::endpoint::probe(url).await,
+            Stack::Gmail => apimail_gmail::probe(url).await,
+            Stack::Graph => apimail_graph::probe(url).await,
+        }
     }
 }
 
@@ -64,8 +130,9 @@ pub struct Resolved {
     /// false for environment and app-only credentials, whose fixes are an
     /// administrator's.
     pub login_fixes_auth: bool,
-    /// The token and API endpoints, for `apimail doctor`.
-    pub endpoints: Vec<Url>,
+    /// The token and API endpoints, each with the client stack that
+    /// sends to it, for `apimail doctor`.
+    pub endpoints: Vec<(Url, Stack)>,
     /// Where the token URL was set, for an error that says it is wrong.
     pub token_setting: String,
     pub sender: Sender,
@@ -383,7 +450,7 @@ fn gmail_account(ctx: &Context, name: &str, account: &GmailAccount) -> Result<Re
         provider: Provider::Gmail,
         identity: SenderIdentity::account(name),
         account: Some(name.to_owned()),
-        endpoints: vec![token_endpoint, api_url],
+        endpoints: vec![(token_endpoint, Stack::Tokens), (api_url, Stack::Gmail)],
         token_setting: setting(
             "APIMAIL_GOOGLE_TOKEN_URL",
             "token_uri",
@@ -484,13 +551,17 @@ async fn gmail_from_env() -> Result<Option<Resolved>, Failure> {
             )
         }
     };
+    let token_stack = match &tokens {
+        GmailTokens::ServiceAccount(_) => Stack::Gmail,
+        _ => Stack::Tokens,
+    };
     let transport = GmailTransport::new(client()?, &api_url, user, tokens);
     Ok(Some(Resolved {
         provider: Provider::Gmail,
         identity,
         account: None,
         login_fixes_auth: false,
-        endpoints: vec![token_url, api_url],
+        endpoints: vec![(token_url, token_stack), (api_url, Stack::Gmail)],
         token_setting: if explicit_token_url.is_some() {
             "APIMAIL_GOOGLE_TOKEN_URL".to_owned()
         } else {
@@ -605,7 +676,10 @@ fn graph_resolved(
     relogin: String,
     relogin_large: Option<String>,
 ) -> Resolved {
-    let endpoints = vec![token_url, transport.api_url().clone()];
+    let endpoints = vec![
+        (token_url, Stack::Tokens),
+        (transport.api_url().clone(), Stack::Graph),
+    ];
     // Graph's 4-requests-per-mailbox limit holds across processes too
     // (cron jobs, queue flushes), through lock files in the data directory.
     let transport = match TokenStore::from_env() {
@@ -793,6 +867,14 @@ pub fn login_command(name: &str, account: &GraphAccount, large_messages: bool) -
 
 /// A failed send, as the user should see it.
 pub fn send_failure(error: TransportError, resolved: &Resolved) -> Failure {
+    if let Some(failure) = network_failure(&error) {
+        let exit = if failure.is_temporary() {
+            Exit::TempFail
+        } else {
+            Exit::Config
+        };
+        return Failure::new(exit, error).hint(failure.hint());
+    }
     let token_error =
         std::error::Error::source(&error).and_then(|s| s.downcast_ref::<TokenError>());
     if resolved.provider == Provider::Graph
@@ -872,6 +954,18 @@ pub fn send_failure(error: TransportError, resolved: &Resolved) -> Failure {
         ),
     };
     Failure::new(exit, error).hint(graph_hint.map_or(hint, str::to_owned))
+}
+
+/// The timeout, TLS or proxy failure behind `error`, if that is what it is.
+pub fn network_failure(
+    error: &(dyn std::error::Error + 'static),
+) -> Option<apimail_core::http::NetFailure> {
+    apimail_core::http::find::<apimail_core::http::NetFailure>(error)
+        .cloned()
+        .or_else(|| match apimail_core::http::find::<TokenError>(error) {
+            Some(TokenError::Network(failure)) => Some(failure.clone()),
+            _ => None,
+        })
 }
 
 /// `run \`apimail auth login …\`` when a login can fix it, else what can.

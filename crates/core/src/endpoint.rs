@@ -3,6 +3,8 @@
 
 use url::{Host, Url};
 
+use crate::http::NetFailure;
+
 /// Why an endpoint URL was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("endpoint `{url}` {reason}")]
@@ -52,34 +54,53 @@ pub struct Probe {
 }
 
 /// Why an endpoint could not be reached.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProbeFailure {
-    /// The certificate is not trusted (missing CA bundle, inspecting proxy).
-    Certificate,
-    /// The TLS handshake failed otherwise (version, ciphers).
-    Handshake,
-    /// The proxy refused or failed the tunnel.
-    Proxy,
+    /// A timeout, or a TLS or proxy problem ([`NetFailure`]).
+    Net(NetFailure),
+    /// The client could not be set up (no usable CA certificates).
+    Setup,
     /// Nothing accepted the connection.
     Refused,
-    /// No answer in time.
-    Timeout,
     /// Anything else.
     Other,
 }
 
-/// Connects to `url`'s host (through `HTTPS_PROXY` when set) and sends a
-/// `HEAD /`, to check DNS, TCP, TLS and proxy in one go. Returns what
-/// failed and the underlying error text.
-pub async fn probe(url: &Url) -> Result<Probe, (ProbeFailure, String)> {
-    let client = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(std::time::Duration::from_secs(15))
-        .build()
-        .map_err(|e| (ProbeFailure::Other, e.to_string()))?;
+impl ProbeFailure {
+    /// Reads a client's error for a probe of `url`: the failure and the
+    /// error's text with its causes.
+    pub fn read(error: &(dyn std::error::Error + 'static), url: &Url) -> (ProbeFailure, String) {
+        let mut text = error.to_string();
+        let mut source = error.source();
+        while let Some(cause) = source {
+            text.push_str(": ");
+            text.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        let failure = match NetFailure::diagnose(error, url) {
+            Some(failure) => ProbeFailure::Net(failure),
+            None if text.to_lowercase().contains("refused") => ProbeFailure::Refused,
+            None => ProbeFailure::Other,
+        };
+        (failure, text)
+    }
+}
+
+/// The root of `url` (`https://host/`), where probes send a `HEAD`.
+pub fn probe_url(url: &Url) -> Url {
     let mut root = url.clone();
     root.set_path("/");
     root.set_query(None);
+    root.set_fragment(None);
+    root
+}
+
+/// Sends a `HEAD` to `url`'s root through the process's shared reqwest
+/// client ([`crate::http::shared_client`], the stack token requests use),
+/// to check DNS, TCP, TLS and proxy in one go.
+pub async fn probe(url: &Url) -> Result<Probe, (ProbeFailure, String)> {
+    let client = crate::http::shared_client().map_err(|e| (ProbeFailure::Setup, e.to_string()))?;
+    let root = probe_url(url);
     let started = std::time::Instant::now();
     match client.head(root).send().await {
         Ok(response) => Ok(Probe {
@@ -91,30 +112,7 @@ pub async fn probe(url: &Url) -> Result<Probe, (ProbeFailure, String)> {
                 .map(str::to_owned),
             elapsed: started.elapsed(),
         }),
-        Err(error) => {
-            let mut text = error.to_string();
-            let mut source = std::error::Error::source(&error);
-            while let Some(cause) = source {
-                text.push_str(": ");
-                text.push_str(&cause.to_string());
-                source = cause.source();
-            }
-            let lower = text.to_lowercase();
-            let kind = if lower.contains("certificate") || lower.contains("unknownissuer") {
-                ProbeFailure::Certificate
-            } else if lower.contains("handshake") || lower.contains("protocol version") {
-                ProbeFailure::Handshake
-            } else if lower.contains("proxy") || lower.contains("tunnel") {
-                ProbeFailure::Proxy
-            } else if error.is_timeout() {
-                ProbeFailure::Timeout
-            } else if error.is_connect() || lower.contains("refused") {
-                ProbeFailure::Refused
-            } else {
-                ProbeFailure::Other
-            };
-            Err((kind, text))
-        }
+        Err(error) => Err(ProbeFailure::read(&error, url)),
     }
 }
 

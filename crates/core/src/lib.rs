@@ -35,6 +35,7 @@ mod compose;
 pub mod delivery;
 pub mod endpoint;
 pub mod files;
+pub mod http;
 mod identity;
 pub mod journal;
 pub mod oauth;

@@ -12,8 +12,9 @@ use crate::transport::{ErrorKind, TransportError};
 pub struct RetryPolicy {
     /// Attempts in all, the first included; 0 counts as 1.
     pub max_attempts: u32,
-    /// No wait is started that would end later than this after the first
-    /// attempt began.
+    /// The whole run's deadline, attempts included: an attempt still
+    /// running then is cut off, and no wait is started that would end
+    /// later.
     pub max_elapsed: Duration,
     /// The delay after the first failure, before jitter.
     pub base_delay: Duration,
@@ -58,8 +59,9 @@ impl RetryPolicy {
 
     /// Runs `op(attempt)` (attempts count from 1) until it succeeds, fails
     /// with an error that is not [temporary](TransportError::is_temporary),
-    /// the attempts run out, or the next wait would end past `max_elapsed`
-    /// from the start.
+    /// the attempts run out, or `max_elapsed` from the start is reached:
+    /// an attempt still running then is dropped (a temporary failure whose
+    /// outcome is unknown), and no wait is started that would end later.
     ///
     /// `on_retry(attempt, &error, delay)` is called before each wait. A
     /// non-temporary error is returned as it is. When giving up on a
@@ -79,10 +81,22 @@ impl RetryPolicy {
         let max_attempts = self.max_attempts.max(1);
         let mut attempt = 1;
         loop {
-            let error = match op(attempt).await {
-                Ok(value) => return Ok(value),
-                Err(error) if !error.is_temporary() => return Err(error),
-                Err(error) => error,
+            let deadline = start + self.max_elapsed;
+            let error = match tokio::time::timeout_at(deadline, op(attempt)).await {
+                Ok(Ok(value)) => return Ok(value),
+                Ok(Err(error)) if !error.is_temporary() => return Err(error),
+                Ok(Err(error)) => error,
+                Err(_) => {
+                    let cut = TransportError::new(
+                        ErrorKind::Temporary,
+                        format!(
+                            "attempt {attempt} was still running when the overall limit of {} s ran out",
+                            self.max_elapsed.as_secs()
+                        ),
+                    )
+                    .with_unknown_outcome();
+                    return Err(give_up(attempt, start.elapsed(), cut));
+                }
             };
             if attempt >= max_attempts {
                 return Err(give_up(attempt, start.elapsed(), error));
@@ -105,8 +119,11 @@ fn give_up(attempts: u32, elapsed: Duration, last: TransportError) -> TransportE
     let retry_after = last.retry_after();
     let mut error = TransportError::new(
         ErrorKind::Temporary,
-        format!("gave up after {attempts} attempt{plural} in {seconds}s"),
+        format!("gave up after {attempts} attempt{plural} in {seconds}s: {last}"),
     );
+    if last.is_outcome_unknown() {
+        error = error.with_unknown_outcome();
+    }
     if let Some(delay) = retry_after {
         error = error.with_retry_after(delay);
     }
@@ -210,7 +227,7 @@ mod tests {
         let elapsed = (start.elapsed().as_millis() + 500) / 1000;
         assert_eq!(
             error.to_string(),
-            format!("gave up after 5 attempts in {elapsed}s")
+            format!("gave up after 5 attempts in {elapsed}s: server busy")
         );
         assert_eq!(error.source().unwrap().to_string(), "server busy");
         assert_eq!(error.retry_after(), Some(Duration::from_millis(1)));
@@ -240,6 +257,31 @@ mod tests {
             error
                 .to_string()
                 .starts_with("gave up after 5 attempts in ")
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_deadline_cuts_off_an_attempt_that_hangs() {
+        let policy = RetryPolicy {
+            max_attempts: 5,
+            max_elapsed: Duration::from_secs(10),
+            base_delay: Duration::from_secs(1),
+            max_delay: Duration::from_secs(4),
+        };
+        let start = tokio::time::Instant::now();
+        let error = policy
+            .run(
+                |_| async { std::future::pending::<Result<(), TransportError>>().await },
+                |_, _, _| {},
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(start.elapsed(), Duration::from_secs(10));
+        assert_eq!(error.kind(), ErrorKind::Temporary);
+        assert!(error.is_outcome_unknown());
+        assert_eq!(
+            error.to_string(),
+            "gave up after 1 attempt in 10s: attempt 1 was still running when the overall limit of 10 s ran out"
         );
     }
 
@@ -285,7 +327,10 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(start.elapsed(), Duration::ZERO);
-        assert_eq!(error.to_string(), "gave up after 1 attempt in 0s");
+        assert_eq!(
+            error.to_string(),
+            "gave up after 1 attempt in 0s: server busy"
+        );
     }
 
     #[tokio::test(start_paused = true)]

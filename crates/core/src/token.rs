@@ -74,6 +74,10 @@ pub enum TokenError {
         /// What came back instead ("a web page", ...).
         what: String,
     },
+    /// A timeout (temporary), or a TLS or proxy problem (configuration),
+    /// on the way to the token endpoint.
+    #[error("{0}")]
+    Network(crate::http::NetFailure),
     /// Nothing is stored for this account, or it has no refresh token.
     #[error("no stored authorization for account `{account}`")]
     NotLoggedIn {
@@ -86,6 +90,18 @@ pub enum TokenError {
     /// Anything else: a malformed answer, a bug.
     #[error("{0}")]
     Other(String),
+}
+
+impl TokenError {
+    /// `what` ("could not get an access token for …"), followed by the
+    /// network failure when there is one, so that the first line of an
+    /// error report names the host and what went wrong.
+    pub fn headline(&self, what: &str) -> String {
+        match self {
+            TokenError::Network(failure) => format!("{what}: {failure}"),
+            _ => what.to_owned(),
+        }
+    }
 }
 
 fn describe(description: &Option<String>) -> String {

@@ -26,7 +26,18 @@ pub(crate) fn is_rejected_token(error: &TransportError) -> bool {
     error.kind() == ErrorKind::Unauthorized && error.to_string() == REJECTED_TOKEN
 }
 
-pub(crate) fn classify(error: GmailError, last: LastFailure) -> TransportError {
+/// `url` is the API root, `delivers` whether the request sends mail.
+pub(crate) fn classify(
+    error: GmailError,
+    last: LastFailure,
+    url: &str,
+    delivers: bool,
+) -> TransportError {
+    if let (GmailError::HttpError(e), Ok(url)) = (&error, url::Url::parse(url))
+        && let Some(failure) = apimail_core::http::NetFailure::diagnose(e, &url)
+    {
+        return failure.transport_error(delivers);
+    }
     match error {
         GmailError::HttpError(e) if e.is_connect() => {
             TransportError::new(ErrorKind::Temporary, "cannot reach the Gmail API").with_source(e)

@@ -85,16 +85,17 @@ pub const CHUNK_SIZE: u64 = 8 * 1024 * 1024;
 /// The production API root.
 pub const DEFAULT_API_URL: &str = "https://gmail.googleapis.com/";
 
-type Connector = hyper_rustls::HttpsConnector<ProxyConnector>;
+type Connector = proxy::Timed<hyper_rustls::HttpsConnector<ProxyConnector>>;
 
 /// The HTTPS client the transport sends with (see [`https_client`]).
 pub type HttpsClient = google_gmail1::common::Client<Connector>;
 type Client = HttpsClient;
 
-/// Builds the HTTPS client: rustls with the ring provider and the system's
-/// CA certificates, through `HTTPS_PROXY` unless `NO_PROXY` says otherwise.
-/// Plain http is allowed because endpoint URLs are checked before they get
-/// here (http only for loopback).
+/// Builds the HTTPS client from apimail-core's HTTP policy
+/// (`apimail_core::http`): its rustls configuration and roots, its proxy
+/// rules, its connect timeout and stall limit. Plain http is allowed
+/// because endpoint URLs are checked before they get here (http only for
+/// loopback). Build it once and clone it: clones share the pool.
 pub fn https_client() -> Result<Client, TransportError> {
     Ok(
         hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
@@ -103,53 +104,41 @@ pub fn https_client() -> Result<Client, TransportError> {
 }
 
 pub(crate) fn https_connector() -> Result<Connector, TransportError> {
-    let no_roots = |detail: String| {
-        TransportError::new(
-            ErrorKind::Config,
-            format!(
-                "this machine has no CA certificates to verify Google's servers with ({detail})"
-            ),
-        )
-    };
-    let mut roots = rustls::RootCertStore::empty();
-    let found = system_certificates();
-    let (added, _unparsable) = roots.add_parsable_certificates(found.certs);
-    if added == 0 {
-        let errors: Vec<String> = found.errors.iter().map(ToString::to_string).collect();
-        return Err(no_roots(if errors.is_empty() {
-            "none found".to_owned()
-        } else {
-            errors.join("; ")
-        }));
-    }
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| no_roots(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_or_http()
-        .enable_http1()
-        .enable_http2()
-        .wrap_connector(ProxyConnector::from_env()))
+    let tls = apimail_core::http::tls_config()
+        .map_err(|e| TransportError::new(ErrorKind::Config, e.to_string()))?;
+    Ok(proxy::Timed(
+        hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config((*tls).clone())
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(ProxyConnector::from_env()),
+    ))
 }
 
-/// The system's CA certificates. `SSL_CERT_FILE` and `SSL_CERT_DIR` are
-/// honoured; without them, the distribution's bundle alone is read when
-/// there is one, since rustls-native-certs would also parse every file of
-/// the certificate directory: the same certificates a second time, in a few
-/// hundred system calls on every run.
-fn system_certificates() -> rustls_native_certs::CertificateResult {
-    let configured = ["SSL_CERT_FILE", "SSL_CERT_DIR"]
-        .iter()
-        .any(|name| std::env::var_os(name).is_some());
-    match openssl_probe::probe().cert_file {
-        Some(bundle) if !configured => {
-            rustls_native_certs::load_certs_from_paths(Some(&bundle), None)
-        }
-        _ => rustls_native_certs::load_native_certs(),
+/// Sends a `HEAD` to `url`'s root through the client Gmail sends with
+/// (hyper, see [`https_client`]), for `apimail doctor`.
+pub async fn probe(
+    url: &Url,
+) -> Result<apimail_core::endpoint::Probe, (apimail_core::endpoint::ProbeFailure, String)> {
+    use apimail_core::endpoint::{Probe, ProbeFailure, probe_url};
+    let client = https_client().map_err(|e| (ProbeFailure::Setup, e.to_string()))?;
+    let request = http::Request::head(probe_url(url).as_str())
+        .header(http::header::USER_AGENT, apimail_core::http::USER_AGENT)
+        .body(google_gmail1::common::to_body::<String>(None))
+        .map_err(|e| (ProbeFailure::Other, e.to_string()))?;
+    let started = std::time::Instant::now();
+    match client.request(request).await {
+        Ok(response) => Ok(Probe {
+            status: response.status().as_u16(),
+            date: response
+                .headers()
+                .get(http::header::DATE)
+                .and_then(|d| d.to_str().ok())
+                .map(str::to_owned),
+            elapsed: started.elapsed(),
+        }),
+        Err(error) => Err(ProbeFailure::read(&error, url)),
     }
 }
 
@@ -200,6 +189,7 @@ impl<T: TokenSource> GmailTransport<T> {
         let mut hub = Gmail::new(self.client.clone(), token.secret.expose().to_owned());
         hub.root_url(self.api_url.clone());
         hub.base_url(self.api_url.clone());
+        hub.user_agent(apimail_core::http::USER_AGENT.to_owned());
         hub
     }
 
@@ -213,7 +203,7 @@ impl<T: TokenSource> GmailTransport<T> {
         let recorder = Arc::new(Mutex::new(errors::LastFailure::default()));
         let failure = |error, recorder: &Arc<Mutex<errors::LastFailure>>| {
             let last = std::mem::take(&mut *recorder.lock().unwrap_or_else(|e| e.into_inner()));
-            errors::classify(error, last)
+            errors::classify(error, last, &self.api_url, false)
         };
         let mut delegate = Recorder(recorder.clone());
         let listed = hub
@@ -317,7 +307,7 @@ impl<T: TokenSource> GmailTransport<T> {
                 id: sent.id,
                 thread_id: sent.thread_id,
             }),
-            Ok(Err(error)) => Err(errors::classify(error, last)),
+            Ok(Err(error)) => Err(errors::classify(error, last, &self.api_url, true)),
             Err(join) => Err(TransportError::new(
                 ErrorKind::Internal,
                 "the Gmail client failed on an unexpected answer from the server",
@@ -382,10 +372,17 @@ pub fn token_failure(error: TokenError) -> TransportError {
         TokenError::InvalidGrant { .. } | TokenError::NotLoggedIn { .. } => ErrorKind::Unauthorized,
         TokenError::Refused { .. } => ErrorKind::Unauthorized,
         TokenError::Unreachable(_) => ErrorKind::Temporary,
-        TokenError::Store(_) | TokenError::NotTokenEndpoint { .. } => ErrorKind::Config,
+        TokenError::Network(failure) if failure.is_temporary() => ErrorKind::Temporary,
+        TokenError::Network(_) | TokenError::Store(_) | TokenError::NotTokenEndpoint { .. } => {
+            ErrorKind::Config
+        }
         _ => ErrorKind::Internal,
     };
-    TransportError::new(kind, "could not get an access token for the Gmail API").with_source(error)
+    TransportError::new(
+        kind,
+        error.headline("could not get an access token for the Gmail API"),
+    )
+    .with_source(error)
 }
 
 /// A google-gmail1 delegate that records what went wrong and never lets

@@ -1,5 +1,6 @@
-//! `HTTPS_PROXY` / `NO_PROXY` for the hyper client google-gmail1 and
-//! yup-oauth2 use (reqwest, used for OAuth, reads them by itself).
+//! The hyper connector google-gmail1 and yup-oauth2 send through, built
+//! from apimail-core's HTTP policy (`apimail_core::http`): its proxy rules,
+//! its TLS configuration, its connect timeout and its stall limit.
 //!
 //! https destinations that the proxy settings match go through an HTTP
 //! CONNECT tunnel; TLS then runs end to end inside it. Plain http is only
@@ -7,9 +8,9 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use apimail_core::http::{self as policy, HttpTimeout, ProxyError, Stall};
 use google_gmail1::hyper_util::client::legacy::connect::HttpConnector;
 use google_gmail1::hyper_util::client::legacy::connect::proxy::Tunnel;
 use google_gmail1::hyper_util::client::proxy::matcher::Matcher;
@@ -18,35 +19,83 @@ use http::Uri;
 use tokio::net::TcpStream;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
+type BoxFuture<T> = Pin<Box<dyn Future<Output = Result<T, BoxError>> + Send>>;
+
+/// A TCP connection under the stall limit.
+pub type Io = TokioIo<Stall<TcpStream>>;
+
+/// `host:port` of a destination, for messages.
+fn address(dst: &Uri) -> String {
+    let port = dst
+        .port_u16()
+        .unwrap_or(if dst.scheme_str() == Some("http") {
+            80
+        } else {
+            443
+        });
+    format!("{}:{port}", dst.host().unwrap_or("?"))
+}
+
+/// TCP connections (to a server or a proxy) under the stall limit.
+#[derive(Clone, Debug)]
+pub struct TcpConnector {
+    http: HttpConnector,
+}
+
+impl TcpConnector {
+    fn new() -> Self {
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        TcpConnector { http }
+    }
+}
+
+impl tower_service::Service<Uri> for TcpConnector {
+    type Response = Io;
+    type Error = BoxError;
+    type Future = BoxFuture<Io>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, dst: Uri) -> Self::Future {
+        let mut http = self.http.clone();
+        Box::pin(async move {
+            let host = address(&dst);
+            let io = tower_service::Service::call(&mut http, dst).await?;
+            Ok(TokioIo::new(Stall::new(io.into_inner(), &host)))
+        })
+    }
+}
 
 /// Connects directly, or through the proxy the environment names.
 #[derive(Clone, Debug)]
 pub struct ProxyConnector {
-    http: HttpConnector,
-    matcher: Arc<Matcher>,
+    tcp: TcpConnector,
+    matcher: &'static Matcher,
 }
 
 impl ProxyConnector {
     /// Proxy settings from `HTTPS_PROXY`, `ALL_PROXY` and `NO_PROXY` (and
-    /// their lowercase forms), as curl reads them.
+    /// their lowercase forms), as curl reads them; read once per process.
     pub fn from_env() -> Self {
-        Self::new(Matcher::from_env())
+        Self::new(policy::proxy_matcher())
     }
 
-    pub(crate) fn new(matcher: Matcher) -> Self {
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
+    pub(crate) fn new(matcher: &'static Matcher) -> Self {
         ProxyConnector {
-            http,
-            matcher: Arc::new(matcher),
+            tcp: TcpConnector::new(),
+            matcher,
         }
     }
 }
 
 impl tower_service::Service<Uri> for ProxyConnector {
-    type Response = TokioIo<TcpStream>;
+    type Response = Io;
     type Error = BoxError;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
+    type Future = BoxFuture<Io>;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         Poll::Ready(Ok(()))
@@ -59,21 +108,71 @@ impl tower_service::Service<Uri> for ProxyConnector {
         };
         match proxy {
             Some(proxy) => {
-                let mut tunnel = Tunnel::new(proxy.uri().clone(), self.http.clone());
+                let mut tunnel = Tunnel::new(proxy.uri().clone(), self.tcp.clone());
                 if let Some(auth) = proxy.basic_auth() {
                     tunnel = tunnel.with_auth(auth.clone());
                 }
+                let setting = policy::proxy_setting()
+                    .unwrap_or_else(|| format!("HTTPS_PROXY={}", proxy.uri()));
                 Box::pin(async move {
                     tower_service::Service::call(&mut tunnel, dst)
                         .await
-                        .map_err(|e| format!("the proxy refused or failed the tunnel: {e}").into())
+                        .map_err(|e| -> BoxError {
+                            let e: BoxError = Box::new(e);
+                            if policy::find::<HttpTimeout>(e.as_ref()).is_some() {
+                                return e;
+                            }
+                            Box::new(ProxyError {
+                                setting,
+                                detail: error_text(e.as_ref()),
+                            })
+                        })
                 })
             }
             None => {
-                let mut http = self.http.clone();
-                Box::pin(async move { Ok(tower_service::Service::call(&mut http, dst).await?) })
+                let mut tcp = self.tcp.clone();
+                Box::pin(async move { tower_service::Service::call(&mut tcp, dst).await })
             }
         }
+    }
+}
+
+/// An error and its causes on one line.
+fn error_text(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// The connect timeout around the whole opening of a connection: TCP, the
+/// proxy's tunnel and the TLS handshake.
+#[derive(Clone, Debug)]
+pub struct Timed<C>(pub C);
+
+impl<C> tower_service::Service<Uri> for Timed<C>
+where
+    C: tower_service::Service<Uri> + Clone + Send + 'static,
+    C::Future: Send + 'static,
+    C::Error: Into<BoxError>,
+    C::Response: Send + 'static,
+{
+    type Response = C::Response;
+    type Error = BoxError;
+    type Future = BoxFuture<C::Response>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.0.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, dst: Uri) -> Self::Future {
+        let host = address(&dst);
+        let future = self.0.call(dst);
+        Box::pin(async move { policy::connecting(&host, future).await })
     }
 }
 
@@ -97,7 +196,7 @@ mod tests {
             .https(format!("http://127.0.0.1:{port}"))
             .no("localhost")
             .build();
-        let mut connector = ProxyConnector::new(matcher);
+        let mut connector = ProxyConnector::new(Box::leak(Box::new(matcher)));
         let result = tower_service::Service::call(
             &mut connector,
             "https://gmail.googleapis.com/".parse().unwrap(),
@@ -117,7 +216,7 @@ mod tests {
         let server = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = server.local_addr().unwrap().port();
         let matcher = Matcher::builder().https("http://127.0.0.1:9").build();
-        let mut connector = ProxyConnector::new(matcher);
+        let mut connector = ProxyConnector::new(Box::leak(Box::new(matcher)));
         let uri: Uri = format!("http://127.0.0.1:{port}/").parse().unwrap();
         let accepted = tokio::spawn(async move { server.accept().await.is_ok() });
         assert!(

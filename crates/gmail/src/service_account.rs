@@ -12,6 +12,7 @@ use crate::{Connector, SEND_SCOPE};
 pub struct ServiceAccountTokens {
     auth: Authenticator<Connector>,
     subject: String,
+    token_url: Option<url::Url>,
 }
 
 impl std::fmt::Debug for ServiceAccountTokens {
@@ -40,6 +41,7 @@ impl ServiceAccountTokens {
         if let Some(url) = token_url {
             key.token_uri = url.to_string();
         }
+        let parsed_token_url = url::Url::parse(&key.token_uri).ok();
         // The same connector as the Gmail client: rustls, system roots, proxy.
         let connector = crate::https_connector().map_err(|e| TokenError::Other(e.to_string()))?;
         let client = google_gmail1::hyper_util::client::legacy::Client::builder(
@@ -57,6 +59,7 @@ impl ServiceAccountTokens {
         Ok(ServiceAccountTokens {
             auth,
             subject: subject.to_owned(),
+            token_url: parsed_token_url,
         })
     }
 }
@@ -78,7 +81,11 @@ impl ClassifyName for serde_json::Error {
 
 impl TokenSource for ServiceAccountTokens {
     async fn token(&self) -> Result<AccessToken, TokenError> {
-        let token = self.auth.token(&[SEND_SCOPE]).await.map_err(map_error)?;
+        let token = self
+            .auth
+            .token(&[SEND_SCOPE])
+            .await
+            .map_err(|e| self.map_error(e))?;
         convert(token)
     }
 
@@ -90,7 +97,7 @@ impl TokenSource for ServiceAccountTokens {
             .auth
             .force_refreshed_token(&[SEND_SCOPE])
             .await
-            .map_err(map_error)?;
+            .map_err(|e| self.map_error(e))?;
         convert(token)
     }
 }
@@ -103,6 +110,21 @@ fn convert(token: yup_oauth2::AccessToken) -> Result<AccessToken, TokenError> {
         secret: Secret::new(secret),
         expires_at: token.expiration_time().map(|t| t.unix_timestamp()),
     })
+}
+
+impl ServiceAccountTokens {
+    fn map_error(&self, error: yup_oauth2::Error) -> TokenError {
+        let network = |e: &(dyn std::error::Error + 'static)| {
+            let url = self.token_url.as_ref()?;
+            apimail_core::http::NetFailure::diagnose(e, url).map(TokenError::Network)
+        };
+        let diagnosed = match &error {
+            yup_oauth2::Error::HttpError(e) => network(e),
+            yup_oauth2::Error::HttpClientError(e) => network(e),
+            _ => None,
+        };
+        diagnosed.unwrap_or_else(|| map_error(error))
+    }
 }
 
 fn map_error(error: yup_oauth2::Error) -> TokenError {

@@ -443,7 +443,7 @@ impl<T: TokenSource> GraphTransport<T> {
                 attachment.name,
                 upload_url.host_str().unwrap_or("?")
             );
-            let Some(uploads) = &self.uploads else {
+            let Some(uploads) = self.clients.as_ref().map(|c| &c.uploads) else {
                 return Err(AfterDraft::new(
                     "uploading failed",
                     TransportError::new(ErrorKind::Config, "the HTTPS client is not set up"),
@@ -454,8 +454,13 @@ impl<T: TokenSource> GraphTransport<T> {
                     Ok(()) => return Ok(Added::Done),
                     Err(failure) => failure,
                 };
+            // A timeout or proxy failure goes in the first line, host and all.
+            let network =
+                apimail_core::http::find::<apimail_core::http::NetFailure>(&failure.error)
+                    .map(|net| format!(" ({net})"))
+                    .unwrap_or_default();
             let context = format!(
-                "uploading attachment `{}` failed at byte {} of {total}",
+                "uploading attachment `{}` failed at byte {} of {total}{network}",
                 attachment.name, failure.at
             );
             if !failure.session_gone {

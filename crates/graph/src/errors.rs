@@ -272,9 +272,19 @@ impl std::error::Error for Cause {
 /// rest is a bug. `request` names the request (`POST /v1.0/me/sendMail`).
 pub(crate) fn request_failure(
     error: GraphFailure,
+    url: &url::Url,
     request: &str,
     delivers: bool,
 ) -> TransportError {
+    let diagnosed = match &error {
+        GraphFailure::ReqwestError(e) => apimail_core::http::NetFailure::diagnose(e, url),
+        GraphFailure::Other(e) => apimail_core::http::NetFailure::diagnose(e.as_ref(), url),
+        GraphFailure::Io(e) => apimail_core::http::NetFailure::diagnose(e, url),
+        _ => None,
+    };
+    if let Some(failure) = diagnosed {
+        return failure.transport_error(delivers);
+    }
     let reqwest = |e: &reqwest::Error| {
         if e.is_timeout() {
             let maybe = if delivers {
@@ -345,11 +355,17 @@ pub fn token_failure(error: TokenError) -> TransportError {
         TokenError::InvalidGrant { .. } | TokenError::NotLoggedIn { .. } => ErrorKind::Unauthorized,
         TokenError::Refused { .. } => ErrorKind::Unauthorized,
         TokenError::Unreachable(_) => ErrorKind::Temporary,
-        TokenError::Store(_) | TokenError::NotTokenEndpoint { .. } => ErrorKind::Config,
+        TokenError::Network(failure) if failure.is_temporary() => ErrorKind::Temporary,
+        TokenError::Network(_) | TokenError::Store(_) | TokenError::NotTokenEndpoint { .. } => {
+            ErrorKind::Config
+        }
         _ => ErrorKind::Internal,
     };
-    TransportError::new(kind, "could not get an access token for Microsoft Graph")
-        .with_source(error)
+    TransportError::new(
+        kind,
+        error.headline("could not get an access token for Microsoft Graph"),
+    )
+    .with_source(error)
 }
 
 #[cfg(test)]

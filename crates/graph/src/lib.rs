@@ -82,7 +82,7 @@ mod upload;
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use apimail_core::{
     AccessToken, DeliveryNotes, Envelope, ErrorKind, MemoryNotes, Receipt, TokenSource, Transport,
@@ -143,13 +143,6 @@ pub const UPLOAD_SESSION_THRESHOLD: usize = 3 * 1024 * 1024;
 /// Graph's limit of concurrent requests per mailbox.
 pub const MAX_CONCURRENT_REQUESTS: usize = 4;
 
-/// The limit on each request, upload chunks included.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
-
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
-
-const USER_AGENT: &str = concat!("apimail/", env!("CARGO_PKG_VERSION"));
-
 /// Whose mailbox sends.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Mailbox {
@@ -191,7 +184,7 @@ pub struct GraphTransport<T> {
     permits: Arc<limit::Permits>,
     /// `None` when the configuration is unusable: every send then fails
     /// with `broken`.
-    uploads: Option<reqwest::Client>,
+    clients: Option<Clients>,
     broken: Option<String>,
 }
 
@@ -206,7 +199,7 @@ impl<T> Clone for GraphTransport<T> {
             large_messages_allowed: self.large_messages_allowed,
             app_only: self.app_only,
             permits: self.permits.clone(),
-            uploads: self.uploads.clone(),
+            clients: self.clients.clone(),
             broken: self.broken.clone(),
         }
     }
@@ -252,8 +245,8 @@ impl<T: TokenSource> GraphTransport<T> {
         max_message_bytes: usize,
         large_messages_allowed: bool,
     ) -> Self {
-        let (api, uploads, broken) = match Self::prepare(api_url, &mailbox) {
-            Ok((api, uploads)) => (api, Some(uploads), None),
+        let (api, clients, broken) = match Self::prepare(api_url, &mailbox) {
+            Ok((api, clients)) => (api, Some(clients), None),
             Err(error) => (api_url.clone(), None, Some(error.to_string())),
         };
         GraphTransport {
@@ -265,7 +258,7 @@ impl<T: TokenSource> GraphTransport<T> {
             large_messages_allowed,
             app_only: false,
             permits: Arc::new(limit::Permits::new(None)),
-            uploads,
+            clients,
             broken,
         }
     }
@@ -325,7 +318,7 @@ impl<T: TokenSource> GraphTransport<T> {
         self
     }
 
-    fn prepare(api_url: &Url, mailbox: &Mailbox) -> Result<(Url, reqwest::Client), TransportError> {
+    fn prepare(api_url: &Url, mailbox: &Mailbox) -> Result<(Url, Clients), TransportError> {
         let config = |message: String| TransportError::new(ErrorKind::Config, message);
         apimail_core::endpoint::checked_url(api_url.as_str())
             .map_err(|e| config(format!("the Microsoft Graph URL is not usable: {e}")))?;
@@ -351,17 +344,8 @@ impl<T: TokenSource> GraphTransport<T> {
                 segments.push(API_VERSION);
             }
         }
-        let uploads = reqwest::Client::builder()
-            .timeout(REQUEST_TIMEOUT)
-            .connect_timeout(CONNECT_TIMEOUT)
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(USER_AGENT)
-            .build()
-            .map_err(|e| {
-                TransportError::new(ErrorKind::Config, "cannot set up the HTTPS client")
-                    .with_source(e)
-            })?;
-        Ok((api, uploads))
+        let clients = Clients::new(&api)?;
+        Ok((api, clients))
     }
 
     /// The versioned API root requests go to (ends with `/v1.0`).
@@ -383,31 +367,17 @@ impl<T: TokenSource> GraphTransport<T> {
         url
     }
 
-    /// A graph-rs-sdk client for `token` at the configured root.
+    /// The graph-rs-sdk client, now sending with `token`.
     fn client(&self, token: &AccessToken) -> Result<GraphClient, TransportError> {
-        let build = || {
-            let mut config = GraphClientConfiguration::new()
-                .access_token(token.secret.expose())
-                .timeout(REQUEST_TIMEOUT)
-                .connect_timeout(CONNECT_TIMEOUT)
-                .user_agent(HeaderValue::from_static(USER_AGENT));
-            if self.loopback {
-                // Plain http, allowed only because the host is loopback.
-                config = config.https_only(false);
-            }
-            let mut client = GraphClient::from(config);
-            // Never custom_endpoint/use_endpoint: they panic on hosts
-            // outside Microsoft's list. The URL was checked in `new`.
-            client.use_test_endpoint(&self.api);
-            client
-        };
-        // graph-rs-sdk unwraps its reqwest client builder; a TLS setup
-        // failure must not take the program down.
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(build)).map_err(|_| {
-            TransportError::new(
-                ErrorKind::Config,
-                "graph-rs-sdk could not set up its HTTPS client",
-            )
+        let clients = self.clients()?;
+        clients.bearer.set(token);
+        Ok(clients.graph.clone())
+    }
+
+    /// The clients, or why this transport cannot send.
+    fn clients(&self) -> Result<&Clients, TransportError> {
+        self.clients.as_ref().ok_or_else(|| {
+            TransportError::new(ErrorKind::Config, self.broken.clone().unwrap_or_default())
         })
     }
 
@@ -684,7 +654,7 @@ impl<'a, T: TokenSource> Session<'a, T> {
                     )
                     .with_source(e)
                 }),
-                Err(error) => Err(errors::request_failure(error, &request, delivers)),
+                Err(error) => Err(errors::request_failure(error, &url, &request, delivers)),
             };
             drop(permit);
             let elapsed = started.elapsed().as_millis();
@@ -714,6 +684,142 @@ impl<'a, T: TokenSource> Session<'a, T> {
             }
             return Ok(answer);
         }
+    }
+}
+
+/// Sends a `HEAD` to `url`'s root through the client Graph requests go
+/// through (graph-rs-sdk's, set up as a transport sets it up), for
+/// `apimail doctor`.
+pub async fn probe(
+    url: &Url,
+) -> Result<apimail_core::endpoint::Probe, (apimail_core::endpoint::ProbeFailure, String)> {
+    use apimail_core::endpoint::{Probe, ProbeFailure, probe_url};
+    let root = probe_url(url);
+    let clients = Clients::new(&root).map_err(|e| (ProbeFailure::Setup, e.to_string()))?;
+    let mut handler = clients.graph.custom(graph_rs_sdk::http::Method::HEAD, None);
+    *AsMut::<Url>::as_mut(&mut handler) = root;
+    let started = Instant::now();
+    match handler.send().await {
+        Ok(response) => Ok(Probe {
+            status: response.status().as_u16(),
+            date: response
+                .headers()
+                .get(graph_rs_sdk::header::DATE)
+                .and_then(|d| d.to_str().ok())
+                .map(str::to_owned),
+            elapsed: started.elapsed(),
+        }),
+        Err(error) => {
+            let error: Box<dyn std::error::Error + Send + Sync> = Box::new(error);
+            Err(ProbeFailure::read(error.as_ref(), url))
+        }
+    }
+}
+
+/// A transport's HTTP clients, built once (clones share them).
+///
+/// The upload client is built from apimail-core's HTTP policy. graph-rs-sdk
+/// builds its own reqwest client and takes no TLS configuration, so it gets
+/// the policy's proxy rules, user agent and connect timeout, and, since it
+/// has only a whole-request timeout, `connect + 2 × stall` as that (its
+/// bodies are at most 4 MB); see ARCHITECTURE.md.
+#[derive(Clone)]
+struct Clients {
+    uploads: reqwest::Client,
+    graph: GraphClient,
+    bearer: Bearer,
+}
+
+impl Clients {
+    fn new(api: &Url) -> Result<Self, TransportError> {
+        let setup = |e: &dyn fmt::Display| {
+            TransportError::new(
+                ErrorKind::Config,
+                format!("cannot set up the HTTPS client: {e}"),
+            )
+        };
+        let uploads = apimail_core::http::reqwest_builder()
+            .map_err(|e| setup(&e))?
+            .build()
+            .map_err(|e| setup(&e))?;
+        let timeouts = apimail_core::http::timeouts();
+        let bearer = Bearer::default();
+        let loopback = api.scheme() == "http" && is_loopback(api);
+        let build = || {
+            let mut config = GraphClientConfiguration::new()
+                .client_application(bearer.clone())
+                .timeout(timeouts.connect + 2 * timeouts.stall)
+                .connect_timeout(timeouts.connect)
+                .proxy(apimail_core::http::reqwest_proxy())
+                .user_agent(HeaderValue::from_static(apimail_core::http::USER_AGENT));
+            if loopback {
+                // Plain http, allowed only because the host is loopback.
+                config = config.https_only(false);
+            }
+            let mut client = GraphClient::from(config);
+            // Never custom_endpoint/use_endpoint: they panic on hosts
+            // outside Microsoft's list. The URL was checked in `prepare`.
+            client.use_test_endpoint(api);
+            client
+        };
+        // graph-rs-sdk unwraps its reqwest client builder; a TLS setup
+        // failure must not take the program down.
+        let graph =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(build)).map_err(|_| {
+                TransportError::new(
+                    ErrorKind::Config,
+                    "graph-rs-sdk could not set up its HTTPS client",
+                )
+            })?;
+        Ok(Clients {
+            uploads,
+            graph,
+            bearer,
+        })
+    }
+}
+
+/// The access token graph-rs-sdk's client sends: the latest one a session
+/// set (clones share it; any current token of the mailbox will do).
+#[derive(Clone)]
+struct Bearer(Arc<std::sync::Mutex<apimail_core::Secret>>);
+
+impl Default for Bearer {
+    fn default() -> Self {
+        Bearer(Arc::new(std::sync::Mutex::new(apimail_core::Secret::new(
+            "",
+        ))))
+    }
+}
+
+impl Bearer {
+    fn set(&self, token: &AccessToken) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = token.secret.clone();
+    }
+
+    fn current(&self) -> String {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .expose()
+            .to_owned()
+    }
+}
+
+#[async_trait::async_trait]
+impl graph_core::identity::ClientApplication for Bearer {
+    fn get_token_silent(&mut self) -> graph_rs_sdk::error::AuthExecutionResult<String> {
+        Ok(self.current())
+    }
+
+    async fn get_token_silent_async(&mut self) -> graph_rs_sdk::error::AuthExecutionResult<String> {
+        Ok(self.current())
+    }
+
+    fn with_force_token_refresh(
+        &mut self,
+        _force_token_refresh: graph_core::identity::ForceTokenRefresh,
+    ) {
     }
 }
 

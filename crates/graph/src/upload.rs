@@ -202,13 +202,22 @@ async fn put_chunk(
         Ok(answer) => answer,
         Err(e) => {
             tracing::debug!("PUT upload session on {host} ({range}) failed after {elapsed} ms");
-            return Err(ChunkError::Resumable(
-                TransportError::new(
-                    ErrorKind::Temporary,
-                    format!("the connection to the upload session on {host} failed"),
-                )
-                .with_source(without_url(e)),
-            ));
+            // A TLS or proxy problem is not worth resuming; a timeout is.
+            return Err(
+                match apimail_core::http::NetFailure::diagnose(&e, upload_url) {
+                    Some(failure) if !failure.is_temporary() => {
+                        ChunkError::Fatal(failure.transport_error(false))
+                    }
+                    Some(failure) => ChunkError::Resumable(failure.transport_error(false)),
+                    None => ChunkError::Resumable(
+                        TransportError::new(
+                            ErrorKind::Temporary,
+                            format!("the connection to the upload session on {host} failed"),
+                        )
+                        .with_source(without_url(e)),
+                    ),
+                },
+            );
         }
     };
     tracing::debug!(

@@ -8,6 +8,9 @@
 //! HTTP/1.0 without asking to keep it). A handler may also drop the
 //! connection without answering, for fault injection.
 
+pub mod stalling;
+pub mod tls;
+
 use std::collections::HashMap;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};

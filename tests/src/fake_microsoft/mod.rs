@@ -261,6 +261,12 @@ impl FakeMicrosoft {
         lock(&self.state).upload_base = Some(format!("http://{host}:{port}"));
     }
 
+    /// Hands out upload URLs on `base` (another server: one that never
+    /// answers, say), as Graph's upload host can fail on its own.
+    pub fn set_upload_base(&self, base: &str) {
+        lock(&self.state).upload_base = Some(base.trim_end_matches('/').to_owned());
+    }
+
     /// Accepts upload sessions for attachments under 3 MiB, which Graph
     /// refuses by default (`ErrorAttachmentSizeShouldNotBeLessThanMinimumSize`).
     pub fn allow_small_upload_sessions(&self, allow: bool) {

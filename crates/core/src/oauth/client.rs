@@ -6,7 +6,6 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU16, Ordering};
-use std::time::Duration;
 
 use oauth2::basic::{
     BasicErrorResponse, BasicRevocationErrorResponse, BasicTokenIntrospectionResponse,
@@ -24,12 +23,6 @@ use super::OAuthClient;
 use crate::endpoint::checked_url;
 use crate::secret::Secret;
 use crate::token::{AccessToken, TokenError, TokenResponse, now_unix};
-
-/// Total time allowed for one request to a token endpoint.
-pub(super) const HTTP_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Time allowed to open the connection.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The token-response fields apimail reads beyond RFC 6749's.
 #[derive(Debug, Clone, Default, serde::Deserialize, serde::Serialize)]
@@ -115,9 +108,10 @@ pub(super) enum HttpFailure {
     Internal(String),
 }
 
-/// The HTTP client the oauth2 crate calls through: reqwest without
-/// redirects (an OAuth endpoint that redirects is an SSRF risk) and with a
-/// timeout. It remembers the last status seen, for error messages.
+/// The HTTP client the oauth2 crate calls through: the process's shared
+/// client ([`crate::http::shared_client`]: no redirects, since an OAuth
+/// endpoint that redirects is an SSRF risk; connect and stall timeouts).
+/// It remembers the last status seen, for error messages.
 #[derive(Debug)]
 pub(super) struct Http {
     client: reqwest::Client,
@@ -129,13 +123,7 @@ pub(super) struct Http {
 impl Http {
     /// Builds the client.
     pub(super) fn new() -> Result<Self, TokenError> {
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(HTTP_TIMEOUT)
-            .connect_timeout(CONNECT_TIMEOUT)
-            .user_agent(concat!("apimail/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| TokenError::Other(format!("cannot set up the http client: {e}")))?;
+        let client = crate::http::shared_client().map_err(|e| TokenError::Other(e.to_string()))?;
         Ok(Http {
             client,
             last_status: AtomicU16::new(0),
@@ -246,7 +234,7 @@ where
         RequestTokenError::Request(HttpFailure::Internal(message)) => {
             Err(TokenError::Other(message))
         }
-        RequestTokenError::Request(failure) => Err(TokenError::Unreachable(Box::new(failure))),
+        RequestTokenError::Request(failure) => Err(unreachable(failure)),
         RequestTokenError::Parse(error, body) => {
             let json = serde_json::from_slice::<serde_json::Value>(&body).is_ok();
             if !json || http.nothing_there() {
@@ -283,6 +271,19 @@ where
             message
         ))),
     }
+}
+
+/// A request that got no answer: [`TokenError::Network`] when the cause is
+/// one apimail explains (a timeout, TLS, the proxy), else
+/// [`TokenError::Unreachable`].
+pub(super) fn unreachable(failure: HttpFailure) -> TokenError {
+    if let HttpFailure::Transport(error) = &failure
+        && let Some(url) = error.url()
+        && let Some(diagnosed) = crate::http::NetFailure::diagnose(error, url)
+    {
+        return TokenError::Network(diagnosed);
+    }
+    TokenError::Unreachable(Box::new(failure))
 }
 
 /// Maps an OAuth error code from a token endpoint.

@@ -505,7 +505,7 @@ pub async fn revoke(revoke_url: &Url, token: &Secret) -> Result<(), TokenError> 
         .map_err(|e| TokenError::Other(format!("cannot build the revocation request: {e}")))?;
     let response = http_client.send(request).await.map_err(|e| match e {
         client::HttpFailure::Internal(message) => TokenError::Other(message),
-        failure => TokenError::Unreachable(Box::new(failure)),
+        failure => client::unreachable(failure),
     })?;
     if response.status() == http::StatusCode::OK {
         return Ok(());

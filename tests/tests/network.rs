@@ -1,0 +1,550 @@
+//! The HTTP policy end to end: timeouts, TLS and proxy failures against
+//! misbehaving listeners (`apimail_test_http::stalling`) and the fakes.
+//! Every test asserts the exit code, the first error line and, where the
+//! message must survive, the queue.
+
+use std::time::{Duration, Instant};
+
+use apimail_tests::fake_google::FakeGoogle;
+use apimail_tests::fake_microsoft::FakeMicrosoft;
+use apimail_tests::http::stalling::{Behaviour, Stalling};
+use apimail_tests::http::tls::TlsServer;
+use apimail_tests::sandbox::Sandbox;
+use apimail_tests::{Run, run, run_with_stdin};
+
+const ACCOUNT: &str = "user@example.com";
+
+/// Short timeouts and one retry, so that a stall ends in seconds.
+const QUICK: [(&str, &str); 4] = [
+    ("APIMAIL_CONNECT_TIMEOUT_SECONDS", "2"),
+    ("APIMAIL_STALL_TIMEOUT_SECONDS", "2"),
+    ("APIMAIL_RETRY_ATTEMPTS", "2"),
+    ("APIMAIL_RETRY_MAX_SECONDS", "20"),
+];
+
+fn logged_in() -> (FakeGoogle, Sandbox) {
+    let fake = FakeGoogle::start();
+    let sandbox = Sandbox::new(&fake);
+    let out = sandbox.login(&fake, &[]);
+    assert_eq!(out.code, 0, "login failed: {}", out.stderr);
+    (fake, sandbox)
+}
+
+fn send(sandbox: &Sandbox, env: &[(&str, &str)]) -> Run {
+    run(sandbox.cmd().envs(QUICK).envs(env.iter().copied()).args([
+        "send",
+        "--to",
+        "rcpt@example.net",
+        "--subject",
+        "network",
+        "--text",
+        "hello",
+    ]))
+}
+
+/// The first `error:` line.
+fn first_error(out: &Run) -> &str {
+    out.stderr
+        .lines()
+        .find(|l| l.starts_with("error:"))
+        .unwrap_or_else(|| panic!("no error line in:\n{}", out.stderr))
+}
+
+fn hint(out: &Run) -> &str {
+    out.stderr
+        .lines()
+        .find(|l| l.starts_with("hint:"))
+        .unwrap_or_else(|| panic!("no hint in:\n{}", out.stderr))
+}
+
+/// The message is still queued, and a later flush (against the working
+/// fake) takes the claim and delivers it.
+fn still_queued_then_flushed(fake: &FakeGoogle, sandbox: &Sandbox) {
+    let queued = sandbox.outbox_entries("queue");
+    assert_eq!(queued.len(), 1, "{queued:?}");
+    assert!(sandbox.outbox_entries("failed").is_empty());
+    // --all: the entry is scheduled for a later retry.
+    let flush = run(sandbox.cmd().args(["queue", "flush", "--all"]));
+    assert_eq!(flush.code, 0, "{}", flush.stderr);
+    assert_eq!(fake.messages().len(), 1);
+    assert!(sandbox.outbox_entries("queue").is_empty());
+}
+
+#[test]
+fn a_send_to_a_server_that_never_answers_ends_75_and_stays_queued() {
+    let (fake, sandbox) = logged_in();
+    let silent = Stalling::start(Behaviour::NeverAnswers).unwrap();
+    let started = Instant::now();
+    let out = send(&sandbox, &[("APIMAIL_GMAIL_API_URL", &silent.base_url())]);
+    assert_eq!(out.code, 75, "{}", out.stderr);
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
+    let line = first_error(&out);
+    assert!(line.contains(&silent.addr().to_string()), "{line}");
+    assert!(line.contains("waiting for the answer"), "{line}");
+    assert!(line.contains("2 s"), "{line}");
+    assert!(silent.accepted() >= 1 && silent.received() > 0);
+    still_queued_then_flushed(&fake, &sandbox);
+}
+
+#[test]
+fn a_token_refresh_that_never_answers_ends_75_and_stays_queued() {
+    let (fake, sandbox) = logged_in();
+    sandbox.expire_stored_token(ACCOUNT);
+    let silent = Stalling::start(Behaviour::NeverAnswers).unwrap();
+    let out = send(
+        &sandbox,
+        &[(
+            "APIMAIL_GOOGLE_TOKEN_URL",
+            &format!("{}/token", silent.base_url()),
+        )],
+    );
+    assert_eq!(out.code, 75, "{}", out.stderr);
+    let line = first_error(&out);
+    assert!(line.contains(&silent.addr().to_string()), "{line}");
+    assert!(line.contains("waiting for the answer"), "{line}");
+    assert!(fake.messages().is_empty());
+    still_queued_then_flushed(&fake, &sandbox);
+}
+
+#[test]
+fn an_upload_the_server_stops_reading_ends_75_while_sending() {
+    let (fake, sandbox) = logged_in();
+    let wedged = Stalling::start(Behaviour::StopsReadingAfter(64 * 1024)).unwrap();
+    // 5 MB of attachment (6.8 MB as base64): one multipart request (under
+    // 8 MiB), more than the socket buffers hold once the server stops
+    // reading.
+    let file = sandbox.path().join("big.bin");
+    let data: Vec<u8> = (0..5_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    std::fs::write(&file, data).unwrap();
+    let out = run(sandbox
+        .cmd()
+        .envs(QUICK)
+        .env("APIMAIL_GMAIL_API_URL", wedged.base_url())
+        .args([
+            "send",
+            "--to",
+            "rcpt@example.net",
+            "--subject",
+            "big",
+            "--text",
+            "see attached",
+            "--attach",
+        ])
+        .arg(&file));
+    assert_eq!(out.code, 75, "{}", out.stderr);
+    let line = first_error(&out);
+    assert!(line.contains(&wedged.addr().to_string()), "{line}");
+    assert!(line.contains("while sending"), "{line}");
+    still_queued_then_flushed(&fake, &sandbox);
+}
+
+#[test]
+fn a_graph_upload_chunk_that_never_answers_ends_75_and_stays_queued() {
+    let fake = FakeMicrosoft::start();
+    let sandbox = Sandbox::microsoft(&fake);
+    let out = sandbox.login_graph(
+        &fake,
+        &["--login-hint", "user@contoso.com", "--large-messages"],
+    );
+    assert_eq!(out.code, 0, "login failed: {}", out.stderr);
+    let silent = Stalling::start(Behaviour::NeverAnswers).unwrap();
+    fake.set_upload_base(&silent.base_url());
+    let file = sandbox.path().join("big.pdf");
+    std::fs::write(&file, vec![7u8; 4 << 20]).unwrap();
+    let out = run(sandbox
+        .cmd()
+        .envs(QUICK)
+        .env("APIMAIL_RETRY_ATTEMPTS", "1")
+        .args([
+            "send",
+            "--to",
+            "rcpt@example.net",
+            "--subject",
+            "big",
+            "--text",
+            "attached",
+            "--attach",
+        ])
+        .arg(&file));
+    assert_eq!(out.code, 75, "{}", out.stderr);
+    let line = first_error(&out);
+    assert!(line.contains(&silent.addr().to_string()), "{line}");
+    assert!(line.contains("waiting for the answer"), "{line}");
+    assert!(
+        !out.stderr.contains("authtoken"),
+        "upload URLs are never shown"
+    );
+    assert!(fake.delivered().is_empty());
+    assert_eq!(sandbox.outbox_entries("queue").len(), 1);
+}
+
+#[test]
+fn doctor_names_the_endpoint_that_never_answers() {
+    let (_fake, sandbox) = logged_in();
+    let silent = Stalling::start(Behaviour::NeverAnswers).unwrap();
+    let out = run(sandbox
+        .cmd()
+        .envs(QUICK)
+        .env("APIMAIL_GMAIL_API_URL", silent.base_url())
+        .arg("doctor"));
+    assert_eq!(
+        out.code,
+        75,
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        out.stderr
+    );
+    let report = format!("{}{}", String::from_utf8_lossy(&out.stdout), out.stderr);
+    let failed = report
+        .lines()
+        .find(|l| l.contains(&silent.addr().to_string()))
+        .unwrap_or_else(|| panic!("{report}"));
+    assert!(failed.contains("waiting for the answer"), "{report}");
+    // The token endpoint, checked through its own stack, answers, and the
+    // ok line says which endpoint it was.
+    assert!(
+        report
+            .lines()
+            .any(|l| l.contains("ok") && l.contains("network") && l.contains("answers (HTTP")),
+        "{report}"
+    );
+}
+
+#[test]
+fn a_proxy_that_stalls_after_connect_ends_75_while_connecting() {
+    let (fake, sandbox) = logged_in();
+    let proxy = Stalling::start(Behaviour::ConnectThenStall).unwrap();
+    let out = send(
+        &sandbox,
+        &[
+            ("APIMAIL_GMAIL_API_URL", "https://gmail.example.com/"),
+            ("HTTPS_PROXY", &proxy.base_url()),
+        ],
+    );
+    assert_eq!(out.code, 75, "{}", out.stderr);
+    let line = first_error(&out);
+    assert!(line.contains("gmail.example.com:443"), "{line}");
+    assert!(line.contains("connecting"), "{line}");
+    assert!(proxy.accepted() >= 1);
+    still_queued_then_flushed(&fake, &sandbox);
+}
+
+#[test]
+fn a_proxy_that_refuses_connect_is_a_configuration_problem() {
+    let (_fake, sandbox) = logged_in();
+    let proxy = Stalling::start(Behaviour::RefusesConnect).unwrap();
+    let out = send(
+        &sandbox,
+        &[
+            ("APIMAIL_GMAIL_API_URL", "https://gmail.example.com/"),
+            ("HTTPS_PROXY", &proxy.base_url()),
+        ],
+    );
+    assert_eq!(out.code, 78, "{}", out.stderr);
+    let line = first_error(&out);
+    assert!(
+        line.contains(&format!(
+            "the proxy at HTTPS_PROXY={} refused the connection",
+            proxy.base_url()
+        )),
+        "{line}"
+    );
+    assert!(hint(&out).contains("HTTPS_PROXY"), "{}", out.stderr);
+    assert_eq!(proxy.accepted(), 1, "no retries");
+}
+
+#[test]
+fn a_dead_proxy_is_a_configuration_problem() {
+    let (_fake, sandbox) = logged_in();
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let proxy = format!("http://127.0.0.1:{port}");
+    let out = send(
+        &sandbox,
+        &[
+            ("APIMAIL_GMAIL_API_URL", "https://gmail.example.com/"),
+            ("HTTPS_PROXY", &proxy),
+        ],
+    );
+    assert_eq!(out.code, 78, "{}", out.stderr);
+    let line = first_error(&out);
+    assert!(
+        line.contains(&format!(
+            "the proxy at HTTPS_PROXY={proxy} refused the connection"
+        )),
+        "{line}"
+    );
+    assert!(hint(&out).contains("HTTPS_PROXY"), "{}", out.stderr);
+}
+
+#[test]
+fn https_on_a_plain_http_port_is_a_configuration_problem() {
+    let (fake, sandbox) = logged_in();
+    let plain = fake.gmail_url().replacen("http://", "https://", 1);
+    let address = plain
+        .trim_start_matches("https://")
+        .split('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    let out = send(&sandbox, &[("APIMAIL_GMAIL_API_URL", &plain)]);
+    assert_eq!(out.code, 78, "{}", out.stderr);
+    let line = first_error(&out);
+    assert!(
+        line.contains(&format!("{address} does not speak TLS")),
+        "{line}"
+    );
+    assert!(hint(&out).contains("plain HTTP"), "{}", out.stderr);
+    assert!(fake.messages().is_empty());
+}
+
+#[test]
+fn sendmail_accepts_and_holds_when_the_proxy_refuses() {
+    let (_fake, sandbox) = logged_in();
+    let proxy = Stalling::start(Behaviour::RefusesConnect).unwrap();
+    let out = run_with_stdin(
+        sandbox
+            .cmd()
+            .envs(QUICK)
+            .env("APIMAIL_GMAIL_API_URL", "https://gmail.example.com/")
+            .env("HTTPS_PROXY", proxy.base_url())
+            .args(["sendmail", "-t"]),
+        b"From: user@example.com\nTo: rcpt@example.net\nSubject: held\n\nbody\n",
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(sandbox.outbox_entries("queue").len(), 1);
+    let list = run(sandbox.cmd().args(["queue", "list"]));
+    let shown = String::from_utf8_lossy(&list.stdout);
+    assert!(shown.contains("refused the connection"), "{shown}");
+    let doctor = run(sandbox.cmd().arg("doctor"));
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&doctor.stdout),
+        doctor.stderr
+    );
+    let queue = report
+        .lines()
+        .find(|l| l.split_whitespace().nth(1) == Some("queue"))
+        .unwrap_or_else(|| panic!("{report}"));
+    assert!(
+        queue.contains("held") && queue.contains("refused the connection"),
+        "{report}"
+    );
+}
+
+#[test]
+fn graph_names_the_proxy_that_refuses() {
+    let fake = FakeMicrosoft::start();
+    let sandbox = Sandbox::microsoft(&fake);
+    let out = sandbox.login_graph(&fake, &["--login-hint", "user@contoso.com"]);
+    assert_eq!(out.code, 0, "login failed: {}", out.stderr);
+    let proxy = Stalling::start(Behaviour::RefusesConnect).unwrap();
+    let out = send(
+        &sandbox,
+        &[
+            ("APIMAIL_GRAPH_API_URL", "https://graph.example.com"),
+            ("HTTPS_PROXY", &proxy.base_url()),
+        ],
+    );
+    assert_eq!(out.code, 78, "{}", out.stderr);
+    let line = first_error(&out);
+    assert!(line.contains("proxy"), "{line}");
+    assert!(line.contains(&proxy.base_url()), "{line}");
+    assert_eq!(proxy.accepted(), 1, "no retries");
+}
+
+fn fixture(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(name)
+}
+
+fn tls_server(pem: &str) -> TlsServer {
+    TlsServer::start(&fixture(pem)).unwrap()
+}
+
+#[test]
+fn an_untrusted_certificate_is_a_configuration_problem() {
+    let (fake, sandbox) = logged_in();
+    let server = tls_server("tls-localhost.pem");
+    let url = format!("https://localhost:{}/", server.port());
+    let out = send(&sandbox, &[("APIMAIL_GMAIL_API_URL", &url)]);
+    assert_eq!(out.code, 78, "{}", out.stderr);
+    let line = first_error(&out);
+    assert!(
+        line.contains("this machine does not trust the certificate of localhost"),
+        "{line}"
+    );
+    let hint = hint(&out);
+    assert!(
+        hint.contains("set SSL_CERT_FILE to your CA bundle"),
+        "{hint}"
+    );
+    assert!(hint.contains("TLS-inspecting proxy"), "{hint}");
+    assert!(fake.messages().is_empty());
+    assert_eq!(sandbox.outbox_entries("queue").len(), 1, "held, not lost");
+}
+
+#[test]
+fn an_untrusted_token_endpoint_is_a_configuration_problem() {
+    let (_fake, sandbox) = logged_in();
+    sandbox.expire_stored_token(ACCOUNT);
+    let server = tls_server("tls-localhost.pem");
+    let url = format!("https://localhost:{}/token", server.port());
+    let out = send(&sandbox, &[("APIMAIL_GOOGLE_TOKEN_URL", &url)]);
+    assert_eq!(out.code, 78, "{}", out.stderr);
+    let line = first_error(&out);
+    assert!(
+        line.contains("this machine does not trust the certificate of localhost"),
+        "{line}"
+    );
+    assert!(hint(&out).contains("SSL_CERT_FILE"), "{}", out.stderr);
+}
+
+#[test]
+fn a_certificate_for_another_name_says_which() {
+    let (_fake, sandbox) = logged_in();
+    let server = tls_server("tls-other.pem");
+    let url = format!("https://localhost:{}/", server.port());
+    let ca = fixture("tls-ca.pem").display().to_string();
+    let out = send(
+        &sandbox,
+        &[("APIMAIL_GMAIL_API_URL", &url), ("SSL_CERT_FILE", &ca)],
+    );
+    assert_eq!(out.code, 78, "{}", out.stderr);
+    let line = first_error(&out);
+    assert!(
+        line.contains("the certificate of localhost is for other.example"),
+        "{line}"
+    );
+    assert!(!line.contains("does not trust"), "{line}");
+}
+
+#[test]
+fn doctor_trusts_ssl_cert_file_and_names_the_endpoint() {
+    let (_fake, sandbox) = logged_in();
+    let server = tls_server("tls-localhost.pem");
+    let url = format!("https://localhost:{}/", server.port());
+    let ca = fixture("tls-ca.pem").display().to_string();
+    let out = run(sandbox
+        .cmd()
+        .env("APIMAIL_GMAIL_API_URL", &url)
+        .env("SSL_CERT_FILE", &ca)
+        .arg("doctor"));
+    let report = format!("{}{}", String::from_utf8_lossy(&out.stdout), out.stderr);
+    assert_eq!(out.code, 0, "{report}");
+    assert!(
+        report
+            .lines()
+            .any(|l| l.contains("network") && l.contains(&format!("{url} answers (HTTP 404)"))),
+        "{report}"
+    );
+    assert!(report.contains(&format!("SSL_CERT_FILE={ca}")), "{report}");
+}
+
+#[test]
+fn doctor_names_an_empty_ssl_cert_file() {
+    let (_fake, sandbox) = logged_in();
+    let empty = sandbox.path().join("empty.pem");
+    std::fs::write(&empty, "").unwrap();
+    let out = run(sandbox.cmd().env("SSL_CERT_FILE", &empty).arg("doctor"));
+    let report = format!("{}{}", String::from_utf8_lossy(&out.stdout), out.stderr);
+    assert_eq!(out.code, 78, "{report}");
+    let line = report
+        .lines()
+        .find(|l| l.contains("certificates"))
+        .unwrap_or_else(|| panic!("{report}"));
+    assert!(
+        line.contains(&format!("SSL_CERT_FILE={}", empty.display())),
+        "{report}"
+    );
+}
+
+#[test]
+fn doctor_says_a_plain_http_port_does_not_speak_tls_and_nothing_else() {
+    let (fake, sandbox) = logged_in();
+    let plain = fake.gmail_url().replacen("http://", "https://", 1);
+    let out = run(sandbox
+        .cmd()
+        .env("APIMAIL_GMAIL_API_URL", &plain)
+        .arg("doctor"));
+    let report = format!("{}{}", String::from_utf8_lossy(&out.stdout), out.stderr);
+    assert_eq!(out.code, 78, "{report}");
+    let port = plain
+        .trim_start_matches("https://")
+        .split('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    // The token endpoint (plain http on the same port) answers; the API
+    // endpoint gets one verdict, the right one.
+    let network: Vec<&str> = report
+        .lines()
+        .filter(|l| l.split_whitespace().nth(1) == Some("network"))
+        .collect();
+    assert_eq!(network.len(), 2, "{report}");
+    assert!(
+        network
+            .iter()
+            .any(|l| l.contains(&format!("{port} does not speak TLS"))),
+        "{report}"
+    );
+    assert!(!report.contains("nothing answers"), "{report}");
+    assert!(
+        !report.contains(&format!("https://{port}/ answers")),
+        "{report}"
+    );
+}
+
+#[test]
+fn the_retry_bound_ends_a_send_even_inside_an_attempt() {
+    let (fake, sandbox) = logged_in();
+    let silent = Stalling::start(Behaviour::NeverAnswers).unwrap();
+    let started = Instant::now();
+    // Default connect and stall limits (10 s, 60 s); the whole send may
+    // take 3 s.
+    let out = run(sandbox
+        .cmd()
+        .env("APIMAIL_RETRY_MAX_SECONDS", "3")
+        .env("APIMAIL_GMAIL_API_URL", silent.base_url())
+        .args([
+            "send",
+            "--to",
+            "rcpt@example.net",
+            "--subject",
+            "x",
+            "--text",
+            "y",
+        ]));
+    let took = started.elapsed();
+    assert_eq!(out.code, 75, "{}", out.stderr);
+    assert!(took < Duration::from_secs(8), "took {took:?}");
+    let line = first_error(&out);
+    assert!(line.contains("overall limit of 3 s"), "{line}");
+    still_queued_then_flushed(&fake, &sandbox);
+}
+
+#[test]
+fn auth_login_with_an_untrusted_token_endpoint_is_a_configuration_problem() {
+    let fake = FakeGoogle::start();
+    let mut sandbox = Sandbox::new(&fake);
+    let server = tls_server("tls-localhost.pem");
+    sandbox.set_env(
+        "APIMAIL_GOOGLE_TOKEN_URL",
+        &format!("https://localhost:{}/token", server.port()),
+    );
+    let out = sandbox.login_with(&fake, &[], |url| url);
+    assert_eq!(out.code, 78, "{}", out.stderr);
+    let line = first_error(&out);
+    assert!(
+        line.contains("this machine does not trust the certificate of localhost"),
+        "{line}"
+    );
+    assert!(hint(&out).contains("SSL_CERT_FILE"), "{}", out.stderr);
+}
