@@ -116,6 +116,10 @@ pub enum ComposeError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// The writer given to [`MessageBuilder::write_to`] failed (or refused
+    /// more bytes, e.g. over a size limit).
+    #[error("cannot write the message")]
+    Write(#[source] std::io::Error),
 }
 
 /// A file to attach, or an inline part referenced from HTML by Content-ID.
@@ -233,6 +237,26 @@ impl Message {
         self.bytes
     }
 
+    /// Sender and every recipient (To, Cc and Bcc).
+    pub fn envelope(&self) -> &Envelope {
+        &self.envelope
+    }
+
+    /// The Message-ID, with angle brackets.
+    pub fn message_id(&self) -> &str {
+        &self.message_id
+    }
+}
+
+/// What [`MessageBuilder::write_to`] composed, its bytes having gone to
+/// the writer: the envelope and the Message-ID.
+#[derive(Debug, Clone)]
+pub struct Composed {
+    envelope: Envelope,
+    message_id: String,
+}
+
+impl Composed {
     /// Sender and every recipient (To, Cc and Bcc).
     pub fn envelope(&self) -> &Envelope {
         &self.envelope
@@ -399,8 +423,23 @@ impl MessageBuilder {
         self
     }
 
-    /// Checks everything and writes the message.
+    /// Checks everything and writes the message into memory.
     pub fn build(self) -> Result<Message, ComposeError> {
+        let mut bytes = Vec::new();
+        let composed = self.write_to(&mut bytes)?;
+        Ok(Message {
+            bytes,
+            envelope: composed.envelope,
+            message_id: composed.message_id,
+        })
+    }
+
+    /// Checks everything, then writes the message to `out` (e.g. an outbox
+    /// file), part by part: the message is never whole in memory, and each
+    /// body and attachment is held once. A failing writer stops the writing
+    /// ([`ComposeError::Write`]); nothing is written before every check
+    /// has passed.
+    pub fn write_to(mut self, out: impl std::io::Write) -> Result<Composed, ComposeError> {
         let from = self.from.clone().ok_or(ComposeError::MissingFrom)?;
         if self.to.is_empty() && self.cc.is_empty() && self.bcc.is_empty() {
             return Err(ComposeError::NoRecipients);
@@ -470,12 +509,6 @@ impl MessageBuilder {
         }
 
         let mut boundaries = Boundaries::new(self.boundary_prefix.as_deref(), &message_id);
-        let body = self.body_tree(&mut boundaries)?;
-        let bytes = mb
-            .body(body)
-            .write_to_vec()
-            .expect("writing to a Vec cannot fail");
-
         let recipients = self
             .to
             .iter()
@@ -483,26 +516,31 @@ impl MessageBuilder {
             .chain(&self.bcc)
             .cloned()
             .collect();
-        Ok(Message {
-            bytes,
+        let body = self.body_tree(&mut boundaries)?;
+        mb.body(body).write_to(out).map_err(ComposeError::Write)?;
+        Ok(Composed {
             envelope: Envelope::new(from, recipients),
             message_id,
         })
     }
 
-    fn body_tree(&self, boundaries: &mut Boundaries) -> Result<MimePart<'static>, ComposeError> {
-        let text = match &self.text {
+    /// The MIME tree; bodies and attachments move into it, uncopied.
+    fn body_tree(
+        &mut self,
+        boundaries: &mut Boundaries,
+    ) -> Result<MimePart<'static>, ComposeError> {
+        let text = match self.text.take() {
             Some(text) => Some(self.text_part("text/plain", "text body", text)?),
             None => None,
         };
-        let html = match &self.html {
+        let html = match self.html.take() {
             Some(html) => {
                 let part = self.text_part("text/html", "HTML body", html)?;
                 Some(if self.inline.is_empty() {
                     part
                 } else {
                     let mut parts = vec![part];
-                    parts.extend(self.inline.iter().map(inline_part));
+                    parts.extend(std::mem::take(&mut self.inline).into_iter().map(inline_part));
                     multipart("multipart/related", parts, boundaries)
                 })
             }
@@ -513,13 +551,13 @@ impl MessageBuilder {
                 multipart("multipart/alternative", vec![text, html], boundaries)
             }
             (Some(part), None) | (None, Some(part)) => part,
-            (None, None) => self.text_part("text/plain", "text body", "")?,
+            (None, None) => self.text_part("text/plain", "text body", String::new())?,
         };
         if self.attachments.is_empty() {
             return Ok(body);
         }
         let mut parts = vec![body];
-        parts.extend(self.attachments.iter().map(attachment_part));
+        parts.extend(std::mem::take(&mut self.attachments).into_iter().map(attachment_part));
         Ok(multipart("multipart/mixed", parts, boundaries))
     }
 
@@ -527,7 +565,7 @@ impl MessageBuilder {
         &self,
         mime: &str,
         field: &str,
-        text: &str,
+        text: String,
     ) -> Result<MimePart<'static>, ComposeError> {
         let text = crlf_line_breaks(text);
         let content_type =
@@ -546,10 +584,33 @@ impl MessageBuilder {
 
 /// Typed text may have its line breaks rewritten: CRLF, lone CR and lone
 /// LF all become CRLF, the only line break MIME text has.
-fn crlf_line_breaks(text: &str) -> String {
-    text.replace("\r\n", "\n")
-        .replace('\r', "\n")
-        .replace('\n', "\r\n")
+fn crlf_line_breaks(text: String) -> String {
+    let bytes = text.as_bytes();
+    let lone = bytes
+        .iter()
+        .enumerate()
+        .filter(|&(i, &b)| {
+            (b == b'\n' && (i == 0 || bytes[i - 1] != b'\r'))
+                || (b == b'\r' && bytes.get(i + 1) != Some(&b'\n'))
+        })
+        .count();
+    if lone == 0 {
+        return text;
+    }
+    // One pass, one allocation: each lone CR or LF grows by one byte.
+    let mut out = String::with_capacity(text.len() + lone);
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\r' => {
+                chars.next_if_eq(&'\n');
+                out.push_str("\r\n");
+            }
+            '\n' => out.push_str("\r\n"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// Makes sure a leaf part decodes to exactly its bytes.
@@ -597,28 +658,29 @@ fn has_nul_or_lone_line_break(data: &[u8]) -> bool {
     })
 }
 
-fn attachment_part(a: &Attachment) -> MimePart<'static> {
+fn attachment_part(a: Attachment) -> MimePart<'static> {
     exact_bytes(
         MimePart::new(
-            ContentType::new(a.content_type.clone()),
-            BodyPart::Binary(a.data.clone().into()),
+            ContentType::new(a.content_type),
+            BodyPart::Binary(a.data.into()),
         )
-        .attachment(a.filename.clone()),
+        .attachment(a.filename),
         qp::BINARY,
     )
 }
 
-fn inline_part(a: &Attachment) -> MimePart<'static> {
+fn inline_part(a: Attachment) -> MimePart<'static> {
+    let cid = a.cid().to_owned();
     exact_bytes(
         MimePart::new(
-            ContentType::new(a.content_type.clone()),
-            BodyPart::Binary(a.data.clone().into()),
+            ContentType::new(a.content_type),
+            BodyPart::Binary(a.data.into()),
         )
         .header(
             "Content-Disposition",
-            ContentType::new("inline").attribute("filename", a.filename.clone()),
+            ContentType::new("inline").attribute("filename", a.filename),
         )
-        .cid(a.cid().to_owned()),
+        .cid(cid),
         qp::BINARY,
     )
 }

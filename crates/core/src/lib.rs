@@ -51,7 +51,7 @@ mod transport;
 
 pub use address::{AddressError, Mailbox, Recipient};
 pub use charset::Charset;
-pub use compose::{Attachment, ComposeError, Message, MessageBuilder};
+pub use compose::{Attachment, ComposeError, Composed, Message, MessageBuilder};
 pub use identity::SenderIdentity;
 pub use parse::{ParseError, ReadyMessage};
 pub use secret::Secret;
