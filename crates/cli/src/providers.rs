@@ -553,6 +553,32 @@ fn graph_resolved(
     }
 }
 
+impl Resolved {
+    /// The largest message the provider takes, in bytes.
+    pub fn message_limit(&self) -> usize {
+        match &self.sender {
+            Sender::Gmail(_) => apimail_gmail::MAX_MESSAGE_BYTES,
+            Sender::Graph(t) => t.max_message_bytes(),
+        }
+    }
+}
+
+/// A message over the provider's limit; `size` is its size, or how much
+/// had been written (or read) when writing stopped.
+pub fn too_large(size: u64, complete: bool, limit: usize) -> Failure {
+    let size = if complete {
+        format!("{size} bytes")
+    } else {
+        format!("over {size} bytes (writing stopped there)")
+    };
+    Failure::new(
+        Exit::DataErr,
+        anyhow!("the message is {size}; the provider accepts at most {limit} bytes"),
+    )
+    .note("nothing was queued")
+    .hint("send large files as links, or raise the mailbox limit (Graph: max_message_mb)")
+}
+
 /// The mailbox's size limit (see [`apimail_graph::max_message_bytes`]).
 fn max_message_bytes(configured: Option<u32>) -> Result<usize, Failure> {
     apimail_graph::max_message_bytes(configured).map_err(|e| {

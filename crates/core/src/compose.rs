@@ -160,6 +160,13 @@ impl Attachment {
         Ok(Attachment::new(name, data))
     }
 
+    /// Replaces the content, keeping the name, type and Content-ID (e.g.
+    /// to check the type before reading a file).
+    pub fn with_data(mut self, data: impl Into<Vec<u8>>) -> Self {
+        self.data = data.into();
+        self
+    }
+
     /// Overrides the guessed content type.
     pub fn content_type(mut self, content_type: &str) -> Result<Self, ComposeError> {
         if !is_valid_content_type(content_type) {
