@@ -547,7 +547,11 @@ impl MessageBuilder {
                     part
                 } else {
                     let mut parts = vec![part];
-                    parts.extend(std::mem::take(&mut self.inline).into_iter().map(inline_part));
+                    parts.extend(
+                        std::mem::take(&mut self.inline)
+                            .into_iter()
+                            .map(inline_part),
+                    );
                     multipart("multipart/related", parts, boundaries)
                 })
             }
@@ -564,7 +568,11 @@ impl MessageBuilder {
             return Ok(body);
         }
         let mut parts = vec![body];
-        parts.extend(std::mem::take(&mut self.attachments).into_iter().map(attachment_part));
+        parts.extend(
+            std::mem::take(&mut self.attachments)
+                .into_iter()
+                .map(attachment_part),
+        );
         Ok(multipart("multipart/mixed", parts, boundaries))
     }
 
