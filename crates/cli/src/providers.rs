@@ -10,7 +10,7 @@ use apimail_core::outbox::Entry;
 use apimail_core::token_store::TokenStore;
 use apimail_core::{
     DeliveryNotes, Envelope, ErrorKind, Receipt, RefreshTokenSource, Secret, SenderIdentity,
-    StoredTokens, TokenError, Transport, TransportError,
+    StoredMessage, StoredTokens, TokenError, Transport, TransportError,
 };
 use apimail_gmail::{GmailTokens, GmailTransport, ServiceAccountTokens, google_auth};
 use apimail_graph::{AppOnlyTokens, Cloud, GraphTokens, GraphTransport, Mailbox};
@@ -100,6 +100,18 @@ impl Transport for Sender {
         }
     }
 
+    async fn send_stored(
+        &self,
+        envelope: &Envelope,
+        message: &StoredMessage,
+        notes: &dyn DeliveryNotes,
+    ) -> Result<Receipt, TransportError> {
+        match self {
+            Sender::Gmail(t) => t.send_stored(envelope, message, notes).await,
+            Sender::Graph(t) => t.send_stored(envelope, message, notes).await,
+        }
+    }
+
     async fn was_sent(&self, message_id: &str) -> Result<Option<bool>, TransportError> {
         match self {
             Sender::Gmail(t) => t.was_sent(message_id).await,
@@ -138,6 +150,15 @@ impl Transport for Resolved {
         notes: &dyn DeliveryNotes,
     ) -> Result<Receipt, TransportError> {
         self.sender.send_noted(envelope, message, notes).await
+    }
+
+    async fn send_stored(
+        &self,
+        envelope: &Envelope,
+        message: &StoredMessage,
+        notes: &dyn DeliveryNotes,
+    ) -> Result<Receipt, TransportError> {
+        self.sender.send_stored(envelope, message, notes).await
     }
 
     async fn was_sent(&self, message_id: &str) -> Result<Option<bool>, TransportError> {

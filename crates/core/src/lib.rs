@@ -59,5 +59,5 @@ pub use token::{AccessToken, EXPIRY_MARGIN, TokenError, TokenResponse, TokenSour
 pub use token_sources::{RefreshTokenSource, StoredTokens};
 pub use transport::{
     DeliveryNotes, Envelope, ErrorKind, FileTransport, MemoryNotes, Receipt, SentMessage,
-    StubTransport, Transport, TransportError,
+    StoredMessage, StubTransport, Transport, TransportError,
 };
