@@ -306,20 +306,17 @@ fn attachment(flag: &str, spec: &str, budget: Option<&mut Budget>) -> Result<Att
         _ => (spec, None),
     };
     let path = Path::new(path);
-    let name = path
-        .file_name()
-        .map_or_else(|| "attachment".into(), |n| n.to_string_lossy().into_owned());
-    // The type first, so the size check needs no read.
-    let attachment = Attachment::new(name, Vec::new());
+    // Read when the message is written; a missing file is named now.
+    std::fs::File::open(path).map_err(|e| read_failure(flag, path, e))?;
+    let attachment = Attachment::from_path(path).map_err(compose_failure)?;
     let attachment = match content_type {
         Some(mime) => attachment.content_type(mime).map_err(compose_failure)?,
         None => attachment,
     };
     if let Some(budget) = budget {
-        budget.add_file(file_size(flag, path)?, attachment.mime_type())?;
+        budget.add_file(attachment.len(), attachment.mime_type())?;
     }
-    let data = std::fs::read(path).map_err(|e| read_failure(flag, path, e))?;
-    Ok(attachment.with_data(data))
+    Ok(attachment)
 }
 
 fn file_size(flag: &str, path: &Path) -> Result<u64, Failure> {

@@ -128,7 +128,15 @@ pub struct Attachment {
     filename: String,
     content_type: String,
     content_id: Option<String>,
-    data: Vec<u8>,
+    data: Content,
+}
+
+/// An attachment's bytes: in memory, or a file read when the message is
+/// written.
+#[derive(Debug, Clone)]
+enum Content {
+    Memory(Vec<u8>),
+    File { path: PathBuf, len: u64 },
 }
 
 impl Attachment {
@@ -143,28 +151,30 @@ impl Attachment {
             filename,
             content_type,
             content_id: None,
-            data: data.into(),
+            data: Content::Memory(data.into()),
         }
     }
 
-    /// Reads a file; its name becomes the attachment's file name.
+    /// A file; its name becomes the attachment's file name. It is read when
+    /// the message is written: a file of a non-`text/*` type streams
+    /// through the base64 encoder and is never whole in memory.
     pub fn from_path(path: impl AsRef<Path>) -> Result<Self, ComposeError> {
         let path = path.as_ref();
-        let data = std::fs::read(path).map_err(|source| ComposeError::Attachment {
-            path: path.to_owned(),
-            source,
-        })?;
+        let len = std::fs::metadata(path)
+            .map_err(|source| ComposeError::Attachment {
+                path: path.to_owned(),
+                source,
+            })?
+            .len();
         let name = path
             .file_name()
             .map_or_else(|| "attachment".into(), |n| n.to_string_lossy().into_owned());
-        Ok(Attachment::new(name, data))
-    }
-
-    /// Replaces the content, keeping the name, type and Content-ID (e.g.
-    /// to check the type before reading a file).
-    pub fn with_data(mut self, data: impl Into<Vec<u8>>) -> Self {
-        self.data = data.into();
-        self
+        let mut attachment = Attachment::new(name, Vec::new());
+        attachment.data = Content::File {
+            path: path.to_owned(),
+            len,
+        };
+        Ok(attachment)
     }
 
     /// Overrides the guessed content type.
@@ -195,14 +205,17 @@ impl Attachment {
         &self.content_type
     }
 
-    /// The size of the content in bytes.
-    pub fn len(&self) -> usize {
-        self.data.len()
+    /// The size of the content in bytes (a file's, when it was found).
+    pub fn len(&self) -> u64 {
+        match &self.data {
+            Content::Memory(data) => data.len() as u64,
+            Content::File { len, .. } => *len,
+        }
     }
 
     /// Whether the content is empty.
     pub fn is_empty(&self) -> bool {
-        self.data.is_empty()
+        self.len() == 0
     }
 
     fn cid(&self) -> &str {
@@ -523,8 +536,20 @@ impl MessageBuilder {
             .chain(&self.bcc)
             .cloned()
             .collect();
-        let body = self.body_tree(&mut boundaries)?;
-        mb.body(body).write_to(out).map_err(ComposeError::Write)?;
+        let mut files = Vec::new();
+        let body = self.body_tree(&mut boundaries, &mut files)?;
+        let mut out = Splicer {
+            inner: out,
+            files: &files,
+            token: Vec::new(),
+            failed: None,
+        };
+        if let Err(e) = mb.body(body).write_to(&mut out) {
+            return Err(match out.failed.take() {
+                Some((path, source)) => ComposeError::Attachment { path, source },
+                None => ComposeError::Write(e),
+            });
+        }
         Ok(Composed {
             envelope: Envelope::new(from, recipients),
             message_id,
@@ -535,6 +560,7 @@ impl MessageBuilder {
     fn body_tree(
         &mut self,
         boundaries: &mut Boundaries,
+        files: &mut Vec<PathBuf>,
     ) -> Result<MimePart<'static>, ComposeError> {
         let text = match self.text.take() {
             Some(text) => Some(self.text_part("text/plain", "text body", text)?),
@@ -547,11 +573,9 @@ impl MessageBuilder {
                     part
                 } else {
                     let mut parts = vec![part];
-                    parts.extend(
-                        std::mem::take(&mut self.inline)
-                            .into_iter()
-                            .map(inline_part),
-                    );
+                    for part in std::mem::take(&mut self.inline) {
+                        parts.push(inline_part(part, files)?);
+                    }
                     multipart("multipart/related", parts, boundaries)
                 })
             }
@@ -568,11 +592,9 @@ impl MessageBuilder {
             return Ok(body);
         }
         let mut parts = vec![body];
-        parts.extend(
-            std::mem::take(&mut self.attachments)
-                .into_iter()
-                .map(attachment_part),
-        );
+        for attachment in std::mem::take(&mut self.attachments) {
+            parts.push(attachment_part(attachment, files)?);
+        }
         Ok(multipart("multipart/mixed", parts, boundaries))
     }
 
@@ -673,31 +695,165 @@ fn has_nul_or_lone_line_break(data: &[u8]) -> bool {
     })
 }
 
-fn attachment_part(a: Attachment) -> MimePart<'static> {
-    exact_bytes(
-        MimePart::new(
-            ContentType::new(a.content_type),
-            BodyPart::Binary(a.data.into()),
-        )
-        .attachment(a.filename),
-        qp::BINARY,
-    )
+/// A part's body: a file of a non-text type becomes a placeholder that
+/// [`Splicer`] replaces with the file's base64 (`streamed`: the part then
+/// names its `Content-Transfer-Encoding: base64` itself, where mail-builder
+/// would write the same line); anything else is in memory.
+fn body(
+    data: Content,
+    content_type: &str,
+    files: &mut Vec<PathBuf>,
+) -> Result<(BodyPart<'static>, bool), ComposeError> {
+    match data {
+        Content::Memory(data) => Ok((BodyPart::Binary(data.into()), false)),
+        Content::File { path, .. } if !content_type.starts_with("text/") => {
+            let placeholder = format!("\0{}\0", files.len()).into_bytes();
+            files.push(path);
+            Ok((BodyPart::Binary(placeholder.into()), true))
+        }
+        Content::File { path, .. } => match std::fs::read(&path) {
+            Ok(data) => Ok((BodyPart::Binary(data.into()), false)),
+            Err(source) => Err(ComposeError::Attachment { path, source }),
+        },
+    }
 }
 
-fn inline_part(a: Attachment) -> MimePart<'static> {
+fn file_part(part: MimePart<'static>, streamed: bool) -> MimePart<'static> {
+    if streamed {
+        part.transfer_encoding("base64")
+    } else {
+        exact_bytes(part, qp::BINARY)
+    }
+}
+
+fn attachment_part(
+    a: Attachment,
+    files: &mut Vec<PathBuf>,
+) -> Result<MimePart<'static>, ComposeError> {
+    let (contents, streamed) = body(a.data, &a.content_type, files)?;
+    let part = MimePart::new(ContentType::new(a.content_type), contents).attachment(a.filename);
+    Ok(file_part(part, streamed))
+}
+
+fn inline_part(a: Attachment, files: &mut Vec<PathBuf>) -> Result<MimePart<'static>, ComposeError> {
     let cid = a.cid().to_owned();
-    exact_bytes(
-        MimePart::new(
-            ContentType::new(a.content_type),
-            BodyPart::Binary(a.data.into()),
-        )
+    let (contents, streamed) = body(a.data, &a.content_type, files)?;
+    let part = MimePart::new(ContentType::new(a.content_type), contents)
         .header(
             "Content-Disposition",
             ContentType::new("inline").attribute("filename", a.filename),
         )
-        .cid(cid),
-        qp::BINARY,
-    )
+        .cid(cid);
+    Ok(file_part(part, streamed))
+}
+
+/// Passes the message through to `inner`, replacing each placeholder
+/// (`NUL index NUL`; the composed message has no NUL of its own) with the
+/// base64 of `files[index]`, read and encoded a few hundred KiB at a time.
+/// The lines are those mail-builder writes: 57 input bytes per 76-character
+/// line, each ended by CRLF.
+struct Splicer<'a, W> {
+    inner: W,
+    files: &'a [PathBuf],
+    /// A placeholder cut by the end of a write, from its opening NUL.
+    token: Vec<u8>,
+    /// The file that could not be read.
+    failed: Option<(PathBuf, std::io::Error)>,
+}
+
+/// Whole base64 lines of input per read.
+const SPLICE_CHUNK: usize = 57 * 4096;
+
+impl<W: std::io::Write> Splicer<'_, W> {
+    fn splice(&mut self) -> std::io::Result<()> {
+        let index = std::str::from_utf8(&self.token[1..self.token.len() - 1])
+            .ok()
+            .and_then(|n| n.parse::<usize>().ok());
+        self.token.clear();
+        let files = self.files;
+        let Some(path) = index.and_then(|i| files.get(i)) else {
+            return Err(std::io::Error::other("a NUL byte in the composed message"));
+        };
+        let mut file = match std::fs::File::open(path) {
+            Ok(file) => file,
+            Err(e) => return Err(self.read_failed(path, e)),
+        };
+        let mut chunk = vec![0; SPLICE_CHUNK];
+        loop {
+            let n = match fill(&mut file, &mut chunk) {
+                Ok(n) => n,
+                Err(e) => return Err(self.read_failed(path, e)),
+            };
+            if n > 0 {
+                self.inner
+                    .write_all(BASE64.encode(&chunk[..n]).as_bytes())?;
+            }
+            if n < chunk.len() {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Records that `path` could not be read, for [`ComposeError::Attachment`].
+    fn read_failed(&mut self, path: &Path, error: std::io::Error) -> std::io::Error {
+        let copy = std::io::Error::new(error.kind(), error.to_string());
+        self.failed = Some((path.to_owned(), error));
+        copy
+    }
+}
+
+/// Reads until `buf` is full or the file ends; returns how much was read.
+fn fill(file: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
+    use std::io::Read;
+    let mut filled = 0;
+    while filled < buf.len() {
+        match file.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
+impl<W: std::io::Write> std::io::Write for Splicer<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let mut rest = buf;
+        while !rest.is_empty() {
+            let nul = rest.iter().position(|&b| b == 0);
+            if self.token.is_empty() {
+                match nul {
+                    Some(i) => {
+                        self.inner.write_all(&rest[..i])?;
+                        self.token.push(0);
+                        rest = &rest[i + 1..];
+                    }
+                    None => {
+                        self.inner.write_all(rest)?;
+                        rest = &[];
+                    }
+                }
+            } else {
+                match nul {
+                    Some(i) => {
+                        self.token.extend_from_slice(&rest[..=i]);
+                        rest = &rest[i + 1..];
+                        self.splice()?;
+                    }
+                    None => {
+                        self.token.extend_from_slice(rest);
+                        rest = &[];
+                    }
+                }
+            }
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 fn multipart(

@@ -29,8 +29,8 @@ use std::io::{Cursor, Read, Seek, SeekFrom};
 use std::sync::{Arc, Mutex};
 
 use apimail_core::{
-    AccessToken, DeliveryNotes, Envelope, ErrorKind, Receipt, StoredMessage, TokenError, TokenSource,
-    Transport, TransportError,
+    AccessToken, DeliveryNotes, Envelope, ErrorKind, Receipt, StoredMessage, TokenError,
+    TokenSource, Transport, TransportError,
 };
 use google_gmail1::api::{Message, Scope};
 use google_gmail1::common::{Delegate, MethodInfo, Response, Retry};

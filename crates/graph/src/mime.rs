@@ -301,8 +301,9 @@ mod tests {
     }
 
     fn bodies<'a>(m: &'a Message<'a>) -> (Vec<&'a [u8]>, Vec<&'a [u8]>) {
-        let raw =
-            |p: &&mail_parser::MessagePart<'_>| &m.raw_message[p.offset_body as usize..p.offset_end as usize];
+        let raw = |p: &&mail_parser::MessagePart<'_>| {
+            &m.raw_message[p.offset_body as usize..p.offset_end as usize]
+        };
         (
             m.text_bodies().map(|p| raw(&p)).collect(),
             m.html_bodies().map(|p| raw(&p)).collect(),

@@ -71,7 +71,11 @@ impl Options {
                 "--quick" => options.quick = true,
                 "--only" => match args.next().map(String::as_str) {
                     Some("streaming") => options.only_streaming = true,
-                    Some(other) => return Err(format!("`--only {other}`: the one selection is `streaming`")),
+                    Some(other) => {
+                        return Err(format!(
+                            "`--only {other}`: the one selection is `streaming`"
+                        ));
+                    }
                     None => return Err("`--only` needs a value: streaming".to_owned()),
                 },
                 "--rtt" => options.rtt = Duration::from_millis(value("--rtt")?),
@@ -216,7 +220,10 @@ fn run_streaming(root: &Path, target: &Path, exe: &Path, options: &Options) -> R
     fs::write(&path, streaming::replace_section(&old, &section))
         .with_context(|| format!("cannot write {}", path.display()))?;
     println!("{section}");
-    eprintln!("==> bench: wrote the streaming section of {}", path.display());
+    eprintln!(
+        "==> bench: wrote the streaming section of {}",
+        path.display()
+    );
     Ok(())
 }
 

@@ -212,7 +212,10 @@ pub(crate) fn replace_section(results: &str, section: &str) -> String {
             let rest = results[end..].strip_prefix('\n').unwrap_or(&results[end..]);
             format!("{}{section}{rest}", &results[..begin])
         }
-        _ => format!("{}\n{section}", results.trim_end_matches('\n').to_owned() + "\n"),
+        _ => format!(
+            "{}\n{section}",
+            results.trim_end_matches('\n').to_owned() + "\n"
+        ),
     }
 }
 
