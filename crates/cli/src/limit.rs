@@ -8,7 +8,8 @@ pub struct Limited<W> {
     inner: W,
     limit: u64,
     written: u64,
-    over: bool,
+    /// What the refused write would have brought the total to.
+    refused_at: Option<u64>,
 }
 
 impl<W: Write> Limited<W> {
@@ -17,13 +18,14 @@ impl<W: Write> Limited<W> {
             inner,
             limit: limit as u64,
             written: 0,
-            over: false,
+            refused_at: None,
         }
     }
 
-    /// Whether a write was refused for going over the limit.
-    pub fn is_over(&self) -> bool {
-        self.over
+    /// When a write was refused for going over the limit, the size the
+    /// message had reached with it.
+    pub fn refused_at(&self) -> Option<u64> {
+        self.refused_at
     }
 
     /// Bytes taken so far.
@@ -34,8 +36,9 @@ impl<W: Write> Limited<W> {
 
 impl<W: Write> Write for Limited<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        if self.written + buf.len() as u64 > self.limit {
-            self.over = true;
+        let total = self.written + buf.len() as u64;
+        if total > self.limit {
+            self.refused_at = Some(total);
             return Err(io::Error::new(
                 io::ErrorKind::FileTooLarge,
                 "over the provider's size limit",
@@ -61,7 +64,7 @@ mod tests {
         let mut limited = Limited::new(&mut out, 5);
         limited.write_all(b"abc").unwrap();
         assert!(limited.write_all(b"def").is_err());
-        assert!(limited.is_over());
+        assert_eq!(limited.refused_at(), Some(6));
         assert_eq!(limited.written(), 3);
         assert_eq!(out, b"abc");
     }

@@ -584,13 +584,13 @@ impl Resolved {
     }
 }
 
-/// A message over the provider's limit; `size` is its size, or how much
-/// had been written (or read) when writing stopped.
-pub fn too_large(size: u64, complete: bool, limit: usize) -> Failure {
-    let size = if complete {
+/// A message over the provider's limit: `size` is its size (`exact`), or
+/// what it was known to reach when reading or writing stopped.
+pub fn too_large(size: u64, exact: bool, limit: usize) -> Failure {
+    let size = if exact {
         format!("{size} bytes")
     } else {
-        format!("over {size} bytes (writing stopped there)")
+        format!("at least {size} bytes (apimail stopped there)")
     };
     Failure::new(
         Exit::DataErr,

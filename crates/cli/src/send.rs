@@ -45,14 +45,14 @@ pub async fn run(ctx: Context, args: SendArgs, retry: RetryPolicy) -> Result<(),
     let mut limited = Limited::new(&mut incoming, limit);
     let composed = match builder.write_to(&mut limited) {
         Ok(composed) => composed,
-        Err(ComposeError::Write(_)) if limited.is_over() => {
-            return Err(providers::too_large(limited.written(), false, limit));
-        }
         Err(ComposeError::Write(e)) => {
-            return Err(queue::outbox_failure(OutboxError::Write {
-                path: incoming.path().to_owned(),
-                source: e,
-            }));
+            return Err(match limited.refused_at() {
+                Some(reached) => providers::too_large(reached, false, limit),
+                None => queue::outbox_failure(OutboxError::Write {
+                    path: incoming.path().to_owned(),
+                    source: e,
+                }),
+            });
         }
         Err(e) => return Err(compose_failure(e)),
     };
