@@ -203,7 +203,7 @@ mod tests {
         let ballast = vec![1u8; 256 << 20];
         let mut cmd = Command::new("python3");
         cmd.args(["-c", "b = bytearray(64 << 20)"]);
-        let usage = run_for_peak_rss(&cmd, b"").unwrap();
+        let usage = run_for_peak_rss(&cmd, b"", 0).unwrap();
         assert!(usage.peak_rss > 64 << 20, "{}", usage.peak_rss);
         assert!(usage.peak_rss < 160 << 20, "{}", usage.peak_rss);
         std::hint::black_box(&ballast);
