@@ -55,6 +55,9 @@ COMMANDS:
         --runs N        runs of each measurement (default 5; 1 with --quick)
         --quick         smoke run: debug build, small sizes, no clean build;
                         writes target/bench/RESULTS-quick.md (CI runs this)
+        --only streaming  only issue 11's rows (apimail alone: large-message
+                        RSS, oversized input refused, cold send's own cost),
+                        written into their section of the results
     help                Print this message
 
 EXAMPLES:
@@ -65,6 +68,7 @@ EXAMPLES:
     cargo xtask bench              # the full comparison (about 10 minutes)
     cargo xtask bench --rtt 50     # as if the API were 50 ms away
     cargo xtask bench --quick      # what CI runs
+    cargo xtask bench --only streaming --runs 3   # issue 11's rows only
 ";
 
 fn main() -> ExitCode {

@@ -12,6 +12,7 @@ mod config;
 mod doctor;
 mod exit;
 mod graph_auth;
+mod limit;
 mod log;
 mod providers;
 mod queue;

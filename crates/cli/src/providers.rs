@@ -10,7 +10,7 @@ use apimail_core::outbox::Entry;
 use apimail_core::token_store::TokenStore;
 use apimail_core::{
     DeliveryNotes, Envelope, ErrorKind, Receipt, RefreshTokenSource, Secret, SenderIdentity,
-    StoredTokens, TokenError, Transport, TransportError,
+    StoredMessage, StoredTokens, TokenError, Transport, TransportError,
 };
 use apimail_gmail::{GmailTokens, GmailTransport, ServiceAccountTokens, google_auth};
 use apimail_graph::{AppOnlyTokens, Cloud, GraphTokens, GraphTransport, Mailbox};
@@ -169,6 +169,18 @@ impl Transport for Sender {
         }
     }
 
+    async fn send_stored(
+        &self,
+        envelope: &Envelope,
+        message: &StoredMessage,
+        notes: &dyn DeliveryNotes,
+    ) -> Result<Receipt, TransportError> {
+        match self {
+            Sender::Gmail(t) => t.send_stored(envelope, message, notes).await,
+            Sender::Graph(t) => t.send_stored(envelope, message, notes).await,
+        }
+    }
+
     async fn was_sent(&self, message_id: &str) -> Result<Option<bool>, TransportError> {
         match self {
             Sender::Gmail(t) => t.was_sent(message_id).await,
@@ -207,6 +219,15 @@ impl Transport for Resolved {
         notes: &dyn DeliveryNotes,
     ) -> Result<Receipt, TransportError> {
         self.sender.send_noted(envelope, message, notes).await
+    }
+
+    async fn send_stored(
+        &self,
+        envelope: &Envelope,
+        message: &StoredMessage,
+        notes: &dyn DeliveryNotes,
+    ) -> Result<Receipt, TransportError> {
+        self.sender.send_stored(envelope, message, notes).await
     }
 
     async fn was_sent(&self, message_id: &str) -> Result<Option<bool>, TransportError> {
@@ -702,6 +723,32 @@ fn graph_resolved(
         relogin_large,
         sender: Sender::Graph(transport),
     }
+}
+
+impl Resolved {
+    /// The largest message the provider takes, in bytes.
+    pub fn message_limit(&self) -> usize {
+        match &self.sender {
+            Sender::Gmail(_) => apimail_gmail::MAX_MESSAGE_BYTES,
+            Sender::Graph(t) => t.max_message_bytes(),
+        }
+    }
+}
+
+/// A message over the provider's limit: `size` is its size (`exact`), or
+/// what it was known to reach when reading or writing stopped.
+pub fn too_large(size: u64, exact: bool, limit: usize) -> Failure {
+    let size = if exact {
+        format!("{size} bytes")
+    } else {
+        format!("at least {size} bytes (apimail stopped there)")
+    };
+    Failure::new(
+        Exit::DataErr,
+        anyhow!("the message is {size}; the provider accepts at most {limit} bytes"),
+    )
+    .note("nothing was queued")
+    .hint("send large files as links, or raise the mailbox limit (Graph: max_message_mb)")
 }
 
 /// The mailbox's size limit (see [`apimail_graph::max_message_bytes`]).

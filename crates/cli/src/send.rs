@@ -1,25 +1,28 @@
 //! `apimail send`: turn flags into a message, then print or send it.
 
-use std::io::{IsTerminal, Read, Write};
+use std::io::{IsTerminal, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::anyhow;
 use apimail_core::delivery::{IfNotSent, Selection, Settled};
-use apimail_core::outbox::NewEntry;
+use apimail_core::outbox::{NewEntry, OutboxError};
 use apimail_core::retry::RetryPolicy;
-use apimail_core::{Attachment, ComposeError, Mailbox, Message, MessageBuilder, Receipt};
+use apimail_core::{Attachment, ComposeError, Composed, Mailbox, MessageBuilder, Receipt};
 use tracing::info;
 
 use crate::cli::SendArgs;
 use crate::exit::{Exit, ExitContext, Failure};
+use crate::limit::Limited;
 use crate::providers::{self, Context};
 use crate::queue;
 
 pub async fn run(ctx: Context, args: SendArgs, retry: RetryPolicy) -> Result<(), Failure> {
     if args.dry_run {
         let from = args.from.clone().or_else(|| dry_run_address(&ctx, &args));
-        let message = compose(&args, from.as_deref())?;
+        let message = builder(&args, from.as_deref(), None)?
+            .build()
+            .map_err(compose_failure)?;
         return match &args.output {
             Some(path) => write_file(path, message.as_bytes()),
             None => write_stdout(message.as_bytes()),
@@ -27,18 +30,37 @@ pub async fn run(ctx: Context, args: SendArgs, retry: RetryPolicy) -> Result<(),
     }
     let resolved = providers::resolve(&ctx, args.account.as_deref(), args.provider).await?;
     let from = args.from.clone().or_else(|| resolved.address.clone());
-    let message = compose(&args, from.as_deref())?;
-    let size = message.as_bytes().len();
-
-    // Into the outbox first: from here on the message is never lost.
     let engine = queue::engine(&ctx)?;
-    let id = engine
-        .outbox()
-        .accept(message.as_bytes(), new_entry(&resolved, &message))
+    let limit = resolved.message_limit();
+    let builder = builder(
+        &args,
+        from.as_deref(),
+        Some(Budget::new(limit, engine.outbox().dir())),
+    )?;
+
+    // Composed straight into the outbox: from here on the message is never
+    // lost, and it is never whole in memory. Over the limit, writing stops
+    // and the unfinished file is removed.
+    let mut incoming = engine.outbox().begin().map_err(queue::outbox_failure)?;
+    let mut limited = Limited::new(&mut incoming, limit);
+    let composed = match builder.write_to(&mut limited) {
+        Ok(composed) => composed,
+        Err(ComposeError::Write(e)) => {
+            return Err(match limited.refused_at() {
+                Some(reached) => providers::too_large(reached, false, limit),
+                None => queue::outbox_failure(OutboxError::Write {
+                    path: incoming.path().to_owned(),
+                    source: e,
+                }),
+            });
+        }
+        Err(e) => return Err(compose_failure(e)),
+    };
+    let size = limited.written();
+    let id = incoming
+        .commit(new_entry(&resolved, &composed))
         .map_err(queue::outbox_failure)?;
-    // The engine reads the message from the outbox: no second copy in memory.
-    let message_id = message.message_id().to_owned();
-    drop(message);
+    let message_id = composed.message_id().to_owned();
     if args.queue {
         engine.record_queued(&id).map_err(queue::outbox_failure)?;
         let mut err = std::io::stderr().lock();
@@ -80,7 +102,7 @@ pub async fn run(ctx: Context, args: SendArgs, retry: RetryPolicy) -> Result<(),
 }
 
 /// The outbox record of a composed message.
-fn new_entry(resolved: &providers::Resolved, message: &Message) -> NewEntry {
+fn new_entry(resolved: &providers::Resolved, message: &Composed) -> NewEntry {
     NewEntry {
         identity: Some(resolved.identity.clone()),
         account: resolved.account.clone(),
@@ -94,6 +116,44 @@ fn new_entry(resolved: &providers::Resolved, message: &Message) -> NewEntry {
             .collect(),
         message_id: message.message_id().to_owned(),
         max_age_secs: queue::max_age_secs(),
+    }
+}
+
+/// The provider's limit, checked against the inputs before they are read
+/// (files by their size, standard input as it arrives), so that an input
+/// too large on its own is refused before it fills memory. What an input
+/// adds is counted at its smallest encoded size: the bytes as they are
+/// for `text/*`, base64 for anything else.
+struct Budget<'a> {
+    limit: usize,
+    used: u64,
+    /// Where standard input spills to disk (the outbox's folder).
+    spool_dir: &'a Path,
+}
+
+impl<'a> Budget<'a> {
+    fn new(limit: usize, spool_dir: &'a Path) -> Self {
+        Budget {
+            limit,
+            used: 0,
+            spool_dir,
+        }
+    }
+
+    fn add(&mut self, bytes: u64) -> Result<(), Failure> {
+        self.used += bytes;
+        if self.used > self.limit as u64 {
+            return Err(providers::too_large(self.used, false, self.limit));
+        }
+        Ok(())
+    }
+
+    fn add_file(&mut self, size: u64, mime: &str) -> Result<(), Failure> {
+        if mime.starts_with("text/") {
+            self.add(size)
+        } else {
+            self.add(size.div_ceil(3) * 4)
+        }
     }
 }
 
@@ -143,7 +203,13 @@ fn print_receipt(
     write_stdout(text.as_bytes())
 }
 
-fn compose(args: &SendArgs, from: Option<&str>) -> Result<Message, Failure> {
+/// The message the flags describe, with its bodies and attachments read
+/// (within `budget`, when given).
+fn builder(
+    args: &SendArgs,
+    from: Option<&str>,
+    mut budget: Option<Budget<'_>>,
+) -> Result<MessageBuilder, Failure> {
     let Some(from) = from else {
         return Err(Failure::new(
             Exit::Usage,
@@ -197,13 +263,13 @@ fn compose(args: &SendArgs, from: Option<&str>) -> Result<Message, Failure> {
     let html = args
         .html_file
         .as_deref()
-        .map(|p| read_text("--html-file", p))
+        .map(|p| read_text("--html-file", p, budget.as_mut()))
         .transpose()?;
     let text = match (&args.text, &args.text_file) {
         (Some(text), _) => Some(text.clone()),
-        (None, Some(path)) => Some(read_text("--text-file", path)?),
+        (None, Some(path)) => Some(read_text("--text-file", path, budget.as_mut())?),
         (None, None) if !std::io::stdin().is_terminal() => {
-            let stdin = read_stdin()?;
+            let stdin = read_stdin(budget.as_mut())?;
             // An empty stdin (cron's /dev/null) adds nothing next to an HTML body.
             (!(stdin.is_empty() && html.is_some())).then_some(stdin)
         }
@@ -216,12 +282,12 @@ fn compose(args: &SendArgs, from: Option<&str>) -> Result<Message, Failure> {
         builder = builder.html(html);
     }
     for spec in &args.attach {
-        builder = builder.attach(attachment("--attach", spec)?);
+        builder = builder.attach(attachment("--attach", spec, budget.as_mut())?);
     }
     for spec in &args.inline {
-        builder = builder.inline(attachment("--inline", spec)?);
+        builder = builder.inline(attachment("--inline", spec, budget.as_mut())?);
     }
-    builder.build().map_err(compose_failure)
+    Ok(builder)
 }
 
 fn mailbox(flag: &str, value: &str) -> Result<Mailbox, Failure> {
@@ -234,24 +300,35 @@ fn mailbox(flag: &str, value: &str) -> Result<Mailbox, Failure> {
 
 /// `PATH` or `PATH;type=MIME`. A file whose real name contains `;type=`
 /// is taken whole.
-fn attachment(flag: &str, spec: &str) -> Result<Attachment, Failure> {
+fn attachment(flag: &str, spec: &str, budget: Option<&mut Budget>) -> Result<Attachment, Failure> {
     let (path, content_type) = match spec.rsplit_once(";type=") {
         Some((path, mime)) if !Path::new(spec).exists() => (path, Some(mime)),
         _ => (spec, None),
     };
     let path = Path::new(path);
-    let data = std::fs::read(path).map_err(|e| read_failure(flag, path, e))?;
-    let name = path
-        .file_name()
-        .map_or_else(|| "attachment".into(), |n| n.to_string_lossy().into_owned());
-    let attachment = Attachment::new(name, data);
-    match content_type {
-        Some(mime) => attachment.content_type(mime).map_err(compose_failure),
-        None => Ok(attachment),
+    // Read when the message is written; a missing file is named now.
+    std::fs::File::open(path).map_err(|e| read_failure(flag, path, e))?;
+    let attachment = Attachment::from_path(path).map_err(compose_failure)?;
+    let attachment = match content_type {
+        Some(mime) => attachment.content_type(mime).map_err(compose_failure)?,
+        None => attachment,
+    };
+    if let Some(budget) = budget {
+        budget.add_file(attachment.len(), attachment.mime_type())?;
     }
+    Ok(attachment)
 }
 
-fn read_text(flag: &str, path: &Path) -> Result<String, Failure> {
+fn file_size(flag: &str, path: &Path) -> Result<u64, Failure> {
+    std::fs::metadata(path)
+        .map(|m| m.len())
+        .map_err(|e| read_failure(flag, path, e))
+}
+
+fn read_text(flag: &str, path: &Path, budget: Option<&mut Budget>) -> Result<String, Failure> {
+    if let Some(budget) = budget {
+        budget.add(file_size(flag, path)?)?;
+    }
     let bytes = std::fs::read(path).map_err(|e| read_failure(flag, path, e))?;
     String::from_utf8(bytes).map_err(|_| {
         Failure::new(
@@ -265,17 +342,53 @@ fn read_text(flag: &str, path: &Path) -> Result<String, Failure> {
     })
 }
 
-fn read_stdin() -> Result<String, Failure> {
+/// Standard input read whole; within a budget, counted as it arrives
+/// and spilled to an unnamed file (gone when closed) past
+/// [`STDIN_IN_MEMORY`], so too much input is refused having held little.
+fn read_stdin(budget: Option<&mut Budget>) -> Result<String, Failure> {
+    let read_error = |e: std::io::Error| {
+        Failure::new(
+            Exit::NoInput,
+            anyhow!(e).context("cannot read the body from standard input"),
+        )
+    };
+    let mut stdin = std::io::stdin().lock();
     let mut bytes = Vec::new();
-    std::io::stdin()
-        .lock()
-        .read_to_end(&mut bytes)
-        .map_err(|e| {
-            Failure::new(
-                Exit::NoInput,
-                anyhow!(e).context("cannot read the body from standard input"),
-            )
-        })?;
+    match budget {
+        None => {
+            stdin.read_to_end(&mut bytes).map_err(read_error)?;
+        }
+        Some(budget) => {
+            let mut chunk = vec![0; 64 * 1024];
+            let mut spool: Option<std::fs::File> = None;
+            loop {
+                let n = match stdin.read(&mut chunk) {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(read_error(e)),
+                };
+                budget.add(n as u64)?;
+                if spool.is_none() && bytes.len() + n > STDIN_IN_MEMORY {
+                    let mut file = tempfile::tempfile_in(budget.spool_dir).map_err(spool_error)?;
+                    file.write_all(&bytes).map_err(spool_error)?;
+                    bytes = Vec::new();
+                    spool = Some(file);
+                }
+                match &mut spool {
+                    Some(file) => file.write_all(&chunk[..n]).map_err(spool_error)?,
+                    None => bytes.extend_from_slice(&chunk[..n]),
+                }
+            }
+            if let Some(mut file) = spool {
+                let size = file.metadata().map_err(spool_error)?.len();
+                bytes = Vec::with_capacity(size as usize);
+                file.seek(std::io::SeekFrom::Start(0))
+                    .and_then(|_| file.read_to_end(&mut bytes))
+                    .map_err(spool_error)?;
+            }
+        }
+    }
     String::from_utf8(bytes).map_err(|_| {
         Failure::new(
             Exit::DataErr,
@@ -283,6 +396,17 @@ fn read_stdin() -> Result<String, Failure> {
         )
         .hint("convert it first, e.g. with iconv -t UTF-8, or attach it with --attach")
     })
+}
+
+/// Standard input up to this size stays in memory while it is read.
+const STDIN_IN_MEMORY: usize = 1 << 20;
+
+fn spool_error(e: std::io::Error) -> Failure {
+    Failure::new(
+        Exit::TempFail,
+        anyhow!(e).context("cannot spool standard input next to the outbox"),
+    )
+    .hint("check the free space and permissions of the data directory (apimail doctor)")
 }
 
 fn read_failure(flag: &str, path: &Path, error: std::io::Error) -> Failure {

@@ -1,7 +1,7 @@
 //! apimail as sendmail: one message on standard input, streamed into the
 //! outbox, then sent at once; what cannot go yet waits in the queue.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::time::Instant;
 
 use anyhow::anyhow;
@@ -61,23 +61,29 @@ async fn deliver(config_flag: Option<&std::path::Path>, inv: Invocation) -> Resu
 
     // Stream standard input to disk: memory does not grow with the message.
     let mut incoming = outbox.begin().map_err(queue::outbox_failure)?;
-    let limit = max_message_bytes(&resolved);
-    let size = copy_message(&mut incoming, inv.ignore_dots, limit)?;
+    let limit = resolved.message_limit();
+    let copied = copy_message(&mut incoming, inv.ignore_dots, limit)?;
     incoming.flush().map_err(|e| {
         Failure::new(
             Exit::Config,
             anyhow!(e).context("cannot write the message to the outbox"),
         )
     })?;
-    let original = std::fs::read(incoming.path()).map_err(|e| {
+    // Only the header section is read back and edited; the body stays on disk.
+    let read_back = |e: std::io::Error| {
         Failure::new(
             Exit::Config,
             anyhow!(e).context("cannot read back the queued message"),
         )
-    })?;
-    debug_assert_eq!(original.len() as u64, size);
+    };
+    let mut file = std::fs::File::open(incoming.path()).map_err(read_back)?;
+    let mut head = Vec::with_capacity(copied.head as usize);
+    (&mut file)
+        .take(copied.head)
+        .read_to_end(&mut head)
+        .map_err(read_back)?;
 
-    let ready = ReadyMessage::parse(original).map_err(|e| {
+    let ready = ReadyMessage::parse(head.clone()).map_err(|e| {
         Failure::new(
             Exit::DataErr,
             anyhow!(e).context("standard input is not an email message"),
@@ -86,13 +92,26 @@ async fn deliver(config_flag: Option<&std::path::Path>, inv: Invocation) -> Resu
     })?;
     let aliases = load_aliases(&ctx)?;
     let plan = plan(&ready, &inv, &resolved, aliases.as_ref())?;
-    let bytes = finish_message(ready, &plan);
-    if bytes.len() > limit {
-        return Err(too_large(bytes.len(), limit));
+    let new_head = finish_message(ready, &plan);
+    let size = new_head.len() as u64 + (copied.total - copied.head);
+    if size > limit as u64 {
+        return Err(providers::too_large(size, true, limit));
     }
-    incoming
-        .replace_contents(&bytes)
-        .map_err(queue::outbox_failure)?;
+    if new_head != head {
+        // The edited header section, then the body copied from the first file.
+        let mut edited = outbox.begin().map_err(queue::outbox_failure)?;
+        let written = edited
+            .write_all(&new_head)
+            .and_then(|()| std::io::copy(&mut file, &mut edited));
+        written.map_err(|e| {
+            Failure::new(
+                Exit::Config,
+                anyhow!(e).context("cannot write the message to the outbox"),
+            )
+        })?;
+        incoming = edited;
+    }
+    drop(file);
     let id = incoming
         .commit(NewEntry {
             identity: Some(resolved.identity.clone()),
@@ -191,48 +210,74 @@ fn say(text: &str) {
     let _ = writeln!(std::io::stderr().lock(), "{text}");
 }
 
-fn max_message_bytes(resolved: &Resolved) -> usize {
-    match resolved.provider {
-        crate::config::Provider::Gmail => apimail_gmail::MAX_MESSAGE_BYTES,
-        crate::config::Provider::Graph => match &resolved.sender {
-            providers::Sender::Graph(t) => t.max_message_bytes(),
-            providers::Sender::Gmail(_) => apimail_graph::DEFAULT_MAX_MESSAGE_BYTES,
-        },
-    }
+/// RFC 5322's limit on a line, without its CRLF.
+const MAX_LINE: usize = 998;
+/// The most of a body line held in memory at once.
+const BODY_PIECE: u64 = 64 * 1024;
+
+/// How much [`copy_message`] copied: the header section (through the
+/// blank line that ends it) and the whole message, in bytes.
+struct Copied {
+    head: u64,
+    total: u64,
 }
 
-fn too_large(size: usize, limit: usize) -> Failure {
-    Failure::new(
-        Exit::DataErr,
-        anyhow!("the message is {size} bytes; the provider accepts at most {limit} bytes"),
-    )
-    .hint("send large files as links, or raise the mailbox limit (Graph: max_message_mb)")
-}
-
-/// Copies standard input into the outbox file. Without `-i`, a line
+/// Copies standard input into the outbox file, in bounded pieces: a header
+/// line is at most [`MAX_LINE`] octets, a body line is copied
+/// [`BODY_PIECE`] at a time, and reading stops once the message is over
+/// `limit` (with room for the headers apimail adds). Without `-i`, a line
 /// holding a single `.` ends the message, as in sendmail.
-fn copy_message(out: &mut impl Write, ignore_dots: bool, limit: usize) -> Result<u64, Failure> {
+fn copy_message(out: &mut impl Write, ignore_dots: bool, limit: usize) -> Result<Copied, Failure> {
     let stdin = std::io::stdin();
     let mut reader = BufReader::with_capacity(64 * 1024, stdin.lock());
     let mut line = Vec::with_capacity(1024);
     let mut total: u64 = 0;
+    let mut head = None;
+    let mut at_line_start = true;
+    let mut header_lines = 0;
     loop {
         line.clear();
-        let n = reader.read_until(b'\n', &mut line).map_err(|e| {
-            Failure::new(
-                Exit::NoInput,
-                anyhow!(e).context("cannot read the message from standard input"),
-            )
-        })?;
+        let most = match head {
+            None => MAX_LINE as u64 + 3,
+            Some(_) => BODY_PIECE,
+        };
+        let n = (&mut reader)
+            .take(most)
+            .read_until(b'\n', &mut line)
+            .map_err(|e| {
+                Failure::new(
+                    Exit::NoInput,
+                    anyhow!(e).context("cannot read the message from standard input"),
+                )
+            })?;
         if n == 0 {
             break;
         }
-        if !ignore_dots && matches!(line.as_slice(), b".\n" | b".\r\n" | b".") {
+        if at_line_start && !ignore_dots && matches!(line.as_slice(), b".\n" | b".\r\n" | b".") {
             break;
+        }
+        at_line_start = line.ends_with(b"\n");
+        if head.is_none() {
+            header_lines += 1;
+            let text = line.strip_suffix(b"\n").unwrap_or(&line);
+            let text = text.strip_suffix(b"\r").unwrap_or(text);
+            if text.len() > MAX_LINE {
+                return Err(Failure::new(
+                    Exit::DataErr,
+                    anyhow!(
+                        "header line {header_lines} is over {MAX_LINE} characters (RFC 5322's limit)"
+                    ),
+                )
+                .note("nothing was queued")
+                .hint("fold long header fields onto continuation lines, and end the headers with a blank line"));
+            }
+            if text.is_empty() {
+                head = Some(total + n as u64);
+            }
         }
         total += n as u64;
         if total > limit as u64 + 64 * 1024 {
-            return Err(too_large(total as usize, limit));
+            return Err(providers::too_large(total, false, limit));
         }
         out.write_all(&line).map_err(|e| {
             Failure::new(
@@ -241,7 +286,10 @@ fn copy_message(out: &mut impl Write, ignore_dots: bool, limit: usize) -> Result
             )
         })?;
     }
-    Ok(total)
+    Ok(Copied {
+        head: head.unwrap_or(total),
+        total,
+    })
 }
 
 /// Who the message is from and to, and how its headers change.

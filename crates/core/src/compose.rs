@@ -116,6 +116,10 @@ pub enum ComposeError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// The writer given to [`MessageBuilder::write_to`] failed (or refused
+    /// more bytes, e.g. over a size limit).
+    #[error("cannot write the message")]
+    Write(#[source] std::io::Error),
 }
 
 /// A file to attach, or an inline part referenced from HTML by Content-ID.
@@ -124,7 +128,15 @@ pub struct Attachment {
     filename: String,
     content_type: String,
     content_id: Option<String>,
-    data: Vec<u8>,
+    data: Content,
+}
+
+/// An attachment's bytes: in memory, or a file read when the message is
+/// written.
+#[derive(Debug, Clone)]
+enum Content {
+    Memory(Vec<u8>),
+    File { path: PathBuf, len: u64 },
 }
 
 impl Attachment {
@@ -139,21 +151,30 @@ impl Attachment {
             filename,
             content_type,
             content_id: None,
-            data: data.into(),
+            data: Content::Memory(data.into()),
         }
     }
 
-    /// Reads a file; its name becomes the attachment's file name.
+    /// A file; its name becomes the attachment's file name. It is read when
+    /// the message is written: a file of a non-`text/*` type streams
+    /// through the base64 encoder and is never whole in memory.
     pub fn from_path(path: impl AsRef<Path>) -> Result<Self, ComposeError> {
         let path = path.as_ref();
-        let data = std::fs::read(path).map_err(|source| ComposeError::Attachment {
-            path: path.to_owned(),
-            source,
-        })?;
+        let len = std::fs::metadata(path)
+            .map_err(|source| ComposeError::Attachment {
+                path: path.to_owned(),
+                source,
+            })?
+            .len();
         let name = path
             .file_name()
             .map_or_else(|| "attachment".into(), |n| n.to_string_lossy().into_owned());
-        Ok(Attachment::new(name, data))
+        let mut attachment = Attachment::new(name, Vec::new());
+        attachment.data = Content::File {
+            path: path.to_owned(),
+            len,
+        };
+        Ok(attachment)
     }
 
     /// Overrides the guessed content type.
@@ -184,14 +205,17 @@ impl Attachment {
         &self.content_type
     }
 
-    /// The size of the content in bytes.
-    pub fn len(&self) -> usize {
-        self.data.len()
+    /// The size of the content in bytes (a file's, when it was found).
+    pub fn len(&self) -> u64 {
+        match &self.data {
+            Content::Memory(data) => data.len() as u64,
+            Content::File { len, .. } => *len,
+        }
     }
 
     /// Whether the content is empty.
     pub fn is_empty(&self) -> bool {
-        self.data.is_empty()
+        self.len() == 0
     }
 
     fn cid(&self) -> &str {
@@ -233,6 +257,26 @@ impl Message {
         self.bytes
     }
 
+    /// Sender and every recipient (To, Cc and Bcc).
+    pub fn envelope(&self) -> &Envelope {
+        &self.envelope
+    }
+
+    /// The Message-ID, with angle brackets.
+    pub fn message_id(&self) -> &str {
+        &self.message_id
+    }
+}
+
+/// What [`MessageBuilder::write_to`] composed, its bytes having gone to
+/// the writer: the envelope and the Message-ID.
+#[derive(Debug, Clone)]
+pub struct Composed {
+    envelope: Envelope,
+    message_id: String,
+}
+
+impl Composed {
     /// Sender and every recipient (To, Cc and Bcc).
     pub fn envelope(&self) -> &Envelope {
         &self.envelope
@@ -399,8 +443,23 @@ impl MessageBuilder {
         self
     }
 
-    /// Checks everything and writes the message.
+    /// Checks everything and writes the message into memory.
     pub fn build(self) -> Result<Message, ComposeError> {
+        let mut bytes = Vec::new();
+        let composed = self.write_to(&mut bytes)?;
+        Ok(Message {
+            bytes,
+            envelope: composed.envelope,
+            message_id: composed.message_id,
+        })
+    }
+
+    /// Checks everything, then writes the message to `out` (e.g. an outbox
+    /// file), part by part: the message is never whole in memory, and each
+    /// body and attachment is held once. A failing writer stops the writing
+    /// ([`ComposeError::Write`]); nothing is written before every check
+    /// has passed.
+    pub fn write_to(mut self, out: impl std::io::Write) -> Result<Composed, ComposeError> {
         let from = self.from.clone().ok_or(ComposeError::MissingFrom)?;
         if self.to.is_empty() && self.cc.is_empty() && self.bcc.is_empty() {
             return Err(ComposeError::NoRecipients);
@@ -470,12 +529,6 @@ impl MessageBuilder {
         }
 
         let mut boundaries = Boundaries::new(self.boundary_prefix.as_deref(), &message_id);
-        let body = self.body_tree(&mut boundaries)?;
-        let bytes = mb
-            .body(body)
-            .write_to_vec()
-            .expect("writing to a Vec cannot fail");
-
         let recipients = self
             .to
             .iter()
@@ -483,26 +536,46 @@ impl MessageBuilder {
             .chain(&self.bcc)
             .cloned()
             .collect();
-        Ok(Message {
-            bytes,
+        let mut files = Vec::new();
+        let body = self.body_tree(&mut boundaries, &mut files)?;
+        let mut out = Splicer {
+            inner: out,
+            files: &files,
+            token: Vec::new(),
+            failed: None,
+        };
+        if let Err(e) = mb.body(body).write_to(&mut out) {
+            return Err(match out.failed.take() {
+                Some((path, source)) => ComposeError::Attachment { path, source },
+                None => ComposeError::Write(e),
+            });
+        }
+        Ok(Composed {
             envelope: Envelope::new(from, recipients),
             message_id,
         })
     }
 
-    fn body_tree(&self, boundaries: &mut Boundaries) -> Result<MimePart<'static>, ComposeError> {
-        let text = match &self.text {
+    /// The MIME tree; bodies and attachments move into it, uncopied.
+    fn body_tree(
+        &mut self,
+        boundaries: &mut Boundaries,
+        files: &mut Vec<PathBuf>,
+    ) -> Result<MimePart<'static>, ComposeError> {
+        let text = match self.text.take() {
             Some(text) => Some(self.text_part("text/plain", "text body", text)?),
             None => None,
         };
-        let html = match &self.html {
+        let html = match self.html.take() {
             Some(html) => {
                 let part = self.text_part("text/html", "HTML body", html)?;
                 Some(if self.inline.is_empty() {
                     part
                 } else {
                     let mut parts = vec![part];
-                    parts.extend(self.inline.iter().map(inline_part));
+                    for part in std::mem::take(&mut self.inline) {
+                        parts.push(inline_part(part, files)?);
+                    }
                     multipart("multipart/related", parts, boundaries)
                 })
             }
@@ -513,13 +586,15 @@ impl MessageBuilder {
                 multipart("multipart/alternative", vec![text, html], boundaries)
             }
             (Some(part), None) | (None, Some(part)) => part,
-            (None, None) => self.text_part("text/plain", "text body", "")?,
+            (None, None) => self.text_part("text/plain", "text body", String::new())?,
         };
         if self.attachments.is_empty() {
             return Ok(body);
         }
         let mut parts = vec![body];
-        parts.extend(self.attachments.iter().map(attachment_part));
+        for attachment in std::mem::take(&mut self.attachments) {
+            parts.push(attachment_part(attachment, files)?);
+        }
         Ok(multipart("multipart/mixed", parts, boundaries))
     }
 
@@ -527,7 +602,7 @@ impl MessageBuilder {
         &self,
         mime: &str,
         field: &str,
-        text: &str,
+        text: String,
     ) -> Result<MimePart<'static>, ComposeError> {
         let text = crlf_line_breaks(text);
         let content_type =
@@ -546,10 +621,33 @@ impl MessageBuilder {
 
 /// Typed text may have its line breaks rewritten: CRLF, lone CR and lone
 /// LF all become CRLF, the only line break MIME text has.
-fn crlf_line_breaks(text: &str) -> String {
-    text.replace("\r\n", "\n")
-        .replace('\r', "\n")
-        .replace('\n', "\r\n")
+fn crlf_line_breaks(text: String) -> String {
+    let bytes = text.as_bytes();
+    let lone = bytes
+        .iter()
+        .enumerate()
+        .filter(|&(i, &b)| {
+            (b == b'\n' && (i == 0 || bytes[i - 1] != b'\r'))
+                || (b == b'\r' && bytes.get(i + 1) != Some(&b'\n'))
+        })
+        .count();
+    if lone == 0 {
+        return text;
+    }
+    // One pass, one allocation: each lone CR or LF grows by one byte.
+    let mut out = String::with_capacity(text.len() + lone);
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\r' => {
+                chars.next_if_eq(&'\n');
+                out.push_str("\r\n");
+            }
+            '\n' => out.push_str("\r\n"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// Makes sure a leaf part decodes to exactly its bytes.
@@ -597,30 +695,165 @@ fn has_nul_or_lone_line_break(data: &[u8]) -> bool {
     })
 }
 
-fn attachment_part(a: &Attachment) -> MimePart<'static> {
-    exact_bytes(
-        MimePart::new(
-            ContentType::new(a.content_type.clone()),
-            BodyPart::Binary(a.data.clone().into()),
-        )
-        .attachment(a.filename.clone()),
-        qp::BINARY,
-    )
+/// A part's body: a file of a non-text type becomes a placeholder that
+/// [`Splicer`] replaces with the file's base64 (`streamed`: the part then
+/// names its `Content-Transfer-Encoding: base64` itself, where mail-builder
+/// would write the same line); anything else is in memory.
+fn body(
+    data: Content,
+    content_type: &str,
+    files: &mut Vec<PathBuf>,
+) -> Result<(BodyPart<'static>, bool), ComposeError> {
+    match data {
+        Content::Memory(data) => Ok((BodyPart::Binary(data.into()), false)),
+        Content::File { path, .. } if !content_type.starts_with("text/") => {
+            let placeholder = format!("\0{}\0", files.len()).into_bytes();
+            files.push(path);
+            Ok((BodyPart::Binary(placeholder.into()), true))
+        }
+        Content::File { path, .. } => match std::fs::read(&path) {
+            Ok(data) => Ok((BodyPart::Binary(data.into()), false)),
+            Err(source) => Err(ComposeError::Attachment { path, source }),
+        },
+    }
 }
 
-fn inline_part(a: &Attachment) -> MimePart<'static> {
-    exact_bytes(
-        MimePart::new(
-            ContentType::new(a.content_type.clone()),
-            BodyPart::Binary(a.data.clone().into()),
-        )
+fn file_part(part: MimePart<'static>, streamed: bool) -> MimePart<'static> {
+    if streamed {
+        part.transfer_encoding("base64")
+    } else {
+        exact_bytes(part, qp::BINARY)
+    }
+}
+
+fn attachment_part(
+    a: Attachment,
+    files: &mut Vec<PathBuf>,
+) -> Result<MimePart<'static>, ComposeError> {
+    let (contents, streamed) = body(a.data, &a.content_type, files)?;
+    let part = MimePart::new(ContentType::new(a.content_type), contents).attachment(a.filename);
+    Ok(file_part(part, streamed))
+}
+
+fn inline_part(a: Attachment, files: &mut Vec<PathBuf>) -> Result<MimePart<'static>, ComposeError> {
+    let cid = a.cid().to_owned();
+    let (contents, streamed) = body(a.data, &a.content_type, files)?;
+    let part = MimePart::new(ContentType::new(a.content_type), contents)
         .header(
             "Content-Disposition",
-            ContentType::new("inline").attribute("filename", a.filename.clone()),
+            ContentType::new("inline").attribute("filename", a.filename),
         )
-        .cid(a.cid().to_owned()),
-        qp::BINARY,
-    )
+        .cid(cid);
+    Ok(file_part(part, streamed))
+}
+
+/// Passes the message through to `inner`, replacing each placeholder
+/// (`NUL index NUL`; the composed message has no NUL of its own) with the
+/// base64 of `files[index]`, read and encoded a few hundred KiB at a time.
+/// The lines are those mail-builder writes: 57 input bytes per 76-character
+/// line, each ended by CRLF.
+struct Splicer<'a, W> {
+    inner: W,
+    files: &'a [PathBuf],
+    /// A placeholder cut by the end of a write, from its opening NUL.
+    token: Vec<u8>,
+    /// The file that could not be read.
+    failed: Option<(PathBuf, std::io::Error)>,
+}
+
+/// Whole base64 lines of input per read.
+const SPLICE_CHUNK: usize = 57 * 4096;
+
+impl<W: std::io::Write> Splicer<'_, W> {
+    fn splice(&mut self) -> std::io::Result<()> {
+        let index = std::str::from_utf8(&self.token[1..self.token.len() - 1])
+            .ok()
+            .and_then(|n| n.parse::<usize>().ok());
+        self.token.clear();
+        let files = self.files;
+        let Some(path) = index.and_then(|i| files.get(i)) else {
+            return Err(std::io::Error::other("a NUL byte in the composed message"));
+        };
+        let mut file = match std::fs::File::open(path) {
+            Ok(file) => file,
+            Err(e) => return Err(self.read_failed(path, e)),
+        };
+        let mut chunk = vec![0; SPLICE_CHUNK];
+        loop {
+            let n = match fill(&mut file, &mut chunk) {
+                Ok(n) => n,
+                Err(e) => return Err(self.read_failed(path, e)),
+            };
+            if n > 0 {
+                self.inner
+                    .write_all(BASE64.encode(&chunk[..n]).as_bytes())?;
+            }
+            if n < chunk.len() {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Records that `path` could not be read, for [`ComposeError::Attachment`].
+    fn read_failed(&mut self, path: &Path, error: std::io::Error) -> std::io::Error {
+        let copy = std::io::Error::new(error.kind(), error.to_string());
+        self.failed = Some((path.to_owned(), error));
+        copy
+    }
+}
+
+/// Reads until `buf` is full or the file ends; returns how much was read.
+fn fill(file: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
+    use std::io::Read;
+    let mut filled = 0;
+    while filled < buf.len() {
+        match file.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
+impl<W: std::io::Write> std::io::Write for Splicer<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let mut rest = buf;
+        while !rest.is_empty() {
+            let nul = rest.iter().position(|&b| b == 0);
+            if self.token.is_empty() {
+                match nul {
+                    Some(i) => {
+                        self.inner.write_all(&rest[..i])?;
+                        self.token.push(0);
+                        rest = &rest[i + 1..];
+                    }
+                    None => {
+                        self.inner.write_all(rest)?;
+                        rest = &[];
+                    }
+                }
+            } else {
+                match nul {
+                    Some(i) => {
+                        self.token.extend_from_slice(&rest[..=i]);
+                        rest = &rest[i + 1..];
+                        self.splice()?;
+                    }
+                    None => {
+                        self.token.extend_from_slice(rest);
+                        rest = &[];
+                    }
+                }
+            }
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 fn multipart(

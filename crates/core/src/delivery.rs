@@ -28,7 +28,7 @@ use crate::journal::{Journal, Outcome as Status, Record};
 use crate::outbox::{Claim, Entry, EntryId, EntryState, Outbox, OutboxError, Outcome};
 use crate::retry::RetryPolicy;
 use crate::token::{TokenError, now_unix};
-use crate::transport::{Envelope, ErrorKind, Receipt, Transport, TransportError};
+use crate::transport::{Envelope, ErrorKind, Receipt, StoredMessage, Transport, TransportError};
 
 /// Finds the transport for an entry's sender.
 pub trait Senders: Sync {
@@ -402,7 +402,8 @@ impl<S: Senders> Engine<S> {
         if_not_sent: IfNotSent,
     ) -> Result<Delivery, OutboxError> {
         let entry = claim.entry().clone();
-        let message = match claim.message() {
+        // Opened by the transport on each attempt: never held here.
+        let message = match StoredMessage::new(claim.message_path()) {
             Ok(message) => message,
             Err(e) => {
                 let error = TransportError::new(
@@ -456,7 +457,7 @@ impl<S: Senders> Engine<S> {
                                 ),
                             }
                         }
-                        let sent = sender.send_noted(envelope, message, notes).await;
+                        let sent = sender.send_stored(envelope, message, notes).await;
                         if let Err(error) = &sent {
                             unknown.store(error.is_outcome_unknown(), Ordering::Relaxed);
                         }

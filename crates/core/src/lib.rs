@@ -52,7 +52,7 @@ mod transport;
 
 pub use address::{AddressError, Mailbox, Recipient};
 pub use charset::Charset;
-pub use compose::{Attachment, ComposeError, Message, MessageBuilder};
+pub use compose::{Attachment, ComposeError, Composed, Message, MessageBuilder};
 pub use identity::SenderIdentity;
 pub use parse::{ParseError, ReadyMessage};
 pub use secret::Secret;
@@ -60,5 +60,5 @@ pub use token::{AccessToken, EXPIRY_MARGIN, TokenError, TokenResponse, TokenSour
 pub use token_sources::{RefreshTokenSource, StoredTokens};
 pub use transport::{
     DeliveryNotes, Envelope, ErrorKind, FileTransport, MemoryNotes, Receipt, SentMessage,
-    StubTransport, Transport, TransportError,
+    StoredMessage, StubTransport, Transport, TransportError,
 };

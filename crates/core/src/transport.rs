@@ -180,6 +180,24 @@ pub trait Transport {
         self.send_raw(envelope, message)
     }
 
+    /// Like [`Transport::send_noted`], for a message in a file (an outbox
+    /// entry): a transport that can stream reads the file in pieces, on
+    /// each attempt anew; by default it is read whole.
+    fn send_stored(
+        &self,
+        envelope: &Envelope,
+        message: &StoredMessage,
+        notes: &dyn DeliveryNotes,
+    ) -> impl Future<Output = Result<Receipt, TransportError>> + Send
+    where
+        Self: Sync,
+    {
+        async move {
+            let bytes = message.read()?;
+            self.send_noted(envelope, &bytes, notes).await
+        }
+    }
+
     /// Whether the mailbox shows the message with this Message-ID (angle
     /// brackets included) as sent: `Some(true)` found, `Some(false)` not
     /// found, `None` when this transport cannot tell (no permission to look).
@@ -231,6 +249,15 @@ impl<T: Transport + Send + Sync> Transport for std::sync::Arc<T> {
         T::send_noted(self, envelope, message, notes).await
     }
 
+    async fn send_stored(
+        &self,
+        envelope: &Envelope,
+        message: &StoredMessage,
+        notes: &dyn DeliveryNotes,
+    ) -> Result<Receipt, TransportError> {
+        T::send_stored(self, envelope, message, notes).await
+    }
+
     async fn was_sent(&self, message_id: &str) -> Result<Option<bool>, TransportError> {
         T::was_sent(self, message_id).await
     }
@@ -241,6 +268,57 @@ impl<T: Transport + Send + Sync> Transport for std::sync::Arc<T> {
 
     async fn interrupted(&self, notes: &dyn DeliveryNotes) -> Result<(), TransportError> {
         T::interrupted(self, notes).await
+    }
+}
+
+/// A message in a file, exactly as it is to be sent: an outbox entry's
+/// `.eml`. Transports open it on each attempt, so a retry copies nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredMessage {
+    path: PathBuf,
+    len: u64,
+}
+
+impl StoredMessage {
+    /// The message in `path`, of the file's present size.
+    pub fn new(path: impl Into<PathBuf>) -> std::io::Result<Self> {
+        let path = path.into();
+        let len = std::fs::metadata(&path)?.len();
+        Ok(StoredMessage { path, len })
+    }
+
+    /// Where the message is.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Its size in bytes.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether it is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Opens the file for reading from the start.
+    pub fn open(&self) -> Result<std::fs::File, TransportError> {
+        std::fs::File::open(&self.path).map_err(|e| self.read_error(e))
+    }
+
+    /// Reads the whole message: for small messages, or transports that
+    /// need it whole.
+    pub fn read(&self) -> Result<Vec<u8>, TransportError> {
+        std::fs::read(&self.path).map_err(|e| self.read_error(e))
+    }
+
+    fn read_error(&self, error: std::io::Error) -> TransportError {
+        TransportError::new(
+            ErrorKind::Internal,
+            format!("cannot read the queued message {}", self.path.display()),
+        )
+        .with_source(error)
     }
 }
 

@@ -25,11 +25,12 @@ pub mod google_auth;
 mod proxy;
 mod service_account;
 
-use std::io::Cursor;
+use std::io::{Cursor, Read, Seek, SeekFrom};
 use std::sync::{Arc, Mutex};
 
 use apimail_core::{
-    AccessToken, Envelope, ErrorKind, Receipt, TokenError, TokenSource, Transport, TransportError,
+    AccessToken, DeliveryNotes, Envelope, ErrorKind, Receipt, StoredMessage, TokenError,
+    TokenSource, Transport, TransportError,
 };
 use google_gmail1::api::{Message, Scope};
 use google_gmail1::common::{Delegate, MethodInfo, Response, Retry};
@@ -248,17 +249,44 @@ impl<T: TokenSource> GmailTransport<T> {
         &self.tokens
     }
 
+    /// Sends `upload`, refreshing the token once after a 401.
+    async fn send_upload(&self, upload: &Upload) -> Result<Receipt, TransportError> {
+        let len = upload.len();
+        if len > MAX_MESSAGE_BYTES as u64 {
+            return Err(TransportError::new(
+                ErrorKind::InvalidMessage,
+                format!(
+                    "the message is {len} bytes; Gmail accepts at most {MAX_MESSAGE_BYTES} bytes (35 MiB)"
+                ),
+            ));
+        }
+        let token = self.tokens.token().await.map_err(token_failure)?;
+        match self.send_with(&token, upload).await {
+            Err(e) if errors::is_rejected_token(&e) => {
+                let token = self
+                    .tokens
+                    .refresh_after_rejection(&token)
+                    .await
+                    .map_err(token_failure)?;
+                self.send_with(&token, upload).await
+            }
+            other => other,
+        }
+    }
+
     async fn send_with(
         &self,
         token: &AccessToken,
-        message: &[u8],
+        upload: &Upload,
     ) -> Result<Receipt, TransportError> {
         let hub = self.hub(token);
         let recorder = Arc::new(Mutex::new(errors::LastFailure::default()));
         let user_id = self.user_id.clone();
-        let bytes = message.to_vec();
+        let len = upload.len();
+        // Shared bytes or a fresh handle on the file: nothing is copied.
+        let reader = upload.reader()?;
         let task_recorder = recorder.clone();
-        let resumable = message.len() > RESUMABLE_THRESHOLD;
+        let resumable = len > RESUMABLE_THRESHOLD as u64;
         let url = format!(
             "{}{}upload/gmail/v1/users/{}/messages/send?uploadType={}",
             self.api_url,
@@ -266,7 +294,7 @@ impl<T: TokenSource> GmailTransport<T> {
             self.user_id,
             if resumable { "resumable" } else { "multipart" },
         );
-        tracing::debug!("POST {url} ({} bytes of message)", message.len());
+        tracing::debug!("POST {url} ({len} bytes of message)");
         if resumable {
             tracing::debug!(
                 "resumable upload in chunks of {CHUNK_SIZE} bytes (the session URL is not logged: it is a credential)"
@@ -283,7 +311,6 @@ impl<T: TokenSource> GmailTransport<T> {
                 .add_scope(Scope::Send)
                 .delegate(&mut delegate);
             let media = "message/rfc822".parse().expect("a valid MIME type");
-            let reader = Cursor::new(bytes);
             if resumable {
                 call.upload_resumable(reader, media).await
             } else {
@@ -317,33 +344,77 @@ impl<T: TokenSource> GmailTransport<T> {
     }
 }
 
+/// What an upload reads: bytes shared with the caller (one multipart
+/// request), or, above [`RESUMABLE_THRESHOLD`], the outbox file itself,
+/// which google-gmail1's resumable loop reads one [`CHUNK_SIZE`] chunk at a
+/// time.
+enum Upload {
+    Memory(Arc<[u8]>),
+    File(StoredMessage),
+}
+
+impl Upload {
+    fn len(&self) -> u64 {
+        match self {
+            Upload::Memory(bytes) => bytes.len() as u64,
+            Upload::File(stored) => stored.len(),
+        }
+    }
+
+    fn reader(&self) -> Result<UploadReader, TransportError> {
+        Ok(match self {
+            Upload::Memory(bytes) => UploadReader::Memory(Cursor::new(bytes.clone())),
+            Upload::File(stored) => UploadReader::File(stored.open()?),
+        })
+    }
+}
+
+enum UploadReader {
+    Memory(Cursor<Arc<[u8]>>),
+    File(std::fs::File),
+}
+
+impl Read for UploadReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            UploadReader::Memory(r) => r.read(buf),
+            UploadReader::File(r) => r.read(buf),
+        }
+    }
+}
+
+impl Seek for UploadReader {
+    fn seek(&mut self, to: SeekFrom) -> std::io::Result<u64> {
+        match self {
+            UploadReader::Memory(r) => r.seek(to),
+            UploadReader::File(r) => r.seek(to),
+        }
+    }
+}
+
 impl<T: TokenSource> Transport for GmailTransport<T> {
     async fn send_raw(
         &self,
         _envelope: &Envelope,
         message: &[u8],
     ) -> Result<Receipt, TransportError> {
-        if message.len() > MAX_MESSAGE_BYTES {
-            return Err(TransportError::new(
-                ErrorKind::InvalidMessage,
-                format!(
-                    "the message is {} bytes; Gmail accepts at most {MAX_MESSAGE_BYTES} bytes (35 MiB)",
-                    message.len()
-                ),
-            ));
-        }
-        let token = self.tokens.token().await.map_err(token_failure)?;
-        match self.send_with(&token, message).await {
-            Err(e) if errors::is_rejected_token(&e) => {
-                let token = self
-                    .tokens
-                    .refresh_after_rejection(&token)
-                    .await
-                    .map_err(token_failure)?;
-                self.send_with(&token, message).await
-            }
-            other => other,
-        }
+        self.send_upload(&Upload::Memory(message.into())).await
+    }
+
+    /// Up to [`RESUMABLE_THRESHOLD`], the file is read whole (once per
+    /// attempt); above it, the resumable upload reads it chunk by chunk.
+    async fn send_stored(
+        &self,
+        _envelope: &Envelope,
+        message: &StoredMessage,
+        _notes: &dyn DeliveryNotes,
+    ) -> Result<Receipt, TransportError> {
+        let upload = if message.len() > RESUMABLE_THRESHOLD as u64 {
+            Upload::File(message.clone())
+        } else {
+            Upload::Memory(message.read()?.into())
+        };
+        self.send_upload(&upload).await
     }
 
     async fn was_sent(&self, message_id: &str) -> Result<Option<bool>, TransportError> {

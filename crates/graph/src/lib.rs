@@ -80,13 +80,14 @@ mod limit;
 mod mime;
 mod upload;
 
+use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Instant;
 
 use apimail_core::{
-    AccessToken, DeliveryNotes, Envelope, ErrorKind, MemoryNotes, Receipt, TokenSource, Transport,
-    TransportError,
+    AccessToken, DeliveryNotes, Envelope, ErrorKind, MemoryNotes, Receipt, StoredMessage,
+    TokenSource, Transport, TransportError,
 };
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -449,7 +450,8 @@ impl<T: TokenSource> Transport for GraphTransport<T> {
         _envelope: &Envelope,
         message: &[u8],
     ) -> Result<Receipt, TransportError> {
-        self.deliver(message, &MemoryNotes::default(), false).await
+        self.deliver(Cow::Borrowed(message), &MemoryNotes::default(), false)
+            .await
     }
 
     async fn send_noted(
@@ -458,7 +460,18 @@ impl<T: TokenSource> Transport for GraphTransport<T> {
         message: &[u8],
         notes: &dyn DeliveryNotes,
     ) -> Result<Receipt, TransportError> {
-        self.deliver(message, notes, true).await
+        self.deliver(Cow::Borrowed(message), notes, true).await
+    }
+
+    /// Read whole, then let go of once the attachments are taken out for
+    /// the draft route, so the upload holds only the decoded attachments.
+    async fn send_stored(
+        &self,
+        _envelope: &Envelope,
+        message: &StoredMessage,
+        notes: &dyn DeliveryNotes,
+    ) -> Result<Receipt, TransportError> {
+        self.deliver(Cow::Owned(message.read()?), notes, true).await
     }
 
     /// Looks in Sent Items (`internetMessageId`); `None` without
@@ -494,7 +507,7 @@ impl<T: TokenSource> GraphTransport<T> {
     /// the `draft` module), then `sendMail` or the draft route.
     async fn deliver(
         &self,
-        message: &[u8],
+        message: Cow<'_, [u8]>,
         notes: &dyn DeliveryNotes,
         durable: bool,
     ) -> Result<Receipt, TransportError> {
@@ -517,20 +530,21 @@ impl<T: TokenSource> GraphTransport<T> {
         let mut session = Session::start(self).await?;
         if let Some(id) = notes.get(NOTE_DRAFT_ID) {
             match self
-                .resume_draft(&mut session, &id, message, notes, durable)
+                .resume_draft(&mut session, &id, &message, notes, durable)
                 .await?
             {
                 draft::Resumed::Sent(receipt) => return Ok(receipt),
                 draft::Resumed::StartOver => {}
             }
         }
-        let base64_mime = STANDARD.encode(message);
-        if base64_mime.len() <= MAX_REQUEST_BYTES {
+        // Measured before encoding: a large message is never base64'd whole.
+        let base64_len = base64::encoded_len(message.len(), true).unwrap_or(usize::MAX);
+        if base64_len <= MAX_REQUEST_BYTES {
             tracing::debug!(
-                "base64 MIME is {} ({} bytes), within Graph's 4 MB request limit: sending with sendMail",
-                megabytes(base64_mime.len()),
-                base64_mime.len()
+                "base64 MIME is {} ({base64_len} bytes), within Graph's 4 MB request limit: sending with sendMail",
+                megabytes(base64_len),
             );
+            let base64_mime = STANDARD.encode(&message);
             match self.send_small(&mut session, &base64_mime).await? {
                 Small::Sent => {
                     return Ok(Receipt {
@@ -545,13 +559,12 @@ impl<T: TokenSource> GraphTransport<T> {
             }
         } else {
             tracing::debug!(
-                "base64 MIME is {} ({} bytes), over Graph's 4 MB request limit: taking the draft + upload session path",
-                megabytes(base64_mime.len()),
-                base64_mime.len()
+                "base64 MIME is {} ({base64_len} bytes), over Graph's 4 MB request limit: taking the draft + upload session path",
+                megabytes(base64_len),
             );
         }
-        drop(base64_mime);
-        let (split, draft) = self.prepare_large(message)?;
+        let (split, draft) = self.prepare_large(&message)?;
+        drop(message);
         self.send_large(&mut session, split, draft, notes, durable)
             .await
     }

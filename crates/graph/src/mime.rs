@@ -12,7 +12,7 @@ use std::fmt;
 
 use mail_parser::decoders::base64::base64_decode;
 use mail_parser::decoders::quoted_printable::quoted_printable_decode;
-use mail_parser::{Encoding, Message, MessageParser, MessagePart, MimeHeaders, PartType};
+use mail_parser::{Encoding, Message, MessageParser, MimeHeaders, PartType};
 
 /// An attachment taken out of the message, ready for Graph.
 #[derive(Clone, PartialEq, Eq)]
@@ -70,7 +70,7 @@ struct Cut {
 /// multipart/alternative (a calendar invitation is a body, not a file), or
 /// the last remaining child of a multipart stay in place.
 pub(crate) fn split_attachments(raw: &[u8]) -> Result<Split, Unparsable> {
-    let message = MessageParser::default().parse(raw).ok_or(Unparsable)?;
+    let mut message = MessageParser::default().parse(raw).ok_or(Unparsable)?;
     let parts = &message.parts;
 
     let mut parent = vec![None; parts.len()];
@@ -141,14 +141,15 @@ pub(crate) fn split_attachments(raw: &[u8]) -> Result<Split, Unparsable> {
     }
     cuts.sort_by_key(|cut| cut.start);
 
-    let mut draft = Vec::with_capacity(raw.len());
+    let cut_len: usize = cuts.iter().map(|cut| cut.end - cut.start).sum();
+    let mut draft = Vec::with_capacity(raw.len() - cut_len);
     let mut at = 0;
     let mut attachments = Vec::with_capacity(cuts.len());
     for (n, cut) in cuts.iter().enumerate() {
         draft.extend_from_slice(&raw[at..cut.start]);
         at = cut.end;
-        let part = &parts[cut.part];
-        let parent_related = parts[cut.parent].is_content_type("multipart", "related");
+        let part = &message.parts[cut.part];
+        let parent_related = message.parts[cut.parent].is_content_type("multipart", "related");
         let inline = match part.content_disposition() {
             Some(disposition) if disposition.is_inline() => true,
             Some(disposition) if disposition.is_attachment() => false,
@@ -188,15 +189,16 @@ pub(crate) fn split_attachments(raw: &[u8]) -> Result<Split, Unparsable> {
                 },
                 str::to_owned,
             );
+        let content_id = part
+            .content_id()
+            .map(|id| id.trim().to_owned())
+            .filter(|id| !id.is_empty());
         attachments.push(ExtractedAttachment {
             name,
             content_type,
-            content_id: part
-                .content_id()
-                .map(|id| id.trim().to_owned())
-                .filter(|id| !id.is_empty()),
+            content_id,
             inline,
-            data: file_bytes(&message, part).ok_or(Unparsable)?,
+            data: file_bytes(&mut message, cut.part).ok_or(Unparsable)?,
         });
     }
     draft.extend_from_slice(&raw[at..]);
@@ -206,11 +208,17 @@ pub(crate) fn split_attachments(raw: &[u8]) -> Result<Split, Unparsable> {
 /// A part's body with only the transfer encoding undone. mail-parser
 /// hands text parts over converted to UTF-8 from their charset; a file
 /// must arrive as it was, so text bodies are decoded here from the raw
-/// bytes.
-fn file_bytes(message: &Message<'_>, part: &MessagePart<'_>) -> Option<Vec<u8>> {
-    if !matches!(part.body, PartType::Text(_) | PartType::Html(_)) {
-        return Some(part.contents().to_vec());
+/// bytes. A binary body mail-parser decoded is taken, not copied.
+fn file_bytes(message: &mut Message<'_>, id: usize) -> Option<Vec<u8>> {
+    let part = message.parts.get_mut(id)?;
+    match &mut part.body {
+        PartType::Binary(data) | PartType::InlineBinary(data) => {
+            return Some(std::mem::take(data).into_owned());
+        }
+        PartType::Text(_) | PartType::Html(_) => {}
+        _ => return Some(part.contents().to_vec()),
     }
+    let part = &message.parts[id];
     let raw = message
         .raw_message
         .get(part.offset_body as usize..part.offset_end as usize)?;
@@ -293,8 +301,9 @@ mod tests {
     }
 
     fn bodies<'a>(m: &'a Message<'a>) -> (Vec<&'a [u8]>, Vec<&'a [u8]>) {
-        let raw =
-            |p: &&MessagePart<'_>| &m.raw_message[p.offset_body as usize..p.offset_end as usize];
+        let raw = |p: &&mail_parser::MessagePart<'_>| {
+            &m.raw_message[p.offset_body as usize..p.offset_end as usize]
+        };
         (
             m.text_bodies().map(|p| raw(&p)).collect(),
             m.html_bodies().map(|p| raw(&p)).collect(),

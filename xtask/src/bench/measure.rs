@@ -32,8 +32,9 @@ pub(crate) fn run(cmd: &mut Command, stdin: &[u8]) -> Result<Usage> {
 
 /// Like [`run`], but `cmd` is started by GNU time, a small process, whose
 /// report of its child's peak RSS does not include the bench's own memory
-/// (the fakes keep every message they receive).
-pub(crate) fn run_for_peak_rss(cmd: &Command, stdin: &[u8]) -> Result<Usage> {
+/// (the fakes keep every message they receive); and it must exit with
+/// `code`.
+pub(crate) fn run_for_peak_rss(cmd: &Command, stdin: &[u8], code: i32) -> Result<Usage> {
     let report = tempfile::NamedTempFile::new().with_context(|| "cannot create a temp file")?;
     let mut timed = Command::new(GNU_TIME);
     timed.args(["-f", "%M", "-o"]).arg(report.path());
@@ -47,7 +48,9 @@ pub(crate) fn run_for_peak_rss(cmd: &Command, stdin: &[u8]) -> Result<Usage> {
     if let Some(dir) = cmd.get_current_dir() {
         timed.current_dir(dir);
     }
-    let usage = run(&mut timed, stdin).map_err(|e| {
+    let started = Instant::now();
+    let child = spawn(&mut timed, stdin)?;
+    let usage = finish_with(&timed, child, started, code).map_err(|e| {
         e.with_hint("peak RSS is measured with GNU time: install it (Debian: apt-get install time)")
     })?;
     let text =
@@ -79,7 +82,12 @@ pub(crate) fn spawn(cmd: &mut Command, stdin: &[u8]) -> Result<Child> {
 }
 
 /// Waits for a child [`spawn`]ed at `started` and measures it.
-pub(crate) fn finish(cmd: &Command, mut child: Child, started: Instant) -> Result<Usage> {
+pub(crate) fn finish(cmd: &Command, child: Child, started: Instant) -> Result<Usage> {
+    finish_with(cmd, child, started, 0)
+}
+
+/// Like [`finish`], for a child that must exit with `code`.
+fn finish_with(cmd: &Command, mut child: Child, started: Instant, code: i32) -> Result<Usage> {
     let mut stderr = child.stderr.take().expect("stderr is piped");
     let reader = std::thread::spawn(move || {
         let mut text = String::new();
@@ -90,9 +98,9 @@ pub(crate) fn finish(cmd: &Command, mut child: Child, started: Instant) -> Resul
         wait4(child.id()).with_context(|| format!("failed to wait for `{}`", display(cmd)))?;
     let wall = started.elapsed();
     let stderr = reader.join().unwrap_or_default();
-    if status != 0 {
+    if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == code) {
         return Err(Error::new(format!(
-            "`{}` failed (wait status {status}):\n{}",
+            "`{}` did not exit {code} (wait status {status}):\n{}",
             display(cmd),
             stderr.trim_end()
         )));
@@ -195,7 +203,7 @@ mod tests {
         let ballast = vec![1u8; 256 << 20];
         let mut cmd = Command::new("python3");
         cmd.args(["-c", "b = bytearray(64 << 20)"]);
-        let usage = run_for_peak_rss(&cmd, b"").unwrap();
+        let usage = run_for_peak_rss(&cmd, b"", 0).unwrap();
         assert!(usage.peak_rss > 64 << 20, "{}", usage.peak_rss);
         assert!(usage.peak_rss < 160 << 20, "{}", usage.peak_rss);
         std::hint::black_box(&ballast);

@@ -10,6 +10,7 @@
 mod measure;
 mod peers;
 mod report;
+mod streaming;
 mod world;
 
 use std::fs;
@@ -34,6 +35,8 @@ pub(crate) struct Options {
     pub(crate) runs: usize,
     /// A smoke run: debug build, one run, small sizes, no clean build.
     pub(crate) quick: bool,
+    /// `--only streaming`: only issue 11's rows (see `streaming.rs`).
+    pub(crate) only_streaming: bool,
 }
 
 impl Options {
@@ -43,10 +46,11 @@ impl Options {
             rtt: Duration::from_millis(20),
             runs: 1,
             quick: true,
+            only_streaming: false,
         }
     }
 
-    /// Parses `[--quick] [--rtt MS] [--runs N]`.
+    /// Parses `[--quick] [--rtt MS] [--runs N] [--only streaming]`.
     pub(crate) fn parse(args: &[String]) -> Result<Options, String> {
         let mut options = Options {
             quick: false,
@@ -65,6 +69,15 @@ impl Options {
             };
             match arg.as_str() {
                 "--quick" => options.quick = true,
+                "--only" => match args.next().map(String::as_str) {
+                    Some("streaming") => options.only_streaming = true,
+                    Some(other) => {
+                        return Err(format!(
+                            "`--only {other}`: the one selection is `streaming`"
+                        ));
+                    }
+                    None => return Err("`--only` needs a value: streaming".to_owned()),
+                },
                 "--rtt" => options.rtt = Duration::from_millis(value("--rtt")?),
                 "--runs" => match value("--runs")? {
                     0 => return Err("`--runs 0`: at least one run is needed".to_owned()),
@@ -114,6 +127,9 @@ pub(crate) fn run(root: &Path, options: &Options) -> Result<()> {
     let exe = target.join(profile_dir).join("apimail");
     if !exe.is_file() {
         return Err(Error::new(format!("{} was not built", exe.display())));
+    }
+    if options.only_streaming {
+        return run_streaming(root, &target, &exe, options);
     }
     let peers = peers::prepare(root, &target)?;
 
@@ -180,6 +196,34 @@ pub(crate) fn run(root: &Path, options: &Options) -> Result<()> {
     fs::write(&path, &text).with_context(|| format!("cannot write {}", path.display()))?;
     println!("{text}");
     eprintln!("==> bench: wrote {}", path.display());
+    Ok(())
+}
+
+/// `--only streaming`: issue 11's rows, written into their section of
+/// `bench/RESULTS.md` (or of the quick results).
+fn run_streaming(root: &Path, target: &Path, exe: &Path, options: &Options) -> Result<()> {
+    eprintln!(
+        "==> bench: starting the fakes (round trip {} ms)",
+        options.rtt.as_millis()
+    );
+    let world = World::start_without_peers(exe, options.rtt)?;
+    let section = streaming::section(&world, options, &commit(root))?;
+    let path = if options.quick {
+        target.join("bench/RESULTS-quick.md")
+    } else {
+        root.join("bench/RESULTS.md")
+    };
+    let old = fs::read_to_string(&path).unwrap_or_default();
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    fs::write(&path, streaming::replace_section(&old, &section))
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    println!("{section}");
+    eprintln!(
+        "==> bench: wrote the streaming section of {}",
+        path.display()
+    );
     Ok(())
 }
 
@@ -320,7 +364,7 @@ fn large_message(
         .arg("--attach")
         .arg(attachment);
         let before = world.counters(provider);
-        usages.push(measure::run_for_peak_rss(&cmd, b"")?);
+        usages.push(measure::run_for_peak_rss(&cmd, b"", 0)?);
         wire.push((world.counters(provider) - before).bytes_received as f64);
     }
     Ok(LargeRow {

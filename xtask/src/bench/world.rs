@@ -100,6 +100,15 @@ impl World {
     /// played by the test helpers) and caches tokens for the peers; then
     /// sets every request's delay to `rtt`.
     pub(crate) fn start(apimail: &Path, rtt: Duration) -> Result<World> {
+        let world = World::started(apimail)?;
+        world.cache_peer_tokens(apimail)?;
+        world.google.traffic().set_delay(rtt);
+        world.microsoft.traffic().set_delay(rtt);
+        Ok(world)
+    }
+
+    /// The fakes, with apimail logged in to both.
+    fn started(apimail: &Path) -> Result<World> {
         let google = FakeGoogle::start();
         let microsoft = FakeMicrosoft::start();
         // Off the Graph host, as on Graph, or msgraph-sdk sends its token
@@ -120,10 +129,25 @@ impl World {
             graph,
             scratch,
         };
-        world.cache_peer_tokens(apimail)?;
+        Ok(world)
+    }
+
+    /// Like [`start`](Self::start), without the peers' token caches.
+    pub(crate) fn start_without_peers(apimail: &Path, rtt: Duration) -> Result<World> {
+        let world = World::started(apimail)?;
         world.google.traffic().set_delay(rtt);
         world.microsoft.traffic().set_delay(rtt);
         Ok(world)
+    }
+
+    /// The files in `provider`'s outbox (`queue/`, `failed/`, `tmp/`).
+    pub(crate) fn outbox_files(&self, provider: Provider) -> Vec<PathBuf> {
+        let outbox = self.sandbox(provider).path().join("data/outbox");
+        ["queue", "failed", "tmp"]
+            .iter()
+            .flat_map(|folder| std::fs::read_dir(outbox.join(folder)).into_iter().flatten())
+            .filter_map(|entry| entry.ok().map(|e| e.path()))
+            .collect()
     }
 
     /// The fake Microsoft, for injecting faults.

@@ -115,3 +115,68 @@ fn old_mac_text_attachment() {
     let attachment = parsed.attachments().next().unwrap();
     assert_eq!(attachment.contents(), data);
 }
+
+/// Files attached by path (read while the message is written, non-text
+/// types streamed through the base64 encoder) give exactly the bytes of
+/// the same files attached from memory, at sizes around the read chunk.
+#[test]
+fn files_attached_by_path_match_files_from_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    for len in [
+        0,
+        1,
+        56,
+        57,
+        58,
+        57 * 4096 - 1,
+        57 * 4096,
+        57 * 4096 + 1,
+        700_001,
+    ] {
+        let data: Vec<u8> = (0..len).map(|i| (i * 7 + i / 253) as u8).collect();
+        let bin = dir.path().join("data.bin");
+        let text = dir.path().join("notes.txt");
+        std::fs::write(&bin, &data).unwrap();
+        std::fs::write(&text, b"line\nlone LF\r\n").unwrap();
+        let message = |from_path: bool| {
+            let attach = |path: &std::path::Path| {
+                if from_path {
+                    Attachment::from_path(path).unwrap()
+                } else {
+                    let name = path.file_name().unwrap().to_str().unwrap();
+                    Attachment::new(name, std::fs::read(path).unwrap())
+                }
+            };
+            pinned()
+                .from(mailbox("ann@example.com"))
+                .to(mailbox("bob@example.com"))
+                .html("<img src=\"cid:data.bin\">")
+                .inline(attach(&bin))
+                .attach(attach(&bin))
+                .attach(attach(&text))
+                .build()
+                .unwrap()
+                .into_bytes()
+        };
+        assert!(message(true) == message(false), "{len} bytes");
+    }
+}
+
+#[test]
+fn a_file_that_goes_away_is_an_attachment_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gone.bin");
+    std::fs::write(&path, b"soon gone").unwrap();
+    let attachment = Attachment::from_path(&path).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    let error = pinned()
+        .from(mailbox("ann@example.com"))
+        .to(mailbox("bob@example.com"))
+        .attach(attachment)
+        .build()
+        .unwrap_err();
+    assert!(
+        matches!(&error, apimail_core::ComposeError::Attachment { path: p, .. } if *p == path),
+        "{error:?}"
+    );
+}
