@@ -29,6 +29,8 @@ mod accept;
 mod policy;
 mod server;
 mod session;
+#[cfg(test)]
+mod tests;
 
 pub use ipnet::IpNet;
 pub use server::Server;
