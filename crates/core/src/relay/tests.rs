@@ -6,7 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::*;
@@ -121,15 +121,19 @@ impl Relay {
     async fn connect(&self, peer: &str, listener: Listener) -> Client {
         let (client, server_side) = tokio::io::duplex(64 * 1024);
         let server = self.server.clone();
+        let listener_tls = listener.tls.clone();
         let peer: SocketAddr = peer.parse().unwrap();
         let session = tokio::spawn(async move {
             server.serve_stream(server_side, peer, &listener).await;
         });
         let mut client = Client {
-            stream: client,
+            stream: Box::new(client),
             input: Vec::new(),
             session,
         };
+        if matches!(listener_tls, ListenerTls::Implicit(_)) {
+            client.start_tls().await;
+        }
         let greeting = client.reply().await;
         assert!(greeting.starts_with("220 "), "{greeting}");
         client
@@ -147,8 +151,11 @@ impl Relay {
     }
 }
 
+trait ClientStream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> ClientStream for T {}
+
 struct Client {
-    stream: DuplexStream,
+    stream: Box<dyn ClientStream>,
     input: Vec<u8>,
     session: tokio::task::JoinHandle<()>,
 }
@@ -176,6 +183,25 @@ impl Client {
             }
             self.input.extend_from_slice(&chunk[..n]);
         }
+    }
+
+    /// The TLS handshake, trusting the test certificate.
+    async fn start_tls(&mut self) {
+        assert!(self.input.is_empty());
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(test_cert()).unwrap();
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+        let name = rustls::pki_types::ServerName::try_from("relay.test").unwrap();
+        let plain = std::mem::replace(&mut self.stream, Box::new(tokio::io::empty()));
+        let tls = connector.connect(name, plain).await.unwrap();
+        self.stream = Box::new(tls);
     }
 
     async fn command(&mut self, line: &str) -> String {
@@ -735,4 +761,79 @@ async fn the_server_refuses_an_open_listener_and_connections_over_the_limit() {
         String::from_utf8_lossy(&rest)
     );
     running.await.unwrap().unwrap();
+}
+
+// A self-signed certificate for `relay.test` and its key, for these tests
+// only (valid until 2126).
+fn test_cert() -> rustls::pki_types::CertificateDer<'static> {
+    use rustls::pki_types::pem::PemObject as _;
+    rustls::pki_types::CertificateDer::from_pem_slice(include_bytes!("testdata/cert.pem")).unwrap()
+}
+
+fn tls_config() -> Arc<rustls::ServerConfig> {
+    use rustls::pki_types::pem::PemObject as _;
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(include_bytes!("testdata/key.pem"))
+        .unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(vec![test_cert()], key)
+    .unwrap();
+    Arc::new(config)
+}
+
+#[tokio::test]
+async fn starttls_then_auth_from_the_network() {
+    let relay = Relay::new(directory(None), quick_limits());
+    let mut listener = Listener::plain("lan");
+    listener.require_auth = true;
+    listener.tls = ListenerTls::Plain {
+        starttls: Some(tls_config()),
+    };
+    let mut client = relay.connect(LAN, listener).await;
+    let ehlo = client.ehlo().await;
+    assert!(ehlo.contains("STARTTLS"), "{ehlo}");
+    assert!(!ehlo.contains("AUTH"), "{ehlo}");
+    // Commands pipelined after STARTTLS are not carried into TLS.
+    client.send(b"STARTTLS\r\nNOOP\r\n").await;
+    assert_eq!(code(&client.reply().await), "220 2.0.0");
+    client.input.clear();
+    client.start_tls().await;
+    // The state is reset: EHLO again; now AUTH, and no STARTTLS.
+    assert_eq!(
+        code(&client.command("MAIL FROM:<me@example.com>").await),
+        "503 5.5.1"
+    );
+    let ehlo = client.ehlo().await;
+    assert!(ehlo.contains("AUTH PLAIN LOGIN"), "{ehlo}");
+    assert!(!ehlo.contains("STARTTLS"), "{ehlo}");
+    let reply = client
+        .command(&format!("AUTH PLAIN {}", plain("printer", "s3cret")))
+        .await;
+    assert_eq!(code(&reply), "235 2.7.0", "{reply}");
+    let reply = send_message(
+        &mut client,
+        "scanner@example.com",
+        &["boss@example.org"],
+        MESSAGE,
+    )
+    .await;
+    assert_eq!(code(&reply), "250 2.0.0", "{reply}");
+    assert_eq!(relay.entries().len(), 1);
+}
+
+#[tokio::test]
+async fn implicit_tls_greets_inside_tls() {
+    let relay = Relay::new(directory(None), quick_limits());
+    let mut listener = Listener::plain("tls");
+    listener.require_auth = true;
+    listener.tls = ListenerTls::Implicit(tls_config());
+    let mut client = relay.connect(LAN, listener).await;
+    let ehlo = client.ehlo().await;
+    assert!(ehlo.contains("AUTH PLAIN LOGIN"), "{ehlo}");
+    assert!(!ehlo.contains("STARTTLS"), "{ehlo}");
+    assert_eq!(client.command("AUTH LOGIN").await, "334 VXNlcm5hbWU6");
 }
