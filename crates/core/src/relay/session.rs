@@ -505,31 +505,17 @@ impl<'a> Session<'a> {
     }
 
     async fn command(&mut self, line: &[u8]) -> Option<End> {
+        // -v shows the exchange, but never what follows AUTH.
+        if line.len() >= 4 && line[..4].eq_ignore_ascii_case(b"AUTH") {
+            tracing::debug!("{} < AUTH ****", self.peer);
+        } else {
+            let shown = String::from_utf8_lossy(line);
+            tracing::debug!("{} < {}", self.peer, printable(shown.trim_end()));
+        }
         let request = match Request::parse(&mut line.iter()) {
             Ok(request) => request.into_owned(),
-            Err(error) => {
-                tracing::debug!(
-                    "{} < {}",
-                    self.peer,
-                    printable(&String::from_utf8_lossy(line))
-                );
-                return self.bad_command(error_reply(error));
-            }
+            Err(error) => return self.bad_command(error_reply(error)),
         };
-        if let Request::Auth { mechanism, .. } = &request {
-            let name = if *mechanism == AUTH_PLAIN {
-                "PLAIN"
-            } else {
-                "LOGIN"
-            };
-            tracing::debug!("{} < AUTH {name} ****", self.peer);
-        } else {
-            tracing::debug!(
-                "{} < {}",
-                self.peer,
-                printable(String::from_utf8_lossy(line).trim_end())
-            );
-        }
         match request {
             Request::Ehlo { host } => self.ehlo(&host),
             Request::Helo { host } => {
