@@ -34,6 +34,8 @@ mod accept;
 mod policy;
 mod server;
 mod session;
+#[cfg(test)]
+mod tests;
 pub mod tls;
 pub mod users;
 pub mod workers;

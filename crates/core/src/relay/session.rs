@@ -48,17 +48,23 @@ impl Reply {
         }
     }
 
+    /// A reply without an enhanced status code (220, 334, 354).
+    fn plain(code: u16, text: impl Into<Cow<'static, str>>) -> Self {
+        Reply::new(code, [0, 0, 0], text)
+    }
+
     fn write_to(&self, out: &mut Vec<u8>) {
-        let [a, b, c] = self.status;
-        // Writing into a Vec cannot fail.
-        let _ = smtp_proto::Response::new(self.code, a, b, c, &self.text).write(out);
+        out.extend_from_slice(self.to_string().as_bytes());
+        out.extend_from_slice(b"\r\n");
     }
 }
 
 impl fmt::Display for Reply {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let [a, b, c] = self.status;
-        write!(f, "{} {a}.{b}.{c} {}", self.code, self.text)
+        match self.status {
+            [0, 0, 0] => write!(f, "{} {}", self.code, self.text),
+            [a, b, c] => write!(f, "{} {a}.{b}.{c} {}", self.code, self.text),
+        }
     }
 }
 
@@ -150,9 +156,8 @@ pub(super) async fn run(
         }
         session.tls = true;
     }
-    session.reply(Reply::new(
+    session.reply(Reply::plain(
         220,
-        [2, 0, 0],
         format!("{} ESMTP apimail relay", shared.hostname),
     ));
     loop {
@@ -479,7 +484,7 @@ impl<'a> Session<'a> {
                     Ok(user) => {
                         self.state =
                             State::AuthLoginPassword(String::from_utf8_lossy(&user).into_owned());
-                        self.reply(Reply::new(334, [0, 0, 0], "UGFzc3dvcmQ6"));
+                        self.reply(Reply::plain(334, "UGFzc3dvcmQ6"));
                     }
                     Err(reply) => self.reply(reply),
                 }
@@ -500,31 +505,17 @@ impl<'a> Session<'a> {
     }
 
     async fn command(&mut self, line: &[u8]) -> Option<End> {
+        // -v shows the exchange, but never what follows AUTH.
+        if line.len() >= 4 && line[..4].eq_ignore_ascii_case(b"AUTH") {
+            tracing::debug!("{} < AUTH ****", self.peer);
+        } else {
+            let shown = String::from_utf8_lossy(line);
+            tracing::debug!("{} < {}", self.peer, printable(shown.trim_end()));
+        }
         let request = match Request::parse(&mut line.iter()) {
             Ok(request) => request.into_owned(),
-            Err(error) => {
-                tracing::debug!(
-                    "{} < {}",
-                    self.peer,
-                    printable(&String::from_utf8_lossy(line))
-                );
-                return self.bad_command(error_reply(error));
-            }
+            Err(error) => return self.bad_command(error_reply(error)),
         };
-        if let Request::Auth { mechanism, .. } = &request {
-            let name = if *mechanism == AUTH_PLAIN {
-                "PLAIN"
-            } else {
-                "LOGIN"
-            };
-            tracing::debug!("{} < AUTH {name} ****", self.peer);
-        } else {
-            tracing::debug!(
-                "{} < {}",
-                self.peer,
-                printable(String::from_utf8_lossy(line).trim_end())
-            );
-        }
         match request {
             Request::Ehlo { host } => self.ehlo(&host),
             Request::Helo { host } => {
@@ -818,18 +809,18 @@ impl<'a> Session<'a> {
         match mechanism {
             AUTH_PLAIN if initial.is_empty() => {
                 self.state = State::AuthPlain;
-                self.reply(Reply::new(334, [0, 0, 0], ""));
+                self.reply(Reply::plain(334, ""));
             }
             AUTH_PLAIN => self.auth_plain(&initial).await,
             AUTH_LOGIN if initial.is_empty() => {
                 self.state = State::AuthLoginUser;
-                self.reply(Reply::new(334, [0, 0, 0], "VXNlcm5hbWU6"));
+                self.reply(Reply::plain(334, "VXNlcm5hbWU6"));
             }
             AUTH_LOGIN => match decode(&initial) {
                 Ok(user) => {
                     self.state =
                         State::AuthLoginPassword(String::from_utf8_lossy(&user).into_owned());
-                    self.reply(Reply::new(334, [0, 0, 0], "UGFzc3dvcmQ6"));
+                    self.reply(Reply::plain(334, "UGFzc3dvcmQ6"));
                 }
                 Err(reply) => self.reply(reply),
             },
