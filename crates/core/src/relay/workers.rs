@@ -24,7 +24,7 @@ use tokio::sync::OnceCell;
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::time::Instant;
 
-use crate::delivery::{Engine, IfNotSent, Selection, Senders, Settled, error_text};
+use crate::delivery::{Delivery, Engine, IfNotSent, Selection, Senders, Settled, error_text};
 use crate::outbox::{Entry, EntryId, NewEntry, OutboxError};
 use crate::retry::RetryPolicy;
 use crate::{Mailbox, MessageBuilder, SenderIdentity, now_unix};
@@ -232,6 +232,7 @@ impl<'e, S: Senders> Workers<'e, S> {
         };
         match result {
             Ok(delivery) => {
+                log_outcome(&delivery);
                 if delivery.settled == Settled::Failed {
                     let reason = delivery.error.as_ref().map(error_text);
                     if let Err(error) = self.report(&entry, reason.as_deref()) {
@@ -316,6 +317,35 @@ impl<'e, S: Senders> Workers<'e, S> {
                     && line[..REPORT_HEADER.len()].eq_ignore_ascii_case(REPORT_HEADER)
                     && line.as_bytes()[REPORT_HEADER.len()] == b':'
             })
+    }
+}
+
+/// One line per delivery attempt, as the relay's log shows it.
+fn log_outcome(delivery: &Delivery) {
+    let id = &delivery.id;
+    let why = delivery
+        .error
+        .as_ref()
+        .map(error_text)
+        .or_else(|| delivery.unresolved.clone())
+        .unwrap_or_default();
+    match &delivery.settled {
+        Settled::Sent(receipt) => tracing::info!(
+            "delivered {id} through {}{}",
+            receipt.provider,
+            receipt
+                .id
+                .as_ref()
+                .map(|p| format!(" (id {p})"))
+                .unwrap_or_default()
+        ),
+        Settled::VerifiedSent => tracing::info!("delivered {id}: found sent by an earlier attempt"),
+        Settled::Queued { .. } | Settled::Interrupted => {
+            tracing::info!("{id} stays queued for another attempt: {why}");
+        }
+        Settled::Held { .. } => tracing::warn!("held {id}: {why}"),
+        Settled::Failed => tracing::warn!("{id} failed for good: {why}"),
+        Settled::SettledElsewhere | Settled::Busy | Settled::Dropped => {}
     }
 }
 
