@@ -662,3 +662,43 @@ fn sighup_picks_up_a_new_user_and_user_remove_refuses_unknown_names() {
     assert_eq!(again.code, 66, "{}", again.stderr);
     assert!(again.stderr.contains("hint: "), "{}", again.stderr);
 }
+
+// 8. apimail doctor
+
+#[test]
+fn doctor_checks_the_relay_listeners_tls_and_users() {
+    let (_fake, sandbox) = logged_in();
+    add_user(&sandbox, "scanner", &[]);
+    let config = sandbox.path().join("config/config.toml");
+    let before = std::fs::read_to_string(&config).unwrap();
+    configure(&sandbox, "", "127.0.0.1:2525", "");
+    let out = run(sandbox.cmd().arg("doctor"));
+    let report = String::from_utf8_lossy(&out.stdout).into_owned();
+    for line in [
+        "ok    relay listeners `main` on 127.0.0.1:2525 (loopback only without AUTH)",
+        "ok    relay TLS",
+        "ok    relay users    1 user(s), each mapped to a configured account",
+    ] {
+        assert!(report.contains(line), "{line}\n{report}");
+    }
+
+    // An open listener, a certificate that is not there, a user whose
+    // account is gone.
+    std::fs::write(
+        &config,
+        before.replace(&format!("[accounts.\"{ACCOUNT}\"]"), "[accounts.renamed]"),
+    )
+    .unwrap();
+    configure(
+        &sandbox,
+        "certificate = \"/nonexistent/cert.pem\"\nprivate_key = \"/nonexistent/key.pem\"",
+        "0.0.0.0:2525",
+        "account = \"renamed\"",
+    );
+    let out = run(sandbox.cmd().arg("doctor"));
+    let report = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_ne!(out.code, 0, "{report}");
+    assert!(report.contains("FAIL  relay listeners") && report.contains("open relay"), "{report}");
+    assert!(report.contains("FAIL  relay TLS") && report.contains("/nonexistent/cert.pem"), "{report}");
+    assert!(report.contains("FAIL  relay users") && report.contains("not configured"), "{report}");
+}

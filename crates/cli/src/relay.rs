@@ -632,3 +632,126 @@ async fn signals(
         }
     }
 }
+
+// ---- apimail doctor ----------------------------------------------------------
+
+/// One relay check for `apimail doctor`: its name, and what passed or
+/// what failed with a hint.
+pub type RelayCheck = (&'static str, Result<String, (String, String)>);
+
+/// The relay's checks, when the configuration has a `[relay]` table or
+/// relay users exist: listeners restricted, certificates readable, users
+/// mapped to accounts that can send.
+pub fn doctor_checks(ctx: &Context) -> Vec<RelayCheck> {
+    let users = load_users();
+    let has_users = users.as_ref().is_ok_and(|u| !u.list().is_empty());
+    let Some(settings) = ctx.config.relay.clone().or_else(|| has_users.then(RelaySettings::default)) else {
+        return Vec::new();
+    };
+    let mut checks = Vec::new();
+    checks.push(("relay listeners", listeners_check(&ctx.config, &settings)));
+    checks.push(("relay TLS", tls_check(&settings)));
+    checks.push((
+        "relay users",
+        match users {
+            Ok(users) => users_check(ctx, &users),
+            Err(failure) => Err((
+                failure.error.to_string(),
+                failure.hint.unwrap_or_default(),
+            )),
+        },
+    ));
+    checks
+}
+
+fn listeners_check(config: &Config, settings: &RelaySettings) -> Result<String, (String, String)> {
+    let planned = planned_listeners(settings, &[], &[])
+        .map_err(|f| (f.error.to_string(), f.hint.unwrap_or_default()))?;
+    let problems: Vec<String> = planned
+        .iter()
+        .flat_map(|p| listener_problems(config, p))
+        .collect();
+    if !problems.is_empty() {
+        return Err((
+            problems.join("; "),
+            "give each listener off loopback require_auth = true or allowed_networks, and an account for clients that do not AUTH".to_owned(),
+        ));
+    }
+    let described: Vec<String> = planned
+        .iter()
+        .map(|p| {
+            let how = if p.settings.require_auth {
+                "AUTH required".to_owned()
+            } else if p.settings.allowed_networks.is_empty() {
+                "loopback only without AUTH".to_owned()
+            } else {
+                format!("without AUTH from {}", p.settings.allowed_networks.join(", "))
+            };
+            let loud = if p.settings.allow_plaintext_auth {
+                ", passwords allowed over plain text"
+            } else {
+                ""
+            };
+            format!("`{}` on {} ({how}{loud})", p.name, p.addr)
+        })
+        .collect();
+    Ok(described.join("; "))
+}
+
+fn tls_check(settings: &RelaySettings) -> Result<String, (String, String)> {
+    let hint = "point [relay] certificate and private_key at readable PEM files, or remove both to use a self-signed certificate";
+    match (&settings.certificate, &settings.private_key) {
+        (Some(cert), Some(key)) => tls::from_files(cert, key)
+            .map(|_| format!("{} and its key are readable and match", cert.display()))
+            .map_err(|e| (e.to_string(), hint.to_owned())),
+        (None, None) => {
+            let dir = relay_dir()
+                .map_err(|f| (f.error.to_string(), f.hint.unwrap_or_default()))?
+                .join("tls");
+            let cert = dir.join(tls::SELF_SIGNED_CERT);
+            if !cert.exists() {
+                return Ok("a self-signed certificate is made on the first start".to_owned());
+            }
+            tls::from_files(&cert, &dir.join(tls::SELF_SIGNED_KEY))
+                .map(|_| format!("self-signed, {}", cert.display()))
+                .map_err(|e| (e.to_string(), format!("remove {} to make a new one", dir.display())))
+        }
+        _ => Err((
+            "[relay] names a certificate or a private_key, but not both".to_owned(),
+            hint.to_owned(),
+        )),
+    }
+}
+
+fn users_check(ctx: &Context, users: &Users) -> Result<String, (String, String)> {
+    let store = ctx.store().ok();
+    let mut problems = Vec::new();
+    for user in users.list() {
+        match ctx.config.accounts.get(&user.account) {
+            None => problems.push(format!(
+                "user `{}` sends through account `{}`, which is not configured",
+                user.name, user.account
+            )),
+            Some(account) if !account.is_app_only() => {
+                let stored = store
+                    .as_ref()
+                    .is_some_and(|s| s.path(&user.account).exists());
+                if !stored {
+                    problems.push(format!(
+                        "user `{}` sends through account `{}`, which has no stored login",
+                        user.name, user.account
+                    ));
+                }
+            }
+            Some(_) => {}
+        }
+    }
+    if problems.is_empty() {
+        Ok(format!("{} user(s), each mapped to a configured account", users.list().len()))
+    } else {
+        Err((
+            problems.join("; "),
+            "log the account in (`apimail auth login …`), or move the user: `apimail relay user add NAME --account ACCOUNT`".to_owned(),
+        ))
+    }
+}
