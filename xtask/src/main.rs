@@ -55,6 +55,8 @@ COMMANDS:
         --runs N        runs of each measurement (default 5; 1 with --quick)
         --quick         smoke run: debug build, small sizes, no clean build;
                         writes target/bench/RESULTS-quick.md (CI runs this)
+        --only relay    only figure 6 (apimail relay, and Postfix when installed),
+                        written into the existing report
     help                Print this message
 
 EXAMPLES:

@@ -9,6 +9,7 @@
 
 mod measure;
 mod peers;
+mod relay;
 mod report;
 mod world;
 
@@ -34,6 +35,8 @@ pub(crate) struct Options {
     pub(crate) runs: usize,
     /// A smoke run: debug build, one run, small sizes, no clean build.
     pub(crate) quick: bool,
+    /// `--only relay`: only figure 6, written into the existing report.
+    pub(crate) only_relay: bool,
 }
 
 impl Options {
@@ -43,6 +46,7 @@ impl Options {
             rtt: Duration::from_millis(20),
             runs: 1,
             quick: true,
+            only_relay: false,
         }
     }
 
@@ -65,6 +69,15 @@ impl Options {
             };
             match arg.as_str() {
                 "--quick" => options.quick = true,
+                "--only" => match args.next().map(String::as_str) {
+                    Some("relay") => options.only_relay = true,
+                    other => {
+                        return Err(format!(
+                            "`--only {}`: the only selector is `relay`",
+                            other.unwrap_or_default()
+                        ));
+                    }
+                },
                 "--rtt" => options.rtt = Duration::from_millis(value("--rtt")?),
                 "--runs" => match value("--runs")? {
                     0 => return Err("`--runs 0`: at least one run is needed".to_owned()),
@@ -115,6 +128,9 @@ pub(crate) fn run(root: &Path, options: &Options) -> Result<()> {
     if !exe.is_file() {
         return Err(Error::new(format!("{} was not built", exe.display())));
     }
+    if options.only_relay {
+        return relay_only(root, &target, &exe, options, profile);
+    }
     let peers = peers::prepare(root, &target)?;
 
     eprintln!(
@@ -132,6 +148,7 @@ pub(crate) fn run(root: &Path, options: &Options) -> Result<()> {
         large: Vec::new(),
         graph_retry: None,
         footprint: None,
+        relay: None,
     };
     for expired in [false, true] {
         for provider in Provider::ALL {
@@ -167,19 +184,55 @@ pub(crate) fn run(root: &Path, options: &Options) -> Result<()> {
     }
     report.graph_retry = Some(graph_send_retry(&world, &attachment)?);
     report.footprint = Some(footprint(root, &target, &exe, &peers, options)?);
+    report.relay = Some(relay::measure(&world, options)?);
 
     let text = report.render();
-    let path = if options.quick {
-        target.join("bench/RESULTS-quick.md")
-    } else {
-        root.join("bench/RESULTS.md")
-    };
+    let path = results_path(root, &target, options);
     if let Some(dir) = path.parent() {
         fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
     fs::write(&path, &text).with_context(|| format!("cannot write {}", path.display()))?;
     println!("{text}");
     eprintln!("==> bench: wrote {}", path.display());
+    Ok(())
+}
+
+fn results_path(root: &Path, target: &Path, options: &Options) -> PathBuf {
+    if options.quick {
+        target.join("bench/RESULTS-quick.md")
+    } else {
+        root.join("bench/RESULTS.md")
+    }
+}
+
+/// `--only relay`: figure 6 alone, replacing that section of the existing
+/// report (or appended to it).
+fn relay_only(
+    root: &Path,
+    target: &Path,
+    exe: &Path,
+    options: &Options,
+    profile: &str,
+) -> Result<()> {
+    eprintln!("==> bench: starting the fakes for the relay");
+    let world = World::start(exe, options.rtt)?;
+    let figures = relay::measure(&world, options)?;
+    let path = results_path(root, target, options);
+    let mut text = fs::read_to_string(&path).unwrap_or_default();
+    if let Some(at) = text.find(relay::HEADING) {
+        text.truncate(at);
+    } else if !text.is_empty() && !text.ends_with("\n\n") {
+        text.push('\n');
+    }
+    let mut section = String::new();
+    relay::render(&figures, profile, &mut section);
+    text.push_str(&section);
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    fs::write(&path, &text).with_context(|| format!("cannot write {}", path.display()))?;
+    println!("{section}");
+    eprintln!("==> bench: wrote figure 6 into {}", path.display());
     Ok(())
 }
 

@@ -79,6 +79,10 @@ const REPORT_HEADER: &str = "X-Apimail-Report";
 /// rescheduled for later, and other processes' entries).
 const RESCAN: Duration = Duration::from_secs(15);
 
+/// The shortest time between two looks at the outbox (each reads every
+/// entry).
+const SCAN_GAP: Duration = Duration::from_millis(200);
+
 type Key = (Option<SenderIdentity>, Option<String>);
 
 /// One mailbox's deliveries under way and its next start.
@@ -145,51 +149,59 @@ impl<'e, S: Senders> Workers<'e, S> {
         let mut stop = std::pin::pin!(stop);
         let mut running = FuturesUnordered::new();
         let mut busy: HashSet<EntryId> = HashSet::new();
-        let mut mailboxes: HashMap<Key, Lane> = HashMap::new();
+        let mut lanes: HashMap<Key, Lane> = HashMap::new();
+        let mut last_scan = Instant::now();
         let mut wake_open = true;
+        let mut next_scan = Instant::now();
         loop {
-            // Every turn of the loop looks for due entries.
-            let mut next_scan = Instant::now() + RESCAN;
-            match self.engine.outbox().due(now_unix(), None) {
-                Ok(due) => {
-                    for entry in due {
-                        if busy.contains(&entry.id) {
-                            continue;
+            if Instant::now() >= next_scan {
+                let scanned = Instant::now();
+                next_scan = scanned + RESCAN;
+                match self.engine.outbox().due(now_unix(), None) {
+                    Ok(due) => {
+                        for entry in due {
+                            if busy.contains(&entry.id) {
+                                continue;
+                            }
+                            let pace = (self.pace)(&entry);
+                            let key: Key = (entry.identity.clone(), entry.account.clone());
+                            let lane = lanes.entry(key.clone()).or_insert(Lane {
+                                running: 0,
+                                next_start: scanned,
+                            });
+                            if lane.running >= pace.concurrency.max(1) {
+                                continue;
+                            }
+                            if lane.next_start > scanned {
+                                next_scan = next_scan.min(lane.next_start);
+                                continue;
+                            }
+                            lane.running += 1;
+                            lane.next_start = scanned + pace.interval();
+                            busy.insert(entry.id.clone());
+                            running.push(self.deliver(key, entry));
                         }
-                        let pace = (self.pace)(&entry);
-                        let key: Key = (entry.identity.clone(), entry.account.clone());
-                        let now = Instant::now();
-                        let mailbox = mailboxes.entry(key.clone()).or_insert(Lane {
-                            running: 0,
-                            next_start: now,
-                        });
-                        if mailbox.running >= pace.concurrency.max(1) {
-                            continue;
-                        }
-                        if mailbox.next_start > now {
-                            next_scan = next_scan.min(mailbox.next_start);
-                            continue;
-                        }
-                        mailbox.running += 1;
-                        mailbox.next_start = now + pace.interval();
-                        busy.insert(entry.id.clone());
-                        running.push(self.deliver(key, entry));
                     }
+                    Err(error) => tracing::warn!("cannot list the outbox: {error}"),
                 }
-                Err(error) => tracing::warn!("cannot list the outbox: {error}"),
+                last_scan = scanned;
             }
+            // A wake-up or a finished delivery looks again soon, but not
+            // more often than SCAN_GAP: a burst is one look, not one per
+            // message.
+            let soon = (last_scan + SCAN_GAP).max(Instant::now());
             tokio::select! {
                 () = &mut stop => break,
                 woken = wake.recv(), if wake_open => {
                     wake_open = woken.is_some();
-                    // One look for a burst of wake-ups.
-                    while wake.try_recv().is_ok() {}
+                    next_scan = next_scan.min(soon);
                 }
                 Some((key, id)) = running.next(), if !running.is_empty() => {
                     busy.remove(&id);
-                    if let Some(mailbox) = mailboxes.get_mut(&key) {
-                        mailbox.running -= 1;
+                    if let Some(lane) = lanes.get_mut(&key) {
+                        lane.running -= 1;
                     }
+                    next_scan = next_scan.min(soon);
                 }
                 () = tokio::time::sleep_until(next_scan) => {}
             }
