@@ -114,7 +114,11 @@ impl Relay {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status.code().unwrap_or(-1);
             }
-            assert!(Instant::now() < until, "the relay did not exit:\n{}", self.log());
+            assert!(
+                Instant::now() < until,
+                "the relay did not exit:\n{}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -141,7 +145,11 @@ fn wait_delivered(fake: &FakeGoogle, count: usize) -> Vec<Vec<u8>> {
         if messages.len() >= count {
             return messages.into_iter().map(|m| m.raw).collect();
         }
-        assert!(Instant::now() < until, "{} of {count} delivered", messages.len());
+        assert!(
+            Instant::now() < until,
+            "{} of {count} delivered",
+            messages.len()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -179,7 +187,14 @@ except smtplib.SMTPSenderRefused as e:
     print("reply", e.smtp_code, e.smtp_error.decode(errors="replace"))
 "#;
 
-fn smtplib(sandbox: &Sandbox, addr: &str, from: &str, to: &str, message: &[u8], extra: &[&str]) -> String {
+fn smtplib(
+    sandbox: &Sandbox,
+    addr: &str,
+    from: &str,
+    to: &str,
+    message: &[u8],
+    extra: &[&str],
+) -> String {
     let path = sandbox.path().join(format!("message-{}.eml", free_port()));
     std::fs::write(&path, message).unwrap();
     let out = python(
@@ -194,7 +209,9 @@ fn smtplib(sandbox: &Sandbox, addr: &str, from: &str, to: &str, message: &[u8], 
 /// until the server closes or `until` appears.
 fn converse(addr: &str, input: &[u8], until: &str) -> String {
     let mut stream = TcpStream::connect(addr).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
     stream.write_all(input).unwrap();
     let mut seen = Vec::new();
     let mut buf = [0; 4096];
@@ -210,7 +227,10 @@ fn converse(addr: &str, input: &[u8], until: &str) -> String {
 fn header<'a>(message: &'a str, name: &str) -> Option<&'a str> {
     let head = message.split("\r\n\r\n").next().unwrap();
     head.split("\r\n")
-        .find(|l| l.to_ascii_lowercase().starts_with(&format!("{}:", name.to_ascii_lowercase())))
+        .find(|l| {
+            l.to_ascii_lowercase()
+                .starts_with(&format!("{}:", name.to_ascii_lowercase()))
+        })
         .map(|l| l[name.len() + 1..].trim())
 }
 
@@ -243,18 +263,21 @@ fn loopback_mail_arrives_byte_exact_with_rcpt_only_recipients_as_bcc_and_is_logg
     );
     assert_eq!(header(&text, "To"), Some("to@example.net"));
     assert!(
-        header(&text, "Bcc").is_some_and(|b| b.contains("hidden@example.net") && !b.contains("to@")),
+        header(&text, "Bcc")
+            .is_some_and(|b| b.contains("hidden@example.net") && !b.contains("to@")),
         "the RCPT-only recipient arrives as Bcc:\n{text}"
     );
 
     relay.wait_log("delivered", Duration::from_secs(20));
     let log = run(sandbox.cmd().args(["log", "--csv"]));
     let csv = String::from_utf8(log.stdout).unwrap();
-    assert!(
-        csv.lines()
-            .any(|l| l.contains("<relay-8bit@example.com>") && l.contains(",sent,")),
-        "{csv}"
-    );
+    for outcome in [",queued,", ",sent,"] {
+        assert!(
+            csv.lines()
+                .any(|l| l.contains("<relay-8bit@example.com>") && l.contains(outcome)),
+            "accepted, then sent: {csv}"
+        );
+    }
     assert!(relay.log().contains("accepted "), "{}", relay.log());
 }
 
@@ -275,7 +298,14 @@ fn auth_is_required_where_configured_and_works_over_starttls() {
     assert!(relay.log().contains("AUTH required"), "{}", relay.log());
     let message = format!("From: {ACCOUNT}\r\nTo: a@example.net\r\nSubject: scan\r\n\r\nscan\r\n");
 
-    let without = smtplib(&sandbox, &addr, ACCOUNT, "a@example.net", message.as_bytes(), &[]);
+    let without = smtplib(
+        &sandbox,
+        &addr,
+        ACCOUNT,
+        "a@example.net",
+        message.as_bytes(),
+        &[],
+    );
     assert!(without.starts_with("reply 530"), "{without}");
 
     let wrong = smtplib(
@@ -319,7 +349,10 @@ fn wrong_passwords_are_refused_535_with_a_growing_delay_and_logged() {
     let mut replies = Vec::new();
     for _ in 0..5 {
         let (out, took) = try_login("wrong");
-        replies.push((out.lines().rev().nth(1).unwrap_or_default().to_owned(), took));
+        replies.push((
+            out.lines().rev().nth(1).unwrap_or_default().to_owned(),
+            took,
+        ));
     }
     assert!(replies[0].0.starts_with("535 5.7.8"), "{replies:?}");
     // After the free failures, each refusal waits longer.
@@ -328,11 +361,17 @@ fn wrong_passwords_are_refused_535_with_a_growing_delay_and_logged() {
         "the fifth wrong password is answered after a delay: {replies:?}"
     );
     assert!(
-        relay.log().contains("failed login for user `scanner` (5 in a row"),
+        relay
+            .log()
+            .contains("failed login for user `scanner` (5 in a row"),
         "{}",
         relay.log()
     );
-    assert!(!relay.log().contains("wrong"), "no password in the log:\n{}", relay.log());
+    assert!(
+        !relay.log().contains("wrong"),
+        "no password in the log:\n{}",
+        relay.log()
+    );
 }
 
 fn base64_plain(user: &str, password: &str) -> String {
@@ -350,7 +389,14 @@ fn a_sender_outside_allowed_from_is_refused_553() {
     let (fake, sandbox) = logged_in();
     let (_relay, addr) = relay_on_loopback(&sandbox, "", "");
     let message = b"From: boss@elsewhere.example\r\nTo: a@example.net\r\nSubject: x\r\n\r\nx\r\n";
-    let out = smtplib(&sandbox, &addr, "boss@elsewhere.example", "a@example.net", message, &[]);
+    let out = smtplib(
+        &sandbox,
+        &addr,
+        "boss@elsewhere.example",
+        "a@example.net",
+        message,
+        &[],
+    );
     assert!(out.starts_with("reply 553"), "{out}");
     std::thread::sleep(Duration::from_millis(500));
     assert!(fake.messages().is_empty());
@@ -375,7 +421,10 @@ fn rewrite_from_sends_a_scanner_as_the_account_keeping_its_name() {
     assert!(out.starts_with("sent {}"), "{out}");
     let text = String::from_utf8(wait_delivered(&fake, 1).remove(0)).unwrap();
     let from = header(&text, "From").unwrap();
-    assert!(from.contains(ACCOUNT) && from.contains("Scanner 2nd floor"), "{text}");
+    assert!(
+        from.contains(ACCOUNT) && from.contains("Scanner 2nd floor"),
+        "{text}"
+    );
     assert!(!from.contains("printer.local"), "{text}");
 }
 
@@ -400,15 +449,30 @@ fn a_client_from_a_network_not_allowed_cannot_relay() {
         .into_iter()
         .find(|net| !ip.starts_with(&net[..net.len() - 4]))
         .unwrap();
-    configure(&sandbox, "", &addr, &format!("allowed_networks = [\"{allowed}\"]"));
+    configure(
+        &sandbox,
+        "",
+        &addr,
+        &format!("allowed_networks = [\"{allowed}\"]"),
+    );
     let relay = Relay::start(&sandbox, &[]);
-    assert!(relay.log().contains(&format!("without AUTH from {allowed}")), "{}", relay.log());
+    assert!(
+        relay
+            .log()
+            .contains(&format!("without AUTH from {allowed}")),
+        "{}",
+        relay.log()
+    );
     let out = converse(
         &addr,
-        format!("EHLO evil\r\nMAIL FROM:<{ACCOUNT}>\r\nRCPT TO:<victim@example.net>\r\nQUIT\r\n").as_bytes(),
+        format!("EHLO evil\r\nMAIL FROM:<{ACCOUNT}>\r\nRCPT TO:<victim@example.net>\r\nQUIT\r\n")
+            .as_bytes(),
         "221",
     );
-    assert!(out.contains("\r\n550 5.7.1") || out.contains("\r\n530 5.7.0"), "{out}");
+    assert!(
+        out.contains("\r\n550 5.7.1") || out.contains("\r\n530 5.7.0"),
+        "{out}"
+    );
     assert!(!out.contains("250 2.1.5"), "no recipient accepted: {out}");
     std::thread::sleep(Duration::from_millis(300));
     assert!(fake.messages().is_empty());
@@ -440,14 +504,24 @@ fn a_message_over_the_limit_gets_552_at_mail_and_at_data() {
         "221",
     );
     assert!(out.contains("\r\n552"), "{out}");
-    assert!(out.contains("SIZE 1048576"), "the limit is advertised: {out}");
+    assert!(
+        out.contains("SIZE 1048576"),
+        "the limit is advertised: {out}"
+    );
 
     // 15,000 lines of 78 bytes: over 1 MiB.
     let big = format!(
         "From: {ACCOUNT}\r\nTo: a@example.net\r\nSubject: big\r\n\r\n{}",
         format!("{}\r\n", "x".repeat(76)).repeat(15_000)
     );
-    let out = smtplib(&sandbox, &addr, ACCOUNT, "a@example.net", big.as_bytes(), &[]);
+    let out = smtplib(
+        &sandbox,
+        &addr,
+        ACCOUNT,
+        "a@example.net",
+        big.as_bytes(),
+        &[],
+    );
     assert!(out.starts_with("reply 552"), "{out}");
     std::thread::sleep(Duration::from_millis(300));
     assert!(fake.messages().is_empty());
@@ -499,8 +573,16 @@ fn a_client_stalling_mid_data_holds_up_no_one_and_leaves_nothing() {
         .unwrap();
     std::thread::sleep(Duration::from_millis(300));
 
-    let message = format!("From: {ACCOUNT}\r\nTo: b@example.net\r\nSubject: whole\r\n\r\nwhole\r\n");
-    let out = smtplib(&sandbox, &addr, ACCOUNT, "b@example.net", message.as_bytes(), &[]);
+    let message =
+        format!("From: {ACCOUNT}\r\nTo: b@example.net\r\nSubject: whole\r\n\r\nwhole\r\n");
+    let out = smtplib(
+        &sandbox,
+        &addr,
+        ACCOUNT,
+        "b@example.net",
+        message.as_bytes(),
+        &[],
+    );
     assert!(out.starts_with("sent {}"), "{out}");
     let delivered = wait_delivered(&fake, 1);
     assert!(String::from_utf8_lossy(&delivered[0]).contains("Subject: whole"));
@@ -521,13 +603,25 @@ fn kill_9_right_after_250_then_a_restart_delivers_the_message() {
     // The provider takes its time, so the kill lands mid-delivery.
     fake.inject(Fault::Slow(Duration::from_secs(3)));
     let (mut relay, addr) = relay_on_loopback(&sandbox, "", "");
-    let message =
-        format!("From: {ACCOUNT}\r\nTo: a@example.net\r\nMessage-ID: <crash@example.com>\r\nSubject: crash\r\n\r\nsurvives\r\n");
-    let out = smtplib(&sandbox, &addr, ACCOUNT, "a@example.net", message.as_bytes(), &[]);
+    let message = format!(
+        "From: {ACCOUNT}\r\nTo: a@example.net\r\nMessage-ID: <crash@example.com>\r\nSubject: crash\r\n\r\nsurvives\r\n"
+    );
+    let out = smtplib(
+        &sandbox,
+        &addr,
+        ACCOUNT,
+        "a@example.net",
+        message.as_bytes(),
+        &[],
+    );
     assert!(out.starts_with("sent {}"), "{out}");
     relay.signal("KILL");
     relay.wait(Duration::from_secs(10));
-    assert_eq!(sandbox.outbox_entries("queue").len(), 1, "the accepted message waits");
+    assert_eq!(
+        sandbox.outbox_entries("queue").len(),
+        1,
+        "the accepted message waits"
+    );
 
     let relay = Relay::start(&sandbox, &[]);
     let until = Instant::now() + Duration::from_secs(30);
@@ -597,8 +691,12 @@ fn msmtp_sends_as_a_configured_client() {
         std::fs::set_permissions(&rc, std::fs::Permissions::from_mode(0o600)).unwrap();
     }
     let out = run_with_stdin(
-        Command::new("msmtp").arg("-C").arg(&rc).arg("a@example.net"),
-        format!("From: {ACCOUNT}\nTo: a@example.net\nSubject: from msmtp\n\nmsmtp body\n").as_bytes(),
+        Command::new("msmtp")
+            .arg("-C")
+            .arg(&rc)
+            .arg("a@example.net"),
+        format!("From: {ACCOUNT}\nTo: a@example.net\nSubject: from msmtp\n\nmsmtp body\n")
+            .as_bytes(),
     );
     assert_eq!(out.code, 0, "{}", out.stderr);
     let text = String::from_utf8(wait_delivered(&fake, 1).remove(0)).unwrap();
@@ -698,7 +796,16 @@ fn doctor_checks_the_relay_listeners_tls_and_users() {
     let out = run(sandbox.cmd().arg("doctor"));
     let report = String::from_utf8_lossy(&out.stdout).into_owned();
     assert_ne!(out.code, 0, "{report}");
-    assert!(report.contains("FAIL  relay listeners") && report.contains("open relay"), "{report}");
-    assert!(report.contains("FAIL  relay TLS") && report.contains("/nonexistent/cert.pem"), "{report}");
-    assert!(report.contains("FAIL  relay users") && report.contains("not configured"), "{report}");
+    assert!(
+        report.contains("FAIL  relay listeners") && report.contains("open relay"),
+        "{report}"
+    );
+    assert!(
+        report.contains("FAIL  relay TLS") && report.contains("/nonexistent/cert.pem"),
+        "{report}"
+    );
+    assert!(
+        report.contains("FAIL  relay users") && report.contains("not configured"),
+        "{report}"
+    );
 }

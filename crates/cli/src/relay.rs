@@ -13,7 +13,7 @@ use apimail_core::relay::tls;
 use apimail_core::relay::users::{RelayUser, USERS_FILE, Users, UsersError};
 use apimail_core::relay::workers::{Pace, Postmaster, Workers};
 use apimail_core::relay::{
-    AccountInfo, Directory, IpNet, Limits, Listener, ListenerTls, Principal, Server,
+    Accepted, AccountInfo, Directory, IpNet, Limits, Listener, ListenerTls, Principal, Server,
 };
 use apimail_core::{Mailbox, Secret, SenderIdentity};
 use tokio::sync::watch;
@@ -76,10 +76,18 @@ fn user(ctx: &Context, command: RelayUserCommand) -> Result<(), Failure> {
             rewrite_from,
             messages_per_minute,
         } => {
-            let account = ctx.config.selected_name(account.as_deref()).ok_or_else(|| {
-                Failure::new(Exit::Usage, anyhow!("which account does `{name}` send through?"))
-                    .hint(format!("pass --account NAME: apimail relay user add {name} --account NAME"))
-            })?;
+            let account = ctx
+                .config
+                .selected_name(account.as_deref())
+                .ok_or_else(|| {
+                    Failure::new(
+                        Exit::Usage,
+                        anyhow!("which account does `{name}` send through?"),
+                    )
+                    .hint(format!(
+                        "pass --account NAME: apimail relay user add {name} --account NAME"
+                    ))
+                })?;
             ctx.config.account(&account, &ctx.config_path)?;
             let password = read_password()?;
             let user = RelayUser {
@@ -291,7 +299,11 @@ pub fn planned_listeners(
 }
 
 /// The account a listener's clients that do not AUTH send through.
-fn listener_account(config: &Config, settings: &RelaySettings, l: &RelayListener) -> Option<String> {
+fn listener_account(
+    config: &Config,
+    settings: &RelaySettings,
+    l: &RelayListener,
+) -> Option<String> {
     l.account
         .clone()
         .or_else(|| settings.account.clone())
@@ -330,7 +342,10 @@ pub fn listener_problems(config: &Config, planned: &Planned) -> Vec<String> {
     let settings = config.relay.clone().unwrap_or_default();
     let l = &planned.settings;
     let mut problems = Vec::new();
-    if !matches!(l.tls.as_deref(), None | Some("starttls" | "none" | "implicit")) {
+    if !matches!(
+        l.tls.as_deref(),
+        None | Some("starttls" | "none" | "implicit")
+    ) {
         problems.push(format!(
             "listener `{}`: tls `{}` is none of starttls, none, implicit",
             planned.name,
@@ -373,13 +388,20 @@ fn networks(planned: &Planned) -> Vec<IpNet> {
         .settings
         .allowed_networks
         .iter()
-        .filter_map(|n| n.parse::<IpNet>().ok().or_else(|| n.parse::<IpAddr>().ok().map(IpNet::from)))
+        .filter_map(|n| {
+            n.parse::<IpNet>()
+                .ok()
+                .or_else(|| n.parse::<IpAddr>().ok().map(IpNet::from))
+        })
         .collect()
 }
 
 /// The TLS configuration: the configured certificate, else the
 /// self-signed one in the data directory.
-pub fn server_tls(settings: &RelaySettings, hostname: &str) -> Result<Arc<rustls::ServerConfig>, Failure> {
+pub fn server_tls(
+    settings: &RelaySettings,
+    hostname: &str,
+) -> Result<Arc<rustls::ServerConfig>, Failure> {
     let result = match (&settings.certificate, &settings.private_key) {
         (Some(cert), Some(key)) => tls::from_files(cert, key),
         (None, None) => tls::self_signed(&relay_dir()?.join("tls"), hostname),
@@ -511,7 +533,8 @@ async fn serve(ctx: Context, config_flag: Option<&Path>, args: &RelayArgs) -> Re
         () = signals => return Err(Failure::new(Exit::Software, anyhow!("signal handling ended"))),
     };
     served.map_err(|e| {
-        Failure::new(Exit::TempFail, anyhow!(e).context("the relay stopped")).hint("see the lines above")
+        Failure::new(Exit::TempFail, anyhow!(e).context("the relay stopped"))
+            .hint("see the lines above")
     })?;
     delivered?;
     say("relay stopped; messages not yet delivered stay in the outbox (`apimail queue list`)");
@@ -531,10 +554,10 @@ fn limits(settings: &RelaySettings) -> Limits {
 
 /// The delivery workers, restarted with the configuration reloaded at each
 /// SIGHUP, until SIGTERM.
-async fn deliver<T>(
+async fn deliver(
     first: Context,
     state: &watch::Sender<State>,
-    accepted: &mut tokio::sync::mpsc::UnboundedReceiver<T>,
+    accepted: &mut tokio::sync::mpsc::UnboundedReceiver<Accepted>,
 ) -> Result<(), Failure> {
     let mut ctx = first;
     loop {
@@ -566,7 +589,9 @@ async fn deliver<T>(
                                 .and_then(|a| a.parse().ok())
                         });
                     }
-                    Err(e) => tracing::warn!("[relay] postmaster is not an address ({e}); failures are not reported by mail"),
+                    Err(e) => tracing::warn!(
+                        "[relay] postmaster is not an address ({e}); failures are not reported by mail"
+                    ),
                 }
             }
             workers
@@ -645,7 +670,12 @@ pub type RelayCheck = (&'static str, Result<String, (String, String)>);
 pub fn doctor_checks(ctx: &Context) -> Vec<RelayCheck> {
     let users = load_users();
     let has_users = users.as_ref().is_ok_and(|u| !u.list().is_empty());
-    let Some(settings) = ctx.config.relay.clone().or_else(|| has_users.then(RelaySettings::default)) else {
+    let Some(settings) = ctx
+        .config
+        .relay
+        .clone()
+        .or_else(|| has_users.then(RelaySettings::default))
+    else {
         return Vec::new();
     };
     let mut checks = Vec::new();
@@ -655,10 +685,7 @@ pub fn doctor_checks(ctx: &Context) -> Vec<RelayCheck> {
         "relay users",
         match users {
             Ok(users) => users_check(ctx, &users),
-            Err(failure) => Err((
-                failure.error.to_string(),
-                failure.hint.unwrap_or_default(),
-            )),
+            Err(failure) => Err((failure.error.to_string(), failure.hint.unwrap_or_default())),
         },
     ));
     checks
@@ -685,7 +712,10 @@ fn listeners_check(config: &Config, settings: &RelaySettings) -> Result<String, 
             } else if p.settings.allowed_networks.is_empty() {
                 "loopback only without AUTH".to_owned()
             } else {
-                format!("without AUTH from {}", p.settings.allowed_networks.join(", "))
+                format!(
+                    "without AUTH from {}",
+                    p.settings.allowed_networks.join(", ")
+                )
             };
             let loud = if p.settings.allow_plaintext_auth {
                 ", passwords allowed over plain text"
@@ -714,7 +744,12 @@ fn tls_check(settings: &RelaySettings) -> Result<String, (String, String)> {
             }
             tls::from_files(&cert, &dir.join(tls::SELF_SIGNED_KEY))
                 .map(|_| format!("self-signed, {}", cert.display()))
-                .map_err(|e| (e.to_string(), format!("remove {} to make a new one", dir.display())))
+                .map_err(|e| {
+                    (
+                        e.to_string(),
+                        format!("remove {} to make a new one", dir.display()),
+                    )
+                })
         }
         _ => Err((
             "[relay] names a certificate or a private_key, but not both".to_owned(),
@@ -747,7 +782,10 @@ fn users_check(ctx: &Context, users: &Users) -> Result<String, (String, String)>
         }
     }
     if problems.is_empty() {
-        Ok(format!("{} user(s), each mapped to a configured account", users.list().len()))
+        Ok(format!(
+            "{} user(s), each mapped to a configured account",
+            users.list().len()
+        ))
     } else {
         Err((
             problems.join("; "),

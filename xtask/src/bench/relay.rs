@@ -120,7 +120,10 @@ fn message() -> Vec<u8> {
 fn free_port() -> Result<u16> {
     let socket =
         std::net::TcpListener::bind("127.0.0.1:0").with_context(|| "cannot find a free port")?;
-    Ok(socket.local_addr().with_context(|| "no local address")?.port())
+    Ok(socket
+        .local_addr()
+        .with_context(|| "no local address")?
+        .port())
 }
 
 fn wait_listening(addr: SocketAddr, relay: &mut Child) -> Result<()> {
@@ -145,12 +148,15 @@ struct Session {
 
 impl Session {
     fn open(addr: SocketAddr) -> Result<Session> {
-        let stream = TcpStream::connect(addr).with_context(|| format!("cannot connect to {addr}"))?;
+        let stream =
+            TcpStream::connect(addr).with_context(|| format!("cannot connect to {addr}"))?;
         let _ = stream.set_nodelay(true);
         stream
             .set_read_timeout(Some(Duration::from_secs(60)))
             .with_context(|| "cannot set a timeout")?;
-        let writer = stream.try_clone().with_context(|| "cannot clone a socket")?;
+        let writer = stream
+            .try_clone()
+            .with_context(|| "cannot clone a socket")?;
         let mut session = Session {
             reader: BufReader::new(stream),
             writer,
@@ -179,7 +185,10 @@ impl Session {
         if line.starts_with(code) {
             Ok(())
         } else {
-            Err(Error::new(format!("expected {code}, got {}", line.trim_end())))
+            Err(Error::new(format!(
+                "expected {code}, got {}",
+                line.trim_end()
+            )))
         }
     }
 
@@ -362,7 +371,11 @@ pub(crate) fn render(figures: &RelayFigures, profile: &str, out: &mut String) {
     };
     let throughput = match (find("apimail relay", 10), find("Postfix", 10)) {
         (Some(relay), Some(postfix)) => (
-            if relay.per_second >= postfix.per_second { "yes" } else { "**no**" },
+            if relay.per_second >= postfix.per_second {
+                "yes"
+            } else {
+                "**no**"
+            },
             format!(
                 "{:.0} msgs/s against Postfix's {:.0} at 10 connections",
                 relay.per_second, postfix.per_second
@@ -373,7 +386,10 @@ pub(crate) fn render(figures: &RelayFigures, profile: &str, out: &mut String) {
             format!(
                 "{:.0} msgs/s at 10 connections; {}",
                 relay.per_second,
-                figures.postfix_missing.as_deref().unwrap_or("Postfix not measured")
+                figures
+                    .postfix_missing
+                    .as_deref()
+                    .unwrap_or("Postfix not measured")
             ),
         ),
         _ => ("not measured", "no relay row".to_owned()),

@@ -114,8 +114,8 @@ fn generate(dir: &Path, hostname: &str) -> Result<(), TlsError> {
     let mut names = vec![hostname.to_owned(), "localhost".to_owned()];
     names.dedup();
     names.push("127.0.0.1".to_owned());
-    let certified = rcgen::generate_simple_self_signed(names)
-        .map_err(|e| TlsError::Generate(e.to_string()))?;
+    let certified =
+        rcgen::generate_simple_self_signed(names).map_err(|e| TlsError::Generate(e.to_string()))?;
     let write = |name: &str, text: String| {
         std::fs::create_dir_all(dir)
             .and_then(|()| {

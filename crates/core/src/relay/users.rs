@@ -12,9 +12,9 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
+use argon2::Argon2;
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use argon2::Argon2;
 use serde::{Deserialize, Serialize};
 
 use crate::Secret;
@@ -212,8 +212,11 @@ impl Users {
     pub fn verify(&self, name: &str, password: &str) -> Option<&RelayUser> {
         let user = self.get(name);
         let stored = user.map_or(self.decoy.as_str(), |u| u.password_hash.as_str());
-        let matches = PasswordHash::new(stored)
-            .is_ok_and(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok());
+        let matches = PasswordHash::new(stored).is_ok_and(|h| {
+            Argon2::default()
+                .verify_password(password.as_bytes(), &h)
+                .is_ok()
+        });
         user.filter(|_| matches)
     }
 }
@@ -258,7 +261,11 @@ mod tests {
         let path = dir.path().join("relay").join(USERS_FILE);
         let mut users = Users::load(&path).unwrap();
         assert!(users.list().is_empty());
-        assert!(!users.add(user("scanner", "work"), &Secret::new("s3cret pass")).unwrap());
+        assert!(
+            !users
+                .add(user("scanner", "work"), &Secret::new("s3cret pass"))
+                .unwrap()
+        );
         users.save().unwrap();
 
         let text = std::fs::read_to_string(&path).unwrap();
@@ -280,7 +287,11 @@ mod tests {
         assert!(!format!("{found:?}").contains("argon2"));
 
         let mut users = users;
-        assert!(users.add(user("scanner", "home"), &Secret::new("new")).unwrap());
+        assert!(
+            users
+                .add(user("scanner", "home"), &Secret::new("new"))
+                .unwrap()
+        );
         assert_eq!(users.list().len(), 1);
         assert!(users.verify("scanner", "s3cret pass").is_none());
         assert!(users.remove("scanner"));
@@ -303,8 +314,11 @@ mod tests {
     fn a_broken_file_is_named() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(USERS_FILE);
-        std::fs::write(&path, r#"{"users":[{"name":"a","password_hash":"plain","account":"w"}]}"#)
-            .unwrap();
+        std::fs::write(
+            &path,
+            r#"{"users":[{"name":"a","password_hash":"plain","account":"w"}]}"#,
+        )
+        .unwrap();
         let error = Users::load(&path).unwrap_err().to_string();
         assert!(error.contains("no valid password hash"), "{error}");
     }

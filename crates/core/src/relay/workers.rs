@@ -24,6 +24,7 @@ use tokio::sync::OnceCell;
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::time::Instant;
 
+use super::Accepted;
 use crate::delivery::{Delivery, Engine, IfNotSent, Selection, Senders, Settled, error_text};
 use crate::outbox::{Entry, EntryId, NewEntry, OutboxError};
 use crate::retry::RetryPolicy;
@@ -143,9 +144,14 @@ impl<'e, S: Senders> Workers<'e, S> {
 
     /// Delivers due entries until `stop` resolves, then lets the deliveries
     /// under way finish (the engine's interrupt cuts them short) and
-    /// returns. Anything sent on `wake` (the relay's accepted messages)
-    /// makes it look for due entries at once.
-    pub async fn run<T>(&self, wake: &mut UnboundedReceiver<T>, stop: impl Future<Output = ()>) {
+    /// returns. Each message the server `accepted` is journaled as queued
+    /// (so `apimail log` lists it before any attempt) and makes the workers
+    /// look for due entries soon.
+    pub async fn run(
+        &self,
+        accepted: &mut UnboundedReceiver<Accepted>,
+        stop: impl Future<Output = ()>,
+    ) {
         let mut stop = std::pin::pin!(stop);
         let mut running = FuturesUnordered::new();
         let mut busy: HashSet<EntryId> = HashSet::new();
@@ -192,8 +198,14 @@ impl<'e, S: Senders> Workers<'e, S> {
             let soon = (last_scan + SCAN_GAP).max(Instant::now());
             tokio::select! {
                 () = &mut stop => break,
-                woken = wake.recv(), if wake_open => {
-                    wake_open = woken.is_some();
+                first = accepted.recv(), if wake_open => {
+                    wake_open = first.is_some();
+                    let burst = std::iter::from_fn(|| accepted.try_recv().ok());
+                    for message in first.into_iter().chain(burst) {
+                        if let Err(error) = self.engine.record_queued(&message.id) {
+                            tracing::warn!("cannot journal {}: {error}", message.id);
+                        }
+                    }
                     next_scan = next_scan.min(soon);
                 }
                 Some((key, id)) = running.next(), if !running.is_empty() => {
@@ -309,7 +321,10 @@ impl<'e, S: Senders> Workers<'e, S> {
                 ..NewEntry::default()
             },
         )?;
-        tracing::info!("{}: failed for good; reported to the postmaster as {id}", entry.id);
+        tracing::info!(
+            "{}: failed for good; reported to the postmaster as {id}",
+            entry.id
+        );
         Ok(())
     }
 
@@ -397,7 +412,10 @@ mod tests {
                 .iter()
                 .map(|r| r.email().to_owned())
                 .collect();
-            self.started.lock().unwrap().push((Instant::now(), to.clone()));
+            self.started
+                .lock()
+                .unwrap()
+                .push((Instant::now(), to.clone()));
             {
                 let mut now = self.now.lock().unwrap();
                 *now += 1;
@@ -460,7 +478,7 @@ mod tests {
         for n in 0..8 {
             accept(engine.outbox(), n, "a@example.com");
         }
-        let (_tx, mut wake) = tokio::sync::mpsc::unbounded_channel::<()>();
+        let (_tx, mut wake) = tokio::sync::mpsc::unbounded_channel::<Accepted>();
         let pace = Pace {
             concurrency: 2,
             per_minute: 60,
@@ -494,7 +512,7 @@ mod tests {
         let recorder = Arc::new(Recorder::default());
         let engine = engine(&dir, &recorder);
         accept(engine.outbox(), 1, "bad@example.com");
-        let (_tx, mut wake) = tokio::sync::mpsc::unbounded_channel::<()>();
+        let (_tx, mut wake) = tokio::sync::mpsc::unbounded_channel::<Accepted>();
         let postmaster = Postmaster {
             to: "postmaster@example.com".parse().unwrap(),
         };
