@@ -86,6 +86,9 @@ const SCAN_GAP: Duration = Duration::from_millis(200);
 
 type Key = (Option<SenderIdentity>, Option<String>);
 
+/// The address to send a postmaster report from, by failed entry.
+type ReportFrom<'e> = Box<dyn Fn(&Entry) -> Option<Mailbox> + Send + Sync + 'e>;
+
 /// One mailbox's deliveries under way and its next start.
 struct Lane {
     running: usize,
@@ -98,7 +101,7 @@ pub struct Workers<'e, S: Senders> {
     pace: Box<dyn Fn(&Entry) -> Pace + Send + Sync + 'e>,
     postmaster: Option<Postmaster>,
     /// The account's address to send a report from, by entry.
-    report_from: Box<dyn Fn(&Entry) -> Option<Mailbox> + Send + Sync + 'e>,
+    report_from: ReportFrom<'e>,
     senders: Mutex<HashMap<Key, Arc<OnceCell<S::Sender>>>>,
 }
 
