@@ -7,7 +7,7 @@ use crate::recipients::{RecipientError, RecipientSource, plan_recipients};
 use crate::token::now_unix;
 
 use super::policy::sender_allowed;
-use super::session::Reply;
+use super::reply::Reply;
 use super::{AccountInfo, Principal};
 
 /// A complete transaction: who sent it, as whom, to whom, and the message

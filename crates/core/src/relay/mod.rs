@@ -15,6 +15,7 @@
 //!   per principal.
 //! - `accept.rs`: the accepted message and its envelope into the outbox,
 //!   through [`crate::recipients::plan_recipients`].
+//! - `reply.rs`, `shared.rs`: SMTP replies; what all sessions share.
 //!
 //! [`Outbox`]: crate::outbox::Outbox
 
@@ -27,8 +28,10 @@ use crate::outbox::EntryId;
 
 mod accept;
 mod policy;
+mod reply;
 mod server;
 mod session;
+mod shared;
 #[cfg(test)]
 mod tests;
 

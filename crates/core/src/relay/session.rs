@@ -5,8 +5,6 @@
 //! and the policy. Replies are collected and written when the input holds
 //! no further complete command, which is what PIPELINING needs.
 
-use std::borrow::Cow;
-use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,50 +21,14 @@ use tokio::time::timeout;
 
 use super::accept::{self, Transaction, not_allowed, printable};
 use super::policy::{AuthGate, sender_allowed};
-use super::server::Shared;
+use super::reply::Reply;
+use super::shared::Shared;
 use super::{Accepted, AccountInfo, Directory, Listener, ListenerTls, Principal};
 use crate::Mailbox;
 
 /// A byte stream a session runs over: TCP, TLS over TCP, an in-memory pipe.
 pub(super) trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
-
-/// One SMTP reply line.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct Reply {
-    code: u16,
-    status: [u8; 3],
-    text: Cow<'static, str>,
-}
-
-impl Reply {
-    pub(super) fn new(code: u16, status: [u8; 3], text: impl Into<Cow<'static, str>>) -> Self {
-        Reply {
-            code,
-            status,
-            text: text.into(),
-        }
-    }
-
-    /// A reply without an enhanced status code (220, 334, 354).
-    fn plain(code: u16, text: impl Into<Cow<'static, str>>) -> Self {
-        Reply::new(code, [0, 0, 0], text)
-    }
-
-    fn write_to(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(self.to_string().as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
-}
-
-impl fmt::Display for Reply {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.status {
-            [0, 0, 0] => write!(f, "{} {}", self.code, self.text),
-            [a, b, c] => write!(f, "{} {a}.{b}.{c} {}", self.code, self.text),
-        }
-    }
-}
 
 /// How a session's loop over one stream ended.
 enum End {
