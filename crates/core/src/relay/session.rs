@@ -11,10 +11,11 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use smtp_proto::request::receiver::DataReceiver;
+use smtp_proto::request::receiver::{BdatReceiver, DataReceiver};
 use smtp_proto::{
-    AUTH_LOGIN, AUTH_PLAIN, EXT_8BIT_MIME, EXT_AUTH, EXT_ENHANCED_STATUS_CODES, EXT_PIPELINING,
-    EXT_SIZE, EXT_SMTP_UTF8, EXT_START_TLS, EhloResponse, Error as ProtoError, Request,
+    AUTH_LOGIN, AUTH_PLAIN, EXT_8BIT_MIME, EXT_AUTH, EXT_CHUNKING, EXT_ENHANCED_STATUS_CODES,
+    EXT_PIPELINING, EXT_SIZE, EXT_SMTP_UTF8, EXT_START_TLS, EhloResponse, Error as ProtoError,
+    Request,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::timeout;
@@ -43,6 +44,12 @@ enum State {
     Command,
     /// Between 354 and the final dot.
     Data(DataReceiver),
+    /// Reading a BDAT chunk; a refused chunk is read and dropped, then
+    /// answered with `refusal`.
+    Bdat {
+        receiver: BdatReceiver,
+        refusal: Option<Reply>,
+    },
     /// AUTH PLAIN without an initial response.
     AuthPlain,
     /// AUTH LOGIN: the user name next.
@@ -202,7 +209,7 @@ impl<'a> Session<'a> {
     async fn serve(&mut self, stream: &mut Box<dyn Stream>) -> End {
         loop {
             // Answer everything already received.
-            let end = if matches!(self.state, State::Data(_)) {
+            let end = if self.receiving() {
                 self.take_data().await
             } else {
                 match self.take_line() {
@@ -220,10 +227,10 @@ impl<'a> Session<'a> {
                 }
                 return end;
             }
-            if self.has_line() && !matches!(self.state, State::Data(_)) {
+            if self.has_line() && !self.receiving() {
                 continue;
             }
-            if matches!(self.state, State::Data(_)) && !self.input.is_empty() {
+            if self.receiving() && !self.input.is_empty() {
                 continue;
             }
             // Nothing more to answer: send the replies, then wait.
@@ -231,12 +238,13 @@ impl<'a> Session<'a> {
                 self.end = "write failed";
                 return End::Closed;
             }
-            let wait = match self.state {
-                State::Data(_) => self.shared.limits.timeouts.data_block,
-                _ => self.shared.limits.timeouts.command,
+            let wait = if self.receiving() {
+                self.shared.limits.timeouts.data_block
+            } else {
+                self.shared.limits.timeouts.command
             };
             let mut closing = self.shared.closing.subscribe();
-            let idle = !matches!(self.state, State::Data(_));
+            let idle = !self.receiving();
             let mut chunk = [0u8; READ_CHUNK];
             let read = tokio::select! {
                 read = timeout(wait, stream.read(&mut chunk)) => read,
@@ -268,7 +276,7 @@ impl<'a> Session<'a> {
                         "timeout, closing the connection",
                     ));
                     let _ = self.flush(stream).await;
-                    self.end = if matches!(self.state, State::Data(_)) {
+                    self.end = if self.receiving() {
                         "timed out in DATA, nothing queued"
                     } else {
                         "timed out"
@@ -339,17 +347,34 @@ impl<'a> Session<'a> {
 
     /// Feeds the input to the DATA receiver; at the final dot, queues the
     /// message.
+    /// Whether message content is expected rather than commands.
+    fn receiving(&self) -> bool {
+        matches!(self.state, State::Data(_) | State::Bdat { .. })
+    }
+
+    /// Feeds the input to the DATA or BDAT receiver; at the final dot, or
+    /// the end of the last chunk, queues the message.
     async fn take_data(&mut self) -> Option<End> {
-        let State::Data(receiver) = &mut self.state else {
-            return None;
-        };
         let mut bytes = self.input.iter();
-        let done = if self.body_too_big {
-            let mut scratch = Vec::new();
-            let done = receiver.ingest(&mut bytes, &mut scratch);
-            done
-        } else {
-            receiver.ingest(&mut bytes, &mut self.body)
+        let mut scratch = Vec::new();
+        let (done, last) = match &mut self.state {
+            State::Data(receiver) => {
+                let sink = if self.body_too_big {
+                    &mut scratch
+                } else {
+                    &mut self.body
+                };
+                (receiver.ingest(&mut bytes, sink), true)
+            }
+            State::Bdat { receiver, refusal } => {
+                let sink = if self.body_too_big || refusal.is_some() {
+                    &mut scratch
+                } else {
+                    &mut self.body
+                };
+                (receiver.ingest(&mut bytes, sink), receiver.is_last)
+            }
+            _ => return None,
         };
         let consumed = self.input.len() - bytes.as_slice().len();
         self.input.drain(..consumed);
@@ -358,9 +383,24 @@ impl<'a> Session<'a> {
             self.body_too_big = true;
             self.body = Vec::new();
         }
-        if done {
-            self.state = State::Command;
-            self.end_of_data().await;
+        if !done {
+            return None;
+        }
+        match std::mem::replace(&mut self.state, State::Command) {
+            State::Bdat {
+                refusal: Some(reply),
+                ..
+            } => self.reply(reply),
+            // A chunk too many ends the transaction at once.
+            State::Bdat { .. } if !last && !self.body_too_big => {
+                let received = self.body.len();
+                self.reply(Reply::new(
+                    250,
+                    [2, 0, 0],
+                    format!("{received} octets received"),
+                ));
+            }
+            _ => self.end_of_data().await,
         }
         None
     }
@@ -434,7 +474,7 @@ impl<'a> Session<'a> {
     /// Answers one line: a command, or an AUTH exchange's response.
     async fn line(&mut self, line: Vec<u8>) -> Option<End> {
         match std::mem::replace(&mut self.state, State::Command) {
-            State::Command | State::Data(_) => self.command(&line).await,
+            State::Command | State::Data(_) | State::Bdat { .. } => self.command(&line).await,
             State::AuthPlain => {
                 tracing::debug!("{} < ****", self.peer);
                 self.auth_plain(text(&line)).await;
@@ -514,8 +554,11 @@ impl<'a> Session<'a> {
                 self.end = "quit";
                 return Some(End::Closed);
             }
+            Request::Bdat {
+                chunk_size,
+                is_last,
+            } => self.bdat(chunk_size, is_last),
             Request::Lhlo { .. }
-            | Request::Bdat { .. }
             | Request::Expn { .. }
             | Request::Etrn { .. }
             | Request::Atrn { .. }
@@ -565,11 +608,9 @@ impl<'a> Session<'a> {
                 .allowed_networks
                 .iter()
                 .any(|net| net.contains(&self.ip));
-        if allowed {
-            return self
-                .directory
-                .for_client(&self.listener.name, self.ip)
-                .ok_or(denied);
+        if allowed && let Some(principal) = self.directory.for_client(&self.listener.name, self.ip)
+        {
+            return Ok(principal);
         }
         if self.auth_allowed_now() || self.starttls_offered() {
             Err(auth_required)
@@ -599,8 +640,12 @@ impl<'a> Session<'a> {
         self.mail = None;
         self.greeted = true;
         let mut ehlo = EhloResponse::new(self.shared.hostname.as_str());
-        ehlo.capabilities =
-            EXT_PIPELINING | EXT_8BIT_MIME | EXT_ENHANCED_STATUS_CODES | EXT_SMTP_UTF8 | EXT_SIZE;
+        ehlo.capabilities = EXT_CHUNKING
+            | EXT_PIPELINING
+            | EXT_8BIT_MIME
+            | EXT_ENHANCED_STATUS_CODES
+            | EXT_SMTP_UTF8
+            | EXT_SIZE;
         let known = self
             .authenticated
             .clone()
@@ -682,6 +727,8 @@ impl<'a> Session<'a> {
                 format!("rate limit of {per_minute} messages per minute reached, try again later"),
             ));
         }
+        self.body = Vec::new();
+        self.body_too_big = false;
         self.mail = Some(Mail {
             principal,
             account,
@@ -715,6 +762,13 @@ impl<'a> Session<'a> {
         if mail.recipients.is_empty() {
             return self.reply(Reply::new(554, [5, 5, 1], "no valid recipients"));
         }
+        if !self.body.is_empty() || self.body_too_big {
+            return self.reply(Reply::new(
+                503,
+                [5, 5, 1],
+                "BDAT in progress: DATA not allowed",
+            ));
+        }
         let mut receiver = DataReceiver::new();
         // The receiver finds the end at CRLF "." CRLF; the CRLF that ended
         // the DATA line counts, so an empty message (".") ends too.
@@ -728,6 +782,22 @@ impl<'a> Session<'a> {
             [0, 0, 0],
             "end data with <CR><LF>.<CR><LF>",
         ));
+    }
+
+    /// BDAT (CHUNKING, RFC 3030): the chunk is read in any case, then
+    /// answered.
+    fn bdat(&mut self, size: usize, last: bool) {
+        let refusal = match &self.mail {
+            None => Some(Reply::new(503, [5, 5, 1], "send MAIL first")),
+            Some(mail) if mail.recipients.is_empty() => {
+                Some(Reply::new(554, [5, 5, 1], "no valid recipients"))
+            }
+            Some(_) => None,
+        };
+        self.state = State::Bdat {
+            receiver: BdatReceiver::new(size, last),
+            refusal,
+        };
     }
 
     fn starttls(&mut self) -> Option<End> {

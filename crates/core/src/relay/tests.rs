@@ -293,7 +293,7 @@ async fn ehlo_lists_the_extensions() {
         );
     }
     assert!(!ehlo.contains("STARTTLS"), "{ehlo}");
-    assert!(!ehlo.contains("CHUNKING"), "{ehlo}");
+    assert!(ehlo.contains("CHUNKING"), "{ehlo}");
 
     // From the network, without TLS: no AUTH; SIZE is the server's cap
     // until the client is known.
@@ -836,4 +836,44 @@ async fn implicit_tls_greets_inside_tls() {
     assert!(ehlo.contains("AUTH PLAIN LOGIN"), "{ehlo}");
     assert!(!ehlo.contains("STARTTLS"), "{ehlo}");
     assert_eq!(client.command("AUTH LOGIN").await, "334 VXNlcm5hbWU6");
+}
+
+#[tokio::test]
+async fn bdat_chunks_arrive_byte_exact_and_refused_chunks_are_skipped() {
+    let relay = Relay::local();
+    let mut client = relay.connect(LOOPBACK, Listener::plain("local")).await;
+    client.ehlo().await;
+    // Without MAIL: the chunk is read and dropped, then refused.
+    client.send(b"BDAT 5\r\nNOOP\r").await;
+    assert_eq!(code(&client.reply().await), "503 5.5.1");
+    client.command("MAIL FROM:<me@example.com>").await;
+    client.command("RCPT TO:<you@example.org>").await;
+    // No dot-stuffing with BDAT: ".\r\n" is content.
+    let (head, tail) = MESSAGE.split_at(40);
+    client
+        .send(format!("BDAT {}\r\n", head.len()).as_bytes())
+        .await;
+    client.send(head).await;
+    let reply = client.reply().await;
+    assert_eq!(reply, format!("250 2.0.0 {} octets received", head.len()));
+    let mut last = tail.to_vec();
+    last.extend_from_slice(b".\r\n");
+    client
+        .send(format!("BDAT {} LAST\r\n", last.len()).as_bytes())
+        .await;
+    client.send(&last).await;
+    let reply = client.reply().await;
+    assert_eq!(code(&reply), "250 2.0.0", "{reply}");
+    let entries = relay.entries();
+    let stored = relay.message(&entries[0]);
+    assert_eq!(body(&stored), &last[last.len() - body(MESSAGE).len() - 3..]);
+    // Over the limit across chunks: 552 and nothing more queued.
+    client.command("MAIL FROM:<me@example.com>").await;
+    client.command("RCPT TO:<you@example.org>").await;
+    client.send(b"BDAT 20000\r\n").await;
+    client.send(&[b'x'; 20000]).await;
+    assert_eq!(code(&client.reply().await), "552 5.3.4");
+    client.send(b"BDAT 3 LAST\r\nabc").await;
+    assert_eq!(code(&client.reply().await), "503 5.5.1");
+    assert_eq!(relay.entries().len(), 1);
 }
