@@ -877,3 +877,30 @@ async fn bdat_chunks_arrive_byte_exact_and_refused_chunks_are_skipped() {
     assert_eq!(code(&client.reply().await), "503 5.5.1");
     assert_eq!(relay.entries().len(), 1);
 }
+
+#[tokio::test]
+async fn reload_swaps_the_directory_for_new_sessions() {
+    let relay = Relay::new(directory(None), quick_limits());
+    let mut before = relay.connect(LOOPBACK, Listener::plain("local")).await;
+    let mut reloaded = directory(None);
+    reloaded.users = vec![("scanner", "n3w", principal("scanner", &["*"]))];
+    relay.server.reload(Arc::new(reloaded));
+    let mut after = relay.connect(LOOPBACK, Listener::plain("local")).await;
+    before.ehlo().await;
+    after.ehlo().await;
+    let old = plain("printer", "s3cret");
+    let new = plain("scanner", "n3w");
+    // A session keeps the directory it started with.
+    assert_eq!(
+        code(&before.command(&format!("AUTH PLAIN {old}")).await),
+        "235 2.7.0"
+    );
+    assert_eq!(
+        code(&after.command(&format!("AUTH PLAIN {old}")).await),
+        "535 5.7.8"
+    );
+    assert_eq!(
+        code(&after.command(&format!("AUTH PLAIN {new}")).await),
+        "235 2.7.0"
+    );
+}
