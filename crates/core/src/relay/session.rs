@@ -747,6 +747,17 @@ impl<'a> Session<'a> {
         if mail.recipients.len() >= max {
             return self.reply(Reply::new(452, [4, 5, 3], "too many recipients"));
         }
+        let local = address
+            .rsplit_once('@')
+            .map_or(address.as_str(), |(l, _)| l);
+        if !local.is_ascii() {
+            // RFC 6531 §3.7.4.1; the APIs' address handling is ASCII.
+            return self.reply(Reply::new(
+                553,
+                [5, 6, 7],
+                "non-ASCII local parts are not supported",
+            ));
+        }
         if address.parse::<Mailbox>().is_err() {
             let text = format!("bad recipient address {}", printable(&address));
             return self.reply(Reply::new(553, [5, 1, 3], text));
