@@ -74,7 +74,8 @@ pub(super) struct Session<'a> {
     ip: IpAddr,
     directory: Arc<dyn Directory>,
     tls: bool,
-    greeted: bool,
+    /// The name the client gave in EHLO/HELO (for the log).
+    helo: Option<String>,
     authenticated: Option<Principal>,
     state: State,
     mail: Option<Mail>,
@@ -150,7 +151,7 @@ pub(super) async fn run(
                 }
                 // RFC 3207: forget everything learned before TLS.
                 session.tls = true;
-                session.greeted = false;
+                session.helo = None;
                 session.authenticated = None;
                 session.mail = None;
             }
@@ -169,7 +170,7 @@ impl<'a> Session<'a> {
             ip: peer.ip().to_canonical(),
             directory: shared.directory(),
             tls: false,
-            greeted: false,
+            helo: None,
             authenticated: None,
             state: State::Command,
             mail: None,
@@ -187,8 +188,9 @@ impl<'a> Session<'a> {
     /// The session's one log line.
     fn log_end(&self) {
         tracing::info!(
-            "session {} on {}{}{}: {} accepted, {}",
+            "session {} ({}) on {}{}{}: {} accepted, {}",
             self.peer,
+            self.helo.as_deref().unwrap_or("no EHLO"),
             self.listener.name,
             if self.tls { " (TLS)" } else { "" },
             self.authenticated
@@ -522,8 +524,7 @@ impl<'a> Session<'a> {
             Request::Ehlo { host } => self.ehlo(&host),
             Request::Helo { host } => {
                 self.mail = None;
-                self.greeted = true;
-                let _ = host;
+                self.helo = Some(printable(&host));
                 self.reply(Reply::new(250, [2, 0, 0], self.shared.hostname.clone()));
             }
             Request::Mail { from } => self.mail_from(from),
@@ -636,9 +637,8 @@ impl<'a> Session<'a> {
     }
 
     fn ehlo(&mut self, host: &str) {
-        let _ = host;
         self.mail = None;
-        self.greeted = true;
+        self.helo = Some(printable(host));
         let mut ehlo = EhloResponse::new(self.shared.hostname.as_str());
         ehlo.capabilities = EXT_CHUNKING
             | EXT_PIPELINING
@@ -676,7 +676,7 @@ impl<'a> Session<'a> {
     }
 
     fn mail_from(&mut self, from: smtp_proto::MailFrom<String>) {
-        if !self.greeted {
+        if self.helo.is_none() {
             return self.reply(Reply::new(503, [5, 5, 1], "send EHLO first"));
         }
         if self.mail.is_some() {
