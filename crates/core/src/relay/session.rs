@@ -484,14 +484,7 @@ impl<'a> Session<'a> {
             }
             State::AuthLoginUser => {
                 tracing::debug!("{} < ****", self.peer);
-                match decode(text(&line)) {
-                    Ok(user) => {
-                        self.state =
-                            State::AuthLoginPassword(String::from_utf8_lossy(&user).into_owned());
-                        self.reply(Reply::plain(334, "UGFzc3dvcmQ6"));
-                    }
-                    Err(reply) => self.reply(reply),
-                }
+                self.login_user(text(&line));
                 None
             }
             State::AuthLoginPassword(user) => {
@@ -859,15 +852,19 @@ impl<'a> Session<'a> {
                 self.state = State::AuthLoginUser;
                 self.reply(Reply::plain(334, "VXNlcm5hbWU6"));
             }
-            AUTH_LOGIN => match decode(&initial) {
-                Ok(user) => {
-                    self.state =
-                        State::AuthLoginPassword(String::from_utf8_lossy(&user).into_owned());
-                    self.reply(Reply::plain(334, "UGFzc3dvcmQ6"));
-                }
-                Err(reply) => self.reply(reply),
-            },
+            AUTH_LOGIN => self.login_user(&initial),
             _ => self.reply(Reply::new(504, [5, 5, 4], "use AUTH PLAIN or AUTH LOGIN")),
+        }
+    }
+
+    /// AUTH LOGIN's user name; asks for the password.
+    fn login_user(&mut self, response: &str) {
+        match decode(response) {
+            Ok(user) => {
+                self.state = State::AuthLoginPassword(String::from_utf8_lossy(&user).into_owned());
+                self.reply(Reply::plain(334, "UGFzc3dvcmQ6"));
+            }
+            Err(reply) => self.reply(reply),
         }
     }
 
