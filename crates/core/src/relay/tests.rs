@@ -916,3 +916,14 @@ async fn reload_swaps_the_directory_for_new_sessions() {
         "235 2.7.0"
     );
 }
+
+#[tokio::test]
+async fn an_outbox_that_cannot_take_the_message_gets_451_not_250() {
+    let relay = Relay::local();
+    let mut client = relay.connect(LOOPBACK, Listener::plain("local")).await;
+    client.ehlo().await;
+    std::fs::remove_dir_all(relay.outbox.dir()).unwrap();
+    let reply = send_message(&mut client, "me@example.com", &["you@example.org"], MESSAGE).await;
+    assert_eq!(code(&reply), "451 4.3.0", "{reply}");
+    assert!(relay.accepted.is_empty());
+}
