@@ -7,7 +7,7 @@ use crate::recipients::{RecipientError, RecipientSource, plan_recipients};
 use crate::token::now_unix;
 
 use super::policy::sender_allowed;
-use super::session::Reply;
+use super::reply::Reply;
 use super::{AccountInfo, Principal};
 
 /// A complete transaction: who sent it, as whom, to whom, and the message
@@ -143,7 +143,7 @@ pub(super) fn not_allowed(address: &str) -> Reply {
 fn recipient_reply(error: RecipientError) -> Reply {
     match error {
         RecipientError::NoRecipients => Reply::new(554, [5, 5, 1], "no valid recipients"),
-        other => Reply::new(550, [5, 1, 3], format!("{}", printable(&other.to_string()))),
+        other => Reply::new(550, [5, 1, 3], printable(&other.to_string())),
     }
 }
 

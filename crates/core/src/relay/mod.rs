@@ -15,6 +15,7 @@
 //!   per principal.
 //! - `accept.rs`: the accepted message and its envelope into the outbox,
 //!   through [`crate::recipients::plan_recipients`].
+//! - `reply.rs`, `shared.rs`: SMTP replies; what all sessions share.
 //! - `tls.rs`: the listeners' rustls configuration (PEM files, or a
 //!   self-signed certificate kept in the data directory).
 //! - `users.rs`: the relay users file (argon2id hashes).
@@ -32,8 +33,10 @@ use crate::outbox::EntryId;
 
 mod accept;
 mod policy;
+mod reply;
 mod server;
 mod session;
+mod shared;
 #[cfg(test)]
 mod tests;
 pub mod tls;

@@ -13,6 +13,7 @@ use tokio::task::JoinSet;
 
 use super::policy::{AuthBackoff, RateLimiter};
 use super::session;
+use super::shared::Shared;
 use super::{Accepted, Directory, Limits, Listener, ListenerTls};
 use crate::outbox::Outbox;
 
@@ -20,28 +21,6 @@ use crate::outbox::Outbox;
 #[derive(Clone)]
 pub struct Server {
     shared: Arc<Shared>,
-}
-
-/// What every session of a server shares.
-pub(super) struct Shared {
-    pub(super) outbox: Outbox,
-    directory: RwLock<Arc<dyn Directory>>,
-    pub(super) limits: Limits,
-    pub(super) hostname: String,
-    pub(super) accepted: mpsc::UnboundedSender<Accepted>,
-    pub(super) backoff: AuthBackoff,
-    pub(super) rate: RateLimiter,
-    /// Turns true when the server stops accepting: idle sessions close.
-    pub(super) closing: watch::Sender<bool>,
-}
-
-impl Shared {
-    pub(super) fn directory(&self) -> Arc<dyn Directory> {
-        self.directory
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
 }
 
 impl std::fmt::Debug for Server {

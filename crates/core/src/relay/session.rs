@@ -5,68 +5,31 @@
 //! and the policy. Replies are collected and written when the input holds
 //! no further complete command, which is what PIPELINING needs.
 
-use std::borrow::Cow;
-use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use smtp_proto::request::receiver::DataReceiver;
+use smtp_proto::request::receiver::{BdatReceiver, DataReceiver};
 use smtp_proto::{
-    AUTH_LOGIN, AUTH_PLAIN, EXT_8BIT_MIME, EXT_AUTH, EXT_ENHANCED_STATUS_CODES, EXT_PIPELINING,
-    EXT_SIZE, EXT_SMTP_UTF8, EXT_START_TLS, EhloResponse, Error as ProtoError, Request,
+    AUTH_LOGIN, AUTH_PLAIN, EXT_8BIT_MIME, EXT_AUTH, EXT_CHUNKING, EXT_ENHANCED_STATUS_CODES,
+    EXT_PIPELINING, EXT_SIZE, EXT_SMTP_UTF8, EXT_START_TLS, EhloResponse, Error as ProtoError,
+    Request,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::timeout;
 
 use super::accept::{self, Transaction, not_allowed, printable};
 use super::policy::{AuthGate, sender_allowed};
-use super::server::Shared;
+use super::reply::Reply;
+use super::shared::Shared;
 use super::{Accepted, AccountInfo, Directory, Listener, ListenerTls, Principal};
 use crate::Mailbox;
 
 /// A byte stream a session runs over: TCP, TLS over TCP, an in-memory pipe.
 pub(super) trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
-
-/// One SMTP reply line.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct Reply {
-    code: u16,
-    status: [u8; 3],
-    text: Cow<'static, str>,
-}
-
-impl Reply {
-    pub(super) fn new(code: u16, status: [u8; 3], text: impl Into<Cow<'static, str>>) -> Self {
-        Reply {
-            code,
-            status,
-            text: text.into(),
-        }
-    }
-
-    /// A reply without an enhanced status code (220, 334, 354).
-    fn plain(code: u16, text: impl Into<Cow<'static, str>>) -> Self {
-        Reply::new(code, [0, 0, 0], text)
-    }
-
-    fn write_to(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(self.to_string().as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
-}
-
-impl fmt::Display for Reply {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.status {
-            [0, 0, 0] => write!(f, "{} {}", self.code, self.text),
-            [a, b, c] => write!(f, "{} {a}.{b}.{c} {}", self.code, self.text),
-        }
-    }
-}
 
 /// How a session's loop over one stream ended.
 enum End {
@@ -81,6 +44,12 @@ enum State {
     Command,
     /// Between 354 and the final dot.
     Data(DataReceiver),
+    /// Reading a BDAT chunk; a refused chunk is read and dropped, then
+    /// answered with `refusal`.
+    Bdat {
+        receiver: BdatReceiver,
+        refusal: Option<Reply>,
+    },
     /// AUTH PLAIN without an initial response.
     AuthPlain,
     /// AUTH LOGIN: the user name next.
@@ -105,7 +74,8 @@ pub(super) struct Session<'a> {
     ip: IpAddr,
     directory: Arc<dyn Directory>,
     tls: bool,
-    greeted: bool,
+    /// The name the client gave in EHLO/HELO (for the log).
+    helo: Option<String>,
     authenticated: Option<Principal>,
     state: State,
     mail: Option<Mail>,
@@ -181,7 +151,7 @@ pub(super) async fn run(
                 }
                 // RFC 3207: forget everything learned before TLS.
                 session.tls = true;
-                session.greeted = false;
+                session.helo = None;
                 session.authenticated = None;
                 session.mail = None;
             }
@@ -200,7 +170,7 @@ impl<'a> Session<'a> {
             ip: peer.ip().to_canonical(),
             directory: shared.directory(),
             tls: false,
-            greeted: false,
+            helo: None,
             authenticated: None,
             state: State::Command,
             mail: None,
@@ -218,8 +188,9 @@ impl<'a> Session<'a> {
     /// The session's one log line.
     fn log_end(&self) {
         tracing::info!(
-            "session {} on {}{}{}: {} accepted, {}",
+            "session {} ({}) on {}{}{}: {} accepted, {}",
             self.peer,
+            self.helo.as_deref().unwrap_or("no EHLO"),
             self.listener.name,
             if self.tls { " (TLS)" } else { "" },
             self.authenticated
@@ -240,7 +211,7 @@ impl<'a> Session<'a> {
     async fn serve(&mut self, stream: &mut Box<dyn Stream>) -> End {
         loop {
             // Answer everything already received.
-            let end = if matches!(self.state, State::Data(_)) {
+            let end = if self.receiving() {
                 self.take_data().await
             } else {
                 match self.take_line() {
@@ -258,10 +229,10 @@ impl<'a> Session<'a> {
                 }
                 return end;
             }
-            if self.has_line() && !matches!(self.state, State::Data(_)) {
+            if self.has_line() && !self.receiving() {
                 continue;
             }
-            if matches!(self.state, State::Data(_)) && !self.input.is_empty() {
+            if self.receiving() && !self.input.is_empty() {
                 continue;
             }
             // Nothing more to answer: send the replies, then wait.
@@ -269,12 +240,13 @@ impl<'a> Session<'a> {
                 self.end = "write failed";
                 return End::Closed;
             }
-            let wait = match self.state {
-                State::Data(_) => self.shared.limits.timeouts.data_block,
-                _ => self.shared.limits.timeouts.command,
+            let wait = if self.receiving() {
+                self.shared.limits.timeouts.data_block
+            } else {
+                self.shared.limits.timeouts.command
             };
             let mut closing = self.shared.closing.subscribe();
-            let idle = !matches!(self.state, State::Data(_));
+            let idle = !self.receiving();
             let mut chunk = [0u8; READ_CHUNK];
             let read = tokio::select! {
                 read = timeout(wait, stream.read(&mut chunk)) => read,
@@ -306,7 +278,7 @@ impl<'a> Session<'a> {
                         "timeout, closing the connection",
                     ));
                     let _ = self.flush(stream).await;
-                    self.end = if matches!(self.state, State::Data(_)) {
+                    self.end = if self.receiving() {
                         "timed out in DATA, nothing queued"
                     } else {
                         "timed out"
@@ -377,17 +349,34 @@ impl<'a> Session<'a> {
 
     /// Feeds the input to the DATA receiver; at the final dot, queues the
     /// message.
+    /// Whether message content is expected rather than commands.
+    fn receiving(&self) -> bool {
+        matches!(self.state, State::Data(_) | State::Bdat { .. })
+    }
+
+    /// Feeds the input to the DATA or BDAT receiver; at the final dot, or
+    /// the end of the last chunk, queues the message.
     async fn take_data(&mut self) -> Option<End> {
-        let State::Data(receiver) = &mut self.state else {
-            return None;
-        };
         let mut bytes = self.input.iter();
-        let done = if self.body_too_big {
-            let mut scratch = Vec::new();
-            let done = receiver.ingest(&mut bytes, &mut scratch);
-            done
-        } else {
-            receiver.ingest(&mut bytes, &mut self.body)
+        let mut scratch = Vec::new();
+        let (done, last) = match &mut self.state {
+            State::Data(receiver) => {
+                let sink = if self.body_too_big {
+                    &mut scratch
+                } else {
+                    &mut self.body
+                };
+                (receiver.ingest(&mut bytes, sink), true)
+            }
+            State::Bdat { receiver, refusal } => {
+                let sink = if self.body_too_big || refusal.is_some() {
+                    &mut scratch
+                } else {
+                    &mut self.body
+                };
+                (receiver.ingest(&mut bytes, sink), receiver.is_last)
+            }
+            _ => return None,
         };
         let consumed = self.input.len() - bytes.as_slice().len();
         self.input.drain(..consumed);
@@ -396,9 +385,24 @@ impl<'a> Session<'a> {
             self.body_too_big = true;
             self.body = Vec::new();
         }
-        if done {
-            self.state = State::Command;
-            self.end_of_data().await;
+        if !done {
+            return None;
+        }
+        match std::mem::replace(&mut self.state, State::Command) {
+            State::Bdat {
+                refusal: Some(reply),
+                ..
+            } => self.reply(reply),
+            // A chunk too many ends the transaction at once.
+            State::Bdat { .. } if !last && !self.body_too_big => {
+                let received = self.body.len();
+                self.reply(Reply::new(
+                    250,
+                    [2, 0, 0],
+                    format!("{received} octets received"),
+                ));
+            }
+            _ => self.end_of_data().await,
         }
         None
     }
@@ -472,7 +476,7 @@ impl<'a> Session<'a> {
     /// Answers one line: a command, or an AUTH exchange's response.
     async fn line(&mut self, line: Vec<u8>) -> Option<End> {
         match std::mem::replace(&mut self.state, State::Command) {
-            State::Command | State::Data(_) => self.command(&line).await,
+            State::Command | State::Data(_) | State::Bdat { .. } => self.command(&line).await,
             State::AuthPlain => {
                 tracing::debug!("{} < ****", self.peer);
                 self.auth_plain(text(&line)).await;
@@ -480,14 +484,7 @@ impl<'a> Session<'a> {
             }
             State::AuthLoginUser => {
                 tracing::debug!("{} < ****", self.peer);
-                match decode(text(&line)) {
-                    Ok(user) => {
-                        self.state =
-                            State::AuthLoginPassword(String::from_utf8_lossy(&user).into_owned());
-                        self.reply(Reply::plain(334, "UGFzc3dvcmQ6"));
-                    }
-                    Err(reply) => self.reply(reply),
-                }
+                self.login_user(text(&line));
                 None
             }
             State::AuthLoginPassword(user) => {
@@ -520,8 +517,7 @@ impl<'a> Session<'a> {
             Request::Ehlo { host } => self.ehlo(&host),
             Request::Helo { host } => {
                 self.mail = None;
-                self.greeted = true;
-                let _ = host;
+                self.helo = Some(printable(&host));
                 self.reply(Reply::new(250, [2, 0, 0], self.shared.hostname.clone()));
             }
             Request::Mail { from } => self.mail_from(from),
@@ -552,8 +548,11 @@ impl<'a> Session<'a> {
                 self.end = "quit";
                 return Some(End::Closed);
             }
+            Request::Bdat {
+                chunk_size,
+                is_last,
+            } => self.bdat(chunk_size, is_last),
             Request::Lhlo { .. }
-            | Request::Bdat { .. }
             | Request::Expn { .. }
             | Request::Etrn { .. }
             | Request::Atrn { .. }
@@ -603,11 +602,9 @@ impl<'a> Session<'a> {
                 .allowed_networks
                 .iter()
                 .any(|net| net.contains(&self.ip));
-        if allowed {
-            return self
-                .directory
-                .for_client(&self.listener.name, self.ip)
-                .ok_or(denied);
+        if allowed && let Some(principal) = self.directory.for_client(&self.listener.name, self.ip)
+        {
+            return Ok(principal);
         }
         if self.auth_allowed_now() || self.starttls_offered() {
             Err(auth_required)
@@ -633,12 +630,15 @@ impl<'a> Session<'a> {
     }
 
     fn ehlo(&mut self, host: &str) {
-        let _ = host;
         self.mail = None;
-        self.greeted = true;
+        self.helo = Some(printable(host));
         let mut ehlo = EhloResponse::new(self.shared.hostname.as_str());
-        ehlo.capabilities =
-            EXT_PIPELINING | EXT_8BIT_MIME | EXT_ENHANCED_STATUS_CODES | EXT_SMTP_UTF8 | EXT_SIZE;
+        ehlo.capabilities = EXT_CHUNKING
+            | EXT_PIPELINING
+            | EXT_8BIT_MIME
+            | EXT_ENHANCED_STATUS_CODES
+            | EXT_SMTP_UTF8
+            | EXT_SIZE;
         let known = self
             .authenticated
             .clone()
@@ -669,7 +669,7 @@ impl<'a> Session<'a> {
     }
 
     fn mail_from(&mut self, from: smtp_proto::MailFrom<String>) {
-        if !self.greeted {
+        if self.helo.is_none() {
             return self.reply(Reply::new(503, [5, 5, 1], "send EHLO first"));
         }
         if self.mail.is_some() {
@@ -720,6 +720,8 @@ impl<'a> Session<'a> {
                 format!("rate limit of {per_minute} messages per minute reached, try again later"),
             ));
         }
+        self.body = Vec::new();
+        self.body_too_big = false;
         self.mail = Some(Mail {
             principal,
             account,
@@ -738,6 +740,17 @@ impl<'a> Session<'a> {
         if mail.recipients.len() >= max {
             return self.reply(Reply::new(452, [4, 5, 3], "too many recipients"));
         }
+        let local = address
+            .rsplit_once('@')
+            .map_or(address.as_str(), |(l, _)| l);
+        if !local.is_ascii() {
+            // RFC 6531 §3.7.4.1; the APIs' address handling is ASCII.
+            return self.reply(Reply::new(
+                553,
+                [5, 6, 7],
+                "non-ASCII local parts are not supported",
+            ));
+        }
         if address.parse::<Mailbox>().is_err() {
             let text = format!("bad recipient address {}", printable(&address));
             return self.reply(Reply::new(553, [5, 1, 3], text));
@@ -753,6 +766,13 @@ impl<'a> Session<'a> {
         if mail.recipients.is_empty() {
             return self.reply(Reply::new(554, [5, 5, 1], "no valid recipients"));
         }
+        if !self.body.is_empty() || self.body_too_big {
+            return self.reply(Reply::new(
+                503,
+                [5, 5, 1],
+                "BDAT in progress: DATA not allowed",
+            ));
+        }
         let mut receiver = DataReceiver::new();
         // The receiver finds the end at CRLF "." CRLF; the CRLF that ended
         // the DATA line counts, so an empty message (".") ends too.
@@ -766,6 +786,22 @@ impl<'a> Session<'a> {
             [0, 0, 0],
             "end data with <CR><LF>.<CR><LF>",
         ));
+    }
+
+    /// BDAT (CHUNKING, RFC 3030): the chunk is read in any case, then
+    /// answered.
+    fn bdat(&mut self, size: usize, last: bool) {
+        let refusal = match &self.mail {
+            None => Some(Reply::new(503, [5, 5, 1], "send MAIL first")),
+            Some(mail) if mail.recipients.is_empty() => {
+                Some(Reply::new(554, [5, 5, 1], "no valid recipients"))
+            }
+            Some(_) => None,
+        };
+        self.state = State::Bdat {
+            receiver: BdatReceiver::new(size, last),
+            refusal,
+        };
     }
 
     fn starttls(&mut self) -> Option<End> {
@@ -816,15 +852,19 @@ impl<'a> Session<'a> {
                 self.state = State::AuthLoginUser;
                 self.reply(Reply::plain(334, "VXNlcm5hbWU6"));
             }
-            AUTH_LOGIN => match decode(&initial) {
-                Ok(user) => {
-                    self.state =
-                        State::AuthLoginPassword(String::from_utf8_lossy(&user).into_owned());
-                    self.reply(Reply::plain(334, "UGFzc3dvcmQ6"));
-                }
-                Err(reply) => self.reply(reply),
-            },
+            AUTH_LOGIN => self.login_user(&initial),
             _ => self.reply(Reply::new(504, [5, 5, 4], "use AUTH PLAIN or AUTH LOGIN")),
+        }
+    }
+
+    /// AUTH LOGIN's user name; asks for the password.
+    fn login_user(&mut self, response: &str) {
+        match decode(response) {
+            Ok(user) => {
+                self.state = State::AuthLoginPassword(String::from_utf8_lossy(&user).into_owned());
+                self.reply(Reply::plain(334, "UGFzc3dvcmQ6"));
+            }
+            Err(reply) => self.reply(reply),
         }
     }
 

@@ -78,7 +78,7 @@ fn quick_limits() -> Limits {
         },
         auth_failures: BackoffSettings {
             free_failures: 1,
-            delay: Duration::from_millis(150),
+            delay: Duration::from_millis(300),
             max_delay: Duration::from_secs(1),
             lock_after: 3,
             lock_for: Duration::from_secs(60),
@@ -293,7 +293,7 @@ async fn ehlo_lists_the_extensions() {
         );
     }
     assert!(!ehlo.contains("STARTTLS"), "{ehlo}");
-    assert!(!ehlo.contains("CHUNKING"), "{ehlo}");
+    assert!(ehlo.contains("CHUNKING"), "{ehlo}");
 
     // From the network, without TLS: no AUTH; SIZE is the server's cap
     // until the client is known.
@@ -376,7 +376,7 @@ async fn pipelined_commands_are_answered_in_order() {
     let mut client = relay.connect(LOOPBACK, Listener::plain("local")).await;
     client
         .send(
-            b"EHLO c\r\nMAIL FROM:<me@example.com>\r\nRCPT TO:<a@example.org>\r\nRCPT TO:<bad address>\r\nRCPT TO:<b@example.org>\r\nDATA\r\n",
+            b"EHLO c\r\nMAIL FROM:<me@example.com>\r\nRCPT TO:<a@example.org>\r\nRCPT TO:<bad address>\r\nRCPT TO:<b@example.org>\r\nRCPT TO:<j\xc3\xb6rg@b\xc3\xbccher.example>\r\nDATA\r\n",
         )
         .await;
     let ehlo = client.reply().await;
@@ -387,9 +387,21 @@ async fn pipelined_commands_are_answered_in_order() {
         client.reply().await,
         client.reply().await,
         client.reply().await,
+        client.reply().await,
     ];
-    let codes: Vec<&str> = replies.iter().map(|r| &r[..3]).collect();
-    assert_eq!(codes, ["250", "250", "501", "250", "354"], "{replies:?}");
+    let codes: Vec<&str> = replies.iter().map(|r| code(r)).collect();
+    assert_eq!(
+        codes,
+        [
+            "250 2.1.0",
+            "250 2.1.5",
+            "501 5.1.3",
+            "250 2.1.5",
+            "553 5.6.7",
+            "354 end"
+        ],
+        "{replies:?}"
+    );
     client
         .send(b"From: me@example.com\r\nTo: a@example.org\r\n\r\nhi\r\n.\r\nRSET\r\nQUIT\r\n")
         .await;
@@ -430,7 +442,7 @@ async fn auth_plain_and_login_with_the_back_off() {
         .command(&format!("AUTH PLAIN {}", plain("printer", "wrong")))
         .await;
     assert_eq!(code(&reply), "535 5.7.8", "{reply}");
-    assert!(started.elapsed() < Duration::from_millis(140));
+    assert!(started.elapsed() < Duration::from_millis(300));
     let started = Instant::now();
     assert_eq!(client.command("AUTH LOGIN").await, "334 VXNlcm5hbWU6");
     assert!(
@@ -440,7 +452,7 @@ async fn auth_plain_and_login_with_the_back_off() {
             .starts_with("334 UGFzc3dvcmQ6")
     );
     assert_eq!(code(&client.command(&b64("nope")).await), "535 5.7.8");
-    assert!(started.elapsed() >= Duration::from_millis(150));
+    assert!(started.elapsed() >= Duration::from_millis(300));
     let started = Instant::now();
     assert_eq!(
         code(
@@ -450,7 +462,7 @@ async fn auth_plain_and_login_with_the_back_off() {
         ),
         "535 5.7.8"
     );
-    assert!(started.elapsed() >= Duration::from_millis(300));
+    assert!(started.elapsed() >= Duration::from_millis(600));
     let reply = client
         .command(&format!("AUTH PLAIN {}", plain("printer", "s3cret")))
         .await;
@@ -836,4 +848,82 @@ async fn implicit_tls_greets_inside_tls() {
     assert!(ehlo.contains("AUTH PLAIN LOGIN"), "{ehlo}");
     assert!(!ehlo.contains("STARTTLS"), "{ehlo}");
     assert_eq!(client.command("AUTH LOGIN").await, "334 VXNlcm5hbWU6");
+}
+
+#[tokio::test]
+async fn bdat_chunks_arrive_byte_exact_and_refused_chunks_are_skipped() {
+    let relay = Relay::local();
+    let mut client = relay.connect(LOOPBACK, Listener::plain("local")).await;
+    client.ehlo().await;
+    // Without MAIL: the chunk is read and dropped, then refused.
+    client.send(b"BDAT 5\r\nNOOP\r").await;
+    assert_eq!(code(&client.reply().await), "503 5.5.1");
+    client.command("MAIL FROM:<me@example.com>").await;
+    client.command("RCPT TO:<you@example.org>").await;
+    // No dot-stuffing with BDAT: ".\r\n" is content.
+    let (head, tail) = MESSAGE.split_at(40);
+    client
+        .send(format!("BDAT {}\r\n", head.len()).as_bytes())
+        .await;
+    client.send(head).await;
+    let reply = client.reply().await;
+    assert_eq!(reply, format!("250 2.0.0 {} octets received", head.len()));
+    let mut last = tail.to_vec();
+    last.extend_from_slice(b".\r\n");
+    client
+        .send(format!("BDAT {} LAST\r\n", last.len()).as_bytes())
+        .await;
+    client.send(&last).await;
+    let reply = client.reply().await;
+    assert_eq!(code(&reply), "250 2.0.0", "{reply}");
+    let entries = relay.entries();
+    let stored = relay.message(&entries[0]);
+    assert_eq!(body(&stored), &last[last.len() - body(MESSAGE).len() - 3..]);
+    // Over the limit across chunks: 552 and nothing more queued.
+    client.command("MAIL FROM:<me@example.com>").await;
+    client.command("RCPT TO:<you@example.org>").await;
+    client.send(b"BDAT 20000\r\n").await;
+    client.send(&[b'x'; 20000]).await;
+    assert_eq!(code(&client.reply().await), "552 5.3.4");
+    client.send(b"BDAT 3 LAST\r\nabc").await;
+    assert_eq!(code(&client.reply().await), "503 5.5.1");
+    assert_eq!(relay.entries().len(), 1);
+}
+
+#[tokio::test]
+async fn reload_swaps_the_directory_for_new_sessions() {
+    let relay = Relay::new(directory(None), quick_limits());
+    let mut before = relay.connect(LOOPBACK, Listener::plain("local")).await;
+    let mut reloaded = directory(None);
+    reloaded.users = vec![("scanner", "n3w", principal("scanner", &["*"]))];
+    relay.server.reload(Arc::new(reloaded));
+    let mut after = relay.connect(LOOPBACK, Listener::plain("local")).await;
+    before.ehlo().await;
+    after.ehlo().await;
+    let old = plain("printer", "s3cret");
+    let new = plain("scanner", "n3w");
+    // A session keeps the directory it started with.
+    assert_eq!(
+        code(&before.command(&format!("AUTH PLAIN {old}")).await),
+        "235 2.7.0"
+    );
+    assert_eq!(
+        code(&after.command(&format!("AUTH PLAIN {old}")).await),
+        "535 5.7.8"
+    );
+    assert_eq!(
+        code(&after.command(&format!("AUTH PLAIN {new}")).await),
+        "235 2.7.0"
+    );
+}
+
+#[tokio::test]
+async fn an_outbox_that_cannot_take_the_message_gets_451_not_250() {
+    let relay = Relay::local();
+    let mut client = relay.connect(LOOPBACK, Listener::plain("local")).await;
+    client.ehlo().await;
+    std::fs::remove_dir_all(relay.outbox.dir()).unwrap();
+    let reply = send_message(&mut client, "me@example.com", &["you@example.org"], MESSAGE).await;
+    assert_eq!(code(&reply), "451 4.3.0", "{reply}");
+    assert!(relay.accepted.is_empty());
 }
