@@ -437,6 +437,7 @@ fn lan_address() -> Option<String> {
 }
 
 #[test]
+#[allow(clippy::print_stderr)] // says why it is skipped
 fn a_client_from_a_network_not_allowed_cannot_relay() {
     let Some(ip) = lan_address() else {
         eprintln!("skipped: this machine has no non-loopback address");
@@ -479,6 +480,7 @@ fn a_client_from_a_network_not_allowed_cannot_relay() {
 }
 
 #[test]
+#[allow(clippy::print_stderr)] // says why it is skipped
 fn an_unrestricted_listener_on_the_network_does_not_start() {
     let Some(ip) = lan_address() else {
         eprintln!("skipped: this machine has no non-loopback address");

@@ -678,17 +678,15 @@ pub fn doctor_checks(ctx: &Context) -> Vec<RelayCheck> {
     else {
         return Vec::new();
     };
-    let mut checks = Vec::new();
-    checks.push(("relay listeners", listeners_check(&ctx.config, &settings)));
-    checks.push(("relay TLS", tls_check(&settings)));
-    checks.push((
-        "relay users",
-        match users {
-            Ok(users) => users_check(ctx, &users),
-            Err(failure) => Err((failure.error.to_string(), failure.hint.unwrap_or_default())),
-        },
-    ));
-    checks
+    let users_check = match users {
+        Ok(users) => users_check(ctx, &users),
+        Err(failure) => Err((failure.error.to_string(), failure.hint.unwrap_or_default())),
+    };
+    vec![
+        ("relay listeners", listeners_check(&ctx.config, &settings)),
+        ("relay TLS", tls_check(&settings)),
+        ("relay users", users_check),
+    ]
 }
 
 fn listeners_check(config: &Config, settings: &RelaySettings) -> Result<String, (String, String)> {
