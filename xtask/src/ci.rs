@@ -65,14 +65,18 @@ pub(crate) fn run(root: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Debian packages of the real programs the sendmail tests drive.
+/// Debian packages of the real programs the end-to-end tests drive: the
+/// sendmail callers, and the SMTP clients of the relay tests.
 const TEST_PACKAGES: &[(&str, &str)] = &[
     ("git-email", "/usr/lib/git-core/git-send-email"),
     ("bsd-mailx", "/usr/bin/bsd-mailx"),
+    ("swaks", "/usr/bin/swaks"),
+    ("msmtp", "/usr/bin/msmtp"),
 ];
 
-/// Installs the programs the end-to-end tests run (git send-email and
-/// bsd-mailx) when they are missing and this machine can install them.
+/// Installs the programs the end-to-end tests run (git send-email,
+/// bsd-mailx, swaks, msmtp) when they are missing and this machine can
+/// install them.
 fn test_tools(_root: &Path) -> Result<()> {
     let missing: Vec<&str> = TEST_PACKAGES
         .iter()
@@ -80,7 +84,7 @@ fn test_tools(_root: &Path) -> Result<()> {
         .map(|(package, _)| *package)
         .collect();
     if missing.is_empty() {
-        eprintln!("git send-email and bsd-mailx are installed");
+        eprintln!("git send-email, bsd-mailx, swaks and msmtp are installed");
         return Ok(());
     }
     let root_user = std::process::Command::new("id")

@@ -58,6 +58,8 @@ COMMANDS:
         --only streaming  only issue 11's rows (apimail alone: large-message
                         RSS, oversized input refused, cold send's own cost),
                         written into their section of the results
+        --only relay    only figure 6 (apimail relay, and Postfix when installed),
+                        written into the existing report
     help                Print this message
 
 EXAMPLES:

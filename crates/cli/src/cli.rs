@@ -70,6 +70,75 @@ pub enum Command {
     /// Show the delivery journal: what was sent, queued, held or failed, and why.
     #[command(after_help = LOG_HELP)]
     Log(LogArgs),
+
+    /// Run an SMTP relay for printers, scanners and applications that only speak SMTP.
+    #[command(after_help = RELAY_HELP, args_conflicts_with_subcommands = true)]
+    Relay(RelayArgs),
+}
+
+const RELAY_HELP: &str = "\
+Accepts mail over SMTP and delivers it through your accounts over HTTPS. With
+no --listen and no [relay] listeners in the configuration, it listens on
+127.0.0.1:2525 and relays for the default account, without AUTH. A listener on
+another address needs AUTH or allowed_networks, and says so when it starts.
+--listen and --listen-tls replace the configured listeners; on an address that
+is not loopback they require AUTH. SIGTERM stops it gracefully; SIGHUP reloads
+the users and settings (not the listeners).
+
+Examples:
+  apimail relay
+  apimail relay user add scanner --account work
+  apimail relay --listen 0.0.0.0:587 --listen-tls 0.0.0.0:465
+  apimail log --since 1d --csv > relay.csv";
+
+#[derive(Debug, Args)]
+pub struct RelayArgs {
+    #[command(subcommand)]
+    pub command: Option<RelayCommand>,
+
+    /// Listen on ADDR:PORT, plain with STARTTLS (repeatable)
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub listen: Vec<String>,
+
+    /// Listen on ADDR:PORT with implicit TLS (repeatable)
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub listen_tls: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RelayCommand {
+    /// Add, list or remove the users devices log in as (SMTP AUTH).
+    #[command(subcommand)]
+    User(RelayUserCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RelayUserCommand {
+    /// Add a user, or give one a new password or account. The password is
+    /// read from a prompt, or from the first line of standard input.
+    Add {
+        /// The user name devices log in with
+        name: String,
+        /// The account their mail goes out through (default: the default account)
+        #[arg(long, value_name = "NAME")]
+        account: Option<String>,
+        /// A sender they may use, e.g. '*@example.com' (repeatable; default: the account's address)
+        #[arg(long, value_name = "PATTERN")]
+        allowed_from: Vec<String>,
+        /// Send their mail from the account's address, keeping their name
+        #[arg(long)]
+        rewrite_from: bool,
+        /// At most this many messages per minute
+        #[arg(long, value_name = "N")]
+        messages_per_minute: Option<u32>,
+    },
+    /// List the users and their accounts.
+    List,
+    /// Remove a user.
+    Remove {
+        /// The user name
+        name: String,
+    },
 }
 
 #[derive(Debug, Args)]

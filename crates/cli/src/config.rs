@@ -46,6 +46,91 @@ pub struct Config {
     pub aliases: Option<PathBuf>,
     #[serde(default)]
     pub accounts: BTreeMap<String, Account>,
+    /// `apimail relay`'s settings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relay: Option<RelaySettings>,
+}
+
+/// `[relay]`: the SMTP relay. Without listeners it listens on
+/// 127.0.0.1:2525 and relays for `account` (else the default account).
+///
+/// ```toml
+/// [relay]
+/// account = "work"                 # for clients that do not AUTH
+/// postmaster = "it@example.com"    # told about mail that fails for good
+/// certificate = "/etc/apimail/relay.pem"
+/// private_key = "/etc/apimail/relay.key"
+///
+/// [relay.listeners.lan]
+/// listen = "0.0.0.0:587"
+/// allowed_networks = ["192.168.1.0/24"]
+/// allowed_from = ["*@example.com"]
+/// ```
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RelaySettings {
+    /// The account for clients that do not AUTH (default: `default_account`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
+    /// The name the relay gives in its greeting (default: the host name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    /// Where reports of accepted mail that failed for good go.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postmaster: Option<String>,
+    /// A PEM certificate chain for STARTTLS and implicit TLS (default: a
+    /// self-signed certificate kept in the data directory).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<PathBuf>,
+    /// The PEM private key of `certificate`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub private_key: Option<PathBuf>,
+    /// Connections at once, over all listeners (default 100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<usize>,
+    /// The largest message in MB, below the account's own limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_message_mb: Option<u32>,
+    /// Seconds sessions get to finish after SIGTERM (default 30).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grace_seconds: Option<u64>,
+    /// The listeners by name (default: `local` on 127.0.0.1:2525).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub listeners: BTreeMap<String, RelayListener>,
+}
+
+/// `[relay.listeners.NAME]`: one listening address and who may use it.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RelayListener {
+    /// `ADDR:PORT`.
+    pub listen: String,
+    /// `starttls` (default: plain, STARTTLS offered), `none` (plain only)
+    /// or `implicit` (TLS from the first byte, port 465 style).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<String>,
+    /// Every client must AUTH as a relay user.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub require_auth: bool,
+    /// Networks (CIDRs) whose clients may send without AUTH.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_networks: Vec<String>,
+    /// Allow AUTH without TLS from other hosts (old printers); loud.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_plaintext_auth: bool,
+    /// The account for this listener's clients that do not AUTH.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
+    /// Senders those clients may use (`*@example.com`); empty: the account's
+    /// address only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_from: Vec<String>,
+    /// Send their mail from the account's address, keeping their name.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rewrite_from: bool,
+    /// At most this many messages per minute from them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub messages_per_minute: Option<u32>,
 }
 
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]

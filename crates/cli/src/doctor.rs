@@ -113,6 +113,12 @@ pub async fn run(config_flag: Option<&std::path::Path>, args: DoctorArgs) -> Res
     if let Some(ctx) = &ctx {
         account_checks(ctx, &args, &mut checks).await;
         queue_check(&mut checks);
+        for (name, result) in crate::relay::doctor_checks(ctx) {
+            checks.push(match result {
+                Ok(detail) => Check::ok(name, detail),
+                Err((detail, hint)) => Check::fail(name, Exit::Config, detail, hint),
+            });
+        }
     }
     if args.json {
         report_json(&checks);

@@ -16,6 +16,7 @@ mod limit;
 mod log;
 mod providers;
 mod queue;
+mod relay;
 mod send;
 mod sendmail;
 mod sendmail_args;
@@ -60,7 +61,9 @@ pub fn main() -> ExitCode {
             return ExitCode::from(code as u8);
         }
     };
-    init_logging(cli.verbose, cli.debug);
+    // The relay logs one line per session and per message without -v.
+    let relaying = matches!(&cli.command, cli::Command::Relay(args) if args.command.is_none());
+    init_logging(cli.verbose + u8::from(relaying), cli.debug);
     install_panic_hook();
     let result = std::panic::catch_unwind(|| run(cli))
         .unwrap_or_else(|_| Err(Failure::new(Exit::Software, anyhow!("internal error")).silent()));
@@ -171,6 +174,9 @@ fn run(cli: cli::Cli) -> Result<(), Failure> {
             }
         }),
         cli::Command::Log(args) => log::run(args),
+        cli::Command::Relay(args) => {
+            block_on(async move { relay::run(config.as_deref(), args).await })
+        }
         cli::Command::Queue(command) => block_on(async move {
             let ctx = providers::Context::load(config.as_deref())?;
             queue::run(&ctx, command).await

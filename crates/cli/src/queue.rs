@@ -34,7 +34,7 @@ pub fn max_age_secs() -> i64 {
 pub const FLUSH_AFTER_SEND: Duration = Duration::from_secs(30);
 
 /// The data directory (`$APIMAIL_DATA_DIR`, else the platform's).
-fn data_dir() -> Result<std::path::PathBuf, Failure> {
+pub fn data_dir() -> Result<std::path::PathBuf, Failure> {
     let store = TokenStore::from_env().map_err(|e| {
         Failure::new(Exit::Config, e).hint("set APIMAIL_DATA_DIR to a directory apimail may write")
     })?;

@@ -42,6 +42,8 @@ pub mod oauth;
 pub mod outbox;
 mod parse;
 pub mod recipients;
+#[cfg(feature = "relay")]
+pub mod relay;
 pub mod retry;
 mod secret;
 pub mod slots;

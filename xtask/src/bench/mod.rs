@@ -9,6 +9,7 @@
 
 mod measure;
 mod peers;
+mod relay;
 mod report;
 mod streaming;
 mod world;
@@ -37,6 +38,8 @@ pub(crate) struct Options {
     pub(crate) quick: bool,
     /// `--only streaming`: only issue 11's rows (see `streaming.rs`).
     pub(crate) only_streaming: bool,
+    /// `--only relay`: only figure 6, written into the existing report.
+    pub(crate) only_relay: bool,
 }
 
 impl Options {
@@ -47,6 +50,7 @@ impl Options {
             runs: 1,
             quick: true,
             only_streaming: false,
+            only_relay: false,
         }
     }
 
@@ -71,12 +75,13 @@ impl Options {
                 "--quick" => options.quick = true,
                 "--only" => match args.next().map(String::as_str) {
                     Some("streaming") => options.only_streaming = true,
-                    Some(other) => {
+                    Some("relay") => options.only_relay = true,
+                    other => {
                         return Err(format!(
-                            "`--only {other}`: the one selection is `streaming`"
+                            "`--only {}`: the selections are `streaming` and `relay`",
+                            other.map(String::as_str).unwrap_or_default()
                         ));
                     }
-                    None => return Err("`--only` needs a value: streaming".to_owned()),
                 },
                 "--rtt" => options.rtt = Duration::from_millis(value("--rtt")?),
                 "--runs" => match value("--runs")? {
@@ -131,6 +136,9 @@ pub(crate) fn run(root: &Path, options: &Options) -> Result<()> {
     if options.only_streaming {
         return run_streaming(root, &target, &exe, options);
     }
+    if options.only_relay {
+        return relay_only(root, &target, &exe, options, profile);
+    }
     let peers = peers::prepare(root, &target)?;
 
     eprintln!(
@@ -148,6 +156,7 @@ pub(crate) fn run(root: &Path, options: &Options) -> Result<()> {
         large: Vec::new(),
         graph_retry: None,
         footprint: None,
+        relay: None,
     };
     for expired in [false, true] {
         for provider in Provider::ALL {
@@ -183,13 +192,10 @@ pub(crate) fn run(root: &Path, options: &Options) -> Result<()> {
     }
     report.graph_retry = Some(graph_send_retry(&world, &attachment)?);
     report.footprint = Some(footprint(root, &target, &exe, &peers, options)?);
+    report.relay = Some(relay::measure(&world, options)?);
 
     let text = report.render();
-    let path = if options.quick {
-        target.join("bench/RESULTS-quick.md")
-    } else {
-        root.join("bench/RESULTS.md")
-    };
+    let path = results_path(root, &target, options);
     if let Some(dir) = path.parent() {
         fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
@@ -208,11 +214,7 @@ fn run_streaming(root: &Path, target: &Path, exe: &Path, options: &Options) -> R
     );
     let world = World::start_without_peers(exe, options.rtt)?;
     let section = streaming::section(&world, options, &commit(root))?;
-    let path = if options.quick {
-        target.join("bench/RESULTS-quick.md")
-    } else {
-        root.join("bench/RESULTS.md")
-    };
+    let path = results_path(root, target, options);
     let old = fs::read_to_string(&path).unwrap_or_default();
     if let Some(dir) = path.parent() {
         fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
@@ -224,6 +226,42 @@ fn run_streaming(root: &Path, target: &Path, exe: &Path, options: &Options) -> R
         "==> bench: wrote the streaming section of {}",
         path.display()
     );
+fn results_path(root: &Path, target: &Path, options: &Options) -> PathBuf {
+    if options.quick {
+        target.join("bench/RESULTS-quick.md")
+    } else {
+        root.join("bench/RESULTS.md")
+    }
+}
+
+/// `--only relay`: figure 6 alone, replacing that section of the existing
+/// report (or appended to it).
+fn relay_only(
+    root: &Path,
+    target: &Path,
+    exe: &Path,
+    options: &Options,
+    profile: &str,
+) -> Result<()> {
+    eprintln!("==> bench: starting the fakes for the relay");
+    let world = World::start(exe, options.rtt)?;
+    let figures = relay::measure(&world, options)?;
+    let path = results_path(root, target, options);
+    let mut text = fs::read_to_string(&path).unwrap_or_default();
+    if let Some(at) = text.find(relay::HEADING) {
+        text.truncate(at);
+    } else if !text.is_empty() && !text.ends_with("\n\n") {
+        text.push('\n');
+    }
+    let mut section = String::new();
+    relay::render(&figures, profile, &mut section);
+    text.push_str(&section);
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    fs::write(&path, &text).with_context(|| format!("cannot write {}", path.display()))?;
+    println!("{section}");
+    eprintln!("==> bench: wrote figure 6 into {}", path.display());
     Ok(())
 }
 

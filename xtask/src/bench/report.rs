@@ -37,6 +37,8 @@ pub(crate) struct Report {
     pub(crate) large: Vec<LargeRow>,
     pub(crate) graph_retry: Option<RetryRow>,
     pub(crate) footprint: Option<Footprint>,
+    /// Figure 6: the SMTP relay.
+    pub(crate) relay: Option<super::relay::RelayFigures>,
 }
 
 /// Figure 4b: Graph's large message with a 503 on `send`, then success.
@@ -160,6 +162,9 @@ impl Report {
         self.retry_table(&mut out);
         self.footprint_table(&mut out);
         self.targets_table(&mut out);
+        if let Some(relay) = &self.relay {
+            super::relay::render(relay, self.profile, &mut out);
+        }
         out
     }
 
