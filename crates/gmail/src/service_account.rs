@@ -2,16 +2,21 @@
 //! account's key is exchanged for a token that acts as one user (`sub`).
 //! yup-oauth2 does the signing and the exchange.
 
+use std::sync::Arc;
+
 use apimail_core::{AccessToken, Secret, TokenError, TokenSource};
 use yup_oauth2::authenticator::Authenticator;
 
 use crate::{Connector, SEND_SCOPE};
 
 /// Tokens for a service account acting as one user of its domain.
+/// Concurrent callers share one token request: yup-oauth2 caches tokens
+/// but would fetch once per caller while none is cached.
 #[derive(Clone)]
 pub struct ServiceAccountTokens {
     auth: Authenticator<Connector>,
     subject: String,
+    one_fetch: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl std::fmt::Debug for ServiceAccountTokens {
@@ -57,6 +62,7 @@ impl ServiceAccountTokens {
         Ok(ServiceAccountTokens {
             auth,
             subject: subject.to_owned(),
+            one_fetch: Arc::default(),
         })
     }
 }
@@ -78,14 +84,21 @@ impl ClassifyName for serde_json::Error {
 
 impl TokenSource for ServiceAccountTokens {
     async fn token(&self) -> Result<AccessToken, TokenError> {
+        let _one = self.one_fetch.lock().await;
         let token = self.auth.token(&[SEND_SCOPE]).await.map_err(map_error)?;
         convert(token)
     }
 
     async fn refresh_after_rejection(
         &self,
-        _rejected: &AccessToken,
+        rejected: &AccessToken,
     ) -> Result<AccessToken, TokenError> {
+        let _one = self.one_fetch.lock().await;
+        // Another caller may have replaced the rejected token meanwhile.
+        let current = convert(self.auth.token(&[SEND_SCOPE]).await.map_err(map_error)?)?;
+        if current.secret.expose() != rejected.secret.expose() {
+            return Ok(current);
+        }
         let token = self
             .auth
             .force_refreshed_token(&[SEND_SCOPE])
