@@ -221,3 +221,203 @@ async fn concurrent_sends_share_one_token_request_graph() {
     assert_eq!(fake.delivered().len(), 12);
     assert_eq!(fake.total_token_requests(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn from_config_sends_with_an_app_only_account() {
+    let fake = FakeMicrosoft::start();
+    fake.add_app(TENANT, APP_ID, Some(APP_SECRET), None);
+    fake.add_mailbox(MAILBOX);
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, APP_SECRET).unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "default_account = \"alerts\"\n\n[accounts.alerts]\nprovider = \"graph\"\n\
+             app_only = true\ntenant = \"{TENANT}\"\nclient_id = \"{APP_ID}\"\nuser = \"{MAILBOX}\"\n\
+             client_secret_file = \"{}\"\ngraph_api_url = \"{}\"\nauthority_url = \"{}\"\n",
+            secret.display(),
+            fake.graph_url(),
+            fake.authority_url()
+        ),
+    )
+    .unwrap();
+    let mailer = Mailer::from_config(Some(&config), None).await.unwrap();
+    mailer.send(&composed(MAILBOX, 1)).await.unwrap();
+    assert_eq!(fake.delivered()[0].mailbox, MAILBOX);
+
+    let error = Mailer::from_config(Some(&config), Some("nobody"))
+        .await
+        .unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Config);
+    assert!(error.to_string().contains("`nobody`"), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn builders_check_endpoints_and_name_no_secret() {
+    let error = Mailer::builder(Credentials::GraphAppSecret {
+        tenant: TENANT.to_owned(),
+        client_id: APP_ID.to_owned(),
+        secret: Secret::new(APP_SECRET),
+        mailbox: MAILBOX.to_owned(),
+    })
+    .graph_api_url("http://graph.example.com/")
+    .build()
+    .await
+    .unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Config);
+    assert!(error.to_string().contains("graph.example.com"), "{error}");
+    assert!(!format!("{error:?}").contains(APP_SECRET));
+}
+
+// The examples, run against the fakes. `cargo test --workspace` builds
+// them; alone: `cargo build -p apimail-mailer --features lettre --examples`.
+
+fn example(name: &str) -> std::process::Command {
+    let exe = std::env::current_exe().unwrap();
+    let path = exe
+        .parent()
+        .and_then(std::path::Path::parent)
+        .unwrap()
+        .join("examples")
+        .join(name);
+    assert!(
+        path.exists(),
+        "{} does not exist: run `cargo build -p apimail-mailer --features lettre --examples`",
+        path.display()
+    );
+    apimail_tests::apimail_at(&path)
+}
+
+fn gmail_env(fake: &FakeGoogle, dir: &std::path::Path) -> Vec<(String, String)> {
+    fake.register_fixture_service_account();
+    fake.allow_delegation(fake_google::FIXTURE_SERVICE_ACCOUNT, GMAIL_USER);
+    let key = dir.join("key.json");
+    std::fs::write(
+        &key,
+        fake_google::service_account_key_json(&fake.token_url()),
+    )
+    .unwrap();
+    vec![
+        (
+            "GOOGLE_APPLICATION_CREDENTIALS".into(),
+            key.display().to_string(),
+        ),
+        ("APIMAIL_GMAIL_USER".into(), GMAIL_USER.into()),
+        ("APIMAIL_GMAIL_API_URL".into(), fake.gmail_url()),
+    ]
+}
+
+#[test]
+fn example_env_send_sends_with_environment_credentials() {
+    let fake = FakeGoogle::start();
+    let dir = tempfile::tempdir().unwrap();
+    let out = apimail_tests::run(
+        example("env_send")
+            .envs(gmail_env(&fake, dir.path()))
+            .args([GMAIL_USER, "to@example.org"]),
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let delivered = fake.messages();
+    assert_eq!(delivered.len(), 1);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains(&delivered[0].id), "{stdout}");
+}
+
+#[test]
+fn example_graph_certificate_sends_app_only() {
+    let fake = FakeMicrosoft::start();
+    fake.add_app(
+        TENANT,
+        APP_ID,
+        None,
+        Some(fake_microsoft::fixture_certificate_der()),
+    );
+    fake.add_mailbox(MAILBOX);
+    let pem = fake_microsoft::fixture_certificate_pem_path();
+    let out = apimail_tests::run(
+        example("graph_certificate")
+            .env("GRAPH_API_URL", fake.graph_url())
+            .env("AUTHORITY_URL", fake.authority_url())
+            .args([TENANT, APP_ID])
+            .arg(&pem)
+            .args([MAILBOX, "to@example.org"]),
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(fake.delivered()[0].mailbox, MAILBOX);
+    assert_eq!(
+        fake.token_forms()[0]["client_assertion_type"],
+        fake_microsoft::CLIENT_ASSERTION_TYPE
+    );
+}
+
+#[test]
+fn example_lettre_adapter_keeps_bcc() {
+    let fake = FakeMicrosoft::start();
+    fake.add_app(TENANT, APP_ID, Some(APP_SECRET), None);
+    fake.add_mailbox(MAILBOX);
+    let out = apimail_tests::run(
+        example("lettre_adapter")
+            .env("AZURE_TENANT_ID", TENANT)
+            .env("AZURE_CLIENT_ID", APP_ID)
+            .env("AZURE_CLIENT_SECRET", APP_SECRET)
+            .env("APIMAIL_GRAPH_USER", MAILBOX)
+            .env("APIMAIL_GRAPH_API_URL", fake.graph_url())
+            .env("APIMAIL_MS_AUTHORITY_URL", fake.authority_url())
+            .args([
+                MAILBOX,
+                "to@example.org",
+                "cc@example.org",
+                "hidden@example.org",
+            ]),
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let delivered = fake.delivered();
+    assert_every_recipient_gets_it(&delivered[0].mime, |a| fake.inbox(a));
+}
+
+#[test]
+fn example_alert_webhook_turns_an_alert_into_a_mail() {
+    use std::io::BufRead as _;
+    let fake = FakeGoogle::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = example("alert_webhook")
+        .envs(gmail_env(&fake, dir.path()))
+        .env("ALERT_FROM", GMAIL_USER)
+        .env("ALERT_TO", "oncall@example.org")
+        .env("LISTEN", "127.0.0.1:0")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap()
+        .to_owned();
+    let post = |body: &str| {
+        apimail_tests::http::request(
+            "POST",
+            &format!("{url}/alert"),
+            &[("Content-Type", "application/json")],
+            body.as_bytes(),
+        )
+        .unwrap()
+    };
+    let accepted = post(r#"{"title":"disk full","severity":"critical","text":"/var at 99%"}"#);
+    let refused = post(r#"{"severity":"low"}"#);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(accepted.status, 202, "{}", accepted.body_text());
+    assert_eq!(refused.status, 400, "{}", refused.body_text());
+    let delivered = fake.messages();
+    assert_eq!(delivered.len(), 1);
+    assert_eq!(accepted.body_json()["id"], delivered[0].id.as_str());
+    let raw = String::from_utf8_lossy(&delivered[0].raw);
+    assert!(raw.contains("Subject: [critical] disk full"), "{raw}");
+    assert!(raw.contains("/var at 99%"), "{raw}");
+}
