@@ -138,18 +138,6 @@ pub fn iso_time(secs: i64) -> String {
     utc(secs).format(&format).unwrap_or_default()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn dates() {
-        assert_eq!(iso_time(0), "1970-01-01T00:00:00Z");
-        assert_eq!(iso_time(951_782_400), "2000-02-29T00:00:00Z");
-        assert_eq!(iso_time(1_795_255_200), "2026-11-21T10:00:00Z");
-    }
-}
-
 /// The copy `address` receives of a delivered message, as Gmail and
 /// Exchange Online deliver: only if the To, Cc or Bcc field names it, and
 /// never with the Bcc field (only the sender's Sent copy keeps it).
@@ -159,7 +147,7 @@ pub fn copy_for(raw: &[u8], address: &str) -> Option<Vec<u8>> {
         matches!(name.as_str(), "to" | "cc" | "bcc")
             && value
                 .to_ascii_lowercase()
-                .split(|c: char| matches!(c, ',' | '<' | '>' | ' ' | '\t' | '"'))
+                .split([',', '<', '>', ' ', '\t', '"'])
                 .any(|word| word == address)
     });
     if !named {
@@ -184,4 +172,16 @@ pub fn copy_for(raw: &[u8], address: &str) -> Option<Vec<u8>> {
         copy.extend_from_slice(line);
     }
     Some(copy)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates() {
+        assert_eq!(iso_time(0), "1970-01-01T00:00:00Z");
+        assert_eq!(iso_time(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(iso_time(1_795_255_200), "2026-11-21T10:00:00Z");
+    }
 }

@@ -19,7 +19,7 @@ pub struct Error {
     kind: ErrorKind,
     message: String,
     deadline: Option<Duration>,
-    source: Option<TransportError>,
+    source: Option<Box<TransportError>>,
 }
 
 impl Error {
@@ -63,7 +63,7 @@ impl Error {
 
     /// How long the provider asked us to wait before trying again.
     pub fn retry_after(&self) -> Option<Duration> {
-        self.source.as_ref().and_then(TransportError::retry_after)
+        self.source.as_ref().and_then(|e| e.retry_after())
     }
 
     /// The provider's own error code (Gmail's `reason`, Graph's
@@ -97,7 +97,7 @@ impl Error {
     /// "gave up" wraps the last attempt's).
     fn transport_chain(&self) -> impl Iterator<Item = &TransportError> {
         let mut next: Option<&(dyn std::error::Error + 'static)> =
-            self.source.as_ref().map(|e| e as _);
+            self.source.as_deref().map(|e| e as _);
         std::iter::from_fn(move || {
             let current = next?;
             next = current.source();
@@ -113,7 +113,7 @@ impl From<TransportError> for Error {
             kind: error.kind(),
             message: error.to_string(),
             deadline: None,
-            source: Some(error),
+            source: Some(Box::new(error)),
         }
     }
 }
