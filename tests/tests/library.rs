@@ -421,3 +421,51 @@ fn example_alert_webhook_turns_an_alert_into_a_mail() {
     assert!(raw.contains("Subject: [critical] disk full"), "{raw}");
     assert!(raw.contains("/var at 99%"), "{raw}");
 }
+
+/// Connections are reused: 1 for the token (its own client) plus about one
+/// per send in flight (4), never one per send. Measured: 5 to 8, the pool
+/// sometimes opening one before a finished send's connection is back.
+fn assert_reused(connections: u64) {
+    assert!(connections <= 10, "{connections} connections for 100 sends");
+}
+
+/// 100 sends from one mailer, 4 at a time (Graph's limit per mailbox).
+async fn hundred_sends(mailer: &Mailer, from: &str) {
+    let workers = (0..4).map(|worker| {
+        let mailer = mailer.clone();
+        let from = from.to_owned();
+        tokio::spawn(async move {
+            for i in 0..25 {
+                mailer
+                    .send(&composed(&from, worker * 25 + i))
+                    .await
+                    .unwrap();
+            }
+        })
+    });
+    for worker in workers.collect::<Vec<_>>() {
+        worker.await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hundred_sends_reuse_connections_and_one_token_gmail() {
+    let fake = FakeGoogle::start();
+    let mailer = gmail(&fake).build().await.unwrap();
+    hundred_sends(&mailer, GMAIL_USER).await;
+    assert_eq!(fake.messages().len(), 100);
+    assert_eq!(fake.total_token_requests(), 1);
+    assert_eq!(fake.traffic().requests(), 101);
+    assert_reused(fake.traffic().connections());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hundred_sends_reuse_connections_and_one_token_graph() {
+    let fake = FakeMicrosoft::start();
+    let mailer = graph(&fake).build().await.unwrap();
+    hundred_sends(&mailer, MAILBOX).await;
+    assert_eq!(fake.delivered().len(), 100);
+    assert_eq!(fake.total_token_requests(), 1);
+    assert_eq!(fake.traffic().requests(), 101);
+    assert_reused(fake.traffic().connections());
+}

@@ -85,8 +85,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use apimail_core::{
-    AccessToken, DeliveryNotes, Envelope, ErrorKind, MemoryNotes, Receipt, TokenSource, Transport,
-    TransportError,
+    AccessToken, DeliveryNotes, Envelope, ErrorKind, MemoryNotes, Receipt, Secret, TokenSource,
+    Transport, TransportError,
 };
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -192,6 +192,9 @@ pub struct GraphTransport<T> {
     /// with `broken`.
     uploads: Option<reqwest::Client>,
     broken: Option<String>,
+    /// The last client built and the token it carries: sends with the same
+    /// token reuse it, and so its connection pool.
+    last_client: Arc<std::sync::Mutex<Option<(Secret, GraphClient)>>>,
 }
 
 impl<T> Clone for GraphTransport<T> {
@@ -207,6 +210,7 @@ impl<T> Clone for GraphTransport<T> {
             permits: self.permits.clone(),
             uploads: self.uploads.clone(),
             broken: self.broken.clone(),
+            last_client: self.last_client.clone(),
         }
     }
 }
@@ -266,6 +270,7 @@ impl<T: TokenSource> GraphTransport<T> {
             permits: Arc::new(limit::Permits::new(None)),
             uploads,
             broken,
+            last_client: Arc::default(),
         }
     }
 
@@ -382,8 +387,25 @@ impl<T: TokenSource> GraphTransport<T> {
         url
     }
 
-    /// A graph-rs-sdk client for `token` at the configured root.
+    /// A graph-rs-sdk client for `token` at the configured root: the last
+    /// one while the token is the same (graph-rs-sdk fixes the token when
+    /// it builds a client, with a connection pool of its own).
     fn client(&self, token: &AccessToken) -> Result<GraphClient, TransportError> {
+        let mut last = self
+            .last_client
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((secret, client)) = last.as_ref()
+            && secret.expose() == token.secret.expose()
+        {
+            return Ok(client.clone());
+        }
+        let client = self.new_client(token)?;
+        *last = Some((token.secret.clone(), client.clone()));
+        Ok(client)
+    }
+
+    fn new_client(&self, token: &AccessToken) -> Result<GraphClient, TransportError> {
         let build = || {
             let mut config = GraphClientConfiguration::new()
                 .access_token(token.secret.expose())
