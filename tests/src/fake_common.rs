@@ -138,6 +138,42 @@ pub fn iso_time(secs: i64) -> String {
     utc(secs).format(&format).unwrap_or_default()
 }
 
+/// The copy `address` receives of a delivered message, as Gmail and
+/// Exchange Online deliver: only if the To, Cc or Bcc field names it, and
+/// never with the Bcc field (only the sender's Sent copy keeps it).
+pub fn copy_for(raw: &[u8], address: &str) -> Option<Vec<u8>> {
+    let address = address.to_ascii_lowercase();
+    let named = header_fields(raw).iter().any(|(name, value)| {
+        matches!(name.as_str(), "to" | "cc" | "bcc")
+            && value
+                .to_ascii_lowercase()
+                .split([',', '<', '>', ' ', '\t', '"'])
+                .any(|word| word == address)
+    });
+    if !named {
+        return None;
+    }
+    let mut copy = Vec::with_capacity(raw.len());
+    let mut in_head = true;
+    let mut dropping = false;
+    for line in raw.split_inclusive(|&b| b == b'\n') {
+        if in_head && (line == b"\r\n" || line == b"\n") {
+            in_head = false;
+        }
+        if in_head {
+            let continued = line.starts_with(b" ") || line.starts_with(b"\t");
+            if !continued {
+                dropping = line.len() >= 4 && line[..4].eq_ignore_ascii_case(b"bcc:");
+            }
+            if dropping {
+                continue;
+            }
+        }
+        copy.extend_from_slice(line);
+    }
+    Some(copy)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

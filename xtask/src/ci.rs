@@ -36,6 +36,7 @@ pub(crate) fn run(root: &Path) -> Result<()> {
         ("fmt", fmt),
         ("clippy", clippy),
         ("doc", doc),
+        ("package", package),
         ("codegen --check", codegen_check),
         ("test", test),
         ("bench --quick", bench_quick),
@@ -199,6 +200,72 @@ fn doc(root: &Path) -> Result<()> {
             .env("RUSTDOCFLAGS", "-D warnings")
             .args(["doc", "--workspace", "--no-deps", "--locked"]),
     )
+}
+
+/// The library crates, which must be publishable.
+const LIBRARY_CRATES: &[&str] = &[
+    "apimail-core",
+    "apimail-gmail",
+    "apimail-graph",
+    "apimail-mailer",
+];
+
+/// The manifest keys crates.io shows, which each library crate must set.
+const PACKAGE_METADATA: &[&str] = &[
+    "description",
+    "license",
+    "repository",
+    "keywords",
+    "categories",
+];
+
+/// Checks that every library crate has its crates.io metadata and would
+/// package (`cargo package --no-verify`: path dependencies carry versions).
+fn package(root: &Path) -> Result<()> {
+    let metadata: serde_json::Value =
+        serde_json::from_str(&output(cargo().current_dir(root).args([
+            "metadata",
+            "--no-deps",
+            "--format-version",
+            "1",
+            "--locked",
+        ]))?)
+        .map_err(|e| Error::new(format!("cargo metadata printed no JSON: {e}")))?;
+    for krate in LIBRARY_CRATES {
+        let package = metadata["packages"]
+            .as_array()
+            .and_then(|all| all.iter().find(|p| p["name"] == *krate))
+            .ok_or_else(|| Error::new(format!("{krate} is not in the workspace")))?;
+        let missing = missing_metadata(package);
+        if !missing.is_empty() {
+            return Err(Error::new(format!(
+                "{krate} has no {} in its Cargo.toml",
+                missing.join(", ")
+            ))
+            .with_hint("crates.io shows these keys; set them in the crate's [package]"));
+        }
+    }
+    let mut command = cargo();
+    command
+        .current_dir(root)
+        .args(["package", "--no-verify", "--locked", "--allow-dirty"]);
+    for krate in LIBRARY_CRATES {
+        command.args(["-p", krate]);
+    }
+    run_cmd(&mut command)
+}
+
+/// The [`PACKAGE_METADATA`] keys a `cargo metadata` package lacks.
+fn missing_metadata(package: &serde_json::Value) -> Vec<&'static str> {
+    PACKAGE_METADATA
+        .iter()
+        .copied()
+        .filter(|key| match &package[*key] {
+            serde_json::Value::String(text) => text.trim().is_empty(),
+            serde_json::Value::Array(items) => items.is_empty(),
+            _ => true,
+        })
+        .collect()
 }
 
 fn codegen_check(root: &Path) -> Result<()> {
@@ -370,6 +437,15 @@ rustls v0.23.20
         let error = fuzz_seconds(Some("1m")).unwrap_err().to_string();
         assert!(error.contains("APIMAIL_FUZZ_SECONDS=`1m`"), "{error}");
         assert!(error.contains("hint: "), "{error}");
+    }
+
+    #[test]
+    fn missing_package_metadata_is_named() {
+        let package = serde_json::json!({
+            "description": "x", "license": "MIT", "repository": null,
+            "keywords": [], "categories": ["email"],
+        });
+        assert_eq!(missing_metadata(&package), ["repository", "keywords"]);
     }
 
     #[test]

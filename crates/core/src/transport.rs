@@ -86,6 +86,8 @@ pub struct TransportError {
     message: String,
     retry_after: Option<Duration>,
     outcome_unknown: bool,
+    provider_code: Option<String>,
+    provider_message: Option<String>,
     source: Option<Box<dyn std::error::Error + Send + Sync>>,
 }
 
@@ -98,8 +100,29 @@ impl TransportError {
             message: message.into(),
             retry_after: None,
             outcome_unknown: false,
+            provider_code: None,
+            provider_message: None,
             source: None,
         }
+    }
+
+    /// Records the provider's own error code (Gmail's `reason`, Graph's
+    /// `error.code`) and message, when its answer had them.
+    pub fn with_provider_error(mut self, code: Option<String>, message: Option<String>) -> Self {
+        self.provider_code = code.filter(|c| !c.is_empty());
+        self.provider_message = message.filter(|m| !m.is_empty());
+        self
+    }
+
+    /// The provider's own error code, e.g. `rateLimitExceeded` or
+    /// `ErrorSendAsDenied`.
+    pub fn provider_code(&self) -> Option<&str> {
+        self.provider_code.as_deref()
+    }
+
+    /// The provider's own error message, as it gave it.
+    pub fn provider_message(&self) -> Option<&str> {
+        self.provider_message.as_deref()
     }
 
     /// Marks a failure after which the provider may or may not have

@@ -100,7 +100,8 @@ fn from_response(last: &LastFailure) -> TransportError {
     let mut transport = TransportError::new(
         kind,
         format!("the Gmail API answered HTTP {status}{reason_text}: {message}"),
-    );
+    )
+    .with_provider_error(Some(reason.to_owned()), error.and(Some(message.to_owned())));
     if let Some(delay) = retry_delay(last.retry_after.as_deref(), message) {
         transport = transport.with_retry_after(delay);
     }

@@ -2,17 +2,22 @@
 //! account's key is exchanged for a token that acts as one user (`sub`).
 //! yup-oauth2 does the signing and the exchange.
 
+use std::sync::Arc;
+
 use apimail_core::{AccessToken, Secret, TokenError, TokenSource};
 use yup_oauth2::authenticator::Authenticator;
 
 use crate::{Connector, SEND_SCOPE};
 
 /// Tokens for a service account acting as one user of its domain.
+/// Concurrent callers share one token request: yup-oauth2 caches tokens
+/// but would fetch once per caller while none is cached.
 #[derive(Clone)]
 pub struct ServiceAccountTokens {
     auth: Authenticator<Connector>,
     subject: String,
     token_url: Option<url::Url>,
+    one_fetch: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl std::fmt::Debug for ServiceAccountTokens {
@@ -60,6 +65,7 @@ impl ServiceAccountTokens {
             auth,
             subject: subject.to_owned(),
             token_url: parsed_token_url,
+            one_fetch: Arc::default(),
         })
     }
 }
@@ -81,6 +87,7 @@ impl ClassifyName for serde_json::Error {
 
 impl TokenSource for ServiceAccountTokens {
     async fn token(&self) -> Result<AccessToken, TokenError> {
+        let _one = self.one_fetch.lock().await;
         let token = self
             .auth
             .token(&[SEND_SCOPE])
@@ -91,8 +98,14 @@ impl TokenSource for ServiceAccountTokens {
 
     async fn refresh_after_rejection(
         &self,
-        _rejected: &AccessToken,
+        rejected: &AccessToken,
     ) -> Result<AccessToken, TokenError> {
+        let _one = self.one_fetch.lock().await;
+        // Another caller may have replaced the rejected token meanwhile.
+        let current = convert(self.auth.token(&[SEND_SCOPE]).await.map_err(map_error)?)?;
+        if current.secret.expose() != rejected.secret.expose() {
+            return Ok(current);
+        }
         let token = self
             .auth
             .force_refreshed_token(&[SEND_SCOPE])

@@ -182,7 +182,7 @@ pub(crate) fn classify_as(answer: &Answer, stage: Stage, principal: Principal) -
     if let Some(hint) = hint {
         text.push_str(&format!(" ({hint})"));
     }
-    let mut error = TransportError::new(kind, text);
+    let mut error = TransportError::new(kind, text).with_provider_error(code, message);
     if kind == ErrorKind::Temporary
         && let Some(delay) = answer.retry_after
     {

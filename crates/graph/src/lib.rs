@@ -28,8 +28,9 @@
 //! (`me()`/`user(id)` → `send_mail`, `messages().create_messages`,
 //! `message(id).attachments().create_attachments` /
 //! `create_upload_session`, `message(id).send`,
-//! `message(id).delete_messages`) on a `GraphClient` made per send from
-//! `GraphClientConfiguration::new().access_token(..).timeout(..)`, with
+//! `message(id).delete_messages`) on a `GraphClient` made from
+//! `GraphClientConfiguration::new().access_token(..).timeout(..)` and
+//! reused while the token stays the same (one connection pool), with
 //! these deliberate choices:
 //!
 //! - The endpoint is always set with `use_test_endpoint` (the configured

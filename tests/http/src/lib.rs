@@ -158,6 +158,7 @@ type Handler = dyn Fn(&Request) -> Reply + Send + Sync + 'static;
 /// all its connections, for benchmarks.
 #[derive(Debug, Default)]
 pub struct Traffic {
+    connections: AtomicU64,
     requests: AtomicU64,
     bytes_received: AtomicU64,
     bytes_sent: AtomicU64,
@@ -165,6 +166,11 @@ pub struct Traffic {
 }
 
 impl Traffic {
+    /// Connections accepted so far.
+    pub fn connections(&self) -> u64 {
+        self.connections.load(Ordering::SeqCst)
+    }
+
     /// Requests read so far (malformed ones included).
     pub fn requests(&self) -> u64 {
         self.requests.load(Ordering::SeqCst)
@@ -263,6 +269,7 @@ impl Server {
                     }
                     let Ok(stream) = stream else { continue };
                     let id = next_id.fetch_add(1, Ordering::Relaxed);
+                    traffic.connections.fetch_add(1, Ordering::SeqCst);
                     if let Ok(clone) = stream.try_clone() {
                         lock(&connections).insert(id, clone);
                     }

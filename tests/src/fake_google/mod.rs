@@ -208,6 +208,16 @@ impl FakeGoogle {
         lock(&self.state).messages.clone()
     }
 
+    /// The copies `address` received of the messages delivered so far
+    /// (see [`copy_for`](crate::fake_common::copy_for): no Bcc field).
+    pub fn inbox(&self, address: &str) -> Vec<Vec<u8>> {
+        let messages = self.messages();
+        messages
+            .iter()
+            .filter_map(|m| crate::fake_common::copy_for(&m.raw, address))
+            .collect()
+    }
+
     /// How many requests reached the Gmail API paths (faulted ones too;
     /// resumable chunk requests not).
     pub fn send_requests(&self) -> usize {

@@ -379,6 +379,16 @@ impl FakeMicrosoft {
         lock(&self.state).delivered.clone()
     }
 
+    /// The copies `address` received of the MIME messages delivered so far
+    /// (see [`copy_for`](crate::fake_common::copy_for): no Bcc field).
+    pub fn inbox(&self, address: &str) -> Vec<Vec<u8>> {
+        let delivered = self.delivered();
+        delivered
+            .iter()
+            .filter_map(|m| crate::fake_common::copy_for(&m.mime, address))
+            .collect()
+    }
+
     /// The drafts neither sent nor deleted, in creation order.
     pub fn drafts(&self) -> Vec<Draft> {
         lock(&self.state)

@@ -1,0 +1,471 @@
+//! apimail as a library: `apimail_mailer::Mailer` and its lettre transport
+//! against the fake providers.
+
+use std::time::{Duration, Instant};
+
+use apimail_mailer::{Credentials, ErrorKind, Mailer, MailerBuilder, MessageBuilder, Secret};
+use apimail_tests::fake_google::{self, FakeGoogle};
+use apimail_tests::fake_microsoft::{self, FakeMicrosoft};
+use lettre::AsyncTransport as _;
+
+const GMAIL_USER: &str = "boss@example.com";
+const TENANT: &str = "contoso.onmicrosoft.com";
+const APP_ID: &str = "0a0b0c0d-1111-2222-3333-444455556666";
+const APP_SECRET: &str = "app~secret~value~for~tests";
+const MAILBOX: &str = "alerts@contoso.com";
+
+fn gmail(fake: &FakeGoogle) -> MailerBuilder {
+    fake.register_fixture_service_account();
+    fake.allow_delegation(fake_google::FIXTURE_SERVICE_ACCOUNT, GMAIL_USER);
+    Mailer::builder(Credentials::GmailServiceAccount {
+        key_json: Secret::new(fake_google::service_account_key_json(&fake.token_url())),
+        user: GMAIL_USER.to_owned(),
+    })
+    .gmail_api_url(fake.gmail_url())
+}
+
+fn graph(fake: &FakeMicrosoft) -> MailerBuilder {
+    fake.add_app(TENANT, APP_ID, Some(APP_SECRET), None);
+    fake.add_mailbox(MAILBOX);
+    Mailer::builder(Credentials::GraphAppSecret {
+        tenant: TENANT.to_owned(),
+        client_id: APP_ID.to_owned(),
+        secret: Secret::new(APP_SECRET),
+        mailbox: MAILBOX.to_owned(),
+    })
+    .graph_api_url(fake.graph_url())
+    .authority_url(fake.authority_url())
+}
+
+fn lettre_message(from: &str) -> lettre::Message {
+    lettre::Message::builder()
+        .from(from.parse().unwrap())
+        .to("To One <to@example.org>".parse().unwrap())
+        .cc("cc@example.org".parse().unwrap())
+        .bcc("hidden@example.org".parse().unwrap())
+        .subject("through lettre")
+        .body("hello from lettre\r\n".to_owned())
+        .unwrap()
+}
+
+fn composed(from: &str, n: usize) -> apimail_mailer::Message {
+    MessageBuilder::new()
+        .from(from.parse().unwrap())
+        .to("to@example.org".parse().unwrap())
+        .subject(format!("message {n}"))
+        .text("hello")
+        .build()
+        .unwrap()
+}
+
+/// The header field `name` of `raw`, unfolded, lowercased.
+fn field(raw: &[u8], name: &str) -> Option<String> {
+    let message = mail_parser::MessageParser::default().parse(raw)?;
+    let value = message.header_raw(name)?;
+    Some(value.replace(['\r', '\n'], "").to_ascii_lowercase())
+}
+
+/// What the fake reads: every recipient in the headers; each recipient's
+/// copy: no Bcc.
+fn assert_every_recipient_gets_it(raw: &[u8], inbox: impl Fn(&str) -> Vec<Vec<u8>>) {
+    assert!(field(raw, "To").unwrap().contains("to@example.org"));
+    assert!(field(raw, "Cc").unwrap().contains("cc@example.org"));
+    assert!(
+        field(raw, "Bcc").unwrap().contains("hidden@example.org"),
+        "lettre's Bcc recipient is back in the header the provider reads"
+    );
+    for address in ["to@example.org", "cc@example.org", "hidden@example.org"] {
+        let copies = inbox(address);
+        assert_eq!(copies.len(), 1, "{address} receives it once");
+        assert_eq!(field(&copies[0], "Bcc"), None, "{address} sees no Bcc");
+        let text = String::from_utf8_lossy(&copies[0]);
+        assert!(
+            !text.contains("hidden@"),
+            "{address} cannot see the Bcc:\n{text}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn lettre_message_through_the_adapter_to_gmail_reaches_to_cc_and_bcc() {
+    let fake = FakeGoogle::start();
+    let mailer = gmail(&fake).build().await.unwrap();
+    let receipt = mailer
+        .lettre()
+        .send(lettre_message(GMAIL_USER))
+        .await
+        .unwrap();
+    let delivered = fake.messages();
+    assert_eq!(delivered.len(), 1);
+    assert_eq!(receipt.id.as_deref(), Some(delivered[0].id.as_str()));
+    assert_eq!(delivered[0].user, GMAIL_USER);
+    assert_every_recipient_gets_it(&delivered[0].raw, |a| fake.inbox(a));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn lettre_message_through_the_adapter_to_graph_reaches_to_cc_and_bcc() {
+    let fake = FakeMicrosoft::start();
+    let mailer = graph(&fake).build().await.unwrap();
+    mailer.lettre().send(lettre_message(MAILBOX)).await.unwrap();
+    let delivered = fake.delivered();
+    assert_eq!(delivered.len(), 1);
+    assert_eq!(delivered[0].mailbox, MAILBOX);
+    assert_eq!(delivered[0].via, "sendMail-mime");
+    assert_every_recipient_gets_it(&delivered[0].mime, |a| fake.inbox(a));
+}
+
+#[test]
+fn the_blocking_lettre_transport_runs_on_the_given_runtime_and_refuses_inside_one() {
+    use lettre::Transport as _;
+    let fake = FakeGoogle::start();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let mailer = runtime.block_on(gmail(&fake).build()).unwrap();
+    let blocking = mailer.lettre().blocking(runtime.handle().clone());
+    blocking.send(&lettre_message(GMAIL_USER)).unwrap();
+    assert_eq!(fake.messages().len(), 1);
+
+    let inside = runtime.block_on(async { blocking.send(&lettre_message(GMAIL_USER)) });
+    let error = inside.unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Config);
+    assert!(error.to_string().contains("AsyncTransport"), "{error}");
+    assert_eq!(
+        fake.messages().len(),
+        1,
+        "nothing sent from inside a runtime"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mailer_sends_composed_messages_with_gmail_and_graph() {
+    let google = FakeGoogle::start();
+    let mailer = gmail(&google).build().await.unwrap();
+    assert_eq!(mailer.provider(), "gmail");
+    let message = composed(GMAIL_USER, 1);
+    let receipt = mailer.send(&message).await.unwrap();
+    assert_eq!(receipt.provider, "gmail");
+    assert_eq!(google.messages()[0].raw, message.as_bytes());
+
+    let microsoft = FakeMicrosoft::start();
+    let mailer = graph(&microsoft).build().await.unwrap();
+    assert_eq!(mailer.provider(), "graph");
+    let message = composed(MAILBOX, 1);
+    mailer.send(&message).await.unwrap();
+    assert_eq!(microsoft.delivered()[0].mime, message.as_bytes());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_send_is_typed_with_the_providers_code_and_message() {
+    let fake = FakeMicrosoft::start();
+    let mailer = graph(&fake).no_retries().build().await.unwrap();
+    fake.fail_forever(fake_microsoft::Fault::Status429 {
+        retry_after_secs: Some(7),
+    });
+    let error = mailer.send(&composed(MAILBOX, 1)).await.unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Temporary, "{error}");
+    assert_eq!(error.retry_after(), Some(Duration::from_secs(7)));
+    assert_eq!(error.provider_code(), Some("ApplicationThrottled"));
+    assert!(
+        error
+            .provider_message()
+            .unwrap()
+            .contains("MailboxConcurrency"),
+        "{error:?}"
+    );
+    assert!(fake.delivered().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_send_past_its_deadline_fails_in_time() {
+    let fake = FakeGoogle::start();
+    let mailer = gmail(&fake).build().await.unwrap();
+    mailer.send(&composed(GMAIL_USER, 0)).await.unwrap();
+    fake.traffic().set_delay(Duration::from_secs(3));
+    let started = Instant::now();
+    let error = mailer
+        .with_deadline(Duration::from_millis(300))
+        .send(&composed(GMAIL_USER, 1))
+        .await
+        .unwrap_err();
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(2), "took {took:?}");
+    assert_eq!(error.deadline_elapsed(), Some(Duration::from_millis(300)));
+    assert_eq!(error.kind(), ErrorKind::Temporary);
+    assert!(error.is_outcome_unknown());
+}
+
+async fn concurrent_sends(mailer: &Mailer, from: &str, n: usize) {
+    let sends = (0..n).map(|i| {
+        let mailer = mailer.clone();
+        let message = composed(from, i);
+        tokio::spawn(async move { mailer.send(&message).await })
+    });
+    for send in sends.collect::<Vec<_>>() {
+        send.await.unwrap().unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_sends_share_one_token_request_gmail() {
+    let fake = FakeGoogle::start();
+    let mailer = gmail(&fake).build().await.unwrap();
+    concurrent_sends(&mailer, GMAIL_USER, 12).await;
+    assert_eq!(fake.messages().len(), 12);
+    assert_eq!(fake.total_token_requests(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_sends_share_one_token_request_graph() {
+    let fake = FakeMicrosoft::start();
+    let mailer = graph(&fake).build().await.unwrap();
+    concurrent_sends(&mailer, MAILBOX, 12).await;
+    assert_eq!(fake.delivered().len(), 12);
+    assert_eq!(fake.total_token_requests(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn from_config_sends_with_an_app_only_account() {
+    let fake = FakeMicrosoft::start();
+    fake.add_app(TENANT, APP_ID, Some(APP_SECRET), None);
+    fake.add_mailbox(MAILBOX);
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, APP_SECRET).unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "default_account = \"alerts\"\n\n[accounts.alerts]\nprovider = \"graph\"\n\
+             app_only = true\ntenant = \"{TENANT}\"\nclient_id = \"{APP_ID}\"\nuser = \"{MAILBOX}\"\n\
+             client_secret_file = \"{}\"\ngraph_api_url = \"{}\"\nauthority_url = \"{}\"\n",
+            secret.display(),
+            fake.graph_url(),
+            fake.authority_url()
+        ),
+    )
+    .unwrap();
+    let mailer = Mailer::from_config(Some(&config), None).await.unwrap();
+    mailer.send(&composed(MAILBOX, 1)).await.unwrap();
+    assert_eq!(fake.delivered()[0].mailbox, MAILBOX);
+
+    let error = Mailer::from_config(Some(&config), Some("nobody"))
+        .await
+        .unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Config);
+    assert!(error.to_string().contains("`nobody`"), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn builders_check_endpoints_and_name_no_secret() {
+    let error = Mailer::builder(Credentials::GraphAppSecret {
+        tenant: TENANT.to_owned(),
+        client_id: APP_ID.to_owned(),
+        secret: Secret::new(APP_SECRET),
+        mailbox: MAILBOX.to_owned(),
+    })
+    .graph_api_url("http://graph.example.com/")
+    .build()
+    .await
+    .unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Config);
+    assert!(error.to_string().contains("graph.example.com"), "{error}");
+    assert!(!format!("{error:?}").contains(APP_SECRET));
+}
+
+// The examples, run against the fakes. `cargo test --workspace` builds
+// them; alone: `cargo build -p apimail-mailer --features lettre --examples`.
+
+fn example(name: &str) -> std::process::Command {
+    let exe = std::env::current_exe().unwrap();
+    let path = exe
+        .parent()
+        .and_then(std::path::Path::parent)
+        .unwrap()
+        .join("examples")
+        .join(name);
+    assert!(
+        path.exists(),
+        "{} does not exist: run `cargo build -p apimail-mailer --features lettre --examples`",
+        path.display()
+    );
+    apimail_tests::apimail_at(&path)
+}
+
+fn gmail_env(fake: &FakeGoogle, dir: &std::path::Path) -> Vec<(String, String)> {
+    fake.register_fixture_service_account();
+    fake.allow_delegation(fake_google::FIXTURE_SERVICE_ACCOUNT, GMAIL_USER);
+    let key = dir.join("key.json");
+    std::fs::write(
+        &key,
+        fake_google::service_account_key_json(&fake.token_url()),
+    )
+    .unwrap();
+    vec![
+        (
+            "GOOGLE_APPLICATION_CREDENTIALS".into(),
+            key.display().to_string(),
+        ),
+        ("APIMAIL_GMAIL_USER".into(), GMAIL_USER.into()),
+        ("APIMAIL_GMAIL_API_URL".into(), fake.gmail_url()),
+    ]
+}
+
+#[test]
+fn example_env_send_sends_with_environment_credentials() {
+    let fake = FakeGoogle::start();
+    let dir = tempfile::tempdir().unwrap();
+    let out = apimail_tests::run(
+        example("env_send")
+            .envs(gmail_env(&fake, dir.path()))
+            .args([GMAIL_USER, "to@example.org"]),
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let delivered = fake.messages();
+    assert_eq!(delivered.len(), 1);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains(&delivered[0].id), "{stdout}");
+}
+
+#[test]
+fn example_graph_certificate_sends_app_only() {
+    let fake = FakeMicrosoft::start();
+    fake.add_app(
+        TENANT,
+        APP_ID,
+        None,
+        Some(fake_microsoft::fixture_certificate_der()),
+    );
+    fake.add_mailbox(MAILBOX);
+    let pem = fake_microsoft::fixture_certificate_pem_path();
+    let out = apimail_tests::run(
+        example("graph_certificate")
+            .env("GRAPH_API_URL", fake.graph_url())
+            .env("AUTHORITY_URL", fake.authority_url())
+            .args([TENANT, APP_ID])
+            .arg(&pem)
+            .args([MAILBOX, "to@example.org"]),
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(fake.delivered()[0].mailbox, MAILBOX);
+    assert_eq!(
+        fake.token_forms()[0]["client_assertion_type"],
+        fake_microsoft::CLIENT_ASSERTION_TYPE
+    );
+}
+
+#[test]
+fn example_lettre_adapter_keeps_bcc() {
+    let fake = FakeMicrosoft::start();
+    fake.add_app(TENANT, APP_ID, Some(APP_SECRET), None);
+    fake.add_mailbox(MAILBOX);
+    let out = apimail_tests::run(
+        example("lettre_adapter")
+            .env("AZURE_TENANT_ID", TENANT)
+            .env("AZURE_CLIENT_ID", APP_ID)
+            .env("AZURE_CLIENT_SECRET", APP_SECRET)
+            .env("APIMAIL_GRAPH_USER", MAILBOX)
+            .env("APIMAIL_GRAPH_API_URL", fake.graph_url())
+            .env("APIMAIL_MS_AUTHORITY_URL", fake.authority_url())
+            .args([
+                MAILBOX,
+                "to@example.org",
+                "cc@example.org",
+                "hidden@example.org",
+            ]),
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let delivered = fake.delivered();
+    assert_every_recipient_gets_it(&delivered[0].mime, |a| fake.inbox(a));
+}
+
+#[test]
+fn example_alert_webhook_turns_an_alert_into_a_mail() {
+    use std::io::BufRead as _;
+    let fake = FakeGoogle::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = example("alert_webhook")
+        .envs(gmail_env(&fake, dir.path()))
+        .env("ALERT_FROM", GMAIL_USER)
+        .env("ALERT_TO", "oncall@example.org")
+        .env("LISTEN", "127.0.0.1:0")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap()
+        .to_owned();
+    let post = |body: &str| {
+        apimail_tests::http::request(
+            "POST",
+            &format!("{url}/alert"),
+            &[("Content-Type", "application/json")],
+            body.as_bytes(),
+        )
+        .unwrap()
+    };
+    let accepted = post(r#"{"title":"disk full","severity":"critical","text":"/var at 99%"}"#);
+    let refused = post(r#"{"severity":"low"}"#);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(accepted.status, 202, "{}", accepted.body_text());
+    assert_eq!(refused.status, 400, "{}", refused.body_text());
+    let delivered = fake.messages();
+    assert_eq!(delivered.len(), 1);
+    assert_eq!(accepted.body_json()["id"], delivered[0].id.as_str());
+    let raw = String::from_utf8_lossy(&delivered[0].raw);
+    assert!(raw.contains("Subject: [critical] disk full"), "{raw}");
+    assert!(raw.contains("/var at 99%"), "{raw}");
+}
+
+/// Connections are reused: 1 for the token (its own client) plus about one
+/// per send in flight (4), never one per send. Measured: 5 to 8, the pool
+/// sometimes opening one before a finished send's connection is back.
+fn assert_reused(connections: u64) {
+    assert!(connections <= 10, "{connections} connections for 100 sends");
+}
+
+/// 100 sends from one mailer, 4 at a time (Graph's limit per mailbox).
+async fn hundred_sends(mailer: &Mailer, from: &str) {
+    let workers = (0..4).map(|worker| {
+        let mailer = mailer.clone();
+        let from = from.to_owned();
+        tokio::spawn(async move {
+            for i in 0..25 {
+                mailer
+                    .send(&composed(&from, worker * 25 + i))
+                    .await
+                    .unwrap();
+            }
+        })
+    });
+    for worker in workers.collect::<Vec<_>>() {
+        worker.await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hundred_sends_reuse_connections_and_one_token_gmail() {
+    let fake = FakeGoogle::start();
+    let mailer = gmail(&fake).build().await.unwrap();
+    hundred_sends(&mailer, GMAIL_USER).await;
+    assert_eq!(fake.messages().len(), 100);
+    assert_eq!(fake.total_token_requests(), 1);
+    assert_eq!(fake.traffic().requests(), 101);
+    assert_reused(fake.traffic().connections());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hundred_sends_reuse_connections_and_one_token_graph() {
+    let fake = FakeMicrosoft::start();
+    let mailer = graph(&fake).build().await.unwrap();
+    hundred_sends(&mailer, MAILBOX).await;
+    assert_eq!(fake.delivered().len(), 100);
+    assert_eq!(fake.total_token_requests(), 1);
+    assert_eq!(fake.traffic().requests(), 101);
+    assert_reused(fake.traffic().connections());
+}
