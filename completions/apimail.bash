@@ -31,6 +31,9 @@ _apimail() {
             apimail,queue)
                 cmd="apimail__subcmd__queue"
                 ;;
+            apimail,relay)
+                cmd="apimail__subcmd__relay"
+                ;;
             apimail,send)
                 cmd="apimail__subcmd__send"
                 ;;
@@ -106,6 +109,9 @@ _apimail() {
             apimail__subcmd__help,queue)
                 cmd="apimail__subcmd__help__subcmd__queue"
                 ;;
+            apimail__subcmd__help,relay)
+                cmd="apimail__subcmd__help__subcmd__relay"
+                ;;
             apimail__subcmd__help,send)
                 cmd="apimail__subcmd__help__subcmd__send"
                 ;;
@@ -145,6 +151,18 @@ _apimail() {
             apimail__subcmd__help__subcmd__queue,show)
                 cmd="apimail__subcmd__help__subcmd__queue__subcmd__show"
                 ;;
+            apimail__subcmd__help__subcmd__relay,user)
+                cmd="apimail__subcmd__help__subcmd__relay__subcmd__user"
+                ;;
+            apimail__subcmd__help__subcmd__relay__subcmd__user,add)
+                cmd="apimail__subcmd__help__subcmd__relay__subcmd__user__subcmd__add"
+                ;;
+            apimail__subcmd__help__subcmd__relay__subcmd__user,list)
+                cmd="apimail__subcmd__help__subcmd__relay__subcmd__user__subcmd__list"
+                ;;
+            apimail__subcmd__help__subcmd__relay__subcmd__user,remove)
+                cmd="apimail__subcmd__help__subcmd__relay__subcmd__user__subcmd__remove"
+                ;;
             apimail__subcmd__queue,drop)
                 cmd="apimail__subcmd__queue__subcmd__drop"
                 ;;
@@ -181,6 +199,51 @@ _apimail() {
             apimail__subcmd__queue__subcmd__help,show)
                 cmd="apimail__subcmd__queue__subcmd__help__subcmd__show"
                 ;;
+            apimail__subcmd__relay,help)
+                cmd="apimail__subcmd__relay__subcmd__help"
+                ;;
+            apimail__subcmd__relay,user)
+                cmd="apimail__subcmd__relay__subcmd__user"
+                ;;
+            apimail__subcmd__relay__subcmd__help,help)
+                cmd="apimail__subcmd__relay__subcmd__help__subcmd__help"
+                ;;
+            apimail__subcmd__relay__subcmd__help,user)
+                cmd="apimail__subcmd__relay__subcmd__help__subcmd__user"
+                ;;
+            apimail__subcmd__relay__subcmd__help__subcmd__user,add)
+                cmd="apimail__subcmd__relay__subcmd__help__subcmd__user__subcmd__add"
+                ;;
+            apimail__subcmd__relay__subcmd__help__subcmd__user,list)
+                cmd="apimail__subcmd__relay__subcmd__help__subcmd__user__subcmd__list"
+                ;;
+            apimail__subcmd__relay__subcmd__help__subcmd__user,remove)
+                cmd="apimail__subcmd__relay__subcmd__help__subcmd__user__subcmd__remove"
+                ;;
+            apimail__subcmd__relay__subcmd__user,add)
+                cmd="apimail__subcmd__relay__subcmd__user__subcmd__add"
+                ;;
+            apimail__subcmd__relay__subcmd__user,help)
+                cmd="apimail__subcmd__relay__subcmd__user__subcmd__help"
+                ;;
+            apimail__subcmd__relay__subcmd__user,list)
+                cmd="apimail__subcmd__relay__subcmd__user__subcmd__list"
+                ;;
+            apimail__subcmd__relay__subcmd__user,remove)
+                cmd="apimail__subcmd__relay__subcmd__user__subcmd__remove"
+                ;;
+            apimail__subcmd__relay__subcmd__user__subcmd__help,add)
+                cmd="apimail__subcmd__relay__subcmd__user__subcmd__help__subcmd__add"
+                ;;
+            apimail__subcmd__relay__subcmd__user__subcmd__help,help)
+                cmd="apimail__subcmd__relay__subcmd__user__subcmd__help__subcmd__help"
+                ;;
+            apimail__subcmd__relay__subcmd__user__subcmd__help,list)
+                cmd="apimail__subcmd__relay__subcmd__user__subcmd__help__subcmd__list"
+                ;;
+            apimail__subcmd__relay__subcmd__user__subcmd__help,remove)
+                cmd="apimail__subcmd__relay__subcmd__user__subcmd__help__subcmd__remove"
+                ;;
             *)
                 ;;
         esac
@@ -188,7 +251,7 @@ _apimail() {
 
     case "${cmd}" in
         apimail)
-            opts="-v -h -V --config --verbose --debug --help --version send auth sendmail queue doctor log help"
+            opts="-v -h -V --config --verbose --debug --help --version send auth sendmail queue doctor log relay help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -586,7 +649,7 @@ _apimail() {
             return 0
             ;;
         apimail__subcmd__help)
-            opts="send auth sendmail queue doctor log help"
+            opts="send auth sendmail queue doctor log relay help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -812,6 +875,76 @@ _apimail() {
         apimail__subcmd__help__subcmd__queue__subcmd__show)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        apimail__subcmd__help__subcmd__relay)
+            opts="user"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        apimail__subcmd__help__subcmd__relay__subcmd__user)
+            opts="add list remove"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        apimail__subcmd__help__subcmd__relay__subcmd__user__subcmd__add)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        apimail__subcmd__help__subcmd__relay__subcmd__user__subcmd__list)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        apimail__subcmd__help__subcmd__relay__subcmd__user__subcmd__remove)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -1076,6 +1209,270 @@ _apimail() {
         apimail__subcmd__queue__subcmd__show)
             opts="-v -h --config --verbose --debug --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        apimail__subcmd__relay)
+            opts="-v -h --listen --listen-tls --config --verbose --debug --help user help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --listen)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --listen-tls)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        apimail__subcmd__relay__subcmd__help)
+            opts="user help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        apimail__subcmd__relay__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        apimail__subcmd__relay__subcmd__help__subcmd__user)
+            opts="add list remove"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        apimail__subcmd__relay__subcmd__help__subcmd__user__subcmd__add)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        apimail__subcmd__relay__subcmd__help__subcmd__user__subcmd__list)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        apimail__subcmd__relay__subcmd__help__subcmd__user__subcmd__remove)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        apimail__subcmd__relay__subcmd__user)
+            opts="-v -h --config --verbose --debug --help add list remove help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        apimail__subcmd__relay__subcmd__user__subcmd__add)
+            opts="-v -h --account --allowed-from --rewrite-from --messages-per-minute --config --verbose --debug --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --account)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --allowed-from)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --messages-per-minute)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        apimail__subcmd__relay__subcmd__user__subcmd__help)
+            opts="add list remove help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        apimail__subcmd__relay__subcmd__user__subcmd__help__subcmd__add)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        apimail__subcmd__relay__subcmd__user__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        apimail__subcmd__relay__subcmd__user__subcmd__help__subcmd__list)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        apimail__subcmd__relay__subcmd__user__subcmd__help__subcmd__remove)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        apimail__subcmd__relay__subcmd__user__subcmd__list)
+            opts="-v -h --config --verbose --debug --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        apimail__subcmd__relay__subcmd__user__subcmd__remove)
+            opts="-v -h --config --verbose --debug --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi

@@ -727,16 +727,17 @@ fn status_and_doctor_warn_of_google_testing_apps_ending() {
     let checks = report["checks"].as_array().unwrap();
     let names: Vec<&str> = checks.iter().map(|c| c["name"].as_str().unwrap()).collect();
     assert_eq!(
-        names[..5],
+        names[..6],
         [
             "configuration",
+            "certificates",
             "account",
             "address",
             "token store",
             "authorization"
         ]
     );
-    let authorization = &checks[4];
+    let authorization = &checks[5];
     assert_eq!(authorization["status"], "warn");
     assert!(
         authorization["hint"]

@@ -265,11 +265,16 @@ pub fn planned_listeners(
             .map(|a| (a, "starttls"))
             .chain(listen_tls.iter().map(|a| (a, "implicit")));
         for (n, (addr, tls)) in flags.enumerate() {
+            // A listener from the flags serves other hosts only with AUTH.
+            let loopback = addr
+                .parse::<SocketAddr>()
+                .is_ok_and(|a| a.ip().to_canonical().is_loopback());
             wanted.push((
                 format!("listen-{}", n + 1),
                 RelayListener {
                     listen: addr.clone(),
                     tls: Some(tls.to_owned()),
+                    require_auth: !loopback,
                     ..RelayListener::default()
                 },
             ));
@@ -277,7 +282,7 @@ pub fn planned_listeners(
     }
     wanted
         .into_iter()
-        .map(|(name, mut settings)| {
+        .map(|(name, settings)| {
             let addr: SocketAddr = settings.listen.parse().map_err(|_| {
                 Failure::new(
                     Exit::Usage,
@@ -285,10 +290,6 @@ pub fn planned_listeners(
                 )
                 .hint("write it as 127.0.0.1:2525, 0.0.0.0:587 or [::1]:2525")
             })?;
-            // A listener from the flags serves other hosts only with AUTH.
-            if name.starts_with("listen-") && !addr.ip().is_loopback() {
-                settings.require_auth = true;
-            }
             Ok(Planned {
                 name,
                 addr,
@@ -789,5 +790,53 @@ fn users_check(ctx: &Context, users: &Users) -> Result<String, (String, String)>
             problems.join("; "),
             "log the account in (`apimail auth login …`), or move the user: `apimail relay user add NAME --account ACCOUNT`".to_owned(),
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(text: &str) -> Config {
+        toml::from_str(text).unwrap()
+    }
+
+    #[test]
+    fn the_default_listener_is_loopback_2525_and_flags_off_loopback_require_auth() {
+        let settings = RelaySettings::default();
+        let planned = planned_listeners(&settings, &[], &[]).unwrap();
+        assert_eq!(planned.len(), 1);
+        assert_eq!(planned[0].addr.to_string(), DEFAULT_LISTEN);
+        assert!(!planned[0].settings.require_auth);
+
+        let flags = ["0.0.0.0:587".to_owned(), "127.0.0.1:2525".to_owned()];
+        let planned = planned_listeners(&settings, &flags, &["[::]:465".to_owned()]).unwrap();
+        let auth: Vec<bool> = planned.iter().map(|p| p.settings.require_auth).collect();
+        assert_eq!(auth, [true, false, true]);
+        assert_eq!(planned[2].settings.tls.as_deref(), Some("implicit"));
+
+        let error = planned_listeners(&settings, &["printer:25".to_owned()], &[]).unwrap_err();
+        assert_eq!(error.exit, Exit::Usage);
+    }
+
+    #[test]
+    fn an_open_listener_and_a_missing_account_are_problems() {
+        let config = config(
+            "default_account = \"work\"\n[accounts.work]\nprovider = \"gmail\"\n\
+             [relay.listeners.open]\nlisten = \"0.0.0.0:25\"\n\
+             [relay.listeners.lan]\nlisten = \"0.0.0.0:2526\"\nallowed_networks = [\"192.168.1.0/24\", \"10.1.2.3\"]\n\
+             [relay.listeners.gone]\nlisten = \"127.0.0.1:2527\"\naccount = \"gone\"\n",
+        );
+        let settings = config.relay.clone().unwrap();
+        let planned = planned_listeners(&settings, &[], &[]).unwrap();
+        let problems = |name: &str| {
+            let p = planned.iter().find(|p| p.name == name).unwrap();
+            listener_problems(&config, p)
+        };
+        assert!(problems("open")[0].contains("open relay"));
+        assert!(problems("lan").is_empty(), "{:?}", problems("lan"));
+        assert!(problems("gone")[0].contains("account `gone`"));
+        let lan = planned.iter().find(|p| p.name == "lan").unwrap();
+        assert_eq!(networks(lan).len(), 2);
     }
 }

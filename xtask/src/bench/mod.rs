@@ -248,14 +248,23 @@ fn relay_only(
     let figures = relay::measure(&world, options)?;
     let path = results_path(root, target, options);
     let mut text = fs::read_to_string(&path).unwrap_or_default();
-    if let Some(at) = text.find(relay::HEADING) {
-        text.truncate(at);
-    } else if !text.is_empty() && !text.ends_with("\n\n") {
-        text.push('\n');
-    }
     let mut section = String::new();
     relay::render(&figures, profile, &mut section);
-    text.push_str(&section);
+    if let Some(at) = text.find(relay::HEADING) {
+        // The relay's section runs to the next section (or the end).
+        let after = at + relay::HEADING.len();
+        let end = ["\n## ", "\n<!-- "]
+            .iter()
+            .filter_map(|next| text[after..].find(next).map(|i| after + i + 1))
+            .min()
+            .unwrap_or(text.len());
+        text.replace_range(at..end, &section);
+    } else {
+        if !text.is_empty() && !text.ends_with("\n\n") {
+            text.push('\n');
+        }
+        text.push_str(&section);
+    }
     if let Some(dir) = path.parent() {
         fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }

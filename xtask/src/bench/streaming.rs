@@ -118,7 +118,7 @@ pub(crate) fn section(world: &World, options: &Options, commit: &str) -> Result<
     }
 
     let mut text = format!(
-        "{BEGIN}\n## 6. Streaming from disk (issue 11)\n\n\
+        "{BEGIN}\n## 7. Streaming from disk (issue 11)\n\n\
          Written by `cargo xtask bench --only streaming` at commit `{commit}`: apimail alone, \
          the median (min–max) of {} run(s), {} ms added to every request. Peak RSS is the real \
          binary's, as GNU time reports it; \"nothing left\" means no file in the outbox's \
