@@ -79,7 +79,7 @@ impl Options {
                     other => {
                         return Err(format!(
                             "`--only {}`: the selections are `streaming` and `relay`",
-                            other.map(String::as_str).unwrap_or_default()
+                            other.unwrap_or_default()
                         ));
                     }
                 },
@@ -226,6 +226,9 @@ fn run_streaming(root: &Path, target: &Path, exe: &Path, options: &Options) -> R
         "==> bench: wrote the streaming section of {}",
         path.display()
     );
+    Ok(())
+}
+
 fn results_path(root: &Path, target: &Path, options: &Options) -> PathBuf {
     if options.quick {
         target.join("bench/RESULTS-quick.md")
