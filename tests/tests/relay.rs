@@ -1,6 +1,7 @@
 //! `apimail relay` end to end: the real binary listening on a free port
 //! with the sandbox's configuration, real SMTP clients (Python's smtplib,
-//! swaks, msmtp, lettre) in front of it, and the fake Gmail behind it.
+//! swaks, msmtp, lettre) in front of it, and the fake Gmail (or, once,
+//! the fake Graph) behind it.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -9,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use apimail_tests::fake_google::{FakeGoogle, Fault};
+use apimail_tests::fake_microsoft::FakeMicrosoft;
 use apimail_tests::{Run, Sandbox, run, run_with_stdin};
 
 const ACCOUNT: &str = "user@example.com";
@@ -279,6 +281,40 @@ fn loopback_mail_arrives_byte_exact_with_rcpt_only_recipients_as_bcc_and_is_logg
         );
     }
     assert!(relay.log().contains("accepted "), "{}", relay.log());
+}
+
+#[test]
+fn graph_account_relays_with_rcpt_only_recipients_as_bcc() {
+    const USER: &str = "user@contoso.com";
+    let fake = FakeMicrosoft::start();
+    let sandbox = Sandbox::microsoft(&fake);
+    let login = sandbox.login_graph(&fake, &["--login-hint", USER]);
+    assert_eq!(login.code, 0, "{}", login.stderr);
+    let (relay, addr) = relay_on_loopback(&sandbox, "", "");
+    let message = format!(
+        "From: {USER}\r\nTo: to@example.net\r\nSubject: scan\r\nMessage-ID: <relay-graph@example.com>\r\n\r\nscanned page\r\n"
+    );
+    let out = smtplib(
+        &sandbox,
+        &addr,
+        USER,
+        "to@example.net,hidden@example.net",
+        message.as_bytes(),
+        &[],
+    );
+    assert!(out.starts_with("sent {}"), "{out}");
+
+    relay.wait_log("delivered", Duration::from_secs(30));
+    let delivered = fake.delivered();
+    assert_eq!(delivered.len(), 1, "{delivered:?}");
+    let text = String::from_utf8(delivered[0].mime.clone()).unwrap();
+    assert!(text.ends_with("scanned page\r\n"), "{text}");
+    assert!(
+        header(&text, "Bcc").is_some_and(|b| b.contains("hidden@example.net")),
+        "the RCPT-only recipient reaches Graph as Bcc:\n{text}"
+    );
+    let seen_by_to = String::from_utf8(fake.inbox("to@example.net").remove(0)).unwrap();
+    assert!(header(&seen_by_to, "Bcc").is_none(), "{seen_by_to}");
 }
 
 // 2. AUTH, STARTTLS, wrong passwords, the back-off
