@@ -725,14 +725,7 @@ fn error_chain_unknown(error: &TransportError) -> bool {
 
 /// The error and its causes on one line, for the entry and the journal.
 pub fn error_text(error: &TransportError) -> String {
-    let mut text = error.to_string();
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
+    crate::transport::error_chain(error)
 }
 
 /// The envelope stored with an entry.

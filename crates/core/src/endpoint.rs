@@ -70,13 +70,7 @@ impl ProbeFailure {
     /// Reads a client's error for a probe of `url`: the failure and the
     /// error's text with its causes.
     pub fn read(error: &(dyn std::error::Error + 'static), url: &Url) -> (ProbeFailure, String) {
-        let mut text = error.to_string();
-        let mut source = error.source();
-        while let Some(cause) = source {
-            text.push_str(": ");
-            text.push_str(&cause.to_string());
-            source = cause.source();
-        }
+        let text = crate::transport::error_chain(error);
         let failure = match NetFailure::diagnose(error, url) {
             Some(failure) => ProbeFailure::Net(failure),
             None if text.to_lowercase().contains("refused") => ProbeFailure::Refused,

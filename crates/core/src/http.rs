@@ -381,6 +381,28 @@ impl<T> Stall<T> {
         self.timer.as_mut().reset(Instant::now() + self.limit);
     }
 
+    /// Notes a write's progress; a write that cannot go on counts toward
+    /// the stall.
+    fn after_write(
+        &mut self,
+        cx: &mut Context<'_>,
+        poll: Poll<io::Result<usize>>,
+    ) -> Poll<io::Result<usize>> {
+        match poll {
+            Poll::Ready(result) => {
+                self.write_blocked = false;
+                if matches!(result, Ok(n) if n > 0) {
+                    self.moved();
+                }
+                Poll::Ready(result)
+            }
+            Poll::Pending => {
+                self.write_blocked = true;
+                self.check(cx, Phase::Sending).map(Err)
+            }
+        }
+    }
+
     /// Polled while the IO is pending: the error once the limit passed.
     fn check(&mut self, cx: &mut Context<'_>, phase: Phase) -> Poll<io::Error> {
         match self.timer.as_mut().poll(cx) {
@@ -431,19 +453,8 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Stall<T> {
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        match Pin::new(&mut this.io).poll_write(cx, data) {
-            Poll::Ready(result) => {
-                this.write_blocked = false;
-                if matches!(result, Ok(n) if n > 0) {
-                    this.moved();
-                }
-                Poll::Ready(result)
-            }
-            Poll::Pending => {
-                this.write_blocked = true;
-                this.check(cx, Phase::Sending).map(Err)
-            }
-        }
+        let poll = Pin::new(&mut this.io).poll_write(cx, data);
+        this.after_write(cx, poll)
     }
 
     fn poll_write_vectored(
@@ -452,19 +463,8 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Stall<T> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        match Pin::new(&mut this.io).poll_write_vectored(cx, bufs) {
-            Poll::Ready(result) => {
-                this.write_blocked = false;
-                if matches!(result, Ok(n) if n > 0) {
-                    this.moved();
-                }
-                Poll::Ready(result)
-            }
-            Poll::Pending => {
-                this.write_blocked = true;
-                this.check(cx, Phase::Sending).map(Err)
-            }
-        }
+        let poll = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
+        this.after_write(cx, poll)
     }
 
     fn is_write_vectored(&self) -> bool {

@@ -62,5 +62,5 @@ pub use token::{AccessToken, EXPIRY_MARGIN, TokenError, TokenResponse, TokenSour
 pub use token_sources::{RefreshTokenSource, StoredTokens};
 pub use transport::{
     DeliveryNotes, Envelope, ErrorKind, FileTransport, MemoryNotes, Receipt, SentMessage,
-    StoredMessage, StubTransport, Transport, TransportError,
+    StoredMessage, StubTransport, Transport, TransportError, error_chain,
 };

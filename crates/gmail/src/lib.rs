@@ -260,15 +260,28 @@ impl<T: TokenSource> GmailTransport<T> {
                 ),
             ));
         }
+        self.with_token(move |token| async move { self.send_with(&token, upload).await })
+            .await
+    }
+
+    /// Runs `request` with the current access token, and once more with a
+    /// fresh one if Gmail rejected the first.
+    async fn with_token<R, F>(
+        &self,
+        request: impl Fn(AccessToken) -> F,
+    ) -> Result<R, TransportError>
+    where
+        F: Future<Output = Result<R, TransportError>>,
+    {
         let token = self.tokens.token().await.map_err(token_failure)?;
-        match self.send_with(&token, upload).await {
+        match request(token.clone()).await {
             Err(e) if errors::is_rejected_token(&e) => {
                 let token = self
                     .tokens
                     .refresh_after_rejection(&token)
                     .await
                     .map_err(token_failure)?;
-                self.send_with(&token, upload).await
+                request(token).await
             }
             other => other,
         }
@@ -421,18 +434,9 @@ impl<T: TokenSource> Transport for GmailTransport<T> {
         if !self.sent_check {
             return Ok(None);
         }
-        let token = self.tokens.token().await.map_err(token_failure)?;
-        let found = match self.find_sent(&token, message_id).await {
-            Err(e) if errors::is_rejected_token(&e) => {
-                let token = self
-                    .tokens
-                    .refresh_after_rejection(&token)
-                    .await
-                    .map_err(token_failure)?;
-                self.find_sent(&token, message_id).await
-            }
-            other => other,
-        }?;
+        let found = self
+            .with_token(move |token| async move { self.find_sent(&token, message_id).await })
+            .await?;
         Ok(Some(found))
     }
 }

@@ -124,7 +124,7 @@ impl tower_service::Service<Uri> for ProxyConnector {
                             }
                             Box::new(ProxyError {
                                 setting,
-                                detail: error_text(e.as_ref()),
+                                detail: apimail_core::error_chain(e.as_ref()),
                             })
                         })
                 })
@@ -135,18 +135,6 @@ impl tower_service::Service<Uri> for ProxyConnector {
             }
         }
     }
-}
-
-/// An error and its causes on one line.
-fn error_text(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// The connect timeout around the whole opening of a connection: TCP, the
