@@ -341,7 +341,7 @@ pub(crate) fn login_failure(error: LoginError, setup: &LoginSetup) -> Failure {
     if let LoginError::Token(wrong @ TokenError::NotTokenEndpoint { .. }) = &error {
         return wrong_token_url(wrong, &setup.token_setting, provider);
     }
-    if let Some(failure) = crate::graph_auth::aadsts_failure(&error, setup) {
+    if let Some(failure) = aadsts_failure(&error, setup) {
         return failure;
     }
     let redirect = setup.redirect();
@@ -806,4 +806,24 @@ it stops working after 90 days unused, or at once with \"Sign out everywhere\" (
         )),
     }
     Ok(())
+}
+
+/// A login failure that carries an AADSTS code, explained by the code, or
+/// `None` (see [`crate::aadsts::advice`]).
+pub(crate) fn aadsts_failure(error: &LoginError, setup: &LoginSetup) -> Option<Failure> {
+    let description = match error {
+        LoginError::Denied { description } | LoginError::Provider { description, .. } => {
+            description.as_deref()
+        }
+        LoginError::Token(
+            TokenError::InvalidGrant { description } | TokenError::Refused { description, .. },
+        ) => description.as_deref(),
+        _ => None,
+    }?;
+    let code = crate::aadsts::code(description)?;
+    let relogin = "run the login again";
+    let advice =
+        crate::aadsts::advice(code, setup.consent_url.as_ref(), &setup.redirect(), relogin)?;
+    let text = error.to_string();
+    Some(Failure::new(advice.exit, anyhow!(text).context(advice.cause)).hint(advice.fix))
 }

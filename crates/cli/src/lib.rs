@@ -5,6 +5,7 @@
 //! their errors into `error:` / `caused by:` / `hint:` reports with
 //! sysexits exit codes. It also owns the async runtime and the log output.
 
+mod aadsts;
 mod auth;
 mod cli;
 pub mod codegen;

@@ -928,11 +928,8 @@ pub fn send_failure(error: TransportError, resolved: &Resolved) -> Failure {
         && let Some(
             TokenError::InvalidGrant { description } | TokenError::Refused { description, .. },
         ) = token_error
-        && let Some(code) = description
-            .as_deref()
-            .and_then(crate::graph_auth::aadsts_code)
-        && let Some(advice) =
-            crate::graph_auth::aadsts_advice(code, None, "", &relogin_hint(resolved))
+        && let Some(code) = description.as_deref().and_then(crate::aadsts::code)
+        && let Some(advice) = crate::aadsts::advice(code, None, "", &relogin_hint(resolved))
     {
         return Failure::new(advice.exit, anyhow::Error::new(error).context(advice.cause))
             .hint(advice.fix);
