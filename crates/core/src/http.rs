@@ -624,7 +624,7 @@ impl NetFailure {
         None
     }
 
-    /// The failure as a [`TransportError`]: a timeout is temporary (its
+    /// The failure as a [`TransportError`](crate::TransportError): a timeout is temporary (its
     /// outcome unknown when `delivers` and the connection had opened), the
     /// rest are configuration problems. The failure stays reachable as the
     /// error's source, for [`NetFailure::hint`].

@@ -30,7 +30,7 @@
 //! command line's configuration, with its token store) and
 //! [`Mailer::builder`] with explicit [`Credentials`], which touches neither
 //! the environment nor the disk. With the `lettre` feature,
-//! [`Mailer::lettre`] is a lettre transport.
+//! `Mailer::lettre` (feature `lettre`) is a lettre transport.
 
 #![warn(missing_docs)]
 
@@ -141,7 +141,7 @@ impl Mailer {
 
     /// Sends RFC 5322 bytes. The providers deliver to the addresses in the
     /// To, Cc and Bcc headers; `envelope` is what the caller expects them
-    /// to be (see [`Mailer::lettre`] for envelope recipients missing from
+    /// to be (see `Mailer::lettre`, feature `lettre`, for envelope recipients missing from
     /// the headers).
     pub async fn send_raw(&self, message: &[u8], envelope: &Envelope) -> Result<Receipt, Error> {
         let attempts = self.inner.retry.run(
