@@ -24,17 +24,17 @@ fn stdout(run: &Run) -> String {
     String::from_utf8_lossy(&run.stdout).into_owned()
 }
 
+/// The Message-ID header of a raw message ("" when it has none).
+fn message_id(raw: &[u8]) -> String {
+    let text = String::from_utf8_lossy(raw);
+    text.lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("message-id: "))
+        .map(|l| l["Message-ID: ".len()..].trim().to_owned())
+        .unwrap_or_default()
+}
+
 fn message_ids(fake: &FakeGoogle) -> Vec<String> {
-    fake.messages()
-        .iter()
-        .map(|m| {
-            let text = String::from_utf8_lossy(&m.raw).into_owned();
-            text.lines()
-                .find(|l| l.to_ascii_lowercase().starts_with("message-id: "))
-                .map(|l| l["Message-ID: ".len()..].trim().to_owned())
-                .unwrap_or_default()
-        })
-        .collect()
+    fake.messages().iter().map(|m| message_id(&m.raw)).collect()
 }
 
 /// A refresh token of [`ACCOUNT`] for the environment.
@@ -223,13 +223,7 @@ fn graph_logged_in(extra: &[&str]) -> (FakeMicrosoft, Sandbox) {
 fn graph_message_ids(fake: &FakeMicrosoft) -> Vec<String> {
     fake.delivered()
         .iter()
-        .map(|m| {
-            let text = String::from_utf8_lossy(&m.mime).into_owned();
-            text.lines()
-                .find(|l| l.to_ascii_lowercase().starts_with("message-id: "))
-                .map(|l| l["Message-ID: ".len()..].trim().to_owned())
-                .unwrap_or_default()
-        })
+        .map(|m| message_id(&m.mime))
         .collect()
 }
 
