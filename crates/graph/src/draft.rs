@@ -22,6 +22,7 @@ use graph_rs_sdk::http::Body;
 use serde_json::json;
 
 use crate::errors::{Answer, Stage};
+use crate::source::{Chunks, Origin};
 use crate::{
     CHUNK_BYTES, GraphTransport, Session, UPLOAD_SESSION_THRESHOLD, json_string, mime, upload,
 };
@@ -103,7 +104,11 @@ pub fn after_interruption(notes: &dyn DeliveryNotes) -> std::io::Result<bool> {
     Ok(false)
 }
 
-/// The Message-ID of `message`, angle brackets included.
+/// The most of a message read for its Message-ID.
+const HEADER_SECTION_LIMIT: usize = 1024 * 1024;
+
+/// The Message-ID of `message` (its header section will do), angle
+/// brackets included.
 pub(crate) fn message_id(message: &[u8]) -> Option<String> {
     let headers = mail_parser::MessageParser::new().parse_headers(message)?;
     headers.message_id().map(|id| format!("<{}>", id.trim()))
@@ -116,6 +121,7 @@ impl<T: TokenSource> GraphTransport<T> {
     pub(crate) async fn send_large(
         &self,
         session: &mut Session<'_, T>,
+        origin: Origin<'_>,
         split: mime::Split,
         draft_base64: String,
         notes: &dyn DeliveryNotes,
@@ -156,7 +162,7 @@ impl<T: TokenSource> GraphTransport<T> {
             split.attachments.len()
         );
         for attachment in &split.attachments {
-            if let Err(failure) = self.add_attachment(session, &id, attachment).await {
+            if let Err(failure) = self.add_attachment(session, &id, origin, attachment).await {
                 return Err(self.abandon(session, &id, notes, failure).await);
             }
         }
@@ -169,7 +175,7 @@ impl<T: TokenSource> GraphTransport<T> {
         &self,
         session: &mut Session<'_, T>,
         id: &str,
-        message: &[u8],
+        origin: Origin<'_>,
         notes: &dyn DeliveryNotes,
         durable: bool,
     ) -> Result<Resumed, TransportError> {
@@ -187,7 +193,15 @@ impl<T: TokenSource> GraphTransport<T> {
         }
         let unknown = notes.get(NOTE_SEND_UNKNOWN).is_some();
         let mut looked = None;
-        if unknown && let Some(message_id) = message_id(message) {
+        // Only the header section is read.
+        let headers = if unknown {
+            origin
+                .header_section(HEADER_SECTION_LIMIT)
+                .map_err(crate::read_failure)?
+        } else {
+            Vec::new()
+        };
+        if unknown && let Some(message_id) = message_id(&headers) {
             looked = self.find_sent(session, &message_id).await?;
             if looked == Some(true) {
                 tracing::debug!("the earlier send of the draft did go out: it is in Sent Items");
@@ -360,16 +374,19 @@ impl<T: TokenSource> GraphTransport<T> {
         &self,
         session: &mut Session<'_, T>,
         id: &str,
+        origin: Origin<'_>,
         attachment: &mime::ExtractedAttachment,
     ) -> Result<(), AfterDraft> {
         // Microsoft documents upload sessions for 3 MB and over; each way
         // falls back to the other once when Graph says it is the wrong one.
-        let by_session = attachment.data.len() >= UPLOAD_SESSION_THRESHOLD;
+        let by_session = attachment.size >= UPLOAD_SESSION_THRESHOLD;
         for (n, by_session) in [by_session, !by_session].into_iter().enumerate() {
             let added = if by_session {
-                self.upload_attachment(session, id, attachment).await?
+                self.upload_attachment(session, id, origin, attachment)
+                    .await?
             } else {
-                self.post_attachment(session, id, attachment).await?
+                self.post_attachment(session, id, origin, attachment)
+                    .await?
             };
             match added {
                 Added::Done => return Ok(()),
@@ -388,20 +405,27 @@ impl<T: TokenSource> GraphTransport<T> {
         &self,
         session: &mut Session<'_, T>,
         id: &str,
+        origin: Origin<'_>,
         attachment: &mime::ExtractedAttachment,
     ) -> Result<Added, AfterDraft> {
         let context = format!("adding attachment `{}` failed", attachment.name);
+        // Small enough to be decoded into memory (one at a time).
+        let data = attachment
+            .body
+            .decode(&origin)
+            .map_err(|e| AfterDraft::new(&context, crate::read_failure(e)))?;
         let mut body = json!({
             "@odata.type": "#microsoft.graph.fileAttachment",
             "name": attachment.name,
             "contentType": attachment.content_type,
             "isInline": attachment.inline,
-            "contentBytes": STANDARD.encode(&attachment.data),
+            "contentBytes": STANDARD.encode(&data),
         });
         if let Some(cid) = &attachment.content_id {
             body["contentId"] = json!(cid);
         }
-        let size = attachment.data.len().div_ceil(3) * 4;
+        drop(data);
+        let size = attachment.size.div_ceil(3) * 4;
         let answer = session
             .call(
                 Stage::Attachment,
@@ -429,6 +453,7 @@ impl<T: TokenSource> GraphTransport<T> {
         &self,
         session: &mut Session<'_, T>,
         id: &str,
+        origin: Origin<'_>,
         attachment: &mime::ExtractedAttachment,
     ) -> Result<Added, AfterDraft> {
         // A session that vanishes gets one successor.
@@ -437,7 +462,7 @@ impl<T: TokenSource> GraphTransport<T> {
                 Ok(url) => url,
                 Err(added) => return Ok(added),
             };
-            let total = attachment.data.len();
+            let total = attachment.size;
             tracing::debug!(
                 "uploading attachment `{}` ({total} bytes) to {} in chunks of {CHUNK_BYTES} bytes",
                 attachment.name,
@@ -449,11 +474,13 @@ impl<T: TokenSource> GraphTransport<T> {
                     TransportError::new(ErrorKind::Config, "the HTTPS client is not set up"),
                 ));
             };
-            let failure =
-                match upload::upload(uploads, &self.permits, &upload_url, &attachment.data).await {
-                    Ok(()) => return Ok(Added::Done),
-                    Err(failure) => failure,
-                };
+            let mut chunks = Chunks::new(origin, attachment.body, total);
+            let failure = match upload::upload(uploads, &self.permits, &upload_url, &mut chunks)
+                .await
+            {
+                Ok(()) => return Ok(Added::Done),
+                Err(failure) => failure,
+            };
             // A timeout or proxy failure goes in the first line, host and all.
             let network =
                 apimail_core::http::find::<apimail_core::http::NetFailure>(&failure.error)
@@ -502,7 +529,7 @@ impl<T: TokenSource> GraphTransport<T> {
         let mut item = json!({
             "attachmentType": "file",
             "name": attachment.name,
-            "size": attachment.data.len(),
+            "size": attachment.size,
             "contentType": attachment.content_type,
             "isInline": attachment.inline,
         });
@@ -572,7 +599,7 @@ impl<T: TokenSource> GraphTransport<T> {
         Ok(value["value"].as_array().is_some_and(|items| {
             items.iter().any(|item| {
                 item["name"].as_str() == Some(attachment.name.as_str())
-                    && item["size"].as_u64() == Some(attachment.data.len() as u64)
+                    && item["size"].as_u64() == Some(attachment.size as u64)
             })
         }))
     }

@@ -79,10 +79,13 @@ mod environment;
 mod errors;
 mod limit;
 mod mime;
+mod scan;
+mod source;
 mod upload;
 
 use std::borrow::Cow;
 use std::fmt;
+use std::io::Read as _;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -100,6 +103,7 @@ use graph_rs_sdk::{GraphClient, GraphClientConfiguration};
 use url::{Host, Url};
 
 use errors::{Answer, Stage};
+use source::Origin;
 
 pub use app_only::{AppCredential, AppOnlyTokens};
 pub use assertion::{ASSERTION_LIFETIME_SECS, AssertionError, client_assertion};
@@ -451,8 +455,13 @@ impl<T: TokenSource> Transport for GraphTransport<T> {
         _envelope: &Envelope,
         message: &[u8],
     ) -> Result<Receipt, TransportError> {
-        self.deliver(Cow::Borrowed(message), &MemoryNotes::default(), false)
-            .await
+        self.deliver(
+            Origin::Memory(message),
+            message.len() as u64,
+            &MemoryNotes::default(),
+            false,
+        )
+        .await
     }
 
     async fn send_noted(
@@ -461,18 +470,22 @@ impl<T: TokenSource> Transport for GraphTransport<T> {
         message: &[u8],
         notes: &dyn DeliveryNotes,
     ) -> Result<Receipt, TransportError> {
-        self.deliver(Cow::Borrowed(message), notes, true).await
+        self.deliver(Origin::Memory(message), message.len() as u64, notes, true)
+            .await
     }
 
-    /// Read whole, then let go of once the attachments are taken out for
-    /// the draft route, so the upload holds only the decoded attachments.
+    /// Read whole only for `sendMail` (base64 up to [`MAX_REQUEST_BYTES`]);
+    /// the draft route reads the file: once for the MIME structure, once
+    /// per attachment for its size, then the draft's own bytes, and each
+    /// upload chunk decoded as it is sent.
     async fn send_stored(
         &self,
         _envelope: &Envelope,
         message: &StoredMessage,
         notes: &dyn DeliveryNotes,
     ) -> Result<Receipt, TransportError> {
-        self.deliver(Cow::Owned(message.read()?), notes, true).await
+        self.deliver(Origin::File(message.path()), message.len(), notes, true)
+            .await
     }
 
     /// Looks in Sent Items (`internetMessageId`); `None` without
@@ -508,20 +521,20 @@ impl<T: TokenSource> GraphTransport<T> {
     /// the `draft` module), then `sendMail` or the draft route.
     async fn deliver(
         &self,
-        message: Cow<'_, [u8]>,
+        origin: Origin<'_>,
+        len: u64,
         notes: &dyn DeliveryNotes,
         durable: bool,
     ) -> Result<Receipt, TransportError> {
         if let Some(problem) = &self.broken {
             return Err(TransportError::new(ErrorKind::Config, problem.clone()));
         }
-        if message.len() > self.max_message_bytes {
+        if len > self.max_message_bytes as u64 {
             return Err(TransportError::new(
                 ErrorKind::InvalidMessage,
                 format!(
-                    "the message is {} bytes; this mailbox accepts at most {} bytes ({:.1} MiB, \
+                    "the message is {len} bytes; this mailbox accepts at most {} bytes ({:.1} MiB, \
                      {}; Exchange Online allows up to 150 MB)",
-                    message.len(),
                     self.max_message_bytes,
                     self.max_message_bytes as f64 / (1024.0 * 1024.0),
                     errors::TOO_LARGE_FOR_MAILBOX
@@ -531,7 +544,7 @@ impl<T: TokenSource> GraphTransport<T> {
         let mut session = Session::start(self).await?;
         if let Some(id) = notes.get(NOTE_DRAFT_ID) {
             match self
-                .resume_draft(&mut session, &id, &message, notes, durable)
+                .resume_draft(&mut session, &id, origin, notes, durable)
                 .await?
             {
                 draft::Resumed::Sent(receipt) => return Ok(receipt),
@@ -539,12 +552,19 @@ impl<T: TokenSource> GraphTransport<T> {
             }
         }
         // Measured before encoding: a large message is never base64'd whole.
-        let base64_len = base64::encoded_len(message.len(), true).unwrap_or(usize::MAX);
-        if base64_len <= MAX_REQUEST_BYTES {
+        let base64_len = usize::try_from(len)
+            .ok()
+            .and_then(|len| base64::encoded_len(len, true))
+            .unwrap_or(usize::MAX);
+        let small = if base64_len <= MAX_REQUEST_BYTES {
             tracing::debug!(
                 "base64 MIME is {} ({base64_len} bytes), within Graph's 4 MB request limit: sending with sendMail",
                 megabytes(base64_len),
             );
+            let message = match origin {
+                Origin::Memory(bytes) => Cow::Borrowed(bytes),
+                Origin::File(_) => Cow::Owned(read_whole(&origin)?),
+            };
             let base64_mime = STANDARD.encode(&message);
             match self.send_small(&mut session, &base64_mime).await? {
                 Small::Sent => {
@@ -558,21 +578,31 @@ impl<T: TokenSource> GraphTransport<T> {
                     "Graph answered 413 to sendMail: taking the draft + upload session path"
                 ),
             }
+            Some(message)
         } else {
             tracing::debug!(
                 "base64 MIME is {} ({base64_len} bytes), over Graph's 4 MB request limit: taking the draft + upload session path",
                 megabytes(base64_len),
             );
-        }
-        let (split, draft) = self.prepare_large(&message)?;
-        drop(message);
-        self.send_large(&mut session, split, draft, notes, durable)
+            None
+        };
+        // A message read for sendMail is used from memory from here on.
+        let origin = match &small {
+            Some(message) => Origin::Memory(message),
+            None => origin,
+        };
+        let (split, draft) = self.prepare_large(origin, len)?;
+        self.send_large(&mut session, origin, split, draft, notes, durable)
             .await
     }
 
     /// Local checks and the MIME split of the large route, before any
     /// request: the permission hint, then the draft's size.
-    fn prepare_large(&self, message: &[u8]) -> Result<(mime::Split, String), TransportError> {
+    fn prepare_large(
+        &self,
+        origin: Origin<'_>,
+        len: u64,
+    ) -> Result<(mime::Split, String), TransportError> {
         if !self.large_messages_allowed {
             return Err(TransportError::new(
                 ErrorKind::Unauthorized,
@@ -583,19 +613,27 @@ impl<T: TokenSource> GraphTransport<T> {
                 ),
             ));
         }
-        let split = mime::split_attachments(message)
-            .map_err(|e| TransportError::new(ErrorKind::InvalidMessage, e.to_string()))?;
-        let draft = STANDARD.encode(&split.draft);
-        if draft.len() > MAX_REQUEST_BYTES {
+        let split = mime::split(origin, len).map_err(|e| match e {
+            mime::SplitError::Unparsable => {
+                TransportError::new(ErrorKind::InvalidMessage, e.to_string())
+            }
+            mime::SplitError::Read(e) => read_failure(e),
+        })?;
+        // Checked before the draft is read.
+        let draft_len = usize::try_from(split.draft_len())
+            .ok()
+            .and_then(|len| base64::encoded_len(len, true))
+            .unwrap_or(usize::MAX);
+        if draft_len > MAX_REQUEST_BYTES {
             return Err(TransportError::new(
                 ErrorKind::InvalidMessage,
                 format!(
                     "the message body without attachments is over Graph's 4 MB request limit \
-                     ({} bytes as base64, at most {MAX_REQUEST_BYTES}); move large content into attachments",
-                    draft.len()
+                     ({draft_len} bytes as base64, at most {MAX_REQUEST_BYTES}); move large content into attachments"
                 ),
             ));
         }
+        let draft = STANDARD.encode(split.draft(&origin).map_err(read_failure)?);
         tracing::debug!(
             "draft MIME without {} attachment(s) is {} bytes as base64; attachments: {}",
             split.attachments.len(),
@@ -603,12 +641,26 @@ impl<T: TokenSource> GraphTransport<T> {
             split
                 .attachments
                 .iter()
-                .map(|a| format!("`{}` {} bytes", a.name, a.data.len()))
+                .map(|a| format!("`{}` {} bytes", a.name, a.size))
                 .collect::<Vec<_>>()
                 .join(", ")
         );
         Ok((split, draft))
     }
+}
+
+/// The whole message, for `sendMail`.
+fn read_whole(origin: &Origin<'_>) -> Result<Vec<u8>, TransportError> {
+    let mut whole = Vec::new();
+    origin
+        .all()
+        .and_then(|mut reader| reader.read_to_end(&mut whole))
+        .map_err(read_failure)?;
+    Ok(whole)
+}
+
+fn read_failure(error: std::io::Error) -> TransportError {
+    TransportError::new(ErrorKind::Internal, "cannot read the queued message").with_source(error)
 }
 
 /// One send's token and client; every request may refresh the token once

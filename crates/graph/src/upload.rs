@@ -19,6 +19,7 @@ use reqwest::header::{CONTENT_RANGE, CONTENT_TYPE};
 use url::Url;
 
 use crate::errors::{self, Answer, Stage};
+use crate::source::Chunks;
 
 /// Bytes per PUT: 10 × 320 KiB = 3,276,800. Upload sessions want chunk
 /// sizes that are multiples of 320 KiB (327,680 bytes), and Outlook asks
@@ -85,11 +86,12 @@ enum ChunkError {
 }
 
 /// Uploads `data` to `upload_url`, one permit of `permits` per request.
+/// Each chunk is decoded from the message as it is sent.
 pub(crate) async fn upload(
     http: &reqwest::Client,
     permits: &crate::limit::Permits,
     upload_url: &Url,
-    data: &[u8],
+    data: &mut Chunks<'_>,
 ) -> Result<(), UploadFailure> {
     let total = data.len();
     let host = upload_url.host_str().unwrap_or("?").to_owned();
@@ -110,7 +112,17 @@ pub(crate) async fn upload(
             ));
         }
         let end = (offset + CHUNK_BYTES).min(total);
-        let error = match put_chunk(http, permits, upload_url, &host, data, offset, end).await {
+        let chunk = data.read(offset, end).map_err(|e| {
+            UploadFailure::new(
+                offset,
+                TransportError::new(
+                    ErrorKind::Internal,
+                    "cannot read the attachment from the queued message",
+                )
+                .with_source(e),
+            )
+        })?;
+        let error = match put_chunk(http, permits, upload_url, &host, chunk, offset, total).await {
             Ok(Progress::Complete) => return Ok(()),
             Ok(Progress::Next(next)) => {
                 offset = next.min(total);
@@ -178,11 +190,11 @@ async fn put_chunk(
     permits: &crate::limit::Permits,
     upload_url: &Url,
     host: &str,
-    data: &[u8],
+    chunk: Vec<u8>,
     offset: usize,
-    end: usize,
+    total: usize,
 ) -> Result<Progress, ChunkError> {
-    let total = data.len();
+    let end = offset + chunk.len();
     let range = format!("bytes {offset}-{}/{total}", end.saturating_sub(1));
     let _permit = permits.acquire().await.map_err(closed)?;
     let started = Instant::now();
@@ -190,7 +202,7 @@ async fn put_chunk(
         .put(upload_url.clone())
         .header(CONTENT_RANGE, &range)
         .header(CONTENT_TYPE, "application/octet-stream")
-        .body(data[offset..end].to_vec())
+        .body(chunk)
         .send()
         .await;
     let answer = match sent {
