@@ -475,12 +475,11 @@ impl<T: TokenSource> GraphTransport<T> {
                 ));
             };
             let mut chunks = Chunks::new(origin, attachment.body, total);
-            let failure = match upload::upload(uploads, &self.permits, &upload_url, &mut chunks)
-                .await
-            {
-                Ok(()) => return Ok(Added::Done),
-                Err(failure) => failure,
-            };
+            let failure =
+                match upload::upload(uploads, &self.permits, &upload_url, &mut chunks).await {
+                    Ok(()) => return Ok(Added::Done),
+                    Err(failure) => failure,
+                };
             // A timeout or proxy failure goes in the first line, host and all.
             let network =
                 apimail_core::http::find::<apimail_core::http::NetFailure>(&failure.error)

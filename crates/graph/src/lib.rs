@@ -22,6 +22,19 @@
 //!   (see the `draft` module); with [`Transport::send_raw`], a draft is
 //!   deleted after any failure.
 //!
+//! # Memory
+//!
+//! [`Transport::send_stored`] reads the outbox file whole only for
+//! `sendMail` (a message up to 3,000,000 bytes, whose base64 fits in
+//! [`MAX_REQUEST_BYTES`]). The large route never holds the message: one
+//! streaming pass finds its MIME structure (a skeleton with long body runs
+//! left out, which mail-parser classifies), the draft (at most 3,000,000
+//! bytes, base64 at most 4 MB) is copied from the file without the
+//! attachments' byte ranges, an attachment under
+//! [`UPLOAD_SESSION_THRESHOLD`] is decoded into memory on its own, and each
+//! upload-session chunk is decoded from the file just before its PUT. A
+//! resume from an earlier offset decodes the part again from its start.
+//!
 //! # graph-rs-sdk, and where it is bypassed
 //!
 //! Every Graph API request is built with graph-rs-sdk's typed builders

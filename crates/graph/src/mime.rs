@@ -14,9 +14,9 @@ use std::io::{self, Read as _};
 use mail_parser::{Encoding, MessageParser, MimeHeaders, PartType};
 
 use crate::scan;
-use crate::source::{Body, Decoding, Origin};
 #[cfg(test)]
 use crate::source::Chunks;
+use crate::source::{Body, Decoding, Origin};
 
 /// An attachment taken out of the message, ready for Graph.
 #[derive(Clone, PartialEq, Eq)]
@@ -63,7 +63,12 @@ pub(crate) struct Split {
 impl Split {
     /// The size of the message without the cut parts.
     pub(crate) fn draft_len(&self) -> u64 {
-        self.len - self.cuts.iter().map(|(start, end)| end - start).sum::<u64>()
+        self.len
+            - self
+                .cuts
+                .iter()
+                .map(|(start, end)| end - start)
+                .sum::<u64>()
     }
 
     /// The message without the cut parts, copied from `origin`.
@@ -919,7 +924,10 @@ Content-Type: multipart/mixed; boundary=\"=_b\"{n}{n}--=_b{n}Content-Type: text/
         // space, an escape split across a line, bad escapes in a file part.
         let mut text = String::new();
         for i in 0..400 {
-            text.push_str(&format!("line {i} caf=E9 =\r\nsoft{}  \r\n", "x".repeat(i % 70)));
+            text.push_str(&format!(
+                "line {i} caf=E9 =\r\nsoft{}  \r\n",
+                "x".repeat(i % 70)
+            ));
         }
         let raw = format!(
             "From: a@example.com\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=Q\r\n\r\n\
@@ -964,7 +972,10 @@ From: c@example.com\r\nSubject: inner mail\r\nContent-Type: multipart/mixed; bou
         );
         let old = whole::split_attachments(raw.as_bytes()).unwrap();
         let names: Vec<_> = old.attachments.iter().map(|a| a.name.as_str()).collect();
-        assert_eq!(names, ["attachment-1", "r.pdf", "junk.bin", "attachment-4.eml"]);
+        assert_eq!(
+            names,
+            ["attachment-1", "r.pdf", "junk.bin", "attachment-4.eml"]
+        );
         let forwarded = &old.attachments[3].data;
         assert!(forwarded.starts_with(b"From: c@example.com\r\n"));
         assert!(forwarded.ends_with(b"--m2--"));
@@ -975,6 +986,9 @@ From: c@example.com\r\nSubject: inner mail\r\nContent-Type: multipart/mixed; bou
 
         let new = split(Origin::Memory(raw.as_bytes()), raw.len() as u64).unwrap();
         assert_eq!(new.attachments[3].name, "attachment-4.eml");
-        assert_eq!(new.draft(&Origin::Memory(raw.as_bytes())).unwrap(), old.draft);
+        assert_eq!(
+            new.draft(&Origin::Memory(raw.as_bytes())).unwrap(),
+            old.draft
+        );
     }
 }

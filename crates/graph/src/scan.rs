@@ -56,9 +56,7 @@ impl Skeleton {
         }
         Some(match index.checked_sub(1).map(|i| self.spans[i]) {
             None => at as u64,
-            Some(span) => {
-                span.message + span.len + (at - span.skeleton - PLACEHOLDER.len()) as u64
-            }
+            Some(span) => span.message + span.len + (at - span.skeleton - PLACEHOLDER.len()) as u64,
         })
     }
 }
@@ -73,7 +71,9 @@ enum Check {
     Base64,
     /// Quoted-printable, with the decoder's state at the line start
     /// (true: plain).
-    QuotedPrintable { plain: bool },
+    QuotedPrintable {
+        plain: bool,
+    },
 }
 
 enum State {
@@ -196,7 +196,8 @@ fn after_line(check: Check, line: &[u8]) -> (Check, bool) {
         Check::Base64 => (
             Check::Base64,
             line.iter().all(|&ch| {
-                ch.is_ascii_alphanumeric() || matches!(ch, b'+' | b'/' | b'=' | b' ' | b'\t' | b'\r' | b'\n')
+                ch.is_ascii_alphanumeric()
+                    || matches!(ch, b'+' | b'/' | b'=' | b' ' | b'\t' | b'\r' | b'\n')
             }),
         ),
         Check::QuotedPrintable { plain } => {

@@ -26,14 +26,21 @@ impl<'a> Origin<'a> {
         let len = end.saturating_sub(start);
         match *self {
             Origin::Memory(bytes) => {
-                let from = usize::try_from(start).unwrap_or(usize::MAX).min(bytes.len());
-                let to = usize::try_from(end).unwrap_or(usize::MAX).clamp(from, bytes.len());
+                let from = usize::try_from(start)
+                    .unwrap_or(usize::MAX)
+                    .min(bytes.len());
+                let to = usize::try_from(end)
+                    .unwrap_or(usize::MAX)
+                    .clamp(from, bytes.len());
                 Ok(Box::new(&bytes[from..to]))
             }
             Origin::File(path) => {
                 let mut file = File::open(path)?;
                 file.seek(SeekFrom::Start(start))?;
-                Ok(Box::new(BufReader::with_capacity(READ_BYTES, file.take(len))))
+                Ok(Box::new(BufReader::with_capacity(
+                    READ_BYTES,
+                    file.take(len),
+                )))
             }
         }
     }
@@ -485,7 +492,13 @@ mod tests {
         assert_eq!(body.decoded_len(&origin).unwrap(), data.len());
         assert_eq!(body.decode(&origin).unwrap(), data);
         let mut chunks = Chunks::new(origin, body, data.len());
-        for (start, end) in [(0, 4096), (4096, 8192), (1000, 3000), (8192, 10_000), (0, 7)] {
+        for (start, end) in [
+            (0, 4096),
+            (4096, 8192),
+            (1000, 3000),
+            (8192, 10_000),
+            (0, 7),
+        ] {
             assert_eq!(chunks.read(start, end).unwrap(), data[start..end]);
         }
         assert!(chunks.read(9_999, 10_001).is_err());
