@@ -923,7 +923,8 @@ Content-Type: multipart/mixed; boundary=\"=_b\"{n}{n}--=_b{n}Content-Type: text/
         // Long lines cut by soft breaks at every position, trailing white
         // space, an escape split across a line, bad escapes in a file part.
         let mut text = String::new();
-        for i in 0..400 {
+        // Over 64 KiB, so the decoder's reads split it too.
+        for i in 0..2000 {
             text.push_str(&format!(
                 "line {i} caf=E9 =\r\nsoft{}  \r\n",
                 "x".repeat(i % 70)

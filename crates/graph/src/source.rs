@@ -472,6 +472,38 @@ mod tests {
     }
 
     #[test]
+    fn mime_decoders_give_the_same_bytes_at_every_piece_size() {
+        let samples: &[(Decoding, &[u8])] = &[
+            (Decoding::Base64Mime, b"SGVs\r\nbG8s\r\nIHdv\r\ncmxk\r\nIQ"),
+            (Decoding::Base64Mime, b"QUJD-REVG\tR0g=\r\nA="),
+            (
+                Decoding::QpMime,
+                b"soft=\r\nbreak  \r\nbad =ZZ =4\r\n1 =\tx\r\nend  ",
+            ),
+            (Decoding::QpMime, b"lf=\nonly =3D=\n\n"),
+        ];
+        for &(decoding, raw) in samples {
+            let whole = decode(decoding, raw, raw.len()).unwrap();
+            for piece in 1..8 {
+                assert_eq!(decode(decoding, raw, piece).unwrap(), whole, "{decoding:?}");
+            }
+        }
+        assert!(decode(Decoding::Base64Mime, b"AB--CD", 3).is_none());
+        assert!(decode(Decoding::QpMime, b"a==", 1).is_none());
+    }
+
+    #[test]
+    fn the_header_section_is_read_alone() {
+        let message = b"Subject: x\r\nMessage-ID: <a@b>\r\n\r\nbody\r\n\r\nmore";
+        let origin = Origin::Memory(message);
+        assert_eq!(
+            origin.header_section(1 << 20).unwrap(),
+            b"Subject: x\r\nMessage-ID: <a@b>\r\n\r\n"
+        );
+        assert_eq!(origin.header_section(5).unwrap(), b"Subje");
+    }
+
+    #[test]
     fn chunks_resume_from_any_offset() {
         let data: Vec<u8> = (0..10_000u32).map(|i| (i * 31 % 256) as u8).collect();
         let mut encoded = Vec::new();
