@@ -219,21 +219,19 @@ pub fn proxy_setting() -> Option<String> {
 }
 
 /// A reqwest client builder under this policy: the shared TLS
-/// configuration, the proxy rules, the user agent, no redirects, the
-/// connect timeout and the stall limit as reqwest's read timeout (reqwest
-/// restarts it on every read; it also bounds the wait for the answer
-/// after a body was sent).
+/// configuration, the proxy rules, the user agent, no redirects and the
+/// connect timeout. It sets no stall limit: requests go through
+/// [`exchange`] (a true stall timer), or the client adds the stall limit
+/// as reqwest's `read_timeout` ([`shared_client`], for small bodies).
 pub fn reqwest_builder() -> Result<reqwest::ClientBuilder, TlsSetupError> {
     let tls = tls_config()?;
-    let timeouts = timeouts();
     Ok(reqwest::Client::builder()
         .use_preconfigured_tls((*tls).clone())
         .no_proxy()
         .proxy(reqwest_proxy())
         .user_agent(USER_AGENT)
         .redirect(reqwest::redirect::Policy::none())
-        .connect_timeout(timeouts.connect)
-        .read_timeout(timeouts.stall))
+        .connect_timeout(timeouts().connect))
 }
 
 /// [`proxy_for`] as a reqwest proxy (for clients built elsewhere, such as
@@ -253,14 +251,18 @@ pub fn reqwest_proxy() -> reqwest::Proxy {
 }
 
 /// The process's shared reqwest client (token endpoints, probes), built
-/// once from [`reqwest_builder`]. It keeps no idle connections: a process
-/// makes few such requests, and a pooled connection would outlive the
-/// tokio runtime that opened it.
+/// once from [`reqwest_builder`], with the stall limit as reqwest's
+/// `read_timeout`: reqwest runs it from the start of a request to its
+/// answer's headers, then per read, which for these small bodies is a
+/// stall limit. It keeps no idle connections: a process makes few such
+/// requests, and a pooled connection would outlive the tokio runtime that
+/// opened it.
 pub fn shared_client() -> Result<reqwest::Client, TlsSetupError> {
     static CLIENT: OnceLock<Result<reqwest::Client, TlsSetupError>> = OnceLock::new();
     CLIENT
         .get_or_init(|| {
             reqwest_builder()?
+                .read_timeout(timeouts().stall)
                 .pool_max_idle_per_host(0)
                 .build()
                 .map_err(|e| TlsSetupError(format!("cannot set up the HTTPS client: {e}")))
@@ -489,6 +491,168 @@ impl<T: hyper_util::client::legacy::connect::Connection>
 {
     fn connected(&self) -> hyper_util::client::legacy::connect::Connected {
         self.io.connected()
+    }
+}
+
+/// How much of a request body [`exchange`] hands over at a time; each
+/// piece taken counts as progress.
+const PIECE_BYTES: usize = 64 * 1024;
+
+/// A whole answer, read by [`exchange`].
+#[derive(Debug)]
+pub struct Received {
+    /// The HTTP status.
+    pub status: u16,
+    /// The answer's headers.
+    pub headers: http::HeaderMap,
+    /// The answer's body.
+    pub body: Vec<u8>,
+}
+
+/// Sends `request` (from a [`reqwest_builder`] client, which has no
+/// `read_timeout`) with `body`, and reads the whole answer, under the
+/// stall limit: the body goes out in 64 KiB pieces, and each piece the
+/// connection takes, the answer's head and each piece of its body are
+/// progress. It fails with [`HttpTimeout`] only when nothing moved for the
+/// stall limit: [`Phase::Sending`] while pieces are left, else
+/// [`Phase::Waiting`]. Until the first progress the limit is connect +
+/// stall (reqwest's connect timeout ends a connection that does not
+/// open). reqwest's own errors come back without their URL (an upload URL
+/// is a credential).
+pub async fn exchange(
+    request: reqwest::RequestBuilder,
+    body: bytes::Bytes,
+) -> Result<Received, Box<dyn StdError + Send + Sync>> {
+    exchange_within(request, body, timeouts()).await
+}
+
+async fn exchange_within(
+    request: reqwest::RequestBuilder,
+    body: bytes::Bytes,
+    timeouts: Timeouts,
+) -> Result<Received, Box<dyn StdError + Send + Sync>> {
+    let (client, request) = request.build_split();
+    let mut request = request.map_err(reqwest::Error::without_url)?;
+    let url = request.url();
+    let host = format!(
+        "{}:{}",
+        url.host_str().unwrap_or("?"),
+        url.port_or_known_default().unwrap_or(443)
+    );
+    let progress = Arc::new(Progress::new(body.is_empty()));
+    if !body.is_empty() {
+        *request.body_mut() = Some(reqwest::Body::wrap(Pieces {
+            rest: body,
+            progress: progress.clone(),
+        }));
+    }
+    let work = async {
+        let mut response = client.execute(request).await?;
+        progress.moved(true);
+        let status = response.status().as_u16();
+        let headers = std::mem::take(response.headers_mut());
+        let mut body = Vec::new();
+        while let Some(piece) = response.chunk().await? {
+            progress.moved(true);
+            body.extend_from_slice(&piece);
+        }
+        Ok::<_, reqwest::Error>(Received {
+            status,
+            headers,
+            body,
+        })
+    };
+    tokio::select! {
+        done = work => done.map_err(|e| e.without_url().into()),
+        stalled = progress.stalled(&host, timeouts) => Err(stalled.into()),
+    }
+}
+
+/// When an [`exchange`] last moved, and whether its body is all handed
+/// over.
+#[derive(Debug)]
+struct Progress(std::sync::Mutex<Moved>);
+
+#[derive(Debug, Clone, Copy)]
+struct Moved {
+    at: Instant,
+    ever: bool,
+    sent: bool,
+}
+
+impl Progress {
+    fn new(sent: bool) -> Self {
+        Progress(std::sync::Mutex::new(Moved {
+            at: Instant::now(),
+            ever: false,
+            sent,
+        }))
+    }
+
+    fn moved(&self, sent: bool) {
+        let mut moved = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        *moved = Moved {
+            at: Instant::now(),
+            ever: true,
+            sent: moved.sent || sent,
+        };
+    }
+
+    /// Returns once nothing moved for the limit.
+    async fn stalled(&self, host: &str, timeouts: Timeouts) -> HttpTimeout {
+        loop {
+            let moved = *self.0.lock().unwrap_or_else(|e| e.into_inner());
+            let limit = if moved.ever {
+                timeouts.stall
+            } else {
+                timeouts.connect + timeouts.stall
+            };
+            if Instant::now() >= moved.at + limit {
+                return HttpTimeout {
+                    host: host.to_owned(),
+                    phase: if moved.sent {
+                        Phase::Waiting
+                    } else {
+                        Phase::Sending
+                    },
+                    after: limit,
+                };
+            }
+            tokio::time::sleep_until(moved.at + limit).await;
+        }
+    }
+}
+
+/// A request body handed over [`PIECE_BYTES`] at a time, each piece
+/// noted as progress. Its exact size gives the request a Content-Length.
+struct Pieces {
+    rest: bytes::Bytes,
+    progress: Arc<Progress>,
+}
+
+impl http_body::Body for Pieces {
+    type Data = bytes::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
+        let this = self.get_mut();
+        if this.rest.is_empty() {
+            return Poll::Ready(None);
+        }
+        let piece = this.rest.split_to(PIECE_BYTES.min(this.rest.len()));
+        this.progress.moved(this.rest.is_empty());
+        Poll::Ready(Some(Ok(http_body::Frame::data(piece))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.rest.is_empty()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.rest.len() as u64)
     }
 }
 
