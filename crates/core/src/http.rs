@@ -521,9 +521,9 @@ pub struct Received {
 /// is a credential).
 pub async fn exchange(
     request: reqwest::RequestBuilder,
-    body: bytes::Bytes,
+    body: impl Into<bytes::Bytes>,
 ) -> Result<Received, Box<dyn StdError + Send + Sync>> {
-    exchange_within(request, body, timeouts()).await
+    exchange_within(request, body.into(), timeouts()).await
 }
 
 async fn exchange_within(
@@ -539,7 +539,7 @@ async fn exchange_within(
         url.host_str().unwrap_or("?"),
         url.port_or_known_default().unwrap_or(443)
     );
-    let progress = Arc::new(Progress::new(body.is_empty()));
+    let progress = Arc::new(Progress::new(Pieces::count(body.len())));
     if !body.is_empty() {
         *request.body_mut() = Some(reqwest::Body::wrap(Pieces {
             rest: body,
@@ -548,12 +548,12 @@ async fn exchange_within(
     }
     let work = async {
         let mut response = client.execute(request).await?;
-        progress.moved(true);
+        progress.moved();
         let status = response.status().as_u16();
         let headers = std::mem::take(response.headers_mut());
         let mut body = Vec::new();
         while let Some(piece) = response.chunk().await? {
-            progress.moved(true);
+            progress.moved();
             body.extend_from_slice(&piece);
         }
         Ok::<_, reqwest::Error>(Received {
@@ -568,8 +568,8 @@ async fn exchange_within(
     }
 }
 
-/// When an [`exchange`] last moved, and whether its body is all handed
-/// over.
+/// When an [`exchange`] last moved, and how many pieces of its body are
+/// not written yet.
 #[derive(Debug)]
 struct Progress(std::sync::Mutex<Moved>);
 
@@ -577,25 +577,31 @@ struct Progress(std::sync::Mutex<Moved>);
 struct Moved {
     at: Instant,
     ever: bool,
-    sent: bool,
+    unwritten: usize,
 }
 
 impl Progress {
-    fn new(sent: bool) -> Self {
+    fn new(pieces: usize) -> Self {
         Progress(std::sync::Mutex::new(Moved {
             at: Instant::now(),
             ever: false,
-            sent,
+            unwritten: pieces,
         }))
     }
 
-    fn moved(&self, sent: bool) {
+    fn update(&self, change: impl FnOnce(&mut Moved)) {
         let mut moved = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        *moved = Moved {
-            at: Instant::now(),
-            ever: true,
-            sent: moved.sent || sent,
-        };
+        moved.at = Instant::now();
+        moved.ever = true;
+        change(&mut moved);
+    }
+
+    fn moved(&self) {
+        self.update(|_| {});
+    }
+
+    fn written(&self) {
+        self.update(|moved| moved.unwritten = moved.unwritten.saturating_sub(1));
     }
 
     /// Returns once nothing moved for the limit.
@@ -610,10 +616,10 @@ impl Progress {
             if Instant::now() >= moved.at + limit {
                 return HttpTimeout {
                     host: host.to_owned(),
-                    phase: if moved.sent {
-                        Phase::Waiting
-                    } else {
+                    phase: if moved.unwritten > 0 {
                         Phase::Sending
+                    } else {
+                        Phase::Waiting
                     },
                     after: limit,
                 };
@@ -626,11 +632,37 @@ impl Progress {
     }
 }
 
-/// A request body handed over [`PIECE_BYTES`] at a time, each piece
-/// noted as progress. Its exact size gives the request a Content-Length.
+/// A request body handed over [`PIECE_BYTES`] at a time. Taking a piece
+/// is progress, and so is a piece's end: hyper lets go of a piece once
+/// the connection took all of it, as [`Stall`] counts a write. Its exact
+/// size gives the request a Content-Length.
 struct Pieces {
     rest: bytes::Bytes,
     progress: Arc<Progress>,
+}
+
+impl Pieces {
+    fn count(len: usize) -> usize {
+        len.div_ceil(PIECE_BYTES)
+    }
+}
+
+/// One piece of [`Pieces`]; dropping it notes it written.
+struct Piece {
+    data: bytes::Bytes,
+    progress: Arc<Progress>,
+}
+
+impl AsRef<[u8]> for Piece {
+    fn as_ref(&self) -> &[u8] {
+        &self.data
+    }
+}
+
+impl Drop for Piece {
+    fn drop(&mut self) {
+        self.progress.written();
+    }
 }
 
 impl http_body::Body for Pieces {
@@ -645,9 +677,14 @@ impl http_body::Body for Pieces {
         if this.rest.is_empty() {
             return Poll::Ready(None);
         }
-        let piece = this.rest.split_to(PIECE_BYTES.min(this.rest.len()));
-        this.progress.moved(this.rest.is_empty());
-        Poll::Ready(Some(Ok(http_body::Frame::data(piece))))
+        this.progress.moved();
+        let piece = Piece {
+            data: this.rest.split_to(PIECE_BYTES.min(this.rest.len())),
+            progress: this.progress.clone(),
+        };
+        Poll::Ready(Some(Ok(http_body::Frame::data(
+            bytes::Bytes::from_owner(piece),
+        ))))
     }
 
     fn is_end_stream(&self) -> bool {
@@ -937,8 +974,10 @@ mod tests {
         stall: Duration::from_secs(1),
     };
 
-    /// A body that takes about 2.5 s through a 1 MB/s link, while the
-    /// stall limit is 1 s: it finishes, with a Content-Length.
+    /// A body that takes about 5 s through a 1 MB/s link, while the stall
+    /// limit is 2 s: it finishes, with a Content-Length. (The client's
+    /// kernel buffers take about 1.5 MB at once on loopback; draining them
+    /// must take less than the limit.)
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_slow_but_steady_upload_finishes() {
         let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -950,17 +989,21 @@ mod tests {
         .unwrap();
         let link =
             apimail_test_http::stalling::SlowLink::start(server.addr(), 1_000_000).unwrap();
-        let body = bytes::Bytes::from(vec![5u8; 2_500_000]);
+        let body = bytes::Bytes::from(vec![5u8; 5_000_000]);
+        let limits = Timeouts {
+            connect: Duration::from_secs(2),
+            stall: Duration::from_secs(2),
+        };
         let started = std::time::Instant::now();
         let request = client().put(format!("{}/upload", link.base_url()));
-        let received = exchange_within(request, body, QUICK).await.unwrap();
+        let received = exchange_within(request, body, limits).await.unwrap();
         let took = started.elapsed();
         assert_eq!(received.status, 202);
         assert_eq!(received.body, br#"{"ok":true}"#);
-        assert!(took > 2 * QUICK.stall, "took {took:?}: not slow enough");
+        assert!(took > 2 * limits.stall, "took {took:?}: not slow enough");
         let seen = seen.lock().unwrap();
-        assert_eq!(seen[0].body.len(), 2_500_000);
-        assert_eq!(seen[0].header("content-length"), Some("2500000"));
+        assert_eq!(seen[0].body.len(), 5_000_000);
+        assert_eq!(seen[0].header("content-length"), Some("5000000"));
         assert_eq!(seen[0].header("transfer-encoding"), None);
     }
 

@@ -752,6 +752,8 @@ impl Clients {
                 format!("cannot set up the HTTPS client: {e}"),
             )
         };
+        // No read_timeout: every upload request goes through
+        // `http::exchange`, the policy's stall timer.
         let uploads = apimail_core::http::reqwest_builder()
             .map_err(|e| setup(&e))?
             .build()
