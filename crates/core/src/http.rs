@@ -515,10 +515,11 @@ pub struct Received {
 /// connection takes, the answer's head and each piece of its body are
 /// progress. It fails with [`HttpTimeout`] only when nothing moved for the
 /// stall limit: [`Phase::Sending`] while pieces are left, else
-/// [`Phase::Waiting`]. Until the first progress the limit is connect +
-/// stall (reqwest's connect timeout ends a connection that does not
-/// open). reqwest's own errors come back without their URL (an upload URL
-/// is a credential).
+/// [`Phase::Waiting`]. The limit runs from the start, so opening the
+/// connection counts toward the first one (as with reqwest's
+/// `read_timeout`; reqwest's connect timeout bounds the opening itself).
+/// reqwest's own errors come back without their URL (an upload URL is a
+/// credential).
 pub async fn exchange(
     request: reqwest::RequestBuilder,
     body: impl Into<bytes::Bytes>,
@@ -576,7 +577,6 @@ struct Progress(std::sync::Mutex<Moved>);
 #[derive(Debug, Clone, Copy)]
 struct Moved {
     at: Instant,
-    ever: bool,
     unwritten: usize,
 }
 
@@ -584,7 +584,6 @@ impl Progress {
     fn new(pieces: usize) -> Self {
         Progress(std::sync::Mutex::new(Moved {
             at: Instant::now(),
-            ever: false,
             unwritten: pieces,
         }))
     }
@@ -592,7 +591,6 @@ impl Progress {
     fn update(&self, change: impl FnOnce(&mut Moved)) {
         let mut moved = self.0.lock().unwrap_or_else(|e| e.into_inner());
         moved.at = Instant::now();
-        moved.ever = true;
         change(&mut moved);
     }
 
@@ -608,11 +606,7 @@ impl Progress {
     async fn stalled(&self, host: &str, timeouts: Timeouts) -> HttpTimeout {
         loop {
             let moved = *self.0.lock().unwrap_or_else(|e| e.into_inner());
-            let limit = if moved.ever {
-                timeouts.stall
-            } else {
-                timeouts.connect + timeouts.stall
-            };
+            let limit = timeouts.stall;
             if Instant::now() >= moved.at + limit {
                 return HttpTimeout {
                     host: host.to_owned(),
@@ -624,10 +618,7 @@ impl Progress {
                     after: limit,
                 };
             }
-            // Checked again at least once per stall limit: the first
-            // progress shortens the limit.
-            let check = (moved.at + limit).min(Instant::now() + timeouts.stall);
-            tokio::time::sleep_until(check).await;
+            tokio::time::sleep_until(moved.at + limit).await;
         }
     }
 }
@@ -1038,13 +1029,7 @@ mod tests {
                 .unwrap_err();
             let timeout = find::<HttpTimeout>(error.as_ref()).expect("an HttpTimeout");
             assert_eq!(timeout.phase, Phase::Waiting);
-            // No body: nothing showed the connection open, so connect +
-            // stall.
-            let limit = if body.is_empty() {
-                QUICK.connect + QUICK.stall
-            } else {
-                QUICK.stall
-            };
+            let limit = QUICK.stall;
             assert_eq!(timeout.after, limit);
             let took = started.elapsed();
             assert!(

@@ -764,7 +764,7 @@ impl Clients {
         let build = || {
             let mut config = GraphClientConfiguration::new()
                 .client_application(bearer.clone())
-                .timeout(timeouts.connect + 2 * timeouts.stall)
+                .timeout(errors::whole_request_limit())
                 .connect_timeout(timeouts.connect)
                 .proxy(apimail_core::http::reqwest_proxy())
                 .user_agent(HeaderValue::from_static(apimail_core::http::USER_AGENT));
