@@ -13,8 +13,10 @@
 //!   The overall bound of a whole send is the retry policy's
 //!   (`RetryPolicy::max_elapsed`).
 //!
-//! [`Stall`] wraps a connection's IO for the stall limit; [`NetFailure`]
-//! reads what went wrong out of any client's error chain.
+//! [`Stall`] wraps a connection's IO for the stall limit (the hyper
+//! stack); [`exchange`] keeps the same limit for a reqwest request, whose
+//! connection cannot be wrapped; [`NetFailure`] reads what went wrong out
+//! of any client's error chain.
 
 use std::error::Error as StdError;
 use std::fmt;
@@ -514,7 +516,7 @@ pub struct Received {
 /// stall limit: the body goes out in 64 KiB pieces, and each piece the
 /// connection takes, the answer's head and each piece of its body are
 /// progress. It fails with [`HttpTimeout`] only when nothing moved for the
-/// stall limit: [`Phase::Sending`] while pieces are left, else
+/// stall limit: [`Phase::Sending`] while pieces are unwritten, else
 /// [`Phase::Waiting`]. The limit runs from the start, so opening the
 /// connection counts toward the first one (as with reqwest's
 /// `read_timeout`; reqwest's connect timeout bounds the opening itself).
