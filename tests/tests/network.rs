@@ -5,11 +5,11 @@
 
 use std::time::{Duration, Instant};
 
-use apimail_tests::fake_google::FakeGoogle;
-use apimail_tests::fake_microsoft::FakeMicrosoft;
-use apimail_tests::http::stalling::{Behaviour, Stalling};
+use apimail_tests::fake_google::{FakeGoogle, service_account_key_json};
+use apimail_tests::fake_microsoft::{self, FakeMicrosoft};
+use apimail_tests::http::stalling::{Behaviour, SlowLink, Stalling};
 use apimail_tests::http::tls::TlsServer;
-use apimail_tests::sandbox::Sandbox;
+use apimail_tests::sandbox::{MS_CLIENT_ID, Sandbox};
 use apimail_tests::{Run, run, run_with_stdin};
 
 const ACCOUNT: &str = "user@example.com";
@@ -547,4 +547,293 @@ fn auth_login_with_an_untrusted_token_endpoint_is_a_configuration_problem() {
         "{line}"
     );
     assert!(hint(&out).contains("SSL_CERT_FILE"), "{}", out.stderr);
+}
+
+const GRAPH_USER: &str = "user@contoso.com";
+
+fn graph_logged_in(extra: &[&str]) -> (FakeMicrosoft, Sandbox) {
+    let fake = FakeMicrosoft::start();
+    let sandbox = Sandbox::microsoft(&fake);
+    let mut args = vec!["--login-hint", GRAPH_USER];
+    args.extend_from_slice(extra);
+    let out = sandbox.login_graph(&fake, &args);
+    assert_eq!(out.code, 0, "login failed: {}", out.stderr);
+    (fake, sandbox)
+}
+
+/// Asserts that `line` names `silent`'s address, the phase and the 2 s of
+/// [`QUICK`].
+fn names_stall(line: &str, silent: &Stalling, phase: &str) {
+    assert!(line.contains(&silent.addr().to_string()), "{line}");
+    assert!(line.contains(phase), "{line}");
+    assert!(line.contains(" s "), "{line}");
+}
+
+fn within(started: Instant, limit: u64) {
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(limit), "took {took:?}");
+}
+
+#[test]
+fn a_graph_upload_on_a_slow_but_steady_link_finishes() {
+    let (fake, sandbox) = graph_logged_in(&["--large-messages"]);
+    let upstream = fake.base_url();
+    let upstream = upstream.trim_start_matches("http://").trim_end_matches('/');
+    // 1 MB/s: a 3.2 MB chunk takes over 3 s, longer than the 2 s stall
+    // limit, but something moves every 100 ms.
+    let link = SlowLink::start(upstream.parse().unwrap(), 1_000_000).unwrap();
+    fake.set_upload_base(&link.base_url());
+    let file = sandbox.path().join("big.pdf");
+    let data: Vec<u8> = (0..(4u32 << 20)).map(|i| (i * 13 % 251) as u8).collect();
+    std::fs::write(&file, &data).unwrap();
+    let started = Instant::now();
+    let out = run(sandbox
+        .cmd()
+        .envs(QUICK)
+        .env("APIMAIL_RETRY_ATTEMPTS", "1")
+        .args([
+            "send",
+            "--to",
+            "rcpt@example.net",
+            "--subject",
+            "slow",
+            "--text",
+            "attached",
+            "--attach",
+        ])
+        .arg(&file));
+    let took = started.elapsed();
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(took > Duration::from_secs(4), "not slow enough: {took:?}");
+    assert!(link.relayed() >= 4 << 20);
+    // Each chunk went once: no chunk was cut off and resumed.
+    let chunks = fake.chunks();
+    assert_eq!(chunks.len(), 2, "{chunks:?}");
+    assert_eq!(chunks[0].len, 3_276_800);
+    let delivered = fake.delivered();
+    assert_eq!(delivered.len(), 1);
+    assert!(sandbox.outbox_entries("queue").is_empty());
+}
+
+#[test]
+fn device_code_polling_that_never_answers_ends_75() {
+    // The device code comes; the token endpoint, polled, never answers:
+    // the login ends after three polls in a row failed, not when the code
+    // expires (15 minutes).
+    let authority = apimail_tests::http::Server::start("authority", |request| {
+        if request.path.ends_with("/devicecode") {
+            return apimail_tests::http::Response::json(
+                200,
+                &serde_json::json!({
+                    "device_code": "dc-1",
+                    "user_code": fake_microsoft::USER_CODE,
+                    "verification_uri": fake_microsoft::VERIFICATION_URI,
+                    "expires_in": 900,
+                    "interval": 1,
+                    "message": "To sign in, use a web browser.",
+                }),
+            )
+            .into();
+        }
+        std::thread::sleep(Duration::from_secs(30));
+        apimail_tests::http::Reply::Drop
+    })
+    .unwrap();
+    let fake = FakeMicrosoft::start();
+    let mut sandbox = Sandbox::microsoft(&fake);
+    sandbox.set_env("APIMAIL_MS_AUTHORITY_URL", &authority.base_url());
+    let started = Instant::now();
+    let out = run(sandbox.cmd().envs(QUICK).args([
+        "auth",
+        "login",
+        "graph",
+        "--device-code",
+        "--client-id",
+        MS_CLIENT_ID,
+    ]));
+    assert_eq!(out.code, 75, "{}", out.stderr);
+    // Three polls of 2 s each, with oauth2's backoff (2 s, 4 s) between.
+    within(started, 25);
+    let line = first_error(&out);
+    assert!(line.contains(&authority.addr().to_string()), "{line}");
+    assert!(line.contains("waiting for the answer"), "{line}");
+    assert!(out.stderr.contains(fake_microsoft::USER_CODE), "{}", out.stderr);
+    assert_eq!(authority.traffic().requests(), 4, "the code, three polls");
+}
+
+#[test]
+fn a_revocation_that_never_answers_still_logs_out_and_says_why() {
+    let (_fake, sandbox) = logged_in();
+    let silent = Stalling::start(Behaviour::NeverAnswers).unwrap();
+    let started = Instant::now();
+    let out = run(sandbox
+        .cmd()
+        .envs(QUICK)
+        .env(
+            "APIMAIL_GOOGLE_REVOKE_URL",
+            format!("{}/revoke", silent.base_url()),
+        )
+        .args(["auth", "logout", "--account", ACCOUNT]));
+    // Logging out is local; the revocation is reported, not fatal.
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    within(started, 8);
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), out.stderr);
+    let line = said
+        .lines()
+        .find(|l| l.contains("revoking them at Google failed"))
+        .unwrap_or_else(|| panic!("{said}"));
+    names_stall(line, &silent, "waiting for the answer");
+    assert!(!sandbox.token_file(ACCOUNT).exists());
+    assert!(silent.accepted() >= 1);
+}
+
+#[test]
+fn graph_app_only_tokens_that_never_answer_end_75_and_stay_queued() {
+    let fake = FakeMicrosoft::start();
+    let sandbox = Sandbox::microsoft(&fake);
+    let silent = Stalling::start(Behaviour::NeverAnswers).unwrap();
+    let started = Instant::now();
+    let out = run(sandbox
+        .cmd()
+        .envs(QUICK)
+        .env("APIMAIL_MS_AUTHORITY_URL", silent.base_url())
+        .env("AZURE_TENANT_ID", "contoso.onmicrosoft.com")
+        .env("AZURE_CLIENT_ID", "0a0b0c0d-1111-2222-3333-444455556666")
+        .env("AZURE_CLIENT_SECRET", "app~secret~value~for~tests")
+        .env("APIMAIL_GRAPH_USER", "alerts@contoso.com")
+        .args([
+            "send",
+            "--provider",
+            "graph",
+            "--to",
+            "rcpt@example.net",
+            "--subject",
+            "app",
+            "--text",
+            "hello",
+        ]));
+    assert_eq!(out.code, 75, "{}", out.stderr);
+    within(started, 15);
+    names_stall(first_error(&out), &silent, "waiting for the answer");
+    assert!(!out.stderr.contains("app~secret"), "{}", out.stderr);
+    assert!(fake.delivered().is_empty());
+    assert_eq!(sandbox.outbox_entries("queue").len(), 1);
+}
+
+#[test]
+fn gmail_service_account_tokens_that_never_answer_end_75_and_stay_queued() {
+    let fake = FakeGoogle::start();
+    let sandbox = Sandbox::new(&fake);
+    let silent = Stalling::start(Behaviour::NeverAnswers).unwrap();
+    let key = sandbox.path().join("key.json");
+    std::fs::write(
+        &key,
+        service_account_key_json(&format!("{}/token", silent.base_url())),
+    )
+    .unwrap();
+    let started = Instant::now();
+    let out = run(sandbox
+        .cmd()
+        .envs(QUICK)
+        .env(
+            "APIMAIL_GOOGLE_TOKEN_URL",
+            format!("{}/token", silent.base_url()),
+        )
+        .env("GOOGLE_APPLICATION_CREDENTIALS", &key)
+        .env("APIMAIL_GMAIL_USER", "boss@example.com")
+        .args([
+            "send",
+            "--provider",
+            "gmail",
+            "--to",
+            "rcpt@example.net",
+            "--subject",
+            "sa",
+            "--text",
+            "hello",
+        ]));
+    assert_eq!(out.code, 75, "{}", out.stderr);
+    within(started, 15);
+    names_stall(first_error(&out), &silent, "waiting for the answer");
+    assert!(fake.messages().is_empty());
+    assert_eq!(sandbox.outbox_entries("queue").len(), 1);
+}
+
+#[test]
+fn a_sent_items_check_that_never_answers_ends_75_and_stays_queued() {
+    // Mail.ReadWrite: an unknown outcome is checked in Sent Items.
+    let (fake, sandbox) = graph_logged_in(&["--large-messages"]);
+    let silent = Stalling::start(Behaviour::NeverAnswers).unwrap();
+    let started = Instant::now();
+    let out = run(sandbox
+        .cmd()
+        .envs(QUICK)
+        .env("APIMAIL_RETRY_ATTEMPTS", "1")
+        .env("APIMAIL_GRAPH_API_URL", silent.base_url())
+        .args([
+            "send",
+            "--to",
+            "rcpt@example.net",
+            "--subject",
+            "lost",
+            "--text",
+            "hi",
+            "--debug",
+        ]));
+    assert_eq!(out.code, 75, "{}", out.stderr);
+    // The sendMail gets no answer (its outcome unknown), then neither does
+    // the Sent Items check: each ends at graph-rs-sdk's whole-request limit
+    // of connect + 2 × stall = 6 s.
+    within(started, 20);
+    let check = out
+        .stderr
+        .lines()
+        .find(|l| l.contains("GET ") && l.contains("sentitems") && l.contains("failed"))
+        .unwrap_or_else(|| panic!("no Sent Items check: {}", out.stderr));
+    names_stall(check, &silent, "waiting for the answer");
+    assert!(check.contains("6 s"), "{check}");
+    assert!(fake.delivered().is_empty());
+    assert_eq!(sandbox.outbox_entries("queue").len(), 1);
+}
+
+#[test]
+fn graph_with_an_untrusted_certificate_is_a_configuration_problem() {
+    let (fake, sandbox) = graph_logged_in(&[]);
+    let server = tls_server("tls-localhost.pem");
+    let url = format!("https://localhost:{}", server.port());
+    let out = send(&sandbox, &[("APIMAIL_GRAPH_API_URL", &url)]);
+    assert_eq!(out.code, 78, "{}", out.stderr);
+    let line = first_error(&out);
+    assert!(
+        line.contains("this machine does not trust the certificate of localhost"),
+        "{line}"
+    );
+    let hint = hint(&out);
+    assert!(
+        hint.contains("set SSL_CERT_FILE to your CA bundle"),
+        "{hint}"
+    );
+    assert!(fake.delivered().is_empty());
+    assert_eq!(sandbox.outbox_entries("queue").len(), 1, "held, not lost");
+}
+
+#[test]
+fn graph_honours_ssl_cert_file_and_names_a_certificate_for_another_name() {
+    let (_fake, sandbox) = graph_logged_in(&[]);
+    let server = tls_server("tls-other.pem");
+    let url = format!("https://localhost:{}", server.port());
+    let ca = fixture("tls-ca.pem").display().to_string();
+    let out = send(
+        &sandbox,
+        &[("APIMAIL_GRAPH_API_URL", &url), ("SSL_CERT_FILE", &ca)],
+    );
+    assert_eq!(out.code, 78, "{}", out.stderr);
+    let line = first_error(&out);
+    // Trusted through SSL_CERT_FILE (else "does not trust"), refused for
+    // its name.
+    assert!(
+        line.contains("the certificate of localhost is for other.example"),
+        "{line}"
+    );
+    assert!(hint(&out).contains("host name"), "{}", out.stderr);
 }

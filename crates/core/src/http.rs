@@ -13,8 +13,10 @@
 //!   The overall bound of a whole send is the retry policy's
 //!   (`RetryPolicy::max_elapsed`).
 //!
-//! [`Stall`] wraps a connection's IO for the stall limit; [`NetFailure`]
-//! reads what went wrong out of any client's error chain.
+//! [`Stall`] wraps a connection's IO for the stall limit (the hyper
+//! stack); [`exchange`] keeps the same limit for a reqwest request, whose
+//! connection cannot be wrapped; [`NetFailure`] reads what went wrong out
+//! of any client's error chain.
 
 use std::error::Error as StdError;
 use std::fmt;
@@ -219,21 +221,19 @@ pub fn proxy_setting() -> Option<String> {
 }
 
 /// A reqwest client builder under this policy: the shared TLS
-/// configuration, the proxy rules, the user agent, no redirects, the
-/// connect timeout and the stall limit as reqwest's read timeout (reqwest
-/// restarts it on every read; it also bounds the wait for the answer
-/// after a body was sent).
+/// configuration, the proxy rules, the user agent, no redirects and the
+/// connect timeout. It sets no stall limit: requests go through
+/// [`exchange`] (a true stall timer), or the client adds the stall limit
+/// as reqwest's `read_timeout` ([`shared_client`], for small bodies).
 pub fn reqwest_builder() -> Result<reqwest::ClientBuilder, TlsSetupError> {
     let tls = tls_config()?;
-    let timeouts = timeouts();
     Ok(reqwest::Client::builder()
         .use_preconfigured_tls((*tls).clone())
         .no_proxy()
         .proxy(reqwest_proxy())
         .user_agent(USER_AGENT)
         .redirect(reqwest::redirect::Policy::none())
-        .connect_timeout(timeouts.connect)
-        .read_timeout(timeouts.stall))
+        .connect_timeout(timeouts().connect))
 }
 
 /// [`proxy_for`] as a reqwest proxy (for clients built elsewhere, such as
@@ -253,14 +253,18 @@ pub fn reqwest_proxy() -> reqwest::Proxy {
 }
 
 /// The process's shared reqwest client (token endpoints, probes), built
-/// once from [`reqwest_builder`]. It keeps no idle connections: a process
-/// makes few such requests, and a pooled connection would outlive the
-/// tokio runtime that opened it.
+/// once from [`reqwest_builder`], with the stall limit as reqwest's
+/// `read_timeout`: reqwest runs it from the start of a request to its
+/// answer's headers, then per read, which for these small bodies is a
+/// stall limit. It keeps no idle connections: a process makes few such
+/// requests, and a pooled connection would outlive the tokio runtime that
+/// opened it.
 pub fn shared_client() -> Result<reqwest::Client, TlsSetupError> {
     static CLIENT: OnceLock<Result<reqwest::Client, TlsSetupError>> = OnceLock::new();
     CLIENT
         .get_or_init(|| {
             reqwest_builder()?
+                .read_timeout(timeouts().stall)
                 .pool_max_idle_per_host(0)
                 .build()
                 .map_err(|e| TlsSetupError(format!("cannot set up the HTTPS client: {e}")))
@@ -489,6 +493,199 @@ impl<T: hyper_util::client::legacy::connect::Connection>
 {
     fn connected(&self) -> hyper_util::client::legacy::connect::Connected {
         self.io.connected()
+    }
+}
+
+/// How much of a request body [`exchange`] hands over at a time; each
+/// piece taken counts as progress.
+const PIECE_BYTES: usize = 64 * 1024;
+
+/// A whole answer, read by [`exchange`].
+#[derive(Debug)]
+pub struct Received {
+    /// The HTTP status.
+    pub status: u16,
+    /// The answer's headers.
+    pub headers: http::HeaderMap,
+    /// The answer's body.
+    pub body: Vec<u8>,
+}
+
+/// Sends `request` (from a [`reqwest_builder`] client, which has no
+/// `read_timeout`) with `body`, and reads the whole answer, under the
+/// stall limit: the body goes out in 64 KiB pieces, and each piece the
+/// connection takes, the answer's head and each piece of its body are
+/// progress. It fails with [`HttpTimeout`] only when nothing moved for the
+/// stall limit: [`Phase::Sending`] while pieces are unwritten, else
+/// [`Phase::Waiting`]. The limit runs from the start, so opening the
+/// connection counts toward the first one (as with reqwest's
+/// `read_timeout`; reqwest's connect timeout bounds the opening itself).
+/// reqwest's own errors come back without their URL (an upload URL is a
+/// credential).
+pub async fn exchange(
+    request: reqwest::RequestBuilder,
+    body: impl Into<bytes::Bytes>,
+) -> Result<Received, Box<dyn StdError + Send + Sync>> {
+    exchange_within(request, body.into(), timeouts()).await
+}
+
+async fn exchange_within(
+    request: reqwest::RequestBuilder,
+    body: bytes::Bytes,
+    timeouts: Timeouts,
+) -> Result<Received, Box<dyn StdError + Send + Sync>> {
+    let (client, request) = request.build_split();
+    let mut request = request.map_err(reqwest::Error::without_url)?;
+    let url = request.url();
+    let host = format!(
+        "{}:{}",
+        url.host_str().unwrap_or("?"),
+        url.port_or_known_default().unwrap_or(443)
+    );
+    let progress = Arc::new(Progress::new(Pieces::count(body.len())));
+    if !body.is_empty() {
+        *request.body_mut() = Some(reqwest::Body::wrap(Pieces {
+            rest: body,
+            progress: progress.clone(),
+        }));
+    }
+    let work = async {
+        let mut response = client.execute(request).await?;
+        progress.moved();
+        let status = response.status().as_u16();
+        let headers = std::mem::take(response.headers_mut());
+        let mut body = Vec::new();
+        while let Some(piece) = response.chunk().await? {
+            progress.moved();
+            body.extend_from_slice(&piece);
+        }
+        Ok::<_, reqwest::Error>(Received {
+            status,
+            headers,
+            body,
+        })
+    };
+    tokio::select! {
+        done = work => done.map_err(|e| e.without_url().into()),
+        stalled = progress.stalled(&host, timeouts) => Err(stalled.into()),
+    }
+}
+
+/// When an [`exchange`] last moved, and how many pieces of its body are
+/// not written yet.
+#[derive(Debug)]
+struct Progress(std::sync::Mutex<Moved>);
+
+#[derive(Debug, Clone, Copy)]
+struct Moved {
+    at: Instant,
+    unwritten: usize,
+}
+
+impl Progress {
+    fn new(pieces: usize) -> Self {
+        Progress(std::sync::Mutex::new(Moved {
+            at: Instant::now(),
+            unwritten: pieces,
+        }))
+    }
+
+    fn update(&self, change: impl FnOnce(&mut Moved)) {
+        let mut moved = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        moved.at = Instant::now();
+        change(&mut moved);
+    }
+
+    fn moved(&self) {
+        self.update(|_| {});
+    }
+
+    fn written(&self) {
+        self.update(|moved| moved.unwritten = moved.unwritten.saturating_sub(1));
+    }
+
+    /// Returns once nothing moved for the limit.
+    async fn stalled(&self, host: &str, timeouts: Timeouts) -> HttpTimeout {
+        loop {
+            let moved = *self.0.lock().unwrap_or_else(|e| e.into_inner());
+            let limit = timeouts.stall;
+            if Instant::now() >= moved.at + limit {
+                return HttpTimeout {
+                    host: host.to_owned(),
+                    phase: if moved.unwritten > 0 {
+                        Phase::Sending
+                    } else {
+                        Phase::Waiting
+                    },
+                    after: limit,
+                };
+            }
+            tokio::time::sleep_until(moved.at + limit).await;
+        }
+    }
+}
+
+/// A request body handed over [`PIECE_BYTES`] at a time. Taking a piece
+/// is progress, and so is a piece's end: hyper lets go of a piece once
+/// the connection took all of it, as [`Stall`] counts a write. Its exact
+/// size gives the request a Content-Length.
+struct Pieces {
+    rest: bytes::Bytes,
+    progress: Arc<Progress>,
+}
+
+impl Pieces {
+    fn count(len: usize) -> usize {
+        len.div_ceil(PIECE_BYTES)
+    }
+}
+
+/// One piece of [`Pieces`]; dropping it notes it written.
+struct Piece {
+    data: bytes::Bytes,
+    progress: Arc<Progress>,
+}
+
+impl AsRef<[u8]> for Piece {
+    fn as_ref(&self) -> &[u8] {
+        &self.data
+    }
+}
+
+impl Drop for Piece {
+    fn drop(&mut self) {
+        self.progress.written();
+    }
+}
+
+impl http_body::Body for Pieces {
+    type Data = bytes::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
+        let this = self.get_mut();
+        if this.rest.is_empty() {
+            return Poll::Ready(None);
+        }
+        this.progress.moved();
+        let piece = Piece {
+            data: this.rest.split_to(PIECE_BYTES.min(this.rest.len())),
+            progress: this.progress.clone(),
+        };
+        Poll::Ready(Some(Ok(http_body::Frame::data(
+            bytes::Bytes::from_owner(piece),
+        ))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.rest.is_empty()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.rest.len() as u64)
     }
 }
 
@@ -759,6 +956,108 @@ mod tests {
         };
         let timeout = find::<HttpTimeout>(&error).expect("an HttpTimeout");
         assert_eq!(timeout.phase, Phase::Sending);
+    }
+
+    fn client() -> reqwest::Client {
+        reqwest_builder().unwrap().build().unwrap()
+    }
+
+    const QUICK: Timeouts = Timeouts {
+        connect: Duration::from_secs(2),
+        stall: Duration::from_secs(1),
+    };
+
+    /// A body that takes about 5 s through a 1 MB/s link, while the stall
+    /// limit is 2 s: it finishes, with a Content-Length. (The client's
+    /// kernel buffers take about 1.5 MB at once on loopback; draining them
+    /// must take less than the limit.)
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_slow_but_steady_upload_finishes() {
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let record = seen.clone();
+        let server = apimail_test_http::Server::start("slow", move |request| {
+            record.lock().unwrap().push(request.clone());
+            apimail_test_http::Response::json(202, &serde_json::json!({"ok": true})).into()
+        })
+        .unwrap();
+        let link =
+            apimail_test_http::stalling::SlowLink::start(server.addr(), 1_000_000).unwrap();
+        let body = bytes::Bytes::from(vec![5u8; 5_000_000]);
+        let limits = Timeouts {
+            connect: Duration::from_secs(2),
+            stall: Duration::from_secs(2),
+        };
+        let started = std::time::Instant::now();
+        let request = client().put(format!("{}/upload", link.base_url()));
+        let received = exchange_within(request, body, limits).await.unwrap();
+        let took = started.elapsed();
+        assert_eq!(received.status, 202);
+        assert_eq!(received.body, br#"{"ok":true}"#);
+        assert!(took > 2 * limits.stall, "took {took:?}: not slow enough");
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen[0].body.len(), 5_000_000);
+        assert_eq!(seen[0].header("content-length"), Some("5000000"));
+        assert_eq!(seen[0].header("transfer-encoding"), None);
+    }
+
+    #[tokio::test]
+    async fn an_exchange_with_a_server_that_stops_reading_stalls_while_sending() {
+        use apimail_test_http::stalling::{Behaviour, Stalling};
+        let wedged = Stalling::start(Behaviour::StopsReadingAfter(64 * 1024)).unwrap();
+        let started = std::time::Instant::now();
+        let request = client().put(format!("{}/upload?secret=1", wedged.base_url()));
+        let error = exchange_within(request, vec![1u8; 16 << 20].into(), QUICK)
+            .await
+            .unwrap_err();
+        let timeout = find::<HttpTimeout>(error.as_ref()).expect("an HttpTimeout");
+        assert_eq!(timeout.phase, Phase::Sending);
+        assert_eq!(timeout.host, wedged.addr().to_string());
+        assert_eq!(timeout.after, QUICK.stall);
+        assert!(started.elapsed() < Duration::from_secs(4));
+        let url = Url::parse(&wedged.base_url()).unwrap();
+        let failure = NetFailure::diagnose(error.as_ref(), &url).unwrap();
+        assert!(failure.is_temporary());
+    }
+
+    #[tokio::test]
+    async fn an_exchange_with_a_silent_server_stalls_while_waiting() {
+        use apimail_test_http::stalling::{Behaviour, Stalling};
+        let silent = Stalling::start(Behaviour::NeverAnswers).unwrap();
+        for body in [bytes::Bytes::new(), bytes::Bytes::from_static(b"small")] {
+            let started = std::time::Instant::now();
+            let request = client().put(format!("{}/upload", silent.base_url()));
+            let error = exchange_within(request, body.clone(), QUICK)
+                .await
+                .unwrap_err();
+            let timeout = find::<HttpTimeout>(error.as_ref()).expect("an HttpTimeout");
+            assert_eq!(timeout.phase, Phase::Waiting);
+            let limit = QUICK.stall;
+            assert_eq!(timeout.after, limit);
+            let took = started.elapsed();
+            assert!(
+                took >= limit && took < limit + Duration::from_millis(500),
+                "{took:?} for {} bytes",
+                body.len()
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn exchange_errors_do_not_show_the_url() {
+        let port = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.local_addr().unwrap().port()
+        };
+        let request = client().get(format!("http://127.0.0.1:{port}/upload?authtoken=SECRET"));
+        let error = exchange_within(request, bytes::Bytes::new(), QUICK)
+            .await
+            .unwrap_err();
+        let text = chain(error.as_ref())
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(": ");
+        assert!(!text.contains("SECRET"), "{text}");
     }
 
     #[test]

@@ -144,6 +144,12 @@ impl TransportError {
         self
     }
 
+    /// Attaches an underlying cause that is already boxed.
+    pub fn with_source_boxed(mut self, source: Box<dyn std::error::Error + Send + Sync>) -> Self {
+        self.source = Some(source);
+        self
+    }
+
     /// Records how long the provider asked us to wait.
     pub fn with_retry_after(mut self, delay: Duration) -> Self {
         self.retry_after = Some(delay);

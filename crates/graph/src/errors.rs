@@ -10,6 +10,7 @@
 use std::time::Duration;
 
 use apimail_core::{ErrorKind, TokenError, TransportError};
+use apimail_core::http::{NetFailure, Phase};
 use graph_rs_sdk::GraphFailure;
 
 /// An HTTP answer from Graph, read in full.
@@ -267,6 +268,13 @@ impl std::error::Error for Cause {
     }
 }
 
+/// graph-rs-sdk's whole-request timeout (it has no per-read one):
+/// connect + 2 × stall, as its bodies are at most 4 MB.
+pub(crate) fn whole_request_limit() -> Duration {
+    let timeouts = apimail_core::http::timeouts();
+    timeouts.connect + 2 * timeouts.stall
+}
+
 /// Maps a graph-rs-sdk failure (no HTTP answer at all) to a
 /// [`TransportError`]: network trouble and timeouts are temporary, the
 /// rest is a bug. `request` names the request (`POST /v1.0/me/sendMail`).
@@ -277,12 +285,21 @@ pub(crate) fn request_failure(
     delivers: bool,
 ) -> TransportError {
     let diagnosed = match &error {
-        GraphFailure::ReqwestError(e) => apimail_core::http::NetFailure::diagnose(e, url),
-        GraphFailure::Other(e) => apimail_core::http::NetFailure::diagnose(e.as_ref(), url),
-        GraphFailure::Io(e) => apimail_core::http::NetFailure::diagnose(e, url),
+        GraphFailure::ReqwestError(e) => NetFailure::diagnose(e, url),
+        GraphFailure::Other(e) => NetFailure::diagnose(e.as_ref(), url),
+        GraphFailure::Io(e) => NetFailure::diagnose(e, url),
         _ => None,
     };
     if let Some(failure) = diagnosed {
+        // graph-rs-sdk's client times out only the whole request: say how
+        // long that was, not the stall limit.
+        let failure = match failure {
+            NetFailure::Timeout(mut timeout) if timeout.phase != Phase::Connect => {
+                timeout.after = whole_request_limit();
+                NetFailure::Timeout(timeout)
+            }
+            other => other,
+        };
         return failure.transport_error(delivers);
     }
     let reqwest = |e: &reqwest::Error| {

@@ -817,6 +817,8 @@ impl Clients {
                 format!("cannot set up the HTTPS client: {e}"),
             )
         };
+        // No read_timeout: every upload request goes through
+        // `http::exchange`, the policy's stall timer.
         let uploads = apimail_core::http::reqwest_builder()
             .map_err(|e| setup(&e))?
             .build()
@@ -827,7 +829,7 @@ impl Clients {
         let build = || {
             let mut config = GraphClientConfiguration::new()
                 .client_application(bearer.clone())
-                .timeout(timeouts.connect + 2 * timeouts.stall)
+                .timeout(errors::whole_request_limit())
                 .connect_timeout(timeouts.connect)
                 .proxy(apimail_core::http::reqwest_proxy())
                 .user_agent(HeaderValue::from_static(apimail_core::http::USER_AGENT));

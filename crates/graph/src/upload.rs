@@ -198,17 +198,14 @@ async fn put_chunk(
     let range = format!("bytes {offset}-{}/{total}", end.saturating_sub(1));
     let _permit = permits.acquire().await.map_err(closed)?;
     let started = Instant::now();
-    let sent = http
+    // Under the policy's stall timer: a slow but moving chunk finishes.
+    let request = http
         .put(upload_url.clone())
         .header(CONTENT_RANGE, &range)
-        .header(CONTENT_TYPE, "application/octet-stream")
-        .body(chunk)
-        .send()
-        .await;
-    let answer = match sent {
-        Ok(response) => read(response).await,
-        Err(e) => Err(e),
-    };
+        .header(CONTENT_TYPE, "application/octet-stream");
+    let answer = apimail_core::http::exchange(request, chunk)
+        .await
+        .map(received);
     let elapsed = started.elapsed().as_millis();
     let answer = match answer {
         Ok(answer) => answer,
@@ -216,7 +213,7 @@ async fn put_chunk(
             tracing::debug!("PUT upload session on {host} ({range}) failed after {elapsed} ms");
             // A TLS or proxy problem is not worth resuming; a timeout is.
             return Err(
-                match apimail_core::http::NetFailure::diagnose(&e, upload_url) {
+                match apimail_core::http::NetFailure::diagnose(e.as_ref(), upload_url) {
                     Some(failure) if !failure.is_temporary() => {
                         ChunkError::Fatal(failure.transport_error(false))
                     }
@@ -226,7 +223,7 @@ async fn put_chunk(
                             ErrorKind::Temporary,
                             format!("the connection to the upload session on {host} failed"),
                         )
-                        .with_source(without_url(e)),
+                        .with_source_boxed(e),
                     ),
                 },
             );
@@ -272,17 +269,16 @@ async fn next_expected(
 ) -> Result<Option<usize>, TransportError> {
     let _permit = permits.acquire().await.map_err(|_| limiter_closed())?;
     let started = Instant::now();
-    let answer = match http.get(upload_url.clone()).send().await {
-        Ok(response) => read(response).await,
-        Err(e) => Err(e),
-    }
-    .map_err(|e| {
-        TransportError::new(
-            ErrorKind::Temporary,
-            format!("cannot reach the upload session on {host}"),
-        )
-        .with_source(without_url(e))
-    })?;
+    let answer = apimail_core::http::exchange(http.get(upload_url.clone()), Vec::new())
+        .await
+        .map(received)
+        .map_err(|e| {
+            TransportError::new(
+                ErrorKind::Temporary,
+                format!("cannot reach the upload session on {host}"),
+            )
+            .with_source_boxed(e)
+        })?;
     tracing::debug!(
         "GET upload session on {host} -> {} in {} ms",
         answer.status,
@@ -333,9 +329,18 @@ pub(crate) async fn read(response: reqwest::Response) -> Result<Answer, reqwest:
     })
 }
 
-/// reqwest errors print their URL, and this one is a credential.
-fn without_url(error: reqwest::Error) -> reqwest::Error {
-    error.without_url()
+/// An upload URL's answer, read by `http::exchange`.
+fn received(received: apimail_core::http::Received) -> Answer {
+    Answer {
+        status: received.status,
+        retry_after: errors::parse_retry_after(
+            received
+                .headers
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok()),
+        ),
+        body: received.body,
+    }
 }
 
 fn closed(_: tokio::sync::AcquireError) -> ChunkError {

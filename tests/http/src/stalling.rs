@@ -1,12 +1,14 @@
 //! Listeners that misbehave the way real networks do, for timeout and
 //! proxy tests: a server that accepts and never answers, one that stops
-//! reading halfway through a request, and proxies that stall or refuse
-//! after `CONNECT`.
+//! reading halfway through a request, proxies that stall or refuse after
+//! `CONNECT`, and a slow but steady link in front of another server
+//! ([`SlowLink`]).
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use crate::lock;
 
@@ -41,11 +43,7 @@ impl Stalling {
         // A small receive buffer, so that a client's upload stops moving
         // soon after the server stops reading (and does not vanish into
         // megabytes of kernel buffers).
-        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
-        socket.set_recv_buffer_size(64 * 1024)?;
-        socket.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())?;
-        socket.listen(128)?;
-        let listener: TcpListener = socket.into();
+        let listener = small_buffered_listener(false)?;
         let addr = listener.local_addr()?;
         let accepted = Arc::new(AtomicU64::new(0));
         let received = Arc::new(AtomicU64::new(0));
@@ -158,4 +156,93 @@ fn read_head(stream: &mut TcpStream, received: &AtomicU64) -> Option<String> {
         }
     }
     Some(String::from_utf8_lossy(&head).into_owned())
+}
+
+/// A listener on `127.0.0.1:0` with a 64 KiB receive buffer, so that a
+/// client's upload stops moving soon after the server stops reading (and
+/// does not vanish into megabytes of kernel buffers). With `small_segments`
+/// it also asks clients for 1400-byte segments, as on a real network: on
+/// loopback (64 KiB segments) a client's send buffer alone grows to
+/// megabytes, so that a client would hand over a whole upload at once.
+fn small_buffered_listener(small_segments: bool) -> io::Result<TcpListener> {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+    socket.set_recv_buffer_size(64 * 1024)?;
+    if small_segments {
+        socket.set_tcp_mss(1400)?;
+    }
+    socket.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())?;
+    socket.listen(128)?;
+    Ok(socket.into())
+}
+
+/// A slow but steady link to another server: each connection is relayed
+/// to `to`, the client's bytes at `bytes_per_second` (a tenth of that
+/// every 100 ms), the answers at full speed.
+#[derive(Debug)]
+pub struct SlowLink {
+    addr: SocketAddr,
+    relayed: Arc<AtomicU64>,
+}
+
+impl SlowLink {
+    /// Starts listening.
+    pub fn start(to: SocketAddr, bytes_per_second: usize) -> io::Result<SlowLink> {
+        let listener = small_buffered_listener(true)?;
+        let addr = listener.local_addr()?;
+        let relayed = Arc::new(AtomicU64::new(0));
+        let counted = relayed.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                let Ok(server) = TcpStream::connect(to) else {
+                    continue;
+                };
+                let counted = counted.clone();
+                let (Ok(client_in), Ok(server_out)) = (client.try_clone(), server.try_clone())
+                else {
+                    continue;
+                };
+                std::thread::spawn(move || {
+                    trickle(client_in, server_out, bytes_per_second / 10, &counted);
+                });
+                std::thread::spawn(move || copy_back(server, client));
+            }
+        });
+        Ok(SlowLink { addr, relayed })
+    }
+
+    /// `http://127.0.0.1:PORT` (no trailing slash).
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Bytes relayed from clients so far.
+    pub fn relayed(&self) -> u64 {
+        self.relayed.load(Ordering::SeqCst)
+    }
+}
+
+/// Copies `from` to `to`, at most `per_tick` bytes every 100 ms.
+fn trickle(mut from: TcpStream, mut to: TcpStream, per_tick: usize, relayed: &AtomicU64) {
+    let mut buf = vec![0u8; per_tick.max(1)];
+    loop {
+        let tick = std::time::Instant::now() + Duration::from_millis(100);
+        let n = match from.read(&mut buf) {
+            Ok(0) | Err(_) => {
+                let _ = to.shutdown(std::net::Shutdown::Write);
+                return;
+            }
+            Ok(n) => n,
+        };
+        if to.write_all(&buf[..n]).is_err() {
+            return;
+        }
+        relayed.fetch_add(n as u64, Ordering::SeqCst);
+        std::thread::sleep(tick.saturating_duration_since(std::time::Instant::now()));
+    }
+}
+
+fn copy_back(mut from: TcpStream, mut to: TcpStream) {
+    let _ = io::copy(&mut from, &mut to);
+    let _ = to.shutdown(std::net::Shutdown::Both);
 }

@@ -118,7 +118,22 @@ pub(super) struct Http {
     last_status: AtomicU16,
     /// The last URL asked, without its query (which may hold a secret).
     last_url: Mutex<String>,
+    /// Set for device-code polling: failed requests are counted here
+    /// (oauth2 would only back off and poll on until the code expires).
+    polling: Option<FailedPolls>,
 }
+
+/// Requests that failed in a row while polling, the last failure, and the
+/// signal that there were [`MAX_FAILED_POLLS`].
+#[derive(Debug, Default)]
+struct FailedPolls {
+    failures: Mutex<(u32, Option<HttpFailure>)>,
+    too_many: tokio::sync::Notify,
+}
+
+/// How many device-code polls may fail in a row (no answer, a stall, a
+/// 5xx) before the login gives up, with oauth2's backoff between them.
+pub(super) const MAX_FAILED_POLLS: u32 = 3;
 
 impl Http {
     /// Builds the client.
@@ -128,7 +143,57 @@ impl Http {
             client,
             last_status: AtomicU16::new(0),
             last_url: Mutex::new(String::new()),
+            polling: None,
         })
+    }
+
+    /// Builds the client for device-code polling: see [`Http::failed_polls`].
+    pub(super) fn for_polling() -> Result<Self, TokenError> {
+        Ok(Http {
+            polling: Some(FailedPolls::default()),
+            ..Http::new()?
+        })
+    }
+
+    /// Returns, with the last failure, once [`MAX_FAILED_POLLS`] requests
+    /// failed in a row (only on a client [`Http::for_polling`]).
+    pub(super) async fn failed_polls(&self) -> TokenError {
+        let Some(polls) = &self.polling else {
+            return std::future::pending().await;
+        };
+        polls.too_many.notified().await;
+        let last = polls
+            .failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .1
+            .take();
+        last.map_or_else(|| TokenError::Other("polling failed".to_owned()), unreachable)
+    }
+
+    /// [`Http::send`], counting failures while polling. oauth2 only backs
+    /// off after a failed poll, so it gets a stand-in error and the real
+    /// one is kept for [`Http::failed_polls`].
+    async fn send_counted(&self, request: HttpRequest) -> Result<HttpResponse, HttpFailure> {
+        let result = self.send(request).await;
+        let Some(polls) = &self.polling else {
+            return result;
+        };
+        let mut failures = polls.failures.lock().unwrap_or_else(|e| e.into_inner());
+        match result {
+            Err(failure @ (HttpFailure::Transport(_) | HttpFailure::Status(_))) => {
+                failures.0 += 1;
+                failures.1 = Some(failure);
+                if failures.0 >= MAX_FAILED_POLLS {
+                    polls.too_many.notify_one();
+                }
+                Err(HttpFailure::Internal("a failed poll".to_owned()))
+            }
+            other => {
+                *failures = (0, None);
+                other
+            }
+        }
     }
 
     /// Sends one request. Retryable statuses (5xx, 429, 408) become
@@ -207,7 +272,7 @@ impl<'c> AsyncHttpClient<'c> for Http {
     type Future = Pin<Box<dyn Future<Output = Result<HttpResponse, HttpFailure>> + Send + 'c>>;
 
     fn call(&'c self, request: HttpRequest) -> Self::Future {
-        Box::pin(self.send(request))
+        Box::pin(self.send_counted(request))
     }
 }
 

@@ -349,7 +349,8 @@ const DEVICE_GRACE: Duration = Duration::from_secs(30);
 /// `authorization_pending`, adds 5 s on `slow_down`, and stops at the
 /// code's `expires_in`. A declined sign-in (`access_denied`,
 /// `authorization_declined`) gives [`LoginError::Denied`]; an expired code
-/// [`LoginError::Expired`].
+/// [`LoginError::Expired`]; three polls failing in a row (no answer, a
+/// stall, a 5xx) the last one's [`LoginError::Token`].
 pub async fn login_with_device_code(
     client: &OAuthClient,
     scopes: &[String],
@@ -378,7 +379,7 @@ where
     let device_url = checked(device_url).map_err(|e| LoginError::Config(e.to_string()))?;
     let oauth = oauth2_client(client, true)?
         .set_device_authorization_url(DeviceAuthorizationUrl::from_url(device_url));
-    let http = Http::new()?;
+    let http = Http::for_polling()?;
 
     let details: DeviceAuthorizationResponse<DeviceFields> = oauth
         .exchange_device_code()
@@ -399,9 +400,17 @@ where
     let polling = oauth
         .exchange_device_access_token(&details)
         .request_async(&http, sleep, None);
+    // A token endpoint that keeps failing ends the login, rather than
+    // being polled until the code expires.
+    let polling = async {
+        tokio::select! {
+            result = polling => Ok(result),
+            failed = http.failed_polls() => Err(LoginError::Token(failed)),
+        }
+    };
     let result = tokio::time::timeout(details.expires_in() + DEVICE_GRACE, polling)
         .await
-        .map_err(|_| LoginError::Expired)?;
+        .map_err(|_| LoginError::Expired)??;
     match result {
         Ok(response) => Ok(token_response(response)),
         Err(error) => Err(match classify(error, &http) {

@@ -701,6 +701,30 @@ async fn run_device(
 }
 
 #[tokio::test]
+async fn device_code_polling_gives_up_after_failures_in_a_row() {
+    // One failure, then a pending answer (the count starts again), then
+    // three failures in a row: the login ends with the last one.
+    let fake = Fake::start(vec![
+        device_json(),
+        json(503, "busy"),
+        pending(),
+        json(503, "busy"),
+        json(502, "bad gateway"),
+        json(503, "busy"),
+        token_json(),
+    ])
+    .await;
+    let (result, shown, _) = run_device(&fake).await;
+    assert_eq!(shown.len(), 1);
+    let error = result.unwrap_err();
+    assert!(
+        matches!(&error, LoginError::Token(TokenError::Unreachable(_))),
+        "{error:?}"
+    );
+    assert_eq!(fake.requests().len(), 2 + 1 + client::MAX_FAILED_POLLS as usize);
+}
+
+#[tokio::test]
 async fn device_code_polls_until_authorized() {
     let fake = Fake::start(vec![device_json(), pending(), pending(), token_json()]).await;
     let (result, shown, sleeps) = run_device(&fake).await;
