@@ -657,7 +657,11 @@ fn device_code_polling_that_never_answers_ends_75() {
     let line = first_error(&out);
     assert!(line.contains(&authority.addr().to_string()), "{line}");
     assert!(line.contains("waiting for the answer"), "{line}");
-    assert!(out.stderr.contains(fake_microsoft::USER_CODE), "{}", out.stderr);
+    assert!(
+        out.stderr.contains(fake_microsoft::USER_CODE),
+        "{}",
+        out.stderr
+    );
     assert_eq!(authority.traffic().requests(), 4, "the code, three polls");
 }
 

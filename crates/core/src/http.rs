@@ -675,9 +675,9 @@ impl http_body::Body for Pieces {
             data: this.rest.split_to(PIECE_BYTES.min(this.rest.len())),
             progress: this.progress.clone(),
         };
-        Poll::Ready(Some(Ok(http_body::Frame::data(
-            bytes::Bytes::from_owner(piece),
-        ))))
+        Poll::Ready(Some(Ok(http_body::Frame::data(bytes::Bytes::from_owner(
+            piece,
+        )))))
     }
 
     fn is_end_stream(&self) -> bool {
@@ -980,8 +980,7 @@ mod tests {
             apimail_test_http::Response::json(202, &serde_json::json!({"ok": true})).into()
         })
         .unwrap();
-        let link =
-            apimail_test_http::stalling::SlowLink::start(server.addr(), 1_000_000).unwrap();
+        let link = apimail_test_http::stalling::SlowLink::start(server.addr(), 1_000_000).unwrap();
         let body = bytes::Bytes::from(vec![5u8; 5_000_000]);
         let limits = Timeouts {
             connect: Duration::from_secs(2),

@@ -9,8 +9,8 @@
 
 use std::time::Duration;
 
-use apimail_core::{ErrorKind, TokenError, TransportError};
 use apimail_core::http::{NetFailure, Phase};
+use apimail_core::{ErrorKind, TokenError, TransportError};
 use graph_rs_sdk::GraphFailure;
 
 /// An HTTP answer from Graph, read in full.

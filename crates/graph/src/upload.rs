@@ -315,21 +315,16 @@ fn next_from(body: &[u8]) -> Option<Option<usize>> {
 
 pub(crate) async fn read(response: reqwest::Response) -> Result<Answer, reqwest::Error> {
     let status = response.status().as_u16();
-    let retry_after = errors::parse_retry_after(
-        response
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok()),
-    );
+    let headers = response.headers().clone();
     let body = response.bytes().await?.to_vec();
-    Ok(Answer {
+    Ok(received(apimail_core::http::Received {
         status,
-        retry_after,
+        headers,
         body,
-    })
+    }))
 }
 
-/// An upload URL's answer, read by `http::exchange`.
+/// A whole answer as Graph's errors read it.
 fn received(received: apimail_core::http::Received) -> Answer {
     Answer {
         status: received.status,

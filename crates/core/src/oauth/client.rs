@@ -168,7 +168,10 @@ impl Http {
             .unwrap_or_else(|e| e.into_inner())
             .1
             .take();
-        last.map_or_else(|| TokenError::Other("polling failed".to_owned()), unreachable)
+        last.map_or_else(
+            || TokenError::Other("polling failed".to_owned()),
+            unreachable,
+        )
     }
 
     /// [`Http::send`], counting failures while polling. oauth2 only backs

@@ -721,7 +721,10 @@ async fn device_code_polling_gives_up_after_failures_in_a_row() {
         matches!(&error, LoginError::Token(TokenError::Unreachable(_))),
         "{error:?}"
     );
-    assert_eq!(fake.requests().len(), 2 + 1 + client::MAX_FAILED_POLLS as usize);
+    assert_eq!(
+        fake.requests().len(),
+        2 + 1 + client::MAX_FAILED_POLLS as usize
+    );
 }
 
 #[tokio::test]
