@@ -579,8 +579,10 @@ fn a_graph_upload_on_a_slow_but_steady_link_finishes() {
     let (fake, sandbox) = graph_logged_in(&["--large-messages"]);
     let upstream = fake.base_url();
     let upstream = upstream.trim_start_matches("http://").trim_end_matches('/');
-    // 1 MB/s: a 3.2 MB chunk takes over 3 s, longer than the 2 s stall
-    // limit, but something moves every 100 ms.
+    // 1 MB/s: a 3.2 MB chunk takes over 3 s, longer than a 3 s stall
+    // limit, but something moves every 100 ms. (3 s, not QUICK's 2: the
+    // ~1.5 MB the kernel buffers must drain within the limit, with room
+    // for a loaded machine.)
     let link = SlowLink::start(upstream.parse().unwrap(), 1_000_000).unwrap();
     fake.set_upload_base(&link.base_url());
     let file = sandbox.path().join("big.pdf");
@@ -590,6 +592,7 @@ fn a_graph_upload_on_a_slow_but_steady_link_finishes() {
     let out = run(sandbox
         .cmd()
         .envs(QUICK)
+        .env("APIMAIL_STALL_TIMEOUT_SECONDS", "3")
         .env("APIMAIL_RETRY_ATTEMPTS", "1")
         .args([
             "send",
