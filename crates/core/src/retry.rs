@@ -80,6 +80,7 @@ impl RetryPolicy {
         let start = tokio::time::Instant::now();
         let max_attempts = self.max_attempts.max(1);
         let mut attempt = 1;
+        let mut previous: Option<String> = None;
         loop {
             let deadline = start + self.max_elapsed;
             let error = match tokio::time::timeout_at(deadline, op(attempt)).await {
@@ -87,10 +88,15 @@ impl RetryPolicy {
                 Ok(Err(error)) if !error.is_temporary() => return Err(error),
                 Ok(Err(error)) => error,
                 Err(_) => {
+                    // The attempt that ran out says nothing; the one before
+                    // it may name the cause (a stall, say).
+                    let before = previous
+                        .map(|text| format!("; attempt {} had failed: {text}", attempt - 1))
+                        .unwrap_or_default();
                     let cut = TransportError::new(
                         ErrorKind::Temporary,
                         format!(
-                            "attempt {attempt} was still running when the overall limit of {} s ran out",
+                            "attempt {attempt} was still running when the overall limit of {} s ran out{before}",
                             self.max_elapsed.as_secs()
                         ),
                     )
@@ -106,6 +112,7 @@ impl RetryPolicy {
                 return Err(give_up(attempt, start.elapsed(), error));
             }
             on_retry(attempt, &error, delay);
+            previous = Some(error.to_string());
             tokio::time::sleep(delay).await;
             attempt += 1;
         }
@@ -282,6 +289,38 @@ mod tests {
         assert_eq!(
             error.to_string(),
             "gave up after 1 attempt in 10s: attempt 1 was still running when the overall limit of 10 s ran out"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cut_off_attempt_names_the_failure_before_it() {
+        let policy = RetryPolicy {
+            max_attempts: 5,
+            max_elapsed: Duration::from_secs(10),
+            base_delay: Duration::from_secs(1),
+            max_delay: Duration::from_secs(1),
+        };
+        let error = policy
+            .run(
+                |attempt| async move {
+                    if attempt == 1 {
+                        return Err(TransportError::new(
+                            ErrorKind::Temporary,
+                            "upload.example:443 stalled",
+                        ));
+                    }
+                    std::future::pending::<Result<(), TransportError>>().await
+                },
+                |_, _, _| {},
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            error.to_string().ends_with(
+                "attempt 2 was still running when the overall limit of 10 s ran out; \
+                 attempt 1 had failed: upload.example:443 stalled"
+            ),
+            "{error}"
         );
     }
 

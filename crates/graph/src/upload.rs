@@ -211,13 +211,14 @@ async fn put_chunk(
         Ok(answer) => answer,
         Err(e) => {
             tracing::debug!("PUT upload session on {host} ({range}) failed after {elapsed} ms");
-            // A TLS or proxy problem is not worth resuming; a timeout is.
+            // Not resumed here: a TLS or proxy problem (only a setting fixes
+            // it), nor a stall (the server stood still for the whole stall
+            // limit; resuming would wait for it again and again, past the
+            // overall limit, hiding which host stalled). The retry policy
+            // decides about the next attempt.
             return Err(
                 match apimail_core::http::NetFailure::diagnose(e.as_ref(), upload_url) {
-                    Some(failure) if !failure.is_temporary() => {
-                        ChunkError::Fatal(failure.transport_error(false))
-                    }
-                    Some(failure) => ChunkError::Resumable(failure.transport_error(false)),
+                    Some(failure) => ChunkError::Fatal(failure.transport_error(false)),
                     None => ChunkError::Resumable(
                         TransportError::new(
                             ErrorKind::Temporary,
