@@ -60,6 +60,10 @@ COMMANDS:
                         written into their section of the results
         --only relay    only figure 6 (apimail relay, and Postfix when installed),
                         written into the existing report
+        --only cold     only section 1's apimail rows (cached cold send: wall,
+                        CPU, own cost), written into their part of section 1;
+                        APIMAIL_BENCH_WRAP='strace -f -c' runs each send under
+                        a profiler instead, writing nothing
     help                Print this message
 
 EXAMPLES:

@@ -11,9 +11,11 @@
 //! # demo(tempfile::tempdir().unwrap().path()).unwrap();
 //! ```
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError};
 
 /// The step of an atomic write that failed.
 #[derive(Debug, thiserror::Error)]
@@ -132,6 +134,18 @@ impl PrivateFile {
     /// Syncs the file, renames it over `target` and syncs `target`'s
     /// directory. On an error before the rename, the file is removed.
     pub fn persist(self, target: &Path) -> Result<(), WriteError> {
+        self.persist_unsynced_dir(target)?;
+        let dir = parent_dir(target);
+        sync_dir(dir).map_err(|source| WriteError::Sync {
+            dir: dir.to_owned(),
+            source,
+        })
+    }
+
+    /// Like [`persist`](Self::persist) without the directory sync: the
+    /// rename is not durable until the caller syncs `target`'s directory,
+    /// once for any number of files renamed into it.
+    pub fn persist_unsynced_dir(self, target: &Path) -> Result<(), WriteError> {
         let temp = self.path().to_owned();
         self.as_file()
             .sync_all()
@@ -145,11 +159,7 @@ impl PrivateFile {
             to: target.to_owned(),
             source: e.error,
         })?;
-        let dir = parent_dir(target);
-        sync_dir(dir).map_err(|source| WriteError::Sync {
-            dir: dir.to_owned(),
-            source,
-        })
+        Ok(())
     }
 }
 
@@ -169,7 +179,22 @@ impl Write for PrivateFile {
 
 /// Makes renames and removals in `dir` durable. File systems that cannot
 /// sync a directory (`EINVAL`) are accepted; other failures are errors.
+///
+/// Concurrent calls for the same `dir` in this process share syncs (group
+/// commit): a call returns the result of a sync that started after the
+/// call did, so everything its caller changed before calling is covered,
+/// and callers arriving while a sync runs share the next one.
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    static GROUPS: Mutex<BTreeMap<PathBuf, Arc<SyncGroup>>> = Mutex::new(BTreeMap::new());
+    let group = {
+        let mut groups = GROUPS.lock().unwrap_or_else(PoisonError::into_inner);
+        Arc::clone(groups.entry(dir.to_owned()).or_default())
+    };
+    group.sync(|| sync_dir_now(dir))
+}
+
+/// One directory sync, not shared.
+fn sync_dir_now(dir: &Path) -> io::Result<()> {
     #[cfg(unix)]
     match File::open(dir).and_then(|d| d.sync_all()) {
         Err(e)
@@ -185,6 +210,61 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
     #[cfg(not(unix))]
     let _ = dir;
     Ok(())
+}
+
+/// The callers of one directory's syncs: at most one sync runs at a time,
+/// and the callers that arrive meanwhile wait together for the next.
+#[derive(Debug, Default)]
+struct SyncGroup {
+    state: Mutex<GroupState>,
+    done: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct GroupState {
+    /// Whether a sync is running now.
+    running: bool,
+    /// The callers waiting for the next sync (none yet if `None`).
+    next: Option<Arc<Batch>>,
+}
+
+/// The callers served by one sync, and its result once it has run.
+#[derive(Debug, Default)]
+struct Batch {
+    result: OnceLock<Result<(), (io::ErrorKind, String)>>,
+}
+
+impl SyncGroup {
+    /// Joins the next batch, then either runs its sync (when none is
+    /// running) or waits for whoever runs it.
+    fn sync(&self, sync: impl FnOnce() -> io::Result<()>) -> io::Result<()> {
+        let mut sync = Some(sync);
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let batch = Arc::clone(state.next.get_or_insert_with(Default::default));
+        loop {
+            if let Some(result) = batch.result.get() {
+                return result
+                    .clone()
+                    .map_err(|(kind, message)| io::Error::new(kind, message));
+            }
+            if !state.running {
+                // No sync runs, so ours is still the next batch: run it.
+                state.running = true;
+                let ours = state.next.take().unwrap_or_default();
+                drop(state);
+                let run = sync.take().map_or(Ok(()), |sync| sync());
+                let _ = ours.result.set(run.map_err(|e| (e.kind(), e.to_string())));
+                state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+                state.running = false;
+                self.done.notify_all();
+                continue;
+            }
+            state = self
+                .done
+                .wait(state)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+    }
 }
 
 /// `path`'s directory; `.` for a bare file name.
@@ -313,5 +393,76 @@ mod tests {
     fn a_bare_file_name_is_in_the_current_directory() {
         assert_eq!(parent_dir(Path::new("a.json")), Path::new("."));
         assert_eq!(parent_dir(Path::new("d/a.json")), Path::new("d"));
+    }
+
+    /// Concurrent callers share syncs, and each returns only after a sync
+    /// that started after it called (so its own changes are covered).
+    #[test]
+    fn concurrent_dir_syncs_are_shared_and_cover_every_caller() {
+        use std::sync::Barrier;
+        use std::time::{Duration, Instant};
+
+        const CALLERS: usize = 8;
+        let group = SyncGroup::default();
+        let starts = Mutex::new(Vec::new());
+        let barrier = Barrier::new(CALLERS);
+        let calls: Vec<(Instant, Instant)> = std::thread::scope(|scope| {
+            let callers: Vec<_> = (0..CALLERS)
+                .map(|i| {
+                    let (group, starts, barrier) = (&group, &starts, &barrier);
+                    scope.spawn(move || {
+                        barrier.wait();
+                        // The first caller is alone; the others arrive while
+                        // its sync runs and must share the next one.
+                        if i > 0 {
+                            std::thread::sleep(Duration::from_millis(20));
+                        }
+                        let called = Instant::now();
+                        group
+                            .sync(|| {
+                                starts.lock().unwrap().push(Instant::now());
+                                std::thread::sleep(Duration::from_millis(100));
+                                Ok(())
+                            })
+                            .unwrap();
+                        (called, Instant::now())
+                    })
+                })
+                .collect();
+            callers.into_iter().map(|c| c.join().unwrap()).collect()
+        });
+        let starts = starts.into_inner().unwrap();
+        assert!(
+            starts.len() < CALLERS,
+            "{} syncs for {CALLERS} callers",
+            starts.len()
+        );
+        for (called, returned) in calls {
+            assert!(
+                starts.iter().any(|&s| s >= called && s < returned),
+                "a caller returned without a sync that started after its call"
+            );
+        }
+    }
+
+    #[test]
+    fn a_failed_shared_sync_fails_every_caller_it_served() {
+        let group = SyncGroup::default();
+        let error = group
+            .sync(|| Err(io::Error::new(io::ErrorKind::StorageFull, "disk full")))
+            .unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::StorageFull);
+        assert!(group.sync(|| Ok(())).is_ok(), "the next batch syncs anew");
+    }
+
+    #[test]
+    fn persist_unsynced_dir_puts_the_file_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut file = PrivateFile::new_in(dir.path(), "a.json").unwrap();
+        file.write_all(b"x").unwrap();
+        file.persist_unsynced_dir(&dir.path().join("a.json"))
+            .unwrap();
+        sync_dir(dir.path()).unwrap();
+        assert_eq!(names(dir.path()), ["a.json"]);
     }
 }

@@ -28,9 +28,13 @@
 //! A `kill -9` (or a power loss) at any point leaves one of:
 //!
 //! - no entry, and the caller never got an answer: [`Incoming::commit`]
-//!   renames the synced message to `queue/<id>.eml`, syncs the directory,
-//!   and only then writes `queue/<id>.json`. A `.eml` without its `.json`
-//!   (a crash between the two) is not an entry; [`Outbox::open`] removes it.
+//!   syncs the message and renames it to `queue/<id>.eml`, syncs the
+//!   metadata and renames it to `queue/<id>.json`, and answers only after
+//!   one sync of `queue/` has made both renames durable. A `.eml` without
+//!   its `.json` is not an entry; [`Outbox::open`] removes it. A `.json`
+//!   without its `.eml` (a crash before that sync, on a file system that
+//!   does not keep the renames in order) is an entry never attempted nor
+//!   acknowledged; `open` removes it too.
 //! - a complete entry, queued or failed. Moves between `queue/` and
 //!   `failed/` hard-link (or copy) the message first, then rename the
 //!   `.json` (atomic), then remove the old message, so the `.json` is never
@@ -832,9 +836,16 @@ impl Outbox {
     /// Writes `entry` to `<place>/<id>.json` atomically; the caller holds
     /// the entry's lock.
     fn write_entry(&self, place: Place, entry: &Entry) -> Result<(), OutboxError> {
-        let path = self.json_path(place, &entry.id);
+        self.entry_file(place, entry)?
+            .persist(&self.json_path(place, &entry.id))
+            .map_err(write_error)
+    }
+
+    /// `entry` as pretty JSON in a new temporary file in `tmp/`, written
+    /// but not yet synced or in place.
+    fn entry_file(&self, place: Place, entry: &Entry) -> Result<PrivateFile, OutboxError> {
         let mut json = serde_json::to_vec_pretty(entry).map_err(|_| OutboxError::Write {
-            path: path.clone(),
+            path: self.json_path(place, &entry.id),
             source: io::Error::other("cannot serialize the entry"),
         })?;
         json.push(b'\n');
@@ -844,7 +855,7 @@ impl Outbox {
             path: file.path().to_owned(),
             source,
         })?;
-        file.persist(&path).map_err(write_error)
+        Ok(file)
     }
 
     /// Moves a queued entry to `failed/`; `entry` is its new metadata (with
@@ -1007,6 +1018,38 @@ impl Outbox {
             }
         }
 
+        // A commit renames the message, then the metadata, and syncs
+        // queue/ once; a crash before that sync may keep the metadata
+        // alone. Such an entry was never acknowledged, nor attempted.
+        let queue = self.queue_dir();
+        for name in file_names(&queue).unwrap_or_default() {
+            let Some(id) = name
+                .strip_suffix(".json")
+                .and_then(|n| EntryId::parse(n).ok())
+            else {
+                continue;
+            };
+            if self.eml_path(Place::Queue, &id).exists() {
+                continue;
+            }
+            let Ok(Some(_lock)) = self.lock(&id) else {
+                continue;
+            };
+            let cut_short = |e: &Entry| {
+                e.attempts == 0
+                    && e.in_flight_since.is_none()
+                    && e.retried_at.is_none()
+                    && e.failed_reason.is_none()
+            };
+            if !self.eml_path(Place::Queue, &id).exists()
+                && let Ok(Some(entry)) = self.read_entry(Place::Queue, &id)
+                && cut_short(&entry)
+            {
+                tracing::warn!("removing outbox entry {id}: a crash cut its commit short");
+                remove_leftover(&self.json_path(Place::Queue, &id), &queue);
+            }
+        }
+
         // A queued entry with a failed_reason is a move to failed/ that a
         // crash interrupted; claiming it finishes the move.
         if let Ok((entries, _)) = self.scan(Place::Queue) {
@@ -1137,8 +1180,10 @@ impl Incoming {
     /// (synced): the message is accepted.
     ///
     /// Steps: take the new id's lock; sync the temporary file and rename it
-    /// to `queue/<id>.eml`; sync `queue/`; write `queue/<id>.json`
-    /// atomically; sync `queue/`. On any error nothing is left behind.
+    /// to `queue/<id>.eml`; write and sync the metadata in `tmp/` and
+    /// rename it to `queue/<id>.json`; sync `queue/` once (a sync shared
+    /// with concurrent commits in this process, see [`files::sync_dir`]).
+    /// Three syncs in all. On any error nothing is left behind.
     pub fn commit(self, meta: NewEntry) -> Result<EntryId, OutboxError> {
         self.commit_at(meta, now_unix())
     }
@@ -1175,12 +1220,6 @@ impl Incoming {
             });
         };
 
-        let eml = outbox.eml_path(Place::Queue, &id);
-        if let Err(e) = file.persist(&eml) {
-            // Even if renamed, not durable: not accepted.
-            let _ = fs::remove_file(&eml);
-            return Err(write_error(e));
-        }
         let entry = Entry {
             id: id.clone(),
             state: EntryState::Queued,
@@ -1202,9 +1241,19 @@ impl Incoming {
             failed_reason: None,
             notes: BTreeMap::new(),
         };
-        if let Err(e) = outbox.write_entry(Place::Queue, &entry) {
-            // Not an entry without its .json; don't leave the message.
-            let _ = fs::remove_file(outbox.json_path(Place::Queue, &id));
+        // Both files synced and renamed, the message first, then one sync
+        // of queue/ (shared with concurrent commits) makes both durable.
+        let eml = outbox.eml_path(Place::Queue, &id);
+        let json = outbox.json_path(Place::Queue, &id);
+        let placed = file
+            .persist_unsynced_dir(&eml)
+            .map_err(write_error)
+            .and_then(|()| outbox.entry_file(Place::Queue, &entry))
+            .and_then(|file| file.persist_unsynced_dir(&json).map_err(write_error))
+            .and_then(|()| sync_dir(&outbox.queue_dir()));
+        if let Err(e) = placed {
+            // Not durable, so not accepted: remove what was placed.
+            let _ = fs::remove_file(&json);
             let _ = fs::remove_file(&eml);
             let _ = sync_dir(&outbox.queue_dir());
             return Err(e);
@@ -2263,6 +2312,43 @@ mod tests {
             files.sort();
             files
         });
+    }
+
+    /// A commit's renames are made durable by one directory sync; a crash
+    /// before it may keep the metadata without the message. That entry was
+    /// never acknowledged: `open` removes it. An entry that was attempted
+    /// is kept, even without its message.
+    #[test]
+    fn open_removes_metadata_whose_commit_was_cut_short() {
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = open(&dir);
+        let root = outbox.dir().to_owned();
+        let kept = outbox.accept(MESSAGE, meta(None)).unwrap();
+        let cut_short = outbox.accept(MESSAGE, meta(None)).unwrap();
+        let attempted = outbox.accept(MESSAGE, meta(None)).unwrap();
+        outbox
+            .claim(&attempted)
+            .unwrap()
+            .unwrap()
+            .begin_attempt(now_unix())
+            .unwrap();
+        for id in [&cut_short, &attempted] {
+            fs::remove_file(root.join(format!("queue/{id}.eml"))).unwrap();
+        }
+        // One being committed right now (locked) is left alone.
+        let committing = outbox.accept(MESSAGE, meta(None)).unwrap();
+        fs::remove_file(root.join(format!("queue/{committing}.eml"))).unwrap();
+        let commit_lock = outbox.lock(&committing).unwrap().unwrap();
+
+        let reopened = open(&dir);
+        let mut ids: Vec<EntryId> = reopened.list().unwrap().into_iter().map(|e| e.id).collect();
+        ids.sort();
+        let mut expected = vec![kept.clone(), attempted.clone(), committing.clone()];
+        expected.sort();
+        assert_eq!(ids, expected);
+        assert!(!root.join(format!("queue/{cut_short}.json")).exists());
+        assert!(root.join(format!("queue/{kept}.eml")).exists());
+        drop(commit_lock);
     }
 
     #[test]

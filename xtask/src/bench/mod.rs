@@ -7,6 +7,7 @@
 //! of each, small sizes, the debug build) only proves that every part still
 //! works; CI runs it.
 
+mod cold;
 mod measure;
 mod peers;
 mod relay;
@@ -40,6 +41,8 @@ pub(crate) struct Options {
     pub(crate) only_streaming: bool,
     /// `--only relay`: only figure 6, written into the existing report.
     pub(crate) only_relay: bool,
+    /// `--only cold`: only section 1's apimail rows (see `cold.rs`).
+    pub(crate) only_cold: bool,
 }
 
 impl Options {
@@ -51,10 +54,11 @@ impl Options {
             quick: true,
             only_streaming: false,
             only_relay: false,
+            only_cold: false,
         }
     }
 
-    /// Parses `[--quick] [--rtt MS] [--runs N] [--only streaming]`.
+    /// Parses `[--quick] [--rtt MS] [--runs N] [--only streaming|relay|cold]`.
     pub(crate) fn parse(args: &[String]) -> Result<Options, String> {
         let mut options = Options {
             quick: false,
@@ -76,9 +80,10 @@ impl Options {
                 "--only" => match args.next().map(String::as_str) {
                     Some("streaming") => options.only_streaming = true,
                     Some("relay") => options.only_relay = true,
+                    Some("cold") => options.only_cold = true,
                     other => {
                         return Err(format!(
-                            "`--only {}`: the selections are `streaming` and `relay`",
+                            "`--only {}`: the selections are `streaming`, `relay` and `cold`",
                             other.unwrap_or_default()
                         ));
                     }
@@ -135,6 +140,9 @@ pub(crate) fn run(root: &Path, options: &Options) -> Result<()> {
     }
     if options.only_streaming {
         return run_streaming(root, &target, &exe, options);
+    }
+    if options.only_cold {
+        return cold_only(root, &target, &exe, options);
     }
     if options.only_relay {
         return relay_only(root, &target, &exe, options, profile);
@@ -224,6 +232,28 @@ fn run_streaming(root: &Path, target: &Path, exe: &Path, options: &Options) -> R
     println!("{section}");
     eprintln!(
         "==> bench: wrote the streaming section of {}",
+        path.display()
+    );
+    Ok(())
+}
+
+/// `--only cold`: section 1's apimail rows, written into their part of
+/// that section (unless profiling under `APIMAIL_BENCH_WRAP`).
+fn cold_only(root: &Path, target: &Path, exe: &Path, options: &Options) -> Result<()> {
+    let world = World::start_without_peers(exe, options.rtt)?;
+    let section = cold::section(&world, options, &commit(root))?;
+    println!("{section}");
+    if cold::wrapper().is_some() {
+        eprintln!("==> bench: profiled under APIMAIL_BENCH_WRAP; nothing written");
+        return Ok(());
+    }
+    let path = results_path(root, target, options);
+    let old = fs::read_to_string(&path).unwrap_or_default();
+    let new =
+        streaming::replace_marked(&old, (cold::BEGIN, cold::END), &section, Some(cold::BEFORE));
+    fs::write(&path, new).with_context(|| format!("cannot write {}", path.display()))?;
+    eprintln!(
+        "==> bench: wrote the cold-send rows into {}",
         path.display()
     );
     Ok(())

@@ -337,8 +337,9 @@ pub(crate) fn render(figures: &RelayFigures, profile: &str, out: &mut String) {
          (the workers deliver to the fake in the background, paced). Each connection sends \
          {} byte messages one after the other (MAIL, RCPT, DATA, each reply awaited), like \
          Postfix's `smtp-source`; the generator is xtask's own, the same for both servers. \
-         Before the 250, apimail syncs the message file, its envelope file and, after each \
-         rename, the queue directory (4 syncs); Postfix's cleanup fsyncs its one queue file. \
+         Before the 250, apimail syncs the message file and its envelope file, renames both \
+         and syncs the queue directory once, a sync shared by the sessions that finished \
+         meanwhile (3 syncs at most); Postfix's cleanup fsyncs its one queue file. \
          Latency is from the end of DATA to the 250.\n",
         figures.message_bytes
     );

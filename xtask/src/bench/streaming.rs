@@ -206,17 +206,33 @@ fn refused(
 /// `results` with its streaming section replaced by `section` (or added at
 /// the end when it has none).
 pub(crate) fn replace_section(results: &str, section: &str) -> String {
-    match (results.find(BEGIN), results.find(END)) {
-        (Some(begin), Some(end)) if begin < end => {
-            let end = end + END.len();
-            let rest = results[end..].strip_prefix('\n').unwrap_or(&results[end..]);
-            format!("{}{section}{rest}", &results[..begin])
-        }
-        _ => format!(
-            "{}\n{section}",
-            results.trim_end_matches('\n').to_owned() + "\n"
-        ),
+    replace_marked(results, (BEGIN, END), section, None)
+}
+
+/// `results` with the part between the `marks` replaced by `section`; where
+/// there is none, `section` goes before the line starting with `before`, or
+/// at the end.
+pub(crate) fn replace_marked(
+    results: &str,
+    (begin_mark, end_mark): (&str, &str),
+    section: &str,
+    before: Option<&str>,
+) -> String {
+    if let (Some(begin), Some(end)) = (results.find(begin_mark), results.find(end_mark))
+        && begin < end
+    {
+        let end = end + end_mark.len();
+        let rest = results[end..].strip_prefix('\n').unwrap_or(&results[end..]);
+        return format!("{}{section}{rest}", &results[..begin]);
     }
+    if let Some(at) = before.and_then(|b| results.find(&format!("\n{b}"))) {
+        let (head, tail) = results.split_at(at + 1);
+        return format!("{}\n\n{section}\n{tail}", head.trim_end_matches('\n'));
+    }
+    format!(
+        "{}\n{section}",
+        results.trim_end_matches('\n').to_owned() + "\n"
+    )
 }
 
 #[cfg(test)]
@@ -232,6 +248,16 @@ mod tests {
         assert_eq!(
             replace_section(&old, &section),
             format!("# results\n\n{section}\n## after\n")
+        );
+        let before = replace_marked(
+            "# results\n\n## 1\n\n## 2. x\n",
+            ("<!-- a -->", "<!-- b -->"),
+            "<!-- a -->\nnew\n<!-- b -->\n",
+            Some("## 2. "),
+        );
+        assert_eq!(
+            before,
+            "# results\n\n## 1\n\n<!-- a -->\nnew\n<!-- b -->\n\n## 2. x\n"
         );
     }
 }
