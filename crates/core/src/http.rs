@@ -130,24 +130,14 @@ pub fn root_source() -> String {
 }
 
 fn build_tls_config() -> Result<Arc<rustls::ClientConfig>, TlsSetupError> {
-    // A configured file that holds no certificate is a mistake even when
-    // SSL_CERT_DIR holds some.
-    if let Some(file) = std::env::var_os("SSL_CERT_FILE") {
-        let found = rustls_native_certs::load_certs_from_paths(Some(file.as_ref()), None);
-        if found.certs.is_empty() {
-            let why = found
-                .errors
-                .first()
-                .map_or_else(String::new, |e| format!(" ({e})"));
-            return Err(TlsSetupError(format!(
-                "SSL_CERT_FILE={} holds no CA certificate{why}",
-                file.to_string_lossy()
-            )));
-        }
-    }
+    let found = system_certificates()?;
+    let mut seen = std::collections::HashSet::new();
+    let unique = found
+        .certs
+        .into_iter()
+        .filter(|cert| seen.insert(cert.as_ref().to_vec()));
     let mut roots = rustls::RootCertStore::empty();
-    let found = system_certificates();
-    let (added, _unparsable) = roots.add_parsable_certificates(found.certs);
+    let (added, _unparsable) = roots.add_parsable_certificates(unique);
     if added == 0 {
         let errors: Vec<String> = found.errors.iter().map(ToString::to_string).collect();
         let detail = if errors.is_empty() {
@@ -169,20 +159,44 @@ fn build_tls_config() -> Result<Arc<rustls::ClientConfig>, TlsSetupError> {
     Ok(Arc::new(config))
 }
 
-/// The CA certificates. `SSL_CERT_FILE` and `SSL_CERT_DIR` are honoured;
-/// without them the distribution's bundle alone is read when there is one,
-/// since rustls-native-certs would also parse every file of the certificate
-/// directory: the same certificates again, in a few hundred system calls.
-fn system_certificates() -> rustls_native_certs::CertificateResult {
-    let configured = ["SSL_CERT_FILE", "SSL_CERT_DIR"]
-        .iter()
-        .any(|name| std::env::var_os(name).is_some());
-    match openssl_probe::probe().cert_file {
-        Some(bundle) if !configured => {
-            rustls_native_certs::load_certs_from_paths(Some(&bundle), None)
-        }
-        _ => rustls_native_certs::load_native_certs(),
+/// The CA certificates, each file read once. `SSL_CERT_FILE` and
+/// `SSL_CERT_DIR` are honoured (both when both are set; a configured file
+/// that holds no certificate is a mistake even when the directory holds
+/// some); without them the distribution's bundle alone is read when there
+/// is one, since rustls-native-certs would also parse every file of the
+/// certificate directory: the same certificates again, in a few hundred
+/// system calls. Duplicates (a bundle and the hashed links of a directory)
+/// are dropped before they are parsed.
+fn system_certificates() -> Result<rustls_native_certs::CertificateResult, TlsSetupError> {
+    let file = std::env::var_os("SSL_CERT_FILE");
+    let dir = std::env::var_os("SSL_CERT_DIR");
+    if file.is_none() && dir.is_none() {
+        return Ok(match openssl_probe::probe().cert_file {
+            Some(bundle) => rustls_native_certs::load_certs_from_paths(Some(&bundle), None),
+            None => rustls_native_certs::load_native_certs(),
+        });
     }
+    let mut found = rustls_native_certs::CertificateResult::default();
+    if let Some(file) = &file {
+        let from_file = rustls_native_certs::load_certs_from_paths(Some(file.as_ref()), None);
+        if from_file.certs.is_empty() {
+            let why = from_file
+                .errors
+                .first()
+                .map_or_else(String::new, |e| format!(" ({e})"));
+            return Err(TlsSetupError(format!(
+                "SSL_CERT_FILE={} holds no CA certificate{why}",
+                file.to_string_lossy()
+            )));
+        }
+        found = from_file;
+    }
+    if let Some(dir) = &dir {
+        let from_dir = rustls_native_certs::load_certs_from_paths(None, Some(dir.as_ref()));
+        found.certs.extend(from_dir.certs);
+        found.errors.extend(from_dir.errors);
+    }
+    Ok(found)
 }
 
 /// The proxy rules from the environment, read once.
@@ -992,7 +1006,10 @@ mod tests {
         let took = started.elapsed();
         assert_eq!(received.status, 202);
         assert_eq!(received.body, br#"{"ok":true}"#);
-        assert!(took > limits.stall * 3 / 2, "took {took:?}: not slow enough");
+        assert!(
+            took > limits.stall * 3 / 2,
+            "took {took:?}: not slow enough"
+        );
         let seen = seen.lock().unwrap();
         assert_eq!(seen[0].body.len(), 5_000_000);
         assert_eq!(seen[0].header("content-length"), Some("5000000"));
