@@ -1,15 +1,17 @@
 //! Explicit credentials and endpoints, and what the environment holds.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use apimail_core::endpoint::checked_url;
 use apimail_core::oauth::OAuthClient;
 use apimail_core::retry::RetryPolicy;
-use apimail_core::{RefreshTokenSource, Secret};
+use apimail_core::{RefreshTokenSource, Secret, SenderIdentity};
 use apimail_gmail::{GmailTokens, GmailTransport, ServiceAccountTokens, google_auth};
 use apimail_graph::{AppCredential, AppOnlyTokens, Cloud, GraphTokens, GraphTransport};
 use url::Url;
 
+use crate::limited::Limited;
 use crate::{Error, Mailer, Sender};
 
 /// What a [`Mailer`] authenticates with. `Debug` prints no secret.
@@ -71,6 +73,7 @@ pub struct MailerBuilder {
     max_message_bytes: Option<usize>,
     retry: RetryPolicy,
     deadline: Option<Duration>,
+    outbox: Option<PathBuf>,
 }
 
 impl MailerBuilder {
@@ -88,6 +91,7 @@ impl MailerBuilder {
             max_message_bytes: None,
             retry: RetryPolicy::standard(),
             deadline: None,
+            outbox: None,
         }
     }
 
@@ -147,8 +151,24 @@ impl MailerBuilder {
         self
     }
 
+    /// Sends through a durable outbox in `dir` (created if missing; the
+    /// command line's is `$APIMAIL_DATA_DIR/outbox`), for long-lived
+    /// services. Each send is first written to the outbox and synced to
+    /// disk, then delivered by the delivery engine with the in-process
+    /// retries, so a crash between the two leaves it there for the next
+    /// [`Mailer::flush`]. A send that does not go out now fails with the
+    /// entry's id ([`Error::outbox_entry`]): still queued after a temporary
+    /// failure, in `failed/` with the reason after a permanent one.
+    /// Entries are tagged with this mailer's credentials; a flush sends
+    /// only its own.
+    pub fn outbox(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.outbox = Some(dir.into());
+        self
+    }
+
     /// Builds the transport: the HTTPS client, and for a service account
-    /// or a certificate, the parsed key. No request is made.
+    /// or a certificate, the parsed key; opens the outbox, if any. No
+    /// request is made.
     pub async fn build(self) -> Result<Mailer, Error> {
         let sender = match self.credentials.clone() {
             Credentials::GmailServiceAccount { key_json, user } => {
@@ -219,7 +239,44 @@ impl MailerBuilder {
                 mailbox,
             )?,
         };
-        Ok(Mailer::new(sender, self.retry, self.deadline))
+        let queue = self.outbox.map(|dir| crate::queue::Settings {
+            dir,
+            identity: identity(&self.credentials),
+        });
+        Mailer::new(Limited::new(sender), self.retry, self.deadline, queue)
+    }
+}
+
+/// Who a mailer with these credentials sends as, for its outbox entries.
+fn identity(credentials: &Credentials) -> SenderIdentity {
+    let (provider, credential, principal) = match credentials {
+        Credentials::GmailServiceAccount { user, .. } => {
+            ("gmail", "service_account", format!("as {user}"))
+        }
+        Credentials::GmailRefreshToken { client_id, .. } => {
+            ("gmail", "refresh_token", format!("client {client_id}"))
+        }
+        Credentials::GraphAppSecret {
+            tenant,
+            client_id,
+            mailbox,
+            ..
+        }
+        | Credentials::GraphAppCertificate {
+            tenant,
+            client_id,
+            mailbox,
+            ..
+        } => (
+            "graph",
+            "app_only",
+            format!("client {client_id} of tenant {tenant} as {mailbox}"),
+        ),
+    };
+    SenderIdentity::Environment {
+        provider: provider.into(),
+        credential: credential.into(),
+        principal,
     }
 }
 
