@@ -60,6 +60,8 @@ COMMANDS:
                         written into their section of the results
         --only relay    only figure 6 (apimail relay, and Postfix when installed),
                         written into the existing report
+        --only library  only figure 8 (apimail_mailer::Mailer through the example
+                        bench_sends), written into the existing report
     help                Print this message
 
 EXAMPLES:

@@ -60,7 +60,7 @@ pub use builder::{Credentials, MailerBuilder};
 pub use error::Error;
 #[cfg(feature = "lettre")]
 pub use lettre::{BlockingLettreTransport, LettreTransport};
-pub use limited::GMAIL_CONCURRENCY;
+pub use limited::{GMAIL_CONCURRENCY, GRAPH_CONCURRENCY};
 
 use limited::Limited;
 use queue::Queue;
@@ -289,8 +289,8 @@ impl Mailer {
     }
 
     /// How many requests this mailer has in flight at most: the mailbox's
-    /// concurrency (Graph: 4; Gmail: [`GMAIL_CONCURRENCY`]). Sends beyond
-    /// it wait their turn.
+    /// concurrency ([`GRAPH_CONCURRENCY`], [`GMAIL_CONCURRENCY`]). Sends
+    /// beyond it wait their turn.
     pub fn concurrency(&self) -> usize {
         self.inner.transport.concurrency()
     }

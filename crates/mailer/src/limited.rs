@@ -21,6 +21,10 @@ use crate::Sender;
 /// earn 429s. Graph's is `MAX_CONCURRENT_REQUESTS`, also 4.
 pub const GMAIL_CONCURRENCY: usize = 4;
 
+/// Requests a Graph mailer has in flight at most: Graph's own limit of 4
+/// concurrent requests per mailbox (`MailboxConcurrency`).
+pub const GRAPH_CONCURRENCY: usize = apimail_graph::MAX_CONCURRENT_REQUESTS;
+
 /// A provider's transport that never has more requests in flight than the
 /// mailbox's concurrency, so one mailer needs about that many connections.
 #[derive(Debug)]
@@ -52,7 +56,7 @@ impl Limited {
     pub(crate) fn new(sender: Sender) -> Self {
         let concurrency = match sender {
             Sender::Gmail(_) => GMAIL_CONCURRENCY,
-            Sender::Graph(_) => apimail_graph::MAX_CONCURRENT_REQUESTS,
+            Sender::Graph(_) => GRAPH_CONCURRENCY,
         };
         Limited {
             sender,
