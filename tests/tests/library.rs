@@ -676,3 +676,43 @@ async fn with_an_outbox_a_send_cut_off_by_its_deadline_is_kept_and_flushed() {
     assert_eq!(report.sent, 1, "{report:?}");
     assert!(outbox_entries(&outbox).0.is_empty());
 }
+
+// Delegated Graph credentials and the command line's stored tokens.
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_graph_refresh_token_sends_as_me() {
+    const USER: &str = "user@contoso.com";
+    let fake = FakeMicrosoft::start();
+    let sandbox = apimail_tests::Sandbox::microsoft(&fake);
+    let login = sandbox.login_graph(&fake, &["--login-hint", USER]);
+    assert_eq!(login.code, 0, "{}", login.stderr);
+    let stored = sandbox.token_json(USER);
+    let refresh_token = stored["refresh_token"].as_str().unwrap().to_owned();
+    let refreshes = fake.token_requests("refresh_token");
+    let mailer = Mailer::builder(Credentials::GraphRefreshToken {
+        tenant: "common".to_owned(),
+        client_id: apimail_tests::sandbox::MS_CLIENT_ID.to_owned(),
+        client_secret: None,
+        refresh_token: Secret::new(refresh_token.clone()),
+        mailbox: None,
+    })
+    .graph_api_url(fake.graph_url())
+    .authority_url(fake.authority_url())
+    .build()
+    .await
+    .unwrap();
+    mailer.send(&composed(USER, 1)).await.unwrap();
+    mailer.send(&composed(USER, 2)).await.unwrap();
+    let delivered = fake.delivered();
+    assert_eq!(delivered.len(), 2);
+    assert_eq!(delivered[0].mailbox, USER);
+    assert_eq!(fake.token_requests("refresh_token") - refreshes, 1);
+    assert!(
+        fake.graph_request_log()
+            .iter()
+            .all(|(_, path, _)| path.contains("/me/")),
+        "{:?}",
+        fake.graph_request_log()
+    );
+    assert!(!format!("{mailer:?}").contains(&refresh_token));
+}

@@ -47,6 +47,24 @@ pub enum Credentials {
         /// The mailbox it sends as.
         mailbox: String,
     },
+    /// A delegated Microsoft refresh token (from an authorization-code or
+    /// device-code login with `offline_access` and Mail.Send), sending as
+    /// the signed-in user (`mailbox` `None`: `/me`) or as a mailbox that
+    /// user may send as. It is refreshed in memory; a rotated refresh token
+    /// is not kept (the one given stays valid until it expires).
+    GraphRefreshToken {
+        /// The tenant id or domain (`common`, `organizations` work too).
+        tenant: String,
+        /// The app's client id.
+        client_id: String,
+        /// The client secret, for a confidential client; `None` for a
+        /// public one.
+        client_secret: Option<Secret>,
+        /// The refresh token.
+        refresh_token: Secret,
+        /// The mailbox it sends as; `None` for the user's own (`/me`).
+        mailbox: Option<String>,
+    },
     /// A Microsoft Entra app with a certificate, sending as `mailbox`.
     GraphAppCertificate {
         /// The tenant id or domain.
@@ -226,6 +244,38 @@ impl MailerBuilder {
                 AppCredential::Secret(secret),
                 mailbox,
             )?,
+            Credentials::GraphRefreshToken {
+                tenant,
+                client_id,
+                client_secret,
+                refresh_token,
+                mailbox,
+            } => {
+                let authority = required_url(
+                    self.authority_url.as_deref(),
+                    self.cloud.login_url().as_str(),
+                )?;
+                let client = OAuthClient {
+                    client_id,
+                    client_secret,
+                    auth_url: None,
+                    token_url: apimail_graph::token_url(&authority, &tenant),
+                    device_auth_url: None,
+                };
+                let tokens = RefreshTokenSource::new(
+                    client,
+                    refresh_token,
+                    apimail_graph::delegated_scopes(self.cloud, false),
+                );
+                Sender::Graph(graph(
+                    self.graph_api_url.as_deref(),
+                    self.cloud,
+                    mailbox.map_or(apimail_graph::Mailbox::Me, apimail_graph::Mailbox::User),
+                    GraphTokens::Refresh(tokens),
+                    self.max_message_bytes,
+                    false,
+                )?)
+            }
             Credentials::GraphAppCertificate {
                 tenant,
                 client_id,
@@ -256,6 +306,19 @@ fn identity(credentials: &Credentials) -> SenderIdentity {
         Credentials::GmailRefreshToken { client_id, .. } => {
             ("gmail", "refresh_token", format!("client {client_id}"))
         }
+        Credentials::GraphRefreshToken {
+            tenant,
+            client_id,
+            mailbox,
+            ..
+        } => (
+            "graph",
+            "refresh_token",
+            format!(
+                "client {client_id} of tenant {tenant} as {}",
+                mailbox.as_deref().unwrap_or("me")
+            ),
+        ),
         Credentials::GraphAppSecret {
             tenant,
             client_id,
