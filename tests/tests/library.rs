@@ -716,3 +716,28 @@ async fn a_graph_refresh_token_sends_as_me() {
     );
     assert!(!format!("{mailer:?}").contains(&refresh_token));
 }
+
+#[test]
+fn example_config_send_uses_the_tokens_auth_login_stored() {
+    let fake = FakeGoogle::start();
+    let sandbox = apimail_tests::Sandbox::new(&fake);
+    sandbox.login(&fake, &[]);
+    let refreshes = fake.token_requests("refresh_token");
+    let out = apimail_tests::run(
+        example("config_send")
+            .envs(sandbox.env().iter().map(|(k, v)| (k, v)))
+            .args(["user@example.com", "to@example.org"]),
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let delivered = fake.messages();
+    assert_eq!(delivered.len(), 1);
+    let stored = sandbox.token_json("user@example.com");
+    assert_eq!(
+        Some(delivered[0].access_token.as_str()),
+        stored["access_token"].as_str(),
+        "sent with the stored access token"
+    );
+    assert_eq!(fake.token_requests("refresh_token"), refreshes);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains(&delivered[0].id), "{stdout}");
+}
