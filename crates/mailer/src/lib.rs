@@ -31,6 +31,12 @@
 //! [`Mailer::builder`] with explicit [`Credentials`], which touches neither
 //! the environment nor the disk. With the `lettre` feature,
 //! `Mailer::lettre` (feature `lettre`) is a lettre transport.
+//!
+//! A long-lived service may add a durable outbox
+//! ([`MailerBuilder::outbox`]): each send is on disk before it is tried,
+//! and [`Mailer::flush`] sends what is still queued. An answer lost after
+//! the provider took a message is never silently resent: see
+//! [`Receipt::possible_duplicate`].
 
 #![warn(missing_docs)]
 
