@@ -422,22 +422,30 @@ fn example_alert_webhook_turns_an_alert_into_a_mail() {
     assert!(raw.contains("/var at 99%"), "{raw}");
 }
 
-/// Connections are reused: 1 for the token (its own client) plus about one
-/// per send in flight (4), never one per send. Measured: 5 to 8, the pool
-/// sometimes opening one before a finished send's connection is back.
-fn assert_reused(connections: u64) {
-    assert!(connections <= 10, "{connections} connections for 100 sends");
+/// Connections are reused: one per request the mailer lets be in flight
+/// (its mailbox's concurrency), plus the token endpoint's (its own client;
+/// in production its own host). An HTTP/1 pool gets a connection back from
+/// its connection task a moment after the answer was read; the mailer
+/// holds each slot 1 ms longer for that, which does not always suffice on
+/// a loaded machine: measured 5 in most runs, up to 7 (bench/RESULTS.md).
+fn assert_reused(connections: u64, mailer: &Mailer) {
+    let most = mailer.concurrency() as u64 + 1 + 2;
+    assert!(
+        connections <= most,
+        "{connections} connections for 100 sends, more than {most}"
+    );
 }
 
-/// 100 sends from one mailer, 4 at a time (Graph's limit per mailbox).
+/// 100 sends from one mailer, 10 at a time: more than the mailer lets go
+/// at once.
 async fn hundred_sends(mailer: &Mailer, from: &str) {
-    let workers = (0..4).map(|worker| {
+    let workers = (0..10).map(|worker| {
         let mailer = mailer.clone();
         let from = from.to_owned();
         tokio::spawn(async move {
-            for i in 0..25 {
+            for i in 0..10 {
                 mailer
-                    .send(&composed(&from, worker * 25 + i))
+                    .send(&composed(&from, worker * 10 + i))
                     .await
                     .unwrap();
             }
@@ -456,7 +464,7 @@ async fn hundred_sends_reuse_connections_and_one_token_gmail() {
     assert_eq!(fake.messages().len(), 100);
     assert_eq!(fake.total_token_requests(), 1);
     assert_eq!(fake.traffic().requests(), 101);
-    assert_reused(fake.traffic().connections());
+    assert_reused(fake.traffic().connections(), &mailer);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -467,5 +475,269 @@ async fn hundred_sends_reuse_connections_and_one_token_graph() {
     assert_eq!(fake.delivered().len(), 100);
     assert_eq!(fake.total_token_requests(), 1);
     assert_eq!(fake.traffic().requests(), 101);
-    assert_reused(fake.traffic().connections());
+    assert_reused(fake.traffic().connections(), &mailer);
+}
+
+// Unknown outcomes: the provider took the message and the answer was lost.
+
+/// Quick retries, so the tests do not wait seconds between attempts.
+fn quick_retries() -> apimail_mailer::RetryPolicy {
+    apimail_mailer::RetryPolicy {
+        max_attempts: 3,
+        max_elapsed: Duration::from_secs(20),
+        base_delay: Duration::from_millis(10),
+        max_delay: Duration::from_millis(20),
+    }
+}
+
+fn message_ids(raws: &[Vec<u8>]) -> Vec<String> {
+    raws.iter()
+        .map(|raw| field(raw, "Message-ID").unwrap().trim().to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lost_gmail_answer_is_resent_with_the_same_message_id_and_flagged() {
+    let fake = FakeGoogle::start();
+    let mailer = gmail(&fake).retry(quick_retries()).build().await.unwrap();
+    fake.inject(fake_google::Fault::AcceptThenDrop);
+    let message = composed(GMAIL_USER, 1);
+    let receipt = mailer.send(&message).await.unwrap();
+    assert!(
+        receipt.possible_duplicate,
+        "Gmail cannot be asked: the resend is flagged"
+    );
+    let raws: Vec<Vec<u8>> = fake.messages().into_iter().map(|m| m.raw).collect();
+    let ids = message_ids(&raws);
+    assert_eq!(ids.len(), 2, "accepted, answer lost, resent");
+    assert_eq!(ids[0], ids[1]);
+    assert_eq!(ids[0], message.message_id().to_ascii_lowercase());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lost_graph_answer_is_checked_in_sent_items_and_not_resent() {
+    let fake = FakeMicrosoft::start();
+    let builder = graph(&fake);
+    fake.set_app_roles(APP_ID, &["Mail.Send", "Mail.Read"]);
+    let mailer = builder.retry(quick_retries()).build().await.unwrap();
+    fake.inject(fake_microsoft::Fault::LoseAnswer);
+    let message = composed(MAILBOX, 1);
+    let receipt = mailer.send(&message).await.unwrap();
+    assert!(!receipt.possible_duplicate);
+    assert_eq!(
+        fake.delivered().len(),
+        1,
+        "found as sent, so not sent again"
+    );
+    let log = fake.graph_request_log();
+    assert!(
+        log.iter()
+            .any(|(method, path, _)| method == "GET" && path.contains("sentitems")),
+        "{log:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lost_graph_answer_without_mail_read_is_resent_and_flagged() {
+    let fake = FakeMicrosoft::start();
+    let mailer = graph(&fake).retry(quick_retries()).build().await.unwrap();
+    fake.inject(fake_microsoft::Fault::LoseAnswer);
+    let message = composed(MAILBOX, 1);
+    let receipt = mailer.send(&message).await.unwrap();
+    assert!(receipt.possible_duplicate);
+    let raws: Vec<Vec<u8>> = fake.delivered().into_iter().map(|d| d.mime).collect();
+    let ids = message_ids(&raws);
+    assert_eq!(ids.len(), 2);
+    assert_eq!(ids[0], ids[1]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn send_raw_gives_a_message_without_message_id_one_for_every_attempt() {
+    let fake = FakeGoogle::start();
+    let mailer = gmail(&fake).retry(quick_retries()).build().await.unwrap();
+    fake.inject(fake_google::Fault::AcceptThenDrop);
+    let raw = format!("From: {GMAIL_USER}\r\nTo: to@example.org\r\nSubject: raw\r\n\r\nhi\r\n");
+    let envelope = composed(GMAIL_USER, 0).envelope().clone();
+    let receipt = mailer.send_raw(raw.as_bytes(), &envelope).await.unwrap();
+    assert!(receipt.possible_duplicate);
+    let raws: Vec<Vec<u8>> = fake.messages().into_iter().map(|m| m.raw).collect();
+    let ids = message_ids(&raws);
+    assert_eq!(ids.len(), 2);
+    assert_eq!(ids[0], ids[1], "both attempts carry the added Message-ID");
+}
+
+// The outbox and the engine, turned on by the builder.
+
+fn outbox_entries(
+    dir: &std::path::Path,
+) -> (
+    Vec<apimail_core::outbox::Entry>,
+    Vec<apimail_core::outbox::Entry>,
+) {
+    let outbox = apimail_core::outbox::Outbox::open(dir).unwrap();
+    (outbox.list().unwrap(), outbox.list_failed().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_an_outbox_a_send_is_accepted_then_delivered() {
+    let fake = FakeGoogle::start();
+    let dir = tempfile::tempdir().unwrap();
+    let outbox = dir.path().join("outbox");
+    let mailer = gmail(&fake).outbox(&outbox).build().await.unwrap();
+    let message = composed(GMAIL_USER, 1);
+    let receipt = mailer.send(&message).await.unwrap();
+    assert_eq!(receipt.id.as_deref(), Some(fake.messages()[0].id.as_str()));
+    assert_eq!(fake.messages()[0].raw, message.as_bytes());
+    let (queued, failed) = outbox_entries(&outbox);
+    assert!(
+        queued.is_empty() && failed.is_empty(),
+        "{queued:?} {failed:?}"
+    );
+    assert_eq!(mailer.flush().await.unwrap(), Default::default());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_an_outbox_a_temporary_failure_stays_queued_until_a_flush() {
+    let fake = FakeGoogle::start();
+    let dir = tempfile::tempdir().unwrap();
+    let outbox = dir.path().join("outbox");
+    let mailer = gmail(&fake)
+        .outbox(&outbox)
+        .no_retries()
+        .build()
+        .await
+        .unwrap();
+    fake.inject(fake_google::Fault::Status503);
+    let message = composed(GMAIL_USER, 1);
+    let error = mailer.send(&message).await.unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Temporary, "{error}");
+    let id = error.outbox_entry().expect("the entry is named").to_owned();
+    assert!(error.to_string().contains(&id), "{error}");
+    assert!(fake.messages().is_empty());
+    let (queued, _) = outbox_entries(&outbox);
+    assert_eq!(queued.len(), 1);
+    assert_eq!(queued[0].id.as_str(), id);
+    assert_eq!(queued[0].message_id, message.message_id());
+
+    // Not due yet: a plain flush leaves it; flush_all sends it.
+    assert_eq!(mailer.flush().await.unwrap().sent, 0);
+    let report = mailer.flush_all().await.unwrap();
+    assert_eq!(report.sent, 1, "{report:?}");
+    assert_eq!(fake.messages().len(), 1);
+    assert_eq!(fake.messages()[0].raw, message.as_bytes());
+    assert!(outbox_entries(&outbox).0.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_an_outbox_a_permanent_failure_moves_to_failed_with_its_reason() {
+    let fake = FakeMicrosoft::start();
+    let dir = tempfile::tempdir().unwrap();
+    let outbox = dir.path().join("outbox");
+    let mailer = graph(&fake).outbox(&outbox).build().await.unwrap();
+    fake.inject(fake_microsoft::Fault::Error {
+        status: 400,
+        code: "ErrorInvalidRecipients".into(),
+        message: "At least one recipient is not valid.".into(),
+    });
+    let error = mailer.send(&composed(MAILBOX, 1)).await.unwrap_err();
+    assert!(!error.is_temporary(), "{error}");
+    assert_eq!(error.provider_code(), Some("ErrorInvalidRecipients"));
+    let id = error.outbox_entry().unwrap();
+    let (queued, failed) = outbox_entries(&outbox);
+    assert!(queued.is_empty());
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0].id.as_str(), id);
+    let reason = failed[0].failed_reason.clone().unwrap();
+    assert!(reason.contains("not valid"), "{reason}");
+    assert!(fake.delivered().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_an_outbox_a_send_cut_off_by_its_deadline_is_kept_and_flushed() {
+    let fake = FakeGoogle::start();
+    let dir = tempfile::tempdir().unwrap();
+    let outbox = dir.path().join("outbox");
+    let mailer = gmail(&fake).outbox(&outbox).build().await.unwrap();
+    mailer.send(&composed(GMAIL_USER, 0)).await.unwrap();
+    fake.traffic().set_delay(Duration::from_secs(2));
+    let error = mailer
+        .with_deadline(Duration::from_millis(200))
+        .send(&composed(GMAIL_USER, 1))
+        .await
+        .unwrap_err();
+    assert!(error.is_outcome_unknown(), "{error}");
+    // As if the process had ended there: the entry is on disk, in flight.
+    let (queued, _) = outbox_entries(&outbox);
+    assert_eq!(queued.len(), 1);
+    assert!(queued[0].is_uncertain());
+    fake.traffic().set_delay(Duration::ZERO);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let report = mailer.flush_all().await.unwrap();
+    assert_eq!(report.sent, 1, "{report:?}");
+    assert!(outbox_entries(&outbox).0.is_empty());
+}
+
+// Delegated Graph credentials and the command line's stored tokens.
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_graph_refresh_token_sends_as_me() {
+    const USER: &str = "user@contoso.com";
+    let fake = FakeMicrosoft::start();
+    let sandbox = apimail_tests::Sandbox::microsoft(&fake);
+    let login = sandbox.login_graph(&fake, &["--login-hint", USER]);
+    assert_eq!(login.code, 0, "{}", login.stderr);
+    let stored = sandbox.token_json(USER);
+    let refresh_token = stored["refresh_token"].as_str().unwrap().to_owned();
+    let refreshes = fake.token_requests("refresh_token");
+    let mailer = Mailer::builder(Credentials::GraphRefreshToken {
+        tenant: "common".to_owned(),
+        client_id: apimail_tests::sandbox::MS_CLIENT_ID.to_owned(),
+        client_secret: None,
+        refresh_token: Secret::new(refresh_token.clone()),
+        mailbox: None,
+    })
+    .graph_api_url(fake.graph_url())
+    .authority_url(fake.authority_url())
+    .build()
+    .await
+    .unwrap();
+    mailer.send(&composed(USER, 1)).await.unwrap();
+    mailer.send(&composed(USER, 2)).await.unwrap();
+    let delivered = fake.delivered();
+    assert_eq!(delivered.len(), 2);
+    assert_eq!(delivered[0].mailbox, USER);
+    assert_eq!(fake.token_requests("refresh_token") - refreshes, 1);
+    assert!(
+        fake.graph_request_log()
+            .iter()
+            .all(|(_, path, _)| path.contains("/me/")),
+        "{:?}",
+        fake.graph_request_log()
+    );
+    assert!(!format!("{mailer:?}").contains(&refresh_token));
+}
+
+#[test]
+fn example_config_send_uses_the_tokens_auth_login_stored() {
+    let fake = FakeGoogle::start();
+    let sandbox = apimail_tests::Sandbox::new(&fake);
+    sandbox.login(&fake, &[]);
+    let refreshes = fake.token_requests("refresh_token");
+    let out = apimail_tests::run(
+        example("config_send")
+            .envs(sandbox.env().iter().map(|(k, v)| (k, v)))
+            .args(["user@example.com", "to@example.org"]),
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let delivered = fake.messages();
+    assert_eq!(delivered.len(), 1);
+    let stored = sandbox.token_json("user@example.com");
+    assert_eq!(
+        Some(delivered[0].access_token.as_str()),
+        stored["access_token"].as_str(),
+        "sent with the stored access token"
+    );
+    assert_eq!(fake.token_requests("refresh_token"), refreshes);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains(&delivered[0].id), "{stdout}");
 }

@@ -64,6 +64,8 @@ COMMANDS:
                         CPU, own cost), written into their part of section 1;
                         APIMAIL_BENCH_WRAP='strace -f -c' runs each send under
                         a profiler instead, writing nothing
+        --only library  only figure 8 (apimail_mailer::Mailer through the example
+                        bench_sends), written into the existing report
     help                Print this message
 
 EXAMPLES:

@@ -226,14 +226,6 @@ pub struct Engine<S> {
     interrupt: Option<Interrupt>,
 }
 
-/// How one attempt (with its in-process retries) ended.
-enum Attempted {
-    Sent(Receipt),
-    VerifiedSent,
-    /// Unknown outcome, not verifiable, and the settings say hold.
-    HeldUnknown(TransportError),
-}
-
 impl<S: Senders> Engine<S> {
     /// An engine over `outbox` that resolves senders with `senders`.
     pub fn new(outbox: Outbox, senders: S, settings: Settings) -> Self {
@@ -431,48 +423,26 @@ impl<S: Senders> Engine<S> {
                 entry.id
             );
         }
-        let unknown = AtomicBool::new(entry.is_uncertain());
+        let rule = UnknownOutcome::new(
+            sender,
+            &entry.message_id,
+            entry.id.as_str(),
+            self.settings.when_unknown,
+            self.settings.verify_window,
+            entry.is_uncertain(),
+        );
         claim.begin_attempt(now_unix())?;
         let notes = &claim;
-        let tries = retry
-            .run(
-                |_| {
-                    let unknown = &unknown;
-                    let (envelope, message, entry) = (&envelope, &message, &entry);
-                    async move {
-                        if unknown.load(Ordering::Relaxed) {
-                            match self.verify(sender, entry).await {
-                                Some(true) => return Ok(Attempted::VerifiedSent),
-                                Some(false) => {}
-                                None if self.settings.when_unknown == WhenUnknown::Hold => {
-                                    return Ok(Attempted::HeldUnknown(TransportError::new(
-                                        ErrorKind::Temporary,
-                                        "an earlier attempt may have gone through and the mailbox cannot be checked",
-                                    )));
-                                }
-                                None => tracing::warn!(
-                                    "resending {} with the same Message-ID {}: the earlier attempt's outcome is unknown and cannot be checked",
-                                    entry.id,
-                                    entry.message_id
-                                ),
-                            }
-                        }
-                        let sent = sender.send_stored(envelope, message, notes).await;
-                        if let Err(error) = &sent {
-                            unknown.store(error.is_outcome_unknown(), Ordering::Relaxed);
-                        }
-                        sent.map(Attempted::Sent)
-                    }
-                },
-                |attempt, error, delay| {
-                    tracing::warn!(
-                        "attempt {attempt} failed ({}); retrying in {}s",
-                        error_text(error),
-                        delay.as_secs_f32().ceil()
-                    );
-                },
-            )
-            ;
+        let tries = retry.run(
+            |_| rule.attempt(sender.send_stored(&envelope, &message, notes)),
+            |attempt, error, delay| {
+                tracing::warn!(
+                    "attempt {attempt} failed ({}); retrying in {}s",
+                    error_text(error),
+                    delay.as_secs_f32().ceil()
+                );
+            },
+        );
         let result = match &self.interrupt {
             None => tries.await,
             Some(interrupt) => tokio::select! {
@@ -530,7 +500,7 @@ impl<S: Senders> Engine<S> {
             }
             Err(error) if error_chain_unknown(&error) => {
                 // The last answer was lost: look before deciding.
-                match self.verify(sender, &entry).await {
+                match rule.verify().await {
                     Some(true) => {
                         claim.delivered()?;
                         self.record(&entry, Status::VerifiedSent, None, None);
@@ -589,31 +559,6 @@ impl<S: Senders> Engine<S> {
             settled: Settled::Interrupted,
             error: Some(error),
             unresolved: None,
-        }
-    }
-
-    /// Looks for the entry's message among the sent ones, for up to
-    /// [`Settings::verify_window`]: `None` if the sender cannot tell.
-    async fn verify(&self, sender: &S::Sender, entry: &Entry) -> Option<bool> {
-        let until = Instant::now() + self.settings.verify_window;
-        let mut pause = Duration::from_millis(500);
-        loop {
-            match sender.was_sent(&entry.message_id).await {
-                Ok(Some(true)) => return Some(true),
-                Ok(None) => return None,
-                Err(error) => {
-                    tracing::warn!(
-                        "cannot check whether {} was sent: {}",
-                        entry.id,
-                        error_text(&error)
-                    );
-                    return None;
-                }
-                Ok(Some(false)) if Instant::now() + pause > until => return Some(false),
-                Ok(Some(false)) => {}
-            }
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_secs(4));
         }
     }
 
@@ -687,6 +632,124 @@ impl<S: Senders> Engine<S> {
     }
 }
 
+/// How one attempt ended under the [`UnknownOutcome`] rule.
+#[derive(Debug)]
+pub enum Attempted {
+    /// The provider accepted it now. [`Receipt::possible_duplicate`] is set
+    /// when an earlier attempt's outcome was unknown and could not be
+    /// checked, so this is a resend.
+    Sent(Receipt),
+    /// An earlier attempt had gone through: the mailbox shows it as sent.
+    VerifiedSent,
+    /// Unknown outcome, not verifiable, and the rule says hold.
+    HeldUnknown(TransportError),
+}
+
+/// The one rule for a message whose earlier attempt may have gone through
+/// (its answer was lost): before the next attempt, look for it among the
+/// sent messages where the sender can tell ([`Transport::was_sent`]), and
+/// stop if it is there; where it cannot, resend with the same Message-ID,
+/// warning, or hold ([`WhenUnknown`]). The engine applies it to outbox
+/// entries; a direct send (the library's `Mailer`) uses it too.
+#[derive(Debug)]
+pub struct UnknownOutcome<'a, T: ?Sized> {
+    sender: &'a T,
+    message_id: &'a str,
+    label: &'a str,
+    when_unknown: WhenUnknown,
+    verify_window: Duration,
+    unknown: AtomicBool,
+    resent: AtomicBool,
+}
+
+impl<'a, T: Transport + Sync + ?Sized> UnknownOutcome<'a, T> {
+    /// The rule for the message `message_id` (with angle brackets) sent by
+    /// `sender`; `label` names it in warnings; `earlier_unknown`: an
+    /// earlier attempt's outcome is unknown already.
+    pub fn new(
+        sender: &'a T,
+        message_id: &'a str,
+        label: &'a str,
+        when_unknown: WhenUnknown,
+        verify_window: Duration,
+        earlier_unknown: bool,
+    ) -> Self {
+        UnknownOutcome {
+            sender,
+            message_id,
+            label,
+            when_unknown,
+            verify_window,
+            unknown: AtomicBool::new(earlier_unknown),
+            resent: AtomicBool::new(false),
+        }
+    }
+
+    /// One attempt: `send` (not yet started), unless an earlier attempt's
+    /// outcome is unknown and the mailbox shows the message as sent, or
+    /// cannot be checked and the rule says hold.
+    pub async fn attempt(
+        &self,
+        send: impl Future<Output = Result<Receipt, TransportError>>,
+    ) -> Result<Attempted, TransportError> {
+        if self.unknown.load(Ordering::Relaxed) {
+            match self.verify().await {
+                Some(true) => return Ok(Attempted::VerifiedSent),
+                Some(false) => {}
+                None if self.when_unknown == WhenUnknown::Hold => {
+                    return Ok(Attempted::HeldUnknown(TransportError::new(
+                        ErrorKind::Temporary,
+                        "an earlier attempt may have gone through and the mailbox cannot be checked",
+                    )));
+                }
+                None => {
+                    tracing::warn!(
+                        "resending {} with the same Message-ID {}: the earlier attempt's outcome is unknown and cannot be checked; it may arrive twice",
+                        self.label,
+                        self.message_id
+                    );
+                    self.resent.store(true, Ordering::Relaxed);
+                }
+            }
+        }
+        let sent = send.await;
+        if let Err(error) = &sent {
+            self.unknown
+                .store(error.is_outcome_unknown(), Ordering::Relaxed);
+        }
+        sent.map(|mut receipt| {
+            receipt.possible_duplicate |= self.resent.load(Ordering::Relaxed);
+            Attempted::Sent(receipt)
+        })
+    }
+
+    /// Looks for the message among the sent ones, for up to the verify
+    /// window (providers file the sent copy with a delay): `None` if the
+    /// sender cannot tell, or the check failed (warned).
+    pub async fn verify(&self) -> Option<bool> {
+        let until = Instant::now() + self.verify_window;
+        let mut pause = Duration::from_millis(500);
+        loop {
+            match self.sender.was_sent(self.message_id).await {
+                Ok(Some(true)) => return Some(true),
+                Ok(None) => return None,
+                Err(error) => {
+                    tracing::warn!(
+                        "cannot check whether {} was sent: {}",
+                        self.label,
+                        error_text(&error)
+                    );
+                    return None;
+                }
+                Ok(Some(false)) if Instant::now() + pause > until => return Some(false),
+                Ok(Some(false)) => {}
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(4));
+        }
+    }
+}
+
 fn settled_of(outcome: Outcome, uncertain: bool) -> Settled {
     match outcome {
         Outcome::Rescheduled { next_attempt_at } => Settled::Queued {
@@ -714,9 +777,9 @@ fn needs_the_user(error: &TransportError) -> bool {
     false
 }
 
-/// Whether `error`, or the last error it gave up on, left the outcome
-/// unknown.
-fn error_chain_unknown(error: &TransportError) -> bool {
+/// Whether `error`, or the last error the retry policy gave up on, left
+/// the outcome unknown.
+pub fn error_chain_unknown(error: &TransportError) -> bool {
     error.is_outcome_unknown()
         || std::error::Error::source(error)
             .and_then(|s| s.downcast_ref::<TransportError>())
@@ -815,6 +878,7 @@ mod tests {
                 provider: "test",
                 id: Some("p1".into()),
                 thread_id: None,
+                possible_duplicate: false,
             })
         }
 

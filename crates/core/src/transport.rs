@@ -59,6 +59,9 @@ pub struct Receipt {
     pub id: Option<String>,
     /// The provider's conversation id (Gmail's threadId), when it returns one.
     pub thread_id: Option<String>,
+    /// This send repeated an earlier attempt whose outcome was unknown and
+    /// could not be checked (same Message-ID): recipients may get it twice.
+    pub possible_duplicate: bool,
 }
 
 /// What kind of failure a [`TransportError`] is.
@@ -443,6 +446,7 @@ impl Transport for FileTransport {
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned()),
             thread_id: None,
+            possible_duplicate: false,
         })
     }
 }
@@ -495,6 +499,7 @@ impl Transport for StubTransport {
             provider: "stub",
             id: Some(format!("stub-{}", sent.len())),
             thread_id: None,
+            possible_duplicate: false,
         })
     }
 }

@@ -346,6 +346,7 @@ impl<T: TokenSource> GmailTransport<T> {
                 provider: "gmail",
                 id: sent.id,
                 thread_id: sent.thread_id,
+                possible_duplicate: false,
             }),
             Ok(Err(error)) => Err(errors::classify(error, last, &self.api_url, true)),
             Err(join) => Err(TransportError::new(

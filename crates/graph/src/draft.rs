@@ -67,6 +67,7 @@ fn receipt(id: Option<String>) -> Receipt {
         provider: "graph",
         id,
         thread_id: None,
+        possible_duplicate: false,
     }
 }
 

@@ -2,7 +2,9 @@
 //! variables), the mailbox size limit, and what Microsoft's end of an
 //! authorization looks like.
 
-use apimail_core::{AccessToken, SenderIdentity, StoredTokens, TokenError, TokenSource};
+use apimail_core::{
+    AccessToken, RefreshTokenSource, SenderIdentity, StoredTokens, TokenError, TokenSource,
+};
 
 use crate::AppOnlyTokens;
 
@@ -130,6 +132,9 @@ pub enum GraphTokens {
     Stored(StoredTokens),
     /// App-only client credentials.
     AppOnly(AppOnlyTokens),
+    /// A delegated refresh token held in memory (the library's explicit
+    /// credentials).
+    Refresh(RefreshTokenSource),
 }
 
 impl TokenSource for GraphTokens {
@@ -137,6 +142,7 @@ impl TokenSource for GraphTokens {
         match self {
             GraphTokens::Stored(t) => t.token().await,
             GraphTokens::AppOnly(t) => t.token().await,
+            GraphTokens::Refresh(t) => t.token().await,
         }
     }
 
@@ -147,6 +153,7 @@ impl TokenSource for GraphTokens {
         match self {
             GraphTokens::Stored(t) => t.refresh_after_rejection(rejected).await,
             GraphTokens::AppOnly(t) => t.refresh_after_rejection(rejected).await,
+            GraphTokens::Refresh(t) => t.refresh_after_rejection(rejected).await,
         }
     }
 }

@@ -585,6 +585,7 @@ impl<T: TokenSource> GraphTransport<T> {
                         provider: "graph",
                         id: None,
                         thread_id: None,
+                        possible_duplicate: false,
                     });
                 }
                 Small::TooLarge => tracing::debug!(

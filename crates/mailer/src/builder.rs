@@ -1,15 +1,17 @@
 //! Explicit credentials and endpoints, and what the environment holds.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use apimail_core::endpoint::checked_url;
 use apimail_core::oauth::OAuthClient;
 use apimail_core::retry::RetryPolicy;
-use apimail_core::{RefreshTokenSource, Secret};
+use apimail_core::{RefreshTokenSource, Secret, SenderIdentity};
 use apimail_gmail::{GmailTokens, GmailTransport, ServiceAccountTokens, google_auth};
 use apimail_graph::{AppCredential, AppOnlyTokens, Cloud, GraphTokens, GraphTransport};
 use url::Url;
 
+use crate::limited::Limited;
 use crate::{Error, Mailer, Sender};
 
 /// What a [`Mailer`] authenticates with. `Debug` prints no secret.
@@ -45,6 +47,24 @@ pub enum Credentials {
         /// The mailbox it sends as.
         mailbox: String,
     },
+    /// A delegated Microsoft refresh token (from an authorization-code or
+    /// device-code login with `offline_access` and Mail.Send), sending as
+    /// the signed-in user (`mailbox` `None`: `/me`) or as a mailbox that
+    /// user may send as. It is refreshed in memory; a rotated refresh token
+    /// is not kept (the one given stays valid until it expires).
+    GraphRefreshToken {
+        /// The tenant id or domain (`common`, `organizations` work too).
+        tenant: String,
+        /// The app's client id.
+        client_id: String,
+        /// The client secret, for a confidential client; `None` for a
+        /// public one.
+        client_secret: Option<Secret>,
+        /// The refresh token.
+        refresh_token: Secret,
+        /// The mailbox it sends as; `None` for the user's own (`/me`).
+        mailbox: Option<String>,
+    },
     /// A Microsoft Entra app with a certificate, sending as `mailbox`.
     GraphAppCertificate {
         /// The tenant id or domain.
@@ -71,6 +91,7 @@ pub struct MailerBuilder {
     max_message_bytes: Option<usize>,
     retry: RetryPolicy,
     deadline: Option<Duration>,
+    outbox: Option<PathBuf>,
 }
 
 impl MailerBuilder {
@@ -88,6 +109,7 @@ impl MailerBuilder {
             max_message_bytes: None,
             retry: RetryPolicy::standard(),
             deadline: None,
+            outbox: None,
         }
     }
 
@@ -147,8 +169,24 @@ impl MailerBuilder {
         self
     }
 
+    /// Sends through a durable outbox in `dir` (created if missing; the
+    /// command line's is `$APIMAIL_DATA_DIR/outbox`), for long-lived
+    /// services. Each send is first written to the outbox and synced to
+    /// disk, then delivered by the delivery engine with the in-process
+    /// retries, so a crash between the two leaves it there for the next
+    /// [`Mailer::flush`]. A send that does not go out now fails with the
+    /// entry's id ([`Error::outbox_entry`]): still queued after a temporary
+    /// failure, in `failed/` with the reason after a permanent one.
+    /// Entries are tagged with this mailer's credentials; a flush sends
+    /// only its own.
+    pub fn outbox(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.outbox = Some(dir.into());
+        self
+    }
+
     /// Builds the transport: the HTTPS client, and for a service account
-    /// or a certificate, the parsed key. No request is made.
+    /// or a certificate, the parsed key; opens the outbox, if any. No
+    /// request is made.
     pub async fn build(self) -> Result<Mailer, Error> {
         let sender = match self.credentials.clone() {
             Credentials::GmailServiceAccount { key_json, user } => {
@@ -206,6 +244,38 @@ impl MailerBuilder {
                 AppCredential::Secret(secret),
                 mailbox,
             )?,
+            Credentials::GraphRefreshToken {
+                tenant,
+                client_id,
+                client_secret,
+                refresh_token,
+                mailbox,
+            } => {
+                let authority = required_url(
+                    self.authority_url.as_deref(),
+                    self.cloud.login_url().as_str(),
+                )?;
+                let client = OAuthClient {
+                    client_id,
+                    client_secret,
+                    auth_url: None,
+                    token_url: apimail_graph::token_url(&authority, &tenant),
+                    device_auth_url: None,
+                };
+                let tokens = RefreshTokenSource::new(
+                    client,
+                    refresh_token,
+                    apimail_graph::delegated_scopes(self.cloud, false),
+                );
+                Sender::Graph(graph(
+                    self.graph_api_url.as_deref(),
+                    self.cloud,
+                    mailbox.map_or(apimail_graph::Mailbox::Me, apimail_graph::Mailbox::User),
+                    GraphTokens::Refresh(tokens),
+                    self.max_message_bytes,
+                    false,
+                )?)
+            }
             Credentials::GraphAppCertificate {
                 tenant,
                 client_id,
@@ -219,7 +289,57 @@ impl MailerBuilder {
                 mailbox,
             )?,
         };
-        Ok(Mailer::new(sender, self.retry, self.deadline))
+        let queue = self.outbox.map(|dir| crate::queue::Settings {
+            dir,
+            identity: identity(&self.credentials),
+        });
+        Mailer::new(Limited::new(sender), self.retry, self.deadline, queue)
+    }
+}
+
+/// Who a mailer with these credentials sends as, for its outbox entries.
+fn identity(credentials: &Credentials) -> SenderIdentity {
+    let (provider, credential, principal) = match credentials {
+        Credentials::GmailServiceAccount { user, .. } => {
+            ("gmail", "service_account", format!("as {user}"))
+        }
+        Credentials::GmailRefreshToken { client_id, .. } => {
+            ("gmail", "refresh_token", format!("client {client_id}"))
+        }
+        Credentials::GraphRefreshToken {
+            tenant,
+            client_id,
+            mailbox,
+            ..
+        } => (
+            "graph",
+            "refresh_token",
+            format!(
+                "client {client_id} of tenant {tenant} as {}",
+                mailbox.as_deref().unwrap_or("me")
+            ),
+        ),
+        Credentials::GraphAppSecret {
+            tenant,
+            client_id,
+            mailbox,
+            ..
+        }
+        | Credentials::GraphAppCertificate {
+            tenant,
+            client_id,
+            mailbox,
+            ..
+        } => (
+            "graph",
+            "app_only",
+            format!("client {client_id} of tenant {tenant} as {mailbox}"),
+        ),
+    };
+    SenderIdentity::Environment {
+        provider: provider.into(),
+        credential: credential.into(),
+        principal,
     }
 }
 

@@ -14,6 +14,7 @@ use apimail_graph::{GraphTokens, Mailbox};
 use serde::Deserialize;
 
 use crate::builder::{self, MailerBuilder};
+use crate::limited::Limited;
 use crate::{Error, Mailer, Sender};
 
 #[derive(Debug, Default, Deserialize)]
@@ -117,7 +118,7 @@ pub(crate) async fn mailer(path: Option<&Path>, account: Option<&str>) -> Result
         }
         Account::Graph(graph) => graph_account(&name, graph)?,
     };
-    Ok(Mailer::new(sender, retry, None))
+    Mailer::new(Limited::new(sender), retry, None, None)
 }
 
 fn store() -> Result<TokenStore, Error> {

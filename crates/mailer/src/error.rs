@@ -19,6 +19,7 @@ pub struct Error {
     kind: ErrorKind,
     message: String,
     deadline: Option<Duration>,
+    entry: Option<String>,
     source: Option<Box<TransportError>>,
 }
 
@@ -33,8 +34,16 @@ impl Error {
             kind,
             message: message.into(),
             deadline: None,
+            entry: None,
             source: None,
         }
+    }
+
+    /// Not sent now, and kept in the outbox as entry `id`, at `place`.
+    pub(crate) fn kept(mut self, id: &str, place: &str) -> Self {
+        self.message = format!("{}; {place} as entry {id}", self.message);
+        self.entry = Some(id.to_owned());
+        self
     }
 
     /// The send did not finish within `deadline`.
@@ -88,6 +97,15 @@ impl Error {
                 .any(TransportError::is_outcome_unknown)
     }
 
+    /// With an outbox ([`MailerBuilder::outbox`](crate::MailerBuilder::outbox)):
+    /// the id of the entry the message is kept as. After a temporary failure
+    /// it stays queued and [`Mailer::flush`](crate::Mailer::flush) sends it
+    /// later; after a permanent one it is in the outbox's `failed/`, with
+    /// the reason.
+    pub fn outbox_entry(&self) -> Option<&str> {
+        self.entry.as_deref()
+    }
+
     /// The deadline that passed, if that is what happened.
     pub fn deadline_elapsed(&self) -> Option<Duration> {
         self.deadline
@@ -113,6 +131,7 @@ impl From<TransportError> for Error {
             kind: error.kind(),
             message: error.to_string(),
             deadline: None,
+            entry: None,
             source: Some(Box::new(error)),
         }
     }

@@ -119,7 +119,7 @@ fn prepare(
             .ok_or_else(|| invalid("the message has no sender".to_owned()))?,
     };
     let envelope = Envelope::new(from.clone(), plan.recipients().to_vec());
-    let bytes = ready.into_bytes_with(&now_rfc5322(), &new_message_id(&from));
+    let bytes = ready.into_bytes_with(&now_rfc5322(), &crate::limited::new_message_id(&from));
     Ok((bytes, envelope))
 }
 
@@ -127,18 +127,6 @@ fn now_rfc5322() -> String {
     time::OffsetDateTime::now_utc()
         .format(&time::format_description::well_known::Rfc2822)
         .expect("the current time formats")
-}
-
-/// `<random@sender's domain>`.
-fn new_message_id(from: &Mailbox) -> String {
-    let mut bytes = [0u8; 16];
-    getrandom::fill(&mut bytes).expect("the OS random source works");
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    let domain = from
-        .email()
-        .rsplit_once('@')
-        .map_or("localhost", |(_, d)| d);
-    format!("<{hex}@{domain}>")
 }
 
 #[cfg(test)]

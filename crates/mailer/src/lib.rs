@@ -31,6 +31,12 @@
 //! [`Mailer::builder`] with explicit [`Credentials`], which touches neither
 //! the environment nor the disk. With the `lettre` feature,
 //! `Mailer::lettre` (feature `lettre`) is a lettre transport.
+//!
+//! A long-lived service may add a durable outbox
+//! ([`MailerBuilder::outbox`]): each send is on disk before it is tried,
+//! and [`Mailer::flush`] sends what is still queued. An answer lost after
+//! the provider took a message is never silently resent: see
+//! [`Receipt::possible_duplicate`].
 
 #![warn(missing_docs)]
 
@@ -39,14 +45,18 @@ mod config;
 mod error;
 #[cfg(feature = "lettre")]
 mod lettre;
+mod limited;
+mod queue;
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use apimail_core::delivery::{Attempted, UnknownOutcome, WhenUnknown, error_chain_unknown};
 use apimail_core::retry::RetryPolicy as Retry;
 use apimail_gmail::{GmailTokens, GmailTransport};
 use apimail_graph::{GraphTokens, GraphTransport};
 
+pub use apimail_core::delivery::FlushReport;
 pub use apimail_core::retry::RetryPolicy;
 pub use apimail_core::{
     Envelope, ErrorKind, Mailbox, Message, MessageBuilder, Receipt, Secret, Transport,
@@ -56,6 +66,14 @@ pub use builder::{Credentials, MailerBuilder};
 pub use error::Error;
 #[cfg(feature = "lettre")]
 pub use lettre::{BlockingLettreTransport, LettreTransport};
+pub use limited::{GMAIL_CONCURRENCY, GRAPH_CONCURRENCY};
+
+use limited::Limited;
+use queue::Queue;
+
+/// How long to look for the sent copy of a message whose answer was lost
+/// (providers file it with a delay): the delivery engine's default.
+const VERIFY_WINDOW: Duration = Duration::from_secs(10);
 
 /// Sends messages through one account's provider. Clones share the
 /// connection pool, the token cache and the settings.
@@ -67,8 +85,9 @@ pub struct Mailer {
 
 #[derive(Debug)]
 struct Inner {
-    sender: Sender,
+    transport: Arc<Limited>,
     retry: Retry,
+    queue: Option<Queue>,
 }
 
 /// The provider's transport, built once.
@@ -116,11 +135,24 @@ impl Mailer {
         MailerBuilder::new(credentials)
     }
 
-    fn new(sender: Sender, retry: Retry, deadline: Option<Duration>) -> Mailer {
-        Mailer {
-            inner: Arc::new(Inner { sender, retry }),
+    fn new(
+        transport: Limited,
+        retry: Retry,
+        deadline: Option<Duration>,
+        queue: Option<queue::Settings>,
+    ) -> Result<Mailer, Error> {
+        let transport = Arc::new(transport);
+        let queue = queue
+            .map(|settings| Queue::open(settings, transport.clone()))
+            .transpose()?;
+        Ok(Mailer {
+            inner: Arc::new(Inner {
+                transport,
+                retry,
+                queue,
+            }),
             deadline,
-        }
+        })
     }
 
     /// This mailer with every send bounded by `deadline` (retries
@@ -136,46 +168,137 @@ impl Mailer {
 
     /// Sends a message composed with [`MessageBuilder`].
     pub async fn send(&self, message: &Message) -> Result<Receipt, Error> {
-        self.send_raw(message.as_bytes(), message.envelope()).await
+        self.within_deadline(self.deliver(
+            message.as_bytes(),
+            message.envelope(),
+            message.message_id(),
+        ))
+        .await
     }
 
     /// Sends RFC 5322 bytes. The providers deliver to the addresses in the
     /// To, Cc and Bcc headers; `envelope` is what the caller expects them
     /// to be (see `Mailer::lettre`, feature `lettre`, for envelope recipients missing from
-    /// the headers).
+    /// the headers). A message without a Message-ID gets one, so that every
+    /// attempt carries the same.
     pub async fn send_raw(&self, message: &[u8], envelope: &Envelope) -> Result<Receipt, Error> {
-        let attempts = self.inner.retry.run(
-            |_| self.inner.sender.send_raw(envelope, message),
-            |_, _, _| {},
-        );
+        let (bytes, message_id) = limited::with_message_id(message, envelope.from());
+        self.within_deadline(self.deliver(&bytes, envelope, &message_id))
+            .await
+    }
+
+    /// Sends what the outbox holds for this mailer and is due (see
+    /// [`MailerBuilder::outbox`]); each entry gets one attempt. Fails with
+    /// [`ErrorKind::Config`] on a mailer without an outbox.
+    pub async fn flush(&self) -> Result<FlushReport, Error> {
+        self.queue()?.flush(false).await
+    }
+
+    /// Like [`Mailer::flush`], for every queued entry whether due or not
+    /// (a temporary failure schedules the next attempt minutes ahead).
+    pub async fn flush_all(&self) -> Result<FlushReport, Error> {
+        self.queue()?.flush(true).await
+    }
+
+    fn queue(&self) -> Result<&Queue, Error> {
+        self.inner.queue.as_ref().ok_or_else(|| {
+            Error::config("this mailer has no outbox: build it with MailerBuilder::outbox")
+        })
+    }
+
+    async fn within_deadline(
+        &self,
+        send: impl Future<Output = Result<Receipt, Error>>,
+    ) -> Result<Receipt, Error> {
         match self.deadline {
-            None => Ok(attempts.await?),
-            Some(deadline) => match tokio::time::timeout(deadline, attempts).await {
-                Ok(result) => Ok(result?),
+            None => send.await,
+            Some(deadline) => match tokio::time::timeout(deadline, send).await {
+                Ok(result) => result,
                 Err(_) => Err(Error::deadline(deadline)),
             },
         }
     }
 
-    /// Which provider this mailer sends through: `gmail` or `graph`.
-    pub fn provider(&self) -> &'static str {
-        match self.inner.sender {
-            Sender::Gmail(_) => "gmail",
-            Sender::Graph(_) => "graph",
+    /// Through the outbox when there is one, else straight to the provider.
+    async fn deliver(
+        &self,
+        message: &[u8],
+        envelope: &Envelope,
+        message_id: &str,
+    ) -> Result<Receipt, Error> {
+        match &self.inner.queue {
+            Some(queue) => {
+                queue
+                    .send(message, envelope, message_id, &self.inner.retry)
+                    .await
+            }
+            None => self.send_now(message, envelope, message_id).await,
         }
     }
-}
 
-impl Sender {
-    async fn send_raw(
+    /// Retries temporary failures under the policy. After an attempt whose
+    /// outcome is unknown, the next one first looks for the message among
+    /// the sent ones (Graph, with Mail.Read or Mail.ReadWrite) and stops
+    /// there if it was sent; where that cannot be checked (Gmail), it is
+    /// resent with the same Message-ID, with a warning and
+    /// [`Receipt::possible_duplicate`] set. The delivery engine's rule.
+    async fn send_now(
         &self,
-        envelope: &Envelope,
         message: &[u8],
-    ) -> Result<Receipt, apimail_core::TransportError> {
-        match self {
-            Sender::Gmail(t) => t.send_raw(envelope, message).await,
-            Sender::Graph(t) => t.send_raw(envelope, message).await,
+        envelope: &Envelope,
+        message_id: &str,
+    ) -> Result<Receipt, Error> {
+        let transport = &*self.inner.transport;
+        let rule = UnknownOutcome::new(
+            transport,
+            message_id,
+            message_id,
+            WhenUnknown::Resend,
+            VERIFY_WINDOW,
+            false,
+        );
+        let result = self
+            .inner
+            .retry
+            .run(
+                |_| rule.attempt(transport.send_raw(envelope, message)),
+                |_, _, _| {},
+            )
+            .await;
+        match result {
+            Ok(Attempted::Sent(receipt)) => Ok(receipt),
+            Ok(Attempted::VerifiedSent) => Ok(self.verified_receipt()),
+            Ok(Attempted::HeldUnknown(error)) => Err(error.into()),
+            // The last answer was lost: look before reporting a failure.
+            Err(error) if error_chain_unknown(&error) => match rule.verify().await {
+                Some(true) => Ok(self.verified_receipt()),
+                _ => Err(error.into()),
+            },
+            Err(error) => Err(error.into()),
         }
+    }
+
+    /// The receipt for a message an earlier attempt sent: the provider's
+    /// id for it was in the lost answer.
+    fn verified_receipt(&self) -> Receipt {
+        Receipt {
+            provider: self.provider(),
+            id: None,
+            thread_id: None,
+            possible_duplicate: false,
+        }
+    }
+
+    /// Which provider this mailer sends through: `gmail` or `graph`.
+    pub fn provider(&self) -> &'static str {
+        self.inner.transport.provider()
+    }
+
+    /// How many requests this mailer has in flight at most: the mailbox's
+    /// concurrency ([`GRAPH_CONCURRENCY`], [`GMAIL_CONCURRENCY`]). Sends
+    /// beyond it wait their turn.
+    pub fn concurrency(&self) -> usize {
+        self.inner.transport.concurrency()
     }
 }
 

@@ -8,6 +8,7 @@
 //! works; CI runs it.
 
 mod cold;
+mod library;
 mod measure;
 mod peers;
 mod relay;
@@ -43,6 +44,8 @@ pub(crate) struct Options {
     pub(crate) only_relay: bool,
     /// `--only cold`: only section 1's apimail rows (see `cold.rs`).
     pub(crate) only_cold: bool,
+    /// `--only library`: only figure 8, written into the existing report.
+    pub(crate) only_library: bool,
 }
 
 impl Options {
@@ -55,10 +58,11 @@ impl Options {
             only_streaming: false,
             only_relay: false,
             only_cold: false,
+            only_library: false,
         }
     }
 
-    /// Parses `[--quick] [--rtt MS] [--runs N] [--only streaming|relay|cold]`.
+    /// Parses `[--quick] [--rtt MS] [--runs N] [--only streaming|relay|cold|library]`.
     pub(crate) fn parse(args: &[String]) -> Result<Options, String> {
         let mut options = Options {
             quick: false,
@@ -81,9 +85,10 @@ impl Options {
                     Some("streaming") => options.only_streaming = true,
                     Some("relay") => options.only_relay = true,
                     Some("cold") => options.only_cold = true,
+                    Some("library") => options.only_library = true,
                     other => {
                         return Err(format!(
-                            "`--only {}`: the selections are `streaming`, `relay` and `cold`",
+                            "`--only {}`: the selections are `streaming`, `relay`, `cold` and `library`",
                             other.unwrap_or_default()
                         ));
                     }
@@ -146,6 +151,9 @@ pub(crate) fn run(root: &Path, options: &Options) -> Result<()> {
     }
     if options.only_relay {
         return relay_only(root, &target, &exe, options, profile);
+    }
+    if options.only_library {
+        return library_only(root, &target, &exe, options, (profile, profile_dir));
     }
     let peers = peers::prepare(root, &target)?;
 
@@ -280,31 +288,70 @@ fn relay_only(
     let world = World::start(exe, options.rtt)?;
     let figures = relay::measure(&world, options)?;
     let path = results_path(root, target, options);
-    let mut text = fs::read_to_string(&path).unwrap_or_default();
     let mut section = String::new();
     relay::render(&figures, profile, &mut section);
-    if let Some(at) = text.find(relay::HEADING) {
-        // The relay's section runs to the next section (or the end).
-        let after = at + relay::HEADING.len();
+    write_section(&path, relay::HEADING, &section)?;
+    println!("{section}");
+    eprintln!("==> bench: wrote figure 6 into {}", path.display());
+    Ok(())
+}
+
+/// `--only library`: figure 8 alone, with the example `bench_sends` built
+/// in the same profile, replacing that section of the existing report (or
+/// appended to it).
+fn library_only(
+    root: &Path,
+    target: &Path,
+    exe: &Path,
+    options: &Options,
+    (profile, profile_dir): (&str, &str),
+) -> Result<()> {
+    run_cmd(cargo().current_dir(root).args([
+        "build",
+        "--profile",
+        profile,
+        "-p",
+        "apimail-mailer",
+        "--example",
+        "bench_sends",
+        "--locked",
+    ]))?;
+    let example = target
+        .join(profile_dir)
+        .join("examples")
+        .join("bench_sends");
+    let figures = library::measure(&example, exe, options)?;
+    let mut section = String::new();
+    library::render(&figures, profile, &mut section);
+    let path = results_path(root, target, options);
+    write_section(&path, library::HEADING, &section)?;
+    println!("{section}");
+    eprintln!("==> bench: wrote figure 8 into {}", path.display());
+    Ok(())
+}
+
+/// Replaces the section under `heading` of the report at `path` with
+/// `section` (it runs to the next section, or the end), or appends it.
+fn write_section(path: &Path, heading: &str, section: &str) -> Result<()> {
+    let mut text = fs::read_to_string(path).unwrap_or_default();
+    if let Some(at) = text.find(heading) {
+        let after = at + heading.len();
         let end = ["\n## ", "\n<!-- "]
             .iter()
             .filter_map(|next| text[after..].find(next).map(|i| after + i + 1))
             .min()
             .unwrap_or(text.len());
-        text.replace_range(at..end, &section);
+        text.replace_range(at..end, section);
     } else {
         if !text.is_empty() && !text.ends_with("\n\n") {
             text.push('\n');
         }
-        text.push_str(&section);
+        text.push_str(section);
     }
     if let Some(dir) = path.parent() {
         fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
-    fs::write(&path, &text).with_context(|| format!("cannot write {}", path.display()))?;
-    println!("{section}");
-    eprintln!("==> bench: wrote figure 6 into {}", path.display());
-    Ok(())
+    fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// Figures 1 and 2: one process sending a 2 KB message, token cached

@@ -434,6 +434,7 @@ mod tests {
                 provider: "test",
                 id: None,
                 thread_id: None,
+                possible_duplicate: false,
             })
         }
     }
