@@ -218,7 +218,11 @@ pub(crate) fn run(root: &Path, options: &Options) -> Result<()> {
     fs::write(&path, &text).with_context(|| format!("cannot write {}", path.display()))?;
     println!("{text}");
     eprintln!("==> bench: wrote {}", path.display());
-    Ok(())
+    // The sections the `--only` selections write, so that one run gives
+    // every figure.
+    cold_only(root, &target, &exe, options)?;
+    run_streaming(root, &target, &exe, options)?;
+    library_only(root, &target, &exe, options, (profile, profile_dir))
 }
 
 /// `--only streaming`: issue 11's rows, written into their section of
