@@ -29,8 +29,9 @@ use crate::source::Chunks;
 /// than 50 requests (graph-rs-sdk's helper would send about 950).
 pub const CHUNK_BYTES: usize = 10 * 320 * 1024;
 
-/// How often one chunk may be resumed (after a network error, a 5xx or a
-/// 429) before the upload gives up. A 416 (the session already has those
+/// How often one chunk may be resumed (after a broken connection, a 5xx
+/// or a 429; a stall, a TLS or a proxy problem ends the upload at once)
+/// before the upload gives up. A 416 (the session already has those
 /// bytes) is not a failure: the upload goes on from `nextExpectedRanges`.
 pub const MAX_RESUMES_PER_CHUNK: u32 = 3;
 
