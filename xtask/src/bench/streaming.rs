@@ -151,7 +151,7 @@ fn large(
     max_message_mb: Option<&str>,
 ) -> Result<Vec<Usage>> {
     eprintln!(
-        "==> bench: streaming, {} message through {}",
+        "==> bench: streaming, a {} MB attachment through {}",
         attachment.metadata().map(|m| m.len()).unwrap_or(0) / 1_000_000,
         provider.name()
     );
