@@ -234,8 +234,7 @@ pub(crate) fn render(figures: &LibraryFigures, profile: &str, out: &mut String) 
          {rtt} ms. {SENDS} sends of a 2 KB message from one `Mailer::from_env()`: {AT_ONCE} at a time \
          for the request and connection counts, one at a time for the own cost (each send's time \
          minus {rtt} ms, the first send, which fetches the token, left out). Connections count \
-         the token endpoint's too (its own client; in production its own host). The machine is \
-         shared (2 cores, 4 engineers building), so times are noisy.\n"
+         the token endpoint's too (its own client; in production its own host).\n"
     );
     let _ = writeln!(
         out,

@@ -335,12 +335,13 @@ fn library_only(
 }
 
 /// Replaces the section under `heading` of the report at `path` with
-/// `section` (it runs to the next section, or the end), or appends it.
+/// `section` (it runs to the next heading, so the notes written by hand
+/// under a `###` heading stay, or to the end), or appends it.
 fn write_section(path: &Path, heading: &str, section: &str) -> Result<()> {
     let mut text = fs::read_to_string(path).unwrap_or_default();
     if let Some(at) = text.find(heading) {
         let after = at + heading.len();
-        let end = ["\n## ", "\n<!-- "]
+        let end = ["\n## ", "\n### ", "\n<!-- "]
             .iter()
             .filter_map(|next| text[after..].find(next).map(|i| after + i + 1))
             .min()
