@@ -16,6 +16,9 @@ _apimail() {
             ",$1")
                 cmd="apimail"
                 ;;
+            apimail,admin)
+                cmd="apimail__subcmd__admin"
+                ;;
             apimail,auth)
                 cmd="apimail__subcmd__auth"
                 ;;
@@ -28,6 +31,9 @@ _apimail() {
             apimail,log)
                 cmd="apimail__subcmd__log"
                 ;;
+            apimail,merge)
+                cmd="apimail__subcmd__merge"
+                ;;
             apimail,queue)
                 cmd="apimail__subcmd__queue"
                 ;;
@@ -39,6 +45,99 @@ _apimail() {
                 ;;
             apimail,sendmail)
                 cmd="apimail__subcmd__sendmail"
+                ;;
+            apimail,store)
+                cmd="apimail__subcmd__store"
+                ;;
+            apimail__subcmd__admin,help)
+                cmd="apimail__subcmd__admin__subcmd__help"
+                ;;
+            apimail__subcmd__admin,serve)
+                cmd="apimail__subcmd__admin__subcmd__serve"
+                ;;
+            apimail__subcmd__admin,token)
+                cmd="apimail__subcmd__admin__subcmd__token"
+                ;;
+            apimail__subcmd__admin,user)
+                cmd="apimail__subcmd__admin__subcmd__user"
+                ;;
+            apimail__subcmd__admin__subcmd__help,help)
+                cmd="apimail__subcmd__admin__subcmd__help__subcmd__help"
+                ;;
+            apimail__subcmd__admin__subcmd__help,serve)
+                cmd="apimail__subcmd__admin__subcmd__help__subcmd__serve"
+                ;;
+            apimail__subcmd__admin__subcmd__help,token)
+                cmd="apimail__subcmd__admin__subcmd__help__subcmd__token"
+                ;;
+            apimail__subcmd__admin__subcmd__help,user)
+                cmd="apimail__subcmd__admin__subcmd__help__subcmd__user"
+                ;;
+            apimail__subcmd__admin__subcmd__help__subcmd__token,create)
+                cmd="apimail__subcmd__admin__subcmd__help__subcmd__token__subcmd__create"
+                ;;
+            apimail__subcmd__admin__subcmd__help__subcmd__token,list)
+                cmd="apimail__subcmd__admin__subcmd__help__subcmd__token__subcmd__list"
+                ;;
+            apimail__subcmd__admin__subcmd__help__subcmd__token,revoke)
+                cmd="apimail__subcmd__admin__subcmd__help__subcmd__token__subcmd__revoke"
+                ;;
+            apimail__subcmd__admin__subcmd__help__subcmd__user,add)
+                cmd="apimail__subcmd__admin__subcmd__help__subcmd__user__subcmd__add"
+                ;;
+            apimail__subcmd__admin__subcmd__help__subcmd__user,list)
+                cmd="apimail__subcmd__admin__subcmd__help__subcmd__user__subcmd__list"
+                ;;
+            apimail__subcmd__admin__subcmd__help__subcmd__user,remove)
+                cmd="apimail__subcmd__admin__subcmd__help__subcmd__user__subcmd__remove"
+                ;;
+            apimail__subcmd__admin__subcmd__token,create)
+                cmd="apimail__subcmd__admin__subcmd__token__subcmd__create"
+                ;;
+            apimail__subcmd__admin__subcmd__token,help)
+                cmd="apimail__subcmd__admin__subcmd__token__subcmd__help"
+                ;;
+            apimail__subcmd__admin__subcmd__token,list)
+                cmd="apimail__subcmd__admin__subcmd__token__subcmd__list"
+                ;;
+            apimail__subcmd__admin__subcmd__token,revoke)
+                cmd="apimail__subcmd__admin__subcmd__token__subcmd__revoke"
+                ;;
+            apimail__subcmd__admin__subcmd__token__subcmd__help,create)
+                cmd="apimail__subcmd__admin__subcmd__token__subcmd__help__subcmd__create"
+                ;;
+            apimail__subcmd__admin__subcmd__token__subcmd__help,help)
+                cmd="apimail__subcmd__admin__subcmd__token__subcmd__help__subcmd__help"
+                ;;
+            apimail__subcmd__admin__subcmd__token__subcmd__help,list)
+                cmd="apimail__subcmd__admin__subcmd__token__subcmd__help__subcmd__list"
+                ;;
+            apimail__subcmd__admin__subcmd__token__subcmd__help,revoke)
+                cmd="apimail__subcmd__admin__subcmd__token__subcmd__help__subcmd__revoke"
+                ;;
+            apimail__subcmd__admin__subcmd__user,add)
+                cmd="apimail__subcmd__admin__subcmd__user__subcmd__add"
+                ;;
+            apimail__subcmd__admin__subcmd__user,help)
+                cmd="apimail__subcmd__admin__subcmd__user__subcmd__help"
+                ;;
+            apimail__subcmd__admin__subcmd__user,list)
+                cmd="apimail__subcmd__admin__subcmd__user__subcmd__list"
+                ;;
+            apimail__subcmd__admin__subcmd__user,remove)
+                cmd="apimail__subcmd__admin__subcmd__user__subcmd__remove"
+                ;;
+            apimail__subcmd__admin__subcmd__user__subcmd__help,add)
+                cmd="apimail__subcmd__admin__subcmd__user__subcmd__help__subcmd__add"
+                ;;
+            apimail__subcmd__admin__subcmd__user__subcmd__help,help)
+                cmd="apimail__subcmd__admin__subcmd__user__subcmd__help__subcmd__help"
+                ;;
+            apimail__subcmd__admin__subcmd__user__subcmd__help,list)
+                cmd="apimail__subcmd__admin__subcmd__user__subcmd__help__subcmd__list"
+                ;;
+            apimail__subcmd__admin__subcmd__user__subcmd__help,remove)
+                cmd="apimail__subcmd__admin__subcmd__user__subcmd__help__subcmd__remove"
                 ;;
             apimail__subcmd__auth,help)
                 cmd="apimail__subcmd__auth__subcmd__help"
@@ -94,6 +193,9 @@ _apimail() {
             apimail__subcmd__auth__subcmd__login__subcmd__help,help)
                 cmd="apimail__subcmd__auth__subcmd__login__subcmd__help__subcmd__help"
                 ;;
+            apimail__subcmd__help,admin)
+                cmd="apimail__subcmd__help__subcmd__admin"
+                ;;
             apimail__subcmd__help,auth)
                 cmd="apimail__subcmd__help__subcmd__auth"
                 ;;
@@ -106,6 +208,9 @@ _apimail() {
             apimail__subcmd__help,log)
                 cmd="apimail__subcmd__help__subcmd__log"
                 ;;
+            apimail__subcmd__help,merge)
+                cmd="apimail__subcmd__help__subcmd__merge"
+                ;;
             apimail__subcmd__help,queue)
                 cmd="apimail__subcmd__help__subcmd__queue"
                 ;;
@@ -117,6 +222,36 @@ _apimail() {
                 ;;
             apimail__subcmd__help,sendmail)
                 cmd="apimail__subcmd__help__subcmd__sendmail"
+                ;;
+            apimail__subcmd__help,store)
+                cmd="apimail__subcmd__help__subcmd__store"
+                ;;
+            apimail__subcmd__help__subcmd__admin,serve)
+                cmd="apimail__subcmd__help__subcmd__admin__subcmd__serve"
+                ;;
+            apimail__subcmd__help__subcmd__admin,token)
+                cmd="apimail__subcmd__help__subcmd__admin__subcmd__token"
+                ;;
+            apimail__subcmd__help__subcmd__admin,user)
+                cmd="apimail__subcmd__help__subcmd__admin__subcmd__user"
+                ;;
+            apimail__subcmd__help__subcmd__admin__subcmd__token,create)
+                cmd="apimail__subcmd__help__subcmd__admin__subcmd__token__subcmd__create"
+                ;;
+            apimail__subcmd__help__subcmd__admin__subcmd__token,list)
+                cmd="apimail__subcmd__help__subcmd__admin__subcmd__token__subcmd__list"
+                ;;
+            apimail__subcmd__help__subcmd__admin__subcmd__token,revoke)
+                cmd="apimail__subcmd__help__subcmd__admin__subcmd__token__subcmd__revoke"
+                ;;
+            apimail__subcmd__help__subcmd__admin__subcmd__user,add)
+                cmd="apimail__subcmd__help__subcmd__admin__subcmd__user__subcmd__add"
+                ;;
+            apimail__subcmd__help__subcmd__admin__subcmd__user,list)
+                cmd="apimail__subcmd__help__subcmd__admin__subcmd__user__subcmd__list"
+                ;;
+            apimail__subcmd__help__subcmd__admin__subcmd__user,remove)
+                cmd="apimail__subcmd__help__subcmd__admin__subcmd__user__subcmd__remove"
                 ;;
             apimail__subcmd__help__subcmd__auth,import-smail)
                 cmd="apimail__subcmd__help__subcmd__auth__subcmd__import__subcmd__smail"
@@ -135,6 +270,9 @@ _apimail() {
                 ;;
             apimail__subcmd__help__subcmd__auth__subcmd__login,graph)
                 cmd="apimail__subcmd__help__subcmd__auth__subcmd__login__subcmd__graph"
+                ;;
+            apimail__subcmd__help__subcmd__merge,status)
+                cmd="apimail__subcmd__help__subcmd__merge__subcmd__status"
                 ;;
             apimail__subcmd__help__subcmd__queue,drop)
                 cmd="apimail__subcmd__help__subcmd__queue__subcmd__drop"
@@ -162,6 +300,21 @@ _apimail() {
                 ;;
             apimail__subcmd__help__subcmd__relay__subcmd__user,remove)
                 cmd="apimail__subcmd__help__subcmd__relay__subcmd__user__subcmd__remove"
+                ;;
+            apimail__subcmd__help__subcmd__store,migrate)
+                cmd="apimail__subcmd__help__subcmd__store__subcmd__migrate"
+                ;;
+            apimail__subcmd__merge,help)
+                cmd="apimail__subcmd__merge__subcmd__help"
+                ;;
+            apimail__subcmd__merge,status)
+                cmd="apimail__subcmd__merge__subcmd__status"
+                ;;
+            apimail__subcmd__merge__subcmd__help,help)
+                cmd="apimail__subcmd__merge__subcmd__help__subcmd__help"
+                ;;
+            apimail__subcmd__merge__subcmd__help,status)
+                cmd="apimail__subcmd__merge__subcmd__help__subcmd__status"
                 ;;
             apimail__subcmd__queue,drop)
                 cmd="apimail__subcmd__queue__subcmd__drop"
@@ -244,6 +397,18 @@ _apimail() {
             apimail__subcmd__relay__subcmd__user__subcmd__help,remove)
                 cmd="apimail__subcmd__relay__subcmd__user__subcmd__help__subcmd__remove"
                 ;;
+            apimail__subcmd__store,help)
+                cmd="apimail__subcmd__store__subcmd__help"
+                ;;
+            apimail__subcmd__store,migrate)
+                cmd="apimail__subcmd__store__subcmd__migrate"
+                ;;
+            apimail__subcmd__store__subcmd__help,help)
+                cmd="apimail__subcmd__store__subcmd__help__subcmd__help"
+                ;;
+            apimail__subcmd__store__subcmd__help,migrate)
+                cmd="apimail__subcmd__store__subcmd__help__subcmd__migrate"
+                ;;
             *)
                 ;;
         esac
@@ -251,8 +416,486 @@ _apimail() {
 
     case "${cmd}" in
         apimail)
-            opts="-v -h -V --config --verbose --debug --help --version send auth sendmail queue doctor log relay help"
+            opts="-v -h -V --config --verbose --debug --help --version send auth sendmail queue doctor log relay merge admin store help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        apimail__subcmd__admin)
+            opts="-v -h --config --verbose --debug --help serve user token help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        apimail__subcmd__admin__subcmd__help)
+            opts="serve user token help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        apimail__subcmd__admin__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        apimail__subcmd__admin__subcmd__help__subcmd__serve)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        apimail__subcmd__admin__subcmd__help__subcmd__token)
+            opts="create list revoke"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        apimail__subcmd__admin__subcmd__help__subcmd__token__subcmd__create)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        apimail__subcmd__admin__subcmd__help__subcmd__token__subcmd__list)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        apimail__subcmd__admin__subcmd__help__subcmd__token__subcmd__revoke)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        apimail__subcmd__admin__subcmd__help__subcmd__user)
+            opts="add list remove"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        apimail__subcmd__admin__subcmd__help__subcmd__user__subcmd__add)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        apimail__subcmd__admin__subcmd__help__subcmd__user__subcmd__list)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        apimail__subcmd__admin__subcmd__help__subcmd__user__subcmd__remove)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        apimail__subcmd__admin__subcmd__serve)
+            opts="-v -h --listen --config --verbose --debug --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --listen)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        apimail__subcmd__admin__subcmd__token)
+            opts="-v -h --config --verbose --debug --help create list revoke help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        apimail__subcmd__admin__subcmd__token__subcmd__create)
+            opts="-v -h --read-only --config --verbose --debug --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        apimail__subcmd__admin__subcmd__token__subcmd__help)
+            opts="create list revoke help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        apimail__subcmd__admin__subcmd__token__subcmd__help__subcmd__create)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        apimail__subcmd__admin__subcmd__token__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        apimail__subcmd__admin__subcmd__token__subcmd__help__subcmd__list)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        apimail__subcmd__admin__subcmd__token__subcmd__help__subcmd__revoke)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        apimail__subcmd__admin__subcmd__token__subcmd__list)
+            opts="-v -h --config --verbose --debug --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        apimail__subcmd__admin__subcmd__token__subcmd__revoke)
+            opts="-v -h --config --verbose --debug --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        apimail__subcmd__admin__subcmd__user)
+            opts="-v -h --config --verbose --debug --help add list remove help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        apimail__subcmd__admin__subcmd__user__subcmd__add)
+            opts="-v -h --config --verbose --debug --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        apimail__subcmd__admin__subcmd__user__subcmd__help)
+            opts="add list remove help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        apimail__subcmd__admin__subcmd__user__subcmd__help__subcmd__add)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        apimail__subcmd__admin__subcmd__user__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        apimail__subcmd__admin__subcmd__user__subcmd__help__subcmd__list)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        apimail__subcmd__admin__subcmd__user__subcmd__help__subcmd__remove)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        apimail__subcmd__admin__subcmd__user__subcmd__list)
+            opts="-v -h --config --verbose --debug --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        apimail__subcmd__admin__subcmd__user__subcmd__remove)
+            opts="-v -h --config --verbose --debug --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -649,8 +1292,148 @@ _apimail() {
             return 0
             ;;
         apimail__subcmd__help)
-            opts="send auth sendmail queue doctor log relay help"
+            opts="send auth sendmail queue doctor log relay merge admin store help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        apimail__subcmd__help__subcmd__admin)
+            opts="serve user token"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        apimail__subcmd__help__subcmd__admin__subcmd__serve)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        apimail__subcmd__help__subcmd__admin__subcmd__token)
+            opts="create list revoke"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        apimail__subcmd__help__subcmd__admin__subcmd__token__subcmd__create)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        apimail__subcmd__help__subcmd__admin__subcmd__token__subcmd__list)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        apimail__subcmd__help__subcmd__admin__subcmd__token__subcmd__revoke)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        apimail__subcmd__help__subcmd__admin__subcmd__user)
+            opts="add list remove"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        apimail__subcmd__help__subcmd__admin__subcmd__user__subcmd__add)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        apimail__subcmd__help__subcmd__admin__subcmd__user__subcmd__list)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        apimail__subcmd__help__subcmd__admin__subcmd__user__subcmd__remove)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -791,6 +1574,34 @@ _apimail() {
         apimail__subcmd__help__subcmd__log)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        apimail__subcmd__help__subcmd__merge)
+            opts="status"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        apimail__subcmd__help__subcmd__merge__subcmd__status)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -984,6 +1795,34 @@ _apimail() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        apimail__subcmd__help__subcmd__store)
+            opts="migrate"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        apimail__subcmd__help__subcmd__store__subcmd__migrate)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         apimail__subcmd__log)
             opts="-v -h --since --account --status --json --csv --config --verbose --debug --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -1001,6 +1840,136 @@ _apimail() {
                     ;;
                 --status)
                     COMPREPLY=($(compgen -W "sent queued held failed uncertain verified_sent" -- "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        apimail__subcmd__merge)
+            opts="-v -h --data --template --data-encoding --id-column --name --account --send --preview --preview-dir --test-to --skip-invalid --resend-failed --report --daily-limit --per-minute --config --verbose --debug --help status help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --data)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --template)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --data-encoding)
+                    COMPREPLY=($(compgen -W "utf-8 cp932" -- "${cur}"))
+                    return 0
+                    ;;
+                --id-column)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --name)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --account)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --preview)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --preview-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --test-to)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --report)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --daily-limit)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --per-minute)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        apimail__subcmd__merge__subcmd__help)
+            opts="status help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        apimail__subcmd__merge__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        apimail__subcmd__merge__subcmd__help__subcmd__status)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        apimail__subcmd__merge__subcmd__status)
+            opts="-v -h --report --config --verbose --debug --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --report)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --config)
@@ -1171,12 +2140,20 @@ _apimail() {
             return 0
             ;;
         apimail__subcmd__queue__subcmd__list)
-            opts="-v -h --config --verbose --debug --help"
+            opts="-v -h --json --limit --offset --config --verbose --debug --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --limit)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --offset)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -1225,7 +2202,7 @@ _apimail() {
             return 0
             ;;
         apimail__subcmd__relay)
-            opts="-v -h --listen --listen-tls --config --verbose --debug --help user help"
+            opts="-v -h --listen --listen-tls --admin --config --verbose --debug --help user help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1236,6 +2213,10 @@ _apimail() {
                     return 0
                     ;;
                 --listen-tls)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --admin)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -1365,6 +2346,10 @@ _apimail() {
                     ;;
                 --allowed-from)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --rewrite-from)
+                    COMPREPLY=($(compgen -W "true false" -- "${cur}"))
                     return 0
                     ;;
                 --messages-per-minute)
@@ -1601,6 +2586,84 @@ _apimail() {
         apimail__subcmd__sendmail)
             opts="-v --config --verbose --debug"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        apimail__subcmd__store)
+            opts="-v -h --config --verbose --debug --help migrate help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        apimail__subcmd__store__subcmd__help)
+            opts="migrate help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        apimail__subcmd__store__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        apimail__subcmd__store__subcmd__help__subcmd__migrate)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        apimail__subcmd__store__subcmd__migrate)
+            opts="-v -h --check --config --verbose --debug --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi

@@ -36,6 +36,9 @@ complete -c apimail -n "__fish_apimail_needs_command" -f -a "queue" -d 'List, fl
 complete -c apimail -n "__fish_apimail_needs_command" -f -a "doctor" -d 'Check the configuration, tokens, network, clock and queue, and explain any problem'
 complete -c apimail -n "__fish_apimail_needs_command" -f -a "log" -d 'Show the delivery journal: what was sent, queued, held or failed, and why'
 complete -c apimail -n "__fish_apimail_needs_command" -f -a "relay" -d 'Run an SMTP relay for printers, scanners and applications that only speak SMTP'
+complete -c apimail -n "__fish_apimail_needs_command" -f -a "merge" -d 'Mail one letter to many: a CSV or .xlsx sheet and a template (a dry run without --send)'
+complete -c apimail -n "__fish_apimail_needs_command" -f -a "admin" -d 'Serve the admin console (log, queue, accounts, API); manage its users and tokens'
+complete -c apimail -n "__fish_apimail_needs_command" -f -a "store" -d 'Set up the shared PostgreSQL store (outbox, journal, pacing) for several machines'
 complete -c apimail -n "__fish_apimail_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c apimail -n "__fish_apimail_using_subcommand send" -l from -d 'Sender, e.g. \'Ann <ann@example.com>\' (default: the account\'s address)' -r
 complete -c apimail -n "__fish_apimail_using_subcommand send" -l account -d 'The account to send from (default: $APIMAIL_ACCOUNT, else the configured default)' -r
@@ -109,13 +112,16 @@ complete -c apimail -n "__fish_apimail_using_subcommand queue; and not __fish_se
 complete -c apimail -n "__fish_apimail_using_subcommand queue; and not __fish_seen_subcommand_from list flush show retry drop help" -s v -l verbose -d 'Say more: -v shows progress and retries'
 complete -c apimail -n "__fish_apimail_using_subcommand queue; and not __fish_seen_subcommand_from list flush show retry drop help" -l debug -d 'Log every HTTP request and response (secrets are redacted)'
 complete -c apimail -n "__fish_apimail_using_subcommand queue; and not __fish_seen_subcommand_from list flush show retry drop help" -s h -l help -d 'Print help'
-complete -c apimail -n "__fish_apimail_using_subcommand queue; and not __fish_seen_subcommand_from list flush show retry drop help" -f -a "list" -d 'List queued, held and failed messages'
+complete -c apimail -n "__fish_apimail_using_subcommand queue; and not __fish_seen_subcommand_from list flush show retry drop help" -f -a "list" -d 'List queued, held and failed messages, oldest first, a page at a time, and what each held one waits for'
 complete -c apimail -n "__fish_apimail_using_subcommand queue; and not __fish_seen_subcommand_from list flush show retry drop help" -f -a "flush" -d 'Send the messages that are due now'
 complete -c apimail -n "__fish_apimail_using_subcommand queue; and not __fish_seen_subcommand_from list flush show retry drop help" -f -a "show" -d 'Show one message\'s details and headers'
 complete -c apimail -n "__fish_apimail_using_subcommand queue; and not __fish_seen_subcommand_from list flush show retry drop help" -f -a "retry" -d 'Make a message due now (or put a failed one back in the queue)'
 complete -c apimail -n "__fish_apimail_using_subcommand queue; and not __fish_seen_subcommand_from list flush show retry drop help" -f -a "drop" -d 'Delete a message from the outbox'
 complete -c apimail -n "__fish_apimail_using_subcommand queue; and not __fish_seen_subcommand_from list flush show retry drop help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c apimail -n "__fish_apimail_using_subcommand queue; and __fish_seen_subcommand_from list" -l limit -d 'At most N messages' -r
+complete -c apimail -n "__fish_apimail_using_subcommand queue; and __fish_seen_subcommand_from list" -l offset -d 'Skip the first N (the next page starts at the last one\'s number)' -r
 complete -c apimail -n "__fish_apimail_using_subcommand queue; and __fish_seen_subcommand_from list" -l config -d 'Configuration file' -r -F
+complete -c apimail -n "__fish_apimail_using_subcommand queue; and __fish_seen_subcommand_from list" -l json -d 'Print JSON Lines: one object per message'
 complete -c apimail -n "__fish_apimail_using_subcommand queue; and __fish_seen_subcommand_from list" -s v -l verbose -d 'Say more: -v shows progress and retries'
 complete -c apimail -n "__fish_apimail_using_subcommand queue; and __fish_seen_subcommand_from list" -l debug -d 'Log every HTTP request and response (secrets are redacted)'
 complete -c apimail -n "__fish_apimail_using_subcommand queue; and __fish_seen_subcommand_from list" -s h -l help -d 'Print help'
@@ -137,7 +143,7 @@ complete -c apimail -n "__fish_apimail_using_subcommand queue; and __fish_seen_s
 complete -c apimail -n "__fish_apimail_using_subcommand queue; and __fish_seen_subcommand_from drop" -s v -l verbose -d 'Say more: -v shows progress and retries'
 complete -c apimail -n "__fish_apimail_using_subcommand queue; and __fish_seen_subcommand_from drop" -l debug -d 'Log every HTTP request and response (secrets are redacted)'
 complete -c apimail -n "__fish_apimail_using_subcommand queue; and __fish_seen_subcommand_from drop" -s h -l help -d 'Print help'
-complete -c apimail -n "__fish_apimail_using_subcommand queue; and __fish_seen_subcommand_from help" -f -a "list" -d 'List queued, held and failed messages'
+complete -c apimail -n "__fish_apimail_using_subcommand queue; and __fish_seen_subcommand_from help" -f -a "list" -d 'List queued, held and failed messages, oldest first, a page at a time, and what each held one waits for'
 complete -c apimail -n "__fish_apimail_using_subcommand queue; and __fish_seen_subcommand_from help" -f -a "flush" -d 'Send the messages that are due now'
 complete -c apimail -n "__fish_apimail_using_subcommand queue; and __fish_seen_subcommand_from help" -f -a "show" -d 'Show one message\'s details and headers'
 complete -c apimail -n "__fish_apimail_using_subcommand queue; and __fish_seen_subcommand_from help" -f -a "retry" -d 'Make a message due now (or put a failed one back in the queue)'
@@ -153,7 +159,7 @@ complete -c apimail -n "__fish_apimail_using_subcommand log" -l since -d 'Only r
 complete -c apimail -n "__fish_apimail_using_subcommand log" -l account -d 'Only this account\'s records' -r
 complete -c apimail -n "__fish_apimail_using_subcommand log" -l status -d 'Only records with this outcome (repeatable)' -r -f -a "sent\t'Accepted by the provider'
 queued\t'Waiting in the outbox for another attempt'
-held\t'Waiting for a login or `queue retry`'
+held\t'Waiting for its sender, a login or `queue retry` (see `queue list`)'
 failed\t'Given up on'
 uncertain\t'Maybe sent: the provider\'s answer never came'
 verified_sent\t'Found in the mailbox\'s sent messages after an uncertain attempt'"
@@ -165,6 +171,7 @@ complete -c apimail -n "__fish_apimail_using_subcommand log" -l debug -d 'Log ev
 complete -c apimail -n "__fish_apimail_using_subcommand log" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c apimail -n "__fish_apimail_using_subcommand relay; and not __fish_seen_subcommand_from user help" -l listen -d 'Listen on ADDR:PORT, plain with STARTTLS (repeatable)' -r
 complete -c apimail -n "__fish_apimail_using_subcommand relay; and not __fish_seen_subcommand_from user help" -l listen-tls -d 'Listen on ADDR:PORT with implicit TLS (repeatable)' -r
+complete -c apimail -n "__fish_apimail_using_subcommand relay; and not __fish_seen_subcommand_from user help" -l admin -d 'Also serve the admin console on ADDR:PORT (off loopback over TLS)' -r
 complete -c apimail -n "__fish_apimail_using_subcommand relay; and not __fish_seen_subcommand_from user help" -l config -d 'Configuration file' -r -F
 complete -c apimail -n "__fish_apimail_using_subcommand relay; and not __fish_seen_subcommand_from user help" -s v -l verbose -d 'Say more: -v shows progress and retries'
 complete -c apimail -n "__fish_apimail_using_subcommand relay; and not __fish_seen_subcommand_from user help" -l debug -d 'Log every HTTP request and response (secrets are redacted)'
@@ -181,21 +188,104 @@ complete -c apimail -n "__fish_apimail_using_subcommand relay; and __fish_seen_s
 complete -c apimail -n "__fish_apimail_using_subcommand relay; and __fish_seen_subcommand_from user" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c apimail -n "__fish_apimail_using_subcommand relay; and __fish_seen_subcommand_from help" -f -a "user" -d 'Add, list or remove the users devices log in as (SMTP AUTH)'
 complete -c apimail -n "__fish_apimail_using_subcommand relay; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c apimail -n "__fish_apimail_using_subcommand help; and not __fish_seen_subcommand_from send auth sendmail queue doctor log relay help" -f -a "send" -d 'Compose a message and send it (or, with --dry-run, print it)'
-complete -c apimail -n "__fish_apimail_using_subcommand help; and not __fish_seen_subcommand_from send auth sendmail queue doctor log relay help" -f -a "auth" -d 'Authorize accounts, and inspect or remove their tokens'
-complete -c apimail -n "__fish_apimail_using_subcommand help; and not __fish_seen_subcommand_from send auth sendmail queue doctor log relay help" -f -a "sendmail" -d 'Work as sendmail: send the message on standard input (drop-in for programs)'
-complete -c apimail -n "__fish_apimail_using_subcommand help; and not __fish_seen_subcommand_from send auth sendmail queue doctor log relay help" -f -a "queue" -d 'List, flush, retry or drop messages waiting in the outbox'
-complete -c apimail -n "__fish_apimail_using_subcommand help; and not __fish_seen_subcommand_from send auth sendmail queue doctor log relay help" -f -a "doctor" -d 'Check the configuration, tokens, network, clock and queue, and explain any problem'
-complete -c apimail -n "__fish_apimail_using_subcommand help; and not __fish_seen_subcommand_from send auth sendmail queue doctor log relay help" -f -a "log" -d 'Show the delivery journal: what was sent, queued, held or failed, and why'
-complete -c apimail -n "__fish_apimail_using_subcommand help; and not __fish_seen_subcommand_from send auth sendmail queue doctor log relay help" -f -a "relay" -d 'Run an SMTP relay for printers, scanners and applications that only speak SMTP'
-complete -c apimail -n "__fish_apimail_using_subcommand help; and not __fish_seen_subcommand_from send auth sendmail queue doctor log relay help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c apimail -n "__fish_apimail_using_subcommand merge; and not __fish_seen_subcommand_from status help" -l data -d 'The sheet: .csv (UTF-8, with or without a BOM, or see --data-encoding) or .xlsx' -r -F
+complete -c apimail -n "__fish_apimail_using_subcommand merge; and not __fish_seen_subcommand_from status help" -l template -d 'The template (TOML)' -r -F
+complete -c apimail -n "__fish_apimail_using_subcommand merge; and not __fish_seen_subcommand_from status help" -l data-encoding -d 'The CSV\'s encoding' -r -f -a "utf-8\t'UTF-8, with or without a byte order mark'
+cp932\t'Shift_JIS as Windows extends it (Excel\'s CSV in Japan)'"
+complete -c apimail -n "__fish_apimail_using_subcommand merge; and not __fish_seen_subcommand_from status help" -l id-column -d 'The column that identifies each row (default: a hash of the row\'s values)' -r
+complete -c apimail -n "__fish_apimail_using_subcommand merge; and not __fish_seen_subcommand_from status help" -l name -d 'The merge\'s name, which keeps its record (default: the data file\'s name)' -r
+complete -c apimail -n "__fish_apimail_using_subcommand merge; and not __fish_seen_subcommand_from status help" -l account -d 'The account to send from (default: $APIMAIL_ACCOUNT, else the configured default)' -r
+complete -c apimail -n "__fish_apimail_using_subcommand merge; and not __fish_seen_subcommand_from status help" -l preview -d 'Write the first N messages as .eml files (dry run), or send N to --test-to' -r
+complete -c apimail -n "__fish_apimail_using_subcommand merge; and not __fish_seen_subcommand_from status help" -l preview-dir -d 'Where the previews go (default: NAME-preview)' -r -F
+complete -c apimail -n "__fish_apimail_using_subcommand merge; and not __fish_seen_subcommand_from status help" -l test-to -d 'Send the first --preview messages to this address instead of the rows\' recipients' -r
+complete -c apimail -n "__fish_apimail_using_subcommand merge; and not __fish_seen_subcommand_from status help" -l report -d 'Write every row\'s outcome as CSV (its failed rows can be given to --data again)' -r -F
+complete -c apimail -n "__fish_apimail_using_subcommand merge; and not __fish_seen_subcommand_from status help" -l daily-limit -d 'Send at most N messages in any 24 hours (the rest wait for another run)' -r
+complete -c apimail -n "__fish_apimail_using_subcommand merge; and not __fish_seen_subcommand_from status help" -l per-minute -d 'Send at most N messages a minute (default: the provider\'s pace)' -r
+complete -c apimail -n "__fish_apimail_using_subcommand merge; and not __fish_seen_subcommand_from status help" -l config -d 'Configuration file' -r -F
+complete -c apimail -n "__fish_apimail_using_subcommand merge; and not __fish_seen_subcommand_from status help" -l send -d 'Send (without it, nothing is sent)'
+complete -c apimail -n "__fish_apimail_using_subcommand merge; and not __fish_seen_subcommand_from status help" -l skip-invalid -d 'Send the good rows even when others have errors (they are reported)'
+complete -c apimail -n "__fish_apimail_using_subcommand merge; and not __fish_seen_subcommand_from status help" -l resend-failed -d 'Send again the rows that failed in an earlier run'
+complete -c apimail -n "__fish_apimail_using_subcommand merge; and not __fish_seen_subcommand_from status help" -s v -l verbose -d 'Say more: -v shows progress and retries'
+complete -c apimail -n "__fish_apimail_using_subcommand merge; and not __fish_seen_subcommand_from status help" -l debug -d 'Log every HTTP request and response (secrets are redacted)'
+complete -c apimail -n "__fish_apimail_using_subcommand merge; and not __fish_seen_subcommand_from status help" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c apimail -n "__fish_apimail_using_subcommand merge; and not __fish_seen_subcommand_from status help" -f -a "status" -d 'Show a merge\'s counts from its record; with --report, every row it sent or tried'
+complete -c apimail -n "__fish_apimail_using_subcommand merge; and not __fish_seen_subcommand_from status help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c apimail -n "__fish_apimail_using_subcommand merge; and __fish_seen_subcommand_from status" -l report -d 'Write every recorded row (row, key, status, Message-ID, error) as CSV' -r -F
+complete -c apimail -n "__fish_apimail_using_subcommand merge; and __fish_seen_subcommand_from status" -l config -d 'Configuration file' -r -F
+complete -c apimail -n "__fish_apimail_using_subcommand merge; and __fish_seen_subcommand_from status" -s v -l verbose -d 'Say more: -v shows progress and retries'
+complete -c apimail -n "__fish_apimail_using_subcommand merge; and __fish_seen_subcommand_from status" -l debug -d 'Log every HTTP request and response (secrets are redacted)'
+complete -c apimail -n "__fish_apimail_using_subcommand merge; and __fish_seen_subcommand_from status" -s h -l help -d 'Print help'
+complete -c apimail -n "__fish_apimail_using_subcommand merge; and __fish_seen_subcommand_from help" -f -a "status" -d 'Show a merge\'s counts from its record; with --report, every row it sent or tried'
+complete -c apimail -n "__fish_apimail_using_subcommand merge; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c apimail -n "__fish_apimail_using_subcommand admin; and not __fish_seen_subcommand_from serve user token help" -l config -d 'Configuration file' -r -F
+complete -c apimail -n "__fish_apimail_using_subcommand admin; and not __fish_seen_subcommand_from serve user token help" -s v -l verbose -d 'Say more: -v shows progress and retries'
+complete -c apimail -n "__fish_apimail_using_subcommand admin; and not __fish_seen_subcommand_from serve user token help" -l debug -d 'Log every HTTP request and response (secrets are redacted)'
+complete -c apimail -n "__fish_apimail_using_subcommand admin; and not __fish_seen_subcommand_from serve user token help" -s h -l help -d 'Print help'
+complete -c apimail -n "__fish_apimail_using_subcommand admin; and not __fish_seen_subcommand_from serve user token help" -f -a "serve" -d 'Serve the admin console (web pages and a JSON API) until stopped'
+complete -c apimail -n "__fish_apimail_using_subcommand admin; and not __fish_seen_subcommand_from serve user token help" -f -a "user" -d 'Add, list or remove the administrators who sign in to the console'
+complete -c apimail -n "__fish_apimail_using_subcommand admin; and not __fish_seen_subcommand_from serve user token help" -f -a "token" -d 'Create, list or revoke the API\'s bearer tokens'
+complete -c apimail -n "__fish_apimail_using_subcommand admin; and not __fish_seen_subcommand_from serve user token help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c apimail -n "__fish_apimail_using_subcommand admin; and __fish_seen_subcommand_from serve" -l listen -d 'Listen on ADDR:PORT (default: [admin] listen, else 127.0.0.1:8025)' -r
+complete -c apimail -n "__fish_apimail_using_subcommand admin; and __fish_seen_subcommand_from serve" -l config -d 'Configuration file' -r -F
+complete -c apimail -n "__fish_apimail_using_subcommand admin; and __fish_seen_subcommand_from serve" -s v -l verbose -d 'Say more: -v shows progress and retries'
+complete -c apimail -n "__fish_apimail_using_subcommand admin; and __fish_seen_subcommand_from serve" -l debug -d 'Log every HTTP request and response (secrets are redacted)'
+complete -c apimail -n "__fish_apimail_using_subcommand admin; and __fish_seen_subcommand_from serve" -s h -l help -d 'Print help'
+complete -c apimail -n "__fish_apimail_using_subcommand admin; and __fish_seen_subcommand_from user" -l config -d 'Configuration file' -r -F
+complete -c apimail -n "__fish_apimail_using_subcommand admin; and __fish_seen_subcommand_from user" -s v -l verbose -d 'Say more: -v shows progress and retries'
+complete -c apimail -n "__fish_apimail_using_subcommand admin; and __fish_seen_subcommand_from user" -l debug -d 'Log every HTTP request and response (secrets are redacted)'
+complete -c apimail -n "__fish_apimail_using_subcommand admin; and __fish_seen_subcommand_from user" -s h -l help -d 'Print help'
+complete -c apimail -n "__fish_apimail_using_subcommand admin; and __fish_seen_subcommand_from user" -f -a "add" -d 'Add an administrator, or give one a new password. The password is read from a prompt, or from the first line of standard input'
+complete -c apimail -n "__fish_apimail_using_subcommand admin; and __fish_seen_subcommand_from user" -f -a "list" -d 'List the administrators'
+complete -c apimail -n "__fish_apimail_using_subcommand admin; and __fish_seen_subcommand_from user" -f -a "remove" -d 'Remove an administrator'
+complete -c apimail -n "__fish_apimail_using_subcommand admin; and __fish_seen_subcommand_from user" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c apimail -n "__fish_apimail_using_subcommand admin; and __fish_seen_subcommand_from token" -l config -d 'Configuration file' -r -F
+complete -c apimail -n "__fish_apimail_using_subcommand admin; and __fish_seen_subcommand_from token" -s v -l verbose -d 'Say more: -v shows progress and retries'
+complete -c apimail -n "__fish_apimail_using_subcommand admin; and __fish_seen_subcommand_from token" -l debug -d 'Log every HTTP request and response (secrets are redacted)'
+complete -c apimail -n "__fish_apimail_using_subcommand admin; and __fish_seen_subcommand_from token" -s h -l help -d 'Print help'
+complete -c apimail -n "__fish_apimail_using_subcommand admin; and __fish_seen_subcommand_from token" -f -a "create" -d 'Create a token and print it, once; only its hash is kept'
+complete -c apimail -n "__fish_apimail_using_subcommand admin; and __fish_seen_subcommand_from token" -f -a "list" -d 'List the tokens (names only; tokens are never shown again)'
+complete -c apimail -n "__fish_apimail_using_subcommand admin; and __fish_seen_subcommand_from token" -f -a "revoke" -d 'Revoke a token'
+complete -c apimail -n "__fish_apimail_using_subcommand admin; and __fish_seen_subcommand_from token" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c apimail -n "__fish_apimail_using_subcommand admin; and __fish_seen_subcommand_from help" -f -a "serve" -d 'Serve the admin console (web pages and a JSON API) until stopped'
+complete -c apimail -n "__fish_apimail_using_subcommand admin; and __fish_seen_subcommand_from help" -f -a "user" -d 'Add, list or remove the administrators who sign in to the console'
+complete -c apimail -n "__fish_apimail_using_subcommand admin; and __fish_seen_subcommand_from help" -f -a "token" -d 'Create, list or revoke the API\'s bearer tokens'
+complete -c apimail -n "__fish_apimail_using_subcommand admin; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c apimail -n "__fish_apimail_using_subcommand store; and not __fish_seen_subcommand_from migrate help" -l config -d 'Configuration file' -r -F
+complete -c apimail -n "__fish_apimail_using_subcommand store; and not __fish_seen_subcommand_from migrate help" -s v -l verbose -d 'Say more: -v shows progress and retries'
+complete -c apimail -n "__fish_apimail_using_subcommand store; and not __fish_seen_subcommand_from migrate help" -l debug -d 'Log every HTTP request and response (secrets are redacted)'
+complete -c apimail -n "__fish_apimail_using_subcommand store; and not __fish_seen_subcommand_from migrate help" -s h -l help -d 'Print help'
+complete -c apimail -n "__fish_apimail_using_subcommand store; and not __fish_seen_subcommand_from migrate help" -f -a "migrate" -d 'Create or upgrade the store\'s tables (versioned migrations; safe to run again, from any node)'
+complete -c apimail -n "__fish_apimail_using_subcommand store; and not __fish_seen_subcommand_from migrate help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c apimail -n "__fish_apimail_using_subcommand store; and __fish_seen_subcommand_from migrate" -l config -d 'Configuration file' -r -F
+complete -c apimail -n "__fish_apimail_using_subcommand store; and __fish_seen_subcommand_from migrate" -l check -d 'Only report the schema\'s version; exit 78 if it needs migrating'
+complete -c apimail -n "__fish_apimail_using_subcommand store; and __fish_seen_subcommand_from migrate" -s v -l verbose -d 'Say more: -v shows progress and retries'
+complete -c apimail -n "__fish_apimail_using_subcommand store; and __fish_seen_subcommand_from migrate" -l debug -d 'Log every HTTP request and response (secrets are redacted)'
+complete -c apimail -n "__fish_apimail_using_subcommand store; and __fish_seen_subcommand_from migrate" -s h -l help -d 'Print help'
+complete -c apimail -n "__fish_apimail_using_subcommand store; and __fish_seen_subcommand_from help" -f -a "migrate" -d 'Create or upgrade the store\'s tables (versioned migrations; safe to run again, from any node)'
+complete -c apimail -n "__fish_apimail_using_subcommand store; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c apimail -n "__fish_apimail_using_subcommand help; and not __fish_seen_subcommand_from send auth sendmail queue doctor log relay merge admin store help" -f -a "send" -d 'Compose a message and send it (or, with --dry-run, print it)'
+complete -c apimail -n "__fish_apimail_using_subcommand help; and not __fish_seen_subcommand_from send auth sendmail queue doctor log relay merge admin store help" -f -a "auth" -d 'Authorize accounts, and inspect or remove their tokens'
+complete -c apimail -n "__fish_apimail_using_subcommand help; and not __fish_seen_subcommand_from send auth sendmail queue doctor log relay merge admin store help" -f -a "sendmail" -d 'Work as sendmail: send the message on standard input (drop-in for programs)'
+complete -c apimail -n "__fish_apimail_using_subcommand help; and not __fish_seen_subcommand_from send auth sendmail queue doctor log relay merge admin store help" -f -a "queue" -d 'List, flush, retry or drop messages waiting in the outbox'
+complete -c apimail -n "__fish_apimail_using_subcommand help; and not __fish_seen_subcommand_from send auth sendmail queue doctor log relay merge admin store help" -f -a "doctor" -d 'Check the configuration, tokens, network, clock and queue, and explain any problem'
+complete -c apimail -n "__fish_apimail_using_subcommand help; and not __fish_seen_subcommand_from send auth sendmail queue doctor log relay merge admin store help" -f -a "log" -d 'Show the delivery journal: what was sent, queued, held or failed, and why'
+complete -c apimail -n "__fish_apimail_using_subcommand help; and not __fish_seen_subcommand_from send auth sendmail queue doctor log relay merge admin store help" -f -a "relay" -d 'Run an SMTP relay for printers, scanners and applications that only speak SMTP'
+complete -c apimail -n "__fish_apimail_using_subcommand help; and not __fish_seen_subcommand_from send auth sendmail queue doctor log relay merge admin store help" -f -a "merge" -d 'Mail one letter to many: a CSV or .xlsx sheet and a template (a dry run without --send)'
+complete -c apimail -n "__fish_apimail_using_subcommand help; and not __fish_seen_subcommand_from send auth sendmail queue doctor log relay merge admin store help" -f -a "admin" -d 'Serve the admin console (log, queue, accounts, API); manage its users and tokens'
+complete -c apimail -n "__fish_apimail_using_subcommand help; and not __fish_seen_subcommand_from send auth sendmail queue doctor log relay merge admin store help" -f -a "store" -d 'Set up the shared PostgreSQL store (outbox, journal, pacing) for several machines'
+complete -c apimail -n "__fish_apimail_using_subcommand help; and not __fish_seen_subcommand_from send auth sendmail queue doctor log relay merge admin store help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c apimail -n "__fish_apimail_using_subcommand help; and __fish_seen_subcommand_from auth" -f -a "login" -d 'Authorize an account in the browser and store its tokens'
 complete -c apimail -n "__fish_apimail_using_subcommand help; and __fish_seen_subcommand_from auth" -f -a "import-smail" -d 'Import the OAuth credentials of an SMAIL installation (smail_refreshtoken.ini)'
 complete -c apimail -n "__fish_apimail_using_subcommand help; and __fish_seen_subcommand_from auth" -f -a "status" -d 'List accounts, their scopes, token expiry and where tokens are kept'
 complete -c apimail -n "__fish_apimail_using_subcommand help; and __fish_seen_subcommand_from auth" -f -a "logout" -d 'Delete an account\'s stored tokens, revoking them at the provider'
-complete -c apimail -n "__fish_apimail_using_subcommand help; and __fish_seen_subcommand_from queue" -f -a "list" -d 'List queued, held and failed messages'
+complete -c apimail -n "__fish_apimail_using_subcommand help; and __fish_seen_subcommand_from queue" -f -a "list" -d 'List queued, held and failed messages, oldest first, a page at a time, and what each held one waits for'
 complete -c apimail -n "__fish_apimail_using_subcommand help; and __fish_seen_subcommand_from queue" -f -a "flush" -d 'Send the messages that are due now'
 complete -c apimail -n "__fish_apimail_using_subcommand help; and __fish_seen_subcommand_from queue" -f -a "show" -d 'Show one message\'s details and headers'
 complete -c apimail -n "__fish_apimail_using_subcommand help; and __fish_seen_subcommand_from queue" -f -a "retry" -d 'Make a message due now (or put a failed one back in the queue)'
 complete -c apimail -n "__fish_apimail_using_subcommand help; and __fish_seen_subcommand_from queue" -f -a "drop" -d 'Delete a message from the outbox'
 complete -c apimail -n "__fish_apimail_using_subcommand help; and __fish_seen_subcommand_from relay" -f -a "user" -d 'Add, list or remove the users devices log in as (SMTP AUTH)'
+complete -c apimail -n "__fish_apimail_using_subcommand help; and __fish_seen_subcommand_from merge" -f -a "status" -d 'Show a merge\'s counts from its record; with --report, every row it sent or tried'
+complete -c apimail -n "__fish_apimail_using_subcommand help; and __fish_seen_subcommand_from admin" -f -a "serve" -d 'Serve the admin console (web pages and a JSON API) until stopped'
+complete -c apimail -n "__fish_apimail_using_subcommand help; and __fish_seen_subcommand_from admin" -f -a "user" -d 'Add, list or remove the administrators who sign in to the console'
+complete -c apimail -n "__fish_apimail_using_subcommand help; and __fish_seen_subcommand_from admin" -f -a "token" -d 'Create, list or revoke the API\'s bearer tokens'
+complete -c apimail -n "__fish_apimail_using_subcommand help; and __fish_seen_subcommand_from store" -f -a "migrate" -d 'Create or upgrade the store\'s tables (versioned migrations; safe to run again, from any node)'

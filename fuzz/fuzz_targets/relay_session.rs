@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use apimail_core::SenderIdentity;
 use apimail_core::outbox::Outbox;
-use apimail_core::relay::{
+use apimail_relay::{
     AccountInfo, BackoffSettings, Directory, Limits, Listener, Principal, Server, SmtpTimeouts,
 };
 use libfuzzer_sys::fuzz_target;
@@ -31,6 +31,8 @@ impl Directory for FuzzDirectory {
             identity: SenderIdentity::account("work"),
             address: Some("me@example.com".into()),
             max_message_bytes: 4096,
+            provider: Some("gmail".into()),
+            max_age_secs: apimail_core::outbox::DEFAULT_MAX_AGE_SECS,
         })
     }
 }

@@ -7,6 +7,7 @@ pub mod fake_microsoft;
 pub mod sandbox;
 
 pub use apimail_test_http as http;
+pub use apimail_test_postgres as postgres;
 pub use sandbox::Sandbox;
 
 use std::path::{Path, PathBuf};

@@ -109,16 +109,31 @@ impl Sandbox {
         self.path().join("client_secret.json")
     }
 
-    /// The outbox entries (their `.json`) in `folder`: `queue` or `failed`.
+    /// The outbox entries in `folder` (`queue` or `failed`), as their JSON:
+    /// read from the files without opening the outbox (which would clean
+    /// up): a `<id>.msg`'s `<id>.state`, else the metadata the `.msg`
+    /// carries after its message; a `<id>.json` (the two-file format).
     pub fn outbox_entries(&self, folder: &str) -> Vec<serde_json::Value> {
         let dir = self.path().join("data/outbox").join(folder);
         let Ok(read) = std::fs::read_dir(&dir) else {
             return Vec::new();
         };
-        read.filter_map(Result::ok)
-            .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
-            .map(|e| serde_json::from_slice(&std::fs::read(e.path()).unwrap()).unwrap())
-            .collect()
+        let mut entries = Vec::new();
+        for path in read.filter_map(Result::ok).map(|e| e.path()) {
+            let json = match path.extension().and_then(|x| x.to_str()) {
+                Some("json") => std::fs::read(&path).ok(),
+                Some("msg") => match std::fs::read(path.with_extension("state")) {
+                    Ok(state) => Some(state),
+                    Err(_) => std::fs::read(&path).ok().map(|file| one_file_meta(&file)),
+                },
+                _ => None,
+            };
+            // Gone meanwhile (sent, moved): not an entry any more.
+            if let Some(json) = json {
+                entries.push(serde_json::from_slice(&json).unwrap());
+            }
+        }
+        entries
     }
 
     /// The token file of `account`.
@@ -282,4 +297,15 @@ fn wait_for_authorize_url(child: &mut Child, auth_url: &str) -> (String, mpsc::R
             panic!("apimail never printed an authorize URL; stderr:\n{seen}");
         }
     }
+}
+
+/// The metadata of an outbox `.msg` file: after the message, before the
+/// 60-byte footer `\napimail-queue v1 <message length> <metadata length>\n`.
+fn one_file_meta(file: &[u8]) -> Vec<u8> {
+    let footer = std::str::from_utf8(&file[file.len() - 60..]).unwrap();
+    let fields: Vec<&str> = footer.split_whitespace().collect();
+    assert_eq!(fields[..2], ["apimail-queue", "v1"], "{footer:?}");
+    let message_len: usize = fields[2].parse().unwrap();
+    let meta_len: usize = fields[3].parse().unwrap();
+    file[message_len..message_len + meta_len].to_vec()
 }

@@ -125,6 +125,120 @@ fn a_message_queued_with_environment_credentials_goes_out_only_with_them() {
     assert!(sandbox.outbox_entries("queue").is_empty());
 }
 
+#[test]
+fn a_message_held_for_its_environment_credentials_goes_out_once_they_are_back() {
+    let fake = FakeGoogle::start();
+    let refresh = refresh_token(&fake);
+    let sandbox = Sandbox::new(&fake);
+    let mut queue = sandbox.cmd();
+    with_env_credentials(&mut queue, CLIENT_ID, &refresh);
+    let queued = run(queue.args([
+        "send",
+        "--provider",
+        "gmail",
+        "--from",
+        ACCOUNT,
+        "--to",
+        "rcpt@example.net",
+        "--subject",
+        "cron",
+        "--text",
+        "hi",
+        "--queue",
+    ]));
+    assert_eq!(queued.code, 0, "{}", queued.stderr);
+
+    // A cron job whose environment lacked the variables, twice.
+    for _ in 0..2 {
+        let flush = run(sandbox.cmd().args(["queue", "flush", "--all"]));
+        assert_eq!(flush.code, 0, "{}", flush.stderr);
+        assert!(flush.stderr.contains("1 held"), "{}", flush.stderr);
+    }
+    assert!(fake.messages().is_empty());
+    let list = stdout(&run(sandbox.cmd().args(["queue", "list"])));
+    assert!(list.contains("held for its sender"), "{list}");
+    let json = stdout(&run(sandbox.cmd().args(["queue", "list", "--json"])));
+    let listed: serde_json::Value = serde_json::from_str(json.trim()).unwrap();
+    assert_eq!(listed["state"], "held", "{json}");
+    assert_eq!(listed["waits_for"], "identity", "{json}");
+    let held = stdout(&run(sandbox
+        .cmd()
+        .args(["log", "--json", "--status", "held"])));
+    assert_eq!(
+        held.lines().count(),
+        1,
+        "held once, not once per flush: {held}"
+    );
+
+    // The variables are back: the next flush sends it, no person needed.
+    let mut back = sandbox.cmd();
+    with_env_credentials(&mut back, CLIENT_ID, &refresh);
+    let flush = run(back.args(["queue", "flush", "--all"]));
+    assert_eq!(flush.code, 0, "{}", flush.stderr);
+    assert!(flush.stderr.contains("1 sent"), "{}", flush.stderr);
+    assert_eq!(fake.messages().len(), 1);
+    assert!(sandbox.outbox_entries("queue").is_empty());
+}
+
+#[test]
+fn queue_list_says_what_a_login_hold_and_an_uncertain_hold_wait_for() {
+    let (fake, sandbox) = logged_in();
+    // The answer lost after acceptance, with `hold`: only a person.
+    fake.inject(Fault::AcceptThen504);
+    let uncertain = run_with_stdin(
+        sandbox.cmd().env("APIMAIL_WHEN_UNKNOWN", "hold").args([
+            "sendmail",
+            "-i",
+            "rcpt@example.net",
+        ]),
+        b"Subject: maybe\n\nbody\n",
+    );
+    assert_eq!(uncertain.code, 0, "{}", uncertain.stderr);
+    // A refused authorization: a login.
+    fake.revoke_refresh_tokens();
+    fake.expire_access_tokens();
+    let refused = run(sandbox.cmd().args([
+        "send",
+        "--to",
+        "rcpt@example.net",
+        "--subject",
+        "refused",
+        "--text",
+        "hi",
+    ]));
+    assert_eq!(refused.code, 77, "{}", refused.stderr);
+
+    let json = stdout(&run(sandbox.cmd().args(["queue", "list", "--json"])));
+    let mut waits: Vec<(String, String)> = json
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .map(|v| {
+            (
+                v["state"].as_str().unwrap().to_owned(),
+                v["waits_for"].as_str().unwrap_or("-").to_owned(),
+            )
+        })
+        .collect();
+    waits.sort();
+    let held = |kind: &str| ("held".to_owned(), kind.to_owned());
+    assert_eq!(waits, [held("login"), held("uncertain")], "{json}");
+    let list = stdout(&run(sandbox.cmd().args(["queue", "list"])));
+    assert!(list.contains("held for a login"), "{list}");
+    assert!(list.contains("only a person releases it"), "{list}");
+
+    // The login releases its hold, never the uncertain one.
+    sandbox.login(&fake, &[]);
+    assert_eq!(
+        fake.messages().len(),
+        2,
+        "the uncertain one and the refused one"
+    );
+    let json = stdout(&run(sandbox.cmd().args(["queue", "list", "--json"])));
+    assert_eq!(json.lines().count(), 1, "{json}");
+    assert!(json.contains(r#""waits_for":"uncertain""#), "{json}");
+}
+
+// Outcomes that cannot be known
 // Outcomes that cannot be known
 
 #[test]
@@ -154,6 +268,66 @@ fn a_lost_answer_is_resent_once_with_the_same_message_id_and_said_so() {
         sent.stderr
     );
     assert!(sandbox.outbox_entries("queue").is_empty());
+}
+
+#[test]
+fn a_resend_after_a_lost_answer_is_journaled_as_uncertain_then_as_a_possible_duplicate() {
+    let (fake, sandbox) = logged_in();
+    fake.inject(Fault::AcceptThenDrop);
+    let sent = run(sandbox.cmd().args([
+        "send",
+        "--to",
+        "rcpt@example.net",
+        "--subject",
+        "twice",
+        "--text",
+        "hi",
+        "--message-id",
+        "<twice.1@example.com>",
+    ]));
+    assert_eq!(sent.code, 0, "{}", sent.stderr);
+    assert_eq!(message_ids(&fake).len(), 2, "resent once");
+
+    let log = stdout(&run(sandbox.cmd().args(["log", "--json"])));
+    let records: Vec<serde_json::Value> = log
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    let summary: Vec<(&str, u64, bool)> = records
+        .iter()
+        .map(|r| {
+            (
+                r["outcome"].as_str().unwrap(),
+                r["attempts"].as_u64().unwrap(),
+                r["possible_duplicate"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [("uncertain", 1, false), ("sent", 2, true)],
+        "{log}"
+    );
+    assert_eq!(records[0]["queue_id"], records[1]["queue_id"]);
+    assert!(!records[0]["error"].is_null(), "{log}");
+
+    let uncertain = stdout(&run(sandbox.cmd().args([
+        "log",
+        "--status",
+        "uncertain",
+        "--json",
+    ])));
+    assert_eq!(uncertain.lines().count(), 1, "{uncertain}");
+    let csv = stdout(&run(sandbox.cmd().args(["log", "--csv"])));
+    let rows: Vec<&str> = csv.split_terminator("\r\n").collect();
+    assert!(
+        rows[0].contains(",attempts,possible_duplicate,outcome,"),
+        "{csv}"
+    );
+    assert!(rows[1].contains(",1,false,uncertain,"), "{csv}");
+    assert!(rows[2].contains(",2,true,sent,"), "{csv}");
+    let lines = stdout(&run(sandbox.cmd().arg("log")));
+    assert!(lines.contains("possible duplicate"), "{lines}");
 }
 
 #[test]
@@ -473,6 +647,50 @@ fn queue_ids_that_are_wrong_or_unknown_get_their_own_errors() {
         "{}",
         unknown.stderr
     );
+}
+
+#[test]
+fn queue_list_shows_a_page_and_says_how_to_see_the_next() {
+    let (_fake, sandbox) = logged_in();
+    for n in 0..3 {
+        let queued = run(sandbox.cmd().args([
+            "send",
+            "--to",
+            "rcpt@example.net",
+            "--subject",
+            &format!("page {n}"),
+            "--text",
+            "hi",
+            "--queue",
+        ]));
+        assert_eq!(queued.code, 0, "{}", queued.stderr);
+    }
+    let entries = |list: &str| -> Vec<String> {
+        list.lines()
+            .filter(|l| l.contains(" bytes  from "))
+            .map(|l| l.split_whitespace().next().unwrap().to_owned())
+            .collect()
+    };
+    let first = run(sandbox.cmd().args(["queue", "list", "--limit", "2"]));
+    assert_eq!(first.code, 0, "{}", first.stderr);
+    let page = entries(&stdout(&first));
+    assert_eq!(page.len(), 2, "{}", stdout(&first));
+    assert!(first.stderr.contains("1–2 of 3 shown"), "{}", first.stderr);
+    assert!(
+        first
+            .stderr
+            .contains("`apimail queue list --offset 2` shows the next 1"),
+        "{}",
+        first.stderr
+    );
+    let next = run(sandbox.cmd().args(["queue", "list", "--offset", "2"]));
+    assert_eq!(next.code, 0, "{}", next.stderr);
+    let rest = entries(&stdout(&next));
+    assert_eq!(rest.len(), 1, "{}", stdout(&next));
+    assert!(page.iter().all(|id| *id < rest[0]), "oldest first");
+    assert!(!next.stderr.contains("shown"), "{}", next.stderr);
+    let all = entries(&stdout(&run(sandbox.cmd().args(["queue", "list"]))));
+    assert_eq!(all, [page, rest].concat());
 }
 
 /// A data directory on a tiny tmpfs: a full disk is temporary (75), and

@@ -388,6 +388,8 @@ fn every_command_has_help_with_examples() {
         .lines()
         .skip(1)
         .take_while(|l| !l.trim().is_empty())
+        // A wrapped description continues deeper indented.
+        .filter(|l| !l.starts_with("   "))
         .filter_map(|l| l.split_whitespace().next())
         .filter(|c| *c != "help")
         .collect();

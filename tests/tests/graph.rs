@@ -732,13 +732,11 @@ fn a_second_token_expiry_in_one_send_is_refreshed_too() {
 }
 
 fn queued_entry(sandbox: &Sandbox) -> serde_json::Value {
-    let dir = sandbox.path().join("data/outbox/queue");
-    let json = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.extension().is_some_and(|e| e == "json"))
-        .expect("an entry is queued");
-    serde_json::from_slice(&std::fs::read(json).unwrap()).unwrap()
+    sandbox
+        .outbox_entries("queue")
+        .into_iter()
+        .next()
+        .expect("an entry is queued")
 }
 
 #[test]
@@ -939,18 +937,7 @@ fn send_as_denied_names_the_fix_and_fails_the_message() {
     assert!(!out.stderr.contains("auth login"), "{}", out.stderr);
     assert!(!out.stderr.contains("held"), "{}", out.stderr);
     assert!(fake.drafts().is_empty());
-    let failed = std::fs::read_dir(sandbox.path().join("data/outbox/failed")).unwrap();
-    assert_eq!(
-        failed
-            .filter(|e| e
-                .as_ref()
-                .unwrap()
-                .path()
-                .extension()
-                .is_some_and(|x| x == "json"))
-            .count(),
-        1
-    );
+    assert_eq!(sandbox.outbox_entries("failed").len(), 1);
 }
 
 #[test]

@@ -741,3 +741,207 @@ fn example_config_send_uses_the_tokens_auth_login_stored() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains(&delivered[0].id), "{stdout}");
 }
+
+// One account layer: the mailer's outbox is the command line's.
+
+/// The journal's records as `apimail log --json` prints them for the data
+/// directory `data`.
+fn logged(data: &std::path::Path) -> Vec<serde_json::Value> {
+    let out = apimail_tests::run(
+        apimail_tests::apimail()
+            .env("APIMAIL_DATA_DIR", data)
+            .env("APIMAIL_CONFIG", data.join("config.toml"))
+            .args(["log", "--json"]),
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect()
+}
+
+/// A record's keys: the shape of a journal line.
+fn keys(record: &serde_json::Value) -> Vec<String> {
+    record.as_object().unwrap().keys().cloned().collect()
+}
+
+/// Runs the test `name` again in a child process of this test binary with
+/// `env` set (the process's environment cannot be changed safely while
+/// other tests run); true in that child, which then does the work.
+fn in_child_with(name: &str, env: &[(&str, &str)]) -> bool {
+    const CHILD: &str = "APIMAIL_LIBRARY_TEST_CHILD";
+    if std::env::var(CHILD).is_ok_and(|v| v == name) {
+        return true;
+    }
+    let out = apimail_tests::run(
+        std::process::Command::new(std::env::current_exe().unwrap())
+            .args([name, "--exact", "--nocapture", "--test-threads=1"])
+            .env(CHILD, name)
+            .envs(env.iter().copied()),
+    );
+    assert_eq!(
+        out.code,
+        0,
+        "the child failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        out.stderr
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("1 passed"),
+        "the child ran no test"
+    );
+    false
+}
+
+#[test]
+fn the_mailers_outbox_journals_as_the_command_line_does_and_honours_when_unknown() {
+    let name = "the_mailers_outbox_journals_as_the_command_line_does_and_honours_when_unknown";
+    if !in_child_with(
+        name,
+        &[
+            ("APIMAIL_WHEN_UNKNOWN", "hold"),
+            ("APIMAIL_QUEUE_MAX_AGE_DAYS", "2"),
+        ],
+    ) {
+        return;
+    }
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let fake = FakeGoogle::start();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let outbox = data.join("outbox");
+    let mailer = runtime
+        .block_on(gmail(&fake).outbox(&outbox).retry(quick_retries()).build())
+        .unwrap();
+
+    // Sent: one journal record, where `apimail log` reads it.
+    let first = composed(GMAIL_USER, 1);
+    runtime.block_on(mailer.send(&first)).unwrap();
+    let records = logged(&data);
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0]["outcome"], "sent", "{records:?}");
+    assert_eq!(records[0]["message_id"], first.message_id());
+
+    // The answer is lost and Gmail cannot be asked: with
+    // APIMAIL_WHEN_UNKNOWN=hold the entry is held, not resent.
+    fake.inject(fake_google::Fault::AcceptThenDrop);
+    let second = composed(GMAIL_USER, 2);
+    let error = runtime.block_on(mailer.send(&second)).unwrap_err();
+    assert!(error.to_string().contains("held"), "{error}");
+    assert_eq!(fake.messages().len(), 2, "no second copy: {error}");
+    let (queued, _) = outbox_entries(&outbox);
+    assert_eq!(queued.len(), 1, "{queued:?}");
+    assert_eq!(
+        queued[0].max_age_secs,
+        2 * 86_400,
+        "APIMAIL_QUEUE_MAX_AGE_DAYS"
+    );
+
+    // The command line's record of a send has the same shape.
+    let cli = tempfile::tempdir().unwrap();
+    let cli_data = cli.path().join("data");
+    let sent = apimail_tests::run(
+        apimail_tests::apimail()
+            .envs(gmail_env(&fake, cli.path()))
+            .env("APIMAIL_DATA_DIR", &cli_data)
+            .env("APIMAIL_CONFIG", cli.path().join("config.toml"))
+            .args([
+                "send",
+                "--provider",
+                "gmail",
+                "--from",
+                GMAIL_USER,
+                "--to",
+                "to@example.org",
+                "--subject",
+                "shape",
+                "--text",
+                "hi",
+            ]),
+    );
+    assert_eq!(sent.code, 0, "{}", sent.stderr);
+    let cli_records = logged(&cli_data);
+    assert_eq!(cli_records.len(), 1, "{cli_records:?}");
+    assert_eq!(cli_records[0]["outcome"], "sent");
+    assert_eq!(keys(&records[0]), keys(&cli_records[0]));
+    let mailer_held = logged(&data);
+    assert!(
+        mailer_held
+            .iter()
+            .any(|r| r["message_id"] == second.message_id()),
+        "the held entry is journaled too: {mailer_held:?}"
+    );
+}
+
+/// The command line with the Graph app's credentials in the environment,
+/// its data directory `data`.
+fn graph_cli(fake: &FakeMicrosoft, data: &std::path::Path) -> std::process::Command {
+    let mut command = apimail_tests::apimail();
+    command.env("APIMAIL_DATA_DIR", data).envs([
+        (
+            "APIMAIL_CONFIG",
+            data.join("config.toml").display().to_string(),
+        ),
+        ("AZURE_TENANT_ID", TENANT.to_owned()),
+        ("AZURE_CLIENT_ID", APP_ID.to_owned()),
+        ("AZURE_CLIENT_SECRET", APP_SECRET.to_owned()),
+        ("APIMAIL_GRAPH_USER", MAILBOX.to_owned()),
+        ("APIMAIL_GRAPH_API_URL", fake.graph_url()),
+        ("APIMAIL_MS_AUTHORITY_URL", fake.authority_url()),
+    ]);
+    command
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_entry_the_mailer_queued_is_flushed_by_the_command_line_and_back() {
+    let fake = FakeMicrosoft::start();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let outbox = data.join("outbox");
+    let mailer = graph(&fake)
+        .outbox(&outbox)
+        .no_retries()
+        .build()
+        .await
+        .unwrap();
+
+    // The mailer queues it; `apimail queue flush` sends it.
+    fake.inject(fake_microsoft::Fault::Status503);
+    let message = composed(MAILBOX, 1);
+    let error = mailer.send(&message).await.unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Temporary, "{error}");
+    assert_eq!(outbox_entries(&outbox).0.len(), 1);
+    let flush = apimail_tests::run(graph_cli(&fake, &data).args(["queue", "flush", "--all"]));
+    assert_eq!(flush.code, 0, "{}", flush.stderr);
+    assert!(outbox_entries(&outbox).0.is_empty(), "{}", flush.stderr);
+    assert_eq!(fake.inbox("to@example.org").len(), 1, "{}", flush.stderr);
+
+    // `apimail send --queue` queues one; the mailer's flush sends it.
+    let queued = apimail_tests::run(graph_cli(&fake, &data).args([
+        "send",
+        "--provider",
+        "graph",
+        "--from",
+        MAILBOX,
+        "--to",
+        "back@example.org",
+        "--subject",
+        "back",
+        "--text",
+        "hi",
+        "--queue",
+    ]));
+    assert_eq!(queued.code, 0, "{}", queued.stderr);
+    assert_eq!(outbox_entries(&outbox).0.len(), 1);
+    let report = mailer.flush_all().await.unwrap();
+    assert_eq!(report.sent, 1, "{report:?}");
+    assert_eq!(fake.inbox("back@example.org").len(), 1);
+    let outcomes: Vec<String> = logged(&data)
+        .iter()
+        .map(|r| r["outcome"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert!(
+        outcomes.iter().filter(|o| *o == "sent").count() >= 2,
+        "both deliveries journaled: {outcomes:?}"
+    );
+}

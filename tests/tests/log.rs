@@ -116,6 +116,7 @@ fn a_sent_message_shows_in_json_csv_and_lines() {
     );
     assert_eq!(first["size"], delivered[0].raw.len());
     assert_eq!(first["attempts"], 1);
+    assert_eq!(first["possible_duplicate"], false);
     assert_eq!(first["outcome"], "sent");
     assert_eq!(first["provider_id"], delivered[0].id.as_str());
     assert!(first["error"].is_null());
@@ -127,19 +128,24 @@ fn a_sent_message_shows_in_json_csv_and_lines() {
     );
     assert_eq!(second["provider_id"], delivered[1].id.as_str());
     assert_eq!(second["size"], delivered[1].raw.len());
+    // The Subject, read from the outbox file before the send; no client:
+    // not relayed.
+    assert_eq!(first["subject"], "log");
+    assert_eq!(second["subject"], "cron");
+    assert!(first.get("client").is_none() && first.get("smtp_user").is_none());
 
     let csv = String::from_utf8(log(&sandbox, &["--csv"]).stdout).unwrap();
     let rows: Vec<&str> = csv.split_terminator("\r\n").collect();
     assert_eq!(rows.len(), 3, "{csv}");
     assert_eq!(
         rows[0],
-        "time,queue_id,message_id,account,provider,from,recipients,size,attempts,outcome,provider_id,error"
+        "time,queue_id,message_id,account,provider,from,recipients,size,attempts,possible_duplicate,outcome,provider_id,error,original_from,subject,client,smtp_user"
     );
     assert_eq!(
         rows[1],
         format!(
             "{},{queue_id},<log.1@example.com>,{ACCOUNT},gmail,{ACCOUNT},\
-             \"rcpt@example.net, cc@example.net\",{},1,sent,{},",
+             \"rcpt@example.net, cc@example.net\",{},1,false,sent,{},,,log,,",
             first["time"].as_str().unwrap(),
             delivered[0].raw.len(),
             delivered[0].id
@@ -273,6 +279,12 @@ fn queued_held_and_failed_messages_are_recorded_and_filtered() {
         .open(journal_file(&sandbox))
         .unwrap();
     writeln!(file, "{old}").unwrap();
+    // Older than the journal keeps (400 days by default): not read.
+    assert_eq!(log_json(&sandbox, &[]).len(), 4);
+    let config = sandbox.path().join("config/config.toml");
+    let mut text = std::fs::read_to_string(&config).unwrap_or_default();
+    text.push_str("\n[journal]\nkeep_days = 10000\n");
+    std::fs::write(&config, text).unwrap();
     assert_eq!(log_json(&sandbox, &[]).len(), 5);
     for since in ["7d", "2h", "30m", "2020-01-01", "2020-01-01T00:00:00Z"] {
         let recent = log_json(&sandbox, &["--since", since]);

@@ -426,6 +426,63 @@ fn a_certificate_for_another_name_says_which() {
     assert!(!line.contains("does not trust"), "{line}");
 }
 
+/// `SSL_CERT_FILE` holding one certificate that is not the test CA, and
+/// `SSL_CERT_DIR` a directory holding the test CA: the directory must not
+/// be read beside the bundle (it only duplicates a system bundle), so the
+/// test server's certificate is not trusted.
+fn bundle_and_a_directory(sandbox: &Sandbox) -> (String, String) {
+    let dir = sandbox.path().join("cert-dir");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(fixture("tls-ca.pem"), dir.join("tls-ca.pem")).unwrap();
+    let bundle = fixture("tls-other.pem").display().to_string();
+    (bundle, dir.display().to_string())
+}
+
+#[test]
+fn ssl_cert_dir_is_not_read_beside_ssl_cert_file() {
+    let (_fake, sandbox) = logged_in();
+    let server = tls_server("tls-localhost.pem");
+    let url = format!("https://localhost:{}/", server.port());
+    let (bundle, dir) = bundle_and_a_directory(&sandbox);
+    let out = send(
+        &sandbox,
+        &[
+            ("APIMAIL_GMAIL_API_URL", &url),
+            ("SSL_CERT_FILE", &bundle),
+            ("SSL_CERT_DIR", &dir),
+        ],
+    );
+    assert_eq!(out.code, 78, "{}", out.stderr);
+    let line = first_error(&out);
+    assert!(
+        line.contains("this machine does not trust the certificate of localhost"),
+        "{line}"
+    );
+}
+
+#[test]
+fn graph_reads_the_same_roots_and_not_ssl_cert_dir_beside_ssl_cert_file() {
+    let (fake, sandbox) = graph_logged_in(&[]);
+    let server = tls_server("tls-localhost.pem");
+    let url = format!("https://localhost:{}", server.port());
+    let (bundle, dir) = bundle_and_a_directory(&sandbox);
+    let out = send(
+        &sandbox,
+        &[
+            ("APIMAIL_GRAPH_API_URL", &url),
+            ("SSL_CERT_FILE", &bundle),
+            ("SSL_CERT_DIR", &dir),
+        ],
+    );
+    assert_eq!(out.code, 78, "{}", out.stderr);
+    let line = first_error(&out);
+    assert!(
+        line.contains("this machine does not trust the certificate of localhost"),
+        "{line}"
+    );
+    assert!(fake.delivered().is_empty());
+}
+
 #[test]
 fn doctor_trusts_ssl_cert_file_and_names_the_endpoint() {
     let (_fake, sandbox) = logged_in();

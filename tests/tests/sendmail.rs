@@ -687,10 +687,16 @@ fn git_send_email_delivers_through_apimail() {
         "From 3b18e512dba79e4c8300dd08aeb37f8e728b8dad Mon Sep 17 00:00:00 2001\nFrom: Ann Dev <user@example.com>\nDate: Thu, 1 Jan 2026 00:00:00 +0000\nSubject: [PATCH] fix the thing\n\n---\n a.txt | 2 +-\n 1 file changed, 1 insertion(+), 1 deletion(-)\n\ndiff --git a/a.txt b/a.txt\n--- a/a.txt\n+++ b/a.txt\n@@ -1 +1 @@\n-old\n+new\n--\n2.39.5\n\n",
     )
     .unwrap();
+    // git's own settings and identity are the test's, never the machine's:
+    // a fresh machine has no `user.email`, and its host name no domain.
     let mut command = sandbox.cmd();
     command
         .env("GIT_CONFIG_NOSYSTEM", "1")
         .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_AUTHOR_NAME", "Ann Dev")
+        .env("GIT_AUTHOR_EMAIL", "user@example.com")
+        .env("GIT_COMMITTER_NAME", "Ann Dev")
+        .env("GIT_COMMITTER_EMAIL", "user@example.com")
         .args(["--help"]);
     let mut git = Command::new("git");
     for (key, value) in command.get_envs() {

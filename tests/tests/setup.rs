@@ -925,3 +925,43 @@ fn doctor_names_the_saved_client_file_for_a_missing_token() {
         "{text}"
     );
 }
+
+#[test]
+fn aadsts65001_at_send_names_the_admin_consent_page_as_at_login() {
+    let fake = FakeMicrosoft::start();
+    let sandbox = Sandbox::microsoft(&fake);
+    let out = sandbox.login_graph(
+        &fake,
+        &[
+            "--tenant",
+            "contoso.com",
+            "--account",
+            "work",
+            "--login-hint",
+            "adele@contoso.com",
+        ],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    sandbox.expire_stored_token("work");
+    fake.fail_token_with(65001);
+    let sent = run(sandbox.cmd().args([
+        "send",
+        "--to",
+        "rcpt@example.net",
+        "--subject",
+        "consent",
+        "--text",
+        "hi",
+    ]));
+    assert_eq!(sent.code, 77, "{}", sent.stderr);
+    let (first, hint) = lines(&sent.stderr);
+    assert!(first.contains("consent is missing"), "{first}");
+    assert!(
+        hint.contains(&format!(
+            "{}/contoso.com/adminconsent?client_id={}",
+            fake.authority_url().trim_end_matches('/'),
+            apimail_tests::sandbox::MS_CLIENT_ID
+        )),
+        "the same page as at login: {hint}"
+    );
+}

@@ -18,21 +18,33 @@ const FUZZ_MANIFEST: &str = "fuzz/Cargo.toml";
 const FUZZ_SECONDS: u64 = 60;
 const FUZZ_SECONDS_VAR: &str = "APIMAIL_FUZZ_SECONDS";
 
+/// Targets that share one target's time, so adding the second kept CI's
+/// total fuzz time the same: each runs half of the seconds.
+const SHARED_BUDGET: [&str; 2] = ["relay_session", "relay_auth_data"];
+
 /// libFuzzer's limit for one input: a slower one is reported as a hang.
 const FUZZ_INPUT_TIMEOUT_SECONDS: u64 = 10;
 
 /// Crates that would mean OpenSSL is linked; TLS must go through rustls.
 const FORBIDDEN_CRATES: &[&str] = &["openssl-sys", "native-tls", "openssl"];
 
+/// Set for the tests once PostgreSQL is installed: the store's tests then
+/// fail rather than skip when no cluster starts (`apimail-test-postgres`).
+const POSTGRES_REQUIRED_VAR: &str = "APIMAIL_PG_REQUIRED";
+
 /// One CI step; runs from the workspace root.
 type StepFn = fn(&Path) -> Result<()>;
 
 /// Runs every CI step in order, stopping at the first failure.
-pub(crate) fn run(root: &Path) -> Result<()> {
+/// With `only` (comma-separated step names), runs just those steps.
+pub(crate) fn run(root: &Path, only: Option<&str>) -> Result<()> {
     let mut steps: Vec<(&str, StepFn)> = vec![
         ("test tools", test_tools),
         ("no-openssl", no_openssl),
         ("import loops", crate::imports::check),
+        ("account layer", crate::account_layer::check),
+        ("provider names in core", crate::provider_names::check),
+        ("README benchmarks", crate::readme_figures::check),
         ("fmt", fmt),
         ("clippy", clippy),
         ("doc", doc),
@@ -43,6 +55,17 @@ pub(crate) fn run(root: &Path) -> Result<()> {
     ];
     if has_fuzz(root) {
         steps.push(("fuzz", fuzz));
+    }
+    if let Some(only) = only {
+        let wanted: Vec<&str> = only.split(',').map(str::trim).collect();
+        if let Some(unknown) = wanted.iter().find(|w| !steps.iter().any(|(n, _)| n == *w)) {
+            let names: Vec<&str> = steps.iter().map(|(n, _)| *n).collect();
+            return Err(Error::new(format!(
+                "no ci step `{unknown}`; the steps: {}",
+                names.join(", ")
+            )));
+        }
+        steps.retain(|(name, _)| wanted.contains(name));
     }
 
     let total = Instant::now();
@@ -67,32 +90,106 @@ pub(crate) fn run(root: &Path) -> Result<()> {
 }
 
 /// Debian packages of the real programs the end-to-end tests drive: the
-/// sendmail callers, and the SMTP clients of the relay tests.
+/// sendmail callers, the SMTP clients of the relay tests, and the browser
+/// of the console's (with node and npm for playwright-core).
 const TEST_PACKAGES: &[(&str, &str)] = &[
     ("git-email", "/usr/lib/git-core/git-send-email"),
     ("bsd-mailx", "/usr/bin/bsd-mailx"),
     ("swaks", "/usr/bin/swaks"),
     ("msmtp", "/usr/bin/msmtp"),
+    ("chromium", "/usr/bin/chromium"),
+    // Japanese glyphs for the console's screenshots.
+    (
+        "fonts-ipafont-gothic",
+        "/usr/share/fonts/opentype/ipafont-gothic/ipag.ttf",
+    ),
+    ("nodejs", "/usr/bin/node"),
+    ("npm", "/usr/bin/npm"),
 ];
 
+/// The console's browser tests: `package.json` and its lock file, whose
+/// playwright-core `npm ci` installs into `node_modules/` there.
+const BROWSER_TESTS: &str = "tests/browser";
+
 /// Installs the programs the end-to-end tests run (git send-email,
-/// bsd-mailx, swaks, msmtp) when they are missing and this machine can
-/// install them.
-fn test_tools(_root: &Path) -> Result<()> {
-    let missing: Vec<&str> = TEST_PACKAGES
+/// bsd-mailx, swaks, msmtp, Chromium, node, and Debian's `postgresql` for
+/// the PostgreSQL store's throwaway clusters) when they are missing and
+/// this machine can install them, then the browser tests' playwright-core.
+/// PostgreSQL alone is optional: where it cannot be installed, its tests
+/// skip and say why.
+fn test_tools(root: &Path) -> Result<()> {
+    debian_packages()?;
+    reserve_login_port();
+    let dir = root.join(BROWSER_TESTS);
+    if dir.join("node_modules/playwright-core").is_dir() {
+        eprintln!("playwright-core is installed in {BROWSER_TESTS}");
+        return Ok(());
+    }
+    eprintln!("installing playwright-core in {BROWSER_TESTS} (npm ci)");
+    run_cmd(
+        Command::new("npm")
+            .current_dir(&dir)
+            .args(["ci", "--no-audit", "--no-fund"]),
+    )
+    .map_err(|e| {
+        e.with_hint(
+            "npm needs the registry (registry.npmjs.org) once; see tests/browser/package.json",
+        )
+    })
+}
+
+/// The README's quick starts log in on apimail's default port, 48888, which
+/// lies in Linux's ephemeral range: a test's outgoing connection may hold
+/// it as its source port. Reserving it (as root) keeps those tests honest;
+/// elsewhere they may rarely meet a busy port, and this says so.
+fn reserve_login_port() {
+    const FILE: &str = "/proc/sys/net/ipv4/ip_local_reserved_ports";
+    const PORT: &str = "48888";
+    let Ok(reserved) = std::fs::read_to_string(FILE) else {
+        return;
+    };
+    if reserved.trim().split(',').any(|p| p == PORT) {
+        return;
+    }
+    let list = match reserved.trim() {
+        "" => PORT.to_owned(),
+        other => format!("{other},{PORT}"),
+    };
+    if std::fs::write(FILE, list).is_err() {
+        eprintln!(
+            "warning: cannot reserve port {PORT} ({FILE}); the quick-start tests may meet it busy"
+        );
+    }
+}
+
+fn debian_packages() -> Result<()> {
+    let mut missing: Vec<&str> = TEST_PACKAGES
         .iter()
         .filter(|(_, path)| !Path::new(path).exists())
         .map(|(package, _)| *package)
         .collect();
-    if missing.is_empty() {
-        eprintln!("git send-email, bsd-mailx, swaks and msmtp are installed");
-        return Ok(());
-    }
     let root_user = std::process::Command::new("id")
         .arg("-u")
         .output()
         .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
-    if !root_user || !Path::new("/usr/bin/apt-get").exists() {
+    let apt = Path::new("/usr/bin/apt-get").exists() && Path::new("/etc/debian_version").exists();
+    if postgres_bin().is_none() {
+        if root_user && apt {
+            missing.push("postgresql");
+        } else {
+            eprintln!(
+                "warning: PostgreSQL is not installed and cannot be installed here (not root on Debian): \
+                 the PostgreSQL store's tests will be skipped"
+            );
+        }
+    }
+    if missing.is_empty() {
+        eprintln!(
+            "git send-email, bsd-mailx, swaks, msmtp, Chromium, a Japanese font, node and PostgreSQL are installed"
+        );
+        return Ok(());
+    }
+    if !root_user || !apt {
         return Err(Error::new(format!(
             "the tests need {}, which are not installed; install them (Debian: sudo apt-get install {})",
             missing.join(" and "),
@@ -111,6 +208,16 @@ fn test_tools(_root: &Path) -> Result<()> {
             .args(["install", "-y", "-qq", "--no-install-recommends"])
             .args(&missing),
     )
+}
+
+/// The directory of PostgreSQL's `initdb` from Debian's packages
+/// (`/usr/lib/postgresql/<version>/bin`), if installed.
+fn postgres_bin() -> Option<PathBuf> {
+    std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .flatten()
+        .map(|e| e.path().join("bin"))
+        .find(|bin| bin.join("initdb").is_file())
 }
 
 fn has_fuzz(root: &Path) -> bool {
@@ -207,7 +314,11 @@ const LIBRARY_CRATES: &[&str] = &[
     "apimail-core",
     "apimail-gmail",
     "apimail-graph",
+    "apimail-account",
     "apimail-mailer",
+    "apimail-relay",
+    "apimail-store-postgres",
+    "apimail-merge",
 ];
 
 /// The manifest keys crates.io shows, which each library crate must set.
@@ -272,12 +383,50 @@ fn codegen_check(root: &Path) -> Result<()> {
     codegen::check(root)
 }
 
+/// Runs the tests with an empty `HOME` and no git configuration, so that a
+/// test leaning on the developer's own files (a git identity, dotfiles, a
+/// config under `~/.config`) fails here rather than on a fresh machine.
 fn test(root: &Path) -> Result<()> {
-    run_cmd(
-        cargo()
-            .current_dir(root)
-            .args(["test", "--workspace", "--locked"]),
-    )
+    let home = tempfile::Builder::new()
+        .prefix("apimail-ci-home-")
+        .tempdir()
+        .map_err(|e| Error::new(format!("cannot create an empty HOME for the tests: {e}")))?;
+    let mut command = cargo();
+    command
+        .current_dir(root)
+        .args(["test", "--workspace", "--locked"]);
+    for (key, value) in isolated_env(home.path(), |key| std::env::var_os(key)) {
+        command.env(key, value);
+    }
+    if postgres_bin().is_some() {
+        // Installed: a cluster that does not start is a failure, not a skip.
+        command.env(POSTGRES_REQUIRED_VAR, "1");
+    }
+    run_cmd(&mut command)
+}
+
+/// The variables of an isolated test run: `HOME` is `home`; the toolchain
+/// stays where it was (`CARGO_HOME`, `RUSTUP_HOME`, by default under the
+/// old home); git reads no global or system configuration.
+fn isolated_env(
+    home: &Path,
+    var: impl Fn(&str) -> Option<std::ffi::OsString>,
+) -> Vec<(&'static str, std::ffi::OsString)> {
+    let old_home = var("HOME").map(PathBuf::from);
+    let kept = |key: &str, default: &str| {
+        var(key)
+            .filter(|v| !v.is_empty())
+            .or_else(|| old_home.as_ref().map(|h| h.join(default).into_os_string()))
+    };
+    let mut env = vec![("HOME", home.as_os_str().to_owned())];
+    for (key, default) in [("CARGO_HOME", ".cargo"), ("RUSTUP_HOME", ".rustup")] {
+        if let Some(value) = kept(key, default) {
+            env.push((key, value));
+        }
+    }
+    env.push(("GIT_CONFIG_GLOBAL", "/dev/null".into()));
+    env.push(("GIT_CONFIG_NOSYSTEM", "1".into()));
+    env
 }
 
 /// Smoke-runs the benchmark (one run of everything, small sizes) so that
@@ -306,9 +455,19 @@ pub(crate) fn fuzz(root: &Path) -> Result<()> {
         return Ok(());
     }
     for target in targets {
-        fuzz_one(root, target, seconds)?;
+        fuzz_one(root, target, target_seconds(target, seconds))?;
     }
     Ok(())
+}
+
+/// The seconds `target` runs: `seconds`, or half of it for the targets
+/// of [`SHARED_BUDGET`] (at least one).
+fn target_seconds(target: &str, seconds: u64) -> u64 {
+    if SHARED_BUDGET.contains(&target) {
+        (seconds / 2).max(1)
+    } else {
+        seconds
+    }
 }
 
 fn fuzz_one(root: &Path, target: &str, seconds: u64) -> Result<()> {
@@ -440,12 +599,51 @@ rustls v0.23.20
     }
 
     #[test]
+    fn the_relay_targets_share_one_targets_time() {
+        assert_eq!(target_seconds("compose", 60), 60);
+        assert_eq!(target_seconds("relay_session", 60), 30);
+        assert_eq!(target_seconds("relay_auth_data", 60), 30);
+        assert_eq!(target_seconds("relay_auth_data", 1), 1);
+    }
+
+    #[test]
     fn missing_package_metadata_is_named() {
         let package = serde_json::json!({
             "description": "x", "license": "MIT", "repository": null,
             "keywords": [], "categories": ["email"],
         });
         assert_eq!(missing_metadata(&package), ["repository", "keywords"]);
+    }
+
+    #[test]
+    fn tests_run_with_an_empty_home_and_the_toolchain_where_it_was() {
+        let env = |vars: &'static [(&'static str, &'static str)]| {
+            isolated_env(Path::new("/tmp/empty"), move |key| {
+                vars.iter().find(|(k, _)| *k == key).map(|(_, v)| v.into())
+            })
+            .into_iter()
+            .map(|(k, v)| format!("{k}={}", v.to_string_lossy()))
+            .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            env(&[("HOME", "/root")]),
+            [
+                "HOME=/tmp/empty",
+                "CARGO_HOME=/root/.cargo",
+                "RUSTUP_HOME=/root/.rustup",
+                "GIT_CONFIG_GLOBAL=/dev/null",
+                "GIT_CONFIG_NOSYSTEM=1",
+            ]
+        );
+        let kept = env(&[
+            ("HOME", "/home/ann"),
+            ("CARGO_HOME", "/opt/cargo"),
+            ("RUSTUP_HOME", "/opt/rustup"),
+        ]);
+        assert_eq!(
+            kept[1..3],
+            ["CARGO_HOME=/opt/cargo", "RUSTUP_HOME=/opt/rustup"]
+        );
     }
 
     #[test]

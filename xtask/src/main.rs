@@ -19,15 +19,20 @@
 // A developer tool reports to the terminal: printing is its job.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+mod account_layer;
 mod bench;
 mod ci;
 mod codegen;
+mod command;
+mod error;
 mod imports;
+mod provider_names;
+mod readme_figures;
 
-use std::ffi::OsStr;
-use std::fmt;
-use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode, Stdio};
+pub(crate) use command::{cargo, display, output, run, workspace_root};
+pub(crate) use error::{Context, Error, Result};
+
+use std::process::ExitCode;
 
 /// Exit code for command-line usage errors (`EX_USAGE` from sysexits.h).
 const EXIT_USAGE: u8 = 64;
@@ -40,11 +45,15 @@ USAGE:
 
 COMMANDS:
     ci                  Run every check CI runs, in order, stopping at the first failure:
-                        no-OpenSSL dependency check, import loops, rustfmt, clippy, rustdoc,
+                        no-OpenSSL dependency check, import loops, README benchmark
+                        figures against bench/RESULTS.md, rustfmt, clippy, rustdoc,
                         codegen --check, tests, bench --quick, and every fuzz
                         target for 60 s (if fuzz/ exists; APIMAIL_FUZZ_SECONDS
-                        sets the seconds per target, 0 only builds them)
+                        sets the seconds per target, 0 only builds them);
+                        `ci --only fmt,clippy` runs just the named steps
     fuzz                Only CI's fuzz step: run every fuzz target from its corpus
+    imports             Only CI's import-loop check: no two files of any crate
+                        (its lib.rs or main.rs included) import each other
     codegen [--check]   Regenerate man pages (docs/man/) and shell completions
                         (completions/) from the CLI definition; with --check, only
                         verify they are up to date
@@ -66,6 +75,8 @@ COMMANDS:
                         a profiler instead, writing nothing
         --only library  only figure 8 (apimail_mailer::Mailer through the example
                         bench_sends), written into the existing report
+        --only console  only figure 9 (the admin console over 1,000,000 journal
+                        records; 20,000 with --quick), written into the report
     help                Print this message
 
 EXAMPLES:
@@ -96,10 +107,11 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         "ci" => match rest {
-            [] => ci::run(&root),
+            [] => ci::run(&root, None),
+            [flag, steps] if flag == "--only" => ci::run(&root, Some(steps)),
             _ => {
                 return usage_error(&format!(
-                    "`ci` takes no arguments, got `{}`",
+                    "`ci` takes no arguments but `--only STEP,STEP`, got `{}`",
                     rest.join(" ")
                 ));
             }
@@ -109,6 +121,15 @@ fn main() -> ExitCode {
             _ => {
                 return usage_error(&format!(
                     "`fuzz` takes no arguments (set APIMAIL_FUZZ_SECONDS), got `{}`",
+                    rest.join(" ")
+                ));
+            }
+        },
+        "imports" => match rest {
+            [] => imports::check(&root),
+            _ => {
+                return usage_error(&format!(
+                    "`imports` takes no arguments, got `{}`",
                     rest.join(" ")
                 ));
             }
@@ -142,153 +163,4 @@ fn main() -> ExitCode {
 fn usage_error(message: &str) -> ExitCode {
     eprintln!("error: {message}\n\nrun `cargo xtask help` for usage");
     ExitCode::from(EXIT_USAGE)
-}
-
-/// The workspace root: the parent of this crate's directory.
-pub(crate) fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("xtask lives one level below the workspace root")
-        .to_path_buf()
-}
-
-/// An error with an optional hint telling the user how to fix it.
-#[derive(Debug)]
-pub(crate) struct Error {
-    message: String,
-    hint: Option<String>,
-}
-
-pub(crate) type Result<T, E = Error> = std::result::Result<T, E>;
-
-impl Error {
-    pub(crate) fn new(message: impl Into<String>) -> Self {
-        Error {
-            message: message.into(),
-            hint: None,
-        }
-    }
-
-    pub(crate) fn with_hint(mut self, hint: impl Into<String>) -> Self {
-        self.hint = Some(hint.into());
-        self
-    }
-
-    /// Prepends `context: ` to the message, keeping the hint.
-    pub(crate) fn context(mut self, context: impl fmt::Display) -> Self {
-        self.message = format!("{context}: {}", self.message);
-        self
-    }
-}
-
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)?;
-        if let Some(hint) = &self.hint {
-            write!(f, "\nhint: {hint}")?;
-        }
-        Ok(())
-    }
-}
-
-/// Attaches a lazily built context message to any displayable error.
-pub(crate) trait Context<T> {
-    fn with_context<C: fmt::Display>(self, context: impl FnOnce() -> C) -> Result<T>;
-}
-
-impl<T, E: fmt::Display> Context<T> for Result<T, E> {
-    fn with_context<C: fmt::Display>(self, context: impl FnOnce() -> C) -> Result<T> {
-        self.map_err(|e| Error::new(format!("{}: {e}", context())))
-    }
-}
-
-/// A `cargo` command: the `CARGO` binary cargo gave us, else `cargo` from `PATH`.
-pub(crate) fn cargo() -> Command {
-    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
-}
-
-/// Announces `cmd` on stderr, runs it with inherited stdio and fails unless it succeeds.
-pub(crate) fn run(cmd: &mut Command) -> Result<()> {
-    let shown = display(cmd);
-    eprintln!("$ {shown}");
-    let status = cmd
-        .status()
-        .with_context(|| format!("failed to start `{shown}`"))?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(Error::new(format!("`{shown}` failed ({status})")))
-    }
-}
-
-/// Like [`run`], but captures and returns stdout (stderr stays inherited).
-pub(crate) fn output(cmd: &mut Command) -> Result<String> {
-    let shown = display(cmd);
-    eprintln!("$ {shown}");
-    let out = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .output()
-        .with_context(|| format!("failed to start `{shown}`"))?;
-    if !out.status.success() {
-        return Err(Error::new(format!("`{shown}` failed ({})", out.status)));
-    }
-    String::from_utf8(out.stdout).with_context(|| format!("`{shown}` printed non-UTF-8 output"))
-}
-
-/// A shell-like rendering of `cmd` for messages, e.g. `RUSTDOCFLAGS='-D warnings' cargo doc`.
-/// The program is shown by file name only, so `$CARGO=/long/path/cargo` shows as `cargo`.
-pub(crate) fn display(cmd: &Command) -> String {
-    let mut words = Vec::new();
-    for (key, value) in cmd.get_envs() {
-        if let Some(value) = value {
-            words.push(format!("{}={}", key.to_string_lossy(), quote(value)));
-        }
-    }
-    let program = Path::new(cmd.get_program())
-        .file_name()
-        .unwrap_or(cmd.get_program());
-    words.push(quote(program));
-    words.extend(cmd.get_args().map(quote));
-    words.join(" ")
-}
-
-fn quote(word: &OsStr) -> String {
-    const LONGEST: usize = 60;
-    let mut word = word.to_string_lossy();
-    if word.chars().count() > LONGEST {
-        let start: String = word.chars().take(LONGEST - 3).collect();
-        word = format!("{start}...").into();
-    }
-    if !word.is_empty()
-        && word
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_./=,:+@%".contains(c))
-    {
-        word.into_owned()
-    } else {
-        format!("'{}'", word.replace('\'', r"'\''"))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn display_quotes_only_when_needed() {
-        let mut cmd = Command::new("/opt/rust/bin/cargo");
-        cmd.args(["doc", "--workspace"])
-            .env("RUSTDOCFLAGS", "-D warnings");
-        assert_eq!(
-            display(&cmd),
-            "RUSTDOCFLAGS='-D warnings' cargo doc --workspace"
-        );
-    }
-
-    #[test]
-    fn error_display_includes_hint() {
-        let e = Error::new("bad").with_hint("fix it").context("step");
-        assert_eq!(e.to_string(), "step: bad\nhint: fix it");
-    }
 }

@@ -4,6 +4,7 @@ use std::io::Write;
 use std::time::Duration;
 
 use anyhow::anyhow;
+use apimail_account::env;
 use apimail_core::oauth::{self, LoginError, LoginOptions, OAuthClient, RedirectHost};
 use apimail_core::token_store::StoredToken;
 use apimail_core::token_store::TokenStore;
@@ -16,7 +17,25 @@ use crate::config::{Account, GmailAccount, GraphAccount, Provider};
 use crate::exit::{Exit, Failure};
 use crate::providers::{Context, endpoint, gmail_login_command, wrong_token_url};
 
-pub async fn login_gmail(mut ctx: Context, args: GmailLoginArgs) -> Result<(), Failure> {
+/// Where a login shows what the user must do: the terminal, or the admin
+/// console's sign-in page (which also takes the pasted address).
+pub(crate) enum Surface {
+    Terminal,
+    Console(apimail_console::signin::Progress),
+}
+
+pub async fn login_gmail(ctx: Context, args: GmailLoginArgs) -> Result<(), Failure> {
+    login_gmail_on(ctx, args, &Surface::Terminal)
+        .await
+        .map(drop)
+}
+
+/// `auth login gmail` on `surface`; the account's name.
+pub(crate) async fn login_gmail_on(
+    mut ctx: Context,
+    args: GmailLoginArgs,
+    surface: &Surface,
+) -> Result<String, Failure> {
     let common = &args.common;
     let path = &args.client_secret;
     let bytes = std::fs::read(path).map_err(|e| {
@@ -28,20 +47,20 @@ pub async fn login_gmail(mut ctx: Context, args: GmailLoginArgs) -> Result<(), F
             .hint("create an OAuth client of type \"Desktop app\" and download its JSON")
     })?;
     let auth_url = endpoint(
-        "APIMAIL_GOOGLE_AUTH_URL",
+        env::GOOGLE_AUTH_URL,
         Some(&file.auth_uri),
         "auth_uri",
         google_auth::AUTH_URL,
     )?;
     let token_url = endpoint(
-        "APIMAIL_GOOGLE_TOKEN_URL",
+        env::GOOGLE_TOKEN_URL,
         Some(&file.token_uri),
         "token_uri",
         google_auth::TOKEN_URL,
     )?;
-    let token_setting = match std::env::var("APIMAIL_GOOGLE_TOKEN_URL") {
-        Ok(value) if !value.is_empty() => "APIMAIL_GOOGLE_TOKEN_URL".to_owned(),
-        _ => format!("`{}.token_uri` in {}", file.kind, path.display()),
+    let token_setting = match env::set_by(env::GOOGLE_TOKEN_URL) {
+        Some(variable) => variable.to_owned(),
+        None => format!("`{}.token_uri` in {}", file.kind, path.display()),
     };
     if let Some(name) = &common.account {
         check_account_name(name)?;
@@ -76,11 +95,19 @@ pub async fn login_gmail(mut ctx: Context, args: GmailLoginArgs) -> Result<(), F
     let setup = LoginSetup::new(Provider::Gmail, token_setting);
     let mut prompt = |url: &Url, redirect: &str| {
         setup.used(redirect);
-        show_authorize_url(url, redirect, no_browser);
+        match surface {
+            Surface::Terminal => show_authorize_url(url, redirect, no_browser),
+            Surface::Console(progress) => progress.authorize_link(url, redirect),
+        }
     };
-    let response = oauth::login_with_browser(&client, &options, &mut prompt)
-        .await
-        .map_err(|e| login_failure(e, &setup))?;
+    let response = match surface {
+        Surface::Terminal => oauth::login_with_browser(&client, &options, &mut prompt).await,
+        Surface::Console(progress) => {
+            oauth::login_with_pasted_redirect(&client, &options, &mut prompt, progress.pasted())
+                .await
+        }
+    }
+    .map_err(|e| login_failure(e, &setup))?;
     let needed = &options.scopes[apimail_gmail::SIGN_IN_SCOPES.len()..];
     if let Some(missing) = missing_scope(&response, needed) {
         let tick = apimail_gmail::consent_box(missing);
@@ -119,7 +146,7 @@ pub async fn login_gmail(mut ctx: Context, args: GmailLoginArgs) -> Result<(), F
     };
     let name = save_login(&mut ctx, &store, login, account, "Google")?;
     crate::queue::release_after_login(&ctx, &name).await;
-    Ok(())
+    Ok(name)
 }
 
 /// The first of `needed` that the token response's granted scopes lack.
@@ -434,7 +461,7 @@ pub async fn import_smail(mut ctx: Context, args: ImportSmailArgs) -> Result<(),
             .hint("the file needs an [OAUTH2] section as SMAIL writes it")
     })?;
     let token_url = endpoint(
-        "APIMAIL_GOOGLE_TOKEN_URL",
+        env::GOOGLE_TOKEN_URL,
         Some(&creds.token_uri),
         "TokenURI",
         google_auth::TOKEN_URL,
@@ -470,9 +497,9 @@ pub async fn import_smail(mut ctx: Context, args: ImportSmailArgs) -> Result<(),
             }
         }
         if let TokenError::NotTokenEndpoint { .. } = &error {
-            let setting = match std::env::var("APIMAIL_GOOGLE_TOKEN_URL") {
-                Ok(value) if !value.is_empty() => "APIMAIL_GOOGLE_TOKEN_URL".to_owned(),
-                _ => ini_line(&text, "TokenURI")
+            let setting = match env::set_by(env::GOOGLE_TOKEN_URL) {
+                Some(variable) => variable.to_owned(),
+                None => ini_line(&text, "TokenURI")
                     .map(|n| format!("`TokenURI` (line {n} of {})", args.file.display()))
                     .unwrap_or_else(|| "the built-in default".to_owned()),
             };
@@ -625,10 +652,10 @@ pub fn status(ctx: Context, args: StatusArgs) -> Result<(), Failure> {
             summary.queued, summary.held, summary.failed
         ));
     }
-    if matches!(apimail_graph::credentials_from_env(), Ok(Some(_))) {
+    if apimail_account::env_credentials_set(Provider::Graph) {
         out.push_str("environment: Microsoft Graph app-only credentials are set (used when no account is named)\n");
     }
-    if matches!(apimail_gmail::credentials_from_env(), Ok(Some(_))) {
+    if apimail_account::env_credentials_set(Provider::Gmail) {
         out.push_str("environment: Gmail credentials are set (used when no account is named)\n");
     }
     let mut stdout = std::io::stdout().lock();
@@ -685,18 +712,12 @@ pub(crate) fn lifetime(stored: &StoredToken, now: i64) -> Lifetime {
             ));
         }
     }
-    let last_use = stored.refreshed_at.or(stored.authorized_at);
     if let Some(used) = stored.refreshed_at {
         out.facts
             .push(format!("last refreshed {}", days_ago(used, now)));
     }
-    if let Some(used) = last_use {
-        let (days, company) = if gmail {
-            (182, "Google")
-        } else {
-            (90, "Microsoft")
-        };
-        let end = used + days * DAY;
+    if let Some(end) = apimail_account::lifetime::unused_end(stored) {
+        let company = if gmail { "Google" } else { "Microsoft" };
         if end - now <= 30 * DAY {
             out.warnings.push(format!(
                 "{company} ends a refresh token unused for {}; this one ends on {} unless apimail sends (or `apimail doctor` runs) before",
@@ -774,7 +795,7 @@ it stops working after 90 days unused, or at once with \"Sign out everywhere\" (
     }
     let account = ctx.config.accounts.get(&args.account);
     let revoke_url = endpoint(
-        "APIMAIL_GOOGLE_REVOKE_URL",
+        env::GOOGLE_REVOKE_URL,
         match account {
             Some(Account::Gmail(gmail)) => gmail.revoke_uri.as_deref(),
             _ => None,

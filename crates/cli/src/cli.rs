@@ -74,6 +74,171 @@ pub enum Command {
     /// Run an SMTP relay for printers, scanners and applications that only speak SMTP.
     #[command(after_help = RELAY_HELP, args_conflicts_with_subcommands = true)]
     Relay(RelayArgs),
+
+    /// Mail one letter to many: a CSV or .xlsx sheet and a template (a dry run without --send).
+    #[command(
+        after_help = MERGE_HELP,
+        args_conflicts_with_subcommands = true,
+        subcommand_negates_reqs = true
+    )]
+    Merge(Box<MergeArgs>),
+
+    /// Serve the admin console (log, queue, accounts, API); manage its users and tokens
+    #[command(subcommand, after_help = ADMIN_HELP)]
+    Admin(AdminCommand),
+
+    /// Set up the shared PostgreSQL store (outbox, journal, pacing) for several machines.
+    #[command(subcommand, after_help = STORE_HELP)]
+    Store(StoreCommand),
+}
+
+const STORE_HELP: &str = "\
+The store is named by APIMAIL_STORE_URL or [store] url in the configuration;
+its password comes from the URL, APIMAIL_STORE_PASSWORD_FILE, [store]
+password_file or PGPASSWORD, never from a flag.
+
+Examples:
+  apimail store migrate
+  APIMAIL_STORE_URL=postgres://apimail@db.example.com/apimail apimail store migrate
+  apimail store migrate --check";
+
+#[derive(Debug, Subcommand)]
+pub enum StoreCommand {
+    /// Create or upgrade the store's tables (versioned migrations; safe to run again, from any node).
+    #[command(after_help = STORE_MIGRATE_HELP)]
+    Migrate(StoreMigrateArgs),
+}
+
+const STORE_MIGRATE_HELP: &str = "\
+Applies the schema migrations this apimail has and the database lacks, in
+order, each once; several nodes may run it at the same time. With --check it
+changes nothing and exits 78 when the schema is behind.
+
+Examples:
+  apimail store migrate
+  apimail store migrate --check";
+
+#[derive(Debug, Args)]
+pub struct StoreMigrateArgs {
+    /// Only report the schema's version; exit 78 if it needs migrating
+    #[arg(long)]
+    pub check: bool,
+}
+
+const MERGE_HELP: &str = "\
+The template is a TOML file: from, to, cc, bcc, reply_to, subject, text or
+text_file, html or html_file, attach (a list of paths), charset (\"utf-8\" or
+\"iso-2022-jp\") and [headers]. Fields of the sheet's header row are written
+{{ name }}; they are HTML-escaped in HTML bodies; filters: date(\"[year]/[month]/[day]\")
+and number (1,234), number(2) (1,234.00). Paths start from the template's folder.
+
+Every row is checked before anything is sent; an error names the row's number
+(the header is row 1). Without --send it is a dry run: a summary, the first
+--preview messages as .eml files, and the time the account's pace allows.
+With --send every message goes through the outbox and the delivery engine.
+The merge keeps a record (in the data directory, by --name), so running the same
+command again after a crash, Ctrl-C or kill sends only the rows not yet sent.
+
+Examples:
+  # Check the rows and write 3 previews; nothing is sent
+  apimail merge --data customers.csv --template invoice.toml
+
+  # Excel's CSV from a Japanese Windows, keyed by the customer column
+  apimail merge --data 顧客.csv --data-encoding cp932 --template 請求書.toml --id-column customer_id
+
+  # Send the first two to yourself, then everyone, with a report
+  apimail merge --data members.xlsx --template notice.toml --test-to me@example.com --preview 2
+  apimail merge --data members.xlsx --template notice.toml --send --report result.csv
+
+  # Where a merge stands, from another terminal
+  apimail merge status members";
+
+#[derive(Debug, Args)]
+pub struct MergeArgs {
+    #[command(subcommand)]
+    pub command: Option<MergeCommand>,
+
+    /// The sheet: .csv (UTF-8, with or without a BOM, or see --data-encoding) or .xlsx
+    #[arg(long, value_name = "FILE", required = true)]
+    pub data: Option<PathBuf>,
+
+    /// The template (TOML)
+    #[arg(long, value_name = "FILE", required = true)]
+    pub template: Option<PathBuf>,
+
+    /// The CSV's encoding
+    #[arg(long, value_name = "ENCODING", value_enum, default_value_t = DataEncoding::Utf8)]
+    pub data_encoding: DataEncoding,
+
+    /// The column that identifies each row (default: a hash of the row's values)
+    #[arg(long, value_name = "COLUMN")]
+    pub id_column: Option<String>,
+
+    /// The merge's name, which keeps its record (default: the data file's name)
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+
+    /// The account to send from (default: $APIMAIL_ACCOUNT, else the configured default)
+    #[arg(long, value_name = "NAME")]
+    pub account: Option<String>,
+
+    /// Send (without it, nothing is sent)
+    #[arg(long)]
+    pub send: bool,
+
+    /// Write the first N messages as .eml files (dry run), or send N to --test-to
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    pub preview: usize,
+
+    /// Where the previews go (default: NAME-preview)
+    #[arg(long, value_name = "DIR")]
+    pub preview_dir: Option<PathBuf>,
+
+    /// Send the first --preview messages to this address instead of the rows' recipients
+    #[arg(long, value_name = "ADDR", conflicts_with = "send")]
+    pub test_to: Option<String>,
+
+    /// Send the good rows even when others have errors (they are reported)
+    #[arg(long)]
+    pub skip_invalid: bool,
+
+    /// Send again the rows that failed in an earlier run
+    #[arg(long)]
+    pub resend_failed: bool,
+
+    /// Write every row's outcome as CSV (its failed rows can be given to --data again)
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+
+    /// Send at most N messages in any 24 hours (the rest wait for another run)
+    #[arg(long, value_name = "N")]
+    pub daily_limit: Option<u32>,
+
+    /// Send at most N messages a minute (default: the provider's pace)
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub per_minute: Option<u32>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MergeCommand {
+    /// Show a merge's counts from its record; with --report, every row it sent or tried.
+    Status {
+        /// The merge's name (its data file's name unless --name was given)
+        name: String,
+        /// Write every recorded row (row, key, status, Message-ID, error) as CSV
+        #[arg(long, value_name = "FILE")]
+        report: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DataEncoding {
+    /// UTF-8, with or without a byte order mark
+    #[value(name = "utf-8", alias = "utf8")]
+    Utf8,
+    /// Shift_JIS as Windows extends it (Excel's CSV in Japan)
+    #[value(name = "cp932", alias = "shift_jis", alias = "sjis")]
+    Cp932,
 }
 
 const RELAY_HELP: &str = "\
@@ -83,12 +248,15 @@ no --listen and no [relay] listeners in the configuration, it listens on
 another address needs AUTH or allowed_networks, and says so when it starts.
 --listen and --listen-tls replace the configured listeners; on an address that
 is not loopback they require AUTH. SIGTERM stops it gracefully; SIGHUP reloads
-the users and settings (not the listeners).
+the users and settings (not the listeners). --admin serves the admin console
+from the relay process too; off loopback over TLS ([admin] certificate, else
+the relay's certificate).
 
 Examples:
   apimail relay
   apimail relay user add scanner --account work
   apimail relay --listen 0.0.0.0:587 --listen-tls 0.0.0.0:465
+  apimail relay --admin 192.168.1.10:8025
   apimail log --since 1d --csv > relay.csv";
 
 #[derive(Debug, Args)]
@@ -103,6 +271,10 @@ pub struct RelayArgs {
     /// Listen on ADDR:PORT with implicit TLS (repeatable)
     #[arg(long, value_name = "ADDR:PORT")]
     pub listen_tls: Vec<String>,
+
+    /// Also serve the admin console on ADDR:PORT (off loopback over TLS)
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub admin: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -122,11 +294,11 @@ pub enum RelayUserCommand {
         /// The account their mail goes out through (default: the default account)
         #[arg(long, value_name = "NAME")]
         account: Option<String>,
-        /// A sender they may use, e.g. '*@example.com' (repeatable; default: the account's address)
+        /// A sender they may use besides the account's address, e.g. '*@example.com' (repeatable)
         #[arg(long, value_name = "PATTERN")]
         allowed_from: Vec<String>,
-        /// Send their mail from the account's address, keeping their name
-        #[arg(long)]
+        /// Mail from any other sender goes out from the account's address, keeping their name (default: true); false refuses it with 553
+        #[arg(long, value_name = "BOOL", default_value_t = true, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
         rewrite_from: bool,
         /// At most this many messages per minute
         #[arg(long, value_name = "N")]
@@ -159,6 +331,8 @@ due messages. For a timer, run `apimail queue flush` from cron or systemd.
 
 Examples:
   apimail queue list
+  apimail queue list --json | jq -r 'select(.waits_for == \"login\") | .id'
+  apimail queue list --offset 100 --limit 100
   apimail queue flush
   apimail queue flush --account work --all
   apimail queue show 20261121T101500-3f9a0c1b2d4e
@@ -167,8 +341,19 @@ Examples:
 
 #[derive(Debug, Subcommand)]
 pub enum QueueCommand {
-    /// List queued, held and failed messages.
-    List,
+    /// List queued, held and failed messages, oldest first, a page at a
+    /// time, and what each held one waits for.
+    List {
+        /// Print JSON Lines: one object per message
+        #[arg(long)]
+        json: bool,
+        /// At most N messages
+        #[arg(long, value_name = "N", default_value_t = 100)]
+        limit: usize,
+        /// Skip the first N (the next page starts at the last one's number)
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        offset: usize,
+    },
     /// Send the messages that are due now.
     Flush {
         /// Only this account's messages
@@ -222,12 +407,16 @@ pub struct DoctorArgs {
 
 const LOG_HELP: &str = "\
 Every settled delivery (sent, queued, held, failed, ...) adds one line to the
-journal under the data directory (journal/). It is rotated at 10 MiB, and the 5
-newest rotated files are kept. Times are UTC.
+journal under the data directory (journal/), and so does every attempt whose
+outcome was unknown (uncertain), before the message is sent again. `attempts`
+counts every attempt; `possible_duplicate` is true on the record of a copy sent
+after such an attempt: the recipient may have it twice. It is rotated at 10 MiB,
+and the 5 newest rotated files are kept. Times are UTC.
 
 Examples:
   apimail log --since 2h
   apimail log --status failed --status held --since 7d
+  apimail log --status uncertain --since 7d
   apimail log --account work --since 2026-11-29 --csv > deliveries.csv
   apimail log --json | jq -r 'select(.outcome == \"failed\") | .error'";
 
@@ -261,7 +450,7 @@ pub enum StatusArg {
     Sent,
     /// Waiting in the outbox for another attempt
     Queued,
-    /// Waiting for a login or `queue retry`
+    /// Waiting for its sender, a login or `queue retry` (see `queue list`)
     Held,
     /// Given up on
     Failed,
@@ -519,7 +708,7 @@ pub struct SendArgs {
     pub account: Option<String>,
 
     /// With no account named, send with this provider's environment credentials
-    #[arg(long, value_enum, value_name = "PROVIDER")]
+    #[arg(long, value_name = "PROVIDER", value_parser = provider_parser())]
     pub provider: Option<crate::config::Provider>,
 
     /// Print the receipt as one JSON object
@@ -618,4 +807,92 @@ impl From<CharsetArg> for Charset {
             CharsetArg::Iso2022Jp => Charset::Iso2022Jp,
         }
     }
+}
+
+/// `gmail` or `graph`, as the account layer's `Provider`.
+fn provider_parser() -> impl clap::builder::TypedValueParser<Value = crate::config::Provider> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(["gmail", "graph"]).map(|name| match name.as_str() {
+        "graph" => crate::config::Provider::Graph,
+        _ => crate::config::Provider::Gmail,
+    })
+}
+
+/// The clap definition, for man pages and completions.
+pub fn command() -> clap::Command {
+    <Cli as clap::CommandFactory>::command()
+}
+
+const ADMIN_HELP: &str = "\
+Examples:
+  apimail admin user add alice
+  apimail admin serve
+  apimail admin token create monitoring --read-only
+  apimail admin token list";
+
+const ADMIN_SERVE_HELP: &str = "\
+Serves the delivery log, the queue's counts and the accounts in a browser, and
+the same as JSON under /api/v1/ for a bearer token. Sign in with a user from
+`apimail admin user add`. Settings come from the [admin] table of the
+configuration (listen, certificate, private_key, time_zone). On an address
+that is not loopback the console requires TLS (certificate and private_key).
+
+Examples:
+  apimail admin user add alice
+  apimail admin serve
+  apimail admin serve --listen 0.0.0.0:8025   # with [admin] certificate/private_key
+  apimail admin token create monitoring --read-only
+  curl -H \"Authorization: Bearer $TOKEN\" http://127.0.0.1:8025/api/v1/messages?outcome=failed";
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Serve the admin console (web pages and a JSON API) until stopped.
+    #[command(after_help = ADMIN_SERVE_HELP)]
+    Serve {
+        /// Listen on ADDR:PORT (default: [admin] listen, else 127.0.0.1:8025)
+        #[arg(long, value_name = "ADDR:PORT")]
+        listen: Option<String>,
+    },
+    /// Add, list or remove the administrators who sign in to the console.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Create, list or revoke the API's bearer tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Add an administrator, or give one a new password. The password is
+    /// read from a prompt, or from the first line of standard input.
+    Add {
+        /// The name they sign in with
+        name: String,
+    },
+    /// List the administrators.
+    List,
+    /// Remove an administrator.
+    Remove {
+        /// The name
+        name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a token and print it, once; only its hash is kept.
+    Create {
+        /// A name for it, e.g. the system that uses it
+        name: String,
+        /// It may only read (log, messages, stats); writes get 403
+        #[arg(long)]
+        read_only: bool,
+    },
+    /// List the tokens (names only; tokens are never shown again).
+    List,
+    /// Revoke a token.
+    Revoke {
+        /// The token's name
+        name: String,
+    },
 }

@@ -11,6 +11,7 @@ use apimail_core::endpoint::ProbeFailure;
 use url::Url;
 
 use crate::cli::DoctorArgs;
+use crate::config::Provider;
 use crate::exit::{Exit, Failure};
 use apimail_gmail::GmailTokens;
 use apimail_graph::GraphTokens;
@@ -18,13 +19,13 @@ use apimail_graph::GraphTokens;
 use crate::providers::{self, Context, Resolved, Sender};
 
 /// The outcome of one check.
-struct Check {
-    name: &'static str,
-    passed: bool,
+pub struct Check {
+    pub name: &'static str,
+    pub passed: bool,
     /// Passed, with something to do before it fails.
-    warning: bool,
-    detail: String,
-    hint: Option<String>,
+    pub warning: bool,
+    pub detail: String,
+    pub hint: Option<String>,
     exit: Exit,
 }
 
@@ -66,11 +67,35 @@ impl Check {
 }
 
 pub async fn run(config_flag: Option<&std::path::Path>, args: DoctorArgs) -> Result<(), Failure> {
+    let checks = gather(config_flag, &args).await;
+    if args.json {
+        report_json(&checks);
+    } else {
+        report(&checks);
+    }
+    match checks.iter().find(|c| !c.passed) {
+        None => Ok(()),
+        Some(first) => Err(Failure::new(
+            first.exit,
+            anyhow!(
+                "{} of {} checks failed; the first: {}",
+                checks.iter().filter(|c| !c.passed).count(),
+                checks.len(),
+                first.name
+            ),
+        )
+        .hint("fix the failures above, first to last, then run `apimail doctor` again")),
+    }
+}
+
+/// Every check, in order, for `args.account` (else the default account):
+/// what `apimail doctor` prints and the admin console's checks page shows.
+pub async fn gather(config_flag: Option<&std::path::Path>, args: &DoctorArgs) -> Vec<Check> {
     let mut checks = Vec::new();
-    let ctx = match Context::load(config_flag) {
+    let ctx = match providers::load(config_flag) {
         Ok(ctx) if !ctx.config_path.exists() => {
-            let env_credentials = matches!(apimail_gmail::credentials_from_env(), Ok(Some(_)))
-                || matches!(apimail_graph::credentials_from_env(), Ok(Some(_)));
+            let env_credentials = apimail_account::env_credentials_set(Provider::Gmail)
+                || apimail_account::env_credentials_set(Provider::Graph);
             if env_credentials {
                 checks.push(Check::ok(
                     "configuration",
@@ -111,37 +136,28 @@ pub async fn run(config_flag: Option<&std::path::Path>, args: DoctorArgs) -> Res
     };
     checks.push(certificates_check());
     if let Some(ctx) = &ctx {
-        account_checks(ctx, &args, &mut checks).await;
+        account_checks(ctx, args, &mut checks).await;
         queue_check(&mut checks);
-        for (name, result) in crate::relay::doctor_checks(ctx) {
+        for (name, result) in crate::relay_plan::doctor_checks(ctx) {
             checks.push(match result {
                 Ok(detail) => Check::ok(name, detail),
                 Err((detail, hint)) => Check::fail(name, Exit::Config, detail, hint),
             });
         }
     }
-    if args.json {
-        report_json(&checks);
-    } else {
-        report(&checks);
-    }
-    match checks.iter().find(|c| !c.passed) {
-        None => Ok(()),
-        Some(first) => Err(Failure::new(
-            first.exit,
-            anyhow!(
-                "{} of {} checks failed; the first: {}",
-                checks.iter().filter(|c| !c.passed).count(),
-                checks.len(),
-                first.name
-            ),
-        )
-        .hint("fix the failures above, first to last, then run `apimail doctor` again")),
-    }
+    checks
 }
 
 async fn account_checks(ctx: &Context, args: &DoctorArgs, checks: &mut Vec<Check>) {
-    let resolved = match providers::resolve(ctx, args.account.as_deref(), None).await {
+    let resolved = match providers::resolve(
+        ctx,
+        &providers::Flags {
+            account: args.account.clone(),
+            provider: None,
+        },
+    )
+    .await
+    {
         Ok(resolved) => {
             checks.push(Check::ok("account", resolved.label.clone()));
             resolved
@@ -243,7 +259,7 @@ fn store_check(ctx: &Context, args: &DoctorArgs, relogin: &str) -> Check {
     {
         return Check::ok("token store", "not used (app-only credentials)");
     }
-    let store = match ctx.store() {
+    let store = match ctx.store().map_err(Failure::from) {
         Ok(store) => store,
         Err(f) => {
             return Check::fail(

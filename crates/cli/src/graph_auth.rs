@@ -4,11 +4,12 @@
 use std::io::Write;
 use std::time::Duration;
 
+use apimail_account::env;
 use apimail_core::oauth::{self, DeviceCode, LoginOptions, OAuthClient, RedirectHost};
 use url::Url;
 
 use crate::auth::{
-    DEFAULT_PORT, Login, LoginSetup, check_account_name, login_failure, save_login,
+    DEFAULT_PORT, Login, LoginSetup, Surface, check_account_name, login_failure, save_login,
     show_authorize_url,
 };
 use crate::cli::GraphLoginArgs;
@@ -16,9 +17,19 @@ use crate::config::{Account, GraphAccount, Provider};
 use anyhow::anyhow;
 
 use crate::exit::{Exit, Failure};
-use crate::providers::{Context, authority, client_secret_file, cloud};
+use crate::providers::{Context, authority, cloud};
 
-pub async fn login(mut ctx: Context, args: GraphLoginArgs) -> Result<(), Failure> {
+pub async fn login(ctx: Context, args: GraphLoginArgs) -> Result<(), Failure> {
+    login_on(ctx, args, &Surface::Terminal).await.map(drop)
+}
+
+/// `auth login graph` on `surface` (the console: device code); the
+/// account's name.
+pub(crate) async fn login_on(
+    mut ctx: Context,
+    args: GraphLoginArgs,
+    surface: &Surface,
+) -> Result<String, Failure> {
     let common = &args.common;
     if let Some(name) = &common.account {
         check_account_name(name)?;
@@ -36,10 +47,7 @@ pub async fn login(mut ctx: Context, args: GraphLoginArgs) -> Result<(), Failure
         .client_secret_file
         .as_ref()
         .map(|p| p.display().to_string());
-    let client_secret = match apimail_graph::login_secret_from_env() {
-        Some(secret) => Some(secret),
-        None => client_secret_file(secret_file.as_deref())?,
-    };
+    let client_secret = apimail_account::login_client_secret(secret_file.as_deref())?;
     let store = ctx.store()?;
 
     let token_url = apimail_graph::token_url(&authority, &args.tenant);
@@ -51,8 +59,8 @@ pub async fn login(mut ctx: Context, args: GraphLoginArgs) -> Result<(), Failure
         device_auth_url: Some(apimail_graph::device_code_url(&authority, &args.tenant)),
     };
     let scopes = apimail_graph::delegated_scopes(cloud, args.large_messages);
-    let token_setting = match (std::env::var("APIMAIL_MS_AUTHORITY_URL"), &previous) {
-        (Ok(value), _) if !value.is_empty() => "APIMAIL_MS_AUTHORITY_URL".to_owned(),
+    let token_setting = match (env::set_by(env::MS_AUTHORITY_URL), &previous) {
+        (Some(variable), _) => variable.to_owned(),
         (_, Some(account)) if account.authority_url.is_some() => format!(
             "`authority_url` under [accounts.{}] in {}",
             common.account.as_deref().unwrap_or_default(),
@@ -67,7 +75,10 @@ pub async fn login(mut ctx: Context, args: GraphLoginArgs) -> Result<(), Failure
         &args.client_id,
     ));
     let response = if args.device_code {
-        let mut show = |code: &DeviceCode| show_device_code(code);
+        let mut show = |code: &DeviceCode| match surface {
+            Surface::Terminal => show_device_code(code),
+            Surface::Console(progress) => progress.device_code(code),
+        };
         oauth::login_with_device_code(&client, &scopes, &mut show).await
     } else {
         let options = LoginOptions {
@@ -85,9 +96,18 @@ pub async fn login(mut ctx: Context, args: GraphLoginArgs) -> Result<(), Failure
         let no_browser = common.no_browser;
         let mut prompt = |url: &Url, redirect: &str| {
             setup.used(redirect);
-            show_authorize_url(url, redirect, no_browser);
+            match surface {
+                Surface::Terminal => show_authorize_url(url, redirect, no_browser),
+                Surface::Console(progress) => progress.authorize_link(url, redirect),
+            }
         };
-        oauth::login_with_browser(&client, &options, &mut prompt).await
+        match surface {
+            Surface::Terminal => oauth::login_with_browser(&client, &options, &mut prompt).await,
+            Surface::Console(progress) => {
+                oauth::login_with_pasted_redirect(&client, &options, &mut prompt, progress.pasted())
+                    .await
+            }
+        }
     }
     .map_err(|e| login_failure(e, &setup))?;
     if let Some(granted) = &response.scopes
@@ -141,7 +161,7 @@ pub async fn login(mut ctx: Context, args: GraphLoginArgs) -> Result<(), Failure
     };
     let name = save_login(&mut ctx, &store, login, account, "Microsoft")?;
     crate::queue::release_after_login(&ctx, &name).await;
-    Ok(())
+    Ok(name)
 }
 
 fn show_device_code(code: &DeviceCode) {

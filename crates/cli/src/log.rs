@@ -4,7 +4,8 @@
 use std::io::{BufWriter, Write};
 
 use anyhow::anyhow;
-use apimail_core::journal::{Filter, Record, rfc3339};
+use apimail_core::journal::{Filter, Record};
+use apimail_core::journal_csv;
 use apimail_core::now_unix;
 use time::format_description::well_known::Rfc3339;
 use time::macros::format_description;
@@ -14,22 +15,6 @@ use crate::cli::LogArgs;
 use crate::exit::{Exit, Failure};
 use crate::queue;
 
-/// The CSV columns, in the order of [`Record`]'s fields.
-const CSV_HEADER: [&str; 12] = [
-    "time",
-    "queue_id",
-    "message_id",
-    "account",
-    "provider",
-    "from",
-    "recipients",
-    "size",
-    "attempts",
-    "outcome",
-    "provider_id",
-    "error",
-];
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Format {
     Lines,
@@ -37,7 +22,8 @@ enum Format {
     Csv,
 }
 
-pub fn run(args: LogArgs) -> Result<(), Failure> {
+pub fn run(config_flag: Option<&std::path::Path>, args: LogArgs) -> Result<(), Failure> {
+    let config = crate::config::load(&crate::config::path(config_flag)?)?;
     let filter = Filter {
         since: args
             .since
@@ -52,20 +38,20 @@ pub fn run(args: LogArgs) -> Result<(), Failure> {
         (_, true) => Format::Csv,
         _ => Format::Lines,
     };
-    let journal = queue::open_journal()?;
+    let journal = queue::open_journal(&config)?;
     let mut records = journal.read(&filter).map_err(queue::journal_failure)?;
 
     let mut out = BufWriter::new(std::io::stdout().lock());
     let mut printed = 0;
     if format == Format::Csv {
-        emit(out.write_all(&csv_row(CSV_HEADER)))?;
+        emit(out.write_all(&journal_csv::header_row()))?;
     }
     for record in records.by_ref() {
         let record = record.map_err(queue::journal_failure)?;
         let line = match format {
             Format::Lines => human_line(&record),
             Format::Json => json_line(&record),
-            Format::Csv => csv_line(&record),
+            Format::Csv => journal_csv::record_row(&record),
         };
         if !emit(out.write_all(&line))? {
             return Ok(());
@@ -117,6 +103,12 @@ fn human_line(record: &Record) -> Vec<u8> {
     if let Some(id) = &record.provider_id {
         line.push_str(&format!("  id {id}"));
     }
+    if let Some(original) = &record.original_from {
+        line.push_str(&format!("  rewritten from {original}"));
+    }
+    if record.possible_duplicate {
+        line.push_str("  possible duplicate: an earlier copy may have arrived");
+    }
     if let Some(error) = &record.error {
         line.push_str(&format!("  error: {}", error.replace(['\r', '\n'], " ")));
     }
@@ -131,34 +123,6 @@ fn json_line(record: &Record) -> Vec<u8> {
     let mut line = value.to_string().into_bytes();
     line.push(b'\n');
     line
-}
-
-fn csv_line(record: &Record) -> Vec<u8> {
-    let optional = |value: &Option<String>| value.clone().unwrap_or_default();
-    csv_row([
-        rfc3339(record.time),
-        optional(&record.queue_id),
-        record.message_id.clone(),
-        optional(&record.account),
-        optional(&record.provider),
-        record.from.clone(),
-        record.recipients.join(", "),
-        record.size.to_string(),
-        record.attempts.to_string(),
-        record.outcome.to_string(),
-        optional(&record.provider_id),
-        optional(&record.error),
-    ])
-}
-
-/// One CSV row, quoted where needed, ending in CRLF (RFC 4180).
-fn csv_row<T: AsRef<[u8]>>(fields: impl IntoIterator<Item = T>) -> Vec<u8> {
-    let mut writer = csv::WriterBuilder::new()
-        .terminator(csv::Terminator::CRLF)
-        .from_writer(Vec::new());
-    // Writing to memory cannot fail.
-    let _ = writer.write_record(fields);
-    writer.into_inner().unwrap_or_default()
 }
 
 /// `--since`: a duration back from `now` (`90s`, `30m`, `2h`, `7d`, `2w`),
@@ -229,27 +193,37 @@ mod tests {
     }
 
     #[test]
-    fn csv_quotes_what_needs_it() {
+    fn a_human_line_is_one_line() {
         let record = Record {
             time: NOW,
             queue_id: None,
             message_id: "<1@example.com>".to_owned(),
             account: Some("work".to_owned()),
+            client: None,
+            smtp_user: None,
             provider: Some("gmail".to_owned()),
             from: "ops@example.com".to_owned(),
             recipients: vec!["a@example.net".to_owned(), "b@example.net".to_owned()],
+            subject: None,
             size: 10,
             attempts: 2,
+            possible_duplicate: true,
             outcome: Outcome::Failed,
             provider_id: None,
             error: Some("said \"no\",\nreally".to_owned()),
+            original_from: Some("scanner@printer.local".to_owned()),
         };
-        assert_eq!(
-            String::from_utf8(csv_line(&record)).unwrap(),
-            "2026-05-28T20:26:40Z,,<1@example.com>,work,gmail,ops@example.com,\
-             \"a@example.net, b@example.net\",10,2,failed,,\"said \"\"no\"\",\nreally\"\r\n"
-        );
         let human = String::from_utf8(human_line(&record)).unwrap();
         assert_eq!(human.lines().count(), 1, "{human}");
+        assert!(human.contains("possible duplicate"), "{human}");
+        assert!(
+            human.contains("rewritten from scanner@printer.local"),
+            "{human}"
+        );
+        let json = String::from_utf8(json_line(&record)).unwrap();
+        assert!(
+            json.contains(r#""original_from":"scanner@printer.local""#),
+            "{json}"
+        );
     }
 }

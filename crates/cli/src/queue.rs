@@ -5,29 +5,20 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use anyhow::anyhow;
-use apimail_core::delivery::{
-    Engine, FlushReport, Interrupt, Selection, Settings, Settled, WhenUnknown,
-};
+use apimail_core::delivery::{Engine, FlushReport, Interrupt, Selection, Settled};
+use apimail_core::journal::rfc3339;
 use apimail_core::journal::{Journal, JournalError};
-use apimail_core::outbox::{Entry, EntryId, EntryState, Outbox, OutboxError};
-use apimail_core::token_store::TokenStore;
+use apimail_core::outbox::{Entry, EntryId, EntryState, HoldKind, Outbox, OutboxError};
 use apimail_core::{DeliveryNotes, MemoryNotes, Transport, TransportError, now_unix};
 
 use crate::cli::QueueCommand;
-use crate::config::Config;
 use crate::exit::{Exit, Failure};
 use crate::providers::{self, ConfiguredSenders, Context, Resolved};
 
-/// How long a message may wait in the queue before it counts as failed:
-/// `$APIMAIL_QUEUE_MAX_AGE_DAYS`, else 5 days.
+/// How long a message may wait in the queue before it counts as failed
+/// (see [`apimail_account::max_age_secs`]).
 pub fn max_age_secs() -> i64 {
-    std::env::var("APIMAIL_QUEUE_MAX_AGE_DAYS")
-        .ok()
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .filter(|days| *days > 0.0)
-        .map_or(apimail_core::outbox::DEFAULT_MAX_AGE_SECS, |days| {
-            (days * 86_400.0) as i64
-        })
+    apimail_account::max_age_secs()
 }
 
 /// How long a send spends flushing its account's older messages.
@@ -35,20 +26,20 @@ pub const FLUSH_AFTER_SEND: Duration = Duration::from_secs(30);
 
 /// The data directory (`$APIMAIL_DATA_DIR`, else the platform's).
 pub fn data_dir() -> Result<std::path::PathBuf, Failure> {
-    let store = TokenStore::from_env().map_err(|e| {
-        Failure::new(Exit::Config, e).hint("set APIMAIL_DATA_DIR to a directory apimail may write")
-    })?;
-    Ok(store.dir().to_owned())
+    Ok(apimail_account::data_dir()?)
 }
 
 /// The outbox under the data directory (`$APIMAIL_DATA_DIR/outbox`).
 pub fn open_outbox() -> Result<Outbox, Failure> {
-    Outbox::open(data_dir()?.join("outbox")).map_err(outbox_failure)
+    Outbox::open(apimail_account::outbox_dir()?).map_err(outbox_failure)
 }
 
-/// The delivery journal under the data directory (`$APIMAIL_DATA_DIR/journal`).
-pub fn open_journal() -> Result<Journal, Failure> {
-    Journal::open(data_dir()?.join("journal")).map_err(journal_failure)
+/// The delivery journal under the data directory (`$APIMAIL_DATA_DIR/journal`),
+/// with the config's `[journal]` settings.
+pub fn open_journal(config: &apimail_account::Config) -> Result<Journal, Failure> {
+    let delivery = apimail_account::Delivery::from_config(config)?;
+    apimail_account::open_journal(&apimail_account::outbox_dir()?, &delivery)
+        .map_err(journal_failure)
 }
 
 pub fn journal_failure(error: JournalError) -> Failure {
@@ -73,7 +64,11 @@ pub fn outbox_failure(error: OutboxError) -> Failure {
 pub async fn run(ctx: &Context, command: QueueCommand) -> Result<(), Failure> {
     let outbox = open_outbox()?;
     match command {
-        QueueCommand::List => list(&outbox),
+        QueueCommand::List {
+            json,
+            limit,
+            offset,
+        } => list(&outbox, offset, limit, json),
         QueueCommand::Flush { account, all } => {
             let selection = Selection {
                 account,
@@ -141,7 +136,7 @@ async fn discard(ctx: &Context, outbox: &Outbox, id: &str) -> Result<(), Failure
 
 /// The first SIGINT or SIGTERM, by name: what interrupts a delivery.
 #[cfg(unix)]
-async fn signal() -> String {
+pub async fn signal() -> String {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut interrupt), Ok(mut terminate)) = (
         signal(SignalKind::interrupt()),
@@ -157,7 +152,7 @@ async fn signal() -> String {
 
 /// The first Ctrl-C.
 #[cfg(not(unix))]
-async fn signal() -> String {
+pub async fn signal() -> String {
     let _ = tokio::signal::ctrl_c().await;
     "Ctrl-C".to_owned()
 }
@@ -184,40 +179,105 @@ fn say(text: &str) {
     let _ = writeln!(std::io::stderr().lock(), "{text}");
 }
 
-/// `mailq`-like listing on stdout.
-pub fn list(outbox: &Outbox) -> Result<(), Failure> {
-    let queued = outbox.list().map_err(outbox_failure)?;
-    let failed = outbox.list_failed().map_err(outbox_failure)?;
+/// `mailq`-like listing on stdout: at most `limit` entries from the
+/// `offset`th on, queued and held ones first, then the failed ones. Lists
+/// the directories once and reads only the entries shown.
+/// With `json`, JSON Lines instead (see [`json_line`]).
+pub fn list(outbox: &Outbox, offset: usize, limit: usize, json: bool) -> Result<(), Failure> {
+    let (queued, queued_total) = outbox.list_page(offset, limit).map_err(outbox_failure)?;
+    let (failed, failed_total) = outbox
+        .list_failed_page(
+            offset.saturating_sub(queued_total),
+            limit.saturating_sub(queued.len()),
+        )
+        .map_err(outbox_failure)?;
+    let total = queued_total + failed_total;
     let mut out = String::new();
-    if queued.is_empty() && failed.is_empty() {
+    if json {
+        for (entry, is_failed) in queued
+            .iter()
+            .map(|e| (e, false))
+            .chain(failed.iter().map(|e| (e, true)))
+        {
+            out.push_str(&json_line(entry, is_failed));
+        }
+    } else if total == 0 {
         out.push_str("the outbox is empty\n");
     }
     let now = now_unix();
-    for entry in &queued {
-        let state = match entry.state {
-            EntryState::Held if entry.outcome_unknown => format!(
-                "held, uncertain: an earlier attempt may have gone through; `apimail queue retry {0}` resends it, `apimail queue drop {0}` drops it",
+    for entry in queued.iter().filter(|_| !json) {
+        let state = match (entry.state, entry.hold_kind()) {
+            (EntryState::Held, Some(HoldKind::Uncertain)) => format!(
+                "held, uncertain: an earlier attempt may have gone through; only a person releases it: `apimail queue retry {0}` resends it, `apimail queue drop {0}` drops it",
                 entry.id
             ),
-            EntryState::Held => "held: waits for a new login or `apimail queue retry`".to_owned(),
-            EntryState::Queued if entry.is_uncertain() => format!(
+            (EntryState::Held, Some(HoldKind::Identity)) => format!(
+                "held for its sender{}: the next `apimail queue flush` (or relay) that can send as it sends it",
+                entry
+                    .identity
+                    .as_ref()
+                    .map(|i| format!(" ({i})"))
+                    .unwrap_or_default()
+            ),
+            (EntryState::Held, _) => format!(
+                "held for a login: `apimail auth login` releases it, or `apimail queue retry {}`",
+                entry.id
+            ),
+            (EntryState::Queued, _) if entry.is_uncertain() => format!(
                 "uncertain: an earlier attempt may have gone through; the next try checks or resends with the same Message-ID, in {} min",
                 (entry.next_attempt_at - now + 59).max(0) / 60
             ),
-            EntryState::Queued if entry.next_attempt_at <= now => "due now".to_owned(),
-            EntryState::Queued => format!(
+            (EntryState::Queued, _) if entry.next_attempt_at <= now => "due now".to_owned(),
+            (EntryState::Queued, _) => format!(
                 "next try in {} min",
                 (entry.next_attempt_at - now + 59) / 60
             ),
         };
         out.push_str(&describe(entry, &state));
     }
-    for entry in &failed {
+    for entry in failed.iter().filter(|_| !json) {
         let reason = entry.failed_reason.as_deref().unwrap_or("failed");
         out.push_str(&describe(entry, &format!("failed: {reason}")));
     }
     let _ = std::io::stdout().lock().write_all(out.as_bytes());
+    let last = offset + queued.len() + failed.len();
+    if last < total {
+        say(&format!(
+            "{}–{last} of {total} shown; `apimail queue list --offset {last}` shows the next {}",
+            offset + 1,
+            limit.min(total - last)
+        ));
+    }
     Ok(())
+}
+
+/// `queue list --json`: one object per message, queued, held or failed,
+/// with what a held one waits for (`identity`, `login`, `uncertain`).
+fn json_line(entry: &Entry, is_failed: bool) -> String {
+    let state = match entry.state {
+        _ if is_failed => "failed",
+        EntryState::Held => "held",
+        EntryState::Queued => "queued",
+    };
+    let value = serde_json::json!({
+        "id": entry.id.as_str(),
+        "state": state,
+        "waits_for": entry.hold_kind().map(HoldKind::as_str),
+        "uncertain": entry.is_uncertain(),
+        "account": entry.account,
+        "sender": entry.identity.as_ref().map(ToString::to_string),
+        "from": entry.from,
+        "recipients": entry.recipients,
+        "message_id": entry.message_id,
+        "size": entry.size,
+        "attempts": entry.attempts,
+        "created_at": rfc3339(entry.created_at),
+        "next_attempt_at": (!is_failed && entry.state == EntryState::Queued)
+            .then(|| rfc3339(entry.next_attempt_at)),
+        "last_error": entry.last_error,
+        "failed_reason": entry.failed_reason,
+    });
+    value.to_string() + "\n"
 }
 
 fn describe(entry: &Entry, state: &str) -> String {
@@ -317,56 +377,14 @@ pub fn print_report(report: &FlushReport) {
     say(&line);
 }
 
-/// The delivery engine over the outbox, resolving senders from `ctx`.
+/// The delivery engine over the outbox, resolving senders from `ctx`, as
+/// the account layer builds it (journal, `when_unknown`).
 pub fn engine(ctx: &Context) -> Result<Engine<ConfiguredSenders<'_>>, Failure> {
-    let engine = Engine::new(
-        open_outbox()?,
-        ConfiguredSenders { ctx },
-        delivery_settings(&ctx.config)?,
-    )
-    .with_interrupt(Interrupt::new(signal));
-    // A journal that cannot be opened never stops a delivery.
-    Ok(match open_journal() {
-        Ok(journal) => engine.with_journal(journal),
-        Err(failure) => {
-            tracing::warn!("deliveries are not journaled: {:#}", failure.error);
-            engine
-        }
-    })
-}
-
-/// `$APIMAIL_WHEN_UNKNOWN`, else the config's `[delivery] when_unknown`:
-/// what to do with a message whose earlier attempt may have gone through
-/// when the mailbox cannot be checked.
-fn delivery_settings(config: &Config) -> Result<Settings, Failure> {
-    let (value, source) = match std::env::var("APIMAIL_WHEN_UNKNOWN")
-        .ok()
-        .filter(|v| !v.is_empty())
-    {
-        Some(value) => (Some(value), "APIMAIL_WHEN_UNKNOWN"),
-        None => (
-            config
-                .delivery
-                .as_ref()
-                .and_then(|d| d.when_unknown.clone()),
-            "[delivery] when_unknown",
-        ),
-    };
-    let when_unknown = match value.as_deref() {
-        None | Some("resend") => WhenUnknown::Resend,
-        Some("hold") => WhenUnknown::Hold,
-        Some(other) => {
-            return Err(Failure::new(
-                Exit::Config,
-                anyhow!("{source} `{other}` is neither `resend` nor `hold`"),
-            )
-            .hint(format!("set {source} to resend (the default) or hold")));
-        }
-    };
-    Ok(Settings {
-        when_unknown,
-        ..Settings::default()
-    })
+    let delivery = apimail_account::Delivery::from_config(&ctx.config)?;
+    let dir = apimail_account::outbox_dir()?;
+    let engine = apimail_account::engine(&dir, ConfiguredSenders { ctx }, &delivery)
+        .map_err(outbox_failure)?;
+    Ok(engine.with_interrupt(Interrupt::new(signal)))
 }
 
 /// After a login: held messages of `account` become due, and go out now.

@@ -1,31 +1,31 @@
 //! `apimail relay`: the SMTP relay's listeners, users, TLS, signals and
 //! delivery workers, from the `[relay]` table and the flags. The SMTP
-//! server itself is `apimail_core::relay`.
+//! server itself is `apimail_relay`.
 
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::anyhow;
-use apimail_core::relay::tls;
-use apimail_core::relay::users::{RelayUser, USERS_FILE, Users, UsersError};
-use apimail_core::relay::workers::{Pace, Postmaster, Workers};
-use apimail_core::relay::{
-    Accepted, AccountInfo, Directory, IpNet, Limits, Listener, ListenerTls, Principal, Server,
+use apimail_core::{Mailbox, SenderIdentity};
+use apimail_relay::users::{RelayUser, Users};
+use apimail_relay::workers::{Postmaster, Workers};
+use apimail_relay::{
+    Accepted, AccountInfo, Directory, Limits, Listener, ListenerTls, Principal, Server,
 };
-use apimail_core::{Mailbox, Secret, SenderIdentity};
 use tokio::sync::watch;
 
 use crate::cli::{RelayArgs, RelayCommand, RelayUserCommand};
-use crate::config::{Account, Config, RelayListener, RelaySettings};
+use crate::config::{Account, Config, RelaySettings};
 use crate::exit::{Exit, Failure};
 use crate::providers::Context;
 use crate::queue;
-
-/// The listener used when neither flags nor the configuration name one.
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:2525";
+use crate::relay_plan::{
+    Planned, hostname, listener_account, listener_problems, load_users, networks,
+    planned_listeners, server_tls, users_failure,
+};
 
 /// How long sessions get to finish after SIGTERM, by default.
 const GRACE: Duration = Duration::from_secs(30);
@@ -37,34 +37,6 @@ pub async fn run(config_flag: Option<&Path>, args: RelayArgs) -> Result<(), Fail
         None => serve(ctx, config_flag, &args).await,
     }
 }
-
-/// The relay's directory in the data directory: users file, certificate.
-pub fn relay_dir() -> Result<PathBuf, Failure> {
-    Ok(queue::data_dir()?.join("relay"))
-}
-
-/// The users file, loaded.
-pub fn load_users() -> Result<Users, Failure> {
-    Users::load(&relay_dir()?.join(USERS_FILE)).map_err(users_failure)
-}
-
-fn users_failure(error: UsersError) -> Failure {
-    let hint = match &error {
-        UsersError::BadName(_) => "pick a name such as `scanner` or `printer-2nd-floor`",
-        UsersError::EmptyPassword => "type a password, or pipe one on standard input",
-        UsersError::Invalid { .. } => {
-            "fix the file, or remove it and add the users again with `apimail relay user add`"
-        }
-        _ => "check the data directory's permissions and free space (apimail doctor)",
-    };
-    let exit = match &error {
-        UsersError::BadName(_) | UsersError::EmptyPassword => Exit::Usage,
-        _ => Exit::Config,
-    };
-    Failure::new(exit, error).hint(hint)
-}
-
-// ---- relay user add | list | remove ----------------------------------------
 
 fn user(ctx: &Context, command: RelayUserCommand) -> Result<(), Failure> {
     let mut users = load_users()?;
@@ -89,7 +61,7 @@ fn user(ctx: &Context, command: RelayUserCommand) -> Result<(), Failure> {
                     ))
                 })?;
             ctx.config.account(&account, &ctx.config_path)?;
-            let password = read_password()?;
+            let password = crate::password::read_password("apimail relay user add NAME")?;
             let user = RelayUser {
                 name: name.clone(),
                 password_hash: String::new(),
@@ -117,8 +89,8 @@ fn user(ctx: &Context, command: RelayUserCommand) -> Result<(), Failure> {
                 if !user.allowed_from.is_empty() {
                     out.push_str(&format!("  from {}", user.allowed_from.join(", ")));
                 }
-                if user.rewrite_from {
-                    out.push_str("  rewrite_from");
+                if !user.rewrite_from {
+                    out.push_str("  other senders refused");
                 }
                 if let Some(n) = user.messages_per_minute {
                     out.push_str(&format!("  {n}/min"));
@@ -146,30 +118,6 @@ fn user(ctx: &Context, command: RelayUserCommand) -> Result<(), Failure> {
     }
 }
 
-/// The password: typed twice at a terminal (not echoed), else the first
-/// line of standard input. Never from the command line.
-fn read_password() -> Result<Secret, Failure> {
-    let unreadable = |e: std::io::Error| {
-        Failure::new(Exit::NoInput, anyhow!(e).context("cannot read the password"))
-            .hint("type it at the prompt, or pipe it: printf '%s\\n' \"$PASS\" | apimail relay user add NAME")
-    };
-    if std::io::stdin().is_terminal() {
-        let first = rpassword::prompt_password("Password: ").map_err(unreadable)?;
-        let again = rpassword::prompt_password("Again: ").map_err(unreadable)?;
-        if first != again {
-            return Err(Failure::new(Exit::Usage, anyhow!("the passwords differ"))
-                .hint("run the command again and type the same password twice"));
-        }
-        return Ok(Secret::new(first));
-    }
-    let mut line = String::new();
-    std::io::stdin()
-        .lock()
-        .read_line(&mut line)
-        .map_err(unreadable)?;
-    Ok(Secret::new(line.trim_end_matches(['\r', '\n'])))
-}
-
 fn say(text: &str) {
     let _ = writeln!(std::io::stderr().lock(), "{text}");
 }
@@ -182,6 +130,8 @@ struct RelayDirectory {
     config: Config,
     /// The principal of each listener's clients that do not AUTH.
     networks: Vec<(String, Principal)>,
+    /// How long each entry may wait in the queue (the account layer's).
+    max_age_secs: i64,
 }
 
 impl Directory for RelayDirectory {
@@ -208,7 +158,13 @@ impl Directory for RelayDirectory {
             identity: SenderIdentity::account(name),
             address: account_address(account),
             max_message_bytes: account_limit(account),
+            provider: Some(account.provider().name().to_owned()),
+            max_age_secs: self.max_age_secs,
         })
+    }
+
+    fn largest_message_bytes(&self) -> Option<u64> {
+        self.config.accounts.values().map(account_limit).max()
     }
 }
 
@@ -222,93 +178,7 @@ fn account_address(account: &Account) -> Option<String> {
 
 /// The largest message the account's provider takes.
 fn account_limit(account: &Account) -> u64 {
-    let bytes = match account {
-        Account::Gmail(_) => apimail_gmail::MAX_MESSAGE_BYTES,
-        Account::Graph(graph) => apimail_graph::max_message_bytes(graph.max_message_mb)
-            .unwrap_or(apimail_graph::DEFAULT_MAX_MESSAGE_BYTES),
-    };
-    bytes as u64
-}
-
-/// One listener as configured, before binding.
-#[derive(Debug, Clone)]
-pub struct Planned {
-    pub name: String,
-    pub addr: SocketAddr,
-    pub settings: RelayListener,
-}
-
-/// The listeners to run: the flags, else `[relay.listeners]`, else
-/// `local` on 127.0.0.1:2525.
-pub fn planned_listeners(
-    settings: &RelaySettings,
-    listen: &[String],
-    listen_tls: &[String],
-) -> Result<Vec<Planned>, Failure> {
-    let mut wanted: Vec<(String, RelayListener)> = Vec::new();
-    if listen.is_empty() && listen_tls.is_empty() {
-        if settings.listeners.is_empty() {
-            wanted.push((
-                "local".to_owned(),
-                RelayListener {
-                    listen: DEFAULT_LISTEN.to_owned(),
-                    ..RelayListener::default()
-                },
-            ));
-        }
-        for (name, listener) in &settings.listeners {
-            wanted.push((name.clone(), listener.clone()));
-        }
-    } else {
-        let flags = listen
-            .iter()
-            .map(|a| (a, "starttls"))
-            .chain(listen_tls.iter().map(|a| (a, "implicit")));
-        for (n, (addr, tls)) in flags.enumerate() {
-            // A listener from the flags serves other hosts only with AUTH.
-            let loopback = addr
-                .parse::<SocketAddr>()
-                .is_ok_and(|a| a.ip().to_canonical().is_loopback());
-            wanted.push((
-                format!("listen-{}", n + 1),
-                RelayListener {
-                    listen: addr.clone(),
-                    tls: Some(tls.to_owned()),
-                    require_auth: !loopback,
-                    ..RelayListener::default()
-                },
-            ));
-        }
-    }
-    wanted
-        .into_iter()
-        .map(|(name, settings)| {
-            let addr: SocketAddr = settings.listen.parse().map_err(|_| {
-                Failure::new(
-                    Exit::Usage,
-                    anyhow!("listener `{name}`: `{}` is not ADDR:PORT", settings.listen),
-                )
-                .hint("write it as 127.0.0.1:2525, 0.0.0.0:587 or [::1]:2525")
-            })?;
-            Ok(Planned {
-                name,
-                addr,
-                settings,
-            })
-        })
-        .collect()
-}
-
-/// The account a listener's clients that do not AUTH send through.
-fn listener_account(
-    config: &Config,
-    settings: &RelaySettings,
-    l: &RelayListener,
-) -> Option<String> {
-    l.account
-        .clone()
-        .or_else(|| settings.account.clone())
-        .or_else(|| config.selected_name(None))
+    account.message_limit() as u64
 }
 
 /// The directory from the configuration and the users file.
@@ -334,106 +204,9 @@ fn directory(config: &Config, planned: &[Planned]) -> Result<RelayDirectory, Fai
         users: load_users()?,
         config: config.clone(),
         networks,
+        max_age_secs: apimail_account::max_age_secs(),
     })
 }
-
-/// The problems that keep a listener from starting, as text; none when
-/// it may run. Shared with `apimail doctor`.
-pub fn listener_problems(config: &Config, planned: &Planned) -> Vec<String> {
-    let settings = config.relay.clone().unwrap_or_default();
-    let l = &planned.settings;
-    let mut problems = Vec::new();
-    if !matches!(
-        l.tls.as_deref(),
-        None | Some("starttls" | "none" | "implicit")
-    ) {
-        problems.push(format!(
-            "listener `{}`: tls `{}` is none of starttls, none, implicit",
-            planned.name,
-            l.tls.as_deref().unwrap_or_default()
-        ));
-    }
-    for network in &l.allowed_networks {
-        if network.parse::<IpNet>().is_err() && network.parse::<IpAddr>().is_err() {
-            problems.push(format!(
-                "listener `{}`: `{network}` in allowed_networks is not a network (192.168.1.0/24)",
-                planned.name
-            ));
-        }
-    }
-    let loopback = planned.addr.ip().to_canonical().is_loopback();
-    if !loopback && !l.require_auth && l.allowed_networks.is_empty() {
-        problems.push(format!(
-            "listener `{}` on {} would be an open relay: it neither requires AUTH nor names allowed_networks",
-            planned.name, planned.addr
-        ));
-    }
-    if !l.require_auth {
-        match listener_account(config, &settings, l) {
-            None => problems.push(format!(
-                "listener `{}`: clients that do not AUTH have no account to send through",
-                planned.name
-            )),
-            Some(name) if !config.accounts.contains_key(&name) => problems.push(format!(
-                "listener `{}`: account `{name}` is not in the configuration",
-                planned.name
-            )),
-            Some(_) => {}
-        }
-    }
-    problems
-}
-
-fn networks(planned: &Planned) -> Vec<IpNet> {
-    planned
-        .settings
-        .allowed_networks
-        .iter()
-        .filter_map(|n| {
-            n.parse::<IpNet>()
-                .ok()
-                .or_else(|| n.parse::<IpAddr>().ok().map(IpNet::from))
-        })
-        .collect()
-}
-
-/// The TLS configuration: the configured certificate, else the
-/// self-signed one in the data directory.
-pub fn server_tls(
-    settings: &RelaySettings,
-    hostname: &str,
-) -> Result<Arc<rustls::ServerConfig>, Failure> {
-    let result = match (&settings.certificate, &settings.private_key) {
-        (Some(cert), Some(key)) => tls::from_files(cert, key),
-        (None, None) => tls::self_signed(&relay_dir()?.join("tls"), hostname),
-        _ => {
-            return Err(Failure::new(
-                Exit::Config,
-                anyhow!("[relay] names a certificate or a private_key, but not both"),
-            )
-            .hint("set both certificate and private_key, or neither (a self-signed certificate)"));
-        }
-    };
-    result.map_err(|e| {
-        Failure::new(Exit::Config, e).hint(
-            "point [relay] certificate and private_key at readable PEM files, or remove both to use a self-signed certificate",
-        )
-    })
-}
-
-/// The host name the relay greets with.
-fn hostname(settings: &RelaySettings) -> String {
-    settings.hostname.clone().unwrap_or_else(|| {
-        std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .or_else(|_| std::fs::read_to_string("/etc/hostname"))
-            .map(|h| h.trim().to_owned())
-            .ok()
-            .filter(|h| !h.is_empty())
-            .unwrap_or_else(|| "localhost".to_owned())
-    })
-}
-
-// ---- running ---------------------------------------------------------------
 
 /// What the signal handler tells the server and the workers.
 #[derive(Debug, Clone, Copy, Default)]
@@ -453,7 +226,8 @@ async fn serve(ctx: Context, config_flag: Option<&Path>, args: &RelayArgs) -> Re
         .collect();
     if let Some(first) = problems.first() {
         let mut failure = Failure::new(Exit::Config, anyhow!("{first}")).hint(
-            "add require_auth = true or allowed_networks = [\"192.168.1.0/24\"] to the listener, \
+            "add require_auth = true or allowed_networks = [\"192.168.1.0/24\"] to the listener \
+             (a network wider than a /8 also needs allow_any_network = true), \
              set [relay] account (or default_account), and see `apimail doctor`",
         );
         for more in &problems[1..] {
@@ -469,6 +243,31 @@ async fn serve(ctx: Context, config_flag: Option<&Path>, args: &RelayArgs) -> Re
         Some(server_tls(&settings, &hostname)?)
     } else {
         None
+    };
+    // The console, when asked for: ready (or refused) before any listener.
+    let reload_users = Arc::new(tokio::sync::Notify::new());
+    let console = match &args.admin {
+        Some(addr) => {
+            // Off loopback, the relay's certificate unless [admin] has one.
+            let loopback = addr
+                .parse::<SocketAddr>()
+                .is_ok_and(|a| a.ip().is_loopback());
+            let fallback = match &server_tls {
+                _ if loopback => None,
+                Some(config) => Some(config.clone()),
+                None => Some(self::server_tls(&settings, &hostname)?),
+            };
+            let asked = Arc::clone(&reload_users);
+            let hook = apimail_console::Hook::new(move || asked.notify_one());
+            Some(crate::admin::prepare(
+                config_flag,
+                &queue::data_dir()?.join("admin"),
+                Some(addr),
+                fallback,
+                Some(hook),
+            )?)
+        }
+        None => None,
     };
     let mut listeners = Vec::new();
     for p in &planned {
@@ -492,6 +291,7 @@ async fn serve(ctx: Context, config_flag: Option<&Path>, args: &RelayArgs) -> Re
                 tls,
                 require_auth: p.settings.require_auth,
                 allowed_networks: networks(p),
+                allow_any_network: p.settings.allow_any_network,
                 allow_plaintext_auth: p.settings.allow_plaintext_auth,
             },
             socket,
@@ -528,9 +328,24 @@ async fn serve(ctx: Context, config_flag: Option<&Path>, args: &RelayArgs) -> Re
         state.send_modify(|s| s.stopping = true);
         delivered
     };
-    let signals = signals(config_flag, args, &server, &state);
+    let signals = signals(config_flag, args, &server, &state, &reload_users);
+    let admin = async {
+        let Some(console) = console else {
+            return std::future::pending::<std::convert::Infallible>().await;
+        };
+        let mut stopping = state.subscribe();
+        let stopped = async move {
+            let _ = stopping.wait_for(|s| s.stopping).await;
+        };
+        if let Err(failure) = console.run(stopped).await {
+            // The relay goes on without its console.
+            tracing::warn!("the admin console stopped: {:#}", failure.error);
+        }
+        std::future::pending::<std::convert::Infallible>().await
+    };
     let (served, delivered) = tokio::select! {
         both = async { tokio::join!(serving, delivering) } => both,
+        never = admin => match never {},
         () = signals => return Err(Failure::new(Exit::Software, anyhow!("signal handling ended"))),
     };
     served.map_err(|e| {
@@ -546,6 +361,9 @@ fn limits(settings: &RelaySettings) -> Limits {
     let mut limits = Limits::default();
     if let Some(max) = settings.max_connections {
         limits.max_connections = max.max(1);
+    }
+    if let Some(max) = settings.max_connections_per_address {
+        limits.max_connections_per_address = max.max(1);
     }
     if let Some(mb) = settings.max_message_mb {
         limits.max_message_bytes = u64::from(mb) * 1024 * 1024;
@@ -567,16 +385,8 @@ async fn deliver(
         {
             let engine = queue::engine(&ctx)?;
             let accounts = ctx.config.accounts.clone();
-            let providers = accounts.clone();
-            let mut workers = Workers::new(&engine).with_pace(move |entry| {
-                let provider = entry
-                    .account
-                    .as_ref()
-                    .and_then(|name| providers.get(name))
-                    .map(|a| a.provider().name())
-                    .or(entry.provider.as_deref());
-                Pace::for_provider(provider)
-            });
+            // Each mailbox goes at its sender's pace (`Transport::pace`).
+            let mut workers = Workers::new(&engine);
             let postmaster = ctx.config.relay.as_ref().and_then(|r| r.postmaster.clone());
             if let Some(address) = postmaster {
                 match address.parse::<Mailbox>() {
@@ -606,7 +416,7 @@ async fn deliver(
         if state.borrow().stopping {
             return Ok(());
         }
-        match Context::load(Some(&ctx.config_path)) {
+        match crate::providers::load(Some(&ctx.config_path)) {
             Ok(reloaded) => ctx = reloaded,
             Err(failure) => tracing::warn!(
                 "the delivery workers keep the old configuration: {:#}",
@@ -623,6 +433,7 @@ async fn signals(
     args: &RelayArgs,
     server: &Server,
     state: &watch::Sender<State>,
+    reload_users: &tokio::sync::Notify,
 ) {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut hangup), Ok(mut terminate), Ok(mut interrupt)) = (
@@ -635,8 +446,9 @@ async fn signals(
     };
     loop {
         tokio::select! {
-            _ = hangup.recv() => {
-                let reloaded = Context::load(config_flag).and_then(|ctx| {
+            // SIGHUP, or the console changed a relay user.
+            _ = async { tokio::select! { _ = hangup.recv() => {}, () = reload_users.notified() => {} } } => {
+                let reloaded = crate::providers::load(config_flag).and_then(|ctx| {
                     let settings = ctx.config.relay.clone().unwrap_or_default();
                     let planned = planned_listeners(&settings, &args.listen, &args.listen_tls)?;
                     directory(&ctx.config, &planned)
@@ -660,142 +472,10 @@ async fn signals(
 }
 
 // ---- apimail doctor ----------------------------------------------------------
-
-/// One relay check for `apimail doctor`: its name, and what passed or
-/// what failed with a hint.
-pub type RelayCheck = (&'static str, Result<String, (String, String)>);
-
-/// The relay's checks, when the configuration has a `[relay]` table or
-/// relay users exist: listeners restricted, certificates readable, users
-/// mapped to accounts that can send.
-pub fn doctor_checks(ctx: &Context) -> Vec<RelayCheck> {
-    let users = load_users();
-    let has_users = users.as_ref().is_ok_and(|u| !u.list().is_empty());
-    let Some(settings) = ctx
-        .config
-        .relay
-        .clone()
-        .or_else(|| has_users.then(RelaySettings::default))
-    else {
-        return Vec::new();
-    };
-    let users_check = match users {
-        Ok(users) => users_check(ctx, &users),
-        Err(failure) => Err((failure.error.to_string(), failure.hint.unwrap_or_default())),
-    };
-    vec![
-        ("relay listeners", listeners_check(&ctx.config, &settings)),
-        ("relay TLS", tls_check(&settings)),
-        ("relay users", users_check),
-    ]
-}
-
-fn listeners_check(config: &Config, settings: &RelaySettings) -> Result<String, (String, String)> {
-    let planned = planned_listeners(settings, &[], &[])
-        .map_err(|f| (f.error.to_string(), f.hint.unwrap_or_default()))?;
-    let problems: Vec<String> = planned
-        .iter()
-        .flat_map(|p| listener_problems(config, p))
-        .collect();
-    if !problems.is_empty() {
-        return Err((
-            problems.join("; "),
-            "give each listener off loopback require_auth = true or allowed_networks, and an account for clients that do not AUTH".to_owned(),
-        ));
-    }
-    let described: Vec<String> = planned
-        .iter()
-        .map(|p| {
-            let how = if p.settings.require_auth {
-                "AUTH required".to_owned()
-            } else if p.settings.allowed_networks.is_empty() {
-                "loopback only without AUTH".to_owned()
-            } else {
-                format!(
-                    "without AUTH from {}",
-                    p.settings.allowed_networks.join(", ")
-                )
-            };
-            let loud = if p.settings.allow_plaintext_auth {
-                ", passwords allowed over plain text"
-            } else {
-                ""
-            };
-            format!("`{}` on {} ({how}{loud})", p.name, p.addr)
-        })
-        .collect();
-    Ok(described.join("; "))
-}
-
-fn tls_check(settings: &RelaySettings) -> Result<String, (String, String)> {
-    let hint = "point [relay] certificate and private_key at readable PEM files, or remove both to use a self-signed certificate";
-    match (&settings.certificate, &settings.private_key) {
-        (Some(cert), Some(key)) => tls::from_files(cert, key)
-            .map(|_| format!("{} and its key are readable and match", cert.display()))
-            .map_err(|e| (e.to_string(), hint.to_owned())),
-        (None, None) => {
-            let dir = relay_dir()
-                .map_err(|f| (f.error.to_string(), f.hint.unwrap_or_default()))?
-                .join("tls");
-            let cert = dir.join(tls::SELF_SIGNED_CERT);
-            if !cert.exists() {
-                return Ok("a self-signed certificate is made on the first start".to_owned());
-            }
-            tls::from_files(&cert, &dir.join(tls::SELF_SIGNED_KEY))
-                .map(|_| format!("self-signed, {}", cert.display()))
-                .map_err(|e| {
-                    (
-                        e.to_string(),
-                        format!("remove {} to make a new one", dir.display()),
-                    )
-                })
-        }
-        _ => Err((
-            "[relay] names a certificate or a private_key, but not both".to_owned(),
-            hint.to_owned(),
-        )),
-    }
-}
-
-fn users_check(ctx: &Context, users: &Users) -> Result<String, (String, String)> {
-    let store = ctx.store().ok();
-    let mut problems = Vec::new();
-    for user in users.list() {
-        match ctx.config.accounts.get(&user.account) {
-            None => problems.push(format!(
-                "user `{}` sends through account `{}`, which is not configured",
-                user.name, user.account
-            )),
-            Some(account) if !account.is_app_only() => {
-                let stored = store
-                    .as_ref()
-                    .is_some_and(|s| s.path(&user.account).exists());
-                if !stored {
-                    problems.push(format!(
-                        "user `{}` sends through account `{}`, which has no stored login",
-                        user.name, user.account
-                    ));
-                }
-            }
-            Some(_) => {}
-        }
-    }
-    if problems.is_empty() {
-        Ok(format!(
-            "{} user(s), each mapped to a configured account",
-            users.list().len()
-        ))
-    } else {
-        Err((
-            problems.join("; "),
-            "log the account in (`apimail auth login …`), or move the user: `apimail relay user add NAME --account ACCOUNT`".to_owned(),
-        ))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::relay_plan::DEFAULT_LISTEN;
 
     fn config(text: &str) -> Config {
         toml::from_str(text).unwrap()
@@ -819,6 +499,17 @@ mod tests {
         assert_eq!(error.exit, Exit::Usage);
     }
 
+    fn config_with_network(network: &str, any: bool) -> Vec<String> {
+        let config = config(&format!(
+            "default_account = \"work\"\n[accounts.work]\nprovider = \"gmail\"\n\
+             [relay.listeners.lan]\nlisten = \"0.0.0.0:2526\"\nallowed_networks = [\"{network}\"]\n\
+             allow_any_network = {any}\n"
+        ));
+        let settings = config.relay.clone().unwrap();
+        let planned = planned_listeners(&settings, &[], &[]).unwrap();
+        listener_problems(&config, &planned[0])
+    }
+
     #[test]
     fn an_open_listener_and_a_missing_account_are_problems() {
         let config = config(
@@ -836,6 +527,13 @@ mod tests {
         assert!(problems("open")[0].contains("open relay"));
         assert!(problems("lan").is_empty(), "{:?}", problems("lan"));
         assert!(problems("gone")[0].contains("account `gone`"));
+        let wide = config_with_network("0.0.0.0/0", false);
+        assert!(
+            wide[0].contains("0.0.0.0/0") && wide[0].contains("allow_any_network = true"),
+            "{wide:?}"
+        );
+        assert!(config_with_network("0.0.0.0/0", true).is_empty());
+        assert!(config_with_network("10.0.0.0/8", false).is_empty());
         let lan = planned.iter().find(|p| p.name == "lan").unwrap();
         assert_eq!(networks(lan).len(), 2);
     }

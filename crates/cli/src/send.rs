@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use anyhow::anyhow;
 use apimail_core::delivery::{IfNotSent, Selection, Settled};
+use apimail_core::intake::Owner;
 use apimail_core::outbox::{NewEntry, OutboxError};
 use apimail_core::retry::RetryPolicy;
 use apimail_core::{Attachment, ComposeError, Composed, Mailbox, MessageBuilder, Receipt};
@@ -28,7 +29,14 @@ pub async fn run(ctx: Context, args: SendArgs, retry: RetryPolicy) -> Result<(),
             None => write_stdout(message.as_bytes()),
         };
     }
-    let resolved = providers::resolve(&ctx, args.account.as_deref(), args.provider).await?;
+    let resolved = providers::resolve(
+        &ctx,
+        &providers::Flags {
+            account: args.account.clone(),
+            provider: args.provider,
+        },
+    )
+    .await?;
     let from = args.from.clone().or_else(|| resolved.address.clone());
     let engine = queue::engine(&ctx)?;
     let limit = resolved.message_limit();
@@ -57,11 +65,14 @@ pub async fn run(ctx: Context, args: SendArgs, retry: RetryPolicy) -> Result<(),
         Err(e) => return Err(compose_failure(e)),
     };
     let size = limited.written();
-    let id = incoming
-        .commit(new_entry(&resolved, &composed))
+    // Still claimed: no other process's flush takes it before our attempt.
+    let claim = incoming
+        .commit_claimed(new_entry(&resolved, &composed))
         .map_err(queue::outbox_failure)?;
+    let id = claim.entry().id.clone();
     let message_id = composed.message_id().to_owned();
     if args.queue {
+        drop(claim);
         engine.record_queued(&id).map_err(queue::outbox_failure)?;
         let mut err = std::io::stderr().lock();
         let _ = writeln!(
@@ -78,7 +89,7 @@ pub async fn run(ctx: Context, args: SendArgs, retry: RetryPolicy) -> Result<(),
         );
     }
     let delivery = engine
-        .deliver(&id, &resolved, &retry, IfNotSent::Keep)
+        .deliver_claimed(claim, &resolved, &retry, IfNotSent::Keep)
         .await
         .map_err(queue::outbox_failure)?;
     let receipt = match delivery.settled {
@@ -102,21 +113,15 @@ pub async fn run(ctx: Context, args: SendArgs, retry: RetryPolicy) -> Result<(),
 }
 
 /// The outbox record of a composed message.
-fn new_entry(resolved: &providers::Resolved, message: &Composed) -> NewEntry {
-    NewEntry {
-        identity: Some(resolved.identity.clone()),
+pub fn new_entry(resolved: &providers::Resolved, message: &Composed) -> NewEntry {
+    let owner = Owner {
         account: resolved.account.clone(),
         provider: Some(resolved.provider.name().to_owned()),
-        from: message.envelope().from().email().to_owned(),
-        recipients: message
-            .envelope()
-            .recipients()
-            .iter()
-            .map(|r| r.email().to_owned())
-            .collect(),
-        message_id: message.message_id().to_owned(),
         max_age_secs: queue::max_age_secs(),
-    }
+        ..Owner::new(resolved.identity.clone())
+    };
+    let envelope = message.envelope();
+    owner.entry(envelope.from(), envelope.recipients(), message.message_id())
 }
 
 /// The provider's limit, checked against the inputs before they are read
@@ -428,7 +433,7 @@ fn read_failure(flag: &str, path: &Path, error: std::io::Error) -> Failure {
     failure.hint("check the path; relative paths start from the current directory")
 }
 
-fn source_date_epoch() -> Result<Option<i64>, Failure> {
+pub fn source_date_epoch() -> Result<Option<i64>, Failure> {
     match std::env::var("SOURCE_DATE_EPOCH") {
         Ok(value) => value.trim().parse().map(Some).map_err(|_| {
             Failure::new(

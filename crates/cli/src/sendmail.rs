@@ -7,10 +7,10 @@ use std::time::Instant;
 use anyhow::anyhow;
 use apimail_core::aliases::{Aliases, ExpandError};
 use apimail_core::delivery::{IfNotSent, Selection, Settled};
-use apimail_core::outbox::NewEntry;
-use apimail_core::recipients::{RecipientError, RecipientPlan, RecipientSource, plan_recipients};
+use apimail_core::intake::{self, Handover, IntakeError, Owner, Prepared, SenderPolicy};
+use apimail_core::recipients::{RecipientError, RecipientSource};
 use apimail_core::retry::RetryPolicy;
-use apimail_core::{Mailbox, ReadyMessage, now_unix};
+use apimail_core::{Mailbox, ReadyMessage};
 
 use crate::exit::{Exit, Failure};
 use crate::providers::{self, Context, Resolved};
@@ -37,7 +37,7 @@ pub async fn run(
             );
             Ok(())
         }
-        Mode::ListQueue => queue::list(&queue::open_outbox()?),
+        Mode::ListQueue => queue::list(&queue::open_outbox()?, 0, usize::MAX, false),
         Mode::FlushQueue => {
             let ctx = Context::load(config_flag)?;
             queue::flush(&ctx, &Selection::default()).await
@@ -49,7 +49,7 @@ pub async fn run(
 async fn deliver(config_flag: Option<&std::path::Path>, inv: Invocation) -> Result<(), Failure> {
     let ctx = Context::load(config_flag)?;
     // Callers cannot pass --account: $APIMAIL_ACCOUNT, else the default.
-    let resolved = providers::resolve(&ctx, None, None).await.map_err(|failure| {
+    let resolved = providers::resolve(&ctx, &providers::Flags::default()).await.map_err(|failure| {
         if failure.exit == Exit::Config {
             failure.hint("run `apimail auth login gmail --client-secret FILE` (or `auth login graph`), or set APIMAIL_ACCOUNT")
         } else {
@@ -91,17 +91,17 @@ async fn deliver(config_flag: Option<&std::path::Path>, inv: Invocation) -> Resu
         .hint("give a message with headers (From:, To:, Subject: ...), a blank line, then the body")
     })?;
     let aliases = load_aliases(&ctx)?;
-    let plan = plan(&ready, &inv, &resolved, aliases.as_ref())?;
-    let new_head = finish_message(ready, &plan);
+    let prepared = take(ready, &inv, &resolved, aliases.as_ref())?;
+    let new_head = &prepared.bytes;
     let size = new_head.len() as u64 + (copied.total - copied.head);
     if size > limit as u64 {
         return Err(providers::too_large(size, true, limit));
     }
-    if new_head != head {
+    if *new_head != head {
         // The edited header section, then the body copied from the first file.
         let mut edited = outbox.begin().map_err(queue::outbox_failure)?;
         let written = edited
-            .write_all(&new_head)
+            .write_all(new_head)
             .and_then(|()| std::io::copy(&mut file, &mut edited));
         written.map_err(|e| {
             Failure::new(
@@ -112,24 +112,19 @@ async fn deliver(config_flag: Option<&std::path::Path>, inv: Invocation) -> Resu
         incoming = edited;
     }
     drop(file);
-    let id = incoming
-        .commit(NewEntry {
-            identity: Some(resolved.identity.clone()),
-            account: resolved.account.clone(),
-            provider: Some(resolved.provider.name().to_owned()),
-            from: plan.from.email().to_owned(),
-            recipients: plan
-                .recipients
-                .recipients()
-                .iter()
-                .map(|m| m.email().to_owned())
-                .collect(),
-            message_id: plan.message_id.clone(),
-            max_age_secs: queue::max_age_secs(),
-        })
+    let owner = Owner {
+        account: resolved.account.clone(),
+        provider: Some(resolved.provider.name().to_owned()),
+        max_age_secs: queue::max_age_secs(),
+        ..Owner::new(resolved.identity.clone())
+    };
+    // Still claimed: no other process's flush takes it before our attempt.
+    let claim = incoming
+        .commit_claimed(prepared.entry(&owner))
         .map_err(queue::outbox_failure)?;
+    let id = claim.entry().id.clone();
     // Accepted: durable in the outbox. Now try to send it at once.
-    let no_queue = std::env::var("APIMAIL_NO_QUEUE").is_ok_and(|v| v == "1");
+    let no_queue = apimail_account::no_queue();
     let if_not_sent = if no_queue {
         IfNotSent::Drop
     } else {
@@ -140,7 +135,7 @@ async fn deliver(config_flag: Option<&std::path::Path>, inv: Invocation) -> Resu
         ..RetryPolicy::standard()
     };
     let delivery = engine
-        .deliver(&id, &resolved, &once, if_not_sent)
+        .deliver_claimed(claim, &resolved, &once, if_not_sent)
         .await
         .map_err(queue::outbox_failure)?;
     let reason = delivery
@@ -292,16 +287,6 @@ fn copy_message(out: &mut impl Write, ignore_dots: bool, limit: usize) -> Result
     })
 }
 
-/// Who the message is from and to, and how its headers change.
-struct Plan {
-    from: Mailbox,
-    /// Whether the From header is written (the message has no usable one).
-    set_from: bool,
-    recipients: RecipientPlan,
-    message_id: String,
-    date: String,
-}
-
 /// The aliases file, if one is configured or `/etc/aliases` exists.
 struct AliasFile {
     path: std::path::PathBuf,
@@ -341,72 +326,52 @@ fn load_aliases(ctx: &Context) -> Result<Option<AliasFile>, Failure> {
     }
 }
 
-fn plan(
-    ready: &ReadyMessage,
+/// The message through the one intake: recipients from the arguments
+/// (and the headers with `-t`), a From from `-f`/`-F` when it has none,
+/// Date and Message-ID when missing.
+fn take(
+    ready: ReadyMessage,
     inv: &Invocation,
     resolved: &Resolved,
     aliases: Option<&AliasFile>,
-) -> Result<Plan, Failure> {
+) -> Result<Prepared, Failure> {
     let source = if inv.read_recipients_from_headers {
         RecipientSource::HeadersAndEnvelope
     } else {
         RecipientSource::Envelope
     };
-    let recipients = plan_recipients(
-        ready,
-        &inv.recipients,
+    let handover = Handover {
+        recipients: &inv.recipients,
         source,
-        aliases.map(|file| &file.aliases),
-    )
-    .map_err(|e| recipient_failure(e, aliases))?;
-    if !recipients.not_named().is_empty() {
-        let names: Vec<&str> = recipients.not_named().iter().map(Mailbox::email).collect();
+        aliases: aliases.map(|file| &file.aliases),
+        envelope_from: inv.envelope_from.as_deref(),
+        full_name: inv.full_name.as_deref(),
+        account_address: resolved.address.as_deref(),
+        policy: SenderPolicy::Any,
+    };
+    let prepared = intake::take(ready, &handover).map_err(|e| match e {
+        IntakeError::Recipients(e) => recipient_failure(e, aliases),
+        IntakeError::NoSender => {
+            Failure::new(Exit::DataErr, anyhow!(e)).hint("add a From: header, or pass -f ADDR")
+        }
+        IntakeError::EnvelopeSender(e) => {
+            Failure::new(Exit::DataErr, anyhow!("-f: {e}")).hint("give -f as name@example.com")
+        }
+        other => Failure::new(Exit::DataErr, anyhow!(other)),
+    })?;
+    if !prepared.plan.not_named().is_empty() {
+        let names: Vec<&str> = prepared
+            .plan
+            .not_named()
+            .iter()
+            .map(Mailbox::email)
+            .collect();
         tracing::warn!(
             "the message's headers also name {}; they receive it too (the HTTPS APIs read recipients from the headers)",
             names.join(", ")
         );
     }
-
-    let (from, set_from) = match ready.from() {
-        Some(from) => (from.clone(), false),
-        None => {
-            // `-f ADDR` when qualified; `-f root`, like cron's `From: root`,
-            // gets the account's address.
-            let address = inv
-                .envelope_from
-                .clone()
-                .filter(|f| f.contains('@'))
-                .or_else(|| resolved.address.clone())
-                .ok_or_else(|| {
-                    Failure::new(
-                        Exit::DataErr,
-                        anyhow!(
-                            "the message has no From: header and the sender's address is unknown"
-                        ),
-                    )
-                    .hint("add a From: header, or pass -f ADDR")
-                })?;
-            let name = inv
-                .full_name
-                .as_deref()
-                .or(ready.local_sender().filter(|n| !n.is_empty()));
-            let mailbox = Mailbox::new(name, &address).map_err(|e| {
-                Failure::new(Exit::DataErr, anyhow!("-f: {e}")).hint("give -f as name@example.com")
-            })?;
-            (mailbox, true)
-        }
-    };
-    let message_id = match ready.message_id() {
-        Some(id) => id.to_owned(),
-        None => format!("<{}.{}@{}>", now_unix(), std::process::id(), from.domain()),
-    };
-    Ok(Plan {
-        from,
-        set_from,
-        recipients,
-        message_id,
-        date: rfc5322_date(now_unix()),
-    })
+    Ok(prepared)
 }
 
 fn recipient_failure(error: RecipientError, aliases: Option<&AliasFile>) -> Failure {
@@ -438,44 +403,4 @@ fn recipient_failure(error: RecipientError, aliases: Option<&AliasFile>) -> Fail
         }
     };
     Failure::new(Exit::DataErr, anyhow!(error)).hint(hint)
-}
-
-/// The message with the plan's edits: recipient headers (see
-/// [`apimail_core::recipients`]), From when missing, Date and Message-ID
-/// when missing.
-fn finish_message(mut ready: ReadyMessage, plan: &Plan) -> Vec<u8> {
-    plan.recipients.apply(&mut ready);
-    if plan.set_from {
-        ready.set_addresses("From", std::slice::from_ref(&plan.from));
-    }
-    ready.into_bytes_with(&plan.date, &plan.message_id)
-}
-
-/// `Thu, 1 Jan 2026 00:00:00 +0000`.
-fn rfc5322_date(unix: i64) -> String {
-    let format = time::macros::format_description!(
-        "[weekday repr:short], [day padding:none] [month repr:short] [year] [hour]:[minute]:[second] +0000"
-    );
-    let at =
-        time::OffsetDateTime::from_unix_timestamp(unix).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-    at.format(&format).unwrap_or_default()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn dates() {
-        assert_eq!(rfc5322_date(0), "Thu, 1 Jan 1970 00:00:00 +0000");
-        assert_eq!(
-            rfc5322_date(1_767_225_600),
-            "Thu, 1 Jan 2026 00:00:00 +0000"
-        );
-        assert_eq!(
-            rfc5322_date(1_798_761_599),
-            "Thu, 31 Dec 2026 23:59:59 +0000"
-        );
-        assert_eq!(rfc5322_date(951_782_400), "Tue, 29 Feb 2000 00:00:00 +0000");
-    }
 }

@@ -469,7 +469,7 @@ impl MessageBuilder {
         }
         let message_id = match &self.message_id {
             Some(id) => checked_message_id("Message-ID", id)?,
-            None => generate_message_id(from.domain()),
+            None => crate::intake::new_message_id(from.domain()),
         };
         let in_reply_to = checked_ids("In-Reply-To", &self.in_reply_to)?;
         let references = checked_ids("References", &self.references)?;
@@ -903,28 +903,6 @@ fn fnv1a(text: &str, seed: u8) -> u64 {
         .fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
             (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
         })
-}
-
-fn random_hex(bytes: usize) -> String {
-    let mut buf = vec![0u8; bytes];
-    // The OS generator failing is not recoverable in a meaningful way; fall
-    // back to time so ids stay unique enough.
-    if getrandom::fill(&mut buf).is_err() {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        buf.iter_mut().enumerate().for_each(|(i, b)| {
-            *b = (nanos >> ((i % 16) * 8)) as u8 ^ (std::process::id() >> (i % 4)) as u8
-        });
-    }
-    buf.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn generate_message_id(domain: &str) -> String {
-    let seconds = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    format!("<{seconds:x}.{}@{domain}>", random_hex(12))
 }
 
 fn no_line_break(header: &str, value: &str) -> Result<(), ComposeError> {

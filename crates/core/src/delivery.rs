@@ -9,7 +9,8 @@
 //!        ├─ verify           Transport::was_sent, when an earlier outcome is unknown
 //!        ├─ send             Transport::send_noted, retried under a RetryPolicy
 //!        ├─ settle           delivered | retry_later | hold | fail | uncertain
-//!        └─ record           Journal::append, one line per settled attempt
+//!        └─ record           Journal::append, one line per settled attempt, and
+//!                            one per unknown outcome before the next attempt
 //! ```
 //!
 //! Callers (the CLI's `send`, `sendmail`, `queue`, the release after a
@@ -19,12 +20,12 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::Mailbox;
 use crate::identity::SenderIdentity;
-use crate::journal::{Journal, Outcome as Status, Record};
+use crate::journal::{Details, Journal, Outcome as Status, Record};
 use crate::outbox::{Claim, Entry, EntryId, EntryState, Outbox, OutboxError, Outcome};
 use crate::retry::RetryPolicy;
 use crate::token::{TokenError, now_unix};
@@ -139,6 +140,9 @@ pub struct Delivery {
     pub error: Option<TransportError>,
     /// Why it is held without an attempt (its sender cannot be resolved).
     pub unresolved: Option<String>,
+    /// Sent (or found sent), and a copy may already have arrived before:
+    /// it was sent again after an attempt whose outcome was unknown.
+    pub possible_duplicate: bool,
 }
 
 /// What a flush did.
@@ -255,8 +259,18 @@ impl<S: Senders> Engine<S> {
     /// Records that entry `id` was queued without an attempt (`send
     /// --queue`).
     pub fn record_queued(&self, id: &EntryId) -> Result<(), OutboxError> {
+        self.record_accepted(id, &Details::default())
+    }
+
+    /// Records that entry `id` was accepted and queued, with what the
+    /// caller knows of it (the relay: the Subject, the client's address,
+    /// the SMTP user).
+    pub fn record_accepted(&self, id: &EntryId, details: &Details) -> Result<(), OutboxError> {
         if let Some(entry) = self.outbox.get(id.as_str())? {
-            self.append(&entry, Record::without_attempt(&entry, Status::Queued));
+            self.append(
+                &entry,
+                Record::without_attempt(&entry, Status::Queued).details(details),
+            );
         }
         Ok(())
     }
@@ -302,15 +316,31 @@ impl<S: Senders> Engine<S> {
                     settled,
                     error: None,
                     unresolved: None,
+                    possible_duplicate: false,
                 });
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
+    /// Delivers an entry the caller has just accepted and still holds
+    /// ([`Incoming::commit_claimed`](crate::outbox::Incoming::commit_claimed)),
+    /// as [`deliver`](Self::deliver) does, without ever letting another
+    /// process take it first.
+    pub async fn deliver_claimed(
+        &self,
+        claim: Claim,
+        sender: &S::Sender,
+        retry: &RetryPolicy,
+        if_not_sent: IfNotSent,
+    ) -> Result<Delivery, OutboxError> {
+        self.attempt(claim, sender, retry, if_not_sent).await
+    }
+
     /// Sends the selected entries, one attempt each, each as the sender it
     /// was accepted for. Entries whose sender cannot be resolved are held
-    /// with the reason.
+    /// with the reason; entries held for their sender are sent as soon as
+    /// it resolves again.
     pub async fn flush(&self, selection: &Selection) -> Result<FlushReport, OutboxError> {
         let now = now_unix();
         let entries: Vec<Entry> = self
@@ -318,8 +348,8 @@ impl<S: Senders> Engine<S> {
             .list()?
             .into_iter()
             .filter(|e| {
-                e.state == EntryState::Queued
-                    && (selection.include_not_due || e.is_due(now))
+                (e.state == EntryState::Queued && (selection.include_not_due || e.is_due(now))
+                    || e.waits_for_identity())
                     && selection
                         .account
                         .as_ref()
@@ -341,7 +371,12 @@ impl<S: Senders> Engine<S> {
             if selection.deadline.is_some_and(|d| Instant::now() >= d) {
                 break;
             }
-            let claimed = if selection.include_not_due {
+            let claimed = if listed.waits_for_identity() {
+                // Still held for its sender under the lock.
+                self.outbox
+                    .claim(&listed.id)?
+                    .filter(|c| c.entry().waits_for_identity())
+            } else if selection.include_not_due {
                 self.outbox.claim(&listed.id)?
             } else {
                 self.outbox.claim_due(&listed.id, now)?
@@ -357,6 +392,14 @@ impl<S: Senders> Engine<S> {
             }
             let delivery = match &senders[&key] {
                 Ok(sender) => self.attempt(claim, sender, &once, IfNotSent::Keep).await?,
+                // Held for the same reason already: nothing new to record.
+                Err(reason)
+                    if claim.entry().waits_for_identity()
+                        && claim.entry().last_error.as_ref() == Some(reason) =>
+                {
+                    report.held += 1;
+                    continue;
+                }
                 Err(reason) => self.hold_unresolved(claim, reason)?,
             };
             report.count(&delivery.settled);
@@ -368,7 +411,7 @@ impl<S: Senders> Engine<S> {
     }
 
     /// Holds an entry whose sender cannot be resolved.
-    fn hold_unresolved(&self, claim: Claim<'_>, reason: &str) -> Result<Delivery, OutboxError> {
+    fn hold_unresolved(&self, claim: Claim, reason: &str) -> Result<Delivery, OutboxError> {
         let entry = claim.entry().clone();
         tracing::warn!("holding {}: {reason}", entry.id);
         claim.hold_unsent(reason)?;
@@ -381,21 +424,37 @@ impl<S: Senders> Engine<S> {
             settled: Settled::Held { uncertain: false },
             error: None,
             unresolved: Some(reason.to_owned()),
+            possible_duplicate: false,
         })
     }
 
     /// One claimed entry: verify an unknown earlier outcome, send with
-    /// in-process retries, settle, record.
+    /// in-process retries, settle, record. Every attempt counts, and each
+    /// one whose outcome is unknown is journaled as `uncertain` before the
+    /// next one may resend the message.
     async fn attempt(
         &self,
-        mut claim: Claim<'_>,
+        mut claim: Claim,
         sender: &S::Sender,
         retry: &RetryPolicy,
         if_not_sent: IfNotSent,
     ) -> Result<Delivery, OutboxError> {
+        let cut_short = claim.entry().in_flight_since.is_some();
+        if cut_short {
+            // The attempt a process did not finish counts too.
+            claim.add_attempts(1);
+        }
         let entry = claim.entry().clone();
+        // For the records written after the file is gone.
+        let details = Details {
+            subject: claim
+                .stored_message()
+                .ok()
+                .and_then(|message| self.subject_of(&message)),
+            ..Details::default()
+        };
         // Opened by the transport on each attempt: never held here.
-        let message = match StoredMessage::new(claim.message_path()) {
+        let message = match claim.stored_message() {
             Ok(message) => message,
             Err(e) => {
                 let error = TransportError::new(
@@ -403,20 +462,23 @@ impl<S: Senders> Engine<S> {
                     format!("cannot read queued message {}", entry.id),
                 )
                 .with_source(e);
-                return self.settle(claim, sender, &entry, error);
+                return self.settle(claim, sender, &entry, 0, error);
             }
         };
         let envelope = match envelope_of(&entry) {
             Ok(envelope) => envelope,
-            Err(error) => return self.settle(claim, sender, &entry, error),
+            Err(error) => return self.settle(claim, sender, &entry, 0, error),
         };
-        if entry.in_flight_since.is_some() {
+        if cut_short {
             // A process ended mid-attempt: say so in the journal, so that a
             // resend is never silent.
             let text = "an earlier attempt was cut short (its process ended mid-send); \
                         it may have gone through";
             tracing::warn!("{}: {text}", entry.id);
-            self.record(&entry, Status::Uncertain, None, Some(text));
+            self.append(
+                &entry,
+                record_of(&entry, Status::Uncertain, entry.attempts).error(text),
+            );
         } else if entry.is_uncertain() {
             tracing::warn!(
                 "an earlier attempt at {} may have gone through (its answer was lost)",
@@ -432,15 +494,30 @@ impl<S: Senders> Engine<S> {
             entry.is_uncertain(),
         );
         claim.begin_attempt(now_unix())?;
+        // Attempts that reached the transport in this call.
+        let made = AtomicU32::new(0);
         let notes = &claim;
         let tries = retry.run(
-            |_| rule.attempt(sender.send_stored(&envelope, &message, notes)),
+            |_| {
+                rule.attempt(async {
+                    made.fetch_add(1, Ordering::Relaxed);
+                    sender.send_stored(&envelope, &message, notes).await
+                })
+            },
             |attempt, error, delay| {
                 tracing::warn!(
                     "attempt {attempt} failed ({}); retrying in {}s",
                     error_text(error),
                     delay.as_secs_f32().ceil()
                 );
+                if error.is_outcome_unknown() {
+                    // Before the next attempt, which may send it again.
+                    let attempts = entry.attempts + made.load(Ordering::Relaxed);
+                    self.append(
+                        &entry,
+                        record_of(&entry, Status::Uncertain, attempts).error(error_text(error)),
+                    );
+                }
             },
         );
         let result = match &self.interrupt {
@@ -448,85 +525,114 @@ impl<S: Senders> Engine<S> {
             Some(interrupt) => tokio::select! {
                 result = tries => result,
                 why = (interrupt.0)() => {
-                    return Ok(self.interrupted(claim, sender, &entry, why).await);
+                    let made = made.load(Ordering::Relaxed);
+                    return Ok(self.interrupted(claim, sender, &entry, made, why).await);
                 }
             },
         };
+        let made = made.into_inner();
+        let attempts = entry.attempts + made;
+        let done = |settled, error| Delivery {
+            id: entry.id.clone(),
+            settled,
+            error,
+            unresolved: None,
+            possible_duplicate: false,
+        };
         match result {
-            Ok(Attempted::Sent(receipt)) => {
+            Ok(Attempted::Sent(mut receipt)) => {
                 claim.delivered()?;
-                self.record(&entry, Status::Sent, receipt.id.as_deref(), None);
+                receipt.possible_duplicate |= entry.retried_unknown;
+                self.append(
+                    &entry,
+                    record_of(&entry, Status::Sent, attempts)
+                        .provider_id(receipt.id.clone())
+                        .possible_duplicate(receipt.possible_duplicate)
+                        .details(&details),
+                );
                 Ok(Delivery {
-                    id: entry.id,
-                    settled: Settled::Sent(receipt),
-                    error: None,
-                    unresolved: None,
+                    possible_duplicate: receipt.possible_duplicate,
+                    ..done(Settled::Sent(receipt), None)
                 })
             }
             Ok(Attempted::VerifiedSent) => {
                 claim.delivered()?;
                 tracing::info!("{} was sent by an earlier attempt", entry.id);
-                self.record(&entry, Status::VerifiedSent, None, None);
-                Ok(Delivery {
-                    id: entry.id,
-                    settled: Settled::VerifiedSent,
-                    error: None,
-                    unresolved: None,
-                })
+                Ok(self.verified(&entry, attempts, rule.resent(), &details))
             }
             Ok(Attempted::HeldUnknown(error)) => {
+                // Held before sending again: only the attempts made count.
                 let text = error_text(&error);
-                claim.uncertain(&text, now_unix(), true)?;
-                self.record(&entry, Status::Uncertain, None, Some(&text));
-                Ok(Delivery {
-                    id: entry.id,
-                    settled: Settled::Held { uncertain: true },
-                    error: Some(error),
-                    unresolved: None,
-                })
+                claim.add_attempts(made);
+                claim.hold_uncertain(&text)?;
+                self.append(
+                    &entry,
+                    record_of(&entry, Status::Held, attempts).error(&text),
+                );
+                Ok(done(Settled::Held { uncertain: true }, Some(error)))
             }
             Err(error) if if_not_sent == IfNotSent::Drop && error.is_temporary() => {
                 // Removed while still claimed, so no flush can send it after
                 // the caller was told to retry.
                 claim.delivered()?;
                 let text = format!("not kept in the outbox, as asked: {}", error_text(&error));
-                self.record(&entry, Status::Failed, None, Some(&text));
-                Ok(Delivery {
-                    id: entry.id,
-                    settled: Settled::Dropped,
-                    error: Some(error),
-                    unresolved: None,
-                })
+                self.append(
+                    &entry,
+                    record_of(&entry, Status::Failed, attempts)
+                        .error(text)
+                        .details(&details),
+                );
+                Ok(done(Settled::Dropped, Some(error)))
             }
             Err(error) if error_chain_unknown(&error) => {
                 // The last answer was lost: look before deciding.
                 match rule.verify().await {
                     Some(true) => {
                         claim.delivered()?;
-                        self.record(&entry, Status::VerifiedSent, None, None);
-                        Ok(Delivery {
-                            id: entry.id,
-                            settled: Settled::VerifiedSent,
-                            error: None,
-                            unresolved: None,
-                        })
+                        Ok(self.verified(&entry, attempts, rule.resent(), &details))
                     }
-                    Some(false) => self.settle(claim, sender, &entry, error),
+                    Some(false) => self.settle(claim, sender, &entry, made, error),
                     None => {
                         let text = error_text(&error);
                         let hold = self.settings.when_unknown == WhenUnknown::Hold;
+                        claim.add_attempts(made.saturating_sub(1));
                         let outcome = claim.uncertain(&text, now_unix(), hold)?;
-                        self.record(&entry, Status::Uncertain, None, Some(&text));
-                        Ok(Delivery {
-                            id: entry.id,
-                            settled: settled_of(outcome, true),
-                            error: Some(error),
-                            unresolved: None,
-                        })
+                        let attempts = entry.attempts + made.max(1);
+                        self.append(
+                            &entry,
+                            record_of(&entry, Status::Uncertain, attempts).error(&text),
+                        );
+                        if outcome == Outcome::Held {
+                            // The same records as a hold before a retry.
+                            self.append(
+                                &entry,
+                                record_of(&entry, Status::Held, attempts).error(&text),
+                            );
+                        }
+                        Ok(done(settled_of(outcome, true), Some(error)))
                     }
                 }
             }
-            Err(error) => self.settle(claim, sender, &entry, error),
+            Err(error) => self.settle(claim, sender, &entry, made, error),
+        }
+    }
+
+    /// Records an entry the mailbox shows as sent by an earlier attempt;
+    /// `resent`: this call sent it again before it could be checked.
+    fn verified(&self, entry: &Entry, attempts: u32, resent: bool, details: &Details) -> Delivery {
+        let possible_duplicate = resent || entry.retried_unknown;
+        self.append(
+            entry,
+            record_of(entry, Status::VerifiedSent, attempts)
+                .possible_duplicate(possible_duplicate)
+                .details(details),
+        );
+        Delivery {
+            id: entry.id.clone(),
+            settled: Settled::VerifiedSent,
+            error: None,
+            unresolved: None,
+            possible_duplicate,
         }
     }
 
@@ -535,9 +641,10 @@ impl<S: Senders> Engine<S> {
     /// attempt treats the outcome as unknown.
     async fn interrupted(
         &self,
-        claim: Claim<'_>,
+        claim: Claim,
         sender: &S::Sender,
         entry: &Entry,
+        made: u32,
         why: String,
     ) -> Delivery {
         let tail = match tokio::time::timeout(CLEANUP_GRACE, sender.interrupted(&claim)).await {
@@ -553,26 +660,34 @@ impl<S: Senders> Engine<S> {
             ErrorKind::Temporary,
             format!("interrupted by a signal ({why}); {tail}"),
         );
-        self.record(entry, Status::Queued, None, Some(&error_text(&error)));
+        self.append(
+            entry,
+            record_of(entry, Status::Queued, entry.attempts + made).error(error_text(&error)),
+        );
         Delivery {
             id: entry.id.clone(),
             settled: Settled::Interrupted,
             error: Some(error),
             unresolved: None,
+            possible_duplicate: false,
         }
     }
 
     /// Settles a failed attempt by what the user must do: temporary
     /// failures wait for their next try, failures only the user can fix
     /// are held, and anything else moves to `failed/` with the reason.
+    /// `made`: the attempts of this call (the outbox counts at least one).
     fn settle(
         &self,
-        claim: Claim<'_>,
+        mut claim: Claim,
         sender: &S::Sender,
         entry: &Entry,
+        made: u32,
         error: TransportError,
     ) -> Result<Delivery, OutboxError> {
         let reason = error_text(&error);
+        claim.add_attempts(made.saturating_sub(1));
+        let attempts = entry.attempts + made.max(1);
         // Credentials no login renews: waiting for a login is pointless, so
         // they are retried on the schedule until someone fixes them.
         let no_login = matches!(error.kind(), ErrorKind::Unauthorized | ErrorKind::Config)
@@ -593,35 +708,29 @@ impl<S: Senders> Engine<S> {
             claim.fail(&reason)?;
             (Settled::Failed, Status::Failed, reason)
         };
-        self.record(entry, status, None, Some(&recorded));
+        self.append(entry, record_of(entry, status, attempts).error(recorded));
         Ok(Delivery {
             id: entry.id.clone(),
             settled,
             error: Some(error),
             unresolved: None,
+            possible_duplicate: false,
         })
-    }
-
-    /// Appends one attempt's outcome to the journal.
-    fn record(
-        &self,
-        entry: &Entry,
-        status: Status,
-        provider_id: Option<&str>,
-        error: Option<&str>,
-    ) {
-        let mut record =
-            Record::attempted(entry, status).provider_id(provider_id.map(str::to_owned));
-        if let Some(error) = error {
-            record = record.error(error);
-        }
-        self.append(entry, record);
     }
 
     /// The outcome is settled already: a journal that cannot be written is
     /// only a warning. Environment credentials are named by their identity.
-    fn append(&self, entry: &Entry, record: Record) {
+    fn append(&self, entry: &Entry, mut record: Record) {
         let Some(journal) = &self.journal else { return };
+        if record.subject.is_none() {
+            // Queued, held or failed: the message is still on disk.
+            record.subject = self
+                .outbox
+                .stored_message(entry.id.as_str())
+                .ok()
+                .flatten()
+                .and_then(|message| self.subject_of(&message));
+        }
         let record = match &entry.identity {
             Some(identity) => record.label(identity.to_string()),
             None => record,
@@ -630,6 +739,22 @@ impl<S: Senders> Engine<S> {
             tracing::warn!("the delivery of {} is not in the journal: {e}", entry.id);
         }
     }
+}
+
+impl<S> Engine<S> {
+    /// The Subject of `message`, when the journal records subjects.
+    fn subject_of(&self, message: &StoredMessage) -> Option<String> {
+        self.journal
+            .as_ref()
+            .filter(|j| j.records_subjects())
+            .and_then(|_| message.open().ok())
+            .and_then(crate::parse::read_subject)
+    }
+}
+
+/// A record of `entry` settled as `status` after `attempts` attempts in all.
+fn record_of(entry: &Entry, status: Status, attempts: u32) -> Record {
+    Record::without_attempt(entry, status).attempts(attempts)
 }
 
 /// How one attempt ended under the [`UnknownOutcome`] rule.
@@ -721,6 +846,13 @@ impl<'a, T: Transport + Sync + ?Sized> UnknownOutcome<'a, T> {
             receipt.possible_duplicate |= self.resent.load(Ordering::Relaxed);
             Attempted::Sent(receipt)
         })
+    }
+
+    /// Whether the message was sent again after an earlier attempt whose
+    /// outcome was unknown and could not be checked: a copy may already
+    /// have arrived.
+    pub fn resent(&self) -> bool {
+        self.resent.load(Ordering::Relaxed)
     }
 
     /// Looks for the message among the sent ones, for up to the verify
@@ -827,6 +959,11 @@ mod tests {
         sends: Mutex<usize>,
         mailbox: Mutex<Vec<String>>,
         can_verify: bool,
+        /// Whether account `home` resolves (it was removed, and is back).
+        home_back: AtomicBool,
+        /// The journal to look at before each send, and what it held then.
+        journal: Mutex<Option<Journal>>,
+        journal_before_send: Mutex<Vec<Vec<Status>>>,
     }
 
     impl Scripted {
@@ -859,6 +996,10 @@ mod tests {
     impl Transport for Scripted {
         async fn send_raw(&self, _: &Envelope, message: &[u8]) -> Result<Receipt, TransportError> {
             *self.sends.lock().unwrap() += 1;
+            if let Some(journal) = self.journal.lock().unwrap().as_ref() {
+                let seen = outcomes(journal);
+                self.journal_before_send.lock().unwrap().push(seen);
+            }
             let answer = self.answers.lock().unwrap().pop_front().unwrap_or(Ok(()));
             if answer
                 .as_ref()
@@ -901,6 +1042,7 @@ mod tests {
                 .and_then(SenderIdentity::account_name)
             {
                 Some("work") => Ok(self.0.clone()),
+                Some("home") if self.0.home_back.load(Ordering::Relaxed) => Ok(self.0.clone()),
                 _ => Err("account `home` was removed from the configuration".into()),
             }
         }
@@ -930,6 +1072,38 @@ mod tests {
             ..NewEntry::default()
         };
         engine.outbox().accept(MESSAGE, meta).unwrap()
+    }
+
+    /// The engine of [`setup`] with a journal, which `transport` reads
+    /// before each send.
+    fn journaled(
+        transport: &Arc<Scripted>,
+        when_unknown: WhenUnknown,
+    ) -> (tempfile::TempDir, Engine<Work>, Journal) {
+        let (dir, engine) = setup(transport, when_unknown);
+        let journal = Journal::open(dir.path().join("journal")).unwrap();
+        *transport.journal.lock().unwrap() = Some(journal.clone());
+        (dir, engine.with_journal(journal.clone()), journal)
+    }
+
+    fn records(journal: &Journal) -> Vec<Record> {
+        journal
+            .read(&crate::journal::Filter::default())
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    }
+
+    fn outcomes(journal: &Journal) -> Vec<Status> {
+        records(journal).iter().map(|r| r.outcome).collect()
+    }
+
+    /// (outcome, attempts, possible_duplicate) of each record.
+    fn summary(journal: &Journal) -> Vec<(Status, u32, bool)> {
+        records(journal)
+            .iter()
+            .map(|r| (r.outcome, r.attempts, r.possible_duplicate))
+            .collect()
     }
 
     fn quick(attempts: u32) -> RetryPolicy {
@@ -1003,6 +1177,74 @@ mod tests {
         assert_eq!((report.sent, transport.sends()), (1, 2));
     }
 
+    /// A queue written by the apimail before one file per message (two
+    /// files an entry: `tests/fixtures/outbox-v0`, written by that code)
+    /// is read and sent after the upgrade, a failed entry after `queue
+    /// retry`; what changes meanwhile is written in the old format.
+    #[tokio::test]
+    async fn a_queue_in_the_two_file_format_is_delivered_after_the_upgrade() {
+        let transport = Scripted::new(vec![busy()], false);
+        let (dir, engine) = setup(&transport, WhenUnknown::Resend);
+        let fixture =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/outbox-v0");
+        for sub in ["queue", "failed"] {
+            for file in std::fs::read_dir(fixture.join(sub)).unwrap() {
+                let file = file.unwrap();
+                let to = dir.path().join("outbox").join(sub).join(file.file_name());
+                std::fs::copy(file.path(), to).unwrap();
+            }
+        }
+        let outbox = Outbox::open(dir.path().join("outbox")).unwrap();
+        let summary = outbox.summary().unwrap();
+        assert_eq!(
+            (summary.queued, summary.failed, summary.unreadable),
+            (2, 1, 0)
+        );
+        let tried = outbox
+            .list()
+            .unwrap()
+            .into_iter()
+            .find(|e| e.message_id == "<tried@example.com>")
+            .unwrap();
+        assert_eq!(tried.attempts, 1);
+        assert_eq!(tried.notes["graph.draft_id"], "AAMk-fixture");
+
+        // The first send is refused (503): rescheduled, in the old format.
+        let report = engine.flush(&Selection::default()).await.unwrap();
+        assert_eq!((report.sent, report.queued), (1, 1));
+        let waiting = &outbox.list().unwrap()[0];
+        assert!(
+            dir.path()
+                .join(format!("outbox/queue/{}.json", waiting.id))
+                .exists()
+        );
+        assert!(outbox.retry(waiting.id.as_str()).unwrap());
+        let failed = outbox.list_failed().unwrap();
+        assert_eq!(failed[0].failed_reason.as_deref(), Some("550 no such user"));
+        assert!(outbox.retry(failed[0].id.as_str()).unwrap());
+        let report = engine.flush(&Selection::default()).await.unwrap();
+        assert_eq!(report.sent, 2);
+
+        let mut delivered = transport.mailbox.lock().unwrap().clone();
+        delivered.sort();
+        assert_eq!(
+            delivered,
+            [
+                "<failed@example.com>",
+                "<fresh@example.com>",
+                "<tried@example.com>"
+            ]
+        );
+        assert!(outbox.list().unwrap().is_empty());
+        assert!(outbox.list_failed().unwrap().is_empty());
+        for sub in ["queue", "failed"] {
+            let left: Vec<_> = std::fs::read_dir(dir.path().join("outbox").join(sub))
+                .unwrap()
+                .collect();
+            assert!(left.is_empty(), "{sub}: {left:?}");
+        }
+    }
+
     #[tokio::test]
     async fn a_process_that_died_mid_attempt_leaves_an_entry_the_next_flush_checks() {
         let transport = Scripted::new(vec![], true);
@@ -1063,6 +1305,56 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn records_carry_the_subject_and_what_the_caller_knows() {
+        use base64::Engine as _;
+        let transport = Scripted::new(vec![busy(), Ok(())], false);
+        let (_dir, engine, journal) = journaled(&transport, WhenUnknown::Resend);
+        let subject = format!(
+            "=?UTF-8?B?{}?=",
+            base64::engine::general_purpose::STANDARD.encode("請求書 12")
+        );
+        let message = format!(
+            "From: ops@example.com\r\nTo: oncall@example.com\r\nMessage-ID: <m2@example.com>\r\nSubject: {subject}\r\n\r\nhi\r\n"
+        );
+        let meta = NewEntry {
+            identity: Some(SenderIdentity::account("work")),
+            account: Some("work".to_owned()),
+            from: "ops@example.com".into(),
+            recipients: vec!["oncall@example.com".into()],
+            message_id: "<m2@example.com>".into(),
+            ..NewEntry::default()
+        };
+        let id = engine.outbox().accept(message.as_bytes(), meta).unwrap();
+        let details = Details {
+            subject: None, // read from the message
+            client: Some("192.0.2.7".to_owned()),
+            smtp_user: Some("scanner".to_owned()),
+        };
+        engine.record_accepted(&id, &details).unwrap();
+        for _ in 0..2 {
+            engine
+                .deliver(&id, &transport, &quick(1), IfNotSent::Keep)
+                .await
+                .unwrap();
+        }
+        let written = records(&journal);
+        let seen: Vec<_> = written
+            .iter()
+            .map(|r| (r.outcome, r.subject.as_deref(), r.client.as_deref()))
+            .collect();
+        // Each record names the Subject; the client comes from the first.
+        assert_eq!(
+            seen,
+            [
+                (Status::Queued, Some("請求書 12"), Some("192.0.2.7")),
+                (Status::Queued, Some("請求書 12"), Some("192.0.2.7")),
+                (Status::Sent, Some("請求書 12"), Some("192.0.2.7")),
+            ]
+        );
+        assert_eq!(written[0].smtp_user.as_deref(), Some("scanner"));
+    }
+
+    #[tokio::test]
     async fn a_busy_entry_is_waited_for_and_reported() {
         let transport = Scripted::new(vec![], false);
         let (_dir, engine) = setup(&transport, WhenUnknown::Resend);
@@ -1080,5 +1372,224 @@ mod tests {
             .unwrap();
         assert_eq!(delivery.settled, Settled::SettledElsewhere);
         assert_eq!(transport.sends(), 0);
+    }
+    #[tokio::test]
+    async fn a_flush_elsewhere_cannot_take_an_entry_accepted_claimed() {
+        // `apimail send` accepts, then attempts at once; another process's
+        // flush in between must leave the entry to it (it used to send it,
+        // and the accepting process then exited 75 for a message sent).
+        let transport = Scripted::new(vec![], false);
+        let (_dir, engine) = setup(&transport, WhenUnknown::Resend);
+        let meta = NewEntry {
+            identity: Some(SenderIdentity::account("work")),
+            account: Some("work".to_owned()),
+            from: "ops@example.com".into(),
+            recipients: vec!["oncall@example.com".into()],
+            message_id: "<m1@example.com>".into(),
+            ..NewEntry::default()
+        };
+        let claim = engine.outbox().accept_claimed(MESSAGE, meta).unwrap();
+        let report = engine.flush(&Selection::default()).await.unwrap();
+        assert!(report.is_empty(), "{report:?}");
+        assert_eq!(transport.sends(), 0);
+        let delivery = engine
+            .deliver_claimed(claim, &transport, &quick(1), IfNotSent::Keep)
+            .await
+            .unwrap();
+        assert!(matches!(delivery.settled, Settled::Sent(_)), "{delivery:?}");
+        assert_eq!(transport.sends(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_resend_in_process_is_journaled_uncertain_first_then_sent_as_a_possible_duplicate() {
+        let transport = Scripted::new(vec![accepted_then_lost()], false);
+        let (_dir, engine, journal) = journaled(&transport, WhenUnknown::Resend);
+        let id = accept(&engine, "work");
+        let delivery = engine
+            .deliver(&id, &transport, &quick(3), IfNotSent::Keep)
+            .await
+            .unwrap();
+        let Settled::Sent(receipt) = &delivery.settled else {
+            panic!("{delivery:?}")
+        };
+        assert!(receipt.possible_duplicate && delivery.possible_duplicate);
+        assert_eq!(
+            summary(&journal),
+            [(Status::Uncertain, 1, false), (Status::Sent, 2, true)]
+        );
+        // The uncertain record was there before the resend went out.
+        let seen = transport.journal_before_send.lock().unwrap().clone();
+        assert_eq!(seen, [vec![], vec![Status::Uncertain]]);
+        assert!(
+            records(&journal)[0]
+                .error
+                .as_deref()
+                .unwrap()
+                .contains("connection reset")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_resend_by_a_later_flush_carries_the_true_count_and_the_mark() {
+        let transport = Scripted::new(vec![accepted_then_lost()], false);
+        let (_dir, engine, journal) = journaled(&transport, WhenUnknown::Resend);
+        let id = accept(&engine, "work");
+        let delivery = engine
+            .deliver(&id, &transport, &quick(1), IfNotSent::Keep)
+            .await
+            .unwrap();
+        assert!(matches!(
+            delivery.settled,
+            Settled::Queued {
+                uncertain: true,
+                ..
+            }
+        ));
+        let all = Selection {
+            include_not_due: true,
+            ..Selection::default()
+        };
+        let report = engine.flush(&all).await.unwrap();
+        assert_eq!(report.sent, 1);
+        assert_eq!(
+            summary(&journal),
+            [(Status::Uncertain, 1, false), (Status::Sent, 2, true)]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_lost_answer_held_is_journaled_alike_whether_or_not_retries_were_left() {
+        for attempts in [1, 3] {
+            let transport = Scripted::new(vec![accepted_then_lost()], false);
+            let (_dir, engine, journal) = journaled(&transport, WhenUnknown::Hold);
+            let id = accept(&engine, "work");
+            let delivery = engine
+                .deliver(&id, &transport, &quick(attempts), IfNotSent::Keep)
+                .await
+                .unwrap();
+            assert_eq!(delivery.settled, Settled::Held { uncertain: true });
+            assert_eq!(
+                summary(&journal),
+                [(Status::Uncertain, 1, false), (Status::Held, 1, false)],
+                "{attempts} attempt(s) allowed"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_held_uncertain_message_resent_by_queue_retry_is_a_possible_duplicate() {
+        let transport = Scripted::new(vec![accepted_then_lost()], false);
+        let (_dir, engine, journal) = journaled(&transport, WhenUnknown::Hold);
+        let id = accept(&engine, "work");
+        let delivery = engine
+            .deliver(&id, &transport, &quick(3), IfNotSent::Keep)
+            .await
+            .unwrap();
+        assert_eq!(delivery.settled, Settled::Held { uncertain: true });
+        let held = engine.outbox().get(id.as_str()).unwrap().unwrap();
+        assert_eq!(held.hold_kind(), Some(crate::outbox::HoldKind::Uncertain));
+        assert_eq!(held.attempts, 1, "one attempt made, none since");
+        assert!(engine.outbox().retry(id.as_str()).unwrap());
+        engine.flush(&Selection::default()).await.unwrap();
+        assert_eq!(
+            summary(&journal),
+            [
+                (Status::Uncertain, 1, false),
+                (Status::Held, 1, false),
+                (Status::Sent, 2, true)
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_verified_lost_answer_is_no_duplicate() {
+        let transport = Scripted::new(vec![accepted_then_lost()], true);
+        let (_dir, engine, journal) = journaled(&transport, WhenUnknown::Resend);
+        let id = accept(&engine, "work");
+        let delivery = engine
+            .deliver(&id, &transport, &quick(3), IfNotSent::Keep)
+            .await
+            .unwrap();
+        assert_eq!(delivery.settled, Settled::VerifiedSent);
+        assert_eq!(
+            summary(&journal),
+            [
+                (Status::Uncertain, 1, false),
+                (Status::VerifiedSent, 1, false)
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn every_attempt_in_process_counts() {
+        let transport = Scripted::new(vec![busy(), busy(), busy()], false);
+        let (_dir, engine, journal) = journaled(&transport, WhenUnknown::Resend);
+        let id = accept(&engine, "work");
+        engine
+            .deliver(&id, &transport, &quick(3), IfNotSent::Keep)
+            .await
+            .unwrap();
+        assert_eq!(summary(&journal), [(Status::Queued, 3, false)]);
+        let entry = engine.outbox().get(id.as_str()).unwrap().unwrap();
+        assert_eq!(entry.attempts, 3);
+        let all = Selection {
+            include_not_due: true,
+            ..Selection::default()
+        };
+        engine.flush(&all).await.unwrap();
+        assert_eq!(
+            summary(&journal),
+            [(Status::Queued, 3, false), (Status::Sent, 4, false)]
+        );
+    }
+
+    #[tokio::test]
+    async fn an_identity_hold_is_sent_by_the_first_flush_that_resolves_it() {
+        let transport = Scripted::new(vec![], false);
+        let (_dir, engine, journal) = journaled(&transport, WhenUnknown::Resend);
+        let id = accept(&engine, "home");
+        let report = engine.flush(&Selection::default()).await.unwrap();
+        assert_eq!(report.held, 1);
+        let held = engine.outbox().get(id.as_str()).unwrap().unwrap();
+        assert_eq!(held.hold_kind(), Some(crate::outbox::HoldKind::Identity));
+        // Still unresolvable: still held, and nothing new in the journal.
+        let report = engine.flush(&Selection::default()).await.unwrap();
+        assert_eq!((report.held, report.sent), (1, 0));
+        assert_eq!(outcomes(&journal), [Status::Held]);
+        // A login releases nothing here; the sender coming back does.
+        transport.home_back.store(true, Ordering::Relaxed);
+        let report = engine.flush(&Selection::default()).await.unwrap();
+        assert_eq!((report.held, report.sent), (0, 1));
+        assert!(engine.outbox().get(id.as_str()).unwrap().is_none());
+        assert_eq!(
+            summary(&journal),
+            [(Status::Held, 0, false), (Status::Sent, 1, false)]
+        );
+    }
+
+    #[tokio::test]
+    async fn login_and_uncertain_holds_wait_for_a_login_or_a_person() {
+        let transport = Scripted::new(
+            vec![Err(TransportError::new(
+                ErrorKind::Unauthorized,
+                "invalid_grant",
+            ))],
+            false,
+        );
+        let (_dir, engine, _journal) = journaled(&transport, WhenUnknown::Resend);
+        let id = accept(&engine, "work");
+        let delivery = engine
+            .deliver(&id, &transport, &quick(1), IfNotSent::Keep)
+            .await
+            .unwrap();
+        assert_eq!(delivery.settled, Settled::Held { uncertain: false });
+        let held = engine.outbox().get(id.as_str()).unwrap().unwrap();
+        assert_eq!(held.hold_kind(), Some(crate::outbox::HoldKind::Login));
+        // A flush does not send it (the sender resolves, but no login came).
+        let report = engine.flush(&Selection::default()).await.unwrap();
+        assert_eq!((report.sent, transport.sends()), (0, 1));
+        assert_eq!(engine.outbox().release_held(None).unwrap(), 1);
+        let report = engine.flush(&Selection::default()).await.unwrap();
+        assert_eq!(report.sent, 1);
     }
 }

@@ -185,12 +185,22 @@ impl Write for PrivateFile {
 /// call did, so everything its caller changed before calling is covered,
 /// and callers arriving while a sync runs share the next one.
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    shared_sync(dir, || sync_dir_now(dir))
+}
+
+/// Runs `sync` as a group commit of the callers in this process that name
+/// the same `key` (a path, or anything unique made to look like one):
+/// like [`sync_dir`], a call returns the result of a run that started
+/// after the call did, whoever's `sync` it was, so every caller's `sync`
+/// must make the same writes durable (`File::sync_data` on the same file,
+/// say). The journal's appenders share their syncs this way.
+pub fn shared_sync(key: &Path, sync: impl FnOnce() -> io::Result<()>) -> io::Result<()> {
     static GROUPS: Mutex<BTreeMap<PathBuf, Arc<SyncGroup>>> = Mutex::new(BTreeMap::new());
     let group = {
         let mut groups = GROUPS.lock().unwrap_or_else(PoisonError::into_inner);
-        Arc::clone(groups.entry(dir.to_owned()).or_default())
+        Arc::clone(groups.entry(key.to_owned()).or_default())
     };
-    group.sync(|| sync_dir_now(dir))
+    group.sync(sync)
 }
 
 /// One directory sync, not shared.
@@ -280,6 +290,48 @@ fn owner_only() -> std::fs::Permissions {
 }
 
 /// What the crate's tests look at in a directory.
+/// Which step of [`create_private_dir`] failed.
+#[derive(Debug)]
+pub enum DirError {
+    /// The directory (or a parent) could not be created.
+    Create(io::Error),
+    /// It exists, but could not be made private (mode 0700).
+    Permissions(io::Error),
+}
+
+/// Creates `dir` (and missing parents) with mode 0700, and makes it 0700
+/// if it existed with another mode.
+pub fn create_private_dir(dir: &Path) -> Result<(), DirError> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir).map_err(DirError::Create)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir)
+            .map_err(DirError::Permissions)?
+            .permissions()
+            .mode();
+        if mode & 0o777 != 0o700 {
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                .map_err(DirError::Permissions)?;
+        }
+    }
+    Ok(())
+}
+
+/// Opens the lock file at `path` for `File::lock`, creating it with mode
+/// 0600 (an existing file keeps its bytes).
+pub fn open_lock_file(path: &Path) -> io::Result<File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true).write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)
+}
+
 #[cfg(test)]
 pub(crate) mod testing {
     use std::fs;
@@ -306,6 +358,29 @@ pub(crate) mod testing {
 #[cfg(test)]
 mod tests {
     use super::testing::*;
+
+    #[cfg(unix)]
+    #[test]
+    fn private_dirs_and_lock_files_are_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let nested = dir.path().join("a/b");
+        create_private_dir(&nested).unwrap();
+        assert_eq!(testing::mode(&nested), 0o700);
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&nested, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        create_private_dir(&nested).unwrap();
+        assert_eq!(testing::mode(&nested), 0o700);
+
+        let lock = nested.join("x.lock");
+        std::fs::write(&lock, b"kept").unwrap();
+        drop(open_lock_file(&lock).unwrap());
+        assert_eq!(std::fs::read(&lock).unwrap(), b"kept");
+        let fresh = nested.join("y.lock");
+        drop(open_lock_file(&fresh).unwrap());
+        assert_eq!(testing::mode(&fresh), 0o600);
+    }
     use super::*;
     use std::fs;
 

@@ -18,6 +18,20 @@
 //! oldest is deleted) and a new current file starts. The journal never
 //! holds much more than `(ROTATED_FILES_KEPT + 1) × ROTATE_AT_BYTES`.
 //!
+//! Records also age out ([`DEFAULT_KEEP_DAYS`], `[journal] keep_days`):
+//! [`Journal::read`] skips records older than that, and an append (at most
+//! once an hour per process) deletes rotated files last written before
+//! then, and rotates the current file once its first record is that old,
+//! so a file outlives its newest record by at most the same time again.
+//!
+//! # What a record carries
+//!
+//! The first record of a message (the relay's `queued`, or the first
+//! outcome) carries its Subject and, for relayed mail, the client's address
+//! and SMTP user; [`Journal::read`] gives them to the message's later
+//! records too, so every reader sees them on every row. With
+//! [`Journal::with_subjects`]`(false)` no Subject is written.
+//!
 //! # Concurrency and crashes
 //!
 //! Appends and rotations happen under an exclusive lock on `lock`, which
@@ -35,14 +49,18 @@
 //! pass a redacted [`TransportError`](crate::TransportError) text (its
 //! `Display` and sources never include a token or secret).
 
+use std::collections::HashMap;
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 
 use serde::{Deserialize, Serialize};
 
+use crate::files;
 use crate::outbox::Entry;
 use crate::token::now_unix;
 
@@ -51,6 +69,12 @@ pub const ROTATE_AT_BYTES: u64 = 10 << 20;
 
 /// How many rotated files are kept next to the current one.
 pub const ROTATED_FILES_KEPT: usize = 5;
+
+/// How long records are kept, in days, unless configured otherwise.
+pub const DEFAULT_KEEP_DAYS: u32 = 400;
+
+/// How often (seconds) an appending process looks for aged-out files.
+const AGE_CHECK_EVERY: i64 = 3600;
 
 const CURRENT: &str = "journal.jsonl";
 const LOCK: &str = "lock";
@@ -167,22 +191,42 @@ pub struct Record {
     /// The account's name, or for environment credentials a label naming
     /// them (e.g. `service account acting as ops@example.com`).
     pub account: Option<String>,
+    /// For relayed mail, the client's address (`192.0.2.7`), if recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<String>,
+    /// For relayed mail, the SMTP AUTH user, if the client logged in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub smtp_user: Option<String>,
     /// The provider (`gmail`, `graph`), if known.
     pub provider: Option<String>,
     /// The envelope sender's address.
     pub from: String,
     /// The recipients' addresses.
     pub recipients: Vec<String>,
+    /// The message's Subject, if recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
     /// The message's size in bytes.
     pub size: u64,
-    /// Attempts made so far, the one that led to this outcome included.
+    /// Attempts made so far, the one that led to this outcome included;
+    /// every retry counts, in one process or across several.
     pub attempts: u32,
+    /// A copy may already have arrived before this one: the message was
+    /// sent again after an attempt whose outcome was unknown (an
+    /// `uncertain` record before it says which) and could not be checked.
+    /// `false` in records written before apimail recorded it.
+    #[serde(default)]
+    pub possible_duplicate: bool,
     /// How it ended.
     pub outcome: Outcome,
     /// The provider's id for the message, when it returned one.
     pub provider_id: Option<String>,
     /// Why it was not sent: redacted error text (see the module docs).
     pub error: Option<String>,
+    /// The authors' addresses before the relay's sender policy rewrote
+    /// From to the account's address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub original_from: Option<String>,
 }
 
 impl Record {
@@ -203,14 +247,19 @@ impl Record {
             queue_id: Some(entry.id.to_string()),
             message_id: entry.message_id.clone(),
             account: entry.account.clone(),
+            client: None,
+            smtp_user: None,
             provider: entry.provider.clone(),
             from: entry.from.clone(),
             recipients: entry.recipients.clone(),
+            subject: None,
             size: entry.size,
             attempts: entry.attempts,
+            possible_duplicate: false,
             outcome,
             provider_id: None,
             error: None,
+            original_from: entry.original_from.clone(),
         }
     }
 
@@ -220,6 +269,18 @@ impl Record {
         if self.account.is_none() {
             self.account = Some(label.into());
         }
+        self
+    }
+
+    /// Sets the number of attempts made so far.
+    pub fn attempts(mut self, attempts: u32) -> Self {
+        self.attempts = attempts;
+        self
+    }
+
+    /// Marks the record as a possible second copy.
+    pub fn possible_duplicate(mut self, possible: bool) -> Self {
+        self.possible_duplicate = possible;
         self
     }
 
@@ -235,10 +296,71 @@ impl Record {
         self
     }
 
+    /// Sets the Subject, the client's address and the SMTP user, where
+    /// `details` has them.
+    pub fn details(mut self, details: &Details) -> Self {
+        let fill = |field: &mut Option<String>, value: &Option<String>| {
+            if value.is_some() {
+                field.clone_from(value);
+            }
+        };
+        fill(&mut self.subject, &details.subject);
+        fill(&mut self.client, &details.client);
+        fill(&mut self.smtp_user, &details.smtp_user);
+        self
+    }
+
+    /// Whether the message's story ends here (sent, verified sent or
+    /// failed): no record of it follows, unless someone retries it.
+    pub fn is_final(&self) -> bool {
+        matches!(
+            self.outcome,
+            Outcome::Sent | Outcome::VerifiedSent | Outcome::Failed
+        )
+    }
+
     /// [`time`](Self::time) as RFC 3339 in UTC, e.g.
     /// `2026-11-29T08:15:00Z`.
     pub fn time_rfc3339(&self) -> String {
         rfc3339(self.time)
+    }
+}
+
+/// What the first record of a message carries for the ones after it:
+/// the Subject and, for relayed mail, the client's address and SMTP user.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Details {
+    /// The message's Subject.
+    pub subject: Option<String>,
+    /// The relay client's address (`192.0.2.7`).
+    pub client: Option<String>,
+    /// The SMTP AUTH user, if the client logged in.
+    pub smtp_user: Option<String>,
+}
+
+impl Details {
+    fn of(record: &Record) -> Details {
+        Details {
+            subject: record.subject.clone(),
+            client: record.client.clone(),
+            smtp_user: record.smtp_user.clone(),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.subject.is_none() && self.client.is_none() && self.smtp_user.is_none()
+    }
+
+    /// Fills what `record` lacks.
+    fn lend(&self, record: &mut Record) {
+        let fill = |field: &mut Option<String>, value: &Option<String>| {
+            if field.is_none() {
+                field.clone_from(value);
+            }
+        };
+        fill(&mut record.subject, &self.subject);
+        fill(&mut record.client, &self.client);
+        fill(&mut record.smtp_user, &self.smtp_user);
     }
 }
 
@@ -280,6 +402,10 @@ pub struct Journal {
     dir: PathBuf,
     rotate_at: u64,
     keep: usize,
+    keep_secs: i64,
+    subjects: bool,
+    /// When this process last looked for aged-out files (Unix seconds).
+    age_checked: Arc<AtomicI64>,
 }
 
 impl Journal {
@@ -292,7 +418,34 @@ impl Journal {
             dir,
             rotate_at: ROTATE_AT_BYTES,
             keep: ROTATED_FILES_KEPT,
+            keep_secs: i64::from(DEFAULT_KEEP_DAYS) * 86_400,
+            subjects: true,
+            age_checked: Arc::new(AtomicI64::new(i64::MIN)),
         })
+    }
+
+    /// Keeps records for `days` days (at least one) instead of
+    /// [`DEFAULT_KEEP_DAYS`]. Every process using the directory should
+    /// agree.
+    pub fn with_keep_days(mut self, days: u32) -> Self {
+        self.keep_secs = i64::from(days.max(1)) * 86_400;
+        self
+    }
+
+    /// With `false`, records are written without their Subject.
+    pub fn with_subjects(mut self, subjects: bool) -> Self {
+        self.subjects = subjects;
+        self
+    }
+
+    /// Whether records are written with their Subject.
+    pub fn records_subjects(&self) -> bool {
+        self.subjects
+    }
+
+    /// The oldest time (Unix seconds) a record kept at `now` may have.
+    pub fn cutoff(&self, now: i64) -> i64 {
+        now.saturating_sub(self.keep_secs)
     }
 
     /// Rotates at `rotate_at` bytes and keeps `keep` rotated files instead
@@ -317,15 +470,27 @@ impl Journal {
     }
 
     /// Appends `record` as one line, rotating first if the line would take
-    /// the current file past the limit, and syncs it to disk. Waits for
-    /// other appenders (they hold the lock for one write).
+    /// the current file past the limit, and syncs it to disk before
+    /// returning. Waits for other appenders (they hold the lock for one
+    /// write). The sync is a group commit: concurrent appenders in this
+    /// process (the relay's workers) share one `fdatasync` of the file,
+    /// taken after the lock is released (see [`files::shared_sync`]).
     pub fn append(&self, record: &Record) -> Result<(), JournalError> {
         let current = self.file(0);
-        let mut line = serde_json::to_vec(record)
-            .map_err(|e| JournalError::new("encode a record for", &current, e.into()))?;
+        let encoded = if self.subjects || record.subject.is_none() {
+            serde_json::to_vec(record)
+        } else {
+            serde_json::to_vec(&Record {
+                subject: None,
+                ..record.clone()
+            })
+        };
+        let mut line =
+            encoded.map_err(|e| JournalError::new("encode a record for", &current, e.into()))?;
         line.push(b'\n');
 
-        let _lock = self.lock(LockKind::Exclusive)?;
+        let lock = self.lock(LockKind::Exclusive)?;
+        self.age_out(now_unix())?;
         let mut file = open_append(&current)?;
         let mut size = file_len(&file, &current)?;
         if size > 0 && size + line.len() as u64 > self.rotate_at {
@@ -338,8 +503,18 @@ impl Journal {
             line.insert(0, b'\n');
         }
         file.write_all(&line)
-            .and_then(|()| file.sync_data())
-            .map_err(|e| JournalError::new("append to", &current, e))
+            .map_err(|e| JournalError::new("append to", &current, e))?;
+        drop(lock);
+        // Keyed by the file's inode: a rotation meanwhile renames the file
+        // but not the inode its line went into, which a sync of any of its
+        // descriptors makes durable. Without inodes, each syncs its own.
+        let synced = match inode(&file) {
+            0 => file.sync_data(),
+            ino => files::shared_sync(&self.dir.join(format!("{CURRENT}#{ino}")), || {
+                file.sync_data()
+            }),
+        };
+        synced.map_err(|e| JournalError::new("append to", &current, e))
     }
 
     /// Shifts `journal.N-1` → `journal.N`, …, current → `journal.1`,
@@ -362,40 +537,93 @@ impl Journal {
         sync_dir(&self.dir)
     }
 
-    /// The records that pass `filter`, oldest first across the rotated
-    /// files. The files are opened now; the records are read as the
-    /// iterator goes, so a long read never blocks appenders.
-    pub fn read(&self, filter: &Filter) -> Result<Records, JournalError> {
-        let mut files = Vec::new();
-        {
-            let _lock = self.lock(LockKind::Shared)?;
-            for n in (0..=self.keep).rev() {
-                let path = self.file(n);
-                match File::open(&path) {
-                    Ok(file) => files.push((path, BufReader::new(file))),
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(JournalError::new("read", &path, e)),
-                }
-            }
+    /// At most once an hour per process: deletes rotated files last
+    /// written before the cutoff (oldest first), and rotates the current
+    /// file when its first record is older. The caller holds the lock.
+    fn age_out(&self, now: i64) -> Result<(), JournalError> {
+        let last = self.age_checked.load(Ordering::Relaxed);
+        if now.saturating_sub(last) < AGE_CHECK_EVERY {
+            return Ok(());
         }
+        self.age_checked.store(now, Ordering::Relaxed);
+        let cutoff = self.cutoff(now);
+        for n in (1..=self.keep).rev() {
+            let path = self.file(n);
+            let written = match fs::metadata(&path).and_then(|m| m.modified()) {
+                Ok(written) => written,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(JournalError::new("read", &path, e)),
+            };
+            let written = written
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() as i64);
+            if written >= cutoff {
+                break; // newer files follow
+            }
+            remove_if_exists(&path)?;
+        }
+        let current = self.file(0);
+        let first = match File::open(&current) {
+            Ok(file) => {
+                let mut line = Vec::new();
+                BufReader::new(file)
+                    .take(1 << 20)
+                    .read_until(b'\n', &mut line)
+                    .map_err(|e| JournalError::new("read", &current, e))?;
+                parse_line(&line)
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(JournalError::new("read", &current, e)),
+        };
+        if first.is_some_and(|record| record.time < cutoff) {
+            self.rotate()?;
+        }
+        Ok(())
+    }
+
+    /// The records that pass `filter`, oldest first across the rotated
+    /// files, none older than the kept days, each with its message's
+    /// [`Details`] (see the module docs). The files are opened now; the
+    /// records are read as the iterator goes, so a long read never blocks
+    /// appenders.
+    pub fn read(&self, filter: &Filter) -> Result<Records, JournalError> {
+        let mut files: Vec<_> = self
+            .files()?
+            .into_iter()
+            .map(|f| (f.path, BufReader::new(f.file)))
+            .collect();
         files.reverse(); // popped from the back: oldest first
         Ok(Records {
             files,
             filter: filter.clone(),
+            cutoff: self.cutoff(now_unix()),
+            details: HashMap::new(),
             skipped: 0,
             line: Vec::new(),
         })
     }
 
+    /// The journal's files, oldest first, opened now under the lock (so a
+    /// rotation meanwhile neither hides nor repeats a record), for readers
+    /// that keep their own place, such as the console's index. Each line
+    /// is a record for [`parse_line`].
+    pub fn files(&self) -> Result<Vec<JournalFile>, JournalError> {
+        let mut files = Vec::new();
+        let _lock = self.lock(LockKind::Shared)?;
+        for n in (0..=self.keep).rev() {
+            let path = self.file(n);
+            match File::open(&path) {
+                Ok(file) => files.push(JournalFile { path, file }),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(JournalError::new("read", &path, e)),
+            }
+        }
+        Ok(files)
+    }
+
     fn lock(&self, kind: LockKind) -> Result<File, JournalError> {
         let path = self.dir.join(LOCK);
-        let file = private_options()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(|e| JournalError::new("lock", &path, e))?;
+        let file = files::open_lock_file(&path).map_err(|e| JournalError::new("lock", &path, e))?;
         match kind {
             LockKind::Exclusive => file.lock(),
             LockKind::Shared => file.lock_shared(),
@@ -403,6 +631,21 @@ impl Journal {
         .map_err(|e| JournalError::new("lock", &path, e))?;
         Ok(file)
     }
+}
+
+/// One of the journal's files, open for reading (see [`Journal::files`]).
+#[derive(Debug)]
+pub struct JournalFile {
+    /// Where it was when opened; a rotation may rename it since.
+    pub path: PathBuf,
+    /// The open file.
+    pub file: File,
+}
+
+/// One journal line (with or without its newline) as a record; `None` for
+/// a line that is not one (torn by a crash, or edited).
+pub fn parse_line(line: &[u8]) -> Option<Record> {
+    serde_json::from_slice(line).ok()
 }
 
 enum LockKind {
@@ -417,6 +660,10 @@ pub struct Records {
     /// Open files, newest first (the next one is popped from the back).
     files: Vec<(PathBuf, BufReader<File>)>,
     filter: Filter,
+    /// Older records are skipped (aged out).
+    cutoff: i64,
+    /// The details of messages whose story has not ended, by queue id.
+    details: HashMap<String, Details>,
     skipped: usize,
     line: Vec<u8>,
 }
@@ -426,6 +673,31 @@ impl Records {
     /// or edited by hand).
     pub fn skipped(&self) -> usize {
         self.skipped
+    }
+
+    /// Gives `record` its message's details from an earlier record, and
+    /// remembers them until the message's final record (so memory follows
+    /// the messages under way, not the journal's length).
+    fn carry(&mut self, record: &mut Record) {
+        let Some(id) = &record.queue_id else { return };
+        if record.is_final() {
+            if let Some(details) = self.details.remove(id) {
+                details.lend(record);
+            }
+            return;
+        }
+        match self.details.get_mut(id) {
+            Some(details) => {
+                details.lend(record);
+                *details = Details::of(record);
+            }
+            None => {
+                let details = Details::of(record);
+                if !details.is_empty() {
+                    self.details.insert(id.clone(), details);
+                }
+            }
+        }
     }
 }
 
@@ -442,13 +714,17 @@ impl Iterator for Records {
                 }
                 Ok(_) => {
                     let complete = self.line.ends_with(b"\n");
-                    match serde_json::from_slice::<Record>(&self.line) {
-                        Ok(record) if self.filter.matches(&record) => return Some(Ok(record)),
-                        Ok(_) => {}
+                    match parse_line(&self.line) {
+                        Some(mut record) => {
+                            self.carry(&mut record);
+                            if record.time >= self.cutoff && self.filter.matches(&record) {
+                                return Some(Ok(record));
+                            }
+                        }
                         // A last line without its newline may still be
                         // being written, or torn by a crash: not counted.
-                        Err(_) if complete => self.skipped += 1,
-                        Err(_) => {}
+                        None if complete => self.skipped += 1,
+                        None => {}
                     }
                 }
                 Err(e) => {
@@ -458,6 +734,20 @@ impl Iterator for Records {
                 }
             }
         }
+    }
+}
+
+/// `file`'s inode number (0 where there is none).
+fn inode(file: &File) -> u64 {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        file.metadata().map_or(0, |m| m.ino())
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = file;
+        0
     }
 }
 
@@ -512,23 +802,12 @@ fn sync_dir(dir: &Path) -> Result<(), JournalError> {
     Ok(())
 }
 
-/// Creates `dir` (and missing parents) with mode 0700 and makes sure it is
-/// private even if it existed.
+/// [`files::create_private_dir`], its failure named by step.
 fn create_private_dir(dir: &Path) -> Result<(), JournalError> {
-    let mut builder = fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder
-        .create(dir)
-        .map_err(|e| JournalError::new("create", dir, e))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
-            .map_err(|e| JournalError::new("make private", dir, e))?;
-    }
-    Ok(())
+    files::create_private_dir(dir).map_err(|e| match e {
+        files::DirError::Create(e) => JournalError::new("create", dir, e),
+        files::DirError::Permissions(e) => JournalError::new("make private", dir, e),
+    })
 }
 
 #[cfg(test)]
@@ -542,11 +821,15 @@ mod tests {
             queue_id: Some(format!("20260528T000000-{n:012x}")),
             message_id: format!("<{n}@example.com>"),
             account: Some(if n.is_multiple_of(2) { "work" } else { "home" }.to_owned()),
+            client: None,
+            smtp_user: None,
             provider: Some("gmail".to_owned()),
             from: "ops@example.com".to_owned(),
             recipients: vec!["a@example.net".to_owned(), "b@example.net".to_owned()],
+            subject: None,
             size: 1234,
             attempts: 1,
+            possible_duplicate: n.is_multiple_of(5),
             outcome: if n.is_multiple_of(3) {
                 Outcome::Failed
             } else {
@@ -556,6 +839,7 @@ mod tests {
             error: n
                 .is_multiple_of(3)
                 .then(|| "rejected: \"quoted\", with comma\nand line".to_owned()),
+            original_from: None,
         }
     }
 
@@ -564,6 +848,7 @@ mod tests {
         Record {
             outcome: Outcome::Sent,
             error: None,
+            possible_duplicate: false,
             ..record(n)
         }
     }
@@ -642,6 +927,21 @@ mod tests {
             ..Filter::default()
         };
         assert!(ids(held).is_empty());
+    }
+
+    #[test]
+    fn records_without_possible_duplicate_still_read() {
+        let mut old = serde_json::to_value(record(1)).unwrap();
+        old.as_object_mut().unwrap().remove("possible_duplicate");
+        let read: Record = serde_json::from_value(old).unwrap();
+        assert!(!read.possible_duplicate);
+        assert_eq!(
+            read,
+            Record {
+                possible_duplicate: false,
+                ..record(1)
+            }
+        );
     }
 
     #[test]
@@ -839,5 +1139,114 @@ mod tests {
         assert_eq!(records.skipped(), 0);
         assert_eq!(ids.len(), 400);
         assert!(journal.file(2).exists(), "it rotated");
+    }
+
+    #[test]
+    fn later_records_carry_the_details_of_the_first_until_the_last() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::open(dir.path()).unwrap();
+        let queued = Record {
+            outcome: Outcome::Queued,
+            subject: Some("Scan 12".to_owned()),
+            client: Some("192.0.2.7".to_owned()),
+            smtp_user: Some("scanner".to_owned()),
+            ..plain(100)
+        };
+        journal.append(&queued).unwrap();
+        journal.append(&record(200)).unwrap();
+        journal.append(&plain(100)).unwrap(); // sent: the story ends
+        // Retried later by hand: no details left to lend.
+        journal.append(&plain(100)).unwrap();
+        let read = all(&journal);
+        let details: Vec<_> = read
+            .iter()
+            .map(|r| {
+                (
+                    r.subject.as_deref(),
+                    r.client.as_deref(),
+                    r.smtp_user.as_deref(),
+                )
+            })
+            .collect();
+        let lent = (Some("Scan 12"), Some("192.0.2.7"), Some("scanner"));
+        assert_eq!(
+            details,
+            [lent, (None, None, None), lent, (None, None, None)]
+        );
+        // The file itself holds them once.
+        let text = fs::read_to_string(journal.file(0)).unwrap();
+        assert_eq!(text.matches("Scan 12").count(), 1, "{text}");
+    }
+
+    #[test]
+    fn subjects_false_leaves_the_subject_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::open(dir.path()).unwrap().with_subjects(false);
+        assert!(!journal.records_subjects());
+        let with_subject = Record {
+            subject: Some("Salary review".to_owned()),
+            client: Some("192.0.2.7".to_owned()),
+            ..plain(100)
+        };
+        journal.append(&with_subject).unwrap();
+        let text = fs::read_to_string(journal.file(0)).unwrap();
+        assert!(
+            !text.contains("Salary") && !text.contains("subject"),
+            "{text}"
+        );
+        assert!(text.contains("192.0.2.7"), "{text}");
+        assert_eq!(all(&journal)[0].subject, None);
+    }
+
+    #[test]
+    fn records_age_out_after_keep_days() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = now_unix();
+        let day = 86_400;
+        let journal = Journal::open(dir.path())
+            .unwrap()
+            .with_rotation(1, 3) // one record per file
+            .with_keep_days(30);
+        let at = |n: u32, time: i64| Record { time, ..plain(n) };
+        journal.append(&at(100, now - 40 * day)).unwrap();
+        journal.append(&at(101, now - 35 * day)).unwrap();
+        journal.append(&at(102, now - 2 * day)).unwrap();
+        // Files written long ago look so to the next check.
+        for (n, days) in [(2, 40), (1, 35)] {
+            let file = OpenOptions::new()
+                .write(true)
+                .open(journal.file(n))
+                .unwrap();
+            file.set_modified(
+                std::time::SystemTime::now() - std::time::Duration::from_secs(days * 86_400),
+            )
+            .unwrap();
+        }
+        let times: Vec<i64> = all(&journal).iter().map(|r| r.time).collect();
+        assert_eq!(times, [now - 2 * day], "older records are not read");
+
+        // A fresh process (its first append checks): both old files go.
+        let journal = Journal::open(dir.path())
+            .unwrap()
+            .with_rotation(1 << 20, 3)
+            .with_keep_days(30);
+        journal.append(&at(103, now)).unwrap();
+        assert!(!journal.file(2).exists() && !journal.file(1).exists());
+        assert_eq!(
+            line_count(&journal.file(0)),
+            2,
+            "the file begun 2 days ago stays current"
+        );
+        assert_eq!(all(&journal).len(), 2);
+
+        // A current file whose first record aged out is rotated.
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::open(dir.path()).unwrap().with_keep_days(30);
+        let old = Journal::open(dir.path()).unwrap().with_keep_days(400);
+        old.append(&at(104, now - 31 * day)).unwrap();
+        journal.append(&at(105, now)).unwrap();
+        assert_eq!(line_count(&journal.file(0)), 1, "a new current file");
+        assert_eq!(line_count(&journal.file(1)), 1);
+        assert_eq!(all(&journal).len(), 1);
     }
 }

@@ -5,7 +5,8 @@
 //! - [`ReadyMessage`] parses a message someone else composed, as a
 //!   `sendmail` caller hands it over; [`recipients::plan_recipients`]
 //!   maps the caller's envelope onto its headers, expanding local names
-//!   through [`aliases::Aliases`].
+//!   through [`aliases::Aliases`]; [`intake`] takes such a message in
+//!   (recipients, sender policy, Date, Message-ID) for the outbox.
 //! - [`Transport`] is the seam every provider implements, and
 //!   [`TransportError`] the classification every provider maps its
 //!   failures to. [`FileTransport`] and [`StubTransport`] are test doubles.
@@ -37,14 +38,16 @@ pub mod endpoint;
 pub mod files;
 pub mod http;
 mod identity;
+pub mod intake;
 pub mod journal;
+pub mod journal_csv;
 pub mod oauth;
 pub mod outbox;
+mod pace;
 mod parse;
 pub mod recipients;
-#[cfg(feature = "relay")]
-pub mod relay;
 pub mod retry;
+pub mod schedule;
 mod secret;
 pub mod slots;
 mod token;
@@ -56,11 +59,12 @@ pub use address::{AddressError, Mailbox, Recipient};
 pub use charset::Charset;
 pub use compose::{Attachment, ComposeError, Composed, Message, MessageBuilder};
 pub use identity::SenderIdentity;
+pub use pace::Pace;
 pub use parse::{ParseError, ReadyMessage};
 pub use secret::Secret;
 pub use token::{AccessToken, EXPIRY_MARGIN, TokenError, TokenResponse, TokenSource, now_unix};
 pub use token_sources::{RefreshTokenSource, StoredTokens};
 pub use transport::{
-    DeliveryNotes, Envelope, ErrorKind, FileTransport, MemoryNotes, Receipt, SentMessage,
-    StoredMessage, StubTransport, Transport, TransportError, error_chain,
+    DeliveryNotes, Envelope, ErrorKind, FileTransport, MemoryNotes, MessageReader, Receipt,
+    SentMessage, StoredMessage, StubTransport, Transport, TransportError, error_chain,
 };

@@ -53,6 +53,10 @@ pub struct ReadyMessage {
     header_end: usize,
     newline: &'static str,
     from: Option<Mailbox>,
+    /// Every From mailbox with a domain, in order.
+    authors: Vec<Mailbox>,
+    /// The Sender mailbox, if it has a domain.
+    sender: Option<Mailbox>,
     /// Every recipient header's entries, in [`RECIPIENT_HEADERS`] order.
     fields: Vec<(&'static str, Vec<Recipient>)>,
     recipients: Vec<Mailbox>,
@@ -60,6 +64,7 @@ pub struct ReadyMessage {
     has_date: bool,
     message_id: Option<String>,
     local_sender: Option<String>,
+    subject: Option<String>,
 }
 
 impl ReadyMessage {
@@ -96,28 +101,34 @@ impl ReadyMessage {
             .collect();
         // A local sender such as cron's `From: root (Cron Daemon)` has no
         // domain: callers replace it with a real address.
-        let (from, local_sender) = match addresses(&parsed, HeaderName::From, "From")?
-            .into_iter()
-            .next()
-        {
-            Some(Recipient::Mailbox(from)) => (Some(from), None),
+        let from_field = addresses(&parsed, HeaderName::From, "From")?;
+        let (from, local_sender) = match from_field.first() {
+            Some(Recipient::Mailbox(from)) => (Some(from.clone()), None),
             Some(Recipient::Local(_)) => (None, Some(local_sender_name(&parsed))),
             None => (None, None),
         };
+        let authors = mailboxes(from_field);
+        let sender = mailboxes(addresses(&parsed, HeaderName::Sender, "Sender")?)
+            .into_iter()
+            .next();
         let has_date = parsed.header(HeaderName::Date).is_some();
         let message_id = parsed.message_id().map(|id| format!("<{id}>"));
+        let subject = parsed.subject().map(str::to_owned);
 
         Ok(ReadyMessage {
             bytes,
             header_end,
             newline,
             from,
+            authors,
+            sender,
             fields,
             recipients,
             resent,
             has_date,
             message_id,
             local_sender,
+            subject,
         })
     }
 
@@ -218,6 +229,17 @@ impl ReadyMessage {
         self.from.as_ref()
     }
 
+    /// Every From mailbox that has a domain (a message may have several
+    /// authors).
+    pub fn authors(&self) -> &[Mailbox] {
+        &self.authors
+    }
+
+    /// The Sender mailbox, if the message has one with a domain.
+    pub fn sender(&self) -> Option<&Mailbox> {
+        self.sender.as_ref()
+    }
+
     /// Recipients named in the headers (see [`ReadyMessage::parse`]).
     pub fn recipients(&self) -> &[Mailbox] {
         &self.recipients
@@ -231,6 +253,11 @@ impl ReadyMessage {
     /// The Message-ID with angle brackets, if present.
     pub fn message_id(&self) -> Option<&str> {
         self.message_id.as_deref()
+    }
+
+    /// The Subject, decoded (encoded-words and folding undone).
+    pub fn subject(&self) -> Option<&str> {
+        self.subject.as_deref()
     }
 
     /// Whether a Date header is present.
@@ -278,6 +305,16 @@ fn local_sender_name(parsed: &mail_parser::Message<'_>) -> String {
         .unwrap_or("")
         .trim_matches(|c| c == '(' || c == ')')
         .to_owned()
+}
+
+/// The entries that are mailboxes (with a domain).
+fn mailboxes(list: Vec<Recipient>) -> Vec<Mailbox> {
+    list.into_iter()
+        .filter_map(|r| match r {
+            Recipient::Mailbox(m) => Some(m),
+            Recipient::Local(_) => None,
+        })
+        .collect()
 }
 
 fn addresses(
@@ -345,6 +382,26 @@ fn is_field(field: &[u8], name: &str) -> bool {
 
 /// Checks the header section and returns where it ends (the offset just
 /// past the last header line, before the blank line) and the line ending.
+/// The Subject of the message in the file at `path`, decoded, reading
+/// only its header section (at most 256 KiB); `None` without one or when
+/// the file cannot be read.
+pub fn read_subject(message: impl std::io::Read) -> Option<String> {
+    use std::io::{BufRead, BufReader};
+    let mut reader = BufReader::new(message.take(256 << 10));
+    let mut head = Vec::new();
+    loop {
+        let start = head.len();
+        if reader.read_until(b'\n', &mut head).ok()? == 0 {
+            break;
+        }
+        if matches!(&head[start..], b"\n" | b"\r\n") {
+            break;
+        }
+    }
+    let parsed = MessageParser::new().parse_headers(&head)?;
+    parsed.subject().map(str::to_owned)
+}
+
 fn scan_header_section(bytes: &[u8]) -> Result<(usize, &'static str), ParseError> {
     if bytes.is_empty() {
         return Err(ParseError::Empty);
@@ -401,6 +458,18 @@ mod tests {
         );
         assert!(!m.is_resent());
         assert_eq!(m.as_bytes(), raw);
+    }
+
+    #[test]
+    fn every_author_and_the_sender_are_read() {
+        let raw = b"From: Ann <ann@example.com>, root, bob@example.org\nSender: sec@example.com\nTo: b@example.com\n\nbody\n";
+        let m = ReadyMessage::parse(raw.to_vec()).unwrap();
+        let authors: Vec<_> = m.authors().iter().map(Mailbox::email).collect();
+        assert_eq!(authors, ["ann@example.com", "bob@example.org"]);
+        assert_eq!(m.sender().map(Mailbox::email), Some("sec@example.com"));
+        assert_eq!(m.from().map(Mailbox::email), Some("ann@example.com"));
+        let m = ReadyMessage::parse(b"To: b@example.com\n\nbody\n".to_vec()).unwrap();
+        assert!(m.authors().is_empty() && m.sender().is_none());
     }
 
     #[test]

@@ -66,7 +66,7 @@ impl RetryPolicy {
     /// `on_retry(attempt, &error, delay)` is called before each wait. A
     /// non-temporary error is returned as it is. When giving up on a
     /// temporary one, the error returned says so ("gave up after 5 attempts
-    /// in 31s"), has the last error as its source, and keeps
+    /// in 31s: server busy"), has the last error as its source too, and keeps
     /// [`ErrorKind::Temporary`] and the last `retry_after`.
     pub async fn run<T, F, Fut>(
         &self,
@@ -126,6 +126,7 @@ fn give_up(attempts: u32, elapsed: Duration, last: TransportError) -> TransportE
     let retry_after = last.retry_after();
     let mut error = TransportError::new(
         ErrorKind::Temporary,
+        // Also the source: `error_chain` and the CLI's report say it once.
         format!("gave up after {attempts} attempt{plural} in {seconds}s: {last}"),
     );
     if last.is_outcome_unknown() {
@@ -233,7 +234,7 @@ mod tests {
         // Rounded to the nearest second.
         let elapsed = (start.elapsed().as_millis() + 500) / 1000;
         assert_eq!(
-            error.to_string(),
+            crate::transport::error_chain(&error),
             format!("gave up after 5 attempts in {elapsed}s: server busy")
         );
         assert_eq!(error.source().unwrap().to_string(), "server busy");
@@ -287,7 +288,7 @@ mod tests {
         assert_eq!(error.kind(), ErrorKind::Temporary);
         assert!(error.is_outcome_unknown());
         assert_eq!(
-            error.to_string(),
+            crate::transport::error_chain(&error),
             "gave up after 1 attempt in 10s: attempt 1 was still running when the overall limit of 10 s ran out"
         );
     }
@@ -316,7 +317,7 @@ mod tests {
             .await
             .unwrap_err();
         assert!(
-            error.to_string().ends_with(
+            crate::transport::error_chain(&error).ends_with(
                 "attempt 2 was still running when the overall limit of 10 s ran out; \
                  attempt 1 had failed: upload.example:443 stalled"
             ),
@@ -366,8 +367,13 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(start.elapsed(), Duration::ZERO);
+        // The first line names the cause; the chain says it once.
         assert_eq!(
             error.to_string(),
+            "gave up after 1 attempt in 0s: server busy"
+        );
+        assert_eq!(
+            crate::transport::error_chain(&error),
             "gave up after 1 attempt in 0s: server busy"
         );
     }

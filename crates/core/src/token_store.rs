@@ -11,7 +11,7 @@
 //! Secret values (refresh tokens, access tokens, client secrets) are held in
 //! [`Secret`]s and never appear in an error, `Debug` or `Display` output.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::future::Future;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -20,9 +20,6 @@ use std::time::{Duration, Instant};
 use crate::files;
 use crate::secret::Secret;
 use crate::token::{AccessToken, TokenError, TokenResponse, now_unix};
-
-/// The environment variable that overrides where apimail keeps its data.
-const DATA_DIR_VAR: &str = "APIMAIL_DATA_DIR";
 
 /// How long to wait for another process to release an account's lock.
 const LOCK_TIMEOUT: Duration = Duration::from_secs(30);
@@ -246,14 +243,10 @@ impl TokenStore {
         }
     }
 
-    /// The store in `$APIMAIL_DATA_DIR`, else in the platform data directory
-    /// (e.g. `~/.local/share/apimail`).
-    pub fn from_env() -> Result<Self, StoreError> {
-        if let Some(dir) = std::env::var_os(DATA_DIR_VAR)
-            && !dir.is_empty()
-        {
-            return Ok(TokenStore::new(dir));
-        }
+    /// The store in the platform data directory (e.g.
+    /// `~/.local/share/apimail`); the account layer reads
+    /// `$APIMAIL_DATA_DIR` first.
+    pub fn in_platform_dir() -> Result<Self, StoreError> {
         dirs::data_dir()
             .map(|dir| TokenStore::new(dir.join("apimail")))
             .ok_or(StoreError::NoDataDir)
@@ -479,17 +472,13 @@ impl TokenStore {
     /// latter is private even if it already existed.
     fn ensure_dirs(&self) -> Result<PathBuf, StoreError> {
         let tokens = self.tokens_dir();
-        let mut builder = fs::DirBuilder::new();
-        builder.recursive(true);
-        #[cfg(unix)]
-        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-        builder
-            .create(&tokens)
-            .map_err(|source| StoreError::CreateDir {
-                path: tokens.clone(),
-                source,
-            })?;
-        make_private(&tokens, 0o700)?;
+        files::create_private_dir(&tokens).map_err(|e| {
+            let path = tokens.clone();
+            match e {
+                files::DirError::Create(source) => StoreError::CreateDir { path, source },
+                files::DirError::Permissions(source) => StoreError::Permissions { path, source },
+            }
+        })?;
         Ok(tokens)
     }
 
@@ -517,11 +506,7 @@ impl TokenStore {
     fn open_lock(&self, account: &str) -> Result<(File, PathBuf), StoreError> {
         self.ensure_dirs()?;
         let path = self.lock_path(account);
-        let mut options = OpenOptions::new();
-        options.read(true).write(true).create(true).truncate(false);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        let file = options.open(&path).map_err(|source| StoreError::Lock {
+        let file = files::open_lock_file(&path).map_err(|source| StoreError::Lock {
             path: path.clone(),
             source,
         })?;
@@ -575,26 +560,6 @@ fn try_lock(file: &File, path: &Path) -> Result<bool, StoreError> {
             source,
         }),
     }
-}
-
-/// Sets `path`'s mode to `mode` unless it already is.
-#[cfg(unix)]
-fn make_private(path: &Path, mode: u32) -> Result<(), StoreError> {
-    use std::os::unix::fs::PermissionsExt;
-    let error = |source| StoreError::Permissions {
-        path: path.to_owned(),
-        source,
-    };
-    let metadata = fs::metadata(path).map_err(error)?;
-    if metadata.permissions().mode() & 0o777 != mode {
-        fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(error)?;
-    }
-    Ok(())
-}
-
-#[cfg(not(unix))]
-fn make_private(_path: &Path, _mode: u32) -> Result<(), StoreError> {
-    Ok(())
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::address::Mailbox;
+use crate::pace::Pace;
 
 /// Who sends, and to whom. The HTTPS APIs read recipients from the
 /// headers; the envelope lets callers check and log them.
@@ -261,6 +262,12 @@ pub trait Transport {
         let _ = notes;
         async { Ok(()) }
     }
+
+    /// How fast this sender's mailbox may be sent to (the provider's
+    /// limits); [`Pace::UNLIMITED`] unless the transport states one.
+    fn pace(&self) -> Pace {
+        Pace::UNLIMITED
+    }
 }
 
 impl<T: Transport + Send + Sync> Transport for std::sync::Arc<T> {
@@ -301,27 +308,50 @@ impl<T: Transport + Send + Sync> Transport for std::sync::Arc<T> {
     async fn interrupted(&self, notes: &dyn DeliveryNotes) -> Result<(), TransportError> {
         T::interrupted(self, notes).await
     }
+    fn pace(&self) -> Pace {
+        T::pace(self)
+    }
 }
 
-/// A message in a file, exactly as it is to be sent: an outbox entry's
-/// `.eml`. Transports open it on each attempt, so a retry copies nothing.
+/// A message in a file, exactly as it is to be sent: a byte range of an
+/// outbox entry's file (the first bytes of a `.msg`, or a whole `.eml`).
+/// Transports open it on each attempt, so a retry copies nothing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredMessage {
     path: PathBuf,
+    offset: u64,
     len: u64,
 }
 
 impl StoredMessage {
-    /// The message in `path`, of the file's present size.
+    /// The message in `path`, the whole file of its present size.
     pub fn new(path: impl Into<PathBuf>) -> std::io::Result<Self> {
         let path = path.into();
         let len = std::fs::metadata(&path)?.len();
-        Ok(StoredMessage { path, len })
+        Ok(StoredMessage {
+            path,
+            offset: 0,
+            len,
+        })
     }
 
-    /// Where the message is.
+    /// The message that is the `len` bytes of `path` from `offset` on.
+    pub fn section(path: impl Into<PathBuf>, offset: u64, len: u64) -> Self {
+        StoredMessage {
+            path: path.into(),
+            offset,
+            len,
+        }
+    }
+
+    /// The file the message is in.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Where in the file the message starts.
+    pub fn offset(&self) -> u64 {
+        self.offset
     }
 
     /// Its size in bytes.
@@ -334,15 +364,27 @@ impl StoredMessage {
         self.len == 0
     }
 
-    /// Opens the file for reading from the start.
-    pub fn open(&self) -> Result<std::fs::File, TransportError> {
-        std::fs::File::open(&self.path).map_err(|e| self.read_error(e))
+    /// Opens the message for reading from its start: a reader (and
+    /// seeker) of its bytes only.
+    pub fn open(&self) -> Result<MessageReader, TransportError> {
+        let mut file = std::fs::File::open(&self.path).map_err(|e| self.read_error(e))?;
+        std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(self.offset))
+            .map_err(|e| self.read_error(e))?;
+        Ok(MessageReader {
+            file,
+            start: self.offset,
+            len: self.len,
+            pos: 0,
+        })
     }
 
     /// Reads the whole message: for small messages, or transports that
     /// need it whole.
     pub fn read(&self) -> Result<Vec<u8>, TransportError> {
-        std::fs::read(&self.path).map_err(|e| self.read_error(e))
+        let mut bytes = Vec::with_capacity(usize::try_from(self.len).unwrap_or(0));
+        std::io::Read::read_to_end(&mut self.open()?, &mut bytes)
+            .map_err(|e| self.read_error(e))?;
+        Ok(bytes)
     }
 
     fn read_error(&self, error: std::io::Error) -> TransportError {
@@ -351,6 +393,51 @@ impl StoredMessage {
             format!("cannot read the queued message {}", self.path.display()),
         )
         .with_source(error)
+    }
+}
+
+/// A [`StoredMessage`] open for reading: its byte range of the file, as
+/// if it were the whole file (positions and seeks count from the
+/// message's first byte; the end is the message's end).
+#[derive(Debug)]
+pub struct MessageReader {
+    file: std::fs::File,
+    start: u64,
+    len: u64,
+    /// The position within the message.
+    pos: u64,
+}
+
+impl std::io::Read for MessageReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let left = self.len.saturating_sub(self.pos);
+        let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        if want == 0 {
+            return Ok(0);
+        }
+        let n = self.file.read(&mut buf[..want])?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl std::io::Seek for MessageReader {
+    fn seek(&mut self, to: std::io::SeekFrom) -> std::io::Result<u64> {
+        let target = match to {
+            std::io::SeekFrom::Start(n) => Some(n),
+            std::io::SeekFrom::End(d) => self.len.checked_add_signed(d),
+            std::io::SeekFrom::Current(d) => self.pos.checked_add_signed(d),
+        }
+        .ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "seek before the message's start",
+            )
+        })?;
+        self.file
+            .seek(std::io::SeekFrom::Start(self.start.saturating_add(target)))?;
+        self.pos = target;
+        Ok(target)
     }
 }
 
@@ -504,13 +591,19 @@ impl Transport for StubTransport {
     }
 }
 
-/// An error and its causes on one line, `: `-separated.
+/// An error and its causes on one line, `: `-separated; a cause the link
+/// before it already ends with is said once (as the CLI's report does).
 pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
+    let mut said = error.to_string();
+    let mut text = said.clone();
     let mut source = error.source();
     while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
+        let cause_text = cause.to_string();
+        if !said.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        said = cause_text;
         source = cause.source();
     }
     text
@@ -519,6 +612,49 @@ pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A message stored as a range of a larger file reads and seeks as if
+    /// it were the whole file, never past its end (Gmail's resumable
+    /// upload seeks; Graph reads ranges).
+    #[test]
+    fn a_stored_message_is_its_range_only() {
+        use std::io::{Read, Seek, SeekFrom};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("entry.msg");
+        std::fs::write(&path, b"HEADmessage bytes{\"meta\":1}FOOTER").unwrap();
+        let stored = StoredMessage::section(&path, 4, 13);
+        assert_eq!(stored.read().unwrap(), b"message bytes");
+        let mut reader = stored.open().unwrap();
+        let mut buf = [0u8; 7];
+        reader.read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"message");
+        assert_eq!(reader.seek(SeekFrom::End(-5)).unwrap(), 8);
+        let mut rest = Vec::new();
+        reader.read_to_end(&mut rest).unwrap();
+        assert_eq!(rest, b"bytes");
+        assert_eq!(reader.seek(SeekFrom::Start(0)).unwrap(), 0);
+        assert_eq!(reader.seek(SeekFrom::Current(8)).unwrap(), 8);
+        assert!(reader.seek(SeekFrom::Current(-9)).is_err());
+        let whole = StoredMessage::new(&path).unwrap();
+        assert_eq!((whole.offset(), whole.len()), (0, 33));
+    }
+
+    #[test]
+    fn a_chain_says_each_text_once() {
+        let inner = TransportError::new(ErrorKind::Temporary, "HTTP 500: Backend Error");
+        let outer = TransportError::new(
+            ErrorKind::Temporary,
+            "the Gmail API answered HTTP 500: Backend Error",
+        )
+        .with_source(inner);
+        assert_eq!(
+            error_chain(&outer),
+            "the Gmail API answered HTTP 500: Backend Error"
+        );
+        let other = TransportError::new(ErrorKind::Temporary, "gave up")
+            .with_source(TransportError::new(ErrorKind::Temporary, "server busy"));
+        assert_eq!(error_chain(&other), "gave up: server busy");
+    }
 
     fn envelope() -> Envelope {
         Envelope::new(

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use apimail_core::{AccessToken, Secret, TokenError, TokenSource};
 use yup_oauth2::authenticator::Authenticator;
 
-use crate::{Connector, SEND_SCOPE};
+use crate::SEND_SCOPE;
+use crate::client::{Connector, https_connector};
 
 /// Tokens for a service account acting as one user of its domain.
 /// Concurrent callers share one token request: yup-oauth2 caches tokens
@@ -48,7 +49,7 @@ impl ServiceAccountTokens {
         }
         let parsed_token_url = url::Url::parse(&key.token_uri).ok();
         // The same connector as the Gmail client: rustls, system roots, proxy.
-        let connector = crate::https_connector().map_err(|e| TokenError::Other(e.to_string()))?;
+        let connector = https_connector().map_err(|e| TokenError::Other(e.to_string()))?;
         let client = google_gmail1::hyper_util::client::legacy::Client::builder(
             google_gmail1::hyper_util::rt::TokioExecutor::new(),
         )
@@ -68,6 +69,15 @@ impl ServiceAccountTokens {
             one_fetch: Arc::default(),
         })
     }
+}
+
+/// The service account's own address (`client_email`) in its JSON key;
+/// empty when the key has none or is not JSON.
+pub fn key_client_email(key_json: &str) -> String {
+    serde_json::from_str::<serde_json::Value>(key_json)
+        .ok()
+        .and_then(|v| v.get("client_email")?.as_str().map(str::to_owned))
+        .unwrap_or_default()
 }
 
 trait ClassifyName {

@@ -23,9 +23,11 @@ use serde_json::json;
 
 use crate::errors::{Answer, Stage};
 use crate::source::{Chunks, Origin};
-use crate::{
-    CHUNK_BYTES, GraphTransport, Session, UPLOAD_SESSION_THRESHOLD, json_string, mime, upload,
+use crate::transport::{
+    GraphTransport, Session, UPLOAD_SESSION_THRESHOLD, json_string, read_failure,
 };
+use crate::upload::CHUNK_BYTES;
+use crate::{mime, upload};
 
 /// The note holding the id of the draft an attempt created.
 pub const NOTE_DRAFT_ID: &str = "graph.draft_id";
@@ -198,7 +200,7 @@ impl<T: TokenSource> GraphTransport<T> {
         let headers = if unknown {
             origin
                 .header_section(HEADER_SECTION_LIMIT)
-                .map_err(crate::read_failure)?
+                .map_err(read_failure)?
         } else {
             Vec::new()
         };
@@ -414,7 +416,7 @@ impl<T: TokenSource> GraphTransport<T> {
         let data = attachment
             .body
             .decode(&origin)
-            .map_err(|e| AfterDraft::new(&context, crate::read_failure(e)))?;
+            .map_err(|e| AfterDraft::new(&context, read_failure(e)))?;
         let mut body = json!({
             "@odata.type": "#microsoft.graph.fileAttachment",
             "name": attachment.name,

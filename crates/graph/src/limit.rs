@@ -2,10 +2,19 @@
 //! that within the process (a semaphore) and, when given a directory,
 //! across every apimail process on the machine (lock-file slots).
 
+use apimail_core::Pace;
 use apimail_core::slots::{ProcessSlots, Slot};
 use tokio::sync::{AcquireError, Semaphore, SemaphorePermit};
 
-use crate::MAX_CONCURRENT_REQUESTS;
+/// Graph's limit of concurrent requests per mailbox.
+pub const MAX_CONCURRENT_REQUESTS: usize = 4;
+
+/// Graph's pace per mailbox: [`MAX_CONCURRENT_REQUESTS`] at once and 30
+/// messages a minute (Exchange Online's sending limit).
+pub const PACE: Pace = Pace {
+    concurrency: MAX_CONCURRENT_REQUESTS,
+    per_minute: 30,
+};
 
 /// The request limit of one mailbox.
 #[derive(Debug)]

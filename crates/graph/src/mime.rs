@@ -592,9 +592,15 @@ mod tests {
     /// same decoded contents), and returns today's.
     fn split_both(raw: &[u8]) -> whole::OldSplit {
         let old = whole::split_attachments(raw).unwrap();
+        // In a file, as a range with bytes before and after it (as in an
+        // outbox entry's file), which nothing may read.
         let mut file = tempfile::NamedTempFile::new().unwrap();
+        file.write_all(b"HEAD").unwrap();
         file.write_all(raw).unwrap();
-        for origin in [Origin::Memory(raw), Origin::File(file.path())] {
+        file.write_all(b"\r\n--TAIL\r\n{\"not\": \"the message\"}\n")
+            .unwrap();
+        let stored = apimail_core::StoredMessage::section(file.path(), 4, raw.len() as u64);
+        for origin in [Origin::Memory(raw), Origin::File(&stored)] {
             let new = split(origin, raw.len() as u64).unwrap();
             assert_eq!(
                 String::from_utf8_lossy(&new.draft(&origin).unwrap()),

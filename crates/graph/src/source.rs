@@ -6,9 +6,9 @@
 //! [`crate::mime`] relies on) byte for byte, but work on pieces of any
 //! size, so an attachment is never decoded whole into memory.
 
-use std::fs::File;
 use std::io::{self, BufReader, Read, Seek, SeekFrom};
-use std::path::Path;
+
+use apimail_core::StoredMessage;
 
 /// Bytes read from the message at a time.
 const READ_BYTES: usize = 64 * 1024;
@@ -17,7 +17,7 @@ const READ_BYTES: usize = 64 * 1024;
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Origin<'a> {
     Memory(&'a [u8]),
-    File(&'a Path),
+    File(&'a StoredMessage),
 }
 
 impl<'a> Origin<'a> {
@@ -34,9 +34,10 @@ impl<'a> Origin<'a> {
                     .clamp(from, bytes.len());
                 Ok(Box::new(&bytes[from..to]))
             }
-            Origin::File(path) => {
-                let mut file = File::open(path)?;
-                file.seek(SeekFrom::Start(start))?;
+            Origin::File(message) => {
+                // The message's own range of the outbox file, never past it.
+                let mut file = message.open().map_err(io::Error::other)?;
+                file.seek(SeekFrom::Start(start.min(message.len())))?;
                 Ok(Box::new(BufReader::with_capacity(
                     READ_BYTES,
                     file.take(len),

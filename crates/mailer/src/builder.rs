@@ -3,80 +3,14 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use apimail_account::{Credentials, Endpoints, ResolveError};
 use apimail_core::endpoint::checked_url;
-use apimail_core::oauth::OAuthClient;
 use apimail_core::retry::RetryPolicy;
-use apimail_core::{RefreshTokenSource, Secret, SenderIdentity};
-use apimail_gmail::{GmailTokens, GmailTransport, ServiceAccountTokens, google_auth};
-use apimail_graph::{AppCredential, AppOnlyTokens, Cloud, GraphTokens, GraphTransport};
+use apimail_graph::Cloud;
 use url::Url;
 
 use crate::limited::Limited;
-use crate::{Error, Mailer, Sender};
-
-/// What a [`Mailer`] authenticates with. `Debug` prints no secret.
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub enum Credentials {
-    /// A Google service account's JSON key, acting as `user` of its
-    /// Workspace domain (domain-wide delegation with the gmail.send scope).
-    GmailServiceAccount {
-        /// The key file's contents.
-        key_json: Secret,
-        /// The address it sends as.
-        user: String,
-    },
-    /// A Google OAuth client and a refresh token granted gmail.send.
-    GmailRefreshToken {
-        /// The OAuth client id.
-        client_id: String,
-        /// The OAuth client secret.
-        client_secret: Secret,
-        /// The refresh token.
-        refresh_token: Secret,
-    },
-    /// A Microsoft Entra app with a client secret, sending as `mailbox`
-    /// (application permission Mail.Send).
-    GraphAppSecret {
-        /// The tenant id or domain.
-        tenant: String,
-        /// The app's client id.
-        client_id: String,
-        /// The client secret's value.
-        secret: Secret,
-        /// The mailbox it sends as.
-        mailbox: String,
-    },
-    /// A delegated Microsoft refresh token (from an authorization-code or
-    /// device-code login with `offline_access` and Mail.Send), sending as
-    /// the signed-in user (`mailbox` `None`: `/me`) or as a mailbox that
-    /// user may send as. It is refreshed in memory; a rotated refresh token
-    /// is not kept (the one given stays valid until it expires).
-    GraphRefreshToken {
-        /// The tenant id or domain (`common`, `organizations` work too).
-        tenant: String,
-        /// The app's client id.
-        client_id: String,
-        /// The client secret, for a confidential client; `None` for a
-        /// public one.
-        client_secret: Option<Secret>,
-        /// The refresh token.
-        refresh_token: Secret,
-        /// The mailbox it sends as; `None` for the user's own (`/me`).
-        mailbox: Option<String>,
-    },
-    /// A Microsoft Entra app with a certificate, sending as `mailbox`.
-    GraphAppCertificate {
-        /// The tenant id or domain.
-        tenant: String,
-        /// The app's client id.
-        client_id: String,
-        /// PEM text: the certificate and its unencrypted RSA private key.
-        pem: Secret,
-        /// The mailbox it sends as.
-        mailbox: String,
-    },
-}
+use crate::{Error, Mailer};
 
 /// Builds a [`Mailer`]: credentials, then optional endpoints and policy.
 /// Endpoints are checked when it is built (https, or http to loopback).
@@ -184,367 +118,99 @@ impl MailerBuilder {
         self
     }
 
-    /// Builds the transport: the HTTPS client, and for a service account
+    /// Builds the transport (through the account layer, as the command
+    /// line builds its own): the HTTPS client, and for a service account
     /// or a certificate, the parsed key; opens the outbox, if any. No
     /// request is made.
     pub async fn build(self) -> Result<Mailer, Error> {
-        let sender = match self.credentials.clone() {
-            Credentials::GmailServiceAccount { key_json, user } => {
-                let token_url = url(self.google_token_url.as_deref(), None)?;
-                let tokens = ServiceAccountTokens::new(
-                    key_json.expose().as_bytes(),
-                    &user,
-                    token_url.as_ref(),
-                )
-                .await
-                .map_err(|e| {
-                    Error::config(format!("the service account key cannot be used: {e}"))
-                })?;
-                gmail(
-                    self.gmail_api_url.as_deref(),
-                    user,
-                    GmailTokens::ServiceAccount(tokens),
-                )?
-            }
-            Credentials::GmailRefreshToken {
-                client_id,
-                client_secret,
-                refresh_token,
-            } => {
-                let client = OAuthClient {
-                    client_id,
-                    client_secret: Some(client_secret),
-                    auth_url: None,
-                    token_url: required_url(
-                        self.google_token_url.as_deref(),
-                        google_auth::TOKEN_URL,
-                    )?,
-                    device_auth_url: None,
-                };
-                let tokens = RefreshTokenSource::new(
-                    client,
-                    refresh_token,
-                    vec![apimail_gmail::SEND_SCOPE.to_owned()],
-                );
-                gmail(
-                    self.gmail_api_url.as_deref(),
-                    "me".to_owned(),
-                    GmailTokens::Environment(tokens),
-                )?
-            }
-            Credentials::GraphAppSecret {
-                tenant,
-                client_id,
-                secret,
-                mailbox,
-            } => graph_app(
-                &self,
-                &tenant,
-                client_id,
-                AppCredential::Secret(secret),
-                mailbox,
-            )?,
-            Credentials::GraphRefreshToken {
-                tenant,
-                client_id,
-                client_secret,
-                refresh_token,
-                mailbox,
-            } => {
-                let authority = required_url(
-                    self.authority_url.as_deref(),
-                    self.cloud.login_url().as_str(),
-                )?;
-                let client = OAuthClient {
-                    client_id,
-                    client_secret,
-                    auth_url: None,
-                    token_url: apimail_graph::token_url(&authority, &tenant),
-                    device_auth_url: None,
-                };
-                let tokens = RefreshTokenSource::new(
-                    client,
-                    refresh_token,
-                    apimail_graph::delegated_scopes(self.cloud, false),
-                );
-                Sender::Graph(graph(
-                    self.graph_api_url.as_deref(),
-                    self.cloud,
-                    mailbox.map_or(apimail_graph::Mailbox::Me, apimail_graph::Mailbox::User),
-                    GraphTokens::Refresh(tokens),
-                    self.max_message_bytes,
-                    false,
-                )?)
-            }
-            Credentials::GraphAppCertificate {
-                tenant,
-                client_id,
-                pem,
-                mailbox,
-            } => graph_app(
-                &self,
-                &tenant,
-                client_id,
-                AppCredential::Certificate(pem),
-                mailbox,
-            )?,
+        apimail_account::set_env_http_timeouts();
+        let defaults = Endpoints::defaults(self.cloud);
+        let endpoints = Endpoints {
+            gmail_api: url(self.gmail_api_url.as_deref(), defaults.gmail_api.clone())?,
+            google_token: self.google_token_url.as_deref().map(checked).transpose()?,
+            graph_api: url(self.graph_api_url.as_deref(), defaults.graph_api.clone())?,
+            authority: url(self.authority_url.as_deref(), defaults.authority.clone())?,
+            graph_max_message_bytes: self
+                .max_message_bytes
+                .unwrap_or(defaults.graph_max_message_bytes),
+            ..defaults
         };
-        let queue = self.outbox.map(|dir| crate::queue::Settings {
-            dir,
-            identity: identity(&self.credentials),
-        });
+        let identity = self.credentials.identity();
+        let sender = apimail_account::build(self.credentials, &endpoints)
+            .await
+            .map_err(build_error)?;
+        let queue = self
+            .outbox
+            .map(|dir| crate::queue::Settings { dir, identity });
         Mailer::new(Limited::new(sender), self.retry, self.deadline, queue)
     }
 }
 
-/// Who a mailer with these credentials sends as, for its outbox entries.
-fn identity(credentials: &Credentials) -> SenderIdentity {
-    let (provider, credential, principal) = match credentials {
-        Credentials::GmailServiceAccount { user, .. } => {
-            ("gmail", "service_account", format!("as {user}"))
+/// What the library says when its credentials cannot be used.
+fn build_error(error: ResolveError) -> Error {
+    match error {
+        ResolveError::ServiceAccountKey(e) => {
+            Error::config(format!("the service account key cannot be used: {e}"))
         }
-        Credentials::GmailRefreshToken { client_id, .. } => {
-            ("gmail", "refresh_token", format!("client {client_id}"))
+        ResolveError::Certificate(e) => {
+            Error::config(format!("the client certificate cannot be used: {e}"))
         }
-        Credentials::GraphRefreshToken {
-            tenant,
-            client_id,
-            mailbox,
-            ..
-        } => (
-            "graph",
-            "refresh_token",
-            format!(
-                "client {client_id} of tenant {tenant} as {}",
-                mailbox.as_deref().unwrap_or("me")
-            ),
-        ),
-        Credentials::GraphAppSecret {
-            tenant,
-            client_id,
-            mailbox,
-            ..
-        }
-        | Credentials::GraphAppCertificate {
-            tenant,
-            client_id,
-            mailbox,
-            ..
-        } => (
-            "graph",
-            "app_only",
-            format!("client {client_id} of tenant {tenant} as {mailbox}"),
-        ),
-    };
-    SenderIdentity::Environment {
-        provider: provider.into(),
-        credential: credential.into(),
-        principal,
+        ResolveError::TlsRoots(e) | ResolveError::Transport(e) => Error::from(e),
+        other => Error::from(other),
     }
 }
 
 /// An endpoint given by the user: https, or http to loopback only.
-pub(crate) fn checked(value: &str) -> Result<Url, Error> {
+fn checked(value: &str) -> Result<Url, Error> {
     checked_url(value)
         .map_err(|e| Error::config(format!("the endpoint `{value}` cannot be used: {e}")))
 }
 
-/// A checked endpoint, or `None` when neither given nor defaulted.
-pub(crate) fn url(given: Option<&str>, default: Option<&str>) -> Result<Option<Url>, Error> {
-    match given {
-        Some(value) => checked(value).map(Some),
-        None => Ok(default.map(|d| Url::parse(d).expect("defaults are valid URLs"))),
-    }
+/// The endpoint given, checked, else `default`.
+fn url(given: Option<&str>, default: Url) -> Result<Url, Error> {
+    given.map_or(Ok(default), checked)
 }
 
-pub(crate) fn required_url(given: Option<&str>, default: &str) -> Result<Url, Error> {
-    Ok(url(given, Some(default))?.expect("a default was given"))
-}
-
-/// A Gmail transport with its own HTTPS client (one pool for every send).
-pub(crate) fn gmail(
-    api_url: Option<&str>,
-    user: String,
-    tokens: GmailTokens,
-) -> Result<Sender, Error> {
-    let api_url = required_url(api_url, apimail_gmail::DEFAULT_API_URL)?;
-    let client = apimail_gmail::https_client()?;
-    Ok(Sender::Gmail(GmailTransport::new(
-        client, &api_url, user, tokens,
-    )))
-}
-
-/// A Graph transport sending as `mailbox` with app-only credentials.
-fn graph_app(
-    settings: &MailerBuilder,
-    tenant: &str,
-    client_id: String,
-    credential: AppCredential,
-    mailbox: String,
-) -> Result<Sender, Error> {
-    let authority = required_url(
-        settings.authority_url.as_deref(),
-        settings.cloud.login_url().as_str(),
-    )?;
-    let tokens = AppOnlyTokens::new(
-        client_id,
-        apimail_graph::token_url(&authority, tenant),
-        settings.cloud,
-        credential,
-    )
-    .map_err(|e| Error::config(format!("the client certificate cannot be used: {e}")))?;
-    graph(
-        settings.graph_api_url.as_deref(),
-        settings.cloud,
-        apimail_graph::Mailbox::User(mailbox),
-        GraphTokens::AppOnly(tokens),
-        settings.max_message_bytes,
-        true,
-    )
-    .map(|t| Sender::Graph(t.app_only()))
-}
-
-pub(crate) fn graph(
-    api_url: Option<&str>,
-    cloud: Cloud,
-    mailbox: apimail_graph::Mailbox,
-    tokens: GraphTokens,
-    max_message_bytes: Option<usize>,
-    large_messages_allowed: bool,
-) -> Result<GraphTransport<GraphTokens>, Error> {
-    let api = required_url(api_url, cloud.graph_url().as_str())?;
-    Ok(GraphTransport::try_new(
-        &api,
-        mailbox,
-        tokens,
-        max_message_bytes.unwrap_or(apimail_graph::DEFAULT_MAX_MESSAGE_BYTES),
-        large_messages_allowed,
-    )?)
-}
-
-fn var(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.is_empty())
-}
-
-/// The builder for the environment's credentials (see [`Mailer::from_env`]).
-pub(crate) async fn from_env() -> Result<MailerBuilder, Error> {
-    let credentials =
-        match apimail_gmail::credentials_from_env().map_err(|e| Error::config(e.to_string()))? {
-            Some(apimail_gmail::EnvCredentials::ServiceAccount { key, user, .. }) => {
-                Credentials::GmailServiceAccount {
-                    key_json: key,
-                    user,
-                }
-            }
-            Some(apimail_gmail::EnvCredentials::RefreshToken {
-                client_id,
-                client_secret,
-                refresh_token,
-                ..
-            }) => Credentials::GmailRefreshToken {
-                client_id,
-                client_secret,
-                refresh_token,
-            },
-            None => graph_from_env()?,
-        };
-    let mut builder = MailerBuilder::new(credentials);
-    builder.gmail_api_url = var("APIMAIL_GMAIL_API_URL");
-    builder.google_token_url = var("APIMAIL_GOOGLE_TOKEN_URL");
-    builder.graph_api_url = var("APIMAIL_GRAPH_API_URL");
-    builder.authority_url = var("APIMAIL_MS_AUTHORITY_URL");
-    if let Some(name) = var("APIMAIL_GRAPH_CLOUD") {
-        builder.cloud = cloud(&name)?;
-    }
-    builder.max_message_bytes =
-        Some(apimail_graph::max_message_bytes(None).map_err(|e| Error::config(e.to_string()))?);
-    builder.retry = retry_from_env(builder.retry, None, None)?;
-    Ok(builder)
-}
-
-fn graph_from_env() -> Result<Credentials, Error> {
-    let Some(found) =
-        apimail_graph::credentials_from_env().map_err(|e| Error::config(e.to_string()))?
-    else {
+/// The mailer for the environment's credentials (see [`Mailer::from_env`]),
+/// resolved by the account layer as the command line resolves them.
+pub(crate) async fn from_env() -> Result<Mailer, Error> {
+    apimail_account::set_env_http_timeouts();
+    let Some(resolved) = apimail_account::from_env().await? else {
         return Err(Error::config(
             "no credentials in the environment: set GOOGLE_APPLICATION_CREDENTIALS and APIMAIL_GMAIL_USER, \
              or APIMAIL_GOOGLE_CLIENT_ID, APIMAIL_GOOGLE_CLIENT_SECRET and APIMAIL_GOOGLE_REFRESH_TOKEN, \
              or AZURE_TENANT_ID, AZURE_CLIENT_ID, AZURE_CLIENT_SECRET (or AZURE_CLIENT_CERTIFICATE_PATH) and APIMAIL_GRAPH_USER",
         ));
     };
-    app_credentials(found.tenant, found.client_id, found.user, None, None)
+    let retry = apimail_account::retry_policy(
+        &apimail_account::Config::default(),
+        RetryPolicy::standard(),
+    )?;
+    Mailer::new(Limited::new(resolved.sender), retry, None, None)
 }
 
-/// Graph app-only credentials: `$AZURE_CLIENT_SECRET`, else a secret file,
-/// else `$AZURE_CLIENT_CERTIFICATE_PATH`, else a certificate file.
-pub(crate) fn app_credentials(
-    tenant: String,
-    client_id: String,
-    mailbox: String,
-    secret_file: Option<&str>,
-    certificate_file: Option<&str>,
-) -> Result<Credentials, Error> {
-    let read = |path: &str, what: &str| {
-        std::fs::read_to_string(path)
-            .map_err(|e| Error::config(format!("cannot read the {what} `{path}`: {e}")))
-    };
-    let secret = match (apimail_graph::secret_from_env(), secret_file) {
-        (Some(secret), _) => Some(secret),
-        (None, Some(file)) => Some(Secret::new(read(file, "client secret file")?.trim())),
-        (None, None) => None,
-    };
-    if let Some(secret) = secret {
-        return Ok(Credentials::GraphAppSecret {
-            tenant,
-            client_id,
-            secret,
-            mailbox,
-        });
+impl Mailer {
+    /// A mailer from the environment's credentials, read as the command
+    /// line reads them: a Gmail service account
+    /// (`GOOGLE_APPLICATION_CREDENTIALS`, `APIMAIL_GMAIL_USER`) or refresh
+    /// token (`APIMAIL_GOOGLE_CLIENT_ID`, `_CLIENT_SECRET`,
+    /// `_REFRESH_TOKEN`), else Graph app-only credentials
+    /// (`AZURE_TENANT_ID`, `AZURE_CLIENT_ID`, `AZURE_CLIENT_SECRET` or
+    /// `AZURE_CLIENT_CERTIFICATE_PATH`, `APIMAIL_GRAPH_USER`). Endpoint
+    /// overrides (`APIMAIL_GMAIL_API_URL`, `APIMAIL_GOOGLE_TOKEN_URL`,
+    /// `APIMAIL_GRAPH_API_URL`, `APIMAIL_MS_AUTHORITY_URL`,
+    /// `APIMAIL_GRAPH_CLOUD`), `APIMAIL_GRAPH_MAX_MESSAGE_MB` and the retry
+    /// bound (`APIMAIL_RETRY_ATTEMPTS`, `APIMAIL_RETRY_MAX_SECONDS`) apply
+    /// too.
+    ///
+    /// Fails with [`ErrorKind::Config`](crate::ErrorKind::Config) when no credentials are set.
+    pub async fn from_env() -> Result<Mailer, Error> {
+        from_env().await
     }
-    let Some(path) =
-        apimail_graph::certificate_path_from_env().or(certificate_file.map(str::to_owned))
-    else {
-        return Err(Error::config(
-            "Graph app-only credentials need a client secret or a certificate: set AZURE_CLIENT_SECRET or AZURE_CLIENT_CERTIFICATE_PATH",
-        ));
-    };
-    Ok(Credentials::GraphAppCertificate {
-        tenant,
-        client_id,
-        pem: Secret::new(read(&path, "client certificate")?),
-        mailbox,
-    })
-}
 
-pub(crate) fn cloud(name: &str) -> Result<Cloud, Error> {
-    name.parse().map_err(|_| {
-        Error::config(format!(
-            "unknown Microsoft cloud `{name}`: use global, usgov, usgov-dod or china"
-        ))
-    })
-}
-
-/// The retry bound: `$APIMAIL_RETRY_ATTEMPTS` / `$APIMAIL_RETRY_MAX_SECONDS`,
-/// else the configured values, else `policy`'s.
-pub(crate) fn retry_from_env(
-    mut policy: RetryPolicy,
-    attempts: Option<u32>,
-    max_seconds: Option<u64>,
-) -> Result<RetryPolicy, Error> {
-    let number = |name: &str| -> Result<Option<u64>, Error> {
-        var(name)
-            .map(|v| {
-                v.trim()
-                    .parse()
-                    .map_err(|_| Error::config(format!("{name} `{v}` is not a whole number")))
-            })
-            .transpose()
-    };
-    if let Some(attempts) = number("APIMAIL_RETRY_ATTEMPTS")?.or(attempts.map(u64::from)) {
-        policy.max_attempts = attempts.clamp(1, 100) as u32;
+    /// A builder for explicit credentials; nothing is read from the
+    /// environment or the disk.
+    pub fn builder(credentials: Credentials) -> MailerBuilder {
+        MailerBuilder::new(credentials)
     }
-    if let Some(seconds) = number("APIMAIL_RETRY_MAX_SECONDS")?.or(max_seconds) {
-        policy.max_elapsed = Duration::from_secs(seconds);
-    }
-    Ok(policy)
 }

@@ -23,6 +23,12 @@ pub struct Error {
     source: Option<Box<TransportError>>,
 }
 
+impl From<apimail_account::ResolveError> for Error {
+    fn from(error: apimail_account::ResolveError) -> Self {
+        Error::config(apimail_core::error_chain(&error))
+    }
+}
+
 impl Error {
     /// A setup problem: missing or unusable credentials, a bad endpoint.
     pub(crate) fn config(message: impl Into<String>) -> Self {

@@ -7,8 +7,7 @@
 //! and the relay use. A message without a Message-ID gets one, so that
 //! retries of one send carry the same id.
 
-use apimail_core::recipients::{RecipientSource, plan_recipients};
-use apimail_core::{Envelope, ErrorKind, Mailbox, ReadyMessage, Receipt};
+use apimail_core::Receipt;
 use async_trait::async_trait;
 
 use crate::{Error, Mailer};
@@ -56,9 +55,17 @@ impl LettreTransport {
         envelope: &::lettre::address::Envelope,
         email: &[u8],
     ) -> Result<Receipt, Error> {
-        let (bytes, envelope) = prepare(envelope, email)?;
-        self.mailer.send_raw(&bytes, &envelope).await
+        let (recipients, from) = handover(envelope);
+        self.mailer
+            .send_handed(email, &recipients, from.as_deref())
+            .await
     }
+}
+
+/// lettre's envelope as text: its recipients and sender.
+fn handover(envelope: &::lettre::address::Envelope) -> (Vec<String>, Option<String>) {
+    let recipients = envelope.to().iter().map(ToString::to_string).collect();
+    (recipients, envelope.from().map(ToString::to_string))
 }
 
 #[async_trait]
@@ -95,40 +102,6 @@ impl ::lettre::Transport for BlockingLettreTransport {
     }
 }
 
-/// The bytes and envelope to send: envelope recipients missing from the
-/// headers added as Bcc, a Message-ID when there is none.
-fn prepare(
-    envelope: &::lettre::address::Envelope,
-    email: &[u8],
-) -> Result<(Vec<u8>, Envelope), Error> {
-    let invalid = |what: String| Error::new(ErrorKind::InvalidMessage, what);
-    let mut ready = ReadyMessage::parse(email.to_vec())
-        .map_err(|e| invalid(format!("lettre's message cannot be read: {e}")))?;
-    let named: Vec<String> = envelope.to().iter().map(ToString::to_string).collect();
-    let plan = plan_recipients(&ready, &named, RecipientSource::Envelope, None)
-        .map_err(|e| invalid(e.to_string()))?;
-    plan.apply(&mut ready);
-    let from = match envelope.from() {
-        Some(address) => address
-            .to_string()
-            .parse::<Mailbox>()
-            .map_err(|e| invalid(format!("the envelope sender: {e}")))?,
-        None => ready
-            .from()
-            .cloned()
-            .ok_or_else(|| invalid("the message has no sender".to_owned()))?,
-    };
-    let envelope = Envelope::new(from.clone(), plan.recipients().to_vec());
-    let bytes = ready.into_bytes_with(&now_rfc5322(), &crate::limited::new_message_id(&from));
-    Ok((bytes, envelope))
-}
-
-fn now_rfc5322() -> String {
-    time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc2822)
-        .expect("the current time formats")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -145,12 +118,18 @@ mod tests {
             .unwrap();
         let formatted = message.formatted();
         assert!(!String::from_utf8_lossy(&formatted).contains("hidden@"));
-        let (bytes, envelope) = prepare(message.envelope(), &formatted).unwrap();
-        let text = String::from_utf8(bytes).unwrap();
+        let (recipients, from) = handover(message.envelope());
+        let prepared = crate::mailer::prepare(&formatted, &recipients, from.as_deref()).unwrap();
+        let envelope = prepared.envelope();
+        let text = String::from_utf8(prepared.bytes).unwrap();
         let header = text.split("\r\n\r\n").next().unwrap();
         assert!(header.contains("Bcc: <hidden@example.com>"), "{header}");
         assert!(header.contains("Message-ID: <"), "{header}");
-        let to: Vec<&str> = envelope.recipients().iter().map(Mailbox::email).collect();
+        let to: Vec<&str> = envelope
+            .recipients()
+            .iter()
+            .map(apimail_core::Mailbox::email)
+            .collect();
         assert_eq!(
             to,
             ["to@example.com", "cc@example.com", "hidden@example.com"]

@@ -1,16 +1,14 @@
-//! The provider's transport under the mailbox's concurrency limit, and the
-//! Message-ID every attempt of a send carries.
+//! The provider's transport under the mailbox's concurrency limit.
 
-use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
 use apimail_core::{
-    DeliveryNotes, Envelope, ErrorKind, Mailbox, Receipt, StoredMessage, Transport, TransportError,
+    DeliveryNotes, Envelope, ErrorKind, Pace, Receipt, StoredMessage, Transport, TransportError,
 };
 use tokio::sync::Semaphore;
 
-use crate::Sender;
+use apimail_account::Sender;
 
 /// Requests a Gmail mailer has in flight at most. Google publishes a rate
 /// per user (6,000 quota units a minute for new projects, 15,000 for older
@@ -66,10 +64,7 @@ impl Limited {
     }
 
     pub(crate) fn provider(&self) -> &'static str {
-        match self.sender {
-            Sender::Gmail(_) => "gmail",
-            Sender::Graph(_) => "graph",
-        }
+        self.sender.provider().name()
     }
 
     pub(crate) fn concurrency(&self) -> usize {
@@ -141,91 +136,10 @@ impl Transport for Limited {
         self.in_slot(each!(&self.sender, t => t.interrupted(notes)))
             .await
     }
-}
-
-/// `message` and its Message-ID (with angle brackets); one is added at the
-/// top of the header when it has none.
-pub(crate) fn with_message_id<'a>(message: &'a [u8], from: &Mailbox) -> (Cow<'a, [u8]>, String) {
-    if let Some(id) = message_id_of(message) {
-        return (Cow::Borrowed(message), id);
-    }
-    let id = new_message_id(from);
-    let newline: &[u8] = match message.iter().position(|&b| b == b'\n') {
-        Some(at) if at > 0 && message[at - 1] == b'\r' => b"\r\n",
-        Some(_) => b"\n",
-        None => b"\r\n",
-    };
-    let mut bytes = format!("Message-ID: {id}").into_bytes();
-    bytes.extend_from_slice(newline);
-    bytes.extend_from_slice(message);
-    (Cow::Owned(bytes), id)
-}
-
-/// The Message-ID header's value, unfolded and trimmed.
-fn message_id_of(message: &[u8]) -> Option<String> {
-    let mut lines = message
-        .split(|&b| b == b'\n')
-        .map(|l| l.strip_suffix(b"\r").unwrap_or(l));
-    while let Some(line) = lines.next() {
-        if line.is_empty() {
-            return None;
+    fn pace(&self) -> Pace {
+        match &self.sender {
+            Sender::Gmail(t) => t.pace(),
+            Sender::Graph(t) => t.pace(),
         }
-        let Some(colon) = line.iter().position(|&b| b == b':') else {
-            continue;
-        };
-        if !line[..colon]
-            .trim_ascii()
-            .eq_ignore_ascii_case(b"message-id")
-        {
-            continue;
-        }
-        let mut value = String::from_utf8_lossy(&line[colon + 1..]).into_owned();
-        for folded in lines.by_ref() {
-            if !folded.starts_with(b" ") && !folded.starts_with(b"\t") {
-                break;
-            }
-            value.push_str(&String::from_utf8_lossy(folded));
-        }
-        let value = value.trim();
-        return (!value.is_empty()).then(|| value.to_owned());
-    }
-    None
-}
-
-/// `<random@sender's domain>`.
-pub(crate) fn new_message_id(from: &Mailbox) -> String {
-    let mut bytes = [0u8; 16];
-    getrandom::fill(&mut bytes).expect("the OS random source works");
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    let domain = from
-        .email()
-        .rsplit_once('@')
-        .map_or("localhost", |(_, d)| d);
-    format!("<{hex}@{domain}>")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn from() -> Mailbox {
-        "ops@example.com".parse().unwrap()
-    }
-
-    #[test]
-    fn reads_a_folded_message_id_and_keeps_the_bytes() {
-        let raw = b"From: ops@example.com\r\nmessage-id:\r\n <a.1@example.com>\r\nSubject: x\r\n\r\nMessage-ID: <body@x>\r\n";
-        let (bytes, id) = with_message_id(raw, &from());
-        assert_eq!(id, "<a.1@example.com>");
-        assert!(matches!(bytes, Cow::Borrowed(_)));
-    }
-
-    #[test]
-    fn adds_a_message_id_where_the_header_has_none() {
-        let raw = b"From: ops@example.com\nSubject: x\n\nMessage-ID: <in-the-body@x>\n";
-        let (bytes, id) = with_message_id(raw, &from());
-        assert!(id.starts_with('<') && id.ends_with("@example.com>"), "{id}");
-        let expected = [format!("Message-ID: {id}\n").as_bytes(), raw.as_slice()].concat();
-        assert_eq!(bytes.as_ref(), expected);
     }
 }

@@ -2,13 +2,16 @@
 //! a send is first accepted into `apimail_core::Outbox` (fsynced), then
 //! delivered by the delivery engine, the one the command line and the relay
 //! use, so a crash between the two leaves the message on disk for the next
-//! flush.
+//! flush. The account layer builds the engine as it does for the command
+//! line: the journal beside the outbox, `$APIMAIL_WHEN_UNKNOWN`, and
+//! `$APIMAIL_QUEUE_MAX_AGE_DAYS` for each entry.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use apimail_core::delivery::{Engine, FlushReport, IfNotSent, Selection, Senders, Settled};
-use apimail_core::outbox::{Entry, NewEntry, Outbox};
+use apimail_account::{Delivery, OneSender};
+use apimail_core::delivery::{Engine, FlushReport, IfNotSent, Selection, Settled};
+use apimail_core::intake::Owner;
 use apimail_core::retry::RetryPolicy;
 use apimail_core::{Envelope, ErrorKind, Receipt, SenderIdentity};
 
@@ -22,56 +25,31 @@ pub(crate) struct Settings {
     pub(crate) identity: SenderIdentity,
 }
 
-/// The outbox and the engine over it.
+/// The outbox and the engine over it, resolving only this mailer's own
+/// entries.
 #[derive(Debug)]
 pub(crate) struct Queue {
-    engine: Engine<Own>,
-}
-
-/// Resolves entries accepted for this mailer's identity to its transport;
-/// entries of any other sender in a shared outbox are left alone.
-#[derive(Debug)]
-struct Own {
-    transport: Arc<Limited>,
-    identity: SenderIdentity,
-}
-
-impl Senders for Own {
-    type Sender = Arc<Limited>;
-
-    async fn resolve(&self, entry: &Entry) -> Result<Arc<Limited>, String> {
-        if entry.identity.as_ref() == Some(&self.identity) {
-            Ok(self.transport.clone())
-        } else {
-            Err(format!(
-                "it was accepted for another sender than this mailer's {}",
-                self.identity
-            ))
-        }
-    }
-
-    /// A library mailer has no login to wait for: refused credentials are
-    /// retried on the schedule until someone fixes them.
-    fn login_can_fix(&self, _: &Arc<Limited>) -> bool {
-        false
-    }
+    engine: Engine<OneSender<Arc<Limited>>>,
+    max_age_secs: i64,
 }
 
 impl Queue {
     pub(crate) fn open(settings: Settings, transport: Arc<Limited>) -> Result<Queue, Error> {
-        let outbox = Outbox::open(&settings.dir).map_err(|e| {
+        let delivery = Delivery::from_config(&apimail_account::Config::default())?;
+        let own = OneSender {
+            transport,
+            identity: settings.identity,
+        };
+        let engine = apimail_account::engine(&settings.dir, own, &delivery).map_err(|e| {
             Error::config(format!(
                 "cannot open the outbox {}: {}",
                 settings.dir.display(),
                 apimail_core::error_chain(&e)
             ))
         })?;
-        let own = Own {
-            transport,
-            identity: settings.identity,
-        };
         Ok(Queue {
-            engine: Engine::new(outbox, own, Default::default()),
+            engine,
+            max_age_secs: delivery.max_age_secs,
         })
     }
 
@@ -87,26 +65,21 @@ impl Queue {
         retry: &RetryPolicy,
     ) -> Result<Receipt, Error> {
         let own = self.engine.senders();
-        let meta = NewEntry {
-            identity: Some(own.identity.clone()),
+        let owner = Owner {
             account: own.identity.account_name().map(str::to_owned),
             provider: Some(own.transport.provider().to_owned()),
-            from: envelope.from().email().to_owned(),
-            recipients: envelope
-                .recipients()
-                .iter()
-                .map(|r| r.email().to_owned())
-                .collect(),
-            message_id: message_id.to_owned(),
-            ..NewEntry::default()
+            max_age_secs: self.max_age_secs,
+            ..Owner::new(own.identity.clone())
         };
+        let meta = owner.entry(envelope.from(), envelope.recipients(), message_id);
         let outbox = self.engine.outbox();
-        let id = outbox
-            .accept(message, meta)
+        // Still claimed: no other process's flush takes it before this attempt.
+        let claim = outbox
+            .accept_claimed(message, meta)
             .map_err(|e| outbox_error("cannot accept the message into the outbox", &e))?;
         let delivery = self
             .engine
-            .deliver(&id, &own.transport, retry, IfNotSent::Keep)
+            .deliver_claimed(claim, &own.transport, retry, IfNotSent::Keep)
             .await
             .map_err(|e| outbox_error("the outbox failed during delivery", &e))?;
         let place = match &delivery.settled {
@@ -131,7 +104,7 @@ impl Queue {
                 "another process is delivering it".to_owned(),
             ),
         };
-        Err(error.kept(id.as_str(), place))
+        Err(error.kept(delivery.id.as_str(), place))
     }
 
     pub(crate) async fn flush(&self, include_not_due: bool) -> Result<FlushReport, Error> {

@@ -1,7 +1,8 @@
 //! `cargo xtask bench --only cold`: section 1's apimail rows alone (no
-//! peers): a cached cold send of the 2 KB message, its wall and CPU time and
-//! its own cost (wall less the injected round trips). It writes a marked
-//! part of section 1 and leaves the rest of `bench/RESULTS.md` as it was.
+//! peers): a cached cold send of the 2 KB message, by `apimail send` and by
+//! `apimail sendmail` (section 3's path), its wall and CPU time and its own
+//! cost (wall less the injected round trips). It writes a marked part of
+//! section 1 and leaves the rest of `bench/RESULTS.md` as it was.
 //!
 //! With `APIMAIL_BENCH_WRAP` set (e.g. `strace -f -c -o /tmp/cold`), each
 //! send runs under that command instead, for profiling; nothing is written
@@ -40,23 +41,37 @@ pub(crate) fn section(world: &World, options: &Options, commit: &str) -> Result<
          Written by `cargo xtask bench --only cold` at commit `{commit}`: the median (min–max) \
          of {} run(s), {} ms added to every request. Own cost is wall time less the round \
          trips (requests × the added delay).\n\n\
-         | API | wall ms | CPU ms | requests | own cost ms | target | met |\n\
-         |---|---:|---:|---:|---:|---|---|\n",
+         | API | command | wall ms | CPU ms | requests | own cost ms | target | met |\n\
+         |---|---|---:|---:|---:|---:|---|---|\n",
         options.runs,
         options.rtt.as_millis()
     );
-    for provider in Provider::ALL {
-        eprintln!("==> bench: cached cold send, {}", provider.name());
+    for (provider, sendmail) in Provider::ALL
+        .into_iter()
+        .flat_map(|p| [(p, false), (p, true)])
+    {
+        let name = if sendmail { "sendmail" } else { "send" };
+        eprintln!("==> bench: cached cold {name}, {}", provider.name());
         let (mut wall, mut cpu, mut own, mut requests) = (vec![], vec![], vec![], vec![]);
+        let stdin = format!(
+            "From: {}\nTo: {RECIPIENT}\nSubject: bench\n\n{}",
+            provider.user(),
+            super::small_text()
+        );
         for _ in 0..options.runs {
             let mut cmd = world.apimail(provider);
-            cmd.args(["send", "--to", RECIPIENT, "--subject", "bench", "--text"])
-                .arg(super::small_text());
+            if sendmail {
+                cmd.args(["sendmail", "-i", RECIPIENT]);
+            } else {
+                cmd.args(["send", "--to", RECIPIENT, "--subject", "bench", "--text"])
+                    .arg(super::small_text());
+            }
             if let Some(wrap) = &wrap {
                 cmd = wrapped(wrap, &cmd);
             }
             let before = world.counters(provider);
-            let usage = measure::run(&mut cmd, b"")?;
+            let input = if sendmail { stdin.as_bytes() } else { b"" };
+            let usage = measure::run(&mut cmd, input)?;
             let count = (world.counters(provider) - before).requests as u32;
             wall.push(usage.wall);
             cpu.push(usage.cpu);
@@ -67,7 +82,7 @@ pub(crate) fn section(world: &World, options: &Options, commit: &str) -> Result<
         requests.sort_unstable();
         let _ = writeln!(
             text,
-            "| {} | {:.1} ({:.1}–{:.1}) | {:.1} ({:.1}–{:.1}) | {} | {:.1} ({:.1}–{:.1}) | ≤ 5 | {} |",
+            "| {} | `{name}` | {:.1} ({:.1}–{:.1}) | {:.1} ({:.1}–{:.1}) | {} | {:.1} ({:.1}–{:.1}) | ≤ 5 | {} |",
             provider.name(),
             wall.median,
             wall.min,

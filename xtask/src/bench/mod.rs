@@ -8,9 +8,11 @@
 //! works; CI runs it.
 
 mod cold;
+mod console;
 mod library;
 mod measure;
 mod peers;
+mod postfix;
 mod relay;
 mod report;
 mod streaming;
@@ -46,6 +48,8 @@ pub(crate) struct Options {
     pub(crate) only_cold: bool,
     /// `--only library`: only figure 8, written into the existing report.
     pub(crate) only_library: bool,
+    /// `--only console`: only figure 9 (see `console.rs`).
+    pub(crate) only_console: bool,
 }
 
 impl Options {
@@ -59,10 +63,11 @@ impl Options {
             only_relay: false,
             only_cold: false,
             only_library: false,
+            only_console: false,
         }
     }
 
-    /// Parses `[--quick] [--rtt MS] [--runs N] [--only streaming|relay|cold|library]`.
+    /// Parses `[--quick] [--rtt MS] [--runs N] [--only streaming|relay|cold|library|console]`.
     pub(crate) fn parse(args: &[String]) -> Result<Options, String> {
         let mut options = Options {
             quick: false,
@@ -86,9 +91,10 @@ impl Options {
                     Some("relay") => options.only_relay = true,
                     Some("cold") => options.only_cold = true,
                     Some("library") => options.only_library = true,
+                    Some("console") => options.only_console = true,
                     other => {
                         return Err(format!(
-                            "`--only {}`: the selections are `streaming`, `relay`, `cold` and `library`",
+                            "`--only {}`: the selections are `streaming`, `relay`, `cold`, `library` and `console`",
                             other.unwrap_or_default()
                         ));
                     }
@@ -154,6 +160,9 @@ pub(crate) fn run(root: &Path, options: &Options) -> Result<()> {
     }
     if options.only_library {
         return library_only(root, &target, &exe, options, (profile, profile_dir));
+    }
+    if options.only_console {
+        return console_only(root, &target, &exe, options, profile);
     }
     let peers = peers::prepare(root, &target)?;
 
@@ -222,7 +231,27 @@ pub(crate) fn run(root: &Path, options: &Options) -> Result<()> {
     // every figure.
     cold_only(root, &target, &exe, options)?;
     run_streaming(root, &target, &exe, options)?;
-    library_only(root, &target, &exe, options, (profile, profile_dir))
+    library_only(root, &target, &exe, options, (profile, profile_dir))?;
+    console_only(root, &target, &exe, options, profile)
+}
+
+/// `--only console`: figure 9 alone, replacing that section of the
+/// existing report (or appended to it).
+fn console_only(
+    root: &Path,
+    target: &Path,
+    exe: &Path,
+    options: &Options,
+    profile: &str,
+) -> Result<()> {
+    let figures = console::measure(exe, target, options)?;
+    let mut section = String::new();
+    console::render(&figures, profile, &mut section);
+    let path = results_path(root, target, options);
+    write_section(&path, console::HEADING, &section)?;
+    println!("{section}");
+    eprintln!("==> bench: wrote figure 9 into {}", path.display());
+    Ok(())
 }
 
 /// `--only streaming`: issue 11's rows, written into their section of

@@ -140,6 +140,16 @@ impl World {
         Ok(world)
     }
 
+    /// `provider`'s outbox directory.
+    pub(crate) fn outbox_dir(&self, provider: Provider) -> PathBuf {
+        self.sandbox(provider).path().join("data/outbox")
+    }
+
+    /// `provider`'s configuration file (`APIMAIL_CONFIG`).
+    pub(crate) fn config_path(&self, provider: Provider) -> PathBuf {
+        self.sandbox(provider).path().join("config/config.toml")
+    }
+
     /// The files in `provider`'s outbox (`queue/`, `failed/`, `tmp/`).
     pub(crate) fn outbox_files(&self, provider: Provider) -> Vec<PathBuf> {
         let outbox = self.sandbox(provider).path().join("data/outbox");
@@ -148,6 +158,11 @@ impl World {
             .flat_map(|folder| std::fs::read_dir(outbox.join(folder)).into_iter().flatten())
             .filter_map(|entry| entry.ok().map(|e| e.path()))
             .collect()
+    }
+
+    /// The fake Google, for injecting faults.
+    pub(crate) fn google(&self) -> &FakeGoogle {
+        &self.google
     }
 
     /// The fake Microsoft, for injecting faults.
@@ -168,8 +183,13 @@ impl World {
     }
 
     /// An apimail command in `provider`'s sandbox.
+    /// `cargo xtask` runs under cargo's `LD_LIBRARY_PATH` (the target's
+    /// build directories), which would make the dynamic loader probe some
+    /// 90 paths per process; a user's apimail has none.
     pub(crate) fn apimail(&self, provider: Provider) -> Command {
-        self.sandbox(provider).cmd()
+        let mut cmd = self.sandbox(provider).cmd();
+        cmd.env_remove("LD_LIBRARY_PATH");
+        cmd
     }
 
     /// A command that sends one message through `provider` as `sender`;

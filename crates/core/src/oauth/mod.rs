@@ -270,6 +270,19 @@ pub async fn login_with_browser(
     .await
 }
 
+/// [`login_with_browser`] where the pasted redirect addresses come from
+/// `pasted` (a web page's form, say) instead of standard input; the
+/// loopback listener still takes a direct redirect. `options.
+/// accept_pasted_redirect` is not looked at.
+pub async fn login_with_pasted_redirect(
+    client: &OAuthClient,
+    options: &LoginOptions,
+    prompt: &mut dyn LoginPrompt,
+    pasted: mpsc::UnboundedReceiver<String>,
+) -> Result<TokenResponse, LoginError> {
+    browser_flow(client, options, prompt, || Some(pasted)).await
+}
+
 /// [`login_with_browser`] with the source of pasted lines injected.
 async fn browser_flow(
     client: &OAuthClient,

@@ -1,0 +1,214 @@
+//! Split envelopes: one message over several transactions.
+//!
+//! An MTA past its recipient limit (or after our own `452` at
+//! `max_recipients`) sends the same message again, with the same
+//! Message-ID, to the remaining recipients. The APIs deliver to the
+//! headers, so each transaction would reach every To and Cc recipient
+//! once more. [`Splits`] remembers, per account, client-given Message-ID
+//! and body (a device that gives every message the same Message-ID still
+//! has each delivered), everyone a message already goes to (for
+//! [`WINDOW`]); a later transaction is sent only to the recipients who are
+//! new, as Bcc, with its To and Cc renamed Original-To and Original-Cc
+//! (as a resent message is), so no header recipient gets a second copy.
+
+use std::collections::HashMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use apimail_core::Mailbox;
+use apimail_core::ReadyMessage;
+use apimail_core::outbox::EntryId;
+
+/// How long the transactions of one message are grouped.
+pub(super) const WINDOW: Duration = Duration::from_secs(10 * 60);
+
+/// The most messages remembered; the oldest are forgotten first.
+const MAX_GROUPS: usize = 10_000;
+
+/// One message's recipients so far.
+#[derive(Debug)]
+struct Group {
+    /// The first transaction's entry.
+    first: Option<EntryId>,
+    /// Everyone it goes to, lowercase.
+    recipients: Vec<String>,
+    at: Instant,
+}
+
+/// The messages accepted lately, by account and Message-ID.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Splits(Arc<Mutex<HashMap<(String, String), Group>>>);
+
+/// The key of a message for [`Splits`]: its Message-ID and a hash of its
+/// body (what follows the header section of `message`).
+pub(super) fn key(message_id: &str, message: &[u8]) -> String {
+    let body = message
+        .windows(2)
+        .position(|w| w == b"\n\n")
+        .map(|at| at + 2)
+        .or_else(|| {
+            message
+                .windows(4)
+                .position(|w| w == b"\r\n\r\n")
+                .map(|at| at + 4)
+        })
+        .map_or(&message[..0], |at| &message[at..]);
+    let mut hasher = DefaultHasher::new();
+    body.hash(&mut hasher);
+    format!("{message_id} {:016x}", hasher.finish())
+}
+
+/// What a transaction is, given the ones before it.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Part {
+    /// The first (or only) transaction of its message.
+    First,
+    /// A later one: only `new` are not sent to yet (possibly nobody);
+    /// `first` is the entry of the first, when it was queued.
+    Later {
+        new: Vec<Mailbox>,
+        first: Option<EntryId>,
+    },
+}
+
+impl Splits {
+    /// Records that the message `message_id` of `account` goes to
+    /// `recipients`, and says whether an earlier transaction already
+    /// covers some of them. [`Splits::undo`] takes it back if the
+    /// transaction is not queued after all.
+    pub(super) fn join(&self, account: &str, message_id: &str, recipients: &[Mailbox]) -> Part {
+        let mut groups = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        groups.retain(|_, g| now.duration_since(g.at) < WINDOW);
+        let key = (account.to_owned(), message_id.to_owned());
+        let lower = |m: &Mailbox| m.email().to_ascii_lowercase();
+        if let Some(group) = groups.get_mut(&key) {
+            let new: Vec<Mailbox> = recipients
+                .iter()
+                .filter(|m| !group.recipients.contains(&lower(m)))
+                .cloned()
+                .collect();
+            group.recipients.extend(new.iter().map(lower));
+            return Part::Later {
+                new,
+                first: group.first.clone(),
+            };
+        }
+        if groups.len() >= MAX_GROUPS
+            && let Some(oldest) = groups
+                .iter()
+                .min_by_key(|(_, g)| g.at)
+                .map(|(k, _)| k.clone())
+        {
+            groups.remove(&oldest);
+        }
+        groups.insert(
+            key,
+            Group {
+                first: None,
+                recipients: recipients.iter().map(lower).collect(),
+                at: now,
+            },
+        );
+        Part::First
+    }
+
+    /// The first transaction of `message_id` is queued as `id`.
+    pub(super) fn queued(&self, account: &str, message_id: &str, id: &EntryId) {
+        let mut groups = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(group) = groups.get_mut(&(account.to_owned(), message_id.to_owned())) {
+            group.first.get_or_insert_with(|| id.clone());
+        }
+    }
+
+    /// Takes back a [`Splits::join`] whose transaction was refused.
+    pub(super) fn undo(&self, account: &str, message_id: &str, part: &Part) {
+        let mut groups = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let key = (account.to_owned(), message_id.to_owned());
+        match part {
+            Part::First => {
+                groups.remove(&key);
+            }
+            Part::Later { new, .. } => {
+                if let Some(group) = groups.get_mut(&key) {
+                    group
+                        .recipients
+                        .retain(|r| !new.iter().any(|m| m.email().eq_ignore_ascii_case(r)));
+                }
+            }
+        }
+    }
+}
+
+/// Makes a later transaction's message go only to `new`: To and Cc become
+/// Original-To and Original-Cc, and `new` the one Bcc.
+pub(super) fn only_to(message: &mut ReadyMessage, new: &[Mailbox]) {
+    message.rename_header("To", "Original-To");
+    message.rename_header("Cc", "Original-Cc");
+    message.set_addresses("Bcc", new);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn boxes(list: &[&str]) -> Vec<Mailbox> {
+        list.iter().map(|a| a.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn a_later_transaction_gets_only_the_new_recipients() {
+        let splits = Splits::default();
+        let first = boxes(&["to@example.net", "a@example.net"]);
+        assert_eq!(splits.join("work", "<m@x>", &first), Part::First);
+        let id = EntryId::parse("20260101T000000-0123456789ab").unwrap();
+        splits.queued("work", "<m@x>", &id);
+        let later = boxes(&["TO@example.net", "b@example.net"]);
+        assert_eq!(
+            splits.join("work", "<m@x>", &later),
+            Part::Later {
+                new: boxes(&["b@example.net"]),
+                first: Some(id.clone()),
+            }
+        );
+        // Another account, or another message: unrelated.
+        assert_eq!(splits.join("home", "<m@x>", &later), Part::First);
+        assert_eq!(splits.join("work", "<n@x>", &later), Part::First);
+        // A refused transaction is taken back.
+        let part = splits.join("work", "<m@x>", &boxes(&["c@example.net"]));
+        splits.undo("work", "<m@x>", &part);
+        assert_eq!(
+            splits.join("work", "<m@x>", &boxes(&["c@example.net"])),
+            Part::Later {
+                new: boxes(&["c@example.net"]),
+                first: Some(id),
+            }
+        );
+    }
+
+    #[test]
+    fn the_key_is_the_message_id_and_the_body() {
+        let a = key("<m@x>", b"To: a@example.net\r\n\r\nscan 1\r\n");
+        assert_eq!(a, key("<m@x>", b"To: b@example.net\r\n\r\nscan 1\r\n"));
+        assert_ne!(a, key("<m@x>", b"To: a@example.net\r\n\r\nscan 2\r\n"));
+        assert_ne!(a, key("<n@x>", b"To: a@example.net\r\n\r\nscan 1\r\n"));
+    }
+
+    #[test]
+    fn only_to_moves_the_header_recipients_aside() {
+        let mut message = ReadyMessage::parse(
+            b"From: a@example.com\r\nTo: to@example.net\r\nCc: cc@example.net\r\nBcc: old@example.net\r\n\r\nhi\r\n".to_vec(),
+        )
+        .unwrap();
+        only_to(&mut message, &boxes(&["b@example.net"]));
+        let text = String::from_utf8(message.as_bytes().to_vec()).unwrap();
+        assert!(text.contains("Original-To: to@example.net\r\n"), "{text}");
+        assert!(text.contains("Original-Cc: cc@example.net\r\n"), "{text}");
+        assert!(text.contains("Bcc: <b@example.net>\r\n"), "{text}");
+        assert!(
+            !text.contains("old@") && !text.contains("\r\nTo:"),
+            "{text}"
+        );
+    }
+}
