@@ -8,7 +8,7 @@ use apimail_core::now_unix;
 use apimail_core::outbox::HoldKind;
 
 use crate::alerts::{
-    ALERTS_FILE, AlertConfig, AlertFailure, Condition, DISK_FREE_MIN, ENDING_WITHIN, ROUND,
+    ALERTS_FILE, AlertConfig, AlertFailure, Condition, DISK_FREE_MIN, ENDING_WITHIN, ROUND, SETTLE,
     free_share, load_state, post_webhook, report, save_state,
 };
 use crate::state::Console;
@@ -160,8 +160,11 @@ impl Console {
             );
         }
         let active: Vec<String> = found.into_iter().map(|c| c.text).collect();
-        if let Ok(mut slot) = alerts.active.lock() {
+        if let Ok(mut slot) = alerts.active.lock()
+            && *slot != active
+        {
             *slot = active;
+            self.events.alerts_changed();
         }
         if let Ok(mut slot) = alerts.failures.lock() {
             *slot = failures;
@@ -170,12 +173,20 @@ impl Console {
         let _ = tokio::task::spawn_blocking(move || save_state(&path, &state)).await;
     }
 
-    /// Alert rounds every [`ROUND`], until the future is dropped.
+    /// Alert rounds every [`ROUND`], and [`SETTLE`] after a queue or
+    /// sign-in change the console sees (its own actions; other processes'
+    /// while live updates run), until the future is dropped.
     pub async fn watch_alerts(self: Arc<Self>) {
         let mut interval = tokio::time::interval(ROUND);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            interval.tick().await;
+            tokio::select! {
+                _ = interval.tick() => {}
+                () = self.events.alerts.notified() => {
+                    // A burst of changes makes one round.
+                    tokio::time::sleep(SETTLE).await;
+                }
+            }
             self.alert_round().await;
         }
     }

@@ -24,6 +24,10 @@ pub const ALERTS_FILE: &str = "alerts.json";
 /// How often conditions are looked at.
 pub const ROUND: Duration = Duration::from_secs(60);
 
+/// How long after a queue or sign-in change they are looked at again (a
+/// burst of changes makes one round).
+pub const SETTLE: Duration = Duration::from_secs(2);
+
 /// An authorization ending sooner than this is reported.
 pub(crate) const ENDING_WITHIN: i64 = 7 * 86_400;
 

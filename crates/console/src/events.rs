@@ -1,10 +1,12 @@
-//! The changes live updates announce (`log`, `queue`, `signin`), on one
-//! broadcast channel; `live.rs` serves them as Server-Sent Events.
+//! The changes live updates announce (`log`, `queue`, `signin`,
+//! `alerts`), on one
+//! broadcast channel; `live.rs` serves them as Server-Sent Events. Queue
+//! and sign-in changes also wake the alerts' rounds (`alert_rounds.rs`).
 
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-use tokio::sync::broadcast;
+use tokio::sync::{Notify, broadcast};
 
 /// How often the watcher looks.
 pub(crate) const TICK: Duration = Duration::from_secs(1);
@@ -22,6 +24,8 @@ pub(crate) struct Events {
     pub(crate) sender: broadcast::Sender<Change>,
     /// Whether the watcher (`live.rs`) runs.
     pub(crate) watching: AtomicBool,
+    /// Woken by a queue or sign-in change: the alerts look again soon.
+    pub(crate) alerts: Notify,
 }
 
 impl Events {
@@ -29,6 +33,7 @@ impl Events {
         Events {
             sender: broadcast::channel(64).0,
             watching: AtomicBool::new(false),
+            alerts: Notify::new(),
         }
     }
 
@@ -38,12 +43,23 @@ impl Events {
             kind: "queue",
             data: "{}".to_owned(),
         });
+        self.alerts.notify_one();
     }
 
     /// Tells the listeners a sign-in moved on.
     pub(crate) fn signin_changed(&self) {
         let _ = self.sender.send(Change {
             kind: "signin",
+            data: "{}".to_owned(),
+        });
+        self.alerts.notify_one();
+    }
+
+    /// Tells the listeners the alerts that hold changed (not the alerts:
+    /// they made this change).
+    pub(crate) fn alerts_changed(&self) {
+        let _ = self.sender.send(Change {
+            kind: "alerts",
             data: "{}".to_owned(),
         });
     }

@@ -1,6 +1,7 @@
 // Live updates: a page with a [data-live="log"] or [data-live="queue"]
-// element listens to /events and, at each change of its kind, fetches
-// itself again and swaps that element for the new one. No inline script.
+// element (or several kinds: [data-live="queue alerts"]) listens to
+// /events and, at each change of one of its kinds, fetches itself again
+// and swaps that element for the new one. No inline script.
 (function () {
   "use strict";
   var live = document.querySelector("[data-live]");
@@ -41,5 +42,7 @@
       });
   }
   var source = new EventSource("/events");
-  source.addEventListener(kind, refresh);
+  kind.split(" ").forEach(function (one) {
+    source.addEventListener(one, refresh);
+  });
 })();
