@@ -1,14 +1,25 @@
-//! `[alerts]` end to end: `apimail admin serve` with an authorization that
-//! ends within 7 days sends exactly one alert mail (through the account,
-//! to the fake Gmail) and one webhook POST to a local test server.
+//! `[alerts]` end to end, with the real `apimail admin serve` and the fake
+//! Gmail: a revoked account (with mail held for it) and an authorization
+//! that ends within 7 days each send exactly one alert mail (through the
+//! default account, to the fake Gmail) and one webhook POST to a local
+//! test server when they start, and one more of each when they clear (the
+//! administrator signs both in again from the console); a restarted
+//! console repeats nothing.
 
+use std::path::Path;
 use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use apimail_tests::fake_google::FakeGoogle;
 use apimail_tests::http::{Reply, Response, Server};
-use apimail_tests::{Sandbox, http};
+use apimail_tests::{Sandbox, http, run, run_with_stdin};
+
+const PASSWORD: &str = "correct horse battery";
+/// The default account: its authorization ends in 4 days.
+const ENDING: &str = "office@example.com";
+/// Refused by Google, with a message held for it.
+const REVOKED: &str = "scanner@example.com";
 
 struct Served(Child);
 
@@ -19,28 +30,206 @@ impl Drop for Served {
     }
 }
 
-#[test]
-fn an_ending_authorization_sends_one_alert_mail_and_one_webhook_post() {
-    let fake = FakeGoogle::start();
-    let sandbox = Sandbox::new(&fake);
-    sandbox.login(&fake, &[]);
-    // Last used 178 days ago: Google ends it in 4 days.
-    let tokens = sandbox.path().join("data/tokens");
-    let file = std::fs::read_dir(&tokens)
-        .unwrap()
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .find(|p| p.extension().is_some_and(|x| x == "json"))
+fn serve(sandbox: &Sandbox, port: u16) -> Served {
+    let child = sandbox
+        .cmd()
+        .args(["admin", "serve", "--listen", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
         .unwrap();
-    let mut stored: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
-    let now = std::time::SystemTime::now()
+    let served = Served(child);
+    let until = Instant::now() + Duration::from_secs(30);
+    while http::request("GET", &format!("http://127.0.0.1:{port}/healthz"), &[], b"").is_err() {
+        assert!(Instant::now() < until, "the console did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    served
+}
+
+fn between<'a>(text: &'a str, start: &str, end: &str) -> Option<&'a str> {
+    let at = text.find(start)? + start.len();
+    Some(&text[at..at + text[at..].find(end)?])
+}
+
+fn unescape(text: &str) -> String {
+    text.replace("&#x2f;", "/")
+        .replace("&#x27;", "'")
+        .replace("&quot;", "\"")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&")
+}
+
+/// An administrator's session at the console.
+struct Session {
+    base: String,
+    cookie: String,
+}
+
+impl Session {
+    fn sign_in(base: &str) -> Session {
+        let form = http::get(&format!("{base}/login"));
+        let cookie = form
+            .header("set-cookie")
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap()
+            .to_owned();
+        let csrf = between(&form.body_text(), "name=\"csrf\" value=\"", "\"")
+            .unwrap()
+            .to_owned();
+        let body = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs([("user", "ann"), ("password", PASSWORD), ("csrf", &csrf)])
+            .finish();
+        let answer = http::request(
+            "POST",
+            &format!("{base}/login"),
+            &[
+                ("Cookie", &cookie),
+                ("Content-Type", "application/x-www-form-urlencoded"),
+            ],
+            body.as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(answer.status, 303, "{}", answer.body_text());
+        let cookie = answer
+            .headers
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case("set-cookie"))
+            .map(|(_, v)| v.split(';').next().unwrap().to_owned())
+            .find(|v| v.starts_with("apimail_session="))
+            .unwrap();
+        Session {
+            base: base.to_owned(),
+            cookie,
+        }
+    }
+
+    fn get(&self, path: &str) -> String {
+        http::request(
+            "GET",
+            &format!("{}{path}", self.base),
+            &[("Cookie", &self.cookie)],
+            b"",
+        )
+        .unwrap()
+        .body_text()
+    }
+
+    fn post(&self, path: &str, form: &[(&str, &str)]) -> http::Response {
+        let body = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(form)
+            .finish();
+        http::request(
+            "POST",
+            &format!("{}{path}", self.base),
+            &[
+                ("Cookie", &self.cookie),
+                ("Content-Type", "application/x-www-form-urlencoded"),
+            ],
+            body.as_bytes(),
+        )
+        .unwrap()
+    }
+
+    fn wait_for(&self, path: &str, needle: &str) -> String {
+        let until = Instant::now() + Duration::from_secs(60);
+        loop {
+            let body = self.get(path);
+            if body.contains(needle) {
+                return body;
+            }
+            assert!(Instant::now() < until, "no `{needle}` on {path}:\n{body}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// "Sign in again" for `account`, the test playing the browser on the
+    /// console's machine: the fake Google's consent redirects straight to
+    /// the login's loopback listener.
+    fn sign_in_again(&self, fake: &FakeGoogle, account: &str) {
+        fake.set_user_email(account);
+        let page = format!("/accounts/{}/sign-in", account.replace('@', "%40"));
+        let start = self.get(&page);
+        let csrf = between(&start, "name=\"csrf\" value=\"", "\"")
+            .unwrap()
+            .to_owned();
+        let started = self.post(&page, &[("csrf", &csrf)]);
+        assert_eq!(started.status, 303, "{}", started.body_text());
+        let shown = self.wait_for(&page, "class=\"link\"");
+        let link = unescape(between(&shown, "class=\"link\"><a href=\"", "\"").unwrap());
+        let consent = http::get(&link);
+        assert_eq!(consent.status, 302, "{}", consent.body_text());
+        let back = http::get(consent.header("location").unwrap());
+        assert_eq!(back.status, 200, "{}", back.body_text());
+        self.wait_for(&page, "Signed in");
+    }
+}
+
+fn now() -> i64 {
+    SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
-        .as_secs() as i64;
-    stored["authorized_at"] = (now - 178 * 86_400).into();
-    stored["refreshed_at"] = (now - 178 * 86_400).into();
-    std::fs::write(&file, serde_json::to_vec(&stored).unwrap()).unwrap();
+        .as_secs() as i64
+}
+
+fn edit_token(sandbox: &Sandbox, account: &str, edit: impl FnOnce(&mut serde_json::Value)) {
+    let mut stored = sandbox.token_json(account);
+    edit(&mut stored);
+    std::fs::write(
+        sandbox.token_file(account),
+        serde_json::to_vec(&stored).unwrap(),
+    )
+    .unwrap();
+}
+
+fn modified(path: &Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+#[test]
+fn a_revoked_account_and_an_ending_authorization_each_report_once_when_they_start_and_once_when_they_clear()
+ {
+    let fake = FakeGoogle::start();
+    let sandbox = Sandbox::new(&fake);
+    // The first login is the default account, which sends the alert mail.
+    fake.set_user_email(ENDING);
+    sandbox.login(&fake, &[]);
+    fake.set_user_email(REVOKED);
+    sandbox.login(&fake, &[]);
+
+    // ENDING was last used 178 days ago: Google ends it in 4 days.
+    edit_token(&sandbox, ENDING, |t| {
+        t["authorized_at"] = (now() - 178 * 86_400).into();
+        t["refreshed_at"] = (now() - 178 * 86_400).into();
+    });
+    // REVOKED was refused, and a message waits for its sign-in.
+    edit_token(&sandbox, REVOKED, |t| {
+        t["refresh_refused"] = "invalid_grant".into();
+    });
+    let queued = run(sandbox.cmd().args([
+        "send",
+        "--account",
+        REVOKED,
+        "--queue",
+        "--to",
+        "rcpt@example.net",
+        "--subject",
+        "held",
+        "--text",
+        "hi",
+    ]));
+    assert_eq!(queued.code, 0, "{}", queued.stderr);
+    let outbox = apimail_core::outbox::Outbox::open(sandbox.path().join("data/outbox")).unwrap();
+    let entry = outbox.list().unwrap().pop().expect("the queued entry");
+    outbox
+        .claim(&entry.id)
+        .unwrap()
+        .expect("nobody else holds it")
+        .hold("invalid_grant: Token has been expired or revoked.")
+        .unwrap();
 
     let posts = Arc::new(Mutex::new(Vec::<String>::new()));
     let kept = Arc::clone(&posts);
@@ -58,49 +247,119 @@ fn an_ending_authorization_sends_one_alert_mail_and_one_webhook_post() {
         hook.addr()
     ));
     std::fs::write(&config, text).unwrap();
+    let added = run_with_stdin(
+        sandbox.cmd().args(["admin", "user", "add", "ann"]),
+        format!("{PASSWORD}\n").as_bytes(),
+    );
+    assert_eq!(added.code, 0, "{}", added.stderr);
+
+    // Each report: its Subject (mail) or its text (webhook).
+    let mails = || -> Vec<String> {
+        fake.inbox("it@example.net")
+            .iter()
+            .map(|raw| {
+                let mail = mail_parser::MessageParser::default().parse(raw).unwrap();
+                assert!(String::from_utf8_lossy(raw).contains("Auto-Submitted: auto-generated"));
+                mail.subject().unwrap_or_default().to_owned()
+            })
+            .collect()
+    };
+    let hooks = || -> Vec<String> {
+        posts
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                serde_json::from_str::<serde_json::Value>(p).unwrap()["text"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect()
+    };
+    let wait_for = |what: &str, n: usize| {
+        let until = Instant::now() + Duration::from_secs(90);
+        while mails().len() < n || hooks().len() < n {
+            assert!(
+                Instant::now() < until,
+                "no {what}: {:?} {:?}",
+                mails(),
+                hooks()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    // How many reports of each kind: (revoked started, ending started,
+    // revoked cleared, ending cleared).
+    let kinds = |reports: &[String]| {
+        let count = |prefix: &str, about: &str| {
+            reports
+                .iter()
+                .filter(|r| r.starts_with(prefix) && r.contains(about))
+                .count()
+        };
+        let revoked = format!("account {REVOKED}: the provider refused its authorization");
+        let ending = format!("account {ENDING}: its authorization ends on");
+        (
+            count("apimail alert / apimail 警告: ", &revoked),
+            count("apimail alert / apimail 警告: ", &ending),
+            count("apimail alert cleared / apimail 警告解除: ", &revoked),
+            count("apimail alert cleared / apimail 警告解除: ", &ending),
+        )
+    };
 
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
-    let child = sandbox
-        .cmd()
-        .args(["admin", "serve", "--listen", &format!("127.0.0.1:{port}")])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let _served = Served(child);
+    let base = format!("http://127.0.0.1:{port}");
+    let state = sandbox.path().join("data/admin/alerts.json");
+    let served = serve(&sandbox, port);
 
+    // The first round: both start.
+    wait_for("reports of the start", 2);
+    let session = Session::sign_in(&base);
+    let overview = session.get("/");
+    assert!(
+        overview.contains("refused its authorization") && overview.contains("ends on"),
+        "the overview shows both alerts:\n{overview}"
+    );
+    assert_eq!(kinds(&mails()), (1, 1, 0, 0), "{:?}", mails());
+    assert_eq!(kinds(&hooks()), (1, 1, 0, 0), "{:?}", hooks());
+    assert_eq!((mails().len(), hooks().len()), (2, 2));
+
+    // The ending authorization is renewed: it clears alone.
+    session.sign_in_again(&fake, ENDING);
+    wait_for("report of the renewal", 3);
+    // The revoked account signs in again: its held mail goes out, and it
+    // clears too.
+    session.sign_in_again(&fake, REVOKED);
+    wait_for("report of the new sign-in", 4);
     let until = Instant::now() + Duration::from_secs(60);
-    while fake.inbox("it@example.net").is_empty() || posts.lock().unwrap().is_empty() {
+    while outbox.get(entry.id.as_str()).unwrap().is_some() {
+        assert!(Instant::now() < until, "the held message never went out");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(kinds(&mails()), (1, 1, 1, 1), "{:?}", mails());
+    assert_eq!(kinds(&hooks()), (1, 1, 1, 1), "{:?}", hooks());
+    let overview = session.get("/");
+    assert!(
+        !overview.contains("class=\"alert"),
+        "no alert left on the overview:\n{overview}"
+    );
+
+    // A restarted console looks again at once, and repeats nothing.
+    drop(served);
+    let before = modified(&state).expect("the alerts' state is kept");
+    let _served = serve(&sandbox, port);
+    let until = Instant::now() + Duration::from_secs(60);
+    while modified(&state) == Some(before) {
         assert!(
             Instant::now() < until,
-            "no alert within 60 s: {} mail(s), {:?}",
-            fake.inbox("it@example.net").len(),
-            posts.lock().unwrap()
+            "the restarted console made no round"
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    // The console is up and has said all it will until the next minute.
-    assert_eq!(
-        http::get(&format!("http://127.0.0.1:{port}/healthz")).status,
-        200
-    );
-    let raw = fake.inbox("it@example.net").remove(0);
-    let mail = mail_parser::MessageParser::default().parse(&raw).unwrap();
-    let subject = mail.subject().unwrap_or_default();
-    assert!(
-        subject.starts_with("apimail alert / apimail 警告: account"),
-        "{subject}"
-    );
-    assert!(subject.contains("ends on"), "{subject}");
-    assert!(mail.body_text(0).unwrap_or_default().contains("ends on"));
-    assert!(String::from_utf8_lossy(&raw).contains("Auto-Submitted: auto-generated"));
-    let posted = posts.lock().unwrap().clone();
-    assert_eq!(posted.len(), 1, "{posted:?}");
-    let body: serde_json::Value = serde_json::from_str(&posted[0]).unwrap();
-    assert!(body["text"].as_str().unwrap().contains("ends on"), "{body}");
-    assert_eq!(fake.inbox("it@example.net").len(), 1);
+    assert_eq!((mails().len(), hooks().len()), (4, 4), "{:?}", mails());
 }
