@@ -168,7 +168,7 @@ fn fixture() -> &'static Fixture {
                 delay: Duration::ZERO,
                 max_delay: Duration::ZERO,
                 lock_after: u32::MAX,
-                ..BackoffSettings::default()
+                ..Limits::default().auth_failures
             },
             ..Limits::default()
         };

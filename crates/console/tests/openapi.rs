@@ -9,7 +9,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use apimail_console::{AccountInfo, ApiTokens, Console, ConsoleConfig, LoginLimits, router};
+use apimail_console::{
+    AccountInfo, ApiTokens, Console, ConsoleConfig, DEFAULT_LOGIN_LIMITS, router,
+};
 use apimail_core::Secret;
 use apimail_core::journal::{Journal, Outcome, Record};
 use apimail_core::outbox::{NewEntry, Outbox};
@@ -272,7 +274,7 @@ fn fixture() -> Fixture {
         }],
         zone: jiff::tz::TimeZone::UTC,
         tls: false,
-        login_limits: LoginLimits::default(),
+        login_limits: DEFAULT_LOGIN_LIMITS,
     })
     .unwrap();
     Fixture {

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use apimail_console::{
-    AccountInfo, AdminUsers, ApiTokens, Console, ConsoleConfig, LoginLimits, router,
+    AccountInfo, AdminUsers, ApiTokens, Console, ConsoleConfig, DEFAULT_LOGIN_LIMITS, LoginLimits,
+    router,
 };
 use apimail_core::Secret;
 use apimail_core::journal::{Filter, Journal, Outcome, Record};
@@ -73,7 +74,7 @@ fn fixture_with(limits: LoginLimits, tls: bool) -> Fixture {
 }
 
 fn fixture() -> Fixture {
-    fixture_with(LoginLimits::default(), false)
+    fixture_with(DEFAULT_LOGIN_LIMITS, false)
 }
 
 struct Answer {
@@ -455,7 +456,7 @@ async fn sessions_are_strict_http_only_cookies_with_an_expiry() {
         assert!(line.contains(part), "{line}");
     }
     assert!(!line.contains("Secure"), "not over plain HTTP: {line}");
-    let over_tls = fixture_with(LoginLimits::default(), true);
+    let over_tls = fixture_with(DEFAULT_LOGIN_LIMITS, true);
     let answer = try_login(&over_tls.router, PASSWORD).await;
     let line = answer.set_cookie_line("apimail_session");
     assert!(line.ends_with("; Secure"), "{line}");

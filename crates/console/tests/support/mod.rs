@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use apimail_console::{
-    AccountInfo, AdminUsers, ApiTokens, Console, ConsoleConfig, LoginLimits, router,
+    AccountInfo, AdminUsers, ApiTokens, Console, ConsoleConfig, DEFAULT_LOGIN_LIMITS, router,
 };
 use apimail_core::Secret;
 use apimail_core::journal::Journal;
@@ -62,7 +62,7 @@ pub fn open(dir: &tempfile::TempDir) -> Console {
         ],
         zone: jiff::tz::TimeZone::UTC,
         tls: false,
-        login_limits: LoginLimits::default(),
+        login_limits: DEFAULT_LOGIN_LIMITS,
     })
     .unwrap()
 }
