@@ -6,52 +6,15 @@
 //! and leaves no temporary file behind.
 #![no_main]
 
-use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+mod relay_common;
 
-use apimail_core::SenderIdentity;
-use apimail_core::outbox::Outbox;
-use apimail_relay::{
-    AccountInfo, BackoffSettings, Directory, Limits, Listener, Principal, Server, SmtpTimeouts,
-};
+use std::sync::OnceLock;
+
+use apimail_relay::Limits;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use libfuzzer_sys::fuzz_target;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// One user (`user`, `pass`); loopback may send without AUTH.
-struct FuzzDirectory;
-
-impl Directory for FuzzDirectory {
-    fn authenticate(&self, user: &str, password: &str) -> Option<Principal> {
-        (user == "user" && password == "pass").then(principal)
-    }
-
-    fn for_client(&self, _listener: &str, _ip: IpAddr) -> Option<Principal> {
-        Some(principal())
-    }
-
-    fn account(&self, _account: &str) -> Option<AccountInfo> {
-        Some(AccountInfo {
-            identity: SenderIdentity::account("work"),
-            address: Some("me@example.com".into()),
-            max_message_bytes: 1024 * 1024,
-            provider: Some("gmail".into()),
-            max_age_secs: apimail_core::outbox::DEFAULT_MAX_AGE_SECS,
-        })
-    }
-}
-
-fn principal() -> Principal {
-    Principal {
-        name: "fuzz".into(),
-        account: "work".into(),
-        allowed_from: vec!["*@example.com".into()],
-        rewrite_from: false,
-        messages_per_minute: None,
-    }
-}
+use relay_common::{Fixture, FuzzDirectory, client, quick_limits};
 
 /// One thing the client does.
 #[derive(Debug)]
@@ -146,48 +109,19 @@ impl Input<'_> {
     }
 }
 
-struct Fixture {
-    runtime: tokio::runtime::Runtime,
-    server: Server,
-    outbox: Outbox,
-    _dir: tempfile::TempDir,
-}
-
+/// One user (`user`, `pass`); loopback may send without AUTH.
 fn fixture() -> &'static Fixture {
     static FIXTURE: OnceLock<Fixture> = OnceLock::new();
     FIXTURE.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap();
-        let outbox = Outbox::open(dir.path().join("outbox")).unwrap();
+        let directory = FuzzDirectory {
+            max_message_bytes: 1024 * 1024,
+            rewrite_without_auth: false,
+        };
         let limits = Limits {
             max_line_bytes: 1024,
-            timeouts: SmtpTimeouts {
-                command: Duration::from_secs(5),
-                data_block: Duration::from_secs(5),
-            },
-            auth_failures: BackoffSettings {
-                delay: Duration::ZERO,
-                max_delay: Duration::ZERO,
-                lock_after: u32::MAX,
-                ..BackoffSettings::default()
-            },
-            ..Limits::default()
+            ..quick_limits()
         };
-        let (server, _accepted) = Server::new(
-            outbox.clone(),
-            Arc::new(FuzzDirectory),
-            limits,
-            "relay.fuzz".into(),
-        );
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build()
-            .unwrap();
-        Fixture {
-            runtime,
-            server,
-            outbox,
-            _dir: dir,
-        }
+        Fixture::new(directory, limits)
     })
 }
 
@@ -289,55 +223,10 @@ fuzz_target!(|data: &[u8]| {
     };
     let steps: Vec<Step> = std::iter::from_fn(|| input.step()).take(64).collect();
     let fixture = fixture();
-    let peer: SocketAddr = if mode & 1 == 0 {
-        "127.0.0.1:2000".parse().unwrap()
-    } else {
-        "192.0.2.1:2000".parse().unwrap()
-    };
-    let mut listener = Listener::plain("fuzz");
-    listener.require_auth = mode & 2 != 0;
-    listener.allow_plaintext_auth = mode & 4 != 0;
+    let (peer, listener) = client(mode);
     let input = script(&steps);
-
-    let replies = fixture.runtime.block_on(async {
-        let (mut client, server_side) = tokio::io::duplex(64 * 1024);
-        let server = fixture.server.clone();
-        let session = tokio::spawn(async move {
-            server.serve_stream(server_side, peer, &listener).await;
-        });
-        let (mut read, mut write) = tokio::io::split(&mut client);
-        let send = async {
-            let _ = write.write_all(&input).await;
-            let _ = write.shutdown().await;
-        };
-        let mut replies = Vec::new();
-        let receive = read.read_to_end(&mut replies);
-        let (_, received) = tokio::time::timeout(Duration::from_secs(30), async {
-            tokio::join!(send, receive)
-        })
-        .await
-        .expect("the session ends once the client has sent everything");
-        received.unwrap();
-        session.await.unwrap();
-        replies
-    });
-    assert!(replies.starts_with(b"220 "), "no greeting");
-    for reply in replies.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
-        assert!(
-            reply.len() >= 4 && reply[..3].iter().all(u8::is_ascii_digit),
-            "not a reply line: {:?}",
-            String::from_utf8_lossy(reply)
-        );
-    }
-    let queued = replies
-        .split(|&b| b == b'\n')
-        .filter(|l| l.starts_with(b"250 2.0.0 queued as "))
-        .count();
-    let entries = fixture.outbox.list().unwrap();
-    assert_eq!(queued, entries.len());
-    for entry in entries {
-        fixture.outbox.drop_entry(entry.id.as_str()).unwrap();
-    }
+    let replies = fixture.session(peer, listener, &input, 64 * 1024);
+    fixture.check_and_clear(&replies);
     let tmp = std::fs::read_dir(fixture.outbox.dir().join("tmp")).unwrap();
     let left: Vec<_> = tmp.filter_map(Result::ok).map(|e| e.file_name()).collect();
     assert!(left.is_empty(), "temporary files left: {left:?}");

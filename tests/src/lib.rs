@@ -4,10 +4,12 @@
 pub mod fake_common;
 pub mod fake_google;
 pub mod fake_microsoft;
+pub mod process;
 pub mod sandbox;
 
 pub use apimail_test_http as http;
 pub use apimail_test_postgres as postgres;
+pub use process::{Process, free_port};
 pub use sandbox::Sandbox;
 
 use std::path::{Path, PathBuf};

@@ -3,25 +3,17 @@
 //! against `apimail log --csv` over the same journal.
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use apimail_tests::fake_google::FakeGoogle;
-use apimail_tests::{Sandbox, run, run_with_stdin};
+use apimail_tests::{Sandbox, free_port, run, run_with_stdin};
 
 fn sandbox() -> (FakeGoogle, Sandbox) {
     let fake = FakeGoogle::start();
     let sandbox = Sandbox::new(&fake);
     (fake, sandbox)
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Kills the console when the test ends, however it ends.

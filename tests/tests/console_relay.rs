@@ -2,72 +2,21 @@
 //! process; on loopback over plain HTTP, off loopback over TLS with the
 //! relay's self-signed certificate when `[admin]` names none.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::Command;
+use std::time::Duration;
 
 use apimail_tests::fake_google::FakeGoogle;
-use apimail_tests::{Sandbox, run};
+use apimail_tests::{Process, Sandbox, free_port, run};
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A running `apimail relay`, killed when dropped.
-struct Relay {
-    child: Child,
-    log: Arc<Mutex<String>>,
-}
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Relay {
-    fn start(sandbox: &Sandbox, args: &[&str]) -> Relay {
-        let mut child = sandbox
-            .cmd()
-            .arg("relay")
-            .args(args)
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("apimail relay starts");
-        let log = Arc::new(Mutex::new(String::new()));
-        let stderr = child.stderr.take().unwrap();
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let mut log = sink.lock().unwrap();
-                log.push_str(&line);
-                log.push('\n');
-            }
-        });
-        let relay = Relay { child, log };
-        relay.wait_log("the admin console is at", Duration::from_secs(60));
-        relay
-    }
-
-    fn wait_log(&self, needle: &str, timeout: Duration) {
-        let until = Instant::now() + timeout;
-        while !self.log.lock().unwrap().contains(needle) {
-            assert!(
-                Instant::now() < until,
-                "no `{needle}` in the relay's log:\n{}",
-                self.log.lock().unwrap()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
+/// `apimail relay ARGS` (with `--admin`), once its console is up.
+fn start_relay(sandbox: &Sandbox, args: &[&str]) -> Process {
+    Process::start(
+        sandbox.cmd().arg("relay").args(args),
+        "the admin console is at",
+        Duration::from_secs(60),
+    )
 }
 
 /// A plain HTTP/1.1 GET: the whole answer as text.
@@ -89,7 +38,7 @@ fn the_relay_serves_the_console_on_loopback() {
     let sandbox = Sandbox::new(&fake);
     sandbox.login(&fake, &[]);
     let (smtp, admin) = (free_port(), free_port());
-    let relay = Relay::start(
+    let relay = start_relay(
         &sandbox,
         &[
             "--listen",
@@ -128,7 +77,7 @@ fn off_loopback_the_relays_console_speaks_tls_with_the_relays_certificate() {
     let sandbox = Sandbox::new(&fake);
     sandbox.login(&fake, &[]);
     let (smtp, admin) = (free_port(), free_port());
-    let relay = Relay::start(
+    let relay = start_relay(
         &sandbox,
         &[
             "--listen",

@@ -8,7 +8,7 @@ use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use apimail_tests::fake_google::FakeGoogle;
-use apimail_tests::{Sandbox, http, run, run_with_stdin};
+use apimail_tests::{Sandbox, free_port, http, run, run_with_stdin};
 
 const PASSWORD: &str = "correct horse battery";
 
@@ -19,14 +19,6 @@ impl Drop for Served {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// The text of an HTML attribute or element, unescaped.

@@ -8,17 +8,16 @@
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use apimail_core::SenderIdentity;
 use apimail_core::outbox::{Entry, EntryState, Outbox};
 use apimail_mailer::{Credentials, ErrorKind, Mailer, MessageBuilder, Secret};
 use apimail_tests::fake_microsoft::{FakeMicrosoft, Fault};
-use apimail_tests::{run, run_with_stdin};
+use apimail_tests::{Process, free_port, run, run_with_stdin};
 
 const TENANT: &str = "contoso.onmicrosoft.com";
 const APP_ID: &str = "0a0b0c0d-1111-2222-3333-444455556666";
@@ -187,7 +186,7 @@ impl World {
     }
 
     /// Puts one message into the outbox through `path`; what it printed.
-    fn submit(&self, path: Path4, message_id: &str, relay: Option<&Relay>) -> String {
+    fn submit(&self, path: Path4, message_id: &str, relay: Option<&Process>) -> String {
         let subject = format!("via {}", path.name());
         match path {
             Path4::Send => {
@@ -244,14 +243,6 @@ fn raw(message_id: &str, subject: &str) -> String {
     )
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// The header field `name` of `raw`, trimmed.
 fn header(raw: &[u8], name: &str) -> Option<String> {
     let message = mail_parser::MessageParser::default().parse(raw)?;
@@ -293,52 +284,6 @@ fn smtp(addr: &str, message: &[u8]) -> String {
     let done = say(std::str::from_utf8(&data).unwrap(), "250");
     say("QUIT\r\n", "221");
     done
-}
-
-/// A running `apimail relay`, killed when dropped.
-struct Relay {
-    child: Child,
-    log: Arc<Mutex<String>>,
-}
-
-impl Relay {
-    fn start(world: &World) -> Relay {
-        let mut child = world
-            .cmd()
-            .arg("relay")
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("apimail relay starts");
-        let log = Arc::new(Mutex::new(String::new()));
-        let stderr = child.stderr.take().unwrap();
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let mut log = sink.lock().unwrap();
-                log.push_str(&line);
-                log.push('\n');
-            }
-        });
-        let relay = Relay { child, log };
-        let until = Instant::now() + Duration::from_secs(30);
-        while !relay.log().contains("relay listener") {
-            assert!(Instant::now() < until, "no listener:\n{}", relay.log());
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        relay
-    }
-
-    fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
-    }
-}
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// The identity an entry of `path` is sent as.
@@ -461,7 +406,7 @@ fn send_sendmail_the_relay_and_the_mailer_share_one_outbox_alike() {
     // 1. Sent at once: the same journal records on each path.
     let mut sent_shapes = Vec::new();
     {
-        let relay = Relay::start(&world);
+        let relay = Process::relay(world.cmd(), &[]);
         for path in PATHS {
             let id = format!("<sent.{}@contoso.com>", path.name());
             let said = world.submit(path, &id, Some(&relay));
@@ -486,7 +431,7 @@ fn send_sendmail_the_relay_and_the_mailer_share_one_outbox_alike() {
     // APIMAIL_WHEN_UNKNOWN=hold each path holds the entry, never resends.
     let mut held_shapes = Vec::new();
     {
-        let relay = Relay::start(&world);
+        let relay = Process::relay(world.cmd(), &[]);
         for path in PATHS {
             let id = format!("<lost.{}@contoso.com>", path.name());
             world.fake.inject(Fault::LoseAnswer);
@@ -560,7 +505,7 @@ fn send_sendmail_the_relay_and_the_mailer_share_one_outbox_alike() {
     assert_metadata(Path4::Send, &world.entry(by_send).unwrap());
     let by_relay = "<queued.relay@contoso.com>";
     {
-        let relay = Relay::start(&world);
+        let relay = Process::relay(world.cmd(), &[]);
         world.wait_entry(by_send, "flushed by the relay", |e| e.is_none());
         assert_eq!(world.copies(by_send), 1, "{}", relay.log());
 
@@ -649,7 +594,7 @@ fn send_sendmail_the_relay_and_the_mailer_share_one_outbox_alike() {
 #[test]
 fn every_way_in_adds_a_random_message_id_at_the_from_domain_and_one_date_format() {
     let world = World::new();
-    let relay = Relay::start(&world);
+    let relay = Process::relay(world.cmd(), &[]);
     let domain = MAILBOX.split_once('@').unwrap().1;
     let raw = |subject: &str| {
         format!("From: {MAILBOX}\r\nTo: to@example.org\r\nSubject: {subject}\r\n\r\nhi\r\n")

@@ -4,14 +4,14 @@
 //! the fake Graph) behind it.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::net::TcpStream;
+use std::process::Command;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use apimail_tests::fake_google::{FakeGoogle, Fault};
 use apimail_tests::fake_microsoft::FakeMicrosoft;
-use apimail_tests::{Run, Sandbox, run, run_with_stdin};
+use apimail_tests::{Process, Run, Sandbox, free_port, run, run_with_stdin};
 
 const ACCOUNT: &str = "user@example.com";
 const PASSWORD: &str = "correct horse battery staple";
@@ -21,14 +21,6 @@ fn logged_in() -> (FakeGoogle, Sandbox) {
     let sandbox = Sandbox::new(&fake);
     sandbox.login(&fake, &[]);
     (fake, sandbox)
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Appends `[relay]` settings and one listener `main` on `addr` to the
@@ -52,92 +44,11 @@ fn add_user(sandbox: &Sandbox, name: &str, extra: &[&str]) -> Run {
     )
 }
 
-/// A running `apimail relay`, killed when dropped.
-struct Relay {
-    child: Child,
-    log: Arc<Mutex<String>>,
-}
-
-impl Relay {
-    /// Starts `apimail relay ARGS` and waits for its listeners' startup
-    /// lines.
-    fn start(sandbox: &Sandbox, args: &[&str]) -> Relay {
-        let mut child = sandbox
-            .cmd()
-            .arg("relay")
-            .args(args)
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("apimail relay starts");
-        let log = Arc::new(Mutex::new(String::new()));
-        let stderr = child.stderr.take().unwrap();
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let mut log = sink.lock().unwrap();
-                log.push_str(&line);
-                log.push('\n');
-            }
-        });
-        let relay = Relay { child, log };
-        relay.wait_log("relay listener", Duration::from_secs(30));
-        relay
-    }
-
-    fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
-    }
-
-    fn wait_log(&self, needle: &str, timeout: Duration) {
-        let until = Instant::now() + timeout;
-        while !self.log().contains(needle) {
-            assert!(
-                Instant::now() < until,
-                "no `{needle}` in the relay's log:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .args([&format!("-{name}"), &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-
-    /// Waits for the process to exit; its exit code.
-    fn wait(&mut self, timeout: Duration) -> i32 {
-        let until = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status.code().unwrap_or(-1);
-            }
-            assert!(
-                Instant::now() < until,
-                "the relay did not exit:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Starts a relay on a free loopback port; its address.
-fn relay_on_loopback(sandbox: &Sandbox, relay: &str, listener: &str) -> (Relay, String) {
+fn relay_on_loopback(sandbox: &Sandbox, relay: &str, listener: &str) -> (Process, String) {
     let addr = format!("127.0.0.1:{}", free_port());
     configure(sandbox, relay, &addr, listener);
-    (Relay::start(sandbox, &[]), addr)
+    (Process::relay(sandbox.cmd(), &[]), addr)
 }
 
 fn wait_delivered(fake: &FakeGoogle, count: usize) -> Vec<Vec<u8>> {
@@ -639,7 +550,7 @@ fn a_client_from_a_network_not_allowed_cannot_relay() {
         &addr,
         &format!("allowed_networks = [\"{allowed}\"]"),
     );
-    let relay = Relay::start(&sandbox, &[]);
+    let relay = Process::relay(sandbox.cmd(), &[]);
     assert!(
         relay
             .log()
@@ -808,7 +719,7 @@ fn kill_9_right_after_250_then_a_restart_delivers_the_message() {
         "the accepted message waits"
     );
 
-    let relay = Relay::start(&sandbox, &[]);
+    let relay = Process::relay(sandbox.cmd(), &[]);
     let until = Instant::now() + Duration::from_secs(30);
     while !sandbox.outbox_entries("queue").is_empty() {
         assert!(Instant::now() < until, "{}", relay.log());
@@ -922,7 +833,7 @@ fn kill_9_at_random_moments_under_10_connections_loses_no_accepted_message() {
             killed.signal("KILL");
             killed.wait(Duration::from_secs(10));
         });
-        relay = Some(Relay::start(&sandbox, &[]));
+        relay = Some(Process::relay(sandbox.cmd(), &[]));
     }
     let acked = acked.into_inner().unwrap();
     assert!(acked.len() >= 9, "{} accepted", acked.len());
@@ -1320,8 +1231,8 @@ fn sessions(addr: &str, mode: &str, prefix: &str, count: usize, size: usize) -> 
 }
 
 /// The relay's peak and current resident set, in MB, from /proc.
-fn rss_mb(relay: &Relay) -> (f64, f64) {
-    let status = std::fs::read_to_string(format!("/proc/{}/status", relay.child.id())).unwrap();
+fn rss_mb(relay: &Process) -> (f64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", relay.id())).unwrap();
     let field = |name: &str| -> f64 {
         status
             .lines()
@@ -1395,7 +1306,7 @@ fn after_a_refused_auth_the_credentials_are_not_logged() {
     add_user(&sandbox, "scanner", &[]);
     let addr = format!("127.0.0.1:{}", free_port());
     configure(&sandbox, "", &addr, "");
-    let relay = Relay::start(&sandbox, &["-v"]);
+    let relay = Process::relay(sandbox.cmd(), &["-v"]);
     let secret = base64_plain("scanner", PASSWORD);
     let login = python(
         "import base64,sys; print(base64.b64encode(sys.argv[1].encode()).decode())",
@@ -1422,26 +1333,10 @@ fn a_network_wider_than_a_slash_8_needs_allow_any_network() {
     let (_fake, sandbox) = logged_in();
     let addr = format!("127.0.0.1:{}", free_port());
     configure(&sandbox, "", &addr, "allowed_networks = [\"0.0.0.0/0\"]");
-    let mut refused = Relay {
-        child: sandbox
-            .cmd()
-            .arg("relay")
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
-        log: Arc::default(),
-    };
+    let mut refused = Process::spawn(sandbox.cmd().arg("relay"));
     // Not started: it exits at once (a relay that starts is killed).
     let code = refused.wait(Duration::from_secs(20));
-    let mut stderr = String::new();
-    refused
-        .child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
+    let stderr = refused.log();
     assert_eq!(code, 78, "{stderr}");
     assert!(
         stderr.contains("0.0.0.0/0") && stderr.contains("allow_any_network = true"),
@@ -1452,7 +1347,7 @@ fn a_network_wider_than_a_slash_8_needs_allow_any_network() {
     let path = sandbox.path().join("config/config.toml");
     let text = std::fs::read_to_string(&path).unwrap();
     std::fs::write(&path, format!("{text}allow_any_network = true\n")).unwrap();
-    let relay = Relay::start(&sandbox, &[]);
+    let relay = Process::relay(sandbox.cmd(), &[]);
     assert!(
         relay.log().contains("WARNING") && relay.log().contains("0.0.0.0/0"),
         "{}",
@@ -1465,7 +1360,7 @@ fn loopback_clients_follow_a_listeners_allowed_networks() {
     let (fake, sandbox) = logged_in();
     let addr = format!("127.0.0.2:{}", free_port());
     configure(&sandbox, "", &addr, "allowed_networks = [\"10.0.0.0/8\"]");
-    let _relay = Relay::start(&sandbox, &[]);
+    let _relay = Process::relay(sandbox.cmd(), &[]);
     let out = converse(
         &addr,
         format!("EHLO t\r\nMAIL FROM:<{ACCOUNT}>\r\nRCPT TO:<victim@example.net>\r\nQUIT\r\n")

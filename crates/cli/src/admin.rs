@@ -10,8 +10,8 @@ use apimail_console::alerts::{AlertConfig, AlertMail, Sending};
 use apimail_console::checks::{CheckResult, CheckStatus, Checking, Checks};
 use apimail_console::signin::{Progress, SignIn, Signing};
 use apimail_console::{
-    AccountInfo, AdminUsers, ApiTokens, Console, ConsoleConfig, Hook, LoginLimits, SettingsError,
-    SettingsExt, TokensError, UsersError,
+    AccountInfo, AdminUsers, ApiTokens, Console, ConsoleConfig, DEFAULT_LOGIN_LIMITS, Hook,
+    SettingsError, SettingsExt, TokensError, UsersError,
 };
 use apimail_core::delivery::{IfNotSent, Settled};
 use apimail_core::intake::Owner;
@@ -140,7 +140,7 @@ pub fn prepare(
         accounts,
         zone,
         tls: tls.is_some(),
-        login_limits: LoginLimits::default(),
+        login_limits: DEFAULT_LOGIN_LIMITS,
     })
     .map_err(|e| {
         Failure::new(Exit::Config, e).hint(format!(

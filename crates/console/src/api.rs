@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use apimail_core::journal::{Outcome, Record, rfc3339};
 use apimail_core::now_unix;
+use apimail_core::outbox::{Outbox, OutboxError};
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -210,25 +211,7 @@ pub(crate) async fn retry(
     client: ApiClient,
     Path(queue_id): Path<String>,
 ) -> Response {
-    if let Some(refused) = client.write_refusal() {
-        return refused;
-    }
-    let outbox = console.outbox.clone();
-    let id = queue_id.clone();
-    match tokio::task::spawn_blocking(move || outbox.retry(&id)).await {
-        Ok(Ok(true)) => {
-            Json(serde_json::json!({ "queue_id": queue_id, "retried": true })).into_response()
-        }
-        Ok(Ok(false)) => api_error(
-            StatusCode::NOT_FOUND,
-            "no message in the outbox has that queue id",
-        ),
-        Ok(Err(error)) => queue_failed(error),
-        Err(_) => api_error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "the outbox action stopped",
-        ),
-    }
+    outbox_action(&console, &client, queue_id, "retried", Outbox::retry).await
 }
 
 /// `DELETE /api/v1/messages/{queue_id}`: removes it from the outbox.
@@ -237,14 +220,26 @@ pub(crate) async fn drop_message(
     client: ApiClient,
     Path(queue_id): Path<String>,
 ) -> Response {
+    outbox_action(&console, &client, queue_id, "dropped", Outbox::drop_entry).await
+}
+
+/// One queue action on the entry `queue_id` for a token that may write:
+/// `{"queue_id": ..., done: true}`, 404 when the outbox has no such entry.
+async fn outbox_action(
+    console: &Console,
+    client: &ApiClient,
+    queue_id: String,
+    done: &'static str,
+    action: fn(&Outbox, &str) -> Result<bool, OutboxError>,
+) -> Response {
     if let Some(refused) = client.write_refusal() {
         return refused;
     }
     let outbox = console.outbox.clone();
     let id = queue_id.clone();
-    match tokio::task::spawn_blocking(move || outbox.drop_entry(&id)).await {
+    match tokio::task::spawn_blocking(move || action(&outbox, &id)).await {
         Ok(Ok(true)) => {
-            Json(serde_json::json!({ "queue_id": queue_id, "dropped": true })).into_response()
+            Json(serde_json::json!({ "queue_id": queue_id, done: true })).into_response()
         }
         Ok(Ok(false)) => api_error(
             StatusCode::NOT_FOUND,
@@ -258,8 +253,7 @@ pub(crate) async fn drop_message(
     }
 }
 
-fn queue_failed(error: apimail_core::outbox::OutboxError) -> Response {
-    use apimail_core::outbox::OutboxError;
+fn queue_failed(error: OutboxError) -> Response {
     match error {
         OutboxError::InvalidId { .. } => api_error(StatusCode::BAD_REQUEST, error.to_string()),
         OutboxError::Busy { .. } => api_error(

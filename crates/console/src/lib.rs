@@ -43,7 +43,7 @@ pub use alerts::{AlertConfig, AlertMail, Alerts};
 pub use index::{Index, IndexError};
 pub use router::router;
 pub use serve::{MAX_CONNECTIONS, serve};
-pub use sessions::{LoginLimits, SESSION_LIFETIME};
+pub use sessions::{DEFAULT_LOGIN_LIMITS, LoginLimits, SESSION_LIFETIME};
 pub use settings::{Settings, SettingsError, SettingsExt};
 pub use state::{AccountInfo, Console, ConsoleConfig, ConsoleError, Hook, INDEX_FILE};
 pub use store::FileError;

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use apimail_core::journal::{Outcome, Record};
+use apimail_core::login_backoff::Gate;
 use apimail_core::outbox::EntryState;
 use apimail_core::{Secret, now_unix};
 use axum::Form;
@@ -181,14 +182,16 @@ pub(crate) async fn login_submit(
             lang.text("forbidden"),
         );
     }
-    if console.backoff.locked(ip).is_some() {
+    // Counted against the address before the check runs, so parallel
+    // requests cannot run more checks than one could.
+    let Ok(attempt) = console.backoff.begin(ip) else {
         return login_form(
             &console,
             lang,
             StatusCode::TOO_MANY_REQUESTS,
             Some(lang.text("locked")),
         );
-    }
+    };
     let path = console.users_path();
     let user = form.user.clone();
     let checked = tokio::task::spawn_blocking(move || {
@@ -198,7 +201,7 @@ pub(crate) async fn login_submit(
     .await;
     match checked {
         Ok(Ok(true)) => {
-            console.backoff.success(ip);
+            attempt.succeeded();
             let Some(id) = console.sessions.start(&form.user) else {
                 return error_page(
                     &console,
@@ -222,12 +225,12 @@ pub(crate) async fn login_submit(
             response
         }
         Ok(Ok(false)) => {
-            let wait = console.backoff.failure(ip);
+            let (wait, _) = attempt.failed();
             tracing::warn!("admin console: a failed sign-in from {ip}");
             if wait > Duration::ZERO {
                 tokio::time::sleep(wait).await;
             }
-            if console.backoff.locked(ip).is_some() {
+            if let Gate::Locked(_) = console.backoff.gate(ip) {
                 login_form(
                     &console,
                     lang,

@@ -1,12 +1,12 @@
 //! Who is signed in, and who failed to: browser sessions (in memory, so a
-//! restart signs everyone out) and the back-off on failed logins per
-//! client address.
+//! restart signs everyone out) and the settings of the back-off on failed
+//! logins per client address ([`apimail_core::login_backoff`]).
 
 use std::collections::HashMap;
-use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use apimail_core::login_backoff::BackoffSettings;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
@@ -15,9 +15,6 @@ pub const SESSION_LIFETIME: Duration = Duration::from_secs(8 * 3600);
 
 /// Sessions kept at most; the oldest goes first.
 const MAX_SESSIONS: usize = 1024;
-
-/// Addresses whose failures are remembered at most.
-const MAX_FAILING_ADDRESSES: usize = 4096;
 
 /// 256 random bits, base64url: session ids and CSRF tokens.
 pub(crate) fn random_token() -> Option<String> {
@@ -119,115 +116,39 @@ impl Sessions {
 }
 
 /// How failed logins are slowed down and then locked out, per client
-/// address.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LoginLimits {
-    /// Failures answered at once.
-    pub free_failures: u32,
-    /// The wait after the first failure beyond those; doubles each time.
-    pub delay: Duration,
-    /// The longest wait.
-    pub max_delay: Duration,
-    /// After this many failures the address is locked out...
-    pub lock_after: u32,
-    /// ...for this long (since its last failure).
-    pub lock_for: Duration,
-}
+/// address: the same back-off as the relay's AUTH, with the console's
+/// settings.
+pub type LoginLimits = BackoffSettings;
 
-impl Default for LoginLimits {
-    /// 3 free failures, then 1, 2, 4, 8 s waits, locked for 15 minutes
-    /// after 10.
-    fn default() -> Self {
-        LoginLimits {
-            free_failures: 3,
-            delay: Duration::from_secs(1),
-            max_delay: Duration::from_secs(8),
-            lock_after: 10,
-            lock_for: Duration::from_secs(15 * 60),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Failures {
-    count: u32,
-    last: Instant,
-}
-
-/// Failed logins per client address.
-#[derive(Debug)]
-pub(crate) struct LoginBackoff {
-    limits: LoginLimits,
-    table: Mutex<HashMap<IpAddr, Failures>>,
-}
-
-impl LoginBackoff {
-    pub(crate) fn new(limits: LoginLimits) -> Self {
-        LoginBackoff {
-            limits,
-            table: Mutex::new(HashMap::new()),
-        }
-    }
-
-    /// How much longer `ip` is locked out, if it is.
-    pub(crate) fn locked(&self, ip: IpAddr) -> Option<Duration> {
-        let table = self.table.lock().unwrap_or_else(|e| e.into_inner());
-        let failures = table.get(&ip)?;
-        let elapsed = failures.last.elapsed();
-        (failures.count >= self.limits.lock_after && elapsed < self.limits.lock_for)
-            .then(|| self.limits.lock_for - elapsed)
-    }
-
-    /// Counts a failure of `ip`; how long to wait before answering.
-    pub(crate) fn failure(&self, ip: IpAddr) -> Duration {
-        let mut table = self.table.lock().unwrap_or_else(|e| e.into_inner());
-        let forget_after = self.limits.lock_for.max(Duration::from_secs(60));
-        if table.len() >= MAX_FAILING_ADDRESSES {
-            table.retain(|_, f| f.last.elapsed() < forget_after);
-        }
-        let now = Instant::now();
-        let entry = table.entry(ip).or_insert(Failures {
-            count: 0,
-            last: now,
-        });
-        if now.duration_since(entry.last) >= forget_after {
-            entry.count = 0;
-        }
-        entry.count += 1;
-        entry.last = now;
-        let beyond = entry.count.saturating_sub(self.limits.free_failures);
-        if beyond == 0 {
-            return Duration::ZERO;
-        }
-        let factor = 1u32.checked_shl(beyond - 1).unwrap_or(u32::MAX);
-        self.limits
-            .delay
-            .saturating_mul(factor)
-            .min(self.limits.max_delay)
-    }
-
-    /// Forgets `ip`'s failures after a good login.
-    pub(crate) fn success(&self, ip: IpAddr) {
-        let mut table = self.table.lock().unwrap_or_else(|e| e.into_inner());
-        table.remove(&ip);
-    }
-}
+/// The console's back-off: 3 free failures, then 1, 2, 4, 8 s waits,
+/// locked for 15 minutes after 10.
+pub const DEFAULT_LOGIN_LIMITS: LoginLimits = BackoffSettings {
+    free_failures: 3,
+    delay: Duration::from_secs(1),
+    max_delay: Duration::from_secs(8),
+    lock_after: 10,
+    lock_for: Duration::from_secs(15 * 60),
+};
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    use std::net::IpAddr;
+
+    use apimail_core::login_backoff::{Gate, LoginBackoff};
+
     #[test]
     fn failures_wait_longer_then_lock() {
-        let backoff = LoginBackoff::new(LoginLimits::default());
+        let backoff = LoginBackoff::new(DEFAULT_LOGIN_LIMITS);
         let ip: IpAddr = "192.0.2.7".parse().unwrap();
         let other: IpAddr = "192.0.2.8".parse().unwrap();
-        let waits: Vec<u64> = (0..10).map(|_| backoff.failure(ip).as_secs()).collect();
+        let waits: Vec<u64> = (0..10)
+            .map(|_| backoff.begin(ip).unwrap().failed().0.as_secs())
+            .collect();
         assert_eq!(waits, [0, 0, 0, 1, 2, 4, 8, 8, 8, 8]);
-        assert!(backoff.locked(ip).is_some());
-        assert!(backoff.locked(other).is_none());
-        backoff.success(ip);
-        assert!(backoff.locked(ip).is_none());
+        assert!(matches!(backoff.gate(ip), Gate::Locked(_)));
+        assert_eq!(backoff.gate(other), Gate::Open);
     }
 
     #[test]

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use apimail_core::journal::Journal;
+use apimail_core::login_backoff::LoginBackoff;
 use apimail_core::outbox::Outbox;
 use apimail_core::token_store::TokenStore;
 use jiff::tz::TimeZone;
@@ -14,7 +15,7 @@ use crate::alerts::{AlertConfig, Alerts};
 use crate::checks::Checks;
 use crate::events::Events;
 use crate::index::{Index, IndexError};
-use crate::sessions::{LoginBackoff, LoginLimits, SESSION_LIFETIME, Sessions};
+use crate::sessions::{LoginLimits, SESSION_LIFETIME, Sessions};
 use crate::signin::{Flows, SignIn};
 use crate::tokens::TOKENS_FILE;
 use crate::users::USERS_FILE;

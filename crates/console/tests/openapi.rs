@@ -4,23 +4,19 @@
 //! (the JSON bodies checked against the file's schemas, objects closed:
 //! no field the file does not name).
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::sync::Arc;
+mod support;
 
-use apimail_console::{AccountInfo, ApiTokens, Console, ConsoleConfig, LoginLimits, router};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+
+use apimail_console::Console;
 use apimail_core::Secret;
-use apimail_core::journal::{Journal, Outcome, Record};
-use apimail_core::outbox::{NewEntry, Outbox};
-use apimail_core::token_store::TokenStore;
+use apimail_core::journal::{Outcome, Record};
+use apimail_core::outbox::NewEntry;
 use axum::Router;
 use axum::body::Body;
-use axum::extract::ConnectInfo;
 use axum::http::{Method, Request, StatusCode, header};
-use http_body_util::BodyExt;
 use serde_json::Value;
-use tower::ServiceExt;
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -212,10 +208,7 @@ fn check_part(
 }
 
 struct Fixture {
-    _dir: tempfile::TempDir,
-    router: Router,
-    read_write: Secret,
-    read_only: Secret,
+    base: support::Fixture,
     /// In the outbox and in the journal.
     queued: String,
     /// Another one, to drop.
@@ -224,14 +217,8 @@ struct Fixture {
 
 fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path();
-    let admin = data.join("admin");
-    let mut tokens = ApiTokens::load(&admin.join("tokens.json")).unwrap();
-    let read_write = tokens.create("ops", false).unwrap();
-    let read_only = tokens.create("monitoring", true).unwrap();
-    tokens.save().unwrap();
-    let journal = Journal::open(data.join("journal")).unwrap();
-    let outbox = Outbox::open(data.join("outbox")).unwrap();
+    let config = support::config(&dir);
+    let (journal, outbox) = (&config.journal, &config.outbox);
     let mut ids = Vec::new();
     for n in 0..2 {
         let meta = NewEntry {
@@ -259,27 +246,9 @@ fn fixture() -> Fixture {
             .unwrap();
         ids.push(id.to_string());
     }
-    let console = Console::open(ConsoleConfig {
-        dir: admin,
-        journal,
-        outbox,
-        token_store: TokenStore::new(data),
-        accounts: vec![AccountInfo {
-            name: "work".to_owned(),
-            provider: "gmail".to_owned(),
-            address: Some("ops@example.com".to_owned()),
-            app_only: false,
-        }],
-        zone: jiff::tz::TimeZone::UTC,
-        tls: false,
-        login_limits: LoginLimits::default(),
-    })
-    .unwrap();
+    let console = Console::open(config).unwrap();
     Fixture {
-        _dir: dir,
-        router: router(Arc::new(console)),
-        read_write,
-        read_only,
+        base: support::fixture_from(dir, console),
         droppable: ids.pop().unwrap(),
         queued: ids.pop().unwrap(),
     }
@@ -292,28 +261,26 @@ struct Answer {
 }
 
 async fn call(router: &Router, method: &str, uri: &str, token: Option<&Secret>) -> Answer {
-    let mut request = Request::builder()
-        .method(Method::from_bytes(method.as_bytes()).unwrap())
-        .uri(uri);
-    if let Some(token) = token {
-        request = request.header(header::AUTHORIZATION, format!("Bearer {}", token.expose()));
-    }
-    let mut request = request.body(Body::empty()).unwrap();
-    let peer: SocketAddr = "192.0.2.10:50000".parse().unwrap();
-    request.extensions_mut().insert(ConnectInfo(peer));
-    let response = router.clone().oneshot(request).await.unwrap();
-    let status = response.status();
-    let content_type = response
-        .headers()
+    let method = Method::from_bytes(method.as_bytes()).unwrap();
+    let request = match token {
+        Some(token) => support::api(method, uri, token),
+        None => Request::builder()
+            .method(method)
+            .uri(uri)
+            .body(Body::empty())
+            .unwrap(),
+    };
+    let answer = support::call(router, request).await;
+    let content_type = answer
+        .headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_owned();
-    let bytes = response.into_body().collect().await.unwrap().to_bytes();
     Answer {
-        status,
+        status: answer.status,
         content_type,
-        body: String::from_utf8_lossy(&bytes).into_owned(),
+        body: answer.body,
     }
 }
 
@@ -323,7 +290,10 @@ type Answered = (&'static str, &'static str, u16);
 /// The requests that provoke each documented status: the answer, the URI
 /// and the token.
 fn provocations(f: &Fixture) -> Vec<(Answered, String, Option<Secret>)> {
-    let (rw, ro) = (Some(f.read_write.clone()), Some(f.read_only.clone()));
+    let (rw, ro) = (
+        Some(f.base.read_write.clone()),
+        Some(f.base.read_only.clone()),
+    );
     let one = |id: &str| format!("/api/v1/messages/{id}");
     let missing = "20200101T000000-000000000000";
     vec![
@@ -466,7 +436,7 @@ async fn every_documented_answer_has_its_documented_status_and_shape() {
         assert!(operation.is_object(), "{method} {path} is documented");
         let documented = &operation["responses"][status.to_string()];
         assert!(documented.is_object(), "{method} {path} documents {status}");
-        let answer = call(&f.router, &method.to_uppercase(), &uri, token.as_ref()).await;
+        let answer = call(&f.base.router, &method.to_uppercase(), &uri, token.as_ref()).await;
         let at = format!("{} {uri}", method.to_uppercase());
         if answer.status.as_u16() != status {
             faults.push(format!(

@@ -2,182 +2,33 @@
 //! `oneshot`): authentication, CSRF, the login back-off, escaping, the
 //! API's pagination and permissions, and the CSV.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
+mod support;
+
 use std::time::Duration;
 
-use apimail_console::{
-    AccountInfo, AdminUsers, ApiTokens, Console, ConsoleConfig, LoginLimits, router,
-};
+use apimail_console::{Console, ConsoleConfig, DEFAULT_LOGIN_LIMITS, LoginLimits};
 use apimail_core::Secret;
-use apimail_core::journal::{Filter, Journal, Outcome, Record};
+use apimail_core::journal::{Filter, Outcome, Record};
 use apimail_core::journal_csv;
-use apimail_core::outbox::{NewEntry, Outbox};
-use apimail_core::token_store::TokenStore;
-use axum::Router;
+use apimail_core::outbox::NewEntry;
 use axum::body::Body;
-use axum::extract::ConnectInfo;
-use axum::http::{HeaderMap, Method, Request, StatusCode, header};
-use http_body_util::BodyExt;
+use axum::http::{Method, Request, StatusCode, header};
 use serde_json::Value;
-use tower::ServiceExt;
+use support::{Fixture, PASSWORD, api, call, field, form, get, get_as, sign_in, try_login};
 
-const PASSWORD: &str = "correct horse battery";
-
-struct Fixture {
-    _dir: tempfile::TempDir,
-    router: Router,
-    journal: Journal,
-    outbox: Outbox,
-    read_write: Secret,
-    read_only: Secret,
-}
-
-fn fixture_with(limits: LoginLimits, tls: bool) -> Fixture {
+fn fixture_with(login_limits: LoginLimits, tls: bool) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path();
-    let admin = data.join("admin");
-    let mut users = AdminUsers::load(&admin.join("users.json")).unwrap();
-    users.add("ann", &Secret::new(PASSWORD)).unwrap();
-    users.save().unwrap();
-    let mut tokens = ApiTokens::load(&admin.join("tokens.json")).unwrap();
-    let read_write = tokens.create("ops", false).unwrap();
-    let read_only = tokens.create("monitoring", true).unwrap();
-    tokens.save().unwrap();
-    let journal = Journal::open(data.join("journal")).unwrap();
-    let outbox = Outbox::open(data.join("outbox")).unwrap();
     let console = Console::open(ConsoleConfig {
-        dir: admin,
-        journal: journal.clone(),
-        outbox: outbox.clone(),
-        token_store: TokenStore::new(data),
-        accounts: vec![AccountInfo {
-            name: "work".to_owned(),
-            provider: "gmail".to_owned(),
-            address: Some("ops@example.com".to_owned()),
-            app_only: false,
-        }],
-        zone: jiff::tz::TimeZone::UTC,
         tls,
-        login_limits: limits,
+        login_limits,
+        ..support::config(&dir)
     })
     .unwrap();
-    Fixture {
-        _dir: dir,
-        router: router(Arc::new(console)),
-        journal,
-        outbox,
-        read_write,
-        read_only,
-    }
+    support::fixture_from(dir, console)
 }
 
 fn fixture() -> Fixture {
-    fixture_with(LoginLimits::default(), false)
-}
-
-struct Answer {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: String,
-}
-
-impl Answer {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
-    }
-
-    /// The value of the cookie `name` this answer sets.
-    fn cookie(&self, name: &str) -> Option<String> {
-        self.headers
-            .get_all(header::SET_COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .find_map(|v| {
-                v.strip_prefix(&format!("{name}="))
-                    .map(|rest| rest.split(';').next().unwrap_or_default().to_owned())
-            })
-    }
-
-    fn set_cookie_line(&self, name: &str) -> String {
-        self.headers
-            .get_all(header::SET_COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .find(|v| v.starts_with(&format!("{name}=")))
-            .unwrap_or_default()
-            .to_owned()
-    }
-}
-
-async fn call(router: &Router, mut request: Request<Body>) -> Answer {
-    let peer: SocketAddr = "192.0.2.10:50000".parse().unwrap();
-    request.extensions_mut().insert(ConnectInfo(peer));
-    let response = router.clone().oneshot(request).await.unwrap();
-    let status = response.status();
-    let headers = response.headers().clone();
-    let bytes = response.into_body().collect().await.unwrap().to_bytes();
-    Answer {
-        status,
-        headers,
-        body: String::from_utf8_lossy(&bytes).into_owned(),
-    }
-}
-
-fn get(uri: &str) -> Request<Body> {
-    Request::get(uri).body(Body::empty()).unwrap()
-}
-
-fn get_as(uri: &str, session: &str) -> Request<Body> {
-    Request::get(uri)
-        .header(header::COOKIE, format!("apimail_session={session}"))
-        .body(Body::empty())
-        .unwrap()
-}
-
-fn api(method: Method, uri: &str, token: &Secret) -> Request<Body> {
-    Request::builder()
-        .method(method)
-        .uri(uri)
-        .header(header::AUTHORIZATION, format!("Bearer {}", token.expose()))
-        .body(Body::empty())
-        .unwrap()
-}
-
-fn form(uri: &str, cookie: &str, body: &str) -> Request<Body> {
-    Request::post(uri)
-        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-        .header(header::COOKIE, cookie)
-        .body(Body::from(body.to_owned()))
-        .unwrap()
-}
-
-/// The value of the hidden `csrf` field in a page.
-fn csrf_field(html: &str) -> String {
-    let at = html.find("name=\"csrf\" value=\"").expect("a csrf field") + 19;
-    html[at..].split('"').next().unwrap().to_owned()
-}
-
-/// Opens the login form and posts `password`; the answer.
-async fn try_login(router: &Router, password: &str) -> Answer {
-    let page = call(router, get("/login")).await;
-    assert_eq!(page.status, StatusCode::OK);
-    let token = page.cookie("apimail_login").expect("a login cookie");
-    assert_eq!(csrf_field(&page.body), token);
-    let body =
-        serde_urlencoded::to_string([("user", "ann"), ("password", password), ("csrf", &token)])
-            .unwrap();
-    call(
-        router,
-        form("/login", &format!("apimail_login={token}"), &body),
-    )
-    .await
-}
-
-async fn login(router: &Router) -> String {
-    let answer = try_login(router, PASSWORD).await;
-    assert_eq!(answer.status, StatusCode::SEE_OTHER, "{}", answer.body);
-    answer.cookie("apimail_session").expect("a session cookie")
+    fixture_with(DEFAULT_LOGIN_LIMITS, false)
 }
 
 fn record(n: u32, outcome: Outcome) -> Record {
@@ -423,10 +274,10 @@ async fn forms_without_their_csrf_token_get_403() {
     assert_eq!(answer.status, StatusCode::FORBIDDEN);
     assert!(answer.cookie("apimail_session").is_none());
 
-    let session = login(&f.router).await;
+    let session = sign_in(&f.router).await;
     let overview = call(&f.router, get_as("/", &session)).await;
     assert_eq!(overview.status, StatusCode::OK);
-    let csrf = csrf_field(&overview.body);
+    let csrf = field(&overview.body, "csrf");
     let cookie = format!("apimail_session={session}");
     let refused = call(&f.router, form("/logout", &cookie, "")).await;
     assert_eq!(refused.status, StatusCode::FORBIDDEN);
@@ -455,7 +306,7 @@ async fn sessions_are_strict_http_only_cookies_with_an_expiry() {
         assert!(line.contains(part), "{line}");
     }
     assert!(!line.contains("Secure"), "not over plain HTTP: {line}");
-    let over_tls = fixture_with(LoginLimits::default(), true);
+    let over_tls = fixture_with(DEFAULT_LOGIN_LIMITS, true);
     let answer = try_login(&over_tls.router, PASSWORD).await;
     let line = answer.set_cookie_line("apimail_session");
     assert!(line.ends_with("; Secure"), "{line}");
@@ -504,7 +355,7 @@ async fn everything_from_a_message_is_escaped() {
     evil.from = "\"><img src=x onerror=alert(2)>@example.com".to_owned();
     evil.error = Some("<b>bold</b>".to_owned());
     f.journal.append(&evil).unwrap();
-    let session = login(&f.router).await;
+    let session = sign_in(&f.router).await;
     for page in ["/log", "/messages/20260528T000000-000000000001"] {
         let answer = call(&f.router, get_as(page, &session)).await;
         assert_eq!(answer.status, StatusCode::OK, "{page}");
@@ -529,7 +380,7 @@ async fn pages_show_the_log_in_the_chosen_language() {
     sent.time += 120;
     sent.attempts = 2;
     f.journal.append(&sent).unwrap();
-    let session = login(&f.router).await;
+    let session = sign_in(&f.router).await;
 
     let overview = call(&f.router, get_as("/", &session)).await;
     assert!(overview.body.contains("ops@example.com"), "the account");
@@ -616,7 +467,7 @@ async fn the_csv_is_the_journal_csv_of_the_filtered_rows() {
         "quoted as RFC 4180"
     );
 
-    let session = login(&f.router).await;
+    let session = sign_in(&f.router).await;
     let failed = call(
         &f.router,
         get_as("/log.csv?outcome=failed&cursor=ignored", &session),

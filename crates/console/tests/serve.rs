@@ -3,7 +3,9 @@
 
 use std::sync::Arc;
 
-use apimail_console::{AccountInfo, Console, ConsoleConfig, LoginLimits, router, serve, tls};
+use apimail_console::{
+    AccountInfo, Console, ConsoleConfig, DEFAULT_LOGIN_LIMITS, router, serve, tls,
+};
 use apimail_core::journal::Journal;
 use apimail_core::outbox::Outbox;
 use apimail_core::token_store::TokenStore;
@@ -19,7 +21,7 @@ fn console(dir: &std::path::Path, tls: bool) -> Arc<Console> {
         accounts: Vec::<AccountInfo>::new(),
         zone: jiff::tz::TimeZone::UTC,
         tls,
-        login_limits: LoginLimits::default(),
+        login_limits: DEFAULT_LOGIN_LIMITS,
     })
     .unwrap();
     Arc::new(console)

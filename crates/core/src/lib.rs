@@ -41,6 +41,7 @@ mod identity;
 pub mod intake;
 pub mod journal;
 pub mod journal_csv;
+pub mod login_backoff;
 pub mod oauth;
 pub mod outbox;
 mod pace;

@@ -10,8 +10,8 @@
 //!   the commands; the loop, the replies and the limits are ours).
 //! - `server.rs`: listeners, the connection limit, graceful shutdown,
 //!   reload.
-//! - `policy.rs`: the AUTH back-off per client address, the rate limit
-//!   per principal.
+//! - `policy.rs`: the rate limit per principal (the AUTH back-off per
+//!   client address is [`apimail_core::login_backoff`]).
 //! - `data.rs`: the end of DATA (`.` alone on a line, after CRLF or a
 //!   bare LF) and dot-unstuffing.
 //! - `accept.rs`: the accepted message and its envelope into the outbox,
@@ -57,8 +57,9 @@ pub mod tls;
 pub mod users;
 pub mod workers;
 
+pub use apimail_core::login_backoff::BackoffSettings;
 pub use directory::{Accepted, AccountInfo, Directory, Principal};
 pub use ipnet::IpNet;
-pub use limits::{BackoffSettings, Limits, SmtpTimeouts};
+pub use limits::{Limits, SmtpTimeouts};
 pub use listener::{Listener, ListenerTls};
 pub use server::Server;

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use apimail_core::login_backoff::BackoffSettings;
+
 /// Timeouts the server gives the client (RFC 5321 §4.5.3.2), as deadlines
 /// that a client trickling bytes cannot push back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,34 +22,6 @@ impl Default for SmtpTimeouts {
         SmtpTimeouts {
             command: Duration::from_secs(5 * 60),
             data_block: Duration::from_secs(3 * 60),
-        }
-    }
-}
-
-/// How failed logins from one client address are slowed, then refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BackoffSettings {
-    /// Failures answered at once.
-    pub free_failures: u32,
-    /// The delay before the reply to the first failure after the free
-    /// ones; it doubles with each further failure, up to `max_delay`.
-    pub delay: Duration,
-    /// The longest delay.
-    pub max_delay: Duration,
-    /// After this many failures, AUTH from the address is refused...
-    pub lock_after: u32,
-    /// ...for this long after the last failure.
-    pub lock_for: Duration,
-}
-
-impl Default for BackoffSettings {
-    fn default() -> Self {
-        BackoffSettings {
-            free_failures: 3,
-            delay: Duration::from_secs(1),
-            max_delay: Duration::from_secs(16),
-            lock_after: 10,
-            lock_for: Duration::from_secs(15 * 60),
         }
     }
 }
@@ -77,7 +51,9 @@ pub struct Limits {
     pub max_bad_commands: u32,
     /// Per-command timeouts.
     pub timeouts: SmtpTimeouts,
-    /// The AUTH back-off per client address.
+    /// The AUTH back-off per client address: by default 3 failures
+    /// answered at once, then after 1, 2, 4, 8 and 16 s, locked out for 15
+    /// minutes after 10.
     pub auth_failures: BackoffSettings,
 }
 
@@ -93,7 +69,13 @@ impl Default for Limits {
             max_recipients: 500,
             max_bad_commands: 10,
             timeouts: SmtpTimeouts::default(),
-            auth_failures: BackoffSettings::default(),
+            auth_failures: BackoffSettings {
+                free_failures: 3,
+                delay: Duration::from_secs(1),
+                max_delay: Duration::from_secs(16),
+                lock_after: 10,
+                lock_for: Duration::from_secs(15 * 60),
+            },
         }
     }
 }

@@ -12,10 +12,11 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 
-use crate::policy::{AuthBackoff, RateLimiter};
+use crate::policy::RateLimiter;
 use crate::session;
 use crate::shared::Shared;
 use crate::{Accepted, Directory, Limits, Listener, ListenerTls};
+use apimail_core::login_backoff::LoginBackoff;
 use apimail_core::outbox::Outbox;
 
 /// The relay's SMTP server. Cheap to clone.
@@ -47,7 +48,7 @@ impl Server {
         let shared = Shared {
             outbox,
             directory: RwLock::new(directory),
-            backoff: AuthBackoff::new(limits.auth_failures),
+            backoff: LoginBackoff::new(limits.auth_failures),
             rate: RateLimiter::default(),
             splits: Default::default(),
             auth_checks: Arc::new(Semaphore::new(limits.max_auth_checks.max(1))),

@@ -23,13 +23,13 @@ use tokio::time::timeout;
 use super::accept::{self, Queued, Transaction, not_allowed, printable};
 use super::data::DotReader;
 use super::handshake;
-use super::policy::AuthGate;
 use super::reply::Reply;
 use super::shared::Shared;
 use super::spool::Spool;
 use super::{Accepted, AccountInfo, Directory, Listener, ListenerTls, Principal};
 use apimail_core::Mailbox;
 use apimail_core::journal::Details;
+use apimail_core::login_backoff::Gate;
 
 /// A byte stream a session runs over: TCP, TLS over TCP, an in-memory pipe.
 pub(super) trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -931,7 +931,7 @@ impl<'a> Session<'a> {
                 "encryption required: use STARTTLS or the TLS port",
             ));
         }
-        if let AuthGate::Locked(left) = self.shared.backoff.gate(self.ip) {
+        if let Gate::Locked(left) = self.shared.backoff.gate(self.ip) {
             return self.locked_out(left);
         }
         match mechanism {

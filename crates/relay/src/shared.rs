@@ -4,9 +4,10 @@ use std::sync::{Arc, RwLock};
 
 use tokio::sync::{Semaphore, mpsc, watch};
 
-use super::policy::{AuthBackoff, RateLimiter};
+use super::policy::RateLimiter;
 use super::split::Splits;
 use super::{Accepted, Directory, Limits};
+use apimail_core::login_backoff::LoginBackoff;
 use apimail_core::outbox::Outbox;
 
 /// What every session of a server shares.
@@ -16,7 +17,7 @@ pub(super) struct Shared {
     pub(super) limits: Limits,
     pub(super) hostname: String,
     pub(super) accepted: mpsc::UnboundedSender<Accepted>,
-    pub(super) backoff: AuthBackoff,
+    pub(super) backoff: LoginBackoff,
     pub(super) rate: RateLimiter,
     /// Recent messages' recipients, for split envelopes.
     pub(super) splits: Splits,

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use apimail_console::{
-    AccountInfo, AdminUsers, ApiTokens, Console, ConsoleConfig, LoginLimits, router,
+    AccountInfo, AdminUsers, ApiTokens, Console, ConsoleConfig, DEFAULT_LOGIN_LIMITS, router,
 };
 use apimail_core::Secret;
 use apimail_core::journal::Journal;
@@ -36,12 +36,18 @@ pub struct Fixture {
 
 /// The console before it is shared, for a test to add to.
 pub fn open(dir: &tempfile::TempDir) -> Console {
+    Console::open(config(dir)).unwrap()
+}
+
+/// The configuration [`open`] opens (the administrator `ann` added), for a
+/// test to change.
+pub fn config(dir: &tempfile::TempDir) -> ConsoleConfig {
     let data = dir.path();
     let admin = data.join("admin");
     let mut users = AdminUsers::load(&admin.join("users.json")).unwrap();
     users.add("ann", &Secret::new(PASSWORD)).unwrap();
     users.save().unwrap();
-    Console::open(ConsoleConfig {
+    ConsoleConfig {
         dir: admin,
         journal: Journal::open(data.join("journal")).unwrap(),
         outbox: Outbox::open(data.join("outbox")).unwrap(),
@@ -62,9 +68,8 @@ pub fn open(dir: &tempfile::TempDir) -> Console {
         ],
         zone: jiff::tz::TimeZone::UTC,
         tls: false,
-        login_limits: LoginLimits::default(),
-    })
-    .unwrap()
+        login_limits: DEFAULT_LOGIN_LIMITS,
+    }
 }
 
 pub fn fixture_from(dir: tempfile::TempDir, console: Console) -> Fixture {
@@ -103,6 +108,7 @@ impl Answer {
         serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
     }
 
+    /// The value of the cookie `name` this answer sets.
     pub fn cookie(&self, name: &str) -> Option<String> {
         self.headers
             .get_all(header::SET_COOKIE)
@@ -112,6 +118,17 @@ impl Answer {
                 v.strip_prefix(&format!("{name}="))
                     .map(|rest| rest.split(';').next().unwrap_or_default().to_owned())
             })
+    }
+
+    /// The whole `Set-Cookie` line of the cookie `name`.
+    pub fn set_cookie_line(&self, name: &str) -> String {
+        self.headers
+            .get_all(header::SET_COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find(|v| v.starts_with(&format!("{name}=")))
+            .unwrap_or_default()
+            .to_owned()
     }
 
     pub fn location(&self) -> String {
@@ -169,10 +186,19 @@ pub fn api(method: Method, uri: &str, token: &Secret) -> Request<Body> {
 
 /// A form POST as the signed-in session; `fields` urlencoded.
 pub fn post_as(uri: &str, session: &str, fields: &[(&str, &str)]) -> Request<Body> {
+    form(
+        uri,
+        &format!("apimail_session={session}"),
+        &serde_urlencoded::to_string(fields).unwrap(),
+    )
+}
+
+/// A form POST with the `Cookie` header `cookie` and the urlencoded `body`.
+pub fn form(uri: &str, cookie: &str, body: &str) -> Request<Body> {
     Request::post(uri)
         .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-        .header(header::COOKIE, format!("apimail_session={session}"))
-        .body(Body::from(serde_urlencoded::to_string(fields).unwrap()))
+        .header(header::COOKIE, cookie)
+        .body(Body::from(body.to_owned()))
         .unwrap()
 }
 
@@ -186,24 +212,32 @@ pub fn field(html: &str, name: &str) -> String {
     html[at..].split('"').next().unwrap().to_owned()
 }
 
+/// Opens the login form and posts `ann`'s `password`; the answer.
+pub async fn try_login(router: &Router, password: &str) -> Answer {
+    let page = call(router, get("/login")).await;
+    assert_eq!(page.status, StatusCode::OK);
+    let token = page.cookie("apimail_login").expect("a login cookie");
+    assert_eq!(field(&page.body, "csrf"), token);
+    let body =
+        serde_urlencoded::to_string([("user", "ann"), ("password", password), ("csrf", &token)])
+            .unwrap();
+    call(
+        router,
+        form("/login", &format!("apimail_login={token}"), &body),
+    )
+    .await
+}
+
+/// Signs `ann` in; the session id.
+pub async fn sign_in(router: &Router) -> String {
+    let answer = try_login(router, PASSWORD).await;
+    assert_eq!(answer.status, StatusCode::SEE_OTHER, "{}", answer.body);
+    answer.cookie("apimail_session").expect("a session cookie")
+}
+
 /// Signs `ann` in; (session id, CSRF token).
 pub async fn login(router: &Router) -> (String, String) {
-    let page = call(router, get("/login")).await;
-    let token = page.cookie("apimail_login").expect("a login cookie");
-    let body =
-        serde_urlencoded::to_string([("user", "ann"), ("password", PASSWORD), ("csrf", &token)])
-            .unwrap();
-    let answer = call(
-        router,
-        Request::post("/login")
-            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-            .header(header::COOKIE, format!("apimail_login={token}"))
-            .body(Body::from(body))
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(answer.status, StatusCode::SEE_OTHER, "{}", answer.body);
-    let session = answer.cookie("apimail_session").expect("a session cookie");
+    let session = sign_in(router).await;
     let overview = call(router, get_as("/", &session)).await;
     let csrf = field(&overview.body, "csrf");
     (session, csrf)
