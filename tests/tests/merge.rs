@@ -910,3 +910,106 @@ fn two_hundred_utf8_rows_with_a_bom_go_in_utf8_within_gmails_per_minute_quota() 
     dry_run_names_the_two_bad_rows(&fake, &sandbox, "customers.csv", &[]);
     sends_198_within_the_quota(&fake, &sandbox, "customers.csv", &[], "utf-8");
 }
+
+// ---- a daily limit, and the next day ----------------------------------------
+
+/// Set (by `cargo xtask ci`, which installs Debian's `faketime`) to make a
+/// missing libfaketime fail the tests that move apimail's clock, rather than
+/// skip them.
+const FAKETIME_REQUIRED_VAR: &str = "APIMAIL_FAKETIME_REQUIRED";
+/// Where libfaketime is, when not in Debian's places.
+const FAKETIME_LIB_VAR: &str = "APIMAIL_FAKETIME_LIB";
+
+/// libfaketime (`libfaketime.so.1`), which runs apimail a day ahead: the
+/// merge counts its daily window from its own record, by the system clock.
+/// `None` after saying loudly why the test is skipped; a panic instead when
+/// [`FAKETIME_REQUIRED_VAR`] is set.
+fn faketime_or_skip(test: &str) -> Option<std::path::PathBuf> {
+    let candidates: Vec<std::path::PathBuf> = match std::env::var_os(FAKETIME_LIB_VAR) {
+        Some(path) if !path.is_empty() => vec![path.into()],
+        _ => std::fs::read_dir("/usr/lib")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|dir| dir.path().join("faketime/libfaketime.so.1"))
+            .chain([std::path::PathBuf::from(
+                "/usr/lib/faketime/libfaketime.so.1",
+            )])
+            .collect(),
+    };
+    if let Some(lib) = candidates.into_iter().find(|p| p.is_file()) {
+        return Some(lib);
+    }
+    if std::env::var_os(FAKETIME_REQUIRED_VAR).is_some_and(|v| !v.is_empty()) {
+        panic!("{test}: libfaketime is required ({FAKETIME_REQUIRED_VAR} is set) but not found");
+    }
+    eprintln!("SKIPPED {test}: libfaketime is not installed, so apimail's clock cannot move a day");
+    eprintln!(
+        "hint: install Debian's `faketime` package (cargo xtask ci does, as root), or set \
+         {FAKETIME_LIB_VAR} to libfaketime.so.1"
+    );
+    None
+}
+
+#[test]
+fn a_daily_limit_of_50_sends_50_today_and_the_rest_when_the_clocks_reach_the_next_window() {
+    let test =
+        "a_daily_limit_of_50_sends_50_today_and_the_rest_when_the_clocks_reach_the_next_window";
+    let Some(faketime) = faketime_or_skip(test) else {
+        return;
+    };
+    let (fake, sandbox) = logged_in();
+    fake.set_per_minute_limit(GMAIL_SENDS_PER_MINUTE);
+    fake.set_daily_limit(50);
+    let dir = sandbox.path();
+    std::fs::write(dir.join("c.csv"), customers(dir, 80)).unwrap();
+    std::fs::write(dir.join("t.toml"), TEMPLATE_JA).unwrap();
+    let args = merge_args("c.csv", "t.toml", &["--send", "--daily-limit", "50"]);
+
+    let today = run(sandbox.cmd().args(&args));
+    assert_eq!(today.code, 75, "{}", today.stderr);
+    assert!(
+        stdout(&today).contains("sent 50, skipped (sent before) 0"),
+        "{}",
+        stdout(&today)
+    );
+    assert!(
+        stdout(&today).contains("30 wait for the next daily window (after 20"),
+        "{}",
+        stdout(&today)
+    );
+    assert_eq!(fake.messages().len(), 50);
+
+    // The same command later today sends nothing: it does not try the
+    // provider's daily limit (which would refuse and count).
+    let again = run(sandbox.cmd().args(&args));
+    assert_eq!(again.code, 75, "{}", again.stderr);
+    assert!(
+        stdout(&again).contains("sent 0, skipped (sent before) 50"),
+        "{}",
+        stdout(&again)
+    );
+    assert_eq!(fake.messages().len(), 50);
+    assert_eq!(fake.over_daily_limit(), 0, "no send met the daily limit");
+
+    // A day later for both: the fake's window and apimail's (run under
+    // libfaketime, its monotonic clock left alone for its timers).
+    fake.advance_clock(Duration::from_secs(86_400));
+    let tomorrow = run(sandbox
+        .cmd()
+        .args(&args)
+        .env("LD_PRELOAD", &faketime)
+        .env("FAKETIME", "+1d")
+        .env("FAKETIME_DONT_FAKE_MONOTONIC", "1"));
+    assert_eq!(tomorrow.code, 0, "{}", tomorrow.stderr);
+    assert!(
+        stdout(&tomorrow).contains("sent 30, skipped (sent before) 50"),
+        "{}",
+        stdout(&tomorrow)
+    );
+    let copies = copies_by_row(&fake);
+    assert_eq!(copies.len(), 80);
+    assert!(copies.values().all(|n| *n == 1), "{copies:?}");
+    assert_eq!(fake.throttled(), 0, "pacing provoked no 429");
+    assert_eq!(fake.over_daily_limit(), 0, "no send met the daily limit");
+}
