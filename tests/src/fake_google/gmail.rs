@@ -527,6 +527,7 @@ fn deliver(
     }
     let id = random_hex(8);
     let thread_id = thread_id.unwrap_or_else(|| id.clone());
+    let at_millis = (state.quotas.now() * 1000.0) as u64;
     state.messages.push(Delivered {
         user: user.to_owned(),
         raw,
@@ -534,6 +535,7 @@ fn deliver(
         thread_id: thread_id.clone(),
         upload_type: upload_type.to_owned(),
         access_token: access_token.to_owned(),
+        at_millis,
     });
     Response::json(
         200,

@@ -66,6 +66,9 @@ pub struct Delivered {
     pub upload_type: String,
     /// The access token the send was authorized with.
     pub access_token: String,
+    /// When the fake accepted it: Unix milliseconds on its quota clock
+    /// (see [`FakeGoogle::clock_now`](super::FakeGoogle::clock_now)).
+    pub at_millis: u64,
 }
 
 #[derive(Debug, Default)]
