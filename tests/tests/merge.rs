@@ -943,11 +943,17 @@ fn faketime_or_skip(test: &str) -> Option<std::path::PathBuf> {
     if std::env::var_os(FAKETIME_REQUIRED_VAR).is_some_and(|v| !v.is_empty()) {
         panic!("{test}: libfaketime is required ({FAKETIME_REQUIRED_VAR} is set) but not found");
     }
-    eprintln!("SKIPPED {test}: libfaketime is not installed, so apimail's clock cannot move a day");
-    eprintln!(
-        "hint: install Debian's `faketime` package (cargo xtask ci does, as root), or set \
-         {FAKETIME_LIB_VAR} to libfaketime.so.1"
-    );
+    // Loud on purpose: a skipped test must say so.
+    #[allow(clippy::print_stderr)]
+    {
+        eprintln!(
+            "SKIPPED {test}: libfaketime.so.1 was not found, so apimail's clock cannot move a day"
+        );
+        eprintln!(
+            "hint: install Debian's `faketime` package (cargo xtask ci does, as root), or set \
+             {FAKETIME_LIB_VAR} to libfaketime.so.1"
+        );
+    }
     None
 }
 
