@@ -1019,3 +1019,37 @@ fn a_daily_limit_of_50_sends_50_today_and_the_rest_when_the_clocks_reach_the_nex
     assert_eq!(fake.throttled(), 0, "pacing provoked no 429");
     assert_eq!(fake.over_daily_limit(), 0, "no send met the daily limit");
 }
+
+#[test]
+fn graph_paces_a_merge_under_exchanges_30_messages_a_minute_with_none_refused() {
+    use apimail_tests::fake_microsoft::{MESSAGES_PER_MINUTE, RECIPIENTS_PER_DAY};
+    const USER: &str = "user@contoso.com";
+    let fake = FakeMicrosoft::start();
+    fake.set_per_minute_limit(MESSAGES_PER_MINUTE);
+    fake.set_daily_recipient_limit(RECIPIENTS_PER_DAY);
+    let sandbox = Sandbox::microsoft(&fake);
+    let login = sandbox.login_graph(&fake, &["--login-hint", USER]);
+    assert_eq!(login.code, 0, "{}", login.stderr);
+    let dir = sandbox.path();
+    // 35 rows: the 31st starts as the first minute ends.
+    std::fs::write(dir.join("c.csv"), customers(dir, 35)).unwrap();
+    std::fs::write(dir.join("t.toml"), TEMPLATE_JA).unwrap();
+
+    let sent = run(sandbox
+        .cmd()
+        .args(merge_args("c.csv", "t.toml", &["--send"])));
+    assert_eq!(sent.code, 0, "{}", sent.stderr);
+    assert!(
+        stdout(&sent).contains("sent 35, skipped (sent before) 0"),
+        "{}",
+        stdout(&sent)
+    );
+    assert_eq!(fake.throttled(), 0, "pacing provoked no 429");
+    assert_eq!(fake.over_daily_limit(), 0);
+    let delivered = fake.delivered();
+    assert_eq!(delivered.len(), 35);
+    let mut rows: Vec<String> = delivered.iter().map(|m| header(&m.mime, "X-Row")).collect();
+    rows.sort();
+    rows.dedup();
+    assert_eq!(rows.len(), 35, "each row once");
+}
