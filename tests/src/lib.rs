@@ -5,6 +5,7 @@ pub mod fake_common;
 pub mod fake_google;
 pub mod fake_microsoft;
 pub mod process;
+pub mod quota;
 pub mod sandbox;
 
 pub use apimail_test_http as http;

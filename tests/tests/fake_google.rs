@@ -6,8 +6,8 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use apimail_tests::fake_google::{
-    FIXTURE_SERVICE_ACCOUNT, FakeGoogle, Fault, GMAIL_SEND_SCOPE, JWT_BEARER, MAX_MESSAGE_BYTES,
-    service_account_key_json,
+    FIXTURE_SERVICE_ACCOUNT, FakeGoogle, Fault, GMAIL_SEND_SCOPE, JWT_BEARER, MAIL_SCOPE,
+    MAX_MESSAGE_BYTES, service_account_key_json,
 };
 use apimail_tests::http::{self, Response};
 use base64::Engine as _;
@@ -1217,4 +1217,65 @@ fn dropping_the_fake_stops_the_server() {
         matches!(read, Ok(0) | Err(_)),
         "idle connections are closed"
     );
+}
+
+// ---- Quotas -----------------------------------------------------------------
+
+#[test]
+fn the_per_minute_and_daily_limits_answer_429_with_the_time_to_retry() {
+    let fake = fake();
+    let token = access_token(&fake);
+    fake.set_per_minute_limit(2);
+    assert_eq!(send_ok(&fake, &token).status, 200);
+    assert_eq!(send_ok(&fake, &token).status, 200);
+    let throttled = send_ok(&fake, &token);
+    assert_eq!(throttled.status, 429);
+    let error = &throttled.body_json()["error"];
+    assert_eq!(error["status"], "RESOURCE_EXHAUSTED");
+    assert_eq!(error_reason(&throttled), "rateLimitExceeded");
+    let message = error["message"].as_str().unwrap();
+    let stamp = message
+        .strip_prefix("User-rate limit exceeded.  Retry after ")
+        .unwrap_or_else(|| panic!("{message}"));
+    let at = time::OffsetDateTime::parse(stamp, &time::format_description::well_known::Rfc3339)
+        .unwrap()
+        .unix_timestamp() as f64;
+    let now = fake.clock_now();
+    assert!(
+        at > now + 58.0 && at <= now + 61.0,
+        "retry at {at}, now {now}"
+    );
+    assert_eq!(fake.throttled(), 1);
+    assert_eq!(fake.messages().len(), 2, "a refused send is not delivered");
+
+    // A Sent read costs 5 units of the same minute: 200 units allow no more.
+    let list = http::request(
+        "GET",
+        &format!("{}gmail/v1/users/me/messages", fake.gmail_url()),
+        &[(
+            "Authorization",
+            &bearer(&fake.issue_access_token("user@example.com", MAIL_SCOPE)),
+        )],
+        b"",
+    )
+    .unwrap();
+    assert_eq!(list.status, 429);
+    assert_eq!(fake.throttled(), 2);
+
+    // A minute later the window is free; the daily limit then stops the
+    // fourth message of the day, with Gmail's "(Mail sending)".
+    fake.set_daily_limit(3);
+    fake.advance_clock(Duration::from_secs(61));
+    assert_eq!(send_ok(&fake, &token).status, 200);
+    let over = send_ok(&fake, &token);
+    assert_eq!(over.status, 429);
+    let message = over.body_json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(message.ends_with("(Mail sending)"), "{message}");
+    assert_eq!(fake.over_daily_limit(), 1);
+    fake.advance_clock(Duration::from_secs(86_400));
+    assert_eq!(send_ok(&fake, &token).status, 200);
+    assert_eq!(fake.messages().len(), 4);
 }

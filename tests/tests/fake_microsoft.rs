@@ -1986,3 +1986,33 @@ fn withheld_consent_is_left_out_of_the_grant() {
     assert!(scope.contains("Mail.Send"), "{scope}");
     assert!(!scope.contains("Mail.ReadWrite"), "{scope}");
 }
+
+// ---- Quotas -----------------------------------------------------------------
+
+#[test]
+fn the_message_rate_answers_429_with_retry_after_and_the_recipient_rate_refuses_the_day() {
+    let fake = fake();
+    let token = access_token(&fake, MAIL_SEND);
+    fake.set_per_minute_limit(2);
+    assert_eq!(send_ok(&fake, &token).unwrap().status, 202);
+    assert_eq!(send_ok(&fake, &token).unwrap().status, 202);
+    let throttled = send_ok(&fake, &token).unwrap();
+    assert_eq!(throttled.status, 429);
+    assert_eq!(graph_code(&throttled), "TooManyRequests");
+    let wait: u64 = throttled.header("retry-after").unwrap().parse().unwrap();
+    assert!((59..=61).contains(&wait), "Retry-After: {wait}");
+    assert_eq!(fake.throttled(), 1);
+    assert_eq!(fake.delivered().len(), 2, "a refused send is not delivered");
+
+    // The day counts recipients: the third message's one is over 3 - 2.
+    fake.advance_clock(Duration::from_secs(61));
+    fake.set_daily_recipient_limit(3);
+    assert_eq!(send_ok(&fake, &token).unwrap().status, 202);
+    let over = send_ok(&fake, &token).unwrap();
+    assert_eq!(over.status, 429);
+    assert_eq!(graph_code(&over), "ErrorSubmissionQuotaExceeded");
+    assert_eq!(fake.over_daily_limit(), 1);
+    fake.advance_clock(Duration::from_secs(86_400));
+    assert_eq!(send_ok(&fake, &token).unwrap().status, 202);
+    assert_eq!(fake.delivered().len(), 4);
+}

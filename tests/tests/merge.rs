@@ -736,3 +736,320 @@ fn test_to_sends_the_first_rows_to_one_address_and_leaves_the_merge_unsent() {
         stdout(&sent)
     );
 }
+
+// ---- 200 rows against the fake's quota --------------------------------------
+
+/// Gmail's per-user rate limit in sends a minute (15,000 quota units, 100 a
+/// send): the fake enforces it at its real value.
+const GMAIL_SENDS_PER_MINUTE: u64 = 150;
+
+/// 200 customers with Japanese names and a PDF each, where row 51 (C050)
+/// has an address that is not one and row 121 (C120) lacks its PDF.
+fn two_hundred_customers(dir: &Path) -> String {
+    let csv = customers(dir, 200).replace("c50@example.net", "c50 at example.net");
+    std::fs::remove_file(dir.join("invoices/C120.pdf")).unwrap();
+    csv
+}
+
+/// The dry run of the 200 rows: nothing sent, the two bad rows named.
+fn dry_run_names_the_two_bad_rows(
+    fake: &FakeGoogle,
+    sandbox: &Sandbox,
+    data: &str,
+    extra: &[&str],
+) {
+    let mut args = vec!["--preview", "1"];
+    args.extend_from_slice(extra);
+    let dry = run(sandbox.cmd().args(merge_args(data, "t.toml", &args)));
+    assert_eq!(dry.code, 65, "{}", dry.stderr);
+    let summary = stdout(&dry);
+    assert!(summary.contains("200 rows"), "{summary}");
+    assert!(summary.contains("ready:       198"), "{summary}");
+    assert!(summary.contains("with errors: 2"), "{summary}");
+    assert!(
+        dry.stderr
+            .contains("row 51 (C050): `to`: invalid address `山田 太郎50 <c50 at example.net>`"),
+        "{}",
+        dry.stderr
+    );
+    assert!(
+        dry.stderr
+            .contains("row 121 (C120): attachment `./invoices/C120.pdf` does not exist"),
+        "{}",
+        dry.stderr
+    );
+    assert!(dry.stderr.contains("error: 2 of 200 rows cannot be sent"));
+    assert_eq!(fake.send_requests(), 0, "a dry run sends nothing");
+}
+
+/// `--send --skip-invalid` of the 200 rows: 198 delivered once each, every
+/// PDF byte for byte, in `charset`, and the fake's quota never refused one.
+fn sends_198_within_the_quota(
+    fake: &FakeGoogle,
+    sandbox: &Sandbox,
+    data: &str,
+    extra: &[&str],
+    charset: &str,
+) {
+    let mut args = vec!["--send", "--skip-invalid", "--report", "report.csv"];
+    args.extend_from_slice(extra);
+    let sent = run(sandbox.cmd().args(merge_args(data, "t.toml", &args)));
+    assert_eq!(sent.code, 0, "{}", sent.stderr);
+    assert!(
+        stdout(&sent).contains("sent 198, skipped (sent before) 0, queued 0, held 0, failed 0"),
+        "{}",
+        stdout(&sent)
+    );
+    assert_eq!(
+        fake.throttled(),
+        0,
+        "pacing provoked no 429 from the per-minute limit"
+    );
+    assert_eq!(fake.over_daily_limit(), 0);
+
+    let messages = fake.messages();
+    assert_eq!(messages.len(), 198);
+    let copies = copies_by_row(fake);
+    assert_eq!(copies.len(), 198);
+    assert!(copies.values().all(|n| *n == 1), "{copies:?}");
+    assert!(!copies.contains_key("C050") && !copies.contains_key("C120"));
+    for message in &messages {
+        let raw = &message.raw;
+        let row = header(raw, "X-Row");
+        let i: usize = row[1..].parse().unwrap();
+        let parsed = mail_parser::MessageParser::default().parse(raw).unwrap();
+        assert_eq!(
+            parsed.subject(),
+            Some(format!("山田 太郎{i}様 ご請求書 {row}").as_str())
+        );
+        assert_eq!(
+            parsed
+                .to()
+                .and_then(|to| to.first())
+                .and_then(|a| a.address()),
+            Some(format!("c{i}@example.net").as_str())
+        );
+        let body_part = parsed.part(parsed.text_body[0]).unwrap();
+        assert_eq!(
+            body_part
+                .content_type()
+                .unwrap()
+                .attribute("charset")
+                .map(str::to_ascii_lowercase),
+            Some(charset.to_owned())
+        );
+        if charset == "iso-2022-jp" {
+            assert!(raw.is_ascii(), "ISO-2022-JP mail is 7-bit");
+        }
+        let text = parsed.body_text(0).unwrap();
+        assert!(text.contains(&format!("山田 太郎{i}様")), "{text}");
+        let attachment = parsed.attachment(0).unwrap();
+        assert_eq!(
+            attachment.attachment_name(),
+            Some(format!("{row}.pdf").as_str())
+        );
+        assert_eq!(
+            attachment.contents(),
+            pdf_bytes(i),
+            "row {row}'s PDF, byte for byte"
+        );
+    }
+
+    let report = std::fs::read_to_string(sandbox.path().join("report.csv")).unwrap();
+    let lines: Vec<&str> = report.trim_start_matches('\u{feff}').lines().collect();
+    assert_eq!(lines.len(), 201, "a header and every row");
+    assert!(
+        lines[50].starts_with("51,invalid,,`to`: invalid address"),
+        "{}",
+        lines[50]
+    );
+    assert!(
+        lines[120].starts_with("121,invalid,,attachment"),
+        "{}",
+        lines[120]
+    );
+    assert_eq!(
+        lines.iter().filter(|l| l.contains(",sent,<merge.")).count(),
+        198
+    );
+}
+
+#[test]
+fn two_hundred_cp932_rows_go_in_iso_2022_jp_within_gmails_per_minute_quota() {
+    let (fake, sandbox) = logged_in();
+    fake.set_per_minute_limit(GMAIL_SENDS_PER_MINUTE);
+    let dir = sandbox.path();
+    let csv = two_hundred_customers(dir);
+    let (cp932, _, unmappable) = encoding_rs::SHIFT_JIS.encode(&csv);
+    assert!(!unmappable);
+    std::fs::write(dir.join("顧客.csv"), &cp932).unwrap();
+    std::fs::write(dir.join("t.toml"), TEMPLATE_JA).unwrap();
+    let encoding = ["--data-encoding", "cp932"];
+
+    dry_run_names_the_two_bad_rows(&fake, &sandbox, "顧客.csv", &encoding);
+    sends_198_within_the_quota(&fake, &sandbox, "顧客.csv", &encoding, "iso-2022-jp");
+}
+
+#[test]
+fn two_hundred_utf8_rows_with_a_bom_go_in_utf8_within_gmails_per_minute_quota() {
+    let (fake, sandbox) = logged_in();
+    fake.set_per_minute_limit(GMAIL_SENDS_PER_MINUTE);
+    let dir = sandbox.path();
+    let csv = two_hundred_customers(dir);
+    std::fs::write(
+        dir.join("customers.csv"),
+        [b"\xEF\xBB\xBF".as_slice(), csv.as_bytes()].concat(),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("t.toml"),
+        TEMPLATE_JA.replace("iso-2022-jp", "utf-8"),
+    )
+    .unwrap();
+
+    dry_run_names_the_two_bad_rows(&fake, &sandbox, "customers.csv", &[]);
+    sends_198_within_the_quota(&fake, &sandbox, "customers.csv", &[], "utf-8");
+}
+
+// ---- a daily limit, and the next day ----------------------------------------
+
+/// Set (by `cargo xtask ci`, which installs Debian's `faketime`) to make a
+/// missing libfaketime fail the tests that move apimail's clock, rather than
+/// skip them.
+const FAKETIME_REQUIRED_VAR: &str = "APIMAIL_FAKETIME_REQUIRED";
+/// Where libfaketime is, when not in Debian's places.
+const FAKETIME_LIB_VAR: &str = "APIMAIL_FAKETIME_LIB";
+
+/// libfaketime (`libfaketime.so.1`), which runs apimail a day ahead: the
+/// merge counts its daily window from its own record, by the system clock.
+/// `None` after saying loudly why the test is skipped; a panic instead when
+/// [`FAKETIME_REQUIRED_VAR`] is set.
+fn faketime_or_skip(test: &str) -> Option<std::path::PathBuf> {
+    let candidates: Vec<std::path::PathBuf> = match std::env::var_os(FAKETIME_LIB_VAR) {
+        Some(path) if !path.is_empty() => vec![path.into()],
+        _ => std::fs::read_dir("/usr/lib")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|dir| dir.path().join("faketime/libfaketime.so.1"))
+            .chain([std::path::PathBuf::from(
+                "/usr/lib/faketime/libfaketime.so.1",
+            )])
+            .collect(),
+    };
+    if let Some(lib) = candidates.into_iter().find(|p| p.is_file()) {
+        return Some(lib);
+    }
+    if std::env::var_os(FAKETIME_REQUIRED_VAR).is_some_and(|v| !v.is_empty()) {
+        panic!("{test}: libfaketime is required ({FAKETIME_REQUIRED_VAR} is set) but not found");
+    }
+    // Loud on purpose: a skipped test must say so.
+    #[allow(clippy::print_stderr)]
+    {
+        eprintln!(
+            "SKIPPED {test}: libfaketime.so.1 was not found, so apimail's clock cannot move a day"
+        );
+        eprintln!(
+            "hint: install Debian's `faketime` package (cargo xtask ci does, as root), or set \
+             {FAKETIME_LIB_VAR} to libfaketime.so.1"
+        );
+    }
+    None
+}
+
+#[test]
+fn a_daily_limit_of_50_sends_50_today_and_the_rest_when_the_clocks_reach_the_next_window() {
+    let test =
+        "a_daily_limit_of_50_sends_50_today_and_the_rest_when_the_clocks_reach_the_next_window";
+    let Some(faketime) = faketime_or_skip(test) else {
+        return;
+    };
+    let (fake, sandbox) = logged_in();
+    fake.set_per_minute_limit(GMAIL_SENDS_PER_MINUTE);
+    fake.set_daily_limit(50);
+    let dir = sandbox.path();
+    std::fs::write(dir.join("c.csv"), customers(dir, 80)).unwrap();
+    std::fs::write(dir.join("t.toml"), TEMPLATE_JA).unwrap();
+    let args = merge_args("c.csv", "t.toml", &["--send", "--daily-limit", "50"]);
+
+    let today = run(sandbox.cmd().args(&args));
+    assert_eq!(today.code, 75, "{}", today.stderr);
+    assert!(
+        stdout(&today).contains("sent 50, skipped (sent before) 0"),
+        "{}",
+        stdout(&today)
+    );
+    assert!(
+        stdout(&today).contains("30 wait for the next daily window (after 20"),
+        "{}",
+        stdout(&today)
+    );
+    assert_eq!(fake.messages().len(), 50);
+
+    // The same command later today sends nothing: it does not try the
+    // provider's daily limit (which would refuse and count).
+    let again = run(sandbox.cmd().args(&args));
+    assert_eq!(again.code, 75, "{}", again.stderr);
+    assert!(
+        stdout(&again).contains("sent 0, skipped (sent before) 50"),
+        "{}",
+        stdout(&again)
+    );
+    assert_eq!(fake.messages().len(), 50);
+    assert_eq!(fake.over_daily_limit(), 0, "no send met the daily limit");
+
+    // A day later for both: the fake's window and apimail's (run under
+    // libfaketime, its monotonic clock left alone for its timers).
+    fake.advance_clock(Duration::from_secs(86_400));
+    let tomorrow = run(sandbox
+        .cmd()
+        .args(&args)
+        .env("LD_PRELOAD", &faketime)
+        .env("FAKETIME", "+1d")
+        .env("FAKETIME_DONT_FAKE_MONOTONIC", "1"));
+    assert_eq!(tomorrow.code, 0, "{}", tomorrow.stderr);
+    assert!(
+        stdout(&tomorrow).contains("sent 30, skipped (sent before) 50"),
+        "{}",
+        stdout(&tomorrow)
+    );
+    let copies = copies_by_row(&fake);
+    assert_eq!(copies.len(), 80);
+    assert!(copies.values().all(|n| *n == 1), "{copies:?}");
+    assert_eq!(fake.throttled(), 0, "pacing provoked no 429");
+    assert_eq!(fake.over_daily_limit(), 0, "no send met the daily limit");
+}
+
+#[test]
+fn graph_paces_a_merge_under_exchanges_30_messages_a_minute_with_none_refused() {
+    use apimail_tests::fake_microsoft::{MESSAGES_PER_MINUTE, RECIPIENTS_PER_DAY};
+    const USER: &str = "user@contoso.com";
+    let fake = FakeMicrosoft::start();
+    fake.set_per_minute_limit(MESSAGES_PER_MINUTE);
+    fake.set_daily_recipient_limit(RECIPIENTS_PER_DAY);
+    let sandbox = Sandbox::microsoft(&fake);
+    let login = sandbox.login_graph(&fake, &["--login-hint", USER]);
+    assert_eq!(login.code, 0, "{}", login.stderr);
+    let dir = sandbox.path();
+    // 35 rows: the 31st starts as the first minute ends.
+    std::fs::write(dir.join("c.csv"), customers(dir, 35)).unwrap();
+    std::fs::write(dir.join("t.toml"), TEMPLATE_JA).unwrap();
+
+    let sent = run(sandbox
+        .cmd()
+        .args(merge_args("c.csv", "t.toml", &["--send"])));
+    assert_eq!(sent.code, 0, "{}", sent.stderr);
+    assert!(
+        stdout(&sent).contains("sent 35, skipped (sent before) 0"),
+        "{}",
+        stdout(&sent)
+    );
+    assert_eq!(fake.throttled(), 0, "pacing provoked no 429");
+    assert_eq!(fake.over_daily_limit(), 0);
+    let delivered = fake.delivered();
+    assert_eq!(delivered.len(), 35);
+    let mut rows: Vec<String> = delivered.iter().map(|m| header(&m.mime, "X-Row")).collect();
+    rows.sort();
+    rows.dedup();
+    assert_eq!(rows.len(), 35, "each row once");
+}

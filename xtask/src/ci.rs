@@ -32,6 +32,15 @@ const FORBIDDEN_CRATES: &[&str] = &["openssl-sys", "native-tls", "openssl"];
 /// fail rather than skip when no cluster starts (`apimail-test-postgres`).
 const POSTGRES_REQUIRED_VAR: &str = "APIMAIL_PG_REQUIRED";
 
+/// Set for the tests once `faketime` is installed (a test package below):
+/// the merge's next-day test then fails rather than skips without
+/// libfaketime (`tests/tests/merge.rs`).
+const FAKETIME_REQUIRED_VAR: &str = "APIMAIL_FAKETIME_REQUIRED";
+
+/// What Debian's `faketime` package installs (it depends on `libfaketime`,
+/// whose `libfaketime.so.1` the tests preload).
+const FAKETIME_BIN: &str = "/usr/bin/faketime";
+
 /// One CI step; runs from the workspace root.
 type StepFn = fn(&Path) -> Result<()>;
 
@@ -90,8 +99,9 @@ pub(crate) fn run(root: &Path, only: Option<&str>) -> Result<()> {
 }
 
 /// Debian packages of the real programs the end-to-end tests drive: the
-/// sendmail callers, the SMTP clients of the relay tests, and the browser
-/// of the console's (with node and npm for playwright-core).
+/// sendmail callers, the SMTP clients of the relay tests, the browser of
+/// the console's (with node and npm for playwright-core), and libfaketime,
+/// which runs apimail a day ahead for the merge's daily window.
 const TEST_PACKAGES: &[(&str, &str)] = &[
     ("git-email", "/usr/lib/git-core/git-send-email"),
     ("bsd-mailx", "/usr/bin/bsd-mailx"),
@@ -105,6 +115,7 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
     ),
     ("nodejs", "/usr/bin/node"),
     ("npm", "/usr/bin/npm"),
+    ("faketime", FAKETIME_BIN),
 ];
 
 /// The console's browser tests: `package.json` and its lock file, whose
@@ -112,7 +123,7 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
 const BROWSER_TESTS: &str = "tests/browser";
 
 /// Installs the programs the end-to-end tests run (git send-email,
-/// bsd-mailx, swaks, msmtp, Chromium, node, and Debian's `postgresql` for
+/// bsd-mailx, swaks, msmtp, Chromium, node, faketime, and Debian's `postgresql` for
 /// the PostgreSQL store's throwaway clusters) when they are missing and
 /// this machine can install them, then the browser tests' playwright-core.
 /// PostgreSQL alone is optional: where it cannot be installed, its tests
@@ -185,7 +196,7 @@ fn debian_packages() -> Result<()> {
     }
     if missing.is_empty() {
         eprintln!(
-            "git send-email, bsd-mailx, swaks, msmtp, Chromium, a Japanese font, node and PostgreSQL are installed"
+            "git send-email, bsd-mailx, swaks, msmtp, Chromium, a Japanese font, node, faketime and PostgreSQL are installed"
         );
         return Ok(());
     }
@@ -401,6 +412,10 @@ fn test(root: &Path) -> Result<()> {
     if postgres_bin().is_some() {
         // Installed: a cluster that does not start is a failure, not a skip.
         command.env(POSTGRES_REQUIRED_VAR, "1");
+    }
+    if Path::new(FAKETIME_BIN).exists() {
+        // Installed with libfaketime: the next-day test must run.
+        command.env(FAKETIME_REQUIRED_VAR, "1");
     }
     run_cmd(&mut command)
 }

@@ -77,6 +77,8 @@ COMMANDS:
                         bench_sends), written into the existing report
         --only console  only figure 9 (the admin console over 1,000,000 journal
                         records; 20,000 with --quick), written into the report
+        --only merge    only figure 10 (apimail merge of 10,000 rows against the
+                        fake Gmail's quotas; 1,000 with --quick), written into the report
     help                Print this message
 
 EXAMPLES:

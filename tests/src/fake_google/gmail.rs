@@ -7,10 +7,12 @@ use base64::Engine as _;
 use serde_json::{Value, json};
 
 use super::state::{
-    Delivered, Fault, GMAIL_SEND_SCOPE, MAIL_SCOPE, MAX_MESSAGE_BYTES, Session, State,
+    Delivered, Fault, GMAIL_SEND_SCOPE, MAIL_SCOPE, MAX_MESSAGE_BYTES, READ_UNITS, SEND_UNITS,
+    Session, State,
 };
 use crate::fake_common::{STANDARD_ANY, URL_SAFE_ANY, has_recipient, random_hex};
 use crate::http::{Reply, Request, Response, lock, percent_decode};
+use crate::quota::{Verdict, rfc3339_millis};
 
 /// Scopes any one of which allows `users.messages.send` (per Gmail's docs).
 const SEND_SCOPES: [&str; 5] = [
@@ -177,7 +179,7 @@ pub(super) fn read_messages(state: &Mutex<State>, request: &Request) -> Result<R
     let (path_user, tail) = rest
         .split_once("/messages")
         .ok_or_else(|| google_error(404, "Not Found", "notFound", "NOT_FOUND"))?;
-    let state = lock(state);
+    let mut state = lock(state);
     let token = request
         .header("authorization")
         .and_then(|value| value.strip_prefix("Bearer "))
@@ -205,6 +207,7 @@ pub(super) fn read_messages(state: &Mutex<State>, request: &Request) -> Result<R
             "PERMISSION_DENIED",
         ));
     }
+    let grant_user = grant.user.clone();
     let query = request.query_map();
     let metadata_only = !scopes.iter().any(|s| READ_SCOPES[1..].contains(s));
     if metadata_only && query.contains_key("q") {
@@ -215,11 +218,15 @@ pub(super) fn read_messages(state: &Mutex<State>, request: &Request) -> Result<R
             "PERMISSION_DENIED",
         ));
     }
+    // A read costs quota units of the same per-user minute as sends.
+    if let Some(refused) = over_quota(&mut state, &grant_user, READ_UNITS, 0) {
+        return Err(refused);
+    }
     let own: Vec<&Delivered> = state
         .messages
         .iter()
         .rev()
-        .filter(|m| m.user.eq_ignore_ascii_case(&grant.user))
+        .filter(|m| m.user.eq_ignore_ascii_case(&grant_user))
         .collect();
     match tail.strip_prefix('/') {
         None => {
@@ -515,8 +522,12 @@ fn deliver(
     if !has_recipient(&raw) {
         return invalid_argument("Invalid To header");
     }
+    if let Some(refused) = over_quota(state, user, SEND_UNITS, 1) {
+        return refused;
+    }
     let id = random_hex(8);
     let thread_id = thread_id.unwrap_or_else(|| id.clone());
+    let at_millis = (state.quotas.now() * 1000.0) as u64;
     state.messages.push(Delivered {
         user: user.to_owned(),
         raw,
@@ -524,12 +535,40 @@ fn deliver(
         thread_id: thread_id.clone(),
         upload_type: upload_type.to_owned(),
         access_token: access_token.to_owned(),
+        at_millis,
     });
     Response::json(
         200,
         &json!({"id": id, "threadId": thread_id, "labelIds": ["SENT"]}),
     )
 }
+
+/// Charges `user` the quota of one request: `units` of the per-user
+/// minute, `messages` of the day. `None` when it fits; else Gmail's answer.
+///
+/// Gmail answers both with 429 `RESOURCE_EXHAUSTED` and the time to retry
+/// in the message rather than in a `Retry-After` header ("User-rate limit
+/// exceeded.  Retry after 2026-04-19T23:39:25.148Z"); the daily sending
+/// limit adds "(Mail sending)" (Gmail API guide, "Resolve errors": 429
+/// "User-rate limit exceeded" "(Mail sending)" "with time to retry").
+fn over_quota(state: &mut State, user: &str, units: u64, messages: u64) -> Option<Response> {
+    let (retry_at, suffix) = match state.quotas.take(user, units, messages) {
+        Verdict::Allowed => return None,
+        Verdict::OverMinute { retry_at } => (retry_at, ""),
+        Verdict::OverDay { retry_at } => (retry_at, " (Mail sending)"),
+    };
+    let message = format!(
+        "User-rate limit exceeded.  Retry after {}{suffix}",
+        rfc3339_millis(retry_at)
+    );
+    Some(google_error(
+        429,
+        &message,
+        "rateLimitExceeded",
+        "RESOURCE_EXHAUSTED",
+    ))
+}
+
 /// Splits a `multipart/related` body into (metadata, media type, media).
 fn parse_multipart(content_type: &str, body: &[u8]) -> Result<(Vec<u8>, String, Vec<u8>), String> {
     let mut params = content_type.split(';');

@@ -19,7 +19,7 @@ mod state;
 pub use oauth::pem_decode;
 pub use state::{
     Delivered, FIXTURE_SERVICE_ACCOUNT, Fault, GMAIL_SEND_SCOPE, JWT_BEARER, MAIL_SCOPE,
-    MAX_MESSAGE_BYTES,
+    MAX_MESSAGE_BYTES, READ_UNITS, SEND_UNITS, UNITS_PER_MINUTE,
 };
 
 use std::collections::HashMap;
@@ -252,6 +252,50 @@ impl FakeGoogle {
         state.faults.clear();
         state.forever = None;
         state.fail_chunk = false;
+    }
+
+    /// Enforces Gmail's per-user rate limit as `sends` `messages.send` a
+    /// minute: `sends` × [`SEND_UNITS`] quota units in any 60 seconds, of
+    /// which each send takes [`SEND_UNITS`] and each Sent list or get
+    /// [`READ_UNITS`]. Over it, a request gets 429 `RESOURCE_EXHAUSTED`
+    /// "User-rate limit exceeded.  Retry after TIME" and is counted by
+    /// [`throttled`](Self::throttled). Gmail's own limit is 15,000 units
+    /// a minute ([`UNITS_PER_MINUTE`]): `set_per_minute_limit(150)`.
+    /// Off by default.
+    pub fn set_per_minute_limit(&self, sends: u64) {
+        lock(&self.state).quotas.per_minute = Some(sends * SEND_UNITS);
+    }
+
+    /// Enforces a daily sending limit: at most `messages` accepted per
+    /// user in any 24 hours (Gmail's is 2,000 for Workspace, 500 for a
+    /// consumer account, over a rolling 24 hours). Over it, a send gets 429
+    /// "User-rate limit exceeded.  Retry after TIME (Mail sending)" and is
+    /// counted by [`over_daily_limit`](Self::over_daily_limit). Off by
+    /// default.
+    pub fn set_daily_limit(&self, messages: u64) {
+        lock(&self.state).quotas.daily = Some(messages);
+    }
+
+    /// Moves the clock of the fake's quotas forward (the times in its
+    /// "Retry after" answers move with it).
+    pub fn advance_clock(&self, by: std::time::Duration) {
+        lock(&self.state).quotas.advance(by);
+    }
+
+    /// The fake's clock, in Unix seconds: the real time plus what
+    /// [`advance_clock`](Self::advance_clock) added.
+    pub fn clock_now(&self) -> f64 {
+        lock(&self.state).quotas.now()
+    }
+
+    /// How many requests the per-minute limit refused.
+    pub fn throttled(&self) -> usize {
+        lock(&self.state).quotas.throttled
+    }
+
+    /// How many sends the daily limit refused.
+    pub fn over_daily_limit(&self) -> usize {
+        lock(&self.state).quotas.over_daily
     }
 
     /// Makes the next resumable chunk that carries data fail with 503 (its

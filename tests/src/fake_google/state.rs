@@ -4,6 +4,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Duration;
 
 use crate::http::Response;
+use crate::quota::Quotas;
 
 /// The scope that allows `users.messages.send` and nothing else.
 pub const GMAIL_SEND_SCOPE: &str = "https://www.googleapis.com/auth/gmail.send";
@@ -15,6 +16,13 @@ pub const MAX_MESSAGE_BYTES: usize = 36_700_160;
 pub const FIXTURE_SERVICE_ACCOUNT: &str = "apimail-test@apimail-test.iam.gserviceaccount.com";
 /// The JWT-bearer grant type.
 pub const JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
+/// Quota units one `messages.send` costs (Gmail's per-method table).
+pub const SEND_UNITS: u64 = 100;
+/// Quota units one `messages.list` or `messages.get` costs.
+pub const READ_UNITS: u64 = 5;
+/// Gmail's per-user rate limit: 15,000 quota units a minute, so 150
+/// `messages.send` a minute.
+pub const UNITS_PER_MINUTE: u64 = 15_000;
 
 /// A failure to inject into upcoming Gmail send requests.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,6 +66,9 @@ pub struct Delivered {
     pub upload_type: String,
     /// The access token the send was authorized with.
     pub access_token: String,
+    /// When the fake accepted it: Unix milliseconds on its quota clock
+    /// (see [`FakeGoogle::clock_now`](super::FakeGoogle::clock_now)).
+    pub at_millis: u64,
 }
 
 #[derive(Debug, Default)]
@@ -87,6 +98,8 @@ pub(super) struct State {
     pub(super) faults: VecDeque<Fault>,
     pub(super) forever: Option<Fault>,
     pub(super) fail_chunk: bool,
+    /// Per-user sending quotas (off unless a test sets them).
+    pub(super) quotas: Quotas,
 }
 
 #[derive(Debug)]

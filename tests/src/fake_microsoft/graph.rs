@@ -16,6 +16,7 @@ use crate::fake_common::{
     has_recipient, header_value, iso_time, now_secs, random_bytes, random_hex, utc, uuid,
 };
 use crate::http::{Reply, Request, Response, lock, percent_decode};
+use crate::quota::{Verdict, seconds_until};
 
 const ACCESS_DENIED: &str = "Access is denied. Check credentials and try again.";
 
@@ -543,6 +544,57 @@ fn json_has_recipient(message: &Value) -> bool {
         })
 }
 
+/// Charges `mailbox` one message of its minute and `recipients` of its
+/// day; `Err` with the answer when either is used up.
+///
+/// Over the message rate, Graph's throttling answer: 429 `TooManyRequests`
+/// with a `Retry-After` in seconds (Microsoft Graph throttling guidance).
+/// Exchange Online documents that it delays the excess of its 30 messages
+/// a minute rather than refusing it; the fake refuses, which is stricter,
+/// so that a test sees any send over the pace. Over the recipients of a
+/// day, 429 `ErrorSubmissionQuotaExceeded` without a time to retry
+/// (Exchange's SMTP form of it is "554 5.2.0
+/// STOREDRV.Submission.Exception:SubmissionQuotaExceededException").
+fn over_quota(state: &mut State, mailbox: &str, recipients: u64) -> Result<(), Response> {
+    match state.quotas.take(mailbox, 1, recipients.max(1)) {
+        Verdict::Allowed => Ok(()),
+        Verdict::OverMinute { retry_at } => {
+            let wait = seconds_until(state.quotas.now(), retry_at);
+            Err(
+                graph_error(429, "TooManyRequests", "Please retry again later.")
+                    .with_header("Retry-After", &wait.to_string()),
+            )
+        }
+        Verdict::OverDay { .. } => Err(graph_error(
+            429,
+            "ErrorSubmissionQuotaExceeded",
+            "The sender's submission quota was exceeded.",
+        )),
+    }
+}
+
+/// The addresses of a MIME message's To, Cc and Bcc fields (each `@`).
+fn mime_recipients(mime: &[u8]) -> u64 {
+    crate::fake_common::header_fields(mime)
+        .iter()
+        .filter(|(name, _)| {
+            ["to", "cc", "bcc"]
+                .iter()
+                .any(|field| name.eq_ignore_ascii_case(field))
+        })
+        .map(|(_, value)| value.matches('@').count() as u64)
+        .sum()
+}
+
+/// The recipients of a JSON message.
+fn json_recipients(message: &Value) -> u64 {
+    ["toRecipients", "ccRecipients", "bccRecipients"]
+        .iter()
+        .filter_map(|field| message[field].as_array())
+        .map(|list| list.len() as u64)
+        .sum()
+}
+
 /// `POST .../sendMail`.
 fn send_mail(
     state: &mut State,
@@ -555,6 +607,7 @@ fn send_mail(
             if !has_recipient(&mime) {
                 return Err(no_recipients());
             }
+            over_quota(state, mailbox, mime_recipients(&mime))?;
             file_sent_copy(state, mailbox, &mime);
             ("sendMail-mime", mime, None)
         }
@@ -569,6 +622,7 @@ fn send_mail(
             if !json_has_recipient(message) {
                 return Err(no_recipients());
             }
+            over_quota(state, mailbox, json_recipients(message))?;
             ("sendMail-json", Vec::new(), Some(body))
         }
     };
@@ -869,6 +923,11 @@ fn send_draft(
     if !has_recipient {
         return Err(no_recipients());
     }
+    let recipients = match &draft.json {
+        Some(message) => json_recipients(message),
+        None => mime_recipients(&draft.mime),
+    };
+    over_quota(state, mailbox, recipients)?;
     state.drafts.retain(|d| d.id != draft.id);
     state
         .sessions

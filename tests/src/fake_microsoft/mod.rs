@@ -43,7 +43,8 @@ pub use state::{
     Attachment, CLIENT_ASSERTION_TYPE, Chunk, DEFAULT_USER, DEVICE_CODE_GRANT, Delivered,
     DeviceOutcome, Draft, FAKE_TENANT_ID, Fault, GRAPH_APP_ID, GRAPH_DEFAULT_SCOPE, GRAPH_RESOURCE,
     MAIL_READWRITE, MAIL_SEND, MAX_ATTACHMENT_BYTES, MAX_CHUNK_BYTES, MAX_REQUEST_BYTES,
-    UPLOAD_SESSION_MIN_BYTES, USER_CODE, USER_READ, VERIFICATION_URI,
+    MESSAGES_PER_MINUTE, RECIPIENTS_PER_DAY, UPLOAD_SESSION_MIN_BYTES, USER_CODE, USER_READ,
+    VERIFICATION_URI,
 };
 
 use std::collections::{HashMap, HashSet};
@@ -435,6 +436,40 @@ impl FakeMicrosoft {
     /// The most Graph API requests ever in flight at once.
     pub fn max_concurrent_graph_requests(&self) -> usize {
         lock(&self.state).max_in_flight
+    }
+
+    /// Enforces a message rate limit: at most `messages` sent (sendMail or
+    /// a draft's send) per mailbox in any 60 seconds; Exchange Online's is
+    /// 30 ([`MESSAGES_PER_MINUTE`]). Over it, a send gets 429
+    /// `TooManyRequests` with `Retry-After` (seconds until the window has
+    /// room) and is counted by [`throttled`](Self::throttled). Off by
+    /// default.
+    pub fn set_per_minute_limit(&self, messages: u64) {
+        lock(&self.state).quotas.per_minute = Some(messages);
+    }
+
+    /// Enforces a recipient rate limit: at most `recipients` (To, Cc and
+    /// Bcc of the messages sent) per mailbox in any 24 hours; Exchange
+    /// Online's is 10,000 ([`RECIPIENTS_PER_DAY`]). Over it, a send gets
+    /// 429 `ErrorSubmissionQuotaExceeded` and is counted by
+    /// [`over_daily_limit`](Self::over_daily_limit). Off by default.
+    pub fn set_daily_recipient_limit(&self, recipients: u64) {
+        lock(&self.state).quotas.daily = Some(recipients);
+    }
+
+    /// Moves the clock of the fake's quotas forward.
+    pub fn advance_clock(&self, by: std::time::Duration) {
+        lock(&self.state).quotas.advance(by);
+    }
+
+    /// How many sends the message rate limit refused.
+    pub fn throttled(&self) -> usize {
+        lock(&self.state).quotas.throttled
+    }
+
+    /// How many sends the recipient rate limit refused.
+    pub fn over_daily_limit(&self) -> usize {
+        lock(&self.state).quotas.over_daily
     }
 
     /// Queues `fault` for the next Graph API request.

@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::quota::Quotas;
+
 /// The global Graph resource, the default audience of Graph tokens.
 pub const GRAPH_RESOURCE: &str = "https://graph.microsoft.com";
 /// Microsoft Graph's application id, also accepted as its resource.
@@ -39,6 +41,11 @@ pub const MAX_CHUNK_BYTES: usize = 4_194_304;
 /// upload sessions for smaller ones are refused (unless allowed with
 /// [`FakeMicrosoft::allow_small_upload_sessions`](super::FakeMicrosoft::allow_small_upload_sessions)).
 pub const UPLOAD_SESSION_MIN_BYTES: u64 = 3_145_728;
+/// Exchange Online's message rate limit: 30 messages a minute per mailbox.
+pub const MESSAGES_PER_MINUTE: u64 = 30;
+/// Exchange Online's recipient rate limit: 10,000 recipients a day per
+/// mailbox.
+pub const RECIPIENTS_PER_DAY: u64 = 10_000;
 /// Largest attachment an upload session takes: 150 MiB.
 pub const MAX_ATTACHMENT_BYTES: u64 = 157_286_400;
 
@@ -208,6 +215,8 @@ pub(super) struct State {
     pub(super) max_in_flight: usize,
     pub(super) faults: VecDeque<Fault>,
     pub(super) forever: Option<Fault>,
+    /// Per-mailbox sending quotas (off unless a test sets them).
+    pub(super) quotas: Quotas,
 }
 
 #[derive(Debug, Clone, Default)]

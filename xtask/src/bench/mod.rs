@@ -11,6 +11,7 @@ mod cold;
 mod console;
 mod library;
 mod measure;
+mod merge;
 mod peers;
 mod postfix;
 mod relay;
@@ -50,6 +51,8 @@ pub(crate) struct Options {
     pub(crate) only_library: bool,
     /// `--only console`: only figure 9 (see `console.rs`).
     pub(crate) only_console: bool,
+    /// `--only merge`: only figure 10 (see `merge.rs`).
+    pub(crate) only_merge: bool,
 }
 
 impl Options {
@@ -64,10 +67,11 @@ impl Options {
             only_cold: false,
             only_library: false,
             only_console: false,
+            only_merge: false,
         }
     }
 
-    /// Parses `[--quick] [--rtt MS] [--runs N] [--only streaming|relay|cold|library|console]`.
+    /// Parses `[--quick] [--rtt MS] [--runs N] [--only streaming|relay|cold|library|console|merge]`.
     pub(crate) fn parse(args: &[String]) -> Result<Options, String> {
         let mut options = Options {
             quick: false,
@@ -92,9 +96,10 @@ impl Options {
                     Some("cold") => options.only_cold = true,
                     Some("library") => options.only_library = true,
                     Some("console") => options.only_console = true,
+                    Some("merge") => options.only_merge = true,
                     other => {
                         return Err(format!(
-                            "`--only {}`: the selections are `streaming`, `relay`, `cold`, `library` and `console`",
+                            "`--only {}`: the selections are `streaming`, `relay`, `cold`, `library`, `console` and `merge`",
                             other.unwrap_or_default()
                         ));
                     }
@@ -164,6 +169,9 @@ pub(crate) fn run(root: &Path, options: &Options) -> Result<()> {
     if options.only_console {
         return console_only(root, &target, &exe, options, profile);
     }
+    if options.only_merge {
+        return merge_only(root, &target, &exe, options, profile);
+    }
     let peers = peers::prepare(root, &target)?;
 
     eprintln!(
@@ -232,7 +240,27 @@ pub(crate) fn run(root: &Path, options: &Options) -> Result<()> {
     cold_only(root, &target, &exe, options)?;
     run_streaming(root, &target, &exe, options)?;
     library_only(root, &target, &exe, options, (profile, profile_dir))?;
-    console_only(root, &target, &exe, options, profile)
+    console_only(root, &target, &exe, options, profile)?;
+    merge_only(root, &target, &exe, options, profile)
+}
+
+/// `--only merge`: figure 10 alone, replacing that section of the existing
+/// report (or appended to it).
+fn merge_only(
+    root: &Path,
+    target: &Path,
+    exe: &Path,
+    options: &Options,
+    profile: &str,
+) -> Result<()> {
+    let figures = merge::measure(exe, options)?;
+    let mut section = String::new();
+    merge::render(&figures, profile, &mut section);
+    let path = results_path(root, target, options);
+    write_section(&path, merge::HEADING, &section)?;
+    println!("{section}");
+    eprintln!("==> bench: wrote figure 10 into {}", path.display());
+    Ok(())
 }
 
 /// `--only console`: figure 9 alone, replacing that section of the
