@@ -1839,7 +1839,7 @@ _apimail() {
                     return 0
                     ;;
                 --status)
-                    COMPREPLY=($(compgen -W "sent queued held failed uncertain verified_sent" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "sent queued held failed uncertain verified_sent dropped" -- "${cur}"))
                     return 0
                     ;;
                 --config)

@@ -162,7 +162,8 @@ queued\t'Waiting in the outbox for another attempt'
 held\t'Waiting for its sender, a login or `queue retry` (see `queue list`)'
 failed\t'Given up on'
 uncertain\t'Maybe sent: the provider\'s answer never came'
-verified_sent\t'Found in the mailbox\'s sent messages after an uncertain attempt'"
+verified_sent\t'Found in the mailbox\'s sent messages after an uncertain attempt'
+dropped\t'Removed from the outbox unsent (`queue drop`, the admin console)'"
 complete -c apimail -n "__fish_apimail_using_subcommand log" -l config -d 'Configuration file' -r -F
 complete -c apimail -n "__fish_apimail_using_subcommand log" -l json -d 'Print JSON Lines: one object per record'
 complete -c apimail -n "__fish_apimail_using_subcommand log" -l csv -d 'Print CSV with a header row'

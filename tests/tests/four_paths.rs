@@ -480,6 +480,11 @@ fn send_sendmail_the_relay_and_the_mailer_share_one_outbox_alike() {
         let entry = world.entry(&id).unwrap();
         let dropped = run(world.cmd().args(["queue", "drop", entry.id.as_str()]));
         assert_eq!(dropped.code, 0, "{}", dropped.stderr);
+        // The log ends its story there, subject and all.
+        let records = world.records(&id);
+        let last = records.last().unwrap();
+        assert_eq!(last["outcome"], "dropped", "{}: {records:?}", path.name());
+        assert_eq!(last["subject"], records[0]["subject"], "{records:?}");
     }
 
     // 3. Queued by one path, flushed by another.

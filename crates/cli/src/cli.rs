@@ -459,6 +459,8 @@ pub enum StatusArg {
     /// Found in the mailbox's sent messages after an uncertain attempt
     #[value(name = "verified_sent", alias = "verified-sent")]
     VerifiedSent,
+    /// Removed from the outbox unsent (`queue drop`, the admin console)
+    Dropped,
 }
 
 impl From<StatusArg> for Outcome {
@@ -470,6 +472,7 @@ impl From<StatusArg> for Outcome {
             StatusArg::Failed => Outcome::Failed,
             StatusArg::Uncertain => Outcome::Uncertain,
             StatusArg::VerifiedSent => Outcome::VerifiedSent,
+            StatusArg::Dropped => Outcome::Dropped,
         }
     }
 }

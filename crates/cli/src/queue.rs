@@ -86,7 +86,10 @@ pub async fn run(ctx: &Context, command: QueueCommand) -> Result<(), Failure> {
         }
         QueueCommand::Drop { id } => {
             discard(ctx, &outbox, &id).await?;
-            if !outbox.drop_entry(&id).map_err(outbox_failure)? {
+            let journal = open_journal(&ctx.config)?;
+            if !apimail_core::delivery::drop_entry(&outbox, &journal, &id)
+                .map_err(outbox_failure)?
+            {
                 return Err(unknown_id(&id));
             }
             say(&format!("dropped {id}"));

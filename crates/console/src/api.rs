@@ -4,7 +4,8 @@
 
 use std::sync::Arc;
 
-use apimail_core::journal::{Outcome, Record, rfc3339};
+use apimail_core::delivery;
+use apimail_core::journal::{Journal, Outcome, Record, rfc3339};
 use apimail_core::now_unix;
 use apimail_core::outbox::{Outbox, OutboxError};
 use axum::Json;
@@ -211,7 +212,10 @@ pub(crate) async fn retry(
     client: ApiClient,
     Path(queue_id): Path<String>,
 ) -> Response {
-    outbox_action(&console, &client, queue_id, "retried", Outbox::retry).await
+    outbox_action(&console, &client, queue_id, "retried", |outbox, _, id| {
+        outbox.retry(id)
+    })
+    .await
 }
 
 /// `DELETE /api/v1/messages/{queue_id}`: removes it from the outbox.
@@ -220,7 +224,7 @@ pub(crate) async fn drop_message(
     client: ApiClient,
     Path(queue_id): Path<String>,
 ) -> Response {
-    outbox_action(&console, &client, queue_id, "dropped", Outbox::drop_entry).await
+    outbox_action(&console, &client, queue_id, "dropped", delivery::drop_entry).await
 }
 
 /// One queue action on the entry `queue_id` for a token that may write:
@@ -230,14 +234,15 @@ async fn outbox_action(
     client: &ApiClient,
     queue_id: String,
     done: &'static str,
-    action: fn(&Outbox, &str) -> Result<bool, OutboxError>,
+    action: fn(&Outbox, &Journal, &str) -> Result<bool, OutboxError>,
 ) -> Response {
     if let Some(refused) = client.write_refusal() {
         return refused;
     }
     let outbox = console.outbox.clone();
+    let journal = console.journal.clone();
     let id = queue_id.clone();
-    match tokio::task::spawn_blocking(move || action(&outbox, &id)).await {
+    match tokio::task::spawn_blocking(move || action(&outbox, &journal, &id)).await {
         Ok(Ok(true)) => {
             Json(serde_json::json!({ "queue_id": queue_id, done: true })).into_response()
         }

@@ -4,6 +4,8 @@
 
 use serde::Serialize;
 
+use apimail_core::journal::Outcome;
+
 use crate::index::Bucket;
 
 /// The drawing area, in SVG units.
@@ -46,7 +48,11 @@ pub(crate) struct Segment {
 
 /// Bars for `buckets`, labelled by `label(start)`; `names` are the
 /// outcomes' names for the titles, in `Outcome::ALL`'s order.
-pub(crate) fn chart(buckets: &[Bucket], label: impl Fn(i64) -> String, names: [&str; 6]) -> Chart {
+pub(crate) fn chart(
+    buckets: &[Bucket],
+    label: impl Fn(i64) -> String,
+    names: [&str; Outcome::ALL.len()],
+) -> Chart {
     let max = buckets
         .iter()
         .map(|b| b.counts.iter().sum::<u64>())
@@ -72,7 +78,7 @@ pub(crate) fn chart(buckets: &[Bucket], label: impl Fn(i64) -> String, names: [&
                 segments.push(Segment {
                     y: top,
                     height,
-                    outcome: apimail_core::journal::Outcome::ALL[slot].as_str(),
+                    outcome: Outcome::ALL[slot].as_str(),
                 });
                 parts.push(format!("{count} {}", names[slot]));
             }

@@ -199,6 +199,7 @@ const TEXTS: &[(&str, &str, &str)] = &[
     ("o_held", "held", "保留"),
     ("o_failed", "failed", "失敗"),
     ("o_uncertain", "uncertain", "不明"),
+    ("o_dropped", "dropped", "削除済み"),
     ("o_verified_sent", "verified sent", "送信確認済み"),
 ];
 

@@ -176,7 +176,7 @@ pub struct Bucket {
     /// The bucket's start (Unix seconds).
     pub start: i64,
     /// Messages per outcome, in [`Outcome::ALL`]'s order.
-    pub counts: [u64; 6],
+    pub counts: [u64; Outcome::ALL.len()],
 }
 
 /// The index, open.
@@ -452,7 +452,7 @@ impl Index {
             .take_while(|start| *start < until)
             .map(|start| Bucket {
                 start,
-                counts: [0; 6],
+                counts: [0; Outcome::ALL.len()],
             })
             .collect();
         let Some(first) = buckets.first().map(|b| b.start) else {

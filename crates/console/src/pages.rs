@@ -317,7 +317,7 @@ struct QueueView {
     error: Option<String>,
 }
 
-fn outcome_names(lang: Lang) -> [&'static str; 6] {
+fn outcome_names(lang: Lang) -> [&'static str; Outcome::ALL.len()] {
     Outcome::ALL.map(|o| lang.text(outcome_key(o)))
 }
 
@@ -329,6 +329,7 @@ pub(crate) fn outcome_key(outcome: Outcome) -> &'static str {
         Outcome::Failed => "o_failed",
         Outcome::Uncertain => "o_uncertain",
         Outcome::VerifiedSent => "o_verified_sent",
+        Outcome::Dropped => "o_dropped",
     }
 }
 

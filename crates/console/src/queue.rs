@@ -308,12 +308,13 @@ async fn confirm_page(
 /// Retries or drops each entry: (done, busy with another process, gone).
 async fn apply(console: &Console, action: &str, ids: Vec<String>) -> (usize, usize, usize) {
     let outbox = console.outbox.clone();
+    let journal = console.journal.clone();
     let drop = action == "drop";
     tokio::task::spawn_blocking(move || {
         let (mut done, mut busy, mut gone) = (0, 0, 0);
         for id in &ids {
             let result = if drop {
-                outbox.drop_entry(id)
+                apimail_core::delivery::drop_entry(&outbox, &journal, id)
             } else {
                 outbox.retry(id)
             };

@@ -101,6 +101,43 @@ fn every_api_route_is_documented_and_every_documented_one_is_routed() {
 }
 
 /// Resolves `$ref`s into `spec`.
+/// Every outcome enum of the file names exactly the journal's outcomes.
+#[test]
+fn every_documented_outcome_enum_names_every_outcome() {
+    fn enums<'a>(value: &'a Value, found: &mut Vec<&'a Vec<Value>>) {
+        match value {
+            Value::Object(map) => {
+                if let Some(Value::Array(names)) = map.get("enum")
+                    && names.iter().any(|n| n == "sent")
+                {
+                    found.push(names);
+                }
+                map.values().for_each(|v| enums(v, found));
+            }
+            Value::Array(items) => items.iter().for_each(|v| enums(v, found)),
+            _ => {}
+        }
+    }
+    let spec = spec();
+    let mut found = Vec::new();
+    enums(&spec, &mut found);
+    let outcomes: Vec<Value> = Outcome::ALL
+        .iter()
+        .map(|o| Value::from(o.as_str()))
+        .collect();
+    assert_eq!(
+        found.len(),
+        3,
+        "the outcome enums of docs/console/openapi.json"
+    );
+    for names in found {
+        assert_eq!(
+            names, &outcomes,
+            "an outcome enum of docs/console/openapi.json"
+        );
+    }
+}
+
 fn resolve<'a>(spec: &'a Value, schema: &'a Value) -> &'a Value {
     match schema["$ref"].as_str() {
         Some(pointer) => resolve(spec, spec.pointer(pointer.trim_start_matches('#')).unwrap()),

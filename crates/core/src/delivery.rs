@@ -447,10 +447,10 @@ impl<S: Senders> Engine<S> {
         let entry = claim.entry().clone();
         // For the records written after the file is gone.
         let details = Details {
-            subject: claim
-                .stored_message()
-                .ok()
-                .and_then(|message| self.subject_of(&message)),
+            subject: claim.stored_message().ok().and_then(|message| {
+                let journal = self.journal.as_ref()?;
+                subject_of(journal, &message)
+            }),
             ..Details::default()
         };
         // Opened by the transport on each attempt: never held here.
@@ -724,32 +724,55 @@ impl<S: Senders> Engine<S> {
         let Some(journal) = &self.journal else { return };
         if record.subject.is_none() {
             // Queued, held or failed: the message is still on disk.
-            record.subject = self
-                .outbox
-                .stored_message(entry.id.as_str())
-                .ok()
-                .flatten()
-                .and_then(|message| self.subject_of(&message));
+            record.subject = stored_subject(journal, &self.outbox, entry);
         }
-        let record = match &entry.identity {
-            Some(identity) => record.label(identity.to_string()),
-            None => record,
-        };
-        if let Err(e) = journal.append(&record) {
-            tracing::warn!("the delivery of {} is not in the journal: {e}", entry.id);
-        }
+        append_labelled(journal, entry, record);
     }
 }
 
-impl<S> Engine<S> {
-    /// The Subject of `message`, when the journal records subjects.
-    fn subject_of(&self, message: &StoredMessage) -> Option<String> {
-        self.journal
-            .as_ref()
-            .filter(|j| j.records_subjects())
-            .and_then(|_| message.open().ok())
-            .and_then(crate::parse::read_subject)
+/// The Subject of `entry`'s message on disk, when `journal` records
+/// subjects.
+fn stored_subject(journal: &Journal, outbox: &Outbox, entry: &Entry) -> Option<String> {
+    let message = outbox.stored_message(entry.id.as_str()).ok().flatten()?;
+    subject_of(journal, &message)
+}
+
+/// The Subject of `message`, when `journal` records subjects.
+fn subject_of(journal: &Journal, message: &StoredMessage) -> Option<String> {
+    if !journal.records_subjects() {
+        return None;
     }
+    message.open().ok().and_then(crate::parse::read_subject)
+}
+
+/// Appends `record` of `entry`, labelled with its sender identity; a
+/// journal that cannot be written is a warning, never a lost delivery.
+fn append_labelled(journal: &Journal, entry: &Entry, record: Record) {
+    let record = match &entry.identity {
+        Some(identity) => record.label(identity.to_string()),
+        None => record,
+    };
+    if let Err(e) = journal.append(&record) {
+        tracing::warn!("the delivery of {} is not in the journal: {e}", entry.id);
+    }
+}
+
+/// `queue drop`, from the command line or the console: deletes entry `id`
+/// (queued, held or failed) and records it as dropped, so that its story in
+/// the log ends there and not at `held` or `queued`. `false` when there is
+/// no such entry; [`OutboxError::Busy`] while another process sends it.
+pub fn drop_entry(outbox: &Outbox, journal: &Journal, id: &str) -> Result<bool, OutboxError> {
+    let Some(entry) = outbox.get(id)? else {
+        return Ok(false);
+    };
+    let subject = stored_subject(journal, outbox, &entry);
+    if !outbox.drop_entry(id)? {
+        return Ok(false);
+    }
+    let mut record = Record::without_attempt(&entry, Status::Dropped);
+    record.subject = subject;
+    append_labelled(journal, &entry, record);
+    Ok(true)
 }
 
 /// A record of `entry` settled as `status` after `attempts` attempts in all.
@@ -1302,6 +1325,43 @@ mod tests {
             .unwrap();
         assert_eq!(delivery.settled, Settled::Dropped);
         assert!(engine.outbox().get(id.as_str()).unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_dropped_entry_ends_in_the_journal_as_dropped_with_its_subject() {
+        let transport = Scripted::new(vec![], false);
+        let (_dir, engine, journal) = journaled(&transport, WhenUnknown::Resend);
+        let message = "From: ops@example.com\r\nTo: oncall@example.com\r\nMessage-ID: <m3@example.com>\r\nSubject: backup report\r\n\r\nhi\r\n";
+        let meta = NewEntry {
+            identity: Some(SenderIdentity::account("work")),
+            account: Some("work".to_owned()),
+            from: "ops@example.com".into(),
+            recipients: vec!["oncall@example.com".into()],
+            message_id: "<m3@example.com>".into(),
+            ..NewEntry::default()
+        };
+        let id = engine.outbox().accept(message.as_bytes(), meta).unwrap();
+        engine.record_queued(&id).unwrap();
+
+        assert!(drop_entry(engine.outbox(), &journal, id.as_str()).unwrap());
+        assert!(engine.outbox().get(id.as_str()).unwrap().is_none());
+        let written = records(&journal);
+        let seen: Vec<_> = written
+            .iter()
+            .map(|r| (r.outcome, r.subject.as_deref(), r.message_id.as_str()))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                (Status::Queued, Some("backup report"), "<m3@example.com>"),
+                (Status::Dropped, Some("backup report"), "<m3@example.com>"),
+            ]
+        );
+        assert!(written[1].is_final());
+
+        // A second drop finds nothing and records nothing.
+        assert!(!drop_entry(engine.outbox(), &journal, id.as_str()).unwrap());
+        assert_eq!(records(&journal).len(), 2);
     }
 
     #[tokio::test]

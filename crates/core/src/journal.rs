@@ -127,17 +127,21 @@ pub enum Outcome {
     Uncertain,
     /// An uncertain message that the mailbox shows as sent.
     VerifiedSent,
+    /// Removed from the outbox by a person (`apimail queue drop`, the
+    /// console) before it was sent.
+    Dropped,
 }
 
 impl Outcome {
     /// Every outcome, in the order above.
-    pub const ALL: [Outcome; 6] = [
+    pub const ALL: [Outcome; 7] = [
         Outcome::Sent,
         Outcome::Queued,
         Outcome::Held,
         Outcome::Failed,
         Outcome::Uncertain,
         Outcome::VerifiedSent,
+        Outcome::Dropped,
     ];
 
     /// The name in the journal and on the command line: `sent`, …,
@@ -150,6 +154,7 @@ impl Outcome {
             Outcome::Failed => "failed",
             Outcome::Uncertain => "uncertain",
             Outcome::VerifiedSent => "verified_sent",
+            Outcome::Dropped => "dropped",
         }
     }
 }
@@ -162,7 +167,9 @@ impl fmt::Display for Outcome {
 
 /// Text that names no [`Outcome`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("`{0}` is not a delivery outcome (sent, queued, held, failed, uncertain, verified_sent)")]
+#[error(
+    "`{0}` is not a delivery outcome (sent, queued, held, failed, uncertain, verified_sent, dropped)"
+)]
 pub struct UnknownOutcome(pub String);
 
 impl FromStr for Outcome {
@@ -310,12 +317,12 @@ impl Record {
         self
     }
 
-    /// Whether the message's story ends here (sent, verified sent or
-    /// failed): no record of it follows, unless someone retries it.
+    /// Whether the message's story ends here (sent, verified sent, failed
+    /// or dropped): no record of it follows, unless someone retries it.
     pub fn is_final(&self) -> bool {
         matches!(
             self.outcome,
-            Outcome::Sent | Outcome::VerifiedSent | Outcome::Failed
+            Outcome::Sent | Outcome::VerifiedSent | Outcome::Failed | Outcome::Dropped
         )
     }
 
