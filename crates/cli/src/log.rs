@@ -128,7 +128,7 @@ fn json_line(record: &Record) -> Vec<u8> {
 /// `--since`: a duration back from `now` (`90s`, `30m`, `2h`, `7d`, `2w`),
 /// a date (midnight UTC) or an RFC 3339 time; Unix seconds.
 fn parse_since(text: &str, now: i64) -> Result<i64, Failure> {
-    if let Some(secs) = duration_secs(text) {
+    if let Some(secs) = apimail_core::journal::duration_secs(text) {
         return Ok(now.saturating_sub(secs));
     }
     if let Ok(time) = OffsetDateTime::parse(text, &Rfc3339) {
@@ -142,19 +142,6 @@ fn parse_since(text: &str, now: i64) -> Result<i64, Failure> {
         anyhow!("--since `{text}` is neither a duration nor a date"),
     )
     .hint("give a duration such as 30m, 2h or 7d, a date such as 2026-11-29 (UTC), or a time such as 2026-11-29T08:00:00Z"))
-}
-
-fn duration_secs(text: &str) -> Option<i64> {
-    let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit())?);
-    let unit = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        "w" => 7 * 86_400,
-        _ => return None,
-    };
-    number.parse::<i64>().ok()?.checked_mul(unit)
 }
 
 #[cfg(test)]

@@ -146,7 +146,7 @@ impl LogParams {
 /// A time for `since`/`until` in Unix seconds: a duration back from `now`,
 /// an RFC 3339 time, a local time or a date (midnight) in `zone`.
 pub fn parse_time(text: &str, now: i64, zone: &TimeZone) -> Option<i64> {
-    if let Some(secs) = duration_secs(text) {
+    if let Some(secs) = apimail_core::journal::duration_secs(text) {
         return Some(now.saturating_sub(secs));
     }
     if let Ok(time) = OffsetDateTime::parse(text, &Rfc3339) {
@@ -174,19 +174,6 @@ pub fn parse_time(text: &str, now: i64, zone: &TimeZone) -> Option<i64> {
     let offset = crate::i18n::offset_at(zone, guess);
     let offset = UtcOffset::from_whole_seconds(i32::try_from(offset).ok()?).ok()?;
     Some(local.assume_offset(offset).unix_timestamp())
-}
-
-fn duration_secs(text: &str) -> Option<i64> {
-    let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit())?);
-    let unit = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        "w" => 7 * 86_400,
-        _ => return None,
-    };
-    number.parse::<i64>().ok()?.checked_mul(unit)
 }
 
 #[cfg(test)]
