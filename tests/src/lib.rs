@@ -1,6 +1,7 @@
 //! Helpers for apimail's end-to-end tests: run the real `apimail` binary,
 //! and check its output with independent parsers.
 
+pub mod console;
 pub mod fake_common;
 pub mod fake_google;
 pub mod fake_microsoft;

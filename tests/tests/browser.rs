@@ -24,30 +24,20 @@
 //! Screenshots go to a temporary directory, or with `APIMAIL_BLESS=1` to
 //! `docs/console/` (the README shows those).
 
-use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use apimail_tests::fake_google::{FakeGoogle, Fault};
 use apimail_tests::http::{Reply, Response, Server};
-use apimail_tests::{Sandbox, run, run_with_stdin};
+use apimail_tests::{Process, Sandbox, free_port, run, run_with_stdin};
 
 const ADMIN: &str = "ann";
 const PASSWORD: &str = "correct horse battery";
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// What the browser test needs, or why it cannot run here.
@@ -80,54 +70,6 @@ fn tools() -> Result<(PathBuf, PathBuf), String> {
         );
     }
     Ok((chromium, script))
-}
-
-/// A child process killed when the test ends, its stderr kept.
-struct Process {
-    child: Child,
-    log: Arc<Mutex<String>>,
-}
-
-impl Process {
-    fn start(mut command: Command, ready: &str) -> Process {
-        let mut child = command
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("apimail starts");
-        let log = Arc::new(Mutex::new(String::new()));
-        let stderr = child.stderr.take().unwrap();
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let mut log = sink.lock().unwrap();
-                log.push_str(&line);
-                log.push('\n');
-            }
-        });
-        let process = Process { child, log };
-        let until = Instant::now() + Duration::from_secs(60);
-        while !process.log().contains(ready) {
-            assert!(
-                Instant::now() < until,
-                "no `{ready}` in the log:\n{}",
-                process.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        process
-    }
-
-    fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn shots_dir(scratch: &Path) -> PathBuf {
@@ -216,11 +158,15 @@ fn the_console_in_a_browser() {
 
     let mut relay = sandbox.cmd();
     relay.arg("relay");
-    let relay = Process::start(relay, "relay listener");
+    let relay = Process::start(&mut relay, "relay listener", Duration::from_secs(60));
     let console_addr = format!("127.0.0.1:{}", free_port());
     let mut console = sandbox.cmd();
     console.args(["admin", "serve", "--listen", &console_addr]);
-    let console = Process::start(console, "the admin console is at");
+    let console = Process::start(
+        &mut console,
+        "the admin console is at",
+        Duration::from_secs(60),
+    );
 
     let scratch = sandbox.path().join("browser");
     let shots = shots_dir(&scratch);

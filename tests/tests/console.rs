@@ -2,13 +2,8 @@
 //! refusal to serve off loopback without TLS, and the served console's CSV
 //! against `apimail log --csv` over the same journal.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
-
 use apimail_tests::fake_google::FakeGoogle;
-use apimail_tests::{Sandbox, free_port, run, run_with_stdin};
+use apimail_tests::{Sandbox, console, free_port, http, run, run_with_stdin};
 
 fn sandbox() -> (FakeGoogle, Sandbox) {
     let fake = FakeGoogle::start();
@@ -16,51 +11,19 @@ fn sandbox() -> (FakeGoogle, Sandbox) {
     (fake, sandbox)
 }
 
-/// Kills the console when the test ends, however it ends.
-struct Served(Child);
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// A GET over plain HTTP/1.1: status and body (chunked bodies joined).
-fn http_get(port: u16, path: &str, token: Option<&str>) -> std::io::Result<(u16, Vec<u8>)> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\n{auth}Connection: close\r\n\r\n"
-    )?;
-    let mut answer = Vec::new();
-    stream.read_to_end(&mut answer)?;
-    let end = answer
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("a header section");
-    let head = String::from_utf8_lossy(&answer[..end]).to_ascii_lowercase();
-    let status = head[9..12].parse().unwrap();
-    let mut body = answer[end + 4..].to_vec();
-    if head.contains("transfer-encoding: chunked") {
-        let mut joined = Vec::new();
-        let mut rest = &body[..];
-        loop {
-            let line_end = rest.windows(2).position(|w| w == b"\r\n").unwrap();
-            let size =
-                usize::from_str_radix(std::str::from_utf8(&rest[..line_end]).unwrap().trim(), 16)
-                    .unwrap();
-            if size == 0 {
-                break;
-            }
-            joined.extend_from_slice(&rest[line_end + 2..line_end + 2 + size]);
-            rest = &rest[line_end + 2 + size + 2..];
-        }
-        body = joined;
-    }
-    Ok((status, body))
+/// A GET of the console on loopback: status and body (chunked bodies
+/// joined), with the API token when given.
+fn http_get(port: u16, path: &str, token: Option<&str>) -> (u16, Vec<u8>) {
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("Authorization", a.as_str())).collect();
+    let answer = http::request(
+        "GET",
+        &format!("http://127.0.0.1:{port}{path}"),
+        &headers,
+        b"",
+    )
+    .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+    (answer.status, answer.body)
 }
 
 #[test]
@@ -193,32 +156,12 @@ fn the_consoles_csv_is_apimail_log_csv_newest_first() {
         .args(["admin", "token", "create", "ci", "--read-only"]));
     let token = String::from_utf8(created.stdout).unwrap().trim().to_owned();
     let port = free_port();
-    let child = sandbox
-        .cmd()
-        .args(["admin", "serve", "--listen", &format!("127.0.0.1:{port}")])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let _served = Served(child);
-    let started = Instant::now();
-    loop {
-        match http_get(port, "/healthz", None) {
-            Ok((200, body)) => {
-                assert_eq!(body, b"ok");
-                break;
-            }
-            _ if started.elapsed() < Duration::from_secs(20) => {
-                std::thread::sleep(Duration::from_millis(100))
-            }
-            other => panic!("the console did not come up: {other:?}"),
-        }
-    }
-    let (status, _) = http_get(port, "/api/v1/messages.csv", None).unwrap();
+    let _served = console::serve(sandbox.cmd(), port);
+    let (status, _) = http_get(port, "/api/v1/messages.csv", None);
     assert_eq!(status, 401);
-    let (status, body) = http_get(port, "/api/v1/messages.csv", Some(&token)).unwrap();
+    let (status, body) = http_get(port, "/api/v1/messages.csv", Some(&token));
     assert_eq!(status, 200);
     assert_eq!(String::from_utf8(body).unwrap(), expected);
-    let (status, _) = http_get(port, "/log", None).unwrap();
+    let (status, _) = http_get(port, "/log", None);
     assert_eq!(status, 303, "pages want a session");
 }

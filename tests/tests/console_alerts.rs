@@ -7,13 +7,13 @@
 //! console repeats nothing.
 
 use std::path::Path;
-use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+use apimail_tests::console::{self, AdminSession, between, csrf_field, unescape};
 use apimail_tests::fake_google::FakeGoogle;
 use apimail_tests::http::{Reply, Response, Server};
-use apimail_tests::{Sandbox, http, run, run_with_stdin};
+use apimail_tests::{Sandbox, free_port, http, run, run_with_stdin};
 
 const PASSWORD: &str = "correct horse battery";
 /// The default account: its authorization ends in 4 days.
@@ -21,151 +21,22 @@ const ENDING: &str = "office@example.com";
 /// Refused by Google, with a message held for it.
 const REVOKED: &str = "scanner@example.com";
 
-struct Served(Child);
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn serve(sandbox: &Sandbox, port: u16) -> Served {
-    let child = sandbox
-        .cmd()
-        .args(["admin", "serve", "--listen", &format!("127.0.0.1:{port}")])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let served = Served(child);
-    let until = Instant::now() + Duration::from_secs(30);
-    while http::request("GET", &format!("http://127.0.0.1:{port}/healthz"), &[], b"").is_err() {
-        assert!(Instant::now() < until, "the console did not start");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    served
-}
-
-fn between<'a>(text: &'a str, start: &str, end: &str) -> Option<&'a str> {
-    let at = text.find(start)? + start.len();
-    Some(&text[at..at + text[at..].find(end)?])
-}
-
-fn unescape(text: &str) -> String {
-    text.replace("&#x2f;", "/")
-        .replace("&#x27;", "'")
-        .replace("&quot;", "\"")
-        .replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&amp;", "&")
-}
-
-/// An administrator's session at the console.
-struct Session {
-    base: String,
-    cookie: String,
-}
-
-impl Session {
-    fn sign_in(base: &str) -> Session {
-        let form = http::get(&format!("{base}/login"));
-        let cookie = form
-            .header("set-cookie")
-            .unwrap()
-            .split(';')
-            .next()
-            .unwrap()
-            .to_owned();
-        let csrf = between(&form.body_text(), "name=\"csrf\" value=\"", "\"")
-            .unwrap()
-            .to_owned();
-        let body = url::form_urlencoded::Serializer::new(String::new())
-            .extend_pairs([("user", "ann"), ("password", PASSWORD), ("csrf", &csrf)])
-            .finish();
-        let answer = http::request(
-            "POST",
-            &format!("{base}/login"),
-            &[
-                ("Cookie", &cookie),
-                ("Content-Type", "application/x-www-form-urlencoded"),
-            ],
-            body.as_bytes(),
-        )
-        .unwrap();
-        assert_eq!(answer.status, 303, "{}", answer.body_text());
-        let cookie = answer
-            .headers
-            .iter()
-            .filter(|(k, _)| k.eq_ignore_ascii_case("set-cookie"))
-            .map(|(_, v)| v.split(';').next().unwrap().to_owned())
-            .find(|v| v.starts_with("apimail_session="))
-            .unwrap();
-        Session {
-            base: base.to_owned(),
-            cookie,
-        }
-    }
-
-    fn get(&self, path: &str) -> String {
-        http::request(
-            "GET",
-            &format!("{}{path}", self.base),
-            &[("Cookie", &self.cookie)],
-            b"",
-        )
-        .unwrap()
-        .body_text()
-    }
-
-    fn post(&self, path: &str, form: &[(&str, &str)]) -> http::Response {
-        let body = url::form_urlencoded::Serializer::new(String::new())
-            .extend_pairs(form)
-            .finish();
-        http::request(
-            "POST",
-            &format!("{}{path}", self.base),
-            &[
-                ("Cookie", &self.cookie),
-                ("Content-Type", "application/x-www-form-urlencoded"),
-            ],
-            body.as_bytes(),
-        )
-        .unwrap()
-    }
-
-    fn wait_for(&self, path: &str, needle: &str) -> String {
-        let until = Instant::now() + Duration::from_secs(60);
-        loop {
-            let body = self.get(path);
-            if body.contains(needle) {
-                return body;
-            }
-            assert!(Instant::now() < until, "no `{needle}` on {path}:\n{body}");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    /// "Sign in again" for `account`, the test playing the browser on the
-    /// console's machine: the fake Google's consent redirects straight to
-    /// the login's loopback listener.
-    fn sign_in_again(&self, fake: &FakeGoogle, account: &str) {
-        fake.set_user_email(account);
-        let page = format!("/accounts/{}/sign-in", account.replace('@', "%40"));
-        let start = self.get(&page);
-        let csrf = between(&start, "name=\"csrf\" value=\"", "\"")
-            .unwrap()
-            .to_owned();
-        let started = self.post(&page, &[("csrf", &csrf)]);
-        assert_eq!(started.status, 303, "{}", started.body_text());
-        let shown = self.wait_for(&page, "class=\"link\"");
-        let link = unescape(between(&shown, "class=\"link\"><a href=\"", "\"").unwrap());
-        let consent = http::get(&link);
-        assert_eq!(consent.status, 302, "{}", consent.body_text());
-        let back = http::get(consent.header("location").unwrap());
-        assert_eq!(back.status, 200, "{}", back.body_text());
-        self.wait_for(&page, "Signed in");
-    }
+/// "Sign in again" for `account`, the test playing the browser on the
+/// console's machine: the fake Google's consent redirects straight to the
+/// login's loopback listener.
+fn sign_in_again(session: &AdminSession, fake: &FakeGoogle, account: &str) {
+    fake.set_user_email(account);
+    let page = format!("/accounts/{}/sign-in", account.replace('@', "%40"));
+    let csrf = csrf_field(&session.get(&page).body_text());
+    let started = session.post(&page, &[("csrf", &csrf)]);
+    assert_eq!(started.status, 303, "{}", started.body_text());
+    let shown = session.wait_for(&page, "class=\"link\"");
+    let link = unescape(between(&shown, "class=\"link\"><a href=\"", "\"").unwrap());
+    let consent = http::get(&link);
+    assert_eq!(consent.status, 302, "{}", consent.body_text());
+    let back = http::get(consent.header("location").unwrap());
+    assert_eq!(back.status, 200, "{}", back.body_text());
+    session.wait_for(&page, "Signed in");
 }
 
 fn now() -> i64 {
@@ -308,19 +179,15 @@ fn a_revoked_account_and_an_ending_authorization_each_report_once_when_they_star
         )
     };
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
     let state = sandbox.path().join("data/admin/alerts.json");
-    let served = serve(&sandbox, port);
+    let served = console::serve(sandbox.cmd(), port);
 
     // The first round: both start.
     wait_for("reports of the start", 2);
-    let session = Session::sign_in(&base);
-    let overview = session.get("/");
+    let session = AdminSession::sign_in(&base, "ann", PASSWORD);
+    let overview = session.get("/").body_text();
     assert!(
         overview.contains("refused its authorization") && overview.contains("ends on"),
         "the overview shows both alerts:\n{overview}"
@@ -330,11 +197,11 @@ fn a_revoked_account_and_an_ending_authorization_each_report_once_when_they_star
     assert_eq!((mails().len(), hooks().len()), (2, 2));
 
     // The ending authorization is renewed: it clears alone.
-    session.sign_in_again(&fake, ENDING);
+    sign_in_again(&session, &fake, ENDING);
     wait_for("report of the renewal", 3);
     // The revoked account signs in again: its held mail goes out, and it
     // clears too.
-    session.sign_in_again(&fake, REVOKED);
+    sign_in_again(&session, &fake, REVOKED);
     wait_for("report of the new sign-in", 4);
     let until = Instant::now() + Duration::from_secs(60);
     while outbox.get(entry.id.as_str()).unwrap().is_some() {
@@ -343,7 +210,7 @@ fn a_revoked_account_and_an_ending_authorization_each_report_once_when_they_star
     }
     assert_eq!(kinds(&mails()), (1, 1, 1, 1), "{:?}", mails());
     assert_eq!(kinds(&hooks()), (1, 1, 1, 1), "{:?}", hooks());
-    let overview = session.get("/");
+    let overview = session.get("/").body_text();
     assert!(
         !overview.contains("class=\"alert"),
         "no alert left on the overview:\n{overview}"
@@ -352,7 +219,7 @@ fn a_revoked_account_and_an_ending_authorization_each_report_once_when_they_star
     // A restarted console looks again at once, and repeats nothing.
     drop(served);
     let before = modified(&state).expect("the alerts' state is kept");
-    let _served = serve(&sandbox, port);
+    let _served = console::serve(sandbox.cmd(), port);
     let until = Instant::now() + Duration::from_secs(60);
     while modified(&state) == Some(before) {
         assert!(

@@ -4,83 +4,11 @@
 //! fake Google and pastes the address it is sent back to, and the account
 //! is authorized again: its held mail goes out.
 
-use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
-
+use apimail_tests::console::{self, AdminSession, between, csrf_field, unescape};
 use apimail_tests::fake_google::FakeGoogle;
 use apimail_tests::{Sandbox, free_port, http, run, run_with_stdin};
 
 const PASSWORD: &str = "correct horse battery";
-
-struct Served(Child);
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// The text of an HTML attribute or element, unescaped.
-fn unescape(text: &str) -> String {
-    text.replace("&#x2f;", "/")
-        .replace("&#x27;", "'")
-        .replace("&quot;", "\"")
-        .replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&amp;", "&")
-}
-
-fn between<'a>(text: &'a str, start: &str, end: &str) -> Option<&'a str> {
-    let at = text.find(start)? + start.len();
-    Some(&text[at..at + text[at..].find(end)?])
-}
-
-struct Browser {
-    base: String,
-    cookie: String,
-}
-
-impl Browser {
-    fn get(&self, path: &str) -> http::Response {
-        http::request(
-            "GET",
-            &format!("{}{path}", self.base),
-            &[("Cookie", &self.cookie)],
-            b"",
-        )
-        .unwrap()
-    }
-
-    fn post(&self, path: &str, form: &[(&str, &str)]) -> http::Response {
-        let body = url::form_urlencoded::Serializer::new(String::new())
-            .extend_pairs(form)
-            .finish();
-        http::request(
-            "POST",
-            &format!("{}{path}", self.base),
-            &[
-                ("Cookie", &self.cookie),
-                ("Content-Type", "application/x-www-form-urlencoded"),
-            ],
-            body.as_bytes(),
-        )
-        .unwrap()
-    }
-
-    /// Polls `path` until its body contains `needle` (a generous limit).
-    fn wait_for(&self, path: &str, needle: &str) -> String {
-        let until = Instant::now() + Duration::from_secs(60);
-        loop {
-            let body = self.get(path).body_text();
-            if body.contains(needle) {
-                return body;
-            }
-            assert!(Instant::now() < until, "no `{needle}` on {path}:\n{body}");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
 
 #[test]
 fn a_refused_gmail_account_signs_in_again_from_the_console() {
@@ -135,55 +63,8 @@ fn a_refused_gmail_account_signs_in_again_from_the_console() {
     );
     assert_eq!(added.code, 0, "{}", added.stderr);
     let port = free_port();
-    let child = sandbox
-        .cmd()
-        .args(["admin", "serve", "--listen", &format!("127.0.0.1:{port}")])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let _served = Served(child);
-    let base = format!("http://127.0.0.1:{port}");
-    let until = Instant::now() + Duration::from_secs(30);
-    while http::request("GET", &format!("{base}/healthz"), &[], b"").is_err() {
-        assert!(Instant::now() < until, "the console did not start");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-
-    // Sign in to the console.
-    let form = http::get(&format!("{base}/login"));
-    let login_cookie = form
-        .header("set-cookie")
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_owned();
-    let csrf = between(&form.body_text(), "name=\"csrf\" value=\"", "\"")
-        .unwrap()
-        .to_owned();
-    let body = url::form_urlencoded::Serializer::new(String::new())
-        .extend_pairs([("user", "ann"), ("password", PASSWORD), ("csrf", &csrf)])
-        .finish();
-    let signed_in = http::request(
-        "POST",
-        &format!("{base}/login"),
-        &[
-            ("Cookie", &login_cookie),
-            ("Content-Type", "application/x-www-form-urlencoded"),
-        ],
-        body.as_bytes(),
-    )
-    .unwrap();
-    assert_eq!(signed_in.status, 303, "{}", signed_in.body_text());
-    let cookie = signed_in
-        .headers
-        .iter()
-        .filter(|(k, _)| k.eq_ignore_ascii_case("set-cookie"))
-        .map(|(_, v)| v.split(';').next().unwrap().to_owned())
-        .find(|v| v.starts_with("apimail_session="))
-        .unwrap();
-    let browser = Browser { base, cookie };
+    let _served = console::serve(sandbox.cmd(), port);
+    let browser = AdminSession::sign_in(&format!("http://127.0.0.1:{port}"), "ann", PASSWORD);
 
     // The overview offers "Sign in again" for the refused account.
     let overview = browser.get("/").body_text();
@@ -200,9 +81,7 @@ fn a_refused_gmail_account_signs_in_again_from_the_console() {
         format!("/accounts/{}/sign-in", account.replace('@', "%40"))
     );
     let start = browser.get(&page).body_text();
-    let csrf = between(&start, "name=\"csrf\" value=\"", "\"")
-        .unwrap()
-        .to_owned();
+    let csrf = csrf_field(&start);
     let refused = browser.post(&page, &[]);
     assert_eq!(refused.status, 403, "no CSRF token");
     let started = browser.post(&page, &[("csrf", &csrf)]);
