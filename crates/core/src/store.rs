@@ -118,3 +118,131 @@ pub fn human_age(secs: i64) -> String {
     };
     format!("{n} {unit}{}", if n == 1 { "" } else { "s" })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::outbox::EntryId;
+
+    const DAY: i64 = 86_400;
+
+    fn entry() -> Entry {
+        Entry {
+            id: EntryId::parse("19700101T001640-0123456789ab").unwrap(),
+            state: EntryState::Queued,
+            account: None,
+            provider: None,
+            from: "a@example.com".into(),
+            recipients: vec!["b@example.com".into()],
+            message_id: "<m@example.com>".into(),
+            size: 1,
+            created_at: 1_000,
+            attempts: 0,
+            next_attempt_at: 1_000,
+            last_error: None,
+            max_age_secs: 5 * DAY,
+            retried_at: None,
+            failed_reason: None,
+            identity: None,
+            in_flight_since: Some(1_000),
+            outcome_unknown: false,
+            hold: None,
+            retried_unknown: false,
+            notes: BTreeMap::new(),
+            original_from: None,
+        }
+    }
+
+    #[test]
+    fn a_temporary_failure_counts_the_attempt_and_waits_at_least_as_asked() {
+        let mut e = entry();
+        let now = 2_000;
+        let outcome = e.settle_retry_later("503", now, Some(Duration::from_secs(7_200)));
+        let expected = now + next_delay_secs(1).max(7_200);
+        assert_eq!(
+            outcome,
+            Outcome::Rescheduled {
+                next_attempt_at: expected
+            }
+        );
+        assert_eq!((e.attempts, e.next_attempt_at), (1, expected));
+        assert_eq!(e.last_error.as_deref(), Some("503"));
+        assert_eq!(e.in_flight_since, None);
+        assert_eq!(e.state, EntryState::Queued);
+    }
+
+    #[test]
+    fn past_its_maximum_age_an_entry_expires_with_its_age_in_words() {
+        let mut e = entry();
+        let now = e.created_at + 6 * DAY;
+        assert_eq!(e.settle_retry_later("503", now, None), Outcome::Expired);
+        assert_eq!(
+            e.failed_reason.as_deref(),
+            Some("expired after 6 days: 503")
+        );
+        assert_eq!(e.attempts, 1);
+    }
+
+    #[test]
+    fn an_uncertain_attempt_is_held_for_a_person_or_rescheduled() {
+        let mut held = entry();
+        assert_eq!(held.settle_uncertain("timeout", 2_000, true), Outcome::Held);
+        assert!(held.outcome_unknown);
+        assert_eq!(held.hold_kind(), Some(HoldKind::Uncertain));
+        assert_eq!(held.attempts, 1);
+
+        let mut again = entry();
+        let outcome = again.settle_uncertain("timeout", 2_000, false);
+        assert!(matches!(outcome, Outcome::Rescheduled { .. }));
+        assert!(again.outcome_unknown);
+        assert_eq!(again.state, EntryState::Queued);
+    }
+
+    #[test]
+    fn holds_without_an_attempt_count_none() {
+        let mut e = entry();
+        e.settle_hold(HoldKind::Identity, "no sender");
+        assert_eq!((e.attempts, e.hold_kind()), (0, Some(HoldKind::Identity)));
+        let mut e = entry();
+        e.settle_hold_uncertain("left in flight");
+        assert_eq!((e.attempts, e.hold_kind()), (0, Some(HoldKind::Uncertain)));
+        assert!(e.outcome_unknown);
+        let mut e = entry();
+        e.settle_login_hold("401");
+        assert_eq!((e.attempts, e.hold_kind()), (1, Some(HoldKind::Login)));
+    }
+
+    #[test]
+    fn queue_retry_resets_a_failed_entry_and_remembers_its_uncertainty() {
+        let mut e = entry();
+        e.settle_fail("550 no such user");
+        assert_eq!(e.failed_reason.as_deref(), Some("550 no such user"));
+        e.outcome_unknown = true;
+        e.settle_retry(9_000, true);
+        assert_eq!(
+            (e.attempts, e.retried_at, e.next_attempt_at),
+            (0, Some(9_000), 9_000)
+        );
+        assert!(e.retried_unknown && !e.outcome_unknown);
+        assert_eq!(
+            (e.failed_reason, e.hold, e.state),
+            (None, None, EntryState::Queued)
+        );
+
+        let mut queued = entry();
+        queued.settle_login_hold("401");
+        queued.settle_retry(9_000, false);
+        assert_eq!((queued.attempts, queued.retried_at), (1, None));
+        assert_eq!(queued.state, EntryState::Queued);
+    }
+
+    #[test]
+    fn ages_are_worded_in_their_largest_unit() {
+        assert_eq!(human_age(5 * DAY + 10), "5 days");
+        assert_eq!(human_age(3_600), "1 hour");
+        assert_eq!(human_age(90), "1 minute");
+        assert_eq!(human_age(-3), "0 seconds");
+    }
+}
