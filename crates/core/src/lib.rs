@@ -51,6 +51,7 @@ pub mod retry;
 pub mod schedule;
 mod secret;
 pub mod slots;
+pub mod store;
 mod token;
 mod token_sources;
 pub mod token_store;

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use apimail_core::outbox::{Entry, EntryId, EntryState, HoldKind, Outcome, next_delay_secs};
+use apimail_core::outbox::{Entry, EntryId, HoldKind, Outcome};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -232,7 +232,7 @@ impl Claim {
     }
 
     /// A temporary failure: counts the attempt and schedules the next per
-    /// [`next_delay_secs`] (not before `retry_after`), or, past the
+    /// [`next_delay_secs`](apimail_core::outbox::next_delay_secs) (not before `retry_after`), or, past the
     /// entry's maximum age, fails it (`expired after N days: <error>`).
     pub async fn retry_later_after(
         mut self,
@@ -241,38 +241,22 @@ impl Claim {
         retry_after: Option<Duration>,
     ) -> Result<Outcome, StoreError> {
         self.take_notes();
-        let entry = &mut self.entry;
-        entry.in_flight_since = None;
-        entry.attempts = entry.attempts.saturating_add(1);
-        entry.last_error = Some(error.to_owned());
-        let age = now.saturating_sub(entry.retried_at.unwrap_or(entry.created_at));
-        if age > entry.max_age_secs {
-            entry.failed_reason = Some(format!("expired after {}: {error}", human_age(age)));
-            self.settle().await?;
-            return Ok(Outcome::Expired);
-        }
-        let asked = retry_after.map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
-        let next_attempt_at = now.saturating_add(next_delay_secs(entry.attempts).max(asked));
-        entry.state = EntryState::Queued;
-        entry.hold = None;
-        entry.next_attempt_at = next_attempt_at;
+        let outcome = self.entry.settle_retry_later(error, now, retry_after);
         self.settle().await?;
-        Ok(Outcome::Rescheduled { next_attempt_at })
+        Ok(outcome)
     }
 
     /// An authorization failure: counts the attempt and holds the entry
     /// for a login ([`Store::release_held`]) or `queue retry`.
     pub async fn hold(mut self, error: &str) -> Result<(), StoreError> {
-        self.entry.in_flight_since = None;
-        self.entry.attempts = self.entry.attempts.saturating_add(1);
-        self.hold_as(HoldKind::Login, error).await
+        self.take_notes();
+        self.entry.settle_login_hold(error);
+        self.settle().await
     }
 
     async fn hold_as(mut self, kind: HoldKind, error: &str) -> Result<(), StoreError> {
         self.take_notes();
-        self.entry.last_error = Some(error.to_owned());
-        self.entry.state = EntryState::Held;
-        self.entry.hold = Some(kind);
+        self.entry.settle_hold(kind, error);
         self.settle().await
     }
 
@@ -285,21 +269,17 @@ impl Claim {
         now: i64,
         hold: bool,
     ) -> Result<Outcome, StoreError> {
-        self.entry.outcome_unknown = true;
-        if !hold {
-            return self.retry_later(error, now).await;
-        }
-        self.entry.in_flight_since = None;
-        self.entry.attempts = self.entry.attempts.saturating_add(1);
-        self.hold_as(HoldKind::Uncertain, error).await?;
-        Ok(Outcome::Held)
+        self.take_notes();
+        let outcome = self.entry.settle_uncertain(error, now, hold);
+        self.settle().await?;
+        Ok(outcome)
     }
 
     /// Holds an uncertain entry for the user without an attempt now.
     pub async fn hold_uncertain(mut self, error: &str) -> Result<(), StoreError> {
-        self.entry.in_flight_since = None;
-        self.entry.outcome_unknown = true;
-        self.hold_as(HoldKind::Uncertain, error).await
+        self.take_notes();
+        self.entry.settle_hold_uncertain(error);
+        self.settle().await
     }
 
     /// Holds an entry whose sender cannot be resolved now, counting no
@@ -311,10 +291,8 @@ impl Claim {
     /// A permanent failure: counts the attempt and fails the entry with
     /// `reason`.
     pub async fn fail(mut self, reason: &str) -> Result<(), StoreError> {
-        self.entry.in_flight_since = None;
         self.take_notes();
-        self.entry.attempts = self.entry.attempts.saturating_add(1);
-        self.entry.failed_reason = Some(reason.to_owned());
+        self.entry.settle_fail(reason);
         self.settle().await
     }
 
@@ -451,15 +429,4 @@ async fn renew_loop(store: Store, id: EntryId, token: i64, lost: watch::Sender<b
     }
     tracing::warn!("the lease on {id} was lost; another node may send it");
     let _ = lost.send(true);
-}
-
-/// `5 days`, `1 hour`, `30 minutes`, as the local outbox words an expiry.
-fn human_age(secs: i64) -> String {
-    let (n, unit) = match secs {
-        86_400.. => (secs / 86_400, "day"),
-        3600.. => (secs / 3600, "hour"),
-        60.. => (secs / 60, "minute"),
-        _ => (secs.max(0), "second"),
-    };
-    format!("{n} {unit}{}", if n == 1 { "" } else { "s" })
 }

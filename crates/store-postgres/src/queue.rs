@@ -224,17 +224,8 @@ impl Store {
             return Ok(false);
         };
         let now = now_unix();
-        entry.retried_unknown |= entry.is_uncertain();
-        if entry.failed_reason.is_some() {
-            entry.attempts = 0;
-            entry.retried_at = Some(now);
-        }
-        entry.state = EntryState::Queued;
-        entry.hold = None;
-        entry.next_attempt_at = now;
-        entry.failed_reason = None;
-        entry.outcome_unknown = false;
-        entry.in_flight_since = None;
+        let failed = entry.failed_reason.is_some();
+        entry.settle_retry(now, failed);
         let values = Values::of(&entry);
         tx.execute(
             &format!("UPDATE apimail_entries SET {SET_ALL} WHERE id = $1"),

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use super::entry::{Entry, EntryId, EntryState, HoldKind, Outcome, for_account, next_delay_secs};
+use super::entry::{Entry, EntryId, EntryState, HoldKind, Outcome, for_account};
 use super::error::OutboxError;
 use super::store::{
     Format, Outbox, Place, remove_if_exists, remove_leftover, rename, sync_dir, write_error,
@@ -104,13 +104,7 @@ impl Outbox {
         };
         let now = now_unix();
         if let Some(mut entry) = self.read_entry(Place::Queue, &id)? {
-            entry.retried_unknown |= entry.is_uncertain();
-            entry.state = EntryState::Queued;
-            entry.hold = None;
-            entry.next_attempt_at = now;
-            entry.failed_reason = None;
-            entry.outcome_unknown = false;
-            entry.in_flight_since = None;
+            entry.settle_retry(now, false);
             self.write_entry(Place::Queue, &entry)?;
             return Ok(true);
         }
@@ -188,15 +182,7 @@ impl Outbox {
         if !one_file {
             self.copy_message(Place::Failed, Place::Queue, &id)?;
         }
-        entry.state = EntryState::Queued;
-        entry.attempts = 0;
-        entry.next_attempt_at = now;
-        entry.retried_at = Some(now);
-        entry.failed_reason = None;
-        entry.retried_unknown |= entry.is_uncertain();
-        entry.outcome_unknown = false;
-        entry.in_flight_since = None;
-        entry.hold = None;
+        entry.settle_retry(now, true);
         if one_file {
             return self.move_one_file(lock, Place::Failed, Place::Queue, &entry);
         }
@@ -449,7 +435,7 @@ impl Claim {
     }
 
     /// A temporary failure at `now`: counts the attempt, records `error`
-    /// and schedules the next attempt per [`next_delay_secs`], or, if the
+    /// and schedules the next attempt per [`next_delay_secs`](super::next_delay_secs), or, if the
     /// entry is older than its maximum age, moves it to `failed/` with the
     /// reason `expired after N days: <error>`.
     pub fn retry_later(self, error: &str, now: i64) -> Result<Outcome, OutboxError> {
@@ -465,41 +451,29 @@ impl Claim {
         retry_after: Option<Duration>,
     ) -> Result<Outcome, OutboxError> {
         self.take_notes();
-        let entry = &mut self.entry;
-        entry.in_flight_since = None;
-        entry.attempts = entry.attempts.saturating_add(1);
-        entry.last_error = Some(error.to_owned());
-        let age = now.saturating_sub(entry.retried_at.unwrap_or(entry.created_at));
-        if age > entry.max_age_secs {
-            entry.failed_reason = Some(format!("expired after {}: {error}", human_age(age)));
+        let outcome = self.entry.settle_retry_later(error, now, retry_after);
+        if outcome == Outcome::Expired {
             self.outbox.move_to_failed(&self.lock, &self.entry)?;
-            return Ok(Outcome::Expired);
+        } else {
+            self.outbox.write_entry(Place::Queue, &self.entry)?;
         }
-        let asked = retry_after.map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
-        let next_attempt_at = now.saturating_add(next_delay_secs(entry.attempts).max(asked));
-        entry.state = EntryState::Queued;
-        entry.hold = None;
-        entry.next_attempt_at = next_attempt_at;
-        self.outbox.write_entry(Place::Queue, &self.entry)?;
-        Ok(Outcome::Rescheduled { next_attempt_at })
+        Ok(outcome)
     }
 
     /// An authorization failure: counts the attempt, records `error` and
     /// holds the entry (it stays in the queue but is not due) until
     /// [`Outbox::release_held`] or [`Outbox::retry`].
     pub fn hold(mut self, error: &str) -> Result<(), OutboxError> {
-        self.entry.in_flight_since = None;
-        self.entry.attempts = self.entry.attempts.saturating_add(1);
-        self.hold_as(HoldKind::Login, error)
+        self.take_notes();
+        self.entry.settle_login_hold(error);
+        self.outbox.write_entry(Place::Queue, &self.entry)
     }
 
     /// Holds the entry, waiting for `kind`, with `error` as its last
     /// error; counts no attempt.
     pub(super) fn hold_as(mut self, kind: HoldKind, error: &str) -> Result<(), OutboxError> {
         self.take_notes();
-        self.entry.last_error = Some(error.to_owned());
-        self.entry.state = EntryState::Held;
-        self.entry.hold = Some(kind);
+        self.entry.settle_hold(kind, error);
         self.outbox.write_entry(Place::Queue, &self.entry)
     }
 
@@ -507,22 +481,22 @@ impl Claim {
     /// entry [uncertain](Entry::is_uncertain), and holds it for the user
     /// (`hold`) or schedules it like [`retry_later`](Self::retry_later).
     pub fn uncertain(mut self, error: &str, now: i64, hold: bool) -> Result<Outcome, OutboxError> {
-        self.entry.outcome_unknown = true;
-        if !hold {
-            return self.retry_later(error, now);
+        self.take_notes();
+        let outcome = self.entry.settle_uncertain(error, now, hold);
+        if outcome == Outcome::Expired {
+            self.outbox.move_to_failed(&self.lock, &self.entry)?;
+        } else {
+            self.outbox.write_entry(Place::Queue, &self.entry)?;
         }
-        self.entry.in_flight_since = None;
-        self.entry.attempts = self.entry.attempts.saturating_add(1);
-        self.hold_as(HoldKind::Uncertain, error)?;
-        Ok(Outcome::Held)
+        Ok(outcome)
     }
 
     /// Holds an uncertain entry for the user without an attempt now (the
     /// rule said hold before sending); counts no attempt.
     pub fn hold_uncertain(mut self, error: &str) -> Result<(), OutboxError> {
-        self.entry.in_flight_since = None;
-        self.entry.outcome_unknown = true;
-        self.hold_as(HoldKind::Uncertain, error)
+        self.take_notes();
+        self.entry.settle_hold_uncertain(error);
+        self.outbox.write_entry(Place::Queue, &self.entry)
     }
 
     /// Holds an entry without counting an attempt: its sender cannot be
@@ -535,10 +509,8 @@ impl Claim {
     /// A permanent failure: counts the attempt and moves the entry to
     /// `failed/` with `reason`.
     pub fn fail(mut self, reason: &str) -> Result<(), OutboxError> {
-        self.entry.in_flight_since = None;
         self.take_notes();
-        self.entry.attempts = self.entry.attempts.saturating_add(1);
-        self.entry.failed_reason = Some(reason.to_owned());
+        self.entry.settle_fail(reason);
         self.outbox.move_to_failed(&self.lock, &self.entry)
     }
 
@@ -575,17 +547,6 @@ impl DeliveryNotes for Claim {
         *notes = changed;
         Ok(())
     }
-}
-
-/// `5 days`, `1 hour`, `30 minutes`.
-pub(super) fn human_age(secs: i64) -> String {
-    let (n, unit) = match secs {
-        86_400.. => (secs / 86_400, "day"),
-        3600.. => (secs / 3600, "hour"),
-        60.. => (secs / 60, "minute"),
-        _ => (secs.max(0), "second"),
-    };
-    format!("{n} {unit}{}", if n == 1 { "" } else { "s" })
 }
 
 #[cfg(test)]
