@@ -107,8 +107,17 @@ pub(super) struct Session<'a> {
     end: &'static str,
 }
 
-/// Reads and writes this much at a time.
+/// Reads this much at a time in DATA and BDAT.
 const READ_CHUNK: usize = 16 * 1024;
+
+/// Reads at least this much at a time while waiting for commands; a
+/// longer (or pipelined) input grows the buffer up to the line limit.
+const COMMAND_CHUNK: usize = 1024;
+
+/// The output buffer's room at the start (an EHLO reply fits); one grown
+/// past [`OUTPUT_KEPT`] by a large reply is let go once written.
+const OUTPUT_ROOM: usize = 256;
+const OUTPUT_KEPT: usize = 4096;
 
 /// Runs a whole session: TLS first for implicit-TLS listeners, the
 /// greeting, the commands, and the STARTTLS upgrade.
@@ -122,7 +131,10 @@ pub(super) async fn run(
     let mut stream = stream;
     let mut session = Session::new(shared, listener, peer);
     if let ListenerTls::Implicit(config) = &listener.tls {
-        let handshake = handshake::accept(config.clone(), stream, session.ip);
+        // Boxed, like STARTTLS's: a handshake's state lives on the heap
+        // only while it runs, not in every session's future (RSS with
+        // many idle connections).
+        let handshake = Box::pin(handshake::accept(config.clone(), stream, session.ip));
         match timeout(command_timeout, handshake).await {
             Ok(Ok(tls)) => stream = Box::new(tls),
             Ok(Err(why)) => {
@@ -153,7 +165,7 @@ pub(super) async fn run(
                 else {
                     break;
                 };
-                let handshake = handshake::accept(config.clone(), stream, session.ip);
+                let handshake = Box::pin(handshake::accept(config.clone(), stream, session.ip));
                 match timeout(command_timeout, handshake).await {
                     Ok(Ok(tls)) => stream = Box::new(tls),
                     Ok(Err(why)) => {
@@ -205,7 +217,7 @@ impl<'a> Session<'a> {
             accepted: 0,
             skipping_long_line: false,
             input: Vec::new(),
-            output: Vec::with_capacity(1024),
+            output: Vec::with_capacity(OUTPUT_ROOM),
             end: "closed",
         }
     }
@@ -271,10 +283,19 @@ impl<'a> Session<'a> {
             let mut closing = self.shared.closing.subscribe();
             let idle = !self.receiving();
             // Read straight into the input's spare room: no buffer of its
-            // own in the session's future, and an idle session's pages
-            // stay untouched (RSS with many idle connections).
+            // own in the session's future. Waiting for a command, the
+            // input is small (DATA's large buffer is let go once
+            // consumed): an idle session holds little (RSS with many idle
+            // connections).
             let mut input = std::mem::take(&mut self.input);
-            input.reserve(READ_CHUNK);
+            if idle {
+                if input.is_empty() && input.capacity() > COMMAND_CHUNK {
+                    input = Vec::new();
+                }
+                input.reserve(COMMAND_CHUNK);
+            } else {
+                input.reserve(READ_CHUNK);
+            }
             let read = tokio::select! {
                 read = timeout(wait, stream.read_buf(&mut input)) => read,
                 () = closed(&mut closing), if idle => {
@@ -344,7 +365,11 @@ impl<'a> Session<'a> {
             Ok(result) => result,
             Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
         };
-        self.output.clear();
+        if self.output.capacity() > OUTPUT_KEPT {
+            self.output = Vec::with_capacity(OUTPUT_ROOM);
+        } else {
+            self.output.clear();
+        }
         result
     }
 
@@ -429,7 +454,7 @@ impl<'a> Session<'a> {
             self.spool = Spool::default();
         }
         // Past a small buffer, the message goes to the outbox's tmp/.
-        self.spool.settle(&self.shared.outbox, false).await;
+        Box::pin(self.spool.settle(&self.shared.outbox, false)).await;
         if !done {
             return None;
         }
@@ -448,7 +473,9 @@ impl<'a> Session<'a> {
                     format!("{received} octets received"),
                 ));
             }
-            _ => self.end_of_data().await,
+            // Boxed (as are AUTH's waits): an idle session's future
+            // holds none of their state.
+            _ => Box::pin(self.end_of_data()).await,
         }
         None
     }
@@ -556,7 +583,7 @@ impl<'a> Session<'a> {
             State::Command | State::Data(_) | State::Bdat { .. } => self.command(&line).await,
             State::AuthPlain => {
                 tracing::debug!("{} < ****", self.peer);
-                self.auth_plain(text(&line)).await;
+                Box::pin(self.auth_plain(text(&line))).await;
                 None
             }
             State::AuthLoginUser => {
@@ -568,8 +595,8 @@ impl<'a> Session<'a> {
                 tracing::debug!("{} < ****", self.peer);
                 match decode(text(&line)) {
                     Ok(password) => {
-                        self.check_password(user, String::from_utf8_lossy(&password).into_owned())
-                            .await
+                        let password = String::from_utf8_lossy(&password).into_owned();
+                        Box::pin(self.check_password(user, password)).await
                     }
                     Err(reply) => self.reply(reply),
                 }
@@ -598,7 +625,7 @@ impl<'a> Session<'a> {
             Request::Auth {
                 mechanism,
                 initial_response,
-            } => self.auth(mechanism, initial_response).await,
+            } => Box::pin(self.auth(mechanism, initial_response)).await,
             Request::StartTls => return self.starttls(),
             Request::Rset => {
                 self.mail = None;
