@@ -11,7 +11,7 @@
 //! new, as Bcc, with its To and Cc renamed Original-To and Original-Cc
 //! (as a resent message is), so no header recipient gets a second copy.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -33,12 +33,40 @@ struct Group {
     first: Option<EntryId>,
     /// Everyone it goes to, lowercase.
     recipients: Vec<String>,
-    at: Instant,
+    /// Its place in [`Remembered::order`].
+    seq: u64,
+}
+
+type Key = (String, String);
+
+/// The groups, and their keys oldest first, so that forgetting the old
+/// ones costs the same however many are remembered.
+#[derive(Debug, Default)]
+struct Remembered {
+    groups: HashMap<Key, Group>,
+    /// (when it began, seq, key) of each group in the order they began; a
+    /// key whose group was taken back stays until it comes up.
+    order: VecDeque<(Instant, u64, Key)>,
+    next_seq: u64,
+}
+
+impl Remembered {
+    /// Forgets the oldest group (or a taken-back key); false when there
+    /// is nothing left.
+    fn forget_oldest(&mut self) -> bool {
+        let Some((_, seq, key)) = self.order.pop_front() else {
+            return false;
+        };
+        if self.groups.get(&key).is_some_and(|g| g.seq == seq) {
+            self.groups.remove(&key);
+        }
+        true
+    }
 }
 
 /// The messages accepted lately, by account and Message-ID.
 #[derive(Debug, Clone, Default)]
-pub(super) struct Splits(Arc<Mutex<HashMap<(String, String), Group>>>);
+pub(super) struct Splits(Arc<Mutex<Remembered>>);
 
 /// The key of a message for [`Splits`]: its Message-ID and a hash of its
 /// body (what follows the header section of `message`).
@@ -78,12 +106,18 @@ impl Splits {
     /// covers some of them. [`Splits::undo`] takes it back if the
     /// transaction is not queued after all.
     pub(super) fn join(&self, account: &str, message_id: &str, recipients: &[Mailbox]) -> Part {
-        let mut groups = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut remembered = self.0.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
-        groups.retain(|_, g| now.duration_since(g.at) < WINDOW);
+        while remembered
+            .order
+            .front()
+            .is_some_and(|(at, ..)| now.duration_since(*at) >= WINDOW)
+        {
+            remembered.forget_oldest();
+        }
         let key = (account.to_owned(), message_id.to_owned());
         let lower = |m: &Mailbox| m.email().to_ascii_lowercase();
-        if let Some(group) = groups.get_mut(&key) {
+        if let Some(group) = remembered.groups.get_mut(&key) {
             let new: Vec<Mailbox> = recipients
                 .iter()
                 .filter(|m| !group.recipients.contains(&lower(m)))
@@ -95,20 +129,18 @@ impl Splits {
                 first: group.first.clone(),
             };
         }
-        if groups.len() >= MAX_GROUPS
-            && let Some(oldest) = groups
-                .iter()
-                .min_by_key(|(_, g)| g.at)
-                .map(|(k, _)| k.clone())
-        {
-            groups.remove(&oldest);
-        }
-        groups.insert(
+        while (remembered.groups.len() >= MAX_GROUPS || remembered.order.len() >= 2 * MAX_GROUPS)
+            && remembered.forget_oldest()
+        {}
+        let seq = remembered.next_seq;
+        remembered.next_seq += 1;
+        remembered.order.push_back((now, seq, key.clone()));
+        remembered.groups.insert(
             key,
             Group {
                 first: None,
                 recipients: recipients.iter().map(lower).collect(),
-                at: now,
+                seq,
             },
         );
         Part::First
@@ -116,22 +148,30 @@ impl Splits {
 
     /// The first transaction of `message_id` is queued as `id`.
     pub(super) fn queued(&self, account: &str, message_id: &str, id: &EntryId) {
-        let mut groups = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(group) = groups.get_mut(&(account.to_owned(), message_id.to_owned())) {
+        let mut remembered = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let key = (account.to_owned(), message_id.to_owned());
+        if let Some(group) = remembered.groups.get_mut(&key) {
             group.first.get_or_insert_with(|| id.clone());
         }
     }
 
     /// Takes back a [`Splits::join`] whose transaction was refused.
     pub(super) fn undo(&self, account: &str, message_id: &str, part: &Part) {
-        let mut groups = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut remembered = self.0.lock().unwrap_or_else(|p| p.into_inner());
         let key = (account.to_owned(), message_id.to_owned());
         match part {
             Part::First => {
-                groups.remove(&key);
+                if let Some(group) = remembered.groups.remove(&key)
+                    && remembered
+                        .order
+                        .back()
+                        .is_some_and(|(_, seq, _)| *seq == group.seq)
+                {
+                    remembered.order.pop_back();
+                }
             }
             Part::Later { new, .. } => {
-                if let Some(group) = groups.get_mut(&key) {
+                if let Some(group) = remembered.groups.get_mut(&key) {
                     group
                         .recipients
                         .retain(|r| !new.iter().any(|m| m.email().eq_ignore_ascii_case(r)));
@@ -184,6 +224,35 @@ mod tests {
                 new: boxes(&["c@example.net"]),
                 first: Some(id),
             }
+        );
+    }
+
+    #[test]
+    fn the_oldest_are_forgotten_first_and_the_memory_stays_bounded() {
+        let splits = Splits::default();
+        let to = boxes(&["to@example.net"]);
+        for n in 0..MAX_GROUPS + 5 {
+            assert_eq!(splits.join("work", &format!("<{n}@x>"), &to), Part::First);
+        }
+        // The first five were forgotten; the sixth is still remembered.
+        assert_eq!(splits.join("work", "<0@x>", &to), Part::First);
+        assert!(matches!(
+            splits.join("work", "<6@x>", &to),
+            Part::Later { .. }
+        ));
+        // First transactions taken back, over and over: they leave no key
+        // behind to push out the groups remembered.
+        for _ in 0..3 * MAX_GROUPS {
+            let part = splits.join("work", "<again@x>", &to);
+            splits.undo("work", "<again@x>", &part);
+        }
+        let remembered = splits.0.lock().unwrap();
+        assert!(remembered.groups.len() <= MAX_GROUPS);
+        assert!(remembered.order.len() <= 2 * MAX_GROUPS);
+        assert!(
+            remembered
+                .groups
+                .contains_key(&("work".to_owned(), format!("<{}@x>", MAX_GROUPS + 4)))
         );
     }
 
