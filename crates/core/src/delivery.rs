@@ -266,13 +266,17 @@ impl<S: Senders> Engine<S> {
     /// caller knows of it (the relay: the Subject, the client's address,
     /// the SMTP user).
     pub fn record_accepted(&self, id: &EntryId, details: &Details) -> Result<(), OutboxError> {
-        if let Some(entry) = self.outbox.get(id.as_str())? {
-            self.append(
-                &entry,
-                Record::without_attempt(&entry, Status::Queued).details(details),
-            );
+        match &self.journal {
+            Some(journal) => {
+                record_accepted(&self.outbox, journal, &[(id.clone(), details.clone())])
+            }
+            None => Ok(()),
         }
-        Ok(())
+    }
+
+    /// The journal, when the engine keeps one.
+    pub fn journal(&self) -> Option<&Journal> {
+        self.journal.as_ref()
     }
 
     /// The outbox.
@@ -730,6 +734,36 @@ impl<S: Senders> Engine<S> {
     }
 }
 
+/// Journals the entries `accepted` (queued without an attempt, with what
+/// the caller knows of each) as `queued`, in one append and one sync: the
+/// relay's workers journal a burst of accepted messages at once. An entry
+/// gone meanwhile is skipped; a journal that cannot be written is a
+/// warning.
+pub fn record_accepted(
+    outbox: &Outbox,
+    journal: &Journal,
+    accepted: &[(EntryId, Details)],
+) -> Result<(), OutboxError> {
+    let mut records = Vec::with_capacity(accepted.len());
+    for (id, details) in accepted {
+        let Some(entry) = outbox.get(id.as_str())? else {
+            continue;
+        };
+        let mut record = Record::without_attempt(&entry, Status::Queued).details(details);
+        if record.subject.is_none() {
+            record.subject = stored_subject(journal, outbox, &entry);
+        }
+        records.push(labelled(&entry, record));
+    }
+    if let Err(e) = journal.append_all(&records) {
+        tracing::warn!(
+            "{} accepted message(s) are not in the journal: {e}",
+            records.len()
+        );
+    }
+    Ok(())
+}
+
 /// The Subject of `entry`'s message on disk, when `journal` records
 /// subjects.
 fn stored_subject(journal: &Journal, outbox: &Outbox, entry: &Entry) -> Option<String> {
@@ -748,12 +782,16 @@ fn subject_of(journal: &Journal, message: &StoredMessage) -> Option<String> {
 /// Appends `record` of `entry`, labelled with its sender identity; a
 /// journal that cannot be written is a warning, never a lost delivery.
 fn append_labelled(journal: &Journal, entry: &Entry, record: Record) {
-    let record = match &entry.identity {
+    if let Err(e) = journal.append(&labelled(entry, record)) {
+        tracing::warn!("the delivery of {} is not in the journal: {e}", entry.id);
+    }
+}
+
+/// `record` labelled with `entry`'s sender identity.
+fn labelled(entry: &Entry, record: Record) -> Record {
+    match &entry.identity {
         Some(identity) => record.label(identity.to_string()),
         None => record,
-    };
-    if let Err(e) = journal.append(&record) {
-        tracing::warn!("the delivery of {} is not in the journal: {e}", entry.id);
     }
 }
 

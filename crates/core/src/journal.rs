@@ -498,18 +498,32 @@ impl Journal {
     /// process (the relay's workers) share one `fdatasync` of the file,
     /// taken after the lock is released (see [`files::shared_sync`]).
     pub fn append(&self, record: &Record) -> Result<(), JournalError> {
+        self.append_all(std::slice::from_ref(record))
+    }
+
+    /// [`append`](Self::append) for several records, in order, with one
+    /// write and one sync.
+    pub fn append_all(&self, records: &[Record]) -> Result<(), JournalError> {
         let current = self.file(0);
-        let encoded = if self.subjects || record.subject.is_none() {
-            serde_json::to_vec(record)
-        } else {
-            serde_json::to_vec(&Record {
-                subject: None,
-                ..record.clone()
-            })
-        };
-        let mut line =
-            encoded.map_err(|e| JournalError::new("encode a record for", &current, e.into()))?;
-        line.push(b'\n');
+        let mut line = Vec::new();
+        for record in records {
+            let encoded = if self.subjects || record.subject.is_none() {
+                serde_json::to_vec(record)
+            } else {
+                serde_json::to_vec(&Record {
+                    subject: None,
+                    ..record.clone()
+                })
+            };
+            line.extend(
+                encoded
+                    .map_err(|e| JournalError::new("encode a record for", &current, e.into()))?,
+            );
+            line.push(b'\n');
+        }
+        if line.is_empty() {
+            return Ok(());
+        }
 
         let lock = self.lock(LockKind::Exclusive)?;
         self.age_out(now_unix())?;
@@ -1021,6 +1035,17 @@ mod tests {
             ids,
             ["<0@example.com>", "<2@example.com>", "<3@example.com>"]
         );
+    }
+
+    #[test]
+    fn append_all_writes_the_records_in_order_and_nothing_for_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::open(dir.path()).unwrap();
+        journal.append_all(&[]).unwrap();
+        assert!(all(&journal).is_empty());
+        journal.append(&record(1)).unwrap();
+        journal.append_all(&[record(2), record(3), record(4)]).unwrap();
+        assert_eq!(all(&journal), [record(1), record(2), record(3), record(4)]);
     }
 
     #[test]

@@ -32,8 +32,9 @@ use tokio::time::Instant;
 
 use crate::Accepted;
 use apimail_core::delivery::{
-    Delivery, Engine, IfNotSent, Selection, Senders, Settled, error_text,
+    self, Delivery, Engine, IfNotSent, Selection, Senders, Settled, error_text,
 };
+use apimail_core::journal::Details;
 use apimail_core::outbox::{Entry, EntryId, NewEntry, OutboxError};
 use apimail_core::retry::RetryPolicy;
 use apimail_core::schedule::{self, Schedule};
@@ -202,13 +203,29 @@ impl<'e, S: Senders> Workers<'e, S> {
                 () = &mut stop => break,
                 first = accepted.recv(), if wake_open => {
                     wake_open = first.is_some();
-                    let burst = std::iter::from_fn(|| accepted.try_recv().ok());
-                    let mut schedule = schedule::lock(&schedule);
-                    for message in first.into_iter().chain(burst) {
-                        if let Err(error) = self.engine.record_accepted(&message.id, &message.details) {
-                            tracing::warn!("cannot journal {}: {error}", message.id);
+                    let burst: Vec<(EntryId, Details)> = first
+                        .into_iter()
+                        .chain(std::iter::from_fn(|| accepted.try_recv().ok()))
+                        .map(|message| (message.id, message.details))
+                        .collect();
+                    let ids: Vec<EntryId> = burst.iter().map(|(id, _)| id.clone()).collect();
+                    // One append and one sync for the burst, off the
+                    // runtime's thread, which the sessions share.
+                    if let Some(journal) = self.engine.journal().cloned() {
+                        let outbox = outbox.clone();
+                        let journaled = tokio::task::spawn_blocking(move || {
+                            delivery::record_accepted(&outbox, &journal, &burst)
+                        })
+                        .await;
+                        match journaled {
+                            Ok(Ok(())) => {}
+                            Ok(Err(error)) => tracing::warn!("cannot journal accepted messages: {error}"),
+                            Err(error) => tracing::warn!("cannot journal accepted messages: {error}"),
                         }
-                        if let Err(error) = schedule.refresh(&outbox, &message.id) {
+                    }
+                    let mut schedule = schedule::lock(&schedule);
+                    for id in &ids {
+                        if let Err(error) = schedule.refresh(&outbox, id) {
                             tracing::warn!("{error}");
                         }
                     }
