@@ -1044,7 +1044,9 @@ mod tests {
         journal.append_all(&[]).unwrap();
         assert!(all(&journal).is_empty());
         journal.append(&record(1)).unwrap();
-        journal.append_all(&[record(2), record(3), record(4)]).unwrap();
+        journal
+            .append_all(&[record(2), record(3), record(4)])
+            .unwrap();
         assert_eq!(all(&journal), [record(1), record(2), record(3), record(4)]);
     }
 

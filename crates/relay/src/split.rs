@@ -12,7 +12,7 @@
 //! (as a resent message is), so no header recipient gets a second copy.
 
 use std::collections::{HashMap, VecDeque};
-use std::hash::{DefaultHasher, Hash, Hasher};
+use std::hash::{BuildHasher, DefaultHasher, Hash, Hasher, RandomState};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -31,18 +31,22 @@ const MAX_GROUPS: usize = 10_000;
 struct Group {
     /// The first transaction's entry.
     first: Option<EntryId>,
-    /// Everyone it goes to, lowercase.
-    recipients: Vec<String>,
+    /// Everyone it goes to: their lowercase addresses, hashed.
+    recipients: Vec<u64>,
     /// Its place in [`Remembered::order`].
     seq: u64,
 }
 
-type Key = (String, String);
+/// A group's account and message key, hashed.
+type Key = u64;
 
 /// The groups, and their keys oldest first, so that forgetting the old
-/// ones costs the same however many are remembered.
+/// ones costs the same however many are remembered. Keys and addresses
+/// are kept as hashes with this process's random keys (a few bytes each,
+/// and no client can make two collide on purpose).
 #[derive(Debug, Default)]
 struct Remembered {
+    hasher: RandomState,
     groups: HashMap<Key, Group>,
     /// (when it began, seq, key) of each group in the order they began; a
     /// key whose group was taken back stays until it comes up.
@@ -51,6 +55,14 @@ struct Remembered {
 }
 
 impl Remembered {
+    fn key(&self, account: &str, message_id: &str) -> Key {
+        self.hasher.hash_one((account, message_id))
+    }
+
+    fn address(&self, mailbox: &Mailbox) -> u64 {
+        self.hasher.hash_one(mailbox.email().to_ascii_lowercase())
+    }
+
     /// Forgets the oldest group (or a taken-back key); false when there
     /// is nothing left.
     fn forget_oldest(&mut self) -> bool {
@@ -115,15 +127,16 @@ impl Splits {
         {
             remembered.forget_oldest();
         }
-        let key = (account.to_owned(), message_id.to_owned());
-        let lower = |m: &Mailbox| m.email().to_ascii_lowercase();
+        let key = remembered.key(account, message_id);
+        let addresses: Vec<u64> = recipients.iter().map(|m| remembered.address(m)).collect();
         if let Some(group) = remembered.groups.get_mut(&key) {
-            let new: Vec<Mailbox> = recipients
-                .iter()
-                .filter(|m| !group.recipients.contains(&lower(m)))
-                .cloned()
-                .collect();
-            group.recipients.extend(new.iter().map(lower));
+            let mut new = Vec::new();
+            for (mailbox, address) in recipients.iter().zip(addresses) {
+                if !group.recipients.contains(&address) {
+                    group.recipients.push(address);
+                    new.push(mailbox.clone());
+                }
+            }
             return Part::Later {
                 new,
                 first: group.first.clone(),
@@ -134,12 +147,12 @@ impl Splits {
         {}
         let seq = remembered.next_seq;
         remembered.next_seq += 1;
-        remembered.order.push_back((now, seq, key.clone()));
+        remembered.order.push_back((now, seq, key));
         remembered.groups.insert(
             key,
             Group {
                 first: None,
-                recipients: recipients.iter().map(lower).collect(),
+                recipients: addresses,
                 seq,
             },
         );
@@ -149,7 +162,7 @@ impl Splits {
     /// The first transaction of `message_id` is queued as `id`.
     pub(super) fn queued(&self, account: &str, message_id: &str, id: &EntryId) {
         let mut remembered = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        let key = (account.to_owned(), message_id.to_owned());
+        let key = remembered.key(account, message_id);
         if let Some(group) = remembered.groups.get_mut(&key) {
             group.first.get_or_insert_with(|| id.clone());
         }
@@ -158,7 +171,7 @@ impl Splits {
     /// Takes back a [`Splits::join`] whose transaction was refused.
     pub(super) fn undo(&self, account: &str, message_id: &str, part: &Part) {
         let mut remembered = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        let key = (account.to_owned(), message_id.to_owned());
+        let key = remembered.key(account, message_id);
         match part {
             Part::First => {
                 if let Some(group) = remembered.groups.remove(&key)
@@ -171,10 +184,9 @@ impl Splits {
                 }
             }
             Part::Later { new, .. } => {
+                let taken_back: Vec<u64> = new.iter().map(|m| remembered.address(m)).collect();
                 if let Some(group) = remembered.groups.get_mut(&key) {
-                    group
-                        .recipients
-                        .retain(|r| !new.iter().any(|m| m.email().eq_ignore_ascii_case(r)));
+                    group.recipients.retain(|r| !taken_back.contains(r));
                 }
             }
         }
@@ -249,11 +261,8 @@ mod tests {
         let remembered = splits.0.lock().unwrap();
         assert!(remembered.groups.len() <= MAX_GROUPS);
         assert!(remembered.order.len() <= 2 * MAX_GROUPS);
-        assert!(
-            remembered
-                .groups
-                .contains_key(&("work".to_owned(), format!("<{}@x>", MAX_GROUPS + 4)))
-        );
+        let newest = remembered.key("work", &format!("<{}@x>", MAX_GROUPS + 4));
+        assert!(remembered.groups.contains_key(&newest));
     }
 
     #[test]
