@@ -850,7 +850,7 @@ impl Run<'_> {
             Settled::Failed => Status::Failed,
             Settled::Interrupted => return Ok(RowDone::Interrupted),
             // Settled by another process: the next run reads the outcome.
-            Settled::SettledElsewhere | Settled::Busy | Settled::Dropped => {
+            Settled::SettledElsewhere | Settled::Busy | Settled::Dropped | Settled::ClaimLost => {
                 return Ok(RowDone::Settled(Status::Queued, false));
             }
         };

@@ -9,7 +9,7 @@ use apimail_core::delivery::{Engine, FlushReport, Interrupt, Selection, Settled}
 use apimail_core::journal::rfc3339;
 use apimail_core::journal::{Journal, JournalError};
 use apimail_core::outbox::{Entry, EntryId, EntryState, HoldKind, Outbox, OutboxError};
-use apimail_core::{DeliveryNotes, MemoryNotes, Transport, TransportError, now_unix};
+use apimail_core::{MemoryNotes, Transport, TransportError, now_unix};
 
 use crate::cli::QueueCommand;
 use crate::exit::{Exit, Failure};
@@ -125,10 +125,7 @@ async fn discard(ctx: &Context, outbox: &Outbox, id: &str) -> Result<(), Failure
             return Ok(());
         }
     };
-    let notes = MemoryNotes::default();
-    for (key, value) in &entry.notes {
-        let _ = notes.set(key, Some(value));
-    }
+    let notes = MemoryNotes::from(entry.notes.clone());
     resolved.discard(&notes).await.map_err(|error| {
         providers::send_failure(error, &resolved).note(format!(
             "{id} stays in the outbox until what an earlier attempt left in the mailbox (a draft) \
@@ -361,7 +358,11 @@ pub fn not_sent(
         Settled::Interrupted => failure.note(format!(
             "the message stays in the outbox as {id}; `apimail queue flush` (or the next send) sends it"
         )),
-        Settled::Busy | Settled::Dropped | Settled::Sent(_) | Settled::VerifiedSent => failure,
+        Settled::Busy
+        | Settled::ClaimLost
+        | Settled::Dropped
+        | Settled::Sent(_)
+        | Settled::VerifiedSent => failure,
     }
 }
 

@@ -189,7 +189,7 @@ async fn deliver(config_flag: Option<&std::path::Path>, inv: Invocation) -> Resu
             }
             Ok(())
         }
-        Settled::SettledElsewhere | Settled::Busy => {
+        Settled::SettledElsewhere | Settled::Busy | Settled::ClaimLost => {
             say(&format!(
                 "apimail: {id} is queued; another apimail process is sending it (`apimail log` shows the outcome)"
             ));

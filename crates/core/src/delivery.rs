@@ -2,16 +2,21 @@
 //! sent as the sender it was accepted for, settled, and recorded.
 //!
 //! ```text
-//! accept (caller: Outbox::accept / Incoming::commit, with a SenderIdentity)
+//! accept (caller: Outbox::accept / Incoming::commit / Store::accept, with a SenderIdentity)
 //!   └─ Engine::deliver / Engine::flush
-//!        ├─ claim            Outbox::claim (a lock; one sender per entry)
+//!        ├─ claim            Store::claim (the local spool: a lock; a shared
+//!        │                   store: a lease; one sender per entry)
 //!        ├─ resolve          Senders::resolve (the entry's identity, or hold)
 //!        ├─ verify           Transport::was_sent, when an earlier outcome is unknown
 //!        ├─ send             Transport::send_noted, retried under a RetryPolicy
 //!        ├─ settle           delivered | retry_later | hold | fail | uncertain
-//!        └─ record           Journal::append, one line per settled attempt, and
+//!        └─ record           Store::append, one line per settled attempt, and
 //!                            one per unknown outcome before the next attempt
 //! ```
+//!
+//! The engine is generic over the [`Store`] (the local spool,
+//! [`LocalStore`], by default), so that every backend settles by the same
+//! code.
 //!
 //! Callers (the CLI's `send`, `sendmail`, `queue`, the release after a
 //! login, the relay) only accept messages and read [`Delivery`] and
@@ -26,10 +31,11 @@ use std::time::{Duration, Instant};
 use crate::Mailbox;
 use crate::identity::SenderIdentity;
 use crate::journal::{Details, Journal, Outcome as Status, Record};
-use crate::outbox::{Claim, Entry, EntryId, EntryState, Outbox, OutboxError, Outcome};
+use crate::outbox::{Entry, EntryId, EntryState, Outbox, OutboxError, Outcome};
 use crate::retry::RetryPolicy;
+use crate::store::{LocalStore, Store, StoreClaim, stored_subject};
 use crate::token::{TokenError, now_unix};
-use crate::transport::{Envelope, ErrorKind, Receipt, StoredMessage, Transport, TransportError};
+use crate::transport::{Envelope, ErrorKind, Receipt, Transport, TransportError};
 
 /// Finds the transport for an entry's sender.
 pub trait Senders: Sync {
@@ -114,6 +120,10 @@ pub enum Settled {
     /// Cut short by [`Engine::with_interrupt`]: still queued, due now, and
     /// uncertain (the next attempt checks or resends).
     Interrupted,
+    /// The claim was lost mid-attempt (a shared store's lease lapsed and
+    /// another node took the entry over): nothing was written; the new
+    /// holder finds the entry in flight and treats its outcome as unknown.
+    ClaimLost,
     /// Not sent, and removed from the outbox as the caller asked
     /// ([`IfNotSent::Drop`]): the caller must send it again.
     Dropped,
@@ -169,7 +179,7 @@ impl FlushReport {
             Settled::Held { .. } => self.held += 1,
             Settled::Failed => self.failed += 1,
             Settled::Interrupted => self.queued += 1,
-            Settled::SettledElsewhere | Settled::Busy | Settled::Dropped => {}
+            Settled::SettledElsewhere | Settled::Busy | Settled::Dropped | Settled::ClaimLost => {}
         }
     }
 
@@ -220,39 +230,24 @@ impl std::fmt::Debug for Interrupt {
 /// entries queued before identities were recorded.
 type SenderKey = (Option<SenderIdentity>, Option<String>);
 
-/// The delivery engine over one outbox.
+/// The delivery engine over one store (the local spool by default).
 #[derive(Debug)]
-pub struct Engine<S> {
-    outbox: Outbox,
+pub struct Engine<S, B = LocalStore> {
+    store: B,
     senders: S,
     settings: Settings,
-    journal: Option<Journal>,
     interrupt: Option<Interrupt>,
 }
 
 impl<S: Senders> Engine<S> {
     /// An engine over `outbox` that resolves senders with `senders`.
     pub fn new(outbox: Outbox, senders: S, settings: Settings) -> Self {
-        Engine {
-            outbox,
-            senders,
-            settings,
-            journal: None,
-            interrupt: None,
-        }
-    }
-
-    /// Ends attempts early when `interrupt` fires: the transport gets
-    /// [`CLEANUP_GRACE`] to clean up ([`Transport::interrupted`]), the entry
-    /// stays queued as uncertain, and a flush stops.
-    pub fn with_interrupt(mut self, interrupt: Interrupt) -> Self {
-        self.interrupt = Some(interrupt);
-        self
+        Engine::with_store(LocalStore::new(outbox, None), senders, settings)
     }
 
     /// Records every settled outcome in `journal`.
     pub fn with_journal(mut self, journal: Journal) -> Self {
-        self.journal = Some(journal);
+        self.store.set_journal(journal);
         self
     }
 
@@ -266,22 +261,49 @@ impl<S: Senders> Engine<S> {
     /// caller knows of it (the relay: the Subject, the client's address,
     /// the SMTP user).
     pub fn record_accepted(&self, id: &EntryId, details: &Details) -> Result<(), OutboxError> {
-        match &self.journal {
-            Some(journal) => {
-                record_accepted(&self.outbox, journal, &[(id.clone(), details.clone())])
-            }
+        match self.store.journal() {
+            Some(journal) => record_accepted(
+                self.store.outbox(),
+                journal,
+                &[(id.clone(), details.clone())],
+            ),
             None => Ok(()),
         }
     }
 
     /// The journal, when the engine keeps one.
     pub fn journal(&self) -> Option<&Journal> {
-        self.journal.as_ref()
+        self.store.journal()
     }
 
     /// The outbox.
     pub fn outbox(&self) -> &Outbox {
-        &self.outbox
+        self.store.outbox()
+    }
+}
+
+impl<S: Senders, B: Store> Engine<S, B> {
+    /// An engine over `store` that resolves senders with `senders`.
+    pub fn with_store(store: B, senders: S, settings: Settings) -> Self {
+        Engine {
+            store,
+            senders,
+            settings,
+            interrupt: None,
+        }
+    }
+
+    /// Ends attempts early when `interrupt` fires: the transport gets
+    /// [`CLEANUP_GRACE`] to clean up ([`Transport::interrupted`]), the entry
+    /// stays queued as uncertain, and a flush stops.
+    pub fn with_interrupt(mut self, interrupt: Interrupt) -> Self {
+        self.interrupt = Some(interrupt);
+        self
+    }
+
+    /// The store.
+    pub fn store(&self) -> &B {
+        &self.store
     }
 
     /// The sender resolver.
@@ -299,13 +321,13 @@ impl<S: Senders> Engine<S> {
         sender: &S::Sender,
         retry: &RetryPolicy,
         if_not_sent: IfNotSent,
-    ) -> Result<Delivery, OutboxError> {
+    ) -> Result<Delivery, B::Error> {
         let waited_until = Instant::now() + self.settings.claim_wait;
         loop {
-            if let Some(claim) = self.outbox.claim(id)? {
+            if let Some(claim) = self.store.claim(id).await? {
                 return self.attempt(claim, sender, retry, if_not_sent).await;
             }
-            let settled = match self.outbox.get(id.as_str())? {
+            let settled = match self.store.get(id).await? {
                 None => Some(Settled::SettledElsewhere),
                 Some(entry) if entry.is_failed() => Some(Settled::Failed),
                 Some(entry) if entry.state == EntryState::Held => Some(Settled::Held {
@@ -333,11 +355,11 @@ impl<S: Senders> Engine<S> {
     /// process take it first.
     pub async fn deliver_claimed(
         &self,
-        claim: Claim,
+        claim: B::Claim,
         sender: &S::Sender,
         retry: &RetryPolicy,
         if_not_sent: IfNotSent,
-    ) -> Result<Delivery, OutboxError> {
+    ) -> Result<Delivery, B::Error> {
         self.attempt(claim, sender, retry, if_not_sent).await
     }
 
@@ -345,11 +367,12 @@ impl<S: Senders> Engine<S> {
     /// was accepted for. Entries whose sender cannot be resolved are held
     /// with the reason; entries held for their sender are sent as soon as
     /// it resolves again.
-    pub async fn flush(&self, selection: &Selection) -> Result<FlushReport, OutboxError> {
+    pub async fn flush(&self, selection: &Selection) -> Result<FlushReport, B::Error> {
         let now = now_unix();
         let entries: Vec<Entry> = self
-            .outbox
-            .list()?
+            .store
+            .list()
+            .await?
             .into_iter()
             .filter(|e| {
                 (e.state == EntryState::Queued && (selection.include_not_due || e.is_due(now))
@@ -377,13 +400,14 @@ impl<S: Senders> Engine<S> {
             }
             let claimed = if listed.waits_for_identity() {
                 // Still held for its sender under the lock.
-                self.outbox
-                    .claim(&listed.id)?
+                self.store
+                    .claim(&listed.id)
+                    .await?
                     .filter(|c| c.entry().waits_for_identity())
             } else if selection.include_not_due {
-                self.outbox.claim(&listed.id)?
+                self.store.claim(&listed.id).await?
             } else {
-                self.outbox.claim_due(&listed.id, now)?
+                self.store.claim_due(&listed.id, now).await?
             };
             let Some(claim) = claimed else { continue };
             let key = (
@@ -404,7 +428,7 @@ impl<S: Senders> Engine<S> {
                     report.held += 1;
                     continue;
                 }
-                Err(reason) => self.hold_unresolved(claim, reason)?,
+                Err(reason) => self.hold_unresolved(claim, reason).await?,
             };
             report.count(&delivery.settled);
             if delivery.settled == Settled::Interrupted {
@@ -415,14 +439,15 @@ impl<S: Senders> Engine<S> {
     }
 
     /// Holds an entry whose sender cannot be resolved.
-    fn hold_unresolved(&self, claim: Claim, reason: &str) -> Result<Delivery, OutboxError> {
+    async fn hold_unresolved(&self, claim: B::Claim, reason: &str) -> Result<Delivery, B::Error> {
         let entry = claim.entry().clone();
         tracing::warn!("holding {}: {reason}", entry.id);
-        claim.hold_unsent(reason)?;
+        claim.hold_unsent(reason).await?;
         self.append(
             &entry,
             Record::without_attempt(&entry, Status::Held).error(reason),
-        );
+        )
+        .await;
         Ok(Delivery {
             id: entry.id,
             settled: Settled::Held { uncertain: false },
@@ -438,11 +463,11 @@ impl<S: Senders> Engine<S> {
     /// next one may resend the message.
     async fn attempt(
         &self,
-        mut claim: Claim,
+        mut claim: B::Claim,
         sender: &S::Sender,
         retry: &RetryPolicy,
         if_not_sent: IfNotSent,
-    ) -> Result<Delivery, OutboxError> {
+    ) -> Result<Delivery, B::Error> {
         let cut_short = claim.entry().in_flight_since.is_some();
         if cut_short {
             // The attempt a process did not finish counts too.
@@ -451,14 +476,11 @@ impl<S: Senders> Engine<S> {
         let entry = claim.entry().clone();
         // For the records written after the file is gone.
         let details = Details {
-            subject: claim.stored_message().ok().and_then(|message| {
-                let journal = self.journal.as_ref()?;
-                subject_of(journal, &message)
-            }),
+            subject: self.store.subject(&entry.id).await,
             ..Details::default()
         };
         // Opened by the transport on each attempt: never held here.
-        let message = match claim.stored_message() {
+        let message = match claim.message().await {
             Ok(message) => message,
             Err(e) => {
                 let error = TransportError::new(
@@ -466,12 +488,12 @@ impl<S: Senders> Engine<S> {
                     format!("cannot read queued message {}", entry.id),
                 )
                 .with_source(e);
-                return self.settle(claim, sender, &entry, 0, error);
+                return self.settle(claim, sender, &entry, 0, error).await;
             }
         };
         let envelope = match envelope_of(&entry) {
             Ok(envelope) => envelope,
-            Err(error) => return self.settle(claim, sender, &entry, 0, error),
+            Err(error) => return self.settle(claim, sender, &entry, 0, error).await,
         };
         if cut_short {
             // A process ended mid-attempt: say so in the journal, so that a
@@ -482,7 +504,8 @@ impl<S: Senders> Engine<S> {
             self.append(
                 &entry,
                 record_of(&entry, Status::Uncertain, entry.attempts).error(text),
-            );
+            )
+            .await;
         } else if entry.is_uncertain() {
             tracing::warn!(
                 "an earlier attempt at {} may have gone through (its answer was lost)",
@@ -497,16 +520,21 @@ impl<S: Senders> Engine<S> {
             self.settings.verify_window,
             entry.is_uncertain(),
         );
-        claim.begin_attempt(now_unix())?;
+        claim.begin_attempt(now_unix()).await?;
         // Attempts that reached the transport in this call.
         let made = AtomicU32::new(0);
+        // An attempt whose outcome was unknown, journaled before the next
+        // one, which may send the message again.
+        let unknown_before: std::sync::Mutex<Option<Record>> = std::sync::Mutex::new(None);
         let notes = &claim;
         let tries = retry.run(
-            |_| {
+            |_| async {
+                self.append_pending(&entry, &unknown_before).await;
                 rule.attempt(async {
                     made.fetch_add(1, Ordering::Relaxed);
                     sender.send_stored(&envelope, &message, notes).await
                 })
+                .await
             },
             |attempt, error, delay| {
                 tracing::warn!(
@@ -515,24 +543,44 @@ impl<S: Senders> Engine<S> {
                     delay.as_secs_f32().ceil()
                 );
                 if error.is_outcome_unknown() {
-                    // Before the next attempt, which may send it again.
                     let attempts = entry.attempts + made.load(Ordering::Relaxed);
-                    self.append(
-                        &entry,
-                        record_of(&entry, Status::Uncertain, attempts).error(error_text(error)),
-                    );
+                    let record =
+                        record_of(&entry, Status::Uncertain, attempts).error(error_text(error));
+                    if let Ok(mut pending) = unknown_before.lock() {
+                        *pending = Some(record);
+                    }
                 }
             },
         );
-        let result = match &self.interrupt {
-            None => tries.await,
-            Some(interrupt) => tokio::select! {
-                result = tries => result,
-                why = (interrupt.0)() => {
-                    let made = made.load(Ordering::Relaxed);
-                    return Ok(self.interrupted(claim, sender, &entry, made, why).await);
-                }
-            },
+        let interrupt = async {
+            match &self.interrupt {
+                Some(interrupt) => (interrupt.0)().await,
+                None => std::future::pending().await,
+            }
+        };
+        let lost = claim.lost();
+        let result = tokio::select! {
+            result = tries => result,
+            why = interrupt => {
+                self.append_pending(&entry, &unknown_before).await;
+                let made = made.load(Ordering::Relaxed);
+                return Ok(self.interrupted(claim, sender, &entry, made, why).await);
+            }
+            () = lost => {
+                self.append_pending(&entry, &unknown_before).await;
+                tracing::warn!(
+                    "{}: the claim was lost mid-attempt (another node took the entry over); \
+                     it settles the outcome",
+                    entry.id
+                );
+                return Ok(Delivery {
+                    id: entry.id.clone(),
+                    settled: Settled::ClaimLost,
+                    error: None,
+                    unresolved: None,
+                    possible_duplicate: false,
+                });
+            }
         };
         let made = made.into_inner();
         let attempts = entry.attempts + made;
@@ -545,7 +593,7 @@ impl<S: Senders> Engine<S> {
         };
         match result {
             Ok(Attempted::Sent(mut receipt)) => {
-                claim.delivered()?;
+                claim.delivered().await?;
                 receipt.possible_duplicate |= entry.retried_unknown;
                 self.append(
                     &entry,
@@ -553,84 +601,100 @@ impl<S: Senders> Engine<S> {
                         .provider_id(receipt.id.clone())
                         .possible_duplicate(receipt.possible_duplicate)
                         .details(&details),
-                );
+                )
+                .await;
                 Ok(Delivery {
                     possible_duplicate: receipt.possible_duplicate,
                     ..done(Settled::Sent(receipt), None)
                 })
             }
             Ok(Attempted::VerifiedSent) => {
-                claim.delivered()?;
+                claim.delivered().await?;
                 tracing::info!("{} was sent by an earlier attempt", entry.id);
-                Ok(self.verified(&entry, attempts, rule.resent(), &details))
+                Ok(self
+                    .verified(&entry, attempts, rule.resent(), &details)
+                    .await)
             }
             Ok(Attempted::HeldUnknown(error)) => {
                 // Held before sending again: only the attempts made count.
                 let text = error_text(&error);
                 claim.add_attempts(made);
-                claim.hold_uncertain(&text)?;
+                claim.hold_uncertain(&text).await?;
                 self.append(
                     &entry,
                     record_of(&entry, Status::Held, attempts).error(&text),
-                );
+                )
+                .await;
                 Ok(done(Settled::Held { uncertain: true }, Some(error)))
             }
             Err(error) if if_not_sent == IfNotSent::Drop && error.is_temporary() => {
                 // Removed while still claimed, so no flush can send it after
                 // the caller was told to retry.
-                claim.delivered()?;
+                claim.delivered().await?;
                 let text = format!("not kept in the outbox, as asked: {}", error_text(&error));
                 self.append(
                     &entry,
                     record_of(&entry, Status::Failed, attempts)
                         .error(text)
                         .details(&details),
-                );
+                )
+                .await;
                 Ok(done(Settled::Dropped, Some(error)))
             }
             Err(error) if error_chain_unknown(&error) => {
                 // The last answer was lost: look before deciding.
                 match rule.verify().await {
                     Some(true) => {
-                        claim.delivered()?;
-                        Ok(self.verified(&entry, attempts, rule.resent(), &details))
+                        claim.delivered().await?;
+                        Ok(self
+                            .verified(&entry, attempts, rule.resent(), &details)
+                            .await)
                     }
-                    Some(false) => self.settle(claim, sender, &entry, made, error),
+                    Some(false) => self.settle(claim, sender, &entry, made, error).await,
                     None => {
                         let text = error_text(&error);
                         let hold = self.settings.when_unknown == WhenUnknown::Hold;
                         claim.add_attempts(made.saturating_sub(1));
-                        let outcome = claim.uncertain(&text, now_unix(), hold)?;
+                        let outcome = claim.uncertain(&text, now_unix(), hold).await?;
                         let attempts = entry.attempts + made.max(1);
                         self.append(
                             &entry,
                             record_of(&entry, Status::Uncertain, attempts).error(&text),
-                        );
+                        )
+                        .await;
                         if outcome == Outcome::Held {
                             // The same records as a hold before a retry.
                             self.append(
                                 &entry,
                                 record_of(&entry, Status::Held, attempts).error(&text),
-                            );
+                            )
+                            .await;
                         }
                         Ok(done(settled_of(outcome, true), Some(error)))
                     }
                 }
             }
-            Err(error) => self.settle(claim, sender, &entry, made, error),
+            Err(error) => self.settle(claim, sender, &entry, made, error).await,
         }
     }
 
     /// Records an entry the mailbox shows as sent by an earlier attempt;
     /// `resent`: this call sent it again before it could be checked.
-    fn verified(&self, entry: &Entry, attempts: u32, resent: bool, details: &Details) -> Delivery {
+    async fn verified(
+        &self,
+        entry: &Entry,
+        attempts: u32,
+        resent: bool,
+        details: &Details,
+    ) -> Delivery {
         let possible_duplicate = resent || entry.retried_unknown;
         self.append(
             entry,
             record_of(entry, Status::VerifiedSent, attempts)
                 .possible_duplicate(possible_duplicate)
                 .details(details),
-        );
+        )
+        .await;
         Delivery {
             id: entry.id.clone(),
             settled: Settled::VerifiedSent,
@@ -645,7 +709,7 @@ impl<S: Senders> Engine<S> {
     /// attempt treats the outcome as unknown.
     async fn interrupted(
         &self,
-        claim: Claim,
+        claim: B::Claim,
         sender: &S::Sender,
         entry: &Entry,
         made: u32,
@@ -667,7 +731,8 @@ impl<S: Senders> Engine<S> {
         self.append(
             entry,
             record_of(entry, Status::Queued, entry.attempts + made).error(error_text(&error)),
-        );
+        )
+        .await;
         Delivery {
             id: entry.id.clone(),
             settled: Settled::Interrupted,
@@ -681,14 +746,14 @@ impl<S: Senders> Engine<S> {
     /// failures wait for their next try, failures only the user can fix
     /// are held, and anything else moves to `failed/` with the reason.
     /// `made`: the attempts of this call (the outbox counts at least one).
-    fn settle(
+    async fn settle(
         &self,
-        mut claim: Claim,
+        mut claim: B::Claim,
         sender: &S::Sender,
         entry: &Entry,
         made: u32,
         error: TransportError,
-    ) -> Result<Delivery, OutboxError> {
+    ) -> Result<Delivery, B::Error> {
         let reason = error_text(&error);
         claim.add_attempts(made.saturating_sub(1));
         let attempts = entry.attempts + made.max(1);
@@ -697,10 +762,13 @@ impl<S: Senders> Engine<S> {
         let no_login = matches!(error.kind(), ErrorKind::Unauthorized | ErrorKind::Config)
             && !self.senders.login_can_fix(sender);
         let (settled, status, recorded) = if needs_the_user(&error) && !no_login {
-            claim.hold(&reason)?;
+            claim.hold(&reason).await?;
             (Settled::Held { uncertain: false }, Status::Held, reason)
         } else if no_login || matches!(error.kind(), ErrorKind::Temporary | ErrorKind::Internal) {
-            match claim.retry_later_after(&reason, now_unix(), error.retry_after())? {
+            match claim
+                .retry_later_after(&reason, now_unix(), error.retry_after())
+                .await?
+            {
                 Outcome::Expired => (
                     Settled::Failed,
                     Status::Failed,
@@ -709,10 +777,11 @@ impl<S: Senders> Engine<S> {
                 other => (settled_of(other, false), Status::Queued, reason),
             }
         } else {
-            claim.fail(&reason)?;
+            claim.fail(&reason).await?;
             (Settled::Failed, Status::Failed, reason)
         };
-        self.append(entry, record_of(entry, status, attempts).error(recorded));
+        self.append(entry, record_of(entry, status, attempts).error(recorded))
+            .await;
         Ok(Delivery {
             id: entry.id.clone(),
             settled,
@@ -724,13 +793,22 @@ impl<S: Senders> Engine<S> {
 
     /// The outcome is settled already: a journal that cannot be written is
     /// only a warning. Environment credentials are named by their identity.
-    fn append(&self, entry: &Entry, mut record: Record) {
-        let Some(journal) = &self.journal else { return };
+    async fn append(&self, entry: &Entry, mut record: Record) {
         if record.subject.is_none() {
-            // Queued, held or failed: the message is still on disk.
-            record.subject = stored_subject(journal, &self.outbox, entry);
+            // Queued, held or failed: the message is still stored.
+            record.subject = self.store.subject(&entry.id).await;
         }
-        append_labelled(journal, entry, record);
+        if let Err(e) = self.store.append(&[labelled(entry, record)]).await {
+            tracing::warn!("the delivery of {} is not in the journal: {e}", entry.id);
+        }
+    }
+
+    /// Journals the record an unknown outcome left for the next attempt.
+    async fn append_pending(&self, entry: &Entry, pending: &std::sync::Mutex<Option<Record>>) {
+        let record = pending.lock().ok().and_then(|mut pending| pending.take());
+        if let Some(record) = record {
+            self.append(entry, record).await;
+        }
     }
 }
 
@@ -751,7 +829,7 @@ pub fn record_accepted(
         };
         let mut record = Record::without_attempt(&entry, Status::Queued).details(details);
         if record.subject.is_none() {
-            record.subject = stored_subject(journal, outbox, &entry);
+            record.subject = stored_subject(journal, outbox, &entry.id);
         }
         records.push(labelled(&entry, record));
     }
@@ -762,21 +840,6 @@ pub fn record_accepted(
         );
     }
     Ok(())
-}
-
-/// The Subject of `entry`'s message on disk, when `journal` records
-/// subjects.
-fn stored_subject(journal: &Journal, outbox: &Outbox, entry: &Entry) -> Option<String> {
-    let message = outbox.stored_message(entry.id.as_str()).ok().flatten()?;
-    subject_of(journal, &message)
-}
-
-/// The Subject of `message`, when `journal` records subjects.
-fn subject_of(journal: &Journal, message: &StoredMessage) -> Option<String> {
-    if !journal.records_subjects() {
-        return None;
-    }
-    message.open().ok().and_then(crate::parse::read_subject)
 }
 
 /// Appends `record` of `entry`, labelled with its sender identity; a
@@ -803,7 +866,7 @@ pub fn drop_entry(outbox: &Outbox, journal: &Journal, id: &str) -> Result<bool, 
     let Some(entry) = outbox.get(id)? else {
         return Ok(false);
     };
-    let subject = stored_subject(journal, outbox, &entry);
+    let subject = stored_subject(journal, outbox, &entry.id);
     if !outbox.drop_entry(id)? {
         return Ok(false);
     }

@@ -62,11 +62,11 @@ pub use charset::Charset;
 pub use compose::{Attachment, ComposeError, Composed, Message, MessageBuilder};
 pub use identity::SenderIdentity;
 pub use pace::Pace;
-pub use parse::{ParseError, ReadyMessage};
+pub use parse::{ParseError, ReadyMessage, read_subject};
 pub use secret::Secret;
 pub use token::{AccessToken, EXPIRY_MARGIN, TokenError, TokenResponse, TokenSource, now_unix};
 pub use token_sources::{RefreshTokenSource, StoredTokens};
 pub use transport::{
-    DeliveryNotes, Envelope, ErrorKind, FileTransport, MemoryNotes, MessageReader, Receipt,
-    SentMessage, StoredMessage, StubTransport, Transport, TransportError, error_chain,
+    DeliveryNotes, Envelope, ErrorKind, FileTransport, MemoryNotes, MessageReader, NoteWrite,
+    Receipt, SentMessage, StoredMessage, StubTransport, Transport, TransportError, error_chain,
 };

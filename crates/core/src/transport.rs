@@ -441,33 +441,45 @@ impl std::io::Seek for MessageReader {
     }
 }
 
+/// A note being written ([`DeliveryNotes::set`]).
+pub type NoteWrite<'a> = std::pin::Pin<Box<dyn Future<Output = std::io::Result<()>> + Send + 'a>>;
+
 /// Small named values a transport keeps about one message across attempts.
 pub trait DeliveryNotes: Send + Sync {
     /// The value stored under `key`.
     fn get(&self, key: &str) -> Option<String>;
-    /// Stores (or with `None` removes) `key`, durably, before returning.
-    fn set(&self, key: &str, value: Option<&str>) -> std::io::Result<()>;
+    /// Stores (or with `None` removes) `key`, durably, before it resolves
+    /// (a store over the network needs a round trip).
+    fn set<'a>(&'a self, key: &'a str, value: Option<&'a str>) -> NoteWrite<'a>;
 }
 
 /// Notes kept in memory only: for sends without an outbox entry.
 #[derive(Debug, Default)]
 pub struct MemoryNotes(Mutex<std::collections::BTreeMap<String, String>>);
 
+impl From<std::collections::BTreeMap<String, String>> for MemoryNotes {
+    fn from(notes: std::collections::BTreeMap<String, String>) -> Self {
+        MemoryNotes(Mutex::new(notes))
+    }
+}
+
 impl DeliveryNotes for MemoryNotes {
     fn get(&self, key: &str) -> Option<String> {
         self.0.lock().ok()?.get(key).cloned()
     }
 
-    fn set(&self, key: &str, value: Option<&str>) -> std::io::Result<()> {
-        let mut notes = self
+    fn set<'a>(&'a self, key: &'a str, value: Option<&'a str>) -> NoteWrite<'a> {
+        let written = self
             .0
             .lock()
-            .map_err(|_| std::io::Error::other("poisoned"))?;
-        match value {
-            Some(value) => notes.insert(key.to_owned(), value.to_owned()),
-            None => notes.remove(key),
-        };
-        Ok(())
+            .map(|mut notes| {
+                match value {
+                    Some(value) => notes.insert(key.to_owned(), value.to_owned()),
+                    None => notes.remove(key),
+                };
+            })
+            .map_err(|_| std::io::Error::other("poisoned"));
+        Box::pin(std::future::ready(written))
     }
 }
 

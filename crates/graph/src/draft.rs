@@ -83,10 +83,10 @@ fn noted(result: std::io::Result<()>) -> Result<(), TransportError> {
     })
 }
 
-fn clear(notes: &dyn DeliveryNotes) -> Result<(), TransportError> {
+async fn clear(notes: &dyn DeliveryNotes) -> Result<(), TransportError> {
     for key in [NOTE_SEND_UNKNOWN, NOTE_COMPLETE, NOTE_DRAFT_ID] {
         if notes.get(key).is_some() {
-            noted(notes.set(key, None))?;
+            noted(notes.set(key, None).await)?;
         }
     }
     Ok(())
@@ -96,14 +96,14 @@ fn clear(notes: &dyn DeliveryNotes) -> Result<(), TransportError> {
 /// in `notes` must be deleted now. An incomplete one must; a complete one
 /// is kept for the next attempt, marked as possibly sent (the `send` may
 /// have been under way), so that attempt looks in Sent Items first.
-pub fn after_interruption(notes: &dyn DeliveryNotes) -> std::io::Result<bool> {
+pub async fn after_interruption(notes: &dyn DeliveryNotes) -> std::io::Result<bool> {
     if notes.get(NOTE_DRAFT_ID).is_none() {
         return Ok(false);
     }
     if notes.get(NOTE_COMPLETE).is_none() {
         return Ok(true);
     }
-    notes.set(NOTE_SEND_UNKNOWN, Some("true"))?;
+    notes.set(NOTE_SEND_UNKNOWN, Some("true")).await?;
     Ok(false)
 }
 
@@ -156,7 +156,7 @@ impl<T: TokenSource> GraphTransport<T> {
                 ),
             )
         })?;
-        if let Err(error) = noted(notes.set(NOTE_DRAFT_ID, Some(&id))) {
+        if let Err(error) = noted(notes.set(NOTE_DRAFT_ID, Some(&id)).await) {
             self.delete_draft(session, &id).await;
             return Err(error);
         }
@@ -169,7 +169,7 @@ impl<T: TokenSource> GraphTransport<T> {
                 return Err(self.abandon(session, &id, notes, failure).await);
             }
         }
-        noted(notes.set(NOTE_COMPLETE, Some("true")))?;
+        noted(notes.set(NOTE_COMPLETE, Some("true")).await)?;
         self.send_draft(session, &id, notes, durable).await
     }
 
@@ -191,7 +191,7 @@ impl<T: TokenSource> GraphTransport<T> {
                      failed; the next attempt tries again",
                 ));
             }
-            clear(notes)?;
+            clear(notes).await?;
             return Ok(Resumed::StartOver);
         }
         let unknown = notes.get(NOTE_SEND_UNKNOWN).is_some();
@@ -208,14 +208,14 @@ impl<T: TokenSource> GraphTransport<T> {
             looked = self.find_sent(session, &message_id).await?;
             if looked == Some(true) {
                 tracing::debug!("the earlier send of the draft did go out: it is in Sent Items");
-                clear(notes)?;
+                clear(notes).await?;
                 return Ok(Resumed::Sent(receipt(None)));
             }
         }
         tracing::debug!("an earlier attempt left a complete draft: sending it");
         match self.send_draft(session, id, notes, durable).await {
             Err(error) if error.to_string().contains(DRAFT_GONE) => {
-                clear(notes)?;
+                clear(notes).await?;
                 if unknown && looked.is_none() {
                     // It left Drafts after a send whose answer was lost, and
                     // Sent Items cannot be read: it was sent.
@@ -252,7 +252,7 @@ impl<T: TokenSource> GraphTransport<T> {
             .await;
         let error = match result {
             Ok(answer) if answer.is_success() => {
-                clear(notes)?;
+                clear(notes).await?;
                 return Ok(receipt(Some(id.to_owned())));
             }
             Ok(answer) if answer.status == 404 => {
@@ -277,7 +277,7 @@ impl<T: TokenSource> GraphTransport<T> {
                 .await);
         }
         if error.is_outcome_unknown() {
-            noted(notes.set(NOTE_SEND_UNKNOWN, Some("true")))?;
+            noted(notes.set(NOTE_SEND_UNKNOWN, Some("true")).await)?;
         }
         Err(rewrap(
             error,
@@ -295,7 +295,7 @@ impl<T: TokenSource> GraphTransport<T> {
         failure: AfterDraft,
     ) -> TransportError {
         let tail = if self.delete_draft(session, id).await {
-            let _ = clear(notes);
+            let _ = clear(notes).await;
             "the draft was deleted"
         } else {
             "deleting the draft failed too; the next attempt (or `apimail queue drop`) deletes it"
@@ -345,7 +345,7 @@ impl<T: TokenSource> GraphTransport<T> {
                 "the message's draft could not be deleted from the mailbox",
             ));
         }
-        clear(notes)
+        clear(notes).await
     }
 
     /// Whether Sent Items holds a message with this Message-ID; `None`

@@ -83,7 +83,7 @@ impl<T: TokenSource> Transport for GraphTransport<T> {
     /// Deletes an incomplete draft; a complete one is kept, marked as
     /// possibly sent (see [`after_interruption`](crate::after_interruption)).
     async fn interrupted(&self, notes: &dyn DeliveryNotes) -> Result<(), TransportError> {
-        match draft::after_interruption(notes) {
+        match draft::after_interruption(notes).await {
             Ok(false) => Ok(()),
             Ok(true) | Err(_) => self.discard(notes).await,
         }

@@ -500,7 +500,7 @@ fn log_outcome(delivery: &Delivery) {
         }
         Settled::Held { .. } => tracing::warn!("held {id}: {why}"),
         Settled::Failed => tracing::warn!("{id} failed for good: {why}"),
-        Settled::SettledElsewhere | Settled::Busy | Settled::Dropped => {}
+        Settled::SettledElsewhere | Settled::Busy | Settled::Dropped | Settled::ClaimLost => {}
     }
 }
 

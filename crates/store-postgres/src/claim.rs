@@ -13,7 +13,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use apimail_core::outbox::{Entry, EntryId, HoldKind, Outcome};
-use tokio::sync::watch;
+use tokio::sync::{OnceCell, watch};
 use tokio::task::JoinHandle;
 
 use crate::error::{self, StoreError};
@@ -103,6 +103,9 @@ pub struct Claim {
     lost: watch::Receiver<bool>,
     renewer: Option<JoinHandle<()>>,
     settled: bool,
+    /// The message, copied into a private temporary file for the
+    /// transports on first use; removed with the claim.
+    spool: OnceCell<tempfile::TempPath>,
 }
 
 impl Claim {
@@ -118,6 +121,7 @@ impl Claim {
             lost,
             renewer: Some(renewer),
             settled: false,
+            spool: OnceCell::new(),
         }
     }
 
@@ -129,6 +133,27 @@ impl Claim {
     /// The message, a chunk at a time.
     pub async fn open_message(&self) -> Result<MessageReader, StoreError> {
         self.store.message_reader(self.message).await
+    }
+
+    /// The message in a private (0600) temporary file, copied a chunk at a
+    /// time on the first call: the transports stream it from there as
+    /// from the local outbox's file. It is removed with the claim.
+    pub async fn spooled(&self) -> std::io::Result<&std::path::Path> {
+        let path = self
+            .spool
+            .get_or_try_init(|| async {
+                let file = tempfile::NamedTempFile::new()?;
+                let (file, path) = file.into_parts();
+                let mut out = tokio::fs::File::from_std(file);
+                let mut reader = self.open_message().await.map_err(std::io::Error::other)?;
+                reader
+                    .copy_to(&mut out)
+                    .await
+                    .map_err(std::io::Error::other)?;
+                Ok::<_, std::io::Error>(path)
+            })
+            .await?;
+        Ok(path)
     }
 
     /// The fencing token of this claim's lease.

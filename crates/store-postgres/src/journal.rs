@@ -21,6 +21,14 @@ pub struct Stored {
 }
 
 impl Store {
+    /// Appends `records` to the journal, in order.
+    pub async fn append_all(&self, records: &[Record]) -> Result<(), StoreError> {
+        for record in records {
+            self.append(record).await?;
+        }
+        Ok(())
+    }
+
     /// Appends `record` to the journal.
     pub async fn append(&self, record: &Record) -> Result<(), StoreError> {
         let what = "append to the journal";

@@ -23,6 +23,7 @@ mod migrate;
 mod pace;
 mod queue;
 mod rows;
+mod seam;
 mod store;
 
 pub use claim::Claim;

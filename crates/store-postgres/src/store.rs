@@ -19,6 +19,8 @@ pub struct Store {
     pub(crate) node: Arc<str>,
     pub(crate) lease: Duration,
     pub(crate) chunk_bytes: usize,
+    /// Whether the journal records each message's Subject.
+    pub(crate) subjects: bool,
 }
 
 impl std::fmt::Debug for Store {
@@ -39,6 +41,7 @@ impl Store {
             node: config.node.clone().unwrap_or_else(default_node).into(),
             lease: config.lease.max(Duration::from_secs(1)),
             chunk_bytes: CHUNK_BYTES,
+            subjects: true,
         })
     }
 
@@ -53,6 +56,13 @@ impl Store {
     /// This node's name, as recorded in its leases.
     pub fn node(&self) -> &str {
         &self.node
+    }
+
+    /// Whether the journal records each message's Subject (as the local
+    /// journal's `Journal::with_subjects`; on by default).
+    pub fn with_subjects(mut self, subjects: bool) -> Self {
+        self.subjects = subjects;
+        self
     }
 
     /// With chunks of at most `bytes` (tests use small ones).

@@ -721,3 +721,117 @@ async fn pacing_holds_across_two_connections() {
         ));
     }
 }
+
+/// Sends every entry with one transport: the delivery engine's sender.
+struct OneSender(apimail_core::StubTransport);
+
+impl apimail_core::delivery::Senders for OneSender {
+    type Sender = apimail_core::StubTransport;
+
+    async fn resolve(
+        &self,
+        _entry: &apimail_core::outbox::Entry,
+    ) -> Result<apimail_core::StubTransport, String> {
+        Ok(self.0.clone())
+    }
+}
+
+/// The delivery engine over the PostgreSQL store, through core's seam:
+/// what it sends is byte for byte what was accepted (streamed from the
+/// store's chunks), and its outcomes are settled and journaled in the
+/// database as they are in the local spool.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_delivery_engine_sends_and_settles_through_the_store() {
+    use apimail_core::delivery::{Engine, IfNotSent, Selection, Settings, Settled};
+    use apimail_core::retry::RetryPolicy;
+    use apimail_core::{ErrorKind, StubTransport};
+
+    let Some((cluster, db)) = database("engine_over_postgres") else {
+        return;
+    };
+    // Chunks of 7 bytes: every message spans several rows.
+    let store = store(cluster, &db, "node-a").await.with_chunk_bytes(7);
+    for n in 0..3 {
+        store.accept(&message(n), meta(n)).await.unwrap();
+    }
+    let stub = StubTransport::new_ok();
+    let engine = Engine::with_store(store.clone(), OneSender(stub.clone()), Settings::default());
+    let report = engine.flush(&Selection::default()).await.unwrap();
+    assert_eq!(report.sent, 3, "{report:?}");
+    let mut sent: Vec<Vec<u8>> = stub
+        .messages()
+        .into_iter()
+        .map(|(_, bytes)| bytes)
+        .collect();
+    sent.sort();
+    assert_eq!(sent, (0..3).map(message).collect::<Vec<_>>());
+    assert!(
+        store.list().await.unwrap().is_empty(),
+        "sent entries are removed"
+    );
+    let records = store
+        .read_journal(&Filter::default(), 0, 100)
+        .await
+        .unwrap();
+    let sent_records: Vec<&Record> = records
+        .iter()
+        .map(|s| &s.record)
+        .filter(|r| r.outcome == Status::Sent)
+        .collect();
+    assert_eq!(sent_records.len(), 3, "{records:?}");
+    let mut subjects: Vec<_> = sent_records.iter().map(|r| r.subject.clone()).collect();
+    subjects.sort();
+    assert_eq!(
+        subjects,
+        vec![Some("0".into()), Some("1".into()), Some("2".into())]
+    );
+    assert!(sent_records.iter().all(|r| r.attempts == 1));
+
+    // A temporary failure keeps the entry queued for later; a permanent
+    // one fails it. Both are journaled.
+    let claim = store.accept_claimed(&message(7), meta(7)).await.unwrap();
+    let id = claim.entry().id.clone();
+    let busy = StubTransport::new_error(ErrorKind::Temporary, "server busy");
+    let engine = Engine::with_store(store.clone(), OneSender(busy.clone()), Settings::default());
+    let once = RetryPolicy {
+        max_attempts: 1,
+        ..RetryPolicy::standard()
+    };
+    let delivery = engine
+        .deliver_claimed(claim, &busy, &once, IfNotSent::Keep)
+        .await
+        .unwrap();
+    assert!(
+        matches!(delivery.settled, Settled::Queued { .. }),
+        "{delivery:?}"
+    );
+    let entry = store.get(id.as_str()).await.unwrap().unwrap();
+    assert_eq!(entry.state, EntryState::Queued);
+    assert_eq!(entry.attempts, 1);
+    assert_eq!(entry.in_flight_since, None);
+    assert!(entry.next_attempt_at > now_unix(), "rescheduled");
+
+    let refused = StubTransport::new_error(ErrorKind::InvalidMessage, "refused for good");
+    let engine = Engine::with_store(
+        store.clone(),
+        OneSender(refused.clone()),
+        Settings::default(),
+    );
+    let delivery = engine
+        .deliver(&id, &refused, &once, IfNotSent::Keep)
+        .await
+        .unwrap();
+    assert_eq!(delivery.settled, Settled::Failed, "{delivery:?}");
+    let failed = store.list_failed().await.unwrap();
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0].attempts, 2);
+    let outcomes: Vec<Status> = store
+        .read_journal(&Filter::default(), 0, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|s| s.record.queue_id.as_deref() == Some(id.as_str()))
+        .map(|s| s.record.outcome)
+        .collect();
+    assert_eq!(outcomes, vec![Status::Queued, Status::Failed]);
+}

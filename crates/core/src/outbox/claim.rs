@@ -16,7 +16,7 @@ use super::store::{
 };
 use crate::files::{self, PrivateFile};
 use crate::token::now_unix;
-use crate::transport::{DeliveryNotes, StoredMessage};
+use crate::transport::{DeliveryNotes, NoteWrite, StoredMessage};
 
 /// How often to start over when a lock file is replaced under us.
 pub(super) const LOCK_RETRIES: usize = 64;
@@ -529,7 +529,14 @@ impl DeliveryNotes for Claim {
         self.notes.lock().ok()?.get(key).cloned()
     }
 
-    fn set(&self, key: &str, value: Option<&str>) -> io::Result<()> {
+    fn set<'a>(&'a self, key: &'a str, value: Option<&'a str>) -> NoteWrite<'a> {
+        Box::pin(std::future::ready(self.write_note(key, value)))
+    }
+}
+
+impl Claim {
+    /// [`DeliveryNotes::set`]: the entry rewritten with the note changed.
+    fn write_note(&self, key: &str, value: Option<&str>) -> io::Result<()> {
         let mut notes = self
             .notes
             .lock()
@@ -960,15 +967,17 @@ mod tests {
         );
 
         let claim = outbox.claim(&id).unwrap().unwrap();
-        claim.set("graph.draft_id", Some("AAMk=")).unwrap();
+        claim.write_note("graph.draft_id", Some("AAMk=")).unwrap();
         // On disk before `set` returns, while the claim is still held.
         assert_eq!(
             open(&dir).get(id.as_str()).unwrap().unwrap().notes["graph.draft_id"],
             "AAMk="
         );
         assert_eq!(claim.get("graph.draft_id").as_deref(), Some("AAMk="));
-        claim.set("graph.draft_complete", Some("true")).unwrap();
-        claim.set("graph.draft_complete", None).unwrap();
+        claim
+            .write_note("graph.draft_complete", Some("true"))
+            .unwrap();
+        claim.write_note("graph.draft_complete", None).unwrap();
         let now = now_unix();
         claim
             .retry_later_after("503", now, Some(Duration::from_secs(300)))

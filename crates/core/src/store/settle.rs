@@ -1,14 +1,6 @@
-//! The store seam (issue 25): what the delivery engine needs from wherever
-//! the outbox, the journal and the pacing live. Core names no backend; the
-//! local spool ([`crate::outbox`]) is the default, and other crates (such
-//! as `apimail-store-postgres`) implement the same rules.
-//!
-//! This first step holds the **settling rules**: how a claimed [`Entry`]
-//! changes when an attempt ends (rescheduled, expired, held, uncertain,
-//! failed) and when `queue retry` resets it. They are pure functions on
-//! [`Entry`] that every backend calls before writing the entry, so the
-//! local outbox and PostgreSQL cannot drift apart. The traits the engine
-//! will be generic over are proposed in `crates/store-postgres/SEAM.md`.
+//! The settling rules: how a claimed [`Entry`] changes when an attempt
+//! ends (rescheduled, expired, held, uncertain, failed) and when `queue
+//! retry` resets it. Every backend calls them before writing the entry.
 
 use std::time::Duration;
 
