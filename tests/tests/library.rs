@@ -945,3 +945,84 @@ async fn an_entry_the_mailer_queued_is_flushed_by_the_command_line_and_back() {
         "both deliveries journaled: {outcomes:?}"
     );
 }
+
+/// The cloud-function example over the shared store: its handler returns
+/// "queued" while the provider is unavailable, the instance is killed
+/// right after, and a worker with another data directory sends the
+/// message, once, from the database.
+#[test]
+fn example_cloud_function_survives_its_instance_through_the_shared_store() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::Stdio;
+
+    let test = "example_cloud_function_survives_its_instance_through_the_shared_store";
+    let Some(cluster) = apimail_tests::postgres::skip_or_panic(test) else {
+        return;
+    };
+    let db = cluster.new_database("cloud_function").unwrap();
+    let fake = FakeGoogle::start();
+    let dir = tempfile::tempdir().unwrap();
+    let password_file = dir.path().join("store-password");
+    std::fs::write(&password_file, cluster.password()).unwrap();
+    let mut env = gmail_env(&fake, dir.path());
+    env.extend([
+        ("APIMAIL_STORE_URL".to_owned(), cluster.url(&db)),
+        (
+            "APIMAIL_STORE_PASSWORD_FILE".to_owned(),
+            password_file.display().to_string(),
+        ),
+        ("APIMAIL_FROM".to_owned(), GMAIL_USER.to_owned()),
+        ("APIMAIL_RETRY_ATTEMPTS".to_owned(), "1".to_owned()),
+    ]);
+    let home = dir.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let migrate = apimail_tests::run(
+        apimail_tests::apimail()
+            .env("HOME", &home)
+            .arg("--config")
+            .arg(dir.path().join("config.toml"))
+            .args(["store", "migrate"])
+            .envs(env.clone()),
+    );
+    assert_eq!(migrate.code, 0, "{}", migrate.stderr);
+
+    // The instance: one invocation while Gmail answers 503.
+    fake.inject(fake_google::Fault::Status503);
+    let mut instance = example("cloud_function")
+        .envs(env.clone())
+        .env("APIMAIL_DATA_DIR", dir.path().join("instance"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = instance.stdin.take().unwrap();
+    writeln!(stdin, "to@example.org").unwrap();
+    let mut answer = String::new();
+    BufReader::new(instance.stdout.take().unwrap())
+        .read_line(&mut answer)
+        .unwrap();
+    assert!(answer.starts_with("queued <"), "{answer}");
+    let message_id = answer.split_whitespace().nth(1).unwrap().to_owned();
+    // Killed right after the handler returned: nothing more of it runs.
+    instance.kill().unwrap();
+    instance.wait().unwrap();
+    assert!(fake.messages().is_empty(), "the 503 sent nothing");
+
+    // A worker elsewhere (its own data directory) sends it from the store.
+    let worker = apimail_tests::run(
+        example("cloud_function")
+            .envs(env)
+            .env("APIMAIL_DATA_DIR", dir.path().join("worker"))
+            .arg("flush"),
+    );
+    assert_eq!(worker.code, 0, "{}", worker.stderr);
+    let stdout = String::from_utf8_lossy(&worker.stdout);
+    assert!(stdout.contains("1 sent"), "{stdout}");
+    let delivered = fake.messages();
+    assert_eq!(delivered.len(), 1, "sent once");
+    assert_eq!(
+        field(&delivered[0].raw, "Message-ID").map(|id| id.trim().to_owned()),
+        Some(message_id.to_ascii_lowercase())
+    );
+}

@@ -4,12 +4,14 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use apimail_account::{Credentials, Endpoints, ResolveError};
+use apimail_core::Secret;
 use apimail_core::endpoint::checked_url;
 use apimail_core::retry::RetryPolicy;
 use apimail_graph::Cloud;
 use url::Url;
 
 use crate::limited::Limited;
+use crate::mailer::OutboxAt;
 use crate::{Error, Mailer};
 
 /// Builds a [`Mailer`]: credentials, then optional endpoints and policy.
@@ -26,6 +28,7 @@ pub struct MailerBuilder {
     retry: RetryPolicy,
     deadline: Option<Duration>,
     outbox: Option<PathBuf>,
+    store: Option<(Secret, Option<Secret>)>,
 }
 
 impl MailerBuilder {
@@ -44,6 +47,7 @@ impl MailerBuilder {
             retry: RetryPolicy::standard(),
             deadline: None,
             outbox: None,
+            store: None,
         }
     }
 
@@ -118,6 +122,32 @@ impl MailerBuilder {
         self
     }
 
+    /// Sends through the shared store on PostgreSQL at `url`
+    /// (`postgres://user@host/db`), instead of a local outbox: what a
+    /// cloud function needs, whose disk does not outlive the instance.
+    /// Each send is committed to the database before it is tried, so a
+    /// send that returned an entry id survives the process, and any worker
+    /// on the same store ([`Mailer::flush`]) sends it later. The schema
+    /// must be current (`apimail store migrate`). The password comes from
+    /// the URL or [`store_password`](Self::store_password).
+    pub fn store(mut self, url: impl Into<String>) -> Self {
+        let password = self.store.take().and_then(|(_, password)| password);
+        self.store = Some((Secret::new(url.into()), password));
+        self
+    }
+
+    /// The shared store's password (for example read from a secret
+    /// manager or a file); see [`store`](Self::store).
+    pub fn store_password(mut self, password: Secret) -> Self {
+        let url = self
+            .store
+            .take()
+            .map(|(url, _)| url)
+            .unwrap_or_else(|| Secret::new(""));
+        self.store = Some((url, Some(password)));
+        self
+    }
+
     /// Builds the transport (through the account layer, as the command
     /// line builds its own): the HTTPS client, and for a service account
     /// or a certificate, the parsed key; opens the outbox, if any. No
@@ -139,11 +169,47 @@ impl MailerBuilder {
         let sender = apimail_account::build(self.credentials, &endpoints)
             .await
             .map_err(build_error)?;
-        let queue = self
-            .outbox
-            .map(|dir| crate::queue::Settings { dir, identity });
+        let queue = match (self.store, self.outbox) {
+            (Some((url, password)), _) => Some(OutboxAt::Shared(
+                open_store(&url, password).await?,
+                identity,
+            )),
+            (None, Some(dir)) => Some(OutboxAt::Local(crate::queue::Settings { dir, identity })),
+            (None, None) => None,
+        };
         Mailer::new(Limited::new(sender), self.retry, self.deadline, queue)
     }
+}
+
+/// Opens the shared store at `url`: the database answers and its schema
+/// is current.
+pub(crate) async fn open_store(
+    url: &Secret,
+    password: Option<Secret>,
+) -> Result<apimail_store_postgres::Store, Error> {
+    use apimail_store_postgres::{Store, StoreConfig, redact_url};
+    if url.expose().trim().is_empty() {
+        return Err(Error::config(
+            "MailerBuilder::store_password was given without MailerBuilder::store(url)",
+        ));
+    }
+    let mut config = StoreConfig::new(url.expose());
+    config.password = password;
+    Store::open(&config).await.map_err(|e| {
+        let kind = if e.is_temporary() {
+            crate::ErrorKind::Temporary
+        } else {
+            crate::ErrorKind::Config
+        };
+        Error::new(
+            kind,
+            format!(
+                "cannot use the store at {}: {}",
+                redact_url(url.expose()),
+                apimail_core::error_chain(&e)
+            ),
+        )
+    })
 }
 
 /// What the library says when its credentials cannot be used.
@@ -186,7 +252,15 @@ pub(crate) async fn from_env() -> Result<Mailer, Error> {
         &apimail_account::Config::default(),
         RetryPolicy::standard(),
     )?;
-    Mailer::new(Limited::new(resolved.sender), retry, None, None)
+    let queue = match apimail_account::store_settings(&apimail_account::Config::default()) {
+        Ok(Some(store)) => Some(OutboxAt::Shared(
+            open_store(&store.url, store.password).await?,
+            resolved.identity.clone(),
+        )),
+        Ok(None) => None,
+        Err(e) => return Err(Error::config(apimail_core::error_chain(&e))),
+    };
+    Mailer::new(Limited::new(resolved.sender), retry, None, queue)
 }
 
 impl Mailer {
@@ -201,7 +275,9 @@ impl Mailer {
     /// `APIMAIL_GRAPH_API_URL`, `APIMAIL_MS_AUTHORITY_URL`,
     /// `APIMAIL_GRAPH_CLOUD`), `APIMAIL_GRAPH_MAX_MESSAGE_MB` and the retry
     /// bound (`APIMAIL_RETRY_ATTEMPTS`, `APIMAIL_RETRY_MAX_SECONDS`) apply
-    /// too.
+    /// too. With `APIMAIL_STORE_URL` (its password in the URL,
+    /// `APIMAIL_STORE_PASSWORD_FILE` or `PGPASSWORD`) sends go through the
+    /// shared store, as with [`MailerBuilder::store`].
     ///
     /// Fails with [`ErrorKind::Config`](crate::ErrorKind::Config) when no credentials are set.
     pub async fn from_env() -> Result<Mailer, Error> {

@@ -34,7 +34,11 @@
 //!
 //! A long-lived service may add a durable outbox
 //! ([`MailerBuilder::outbox`]): each send is on disk before it is tried,
-//! and [`Mailer::flush`] sends what is still queued. An answer lost after
+//! and [`Mailer::flush`] sends what is still queued. A cloud function,
+//! whose disk dies with its instance, uses the shared store on PostgreSQL
+//! instead ([`MailerBuilder::store`], or `APIMAIL_STORE_URL` for
+//! [`Mailer::from_env`]): each send is committed to the database first,
+//! and any worker's flush sends what is left. An answer lost after
 //! the provider took a message is never silently resent: see
 //! [`Receipt::possible_duplicate`].
 

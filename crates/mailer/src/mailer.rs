@@ -13,6 +13,7 @@ use crate::error::Error;
 use crate::limited::Limited;
 use crate::queue::{self, Queue};
 use apimail_core::delivery::FlushReport;
+use apimail_store_postgres::Store as SharedStore;
 
 /// How long to look for the sent copy of a message whose answer was lost
 /// (providers file it with a delay): the delivery engine's default.
@@ -30,7 +31,22 @@ pub struct Mailer {
 struct Inner {
     transport: Arc<Limited>,
     retry: Retry,
-    queue: Option<Queue>,
+    queue: Option<Outbox>,
+}
+
+/// Where a mailer's sends wait: the local outbox or the shared store.
+#[derive(Debug)]
+enum Outbox {
+    Local(Queue),
+    Shared(Queue<SharedStore>),
+}
+
+/// Where a mailer's outbox is to be: see [`MailerBuilder::outbox`](crate::MailerBuilder::outbox) and
+/// [`MailerBuilder::store`](crate::MailerBuilder::store).
+#[derive(Debug)]
+pub(crate) enum OutboxAt {
+    Local(queue::Settings),
+    Shared(SharedStore, apimail_core::SenderIdentity),
 }
 
 impl Mailer {
@@ -38,12 +54,20 @@ impl Mailer {
         transport: Limited,
         retry: Retry,
         deadline: Option<Duration>,
-        queue: Option<queue::Settings>,
+        queue: Option<OutboxAt>,
     ) -> Result<Mailer, Error> {
         let transport = Arc::new(transport);
-        let queue = queue
-            .map(|settings| Queue::open(settings, transport.clone()))
-            .transpose()?;
+        let queue = match queue {
+            None => None,
+            Some(OutboxAt::Local(settings)) => {
+                Some(Outbox::Local(Queue::open(settings, transport.clone())?))
+            }
+            Some(OutboxAt::Shared(store, identity)) => Some(Outbox::Shared(Queue::shared(
+                store,
+                identity,
+                transport.clone(),
+            )?)),
+        };
         Ok(Mailer {
             inner: Arc::new(Inner {
                 transport,
@@ -112,19 +136,23 @@ impl Mailer {
     /// [`MailerBuilder::outbox`](crate::MailerBuilder::outbox)); each entry gets one attempt. Fails with
     /// [`ErrorKind::Config`](crate::ErrorKind::Config) on a mailer without an outbox.
     pub async fn flush(&self) -> Result<FlushReport, Error> {
-        self.queue()?.flush(false).await
+        self.flush_queue(false).await
     }
 
     /// Like [`Mailer::flush`], for every queued entry whether due or not
     /// (a temporary failure schedules the next attempt minutes ahead).
     pub async fn flush_all(&self) -> Result<FlushReport, Error> {
-        self.queue()?.flush(true).await
+        self.flush_queue(true).await
     }
 
-    fn queue(&self) -> Result<&Queue, Error> {
-        self.inner.queue.as_ref().ok_or_else(|| {
-            Error::config("this mailer has no outbox: build it with MailerBuilder::outbox")
-        })
+    async fn flush_queue(&self, include_not_due: bool) -> Result<FlushReport, Error> {
+        match &self.inner.queue {
+            Some(Outbox::Local(queue)) => queue.flush(include_not_due).await,
+            Some(Outbox::Shared(queue)) => queue.flush(include_not_due).await,
+            None => Err(Error::config(
+                "this mailer has no outbox: build it with MailerBuilder::outbox or MailerBuilder::store",
+            )),
+        }
     }
 
     async fn within_deadline(
@@ -147,12 +175,10 @@ impl Mailer {
         envelope: &Envelope,
         message_id: &str,
     ) -> Result<Receipt, Error> {
+        let retry = &self.inner.retry;
         match &self.inner.queue {
-            Some(queue) => {
-                queue
-                    .send(message, envelope, message_id, &self.inner.retry)
-                    .await
-            }
+            Some(Outbox::Local(queue)) => queue.send(message, envelope, message_id, retry).await,
+            Some(Outbox::Shared(queue)) => queue.send(message, envelope, message_id, retry).await,
             None => self.send_now(message, envelope, message_id).await,
         }
     }

@@ -4,7 +4,9 @@
 //! use, so a crash between the two leaves the message on disk for the next
 //! flush. The account layer builds the engine as it does for the command
 //! line: the journal beside the outbox, `$APIMAIL_WHEN_UNKNOWN`, and
-//! `$APIMAIL_QUEUE_MAX_AGE_DAYS` for each entry.
+//! `$APIMAIL_QUEUE_MAX_AGE_DAYS` for each entry. With a shared store
+//! ([`MailerBuilder::store`](crate::MailerBuilder::store)) the entry and
+//! its journal records are in PostgreSQL instead, through the same engine.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -13,6 +15,7 @@ use apimail_account::{Delivery, OneSender};
 use apimail_core::delivery::{Engine, FlushReport, IfNotSent, Selection, Settled};
 use apimail_core::intake::Owner;
 use apimail_core::retry::RetryPolicy;
+use apimail_core::store::{LocalStore, Store};
 use apimail_core::{Envelope, ErrorKind, Receipt, SenderIdentity};
 
 use crate::Error;
@@ -26,11 +29,31 @@ pub(crate) struct Settings {
 }
 
 /// The outbox and the engine over it, resolving only this mailer's own
-/// entries.
+/// entries: the local spool by default, or a shared store.
 #[derive(Debug)]
-pub(crate) struct Queue {
-    engine: Engine<OneSender<Arc<Limited>>>,
+pub(crate) struct Queue<B = LocalStore> {
+    engine: Engine<OneSender<Arc<Limited>>, B>,
     max_age_secs: i64,
+}
+
+impl<B: Store> Queue<B> {
+    /// The engine over a shared `store`, with the account layer's delivery
+    /// settings.
+    pub(crate) fn shared(
+        store: B,
+        identity: SenderIdentity,
+        transport: Arc<Limited>,
+    ) -> Result<Queue<B>, Error> {
+        let delivery = Delivery::from_config(&apimail_account::Config::default())?;
+        let own = OneSender {
+            transport,
+            identity,
+        };
+        Ok(Queue {
+            engine: Engine::with_store(store, own, delivery.settings.clone()),
+            max_age_secs: delivery.max_age_secs,
+        })
+    }
 }
 
 impl Queue {
@@ -52,7 +75,9 @@ impl Queue {
             max_age_secs: delivery.max_age_secs,
         })
     }
+}
 
+impl<B: Store> Queue<B> {
     /// Accepts the message, then delivers it with in-process retries. Not
     /// sent now, it is kept (temporary failures, queued for a later flush)
     /// or moved to `failed/` (a permanent one), and the error names the
@@ -72,16 +97,18 @@ impl Queue {
             ..Owner::new(own.identity.clone())
         };
         let meta = owner.entry(envelope.from(), envelope.recipients(), message_id);
-        let outbox = self.engine.outbox();
         // Still claimed: no other process's flush takes it before this attempt.
-        let claim = outbox
+        let claim = self
+            .engine
+            .store()
             .accept_claimed(message, meta)
-            .map_err(|e| outbox_error("cannot accept the message into the outbox", &e))?;
+            .await
+            .map_err(|e| store_error::<B>("cannot accept the message into the outbox", &e))?;
         let delivery = self
             .engine
             .deliver_claimed(claim, &own.transport, retry, IfNotSent::Keep)
             .await
-            .map_err(|e| outbox_error("the outbox failed during delivery", &e))?;
+            .map_err(|e| store_error::<B>("the outbox failed during delivery", &e))?;
         let place = match &delivery.settled {
             Settled::Sent(receipt) => return Ok(receipt.clone()),
             Settled::VerifiedSent | Settled::SettledElsewhere => {
@@ -116,14 +143,14 @@ impl Queue {
         self.engine
             .flush(&selection)
             .await
-            .map_err(|e| outbox_error("the outbox failed during the flush", &e))
+            .map_err(|e| store_error::<B>("the outbox failed during the flush", &e))
     }
 }
 
-/// The outbox's own trouble: a full disk is temporary, anything else is
-/// the setup's.
-fn outbox_error(what: &str, error: &apimail_core::outbox::OutboxError) -> Error {
-    let kind = if error.is_disk_full() {
+/// The store's own trouble: a full disk or a database away is temporary,
+/// anything else is the setup's.
+fn store_error<B: Store>(what: &str, error: &B::Error) -> Error {
+    let kind = if B::is_temporary(error) {
         ErrorKind::Temporary
     } else {
         ErrorKind::Config

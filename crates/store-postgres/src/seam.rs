@@ -19,6 +19,10 @@ impl CoreStore for Store {
     type Error = StoreError;
     type Claim = Claim;
 
+    fn is_temporary(error: &StoreError) -> bool {
+        error.is_temporary()
+    }
+
     fn accept(
         &self,
         message: &[u8],

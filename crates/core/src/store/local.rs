@@ -43,6 +43,10 @@ impl Store for LocalStore {
     type Error = OutboxError;
     type Claim = Claim;
 
+    fn is_temporary(error: &OutboxError) -> bool {
+        error.is_disk_full()
+    }
+
     fn accept(
         &self,
         message: &[u8],

@@ -19,6 +19,10 @@ pub trait Store: Send + Sync {
     /// A claimed entry.
     type Claim: StoreClaim<Error = Self::Error>;
 
+    /// Whether `error` is temporary (a full disk, a database away): the
+    /// caller tries again later. Nothing was accepted or settled.
+    fn is_temporary(error: &Self::Error) -> bool;
+
     /// Accepts `message` (durable when this returns) as a new entry.
     fn accept(
         &self,
