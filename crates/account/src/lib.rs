@@ -13,7 +13,8 @@
 //!   entry's identity to its sender;
 //! - [`engine`]: the outbox, the engine and the journal, built once, with
 //!   the settings of [`Delivery`];
-//! - [`store_settings`]: where the shared PostgreSQL store is, if any.
+//! - [`store_settings`]: where the shared PostgreSQL store is, if any, and
+//!   [`open_store`]: the one way to open it.
 
 mod build;
 pub mod config;
@@ -45,4 +46,4 @@ pub use senders::{ConfiguredSenders, OneSender};
 pub use settings::{
     Delivery, max_age_secs, no_queue, retry_policy, set_env_http_timeouts, set_http_timeouts,
 };
-pub use shared_store::{StoreSettings, StoreSettingsError, store_settings};
+pub use shared_store::{StoreSettings, StoreSettingsError, open_store, store_config, store_settings};

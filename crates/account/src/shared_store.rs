@@ -6,6 +6,7 @@
 use std::path::PathBuf;
 
 use apimail_core::Secret;
+use apimail_store_postgres::{Store, StoreConfig, StoreError};
 
 use crate::config::Config;
 use crate::env;
@@ -69,6 +70,20 @@ pub fn store_settings(config: &Config) -> Result<Option<StoreSettings>, StoreSet
         url_from,
         password,
     }))
+}
+
+/// The connection settings for `settings`: its URL and password.
+pub fn store_config(settings: &StoreSettings) -> StoreConfig {
+    let mut config = StoreConfig::new(settings.url.expose());
+    config.password = settings.password.clone();
+    config
+}
+
+/// The store `settings` name, open: the database answers and its schema
+/// is current. The one way the command line, the relay, the console and
+/// the library open it.
+pub async fn open_store(settings: &StoreSettings) -> Result<Store, StoreError> {
+    Store::open(&store_config(settings)).await
 }
 
 /// The file's first line, without its line ending.

@@ -6,8 +6,8 @@ use std::io::Write;
 use std::path::Path;
 
 use anyhow::anyhow;
-use apimail_account::{StoreSettings, StoreSettingsError, config, store_settings};
-use apimail_store_postgres::{Store, StoreConfig, StoreError, latest_version, redact_url};
+use apimail_account::{StoreSettings, StoreSettingsError, config, store_config, store_settings};
+use apimail_store_postgres::{Store, StoreError, latest_version, redact_url};
 
 use crate::cli::{StoreCommand, StoreMigrateArgs};
 use crate::exit::{Exit, Failure};
@@ -30,11 +30,9 @@ pub async fn run(config_flag: Option<&Path>, command: StoreCommand) -> Result<()
 
 async fn migrate(settings: &StoreSettings, args: StoreMigrateArgs) -> Result<(), Failure> {
     let url = settings.url.expose();
-    let mut store_config = StoreConfig::new(url);
-    store_config.password = settings.password.clone();
     let shown = redact_url(url);
     let failed = |e| store_failure(e, &shown, settings.url_from);
-    let store = Store::new(&store_config).map_err(failed)?;
+    let store = Store::new(&store_config(settings)).map_err(failed)?;
     let needed = latest_version();
     if args.check {
         let found = store.schema_version().await.map_err(failed)?;

@@ -181,21 +181,23 @@ impl MailerBuilder {
     }
 }
 
-/// Opens the shared store at `url`: the database answers and its schema
-/// is current.
+/// Opens the shared store at `url` through the account layer: the
+/// database answers and its schema is current.
 pub(crate) async fn open_store(
     url: &Secret,
     password: Option<Secret>,
 ) -> Result<apimail_store_postgres::Store, Error> {
-    use apimail_store_postgres::{Store, StoreConfig, redact_url};
     if url.expose().trim().is_empty() {
         return Err(Error::config(
             "MailerBuilder::store_password was given without MailerBuilder::store(url)",
         ));
     }
-    let mut config = StoreConfig::new(url.expose());
-    config.password = password;
-    Store::open(&config).await.map_err(|e| {
+    let settings = apimail_account::StoreSettings {
+        url: url.clone(),
+        url_from: "MailerBuilder::store",
+        password,
+    };
+    apimail_account::open_store(&settings).await.map_err(|e| {
         let kind = if e.is_temporary() {
             crate::ErrorKind::Temporary
         } else {
@@ -205,7 +207,7 @@ pub(crate) async fn open_store(
             kind,
             format!(
                 "cannot use the store at {}: {}",
-                redact_url(url.expose()),
+                apimail_store_postgres::redact_url(url.expose()),
                 apimail_core::error_chain(&e)
             ),
         )
