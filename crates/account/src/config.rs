@@ -73,6 +73,7 @@ pub struct Config {
 /// [store]
 /// url = "postgres://apimail@db.example.com/apimail?sslmode=require"
 /// password_file = "/etc/apimail/store-password"
+/// migrate = true    # opening the store runs its migrations first
 /// ```
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -83,6 +84,10 @@ pub struct StoreTable {
     /// A file whose first line is the database password.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password_file: Option<PathBuf>,
+    /// Whether opening the store first brings its schema up to date (as
+    /// `apimail store migrate`); off by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub migrate: Option<bool>,
 }
 
 /// `[relay]`: the SMTP relay. Without listeners it listens on

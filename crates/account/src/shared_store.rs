@@ -20,6 +20,9 @@ pub struct StoreSettings {
     pub url_from: &'static str,
     /// The password, when one came from a file or `PGPASSWORD`.
     pub password: Option<Secret>,
+    /// `[store] migrate = true`: opening the store migrates its schema
+    /// first ([`open_store`]).
+    pub migrate: bool,
 }
 
 /// Why the store's settings cannot be read.
@@ -69,6 +72,7 @@ pub fn store_settings(config: &Config) -> Result<Option<StoreSettings>, StoreSet
         url: Secret::new(url),
         url_from,
         password,
+        migrate: table.migrate.unwrap_or(false),
     }))
 }
 
@@ -80,10 +84,23 @@ pub fn store_config(settings: &StoreSettings) -> StoreConfig {
 }
 
 /// The store `settings` name, open: the database answers and its schema
-/// is current. The one way the command line, the relay, the console and
-/// the library open it.
+/// is current (migrated first when `settings.migrate`), and this node's
+/// heartbeat is recorded. The one way the command line, the relay, the
+/// console and the library open it.
 pub async fn open_store(settings: &StoreSettings) -> Result<Store, StoreError> {
-    Store::open(&store_config(settings)).await
+    let store = Store::new(&store_config(settings))?;
+    if settings.migrate {
+        let migrated = store.migrate().await?;
+        if !migrated.applied.is_empty() {
+            tracing::info!(
+                "migrated the store to version {}: applied {}",
+                migrated.version,
+                migrated.applied.join(", ")
+            );
+        }
+    }
+    store.ready().await?;
+    Ok(store)
 }
 
 /// The file's first line, without its line ending.
@@ -123,6 +140,7 @@ mod tests {
             store: Some(StoreTable {
                 url: Some("postgres://apimail@db/mail".into()),
                 password_file: Some(file.clone()),
+                migrate: Some(true),
             }),
             ..Config::default()
         };
@@ -135,6 +153,7 @@ mod tests {
         assert_eq!(settings.url.expose(), "postgres://apimail@db/mail");
         assert_eq!(settings.url_from, "[store] url");
         assert_eq!(settings.password.unwrap().expose(), "s3cret");
+        assert!(settings.migrate);
 
         std::fs::write(&file, "\n").unwrap();
         let error = store_settings(&config).unwrap_err();

@@ -138,6 +138,7 @@ pub async fn gather(config_flag: Option<&std::path::Path>, args: &DoctorArgs) ->
     if let Some(ctx) = &ctx {
         account_checks(ctx, args, &mut checks).await;
         queue_check(&mut checks);
+        store_checks(ctx, &mut checks).await;
         for (name, result) in crate::relay_plan::doctor_checks(ctx) {
             checks.push(match result {
                 Ok(detail) => Check::ok(name, detail),
@@ -545,6 +546,18 @@ fn queue_check(checks: &mut Vec<Check>) {
             f.error.to_string(),
             f.hint.unwrap_or_default(),
         )),
+    }
+}
+
+/// The shared store's checks, when one is configured (see `store_doctor`).
+async fn store_checks(ctx: &Context, checks: &mut Vec<Check>) {
+    use crate::store_doctor::Outcome;
+    for (name, outcome) in crate::store_doctor::checks(&ctx.config).await {
+        checks.push(match outcome {
+            Outcome::Ok(detail) => Check::ok(name, detail),
+            Outcome::Warn(detail, hint) => Check::warn(name, detail, hint),
+            Outcome::Fail(exit, detail, hint) => Check::fail(name, exit, detail, hint),
+        });
     }
 }
 

@@ -29,6 +29,7 @@ mod sendmail;
 mod sendmail_args;
 mod sign_in_again;
 mod store;
+mod store_doctor;
 
 pub use app::main;
 pub use cli::command;

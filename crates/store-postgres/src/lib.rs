@@ -10,6 +10,8 @@
 //!   renews itself and fences every write.
 //! - The journal: [`Store::append`], [`Store::read_journal`].
 //! - Pacing: [`Store::try_start`] / [`Permit`].
+//! - Nodes: [`Store::heartbeat`] records this node and its clock's
+//!   offset from the database's; [`Store::nodes_seen`] lists them.
 //!
 //! `SEAM.md` beside this crate proposes the trait the delivery engine
 //! takes so that this store and the local outbox plug in alike.
@@ -20,6 +22,7 @@ mod error;
 mod journal;
 mod message;
 mod migrate;
+mod nodes;
 mod pace;
 mod queue;
 mod rows;
@@ -32,6 +35,7 @@ pub use error::StoreError;
 pub use journal::Stored;
 pub use message::MessageReader;
 pub use migrate::{Migrated, latest_version};
+pub use nodes::{ClockOffset, NodeSeen};
 pub use pace::{Permit, Start};
 pub use queue::Incoming;
 pub use store::{CHUNK_BYTES, Store};

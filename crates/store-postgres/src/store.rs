@@ -47,10 +47,22 @@ impl Store {
 
     /// [`new`](Self::new), then checks that the database answers and its
     /// schema is current ([`check_schema`](Self::check_schema)).
+    /// Records this node's heartbeat too ([`ready`](Self::ready)).
     pub async fn open(config: &StoreConfig) -> Result<Store, StoreError> {
         let store = Store::new(config)?;
-        store.check_schema().await?;
+        store.ready().await?;
         Ok(store)
+    }
+
+    /// Checks that the database answers and its schema is current, then
+    /// records this node's heartbeat ([`heartbeat`](Self::heartbeat)); a
+    /// heartbeat that cannot be written is only a warning.
+    pub async fn ready(&self) -> Result<(), StoreError> {
+        self.check_schema().await?;
+        if let Err(e) = self.heartbeat().await {
+            tracing::warn!("node {} recorded no heartbeat: {e}", self.node);
+        }
+        Ok(())
     }
 
     /// This node's name, as recorded in its leases.

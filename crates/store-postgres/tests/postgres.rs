@@ -89,11 +89,54 @@ async fn migrations_are_versioned_and_run_once() {
         other => panic!("an unmigrated store opened: {other:?}"),
     }
     let first = store.migrate().await.unwrap();
-    assert_eq!(first.applied, vec!["V1__outbox_journal_pace".to_owned()]);
+    assert_eq!(first.applied[..2], ["V1__outbox_journal_pace", "V2__nodes"]);
     assert_eq!(first.version, latest_version());
     let again = store.migrate().await.unwrap();
     assert!(again.applied.is_empty(), "{again:?}");
     Store::open(&config(cluster, &db, "a")).await.unwrap();
+}
+
+#[tokio::test]
+async fn opening_records_a_heartbeat_with_the_nodes_clock_offset() {
+    let Some((cluster, db)) = database("heartbeat") else {
+        return;
+    };
+    store(cluster, &db, "a").await;
+    let a = Store::open(&config(cluster, &db, "a")).await.unwrap();
+    // A node whose clock was 30 s ahead when it was last seen, an hour ago.
+    sql(cluster, &db)
+        .await
+        .execute(
+            "INSERT INTO apimail_nodes VALUES ('b', now() - interval '1 hour', \
+             extract(epoch FROM now()) - 3570, 30)",
+            &[],
+        )
+        .await
+        .unwrap();
+    let seen = a.nodes_seen(Duration::from_secs(7200)).await.unwrap();
+    let names: Vec<&str> = seen.iter().map(|n| n.node.as_str()).collect();
+    assert_eq!(names, ["a", "b"]);
+    // This machine and the database share a clock.
+    assert!(seen[0].offset_secs.abs() < 1.0, "{seen:?}");
+    assert_eq!(seen[1].offset_secs, 30.0);
+    assert!(seen[1].seen_secs_ago >= 3600.0, "{seen:?}");
+    let recent = a.nodes_seen(Duration::from_secs(600)).await.unwrap();
+    assert_eq!(recent.len(), 1, "{recent:?}");
+
+    // A heartbeat updates the node's row; one a week old is forgotten.
+    sql(cluster, &db)
+        .await
+        .execute(
+            "UPDATE apimail_nodes SET seen_at = now() - interval '8 days' WHERE node = 'b'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let offset = a.heartbeat().await.unwrap();
+    assert!(offset.offset_secs.abs() < 1.0, "{offset:?}");
+    let all = a.nodes_seen(Duration::from_secs(30 * 86400)).await.unwrap();
+    assert_eq!(all.len(), 1, "b forgotten: {all:?}");
+    assert_eq!(all[0].node, "a");
 }
 
 #[tokio::test]
