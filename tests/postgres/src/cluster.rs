@@ -243,6 +243,17 @@ impl PgCluster {
         run(&mut psql, "psql CREATE DATABASE")?;
         Ok(name)
     }
+
+    /// Runs `sql` in database `db` with psql (for tests that shape rows
+    /// directly, e.g. another node's).
+    pub fn execute(&self, db: &str, sql: &str) -> Result<(), Unavailable> {
+        let mut psql = self.command("psql");
+        psql.args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1"])
+            .args(["-p", &self.port.to_string(), "-U", USER, "-d", db])
+            .args(["-c", sql])
+            .env("PGPASSWORD", &self.password);
+        run(&mut psql, "psql")
+    }
 }
 
 impl Drop for PgCluster {
