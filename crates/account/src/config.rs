@@ -440,6 +440,7 @@ pub struct AdminSettings {
 /// address = "it@example.com"   # default: [relay] postmaster
 /// webhook = "https://example.webhook.office.com/webhookb2/..."
 /// queued_hours = 4
+/// disk_free_percent = 5        # the data disk is almost full below this
 /// ```
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -454,6 +455,10 @@ pub struct AlertSettings {
     /// A message queued longer than this many hours is reported (default 4).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queued_hours: Option<u32>,
+    /// The data disk is reported almost full with less than this
+    /// percentage of it free (default 5; 0 turns the alert off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_free_percent: Option<f64>,
 }
 
 #[cfg(test)]

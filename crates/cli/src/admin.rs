@@ -227,6 +227,19 @@ fn alert_config(
             path.display()
         )));
     }
+    let disk_free_percent = alerts
+        .disk_free_percent
+        .unwrap_or(apimail_console::alerts::DEFAULT_DISK_FREE_PERCENT);
+    if !(0.0..=100.0).contains(&disk_free_percent) {
+        return Err(Failure::new(
+            Exit::Config,
+            anyhow!("[alerts] disk_free_percent is {disk_free_percent}, not a percentage"),
+        )
+        .hint(format!(
+            "set it between 0 (no disk alert) and 100 in {}, or remove it for the default 5",
+            path.display()
+        )));
+    }
     Ok(Some(AlertConfig {
         mail,
         webhook,
@@ -234,6 +247,7 @@ fn alert_config(
             .queued_hours
             .unwrap_or(apimail_console::alerts::DEFAULT_QUEUED_HOURS),
         data_dir: queue::data_dir()?,
+        disk_free_percent,
     }))
 }
 

@@ -8,7 +8,7 @@ use apimail_core::now_unix;
 use apimail_core::outbox::HoldKind;
 
 use crate::alerts::{
-    ALERTS_FILE, AlertConfig, AlertFailure, Condition, DISK_FREE_MIN, ENDING_WITHIN, ROUND, SETTLE,
+    ALERTS_FILE, AlertConfig, AlertFailure, Condition, ENDING_WITHIN, ROUND, SETTLE,
     free_share, load_state, post_webhook, report, save_state,
 };
 use crate::state::Console;
@@ -72,7 +72,7 @@ pub(crate) fn conditions(console: &Console, config: &AlertConfig, now: i64) -> V
         });
     }
     if let Some(free) = free_share(&config.data_dir)
-        && free < DISK_FREE_MIN
+        && free * 100.0 < config.disk_free_percent
     {
         found.push(Condition {
             key: "disk_full".to_owned(),

@@ -1,6 +1,7 @@
 //! Alerts (`[alerts]`): an account whose authorization failed with mail
 //! held for it, an authorization ending within 7 days, messages queued
-//! longer than `queued_hours`, the data disk almost full. Each condition is
+//! longer than `queued_hours`, the data disk almost full (less free than
+//! `disk_free_percent`, 5 by default). Each condition is
 //! reported once when it starts and once when it clears, by mail (through
 //! the [`AlertMail`] the process gives) and to a webhook (a JSON POST
 //! `{"text": …}`, which Teams' and Slack's incoming webhooks take). What is
@@ -31,8 +32,9 @@ pub const SETTLE: Duration = Duration::from_secs(2);
 /// An authorization ending sooner than this is reported.
 pub(crate) const ENDING_WITHIN: i64 = 7 * 86_400;
 
-/// The data disk is almost full with less free than this share.
-pub(crate) const DISK_FREE_MIN: f64 = 0.05;
+/// The default of `disk_free_percent`: the data disk is almost full with
+/// less than this share of it free, in percent.
+pub const DEFAULT_DISK_FREE_PERCENT: f64 = 5.0;
 
 /// The default of `queued_hours`.
 pub const DEFAULT_QUEUED_HOURS: u32 = 4;
@@ -57,6 +59,9 @@ pub struct AlertConfig {
     pub queued_hours: u32,
     /// The data directory whose disk is watched.
     pub data_dir: PathBuf,
+    /// Its disk is almost full with less than this percentage free (0:
+    /// never reported; 100: always, unless the disk is empty).
+    pub disk_free_percent: f64,
 }
 
 impl std::fmt::Debug for AlertConfig {
@@ -67,6 +72,7 @@ impl std::fmt::Debug for AlertConfig {
             .field("webhook", &self.webhook.is_some())
             .field("queued_hours", &self.queued_hours)
             .field("data_dir", &self.data_dir)
+            .field("disk_free_percent", &self.disk_free_percent)
             .finish()
     }
 }

@@ -102,6 +102,8 @@ async fn each_condition_is_reported_once_when_it_starts_and_once_when_it_clears(
         webhook: Some(hook.url.parse().unwrap()),
         queued_hours: 4,
         data_dir: dir.to_owned(),
+        // No disk alert, whatever this machine's free space.
+        disk_free_percent: 0.0,
     };
     let console = open(&dir).with_alerts(config(dir.path()));
     let f = support::fixture_from(dir, console);
@@ -180,6 +182,7 @@ async fn an_alert_that_cannot_be_sent_is_shown_on_the_overview_and_sent_later() 
         webhook: Some(hook.url.parse().unwrap()),
         queued_hours: 0,
         data_dir: dir.path().to_owned(),
+        disk_free_percent: 0.0,
     });
     let f = support::fixture_from(dir, console);
     // Queued longer than 0 hours once a second has passed.
@@ -210,4 +213,37 @@ async fn an_alert_that_cannot_be_sent_is_shown_on_the_overview_and_sent_later() 
     assert_eq!(hook.bodies.lock().unwrap().len(), 1);
     let overview = call(&f.router, get_as("/", &session)).await;
     assert!(!overview.body.contains("could not be sent"));
+}
+
+#[tokio::test]
+async fn the_disk_alert_follows_its_threshold_not_this_machines_free_space() {
+    let mail = Arc::new(Mailbox::default());
+    let dir = tempfile::tempdir().unwrap();
+    let config = |dir: &std::path::Path, percent: f64| AlertConfig {
+        mail: Some(Arc::clone(&mail) as Arc<dyn AlertMail>),
+        webhook: None,
+        queued_hours: 4,
+        data_dir: dir.to_owned(),
+        disk_free_percent: percent,
+    };
+    // 100%: any disk with something on it has less free than that.
+    let console = open(&dir).with_alerts(config(dir.path(), 100.0));
+    let f = support::fixture_from(dir, console);
+    f.console.alert_round().await;
+    let sent = mail.0.lock().unwrap().clone();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert!(
+        sent[0].contains("the data disk of") && sent[0].contains("is almost full"),
+        "{sent:?}"
+    );
+
+    // 0%: never almost full; the alert clears.
+    let relaxed = Arc::new(open(&f.dir).with_alerts(config(f.dir.path(), 0.0)));
+    relaxed.alert_round().await;
+    let sent = mail.0.lock().unwrap().clone();
+    assert_eq!(sent.len(), 2, "{sent:?}");
+    assert!(
+        sent[1].contains("cleared") && sent[1].contains("almost full"),
+        "{sent:?}"
+    );
 }
