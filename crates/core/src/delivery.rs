@@ -474,11 +474,6 @@ impl<S: Senders, B: Store> Engine<S, B> {
             claim.add_attempts(1);
         }
         let entry = claim.entry().clone();
-        // For the records written after the file is gone.
-        let details = Details {
-            subject: self.store.subject(&entry.id).await,
-            ..Details::default()
-        };
         // Opened by the transport on each attempt: never held here.
         let message = match claim.message().await {
             Ok(message) => message,
@@ -490,6 +485,12 @@ impl<S: Senders, B: Store> Engine<S, B> {
                 .with_source(e);
                 return self.settle(claim, sender, &entry, 0, error).await;
             }
+        };
+        // For the records written after the file is gone; after `message`,
+        // so that a shared store answers from the copy it just made.
+        let details = Details {
+            subject: self.store.subject(&entry.id).await,
+            ..Details::default()
         };
         let envelope = match envelope_of(&entry) {
             Ok(envelope) => envelope,

@@ -13,6 +13,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use apimail_core::outbox::{Entry, EntryId, HoldKind, Outcome};
+use tokio::io::AsyncWriteExt;
 use tokio::sync::{OnceCell, watch};
 use tokio::task::JoinHandle;
 
@@ -20,6 +21,7 @@ use crate::error::{self, StoreError};
 use crate::message::MessageReader;
 use crate::rows::{self, COLUMNS, LEASED, SET_ALL, Values};
 use crate::store::{Store, token};
+use crate::subjects::Head;
 
 impl Store {
     /// Claims entry `id` for sending, whether due or not: `None` if it is
@@ -146,10 +148,21 @@ impl Claim {
                 let (file, path) = file.into_parts();
                 let mut out = tokio::fs::File::from_std(file);
                 let mut reader = self.open_message().await.map_err(std::io::Error::other)?;
-                reader
-                    .copy_to(&mut out)
-                    .await
-                    .map_err(std::io::Error::other)?;
+                // The Subject from the chunks as they go by, for the
+                // journal (`Store::subject`): the message is read once.
+                let mut head = Head::default();
+                while let Some(chunk) = reader.next_chunk().await.map_err(std::io::Error::other)? {
+                    if self.store.subjects {
+                        head.take(&chunk);
+                    }
+                    out.write_all(&chunk).await?;
+                }
+                out.flush().await?;
+                if self.store.subjects {
+                    self.store
+                        .subjects_read
+                        .put(self.entry.id.as_str(), head.subject());
+                }
                 Ok::<_, std::io::Error>(path)
             })
             .await?;

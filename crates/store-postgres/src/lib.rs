@@ -28,6 +28,7 @@ mod queue;
 mod rows;
 mod seam;
 mod store;
+mod subjects;
 
 pub use claim::Claim;
 pub use connect::{StoreConfig, redact_url};

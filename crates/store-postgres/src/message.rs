@@ -28,6 +28,8 @@ impl Store {
 
     /// The reader of stored message `message`.
     pub(crate) async fn message_reader(&self, message: i64) -> Result<MessageReader, StoreError> {
+        self.messages_read
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let chunks: i64 = self
             .client("read a message")
             .await?

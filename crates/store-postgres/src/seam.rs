@@ -9,11 +9,12 @@ use std::time::Duration;
 use apimail_core::journal::Record;
 use apimail_core::outbox::{Entry, EntryId, NewEntry, Outcome};
 use apimail_core::store::{Store as CoreStore, StoreClaim};
-use apimail_core::{DeliveryNotes, NoteWrite, StoredMessage, read_subject};
+use apimail_core::{DeliveryNotes, NoteWrite, StoredMessage};
 
 use crate::claim::Claim;
 use crate::error::StoreError;
 use crate::store::Store;
+use crate::subjects::Head;
 
 impl CoreStore for Store {
     type Error = StoreError;
@@ -66,26 +67,27 @@ impl CoreStore for Store {
         if !self.subjects {
             return None;
         }
+        // Taken as the message was spooled for an attempt, or read before.
+        if let Some(known) = self.subjects_read.get(id.as_str()) {
+            return known;
+        }
         // Chunks up to the end of the header section, at most 1 MiB.
         let mut reader = self.open_message(id.as_str()).await.ok()??;
-        let mut head = Vec::new();
-        while head.len() < crate::CHUNK_BYTES && !ends_headers(&head) {
+        let mut head = Head::default();
+        while head.wants_more() {
             match reader.next_chunk().await.ok()? {
-                Some(chunk) => head.extend_from_slice(&chunk),
+                Some(chunk) => head.take(&chunk),
                 None => break,
             }
         }
-        read_subject(head.as_slice())
+        let subject = head.subject();
+        self.subjects_read.put(id.as_str(), subject.clone());
+        subject
     }
 
     async fn append(&self, records: &[Record]) -> io::Result<()> {
         self.append_all(records).await.map_err(io::Error::other)
     }
-}
-
-/// Whether `head` holds a whole header section (up to its blank line).
-fn ends_headers(head: &[u8]) -> bool {
-    head.windows(4).any(|w| w == b"\r\n\r\n") || head.windows(2).any(|w| w == b"\n\n")
 }
 
 impl StoreClaim for Claim {

@@ -2,12 +2,14 @@
 //! this node's name, the lease length, the chunk size).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use deadpool_postgres::{Object, Pool};
 
 use crate::connect::{self, StoreConfig};
 use crate::error::{self, StoreError};
+use crate::subjects::Subjects;
 
 /// The largest message chunk stored in one row: 1 MiB.
 pub const CHUNK_BYTES: usize = 1024 * 1024;
@@ -21,6 +23,10 @@ pub struct Store {
     pub(crate) chunk_bytes: usize,
     /// Whether the journal records each message's Subject.
     pub(crate) subjects: bool,
+    /// The Subjects read lately, shared by the clones.
+    pub(crate) subjects_read: Arc<Subjects>,
+    /// How many times a stored message was opened for reading.
+    pub(crate) messages_read: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for Store {
@@ -42,6 +48,8 @@ impl Store {
             lease: config.lease.max(Duration::from_secs(1)),
             chunk_bytes: CHUNK_BYTES,
             subjects: true,
+            subjects_read: Arc::default(),
+            messages_read: Arc::default(),
         })
     }
 
@@ -87,6 +95,13 @@ impl Store {
     pub fn with_lease(mut self, lease: Duration) -> Self {
         self.lease = lease;
         self
+    }
+
+    /// How many times this handle and its clones opened a stored message
+    /// to read it (spooling it for an attempt, or reading its Subject when
+    /// it was not spooled here): what deliveries cost the database.
+    pub fn messages_read(&self) -> u64 {
+        self.messages_read.load(Ordering::Relaxed)
     }
 
     /// A pooled connection.

@@ -830,6 +830,10 @@ async fn the_delivery_engine_sends_and_settles_through_the_store() {
     );
     assert!(sent_records.iter().all(|r| r.attempts == 1));
 
+    // Each attempt read its message from the database once (spooled, the
+    // Subject taken as it went by).
+    assert_eq!(store.messages_read(), 3);
+
     // A temporary failure keeps the entry queued for later; a permanent
     // one fails it. Both are journaled.
     let claim = store.accept_claimed(&message(7), meta(7)).await.unwrap();
@@ -853,6 +857,7 @@ async fn the_delivery_engine_sends_and_settles_through_the_store() {
     assert_eq!(entry.attempts, 1);
     assert_eq!(entry.in_flight_since, None);
     assert!(entry.next_attempt_at > now_unix(), "rescheduled");
+    assert_eq!(store.messages_read(), 4, "the failed attempt read it once");
 
     let refused = StubTransport::new_error(ErrorKind::InvalidMessage, "refused for good");
     let engine = Engine::with_store(
@@ -877,4 +882,15 @@ async fn the_delivery_engine_sends_and_settles_through_the_store() {
         .map(|s| s.record.outcome)
         .collect();
     assert_eq!(outcomes, vec![Status::Queued, Status::Failed]);
+    // Two attempts, two reads; both records have the Subject.
+    assert_eq!(store.messages_read(), 5);
+    let subjects: Vec<Option<String>> = store
+        .read_journal(&Filter::default(), 0, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|s| s.record.queue_id.as_deref() == Some(id.as_str()))
+        .map(|s| s.record.subject)
+        .collect();
+    assert_eq!(subjects, vec![Some("7".to_owned()), Some("7".to_owned())]);
 }

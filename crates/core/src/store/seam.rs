@@ -59,7 +59,9 @@ pub trait Store: Send + Sync {
     ) -> impl Future<Output = Result<Option<Self::Claim>, Self::Error>> + Send;
 
     /// The Subject of entry `id`'s message, when the journal records
-    /// subjects and the message is still there.
+    /// subjects and the message is still there. The engine asks after
+    /// the claim's `message`, so a store that copies the message for the
+    /// transports may answer from that copy.
     fn subject(&self, id: &EntryId) -> impl Future<Output = Option<String>> + Send;
 
     /// Appends `records` to the journal in one write; nothing without a
