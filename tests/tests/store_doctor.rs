@@ -117,14 +117,20 @@ fn doctor_reports_the_schema_then_the_clocks_of_the_nodes() {
     assert!(detail.contains("worker-a (+0.2 s"), "{nodes}");
     assert!(detail.contains("worker-b is 9.5 s ahead of it"), "{nodes}");
     let hint = text(&nodes["hint"]);
-    assert!(hint.contains("chrony") && hint.contains("on worker-b:"), "{nodes}");
+    assert!(
+        hint.contains("chrony") && hint.contains("on worker-b:"),
+        "{nodes}"
+    );
     assert!(!hint.contains("worker-a"), "{nodes}");
 
     // The plain report shows the warning and its hint.
     let plain = run(sandbox.cmd().arg("doctor"));
     let stdout = String::from_utf8_lossy(&plain.stdout);
     assert!(stdout.contains("WARN  store nodes"), "{stdout}");
-    assert!(stdout.contains("hint: turn on time synchronization"), "{stdout}");
+    assert!(
+        stdout.contains("hint: turn on time synchronization"),
+        "{stdout}"
+    );
     assert!(!stdout.contains(cluster.password()), "{stdout}");
 }
 

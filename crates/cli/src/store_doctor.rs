@@ -234,7 +234,10 @@ mod tests {
             Outcome::Warn(detail, hint) => {
                 assert!(detail.starts_with("13 nodes"), "{detail}");
                 assert!(detail.contains("zz-skewed (+7.3 s"), "{detail}");
-                assert!(detail.contains("zz-skewed is 7.3 s ahead of it"), "{detail}");
+                assert!(
+                    detail.contains("zz-skewed is 7.3 s ahead of it"),
+                    "{detail}"
+                );
                 assert!(detail.contains("and 3 more"), "{detail}");
                 assert!(hint.contains("on zz-skewed"), "{hint}");
                 assert!(!hint.contains("ok00"), "{hint}");

@@ -8,8 +8,8 @@ use apimail_core::now_unix;
 use apimail_core::outbox::HoldKind;
 
 use crate::alerts::{
-    ALERTS_FILE, AlertConfig, AlertFailure, Condition, ENDING_WITHIN, ROUND, SETTLE,
-    free_share, load_state, post_webhook, report, save_state,
+    ALERTS_FILE, AlertConfig, AlertFailure, Condition, ENDING_WITHIN, ROUND, SETTLE, free_share,
+    load_state, post_webhook, report, save_state,
 };
 use crate::state::Console;
 
