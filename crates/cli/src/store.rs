@@ -64,7 +64,7 @@ async fn migrate(settings: &StoreSettings, args: StoreMigrateArgs) -> Result<(),
     Ok(())
 }
 
-fn settings_failure(error: StoreSettingsError) -> Failure {
+pub(crate) fn settings_failure(error: StoreSettingsError) -> Failure {
     let hint = match &error {
         StoreSettingsError::PasswordFileUnreadable { .. } => {
             "check the file's path and that this user may read it"
@@ -76,7 +76,7 @@ fn settings_failure(error: StoreSettingsError) -> Failure {
 
 /// A store failure's exit code and next step. `shown`: the URL without
 /// its password; `from`: the setting that named it.
-fn store_failure(error: StoreError, shown: &str, from: &str) -> Failure {
+pub(crate) fn store_failure(error: StoreError, shown: &str, from: &str) -> Failure {
     let state = error.sqlstate().map(str::to_owned);
     let (exit, hint) = match (&error, state.as_deref()) {
         (StoreError::InvalidUrl { .. }, _) => (
