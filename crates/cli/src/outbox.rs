@@ -10,7 +10,9 @@
 //! copies it in has committed.
 
 use apimail_account::{Config, Delivery, StoreSettings};
-use apimail_core::delivery::{self as engine, Engine, FlushReport, IfNotSent, Interrupt, Selection};
+use apimail_core::delivery::{
+    self as engine, Engine, FlushReport, IfNotSent, Interrupt, Selection,
+};
 use apimail_core::journal::{Filter, Record};
 use apimail_core::outbox::{Entry, EntryId, Incoming, NewEntry, Outbox};
 use apimail_core::retry::RetryPolicy;
@@ -56,7 +58,8 @@ impl QueueStore {
     /// local outbox. A database that does not answer is a temporary
     /// failure (exit 75): nothing is accepted without it.
     pub async fn open(config: &Config) -> Result<QueueStore, Failure> {
-        let settings = apimail_account::store_settings(config).map_err(crate::store::settings_failure)?;
+        let settings =
+            apimail_account::store_settings(config).map_err(crate::store::settings_failure)?;
         let Some(settings) = settings else {
             return Ok(QueueStore::Local);
         };
@@ -204,10 +207,7 @@ impl QueueStore {
             }
             QueueStore::Shared(Shared { store, shown, from }) => {
                 let engine = apimail_account::shared_engine(store, senders, &delivery);
-                Engines::Shared(
-                    engine.with_interrupt(interrupt()),
-                    Named { shown, from },
-                )
+                Engines::Shared(engine.with_interrupt(interrupt()), Named { shown, from })
             }
         })
     }
@@ -367,4 +367,3 @@ async fn open_shared(settings: &StoreSettings) -> Result<Shared, Failure> {
         Err(error) => Err(crate::store::store_failure(error, &shown, from)),
     }
 }
-

@@ -139,7 +139,13 @@ async fn deliver(config_flag: Option<&std::path::Path>, inv: Invocation) -> Resu
     // transaction done), still claimed: no other process's flush takes it
     // before this attempt at once.
     let delivery = engine
-        .accept_and_deliver(incoming, prepared.entry(&owner), &resolved, &once, if_not_sent)
+        .accept_and_deliver(
+            incoming,
+            prepared.entry(&owner),
+            &resolved,
+            &once,
+            if_not_sent,
+        )
         .await?;
     let id = delivery.id.clone();
     let reason = delivery
