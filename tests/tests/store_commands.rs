@@ -108,6 +108,16 @@ fn sendmail_queues_in_the_store_and_another_data_dir_lists_flushes_and_logs_it()
     assert_eq!(lines[0]["recipients"], serde_json::json!(["a@example.net"]));
     let id = lines[0]["id"].as_str().unwrap().to_owned();
 
+    // sendmail's own listing (mailq) reads the same store.
+    let mailq = apimail_in(&first, &second, &["sendmail", "-bp"]);
+    assert_eq!(mailq.code, 0, "{}", mailq.stderr);
+    assert!(stdout(&mailq).starts_with(&id), "{}", stdout(&mailq));
+    assert!(
+        stdout(&mailq).contains("a@example.net"),
+        "{}",
+        stdout(&mailq)
+    );
+
     let shown = apimail_in(&first, &second, &["queue", "show", &id]);
     assert_eq!(shown.code, 0, "{}", shown.stderr);
     assert!(
@@ -257,4 +267,34 @@ fn an_unreachable_store_is_75_and_nothing_is_accepted_or_shown() {
         assert!(!out.stderr.contains(password), "{}", out.stderr);
     }
     assert!(fake.messages().is_empty());
+}
+
+#[test]
+fn a_store_whose_schema_is_behind_refuses_to_accept_and_says_to_migrate() {
+    let test = "a_store_whose_schema_is_behind_refuses_to_accept_and_says_to_migrate";
+    let Some((cluster, url)) = database(test, "cli_behind") else {
+        return;
+    };
+    let fake = FakeGoogle::start();
+    let sandbox = machine(&fake, cluster, &url);
+    // Not migrated.
+    let out = run_with_stdin(
+        sandbox.cmd().args(["sendmail", "-i", "a@example.net"]),
+        b"Subject: early\n\nx\n",
+    );
+    assert_eq!(out.code, 78, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("hint: run `apimail store migrate`"),
+        "{}",
+        out.stderr
+    );
+    assert!(fake.messages().is_empty());
+    assert!(sandbox.outbox_entries("queue").is_empty());
+
+    let bad = {
+        migrate(&sandbox);
+        run(sandbox.cmd().args(["queue", "show", "not-an-id"]))
+    };
+    assert_eq!(bad.code, 64, "{}", bad.stderr);
+    assert!(bad.stderr.contains("apimail queue list"), "{}", bad.stderr);
 }

@@ -31,17 +31,15 @@ pub enum QueueStore {
     Shared(Shared),
 }
 
-/// The open shared store and how to name it in a failure (without its
-/// password).
+/// The open shared store and how to name it in a failure.
 pub struct Shared {
     store: SharedStore,
-    shown: String,
-    from: &'static str,
+    named: Named,
 }
 
 impl Shared {
     fn failure(&self, error: StoreError) -> Failure {
-        crate::store::store_failure(error, &self.shown, self.from)
+        self.named.failure(error)
     }
 }
 
@@ -205,15 +203,16 @@ impl QueueStore {
                     apimail_account::engine(&dir, senders, &delivery).map_err(outbox_failure)?;
                 Engines::Local(engine.with_interrupt(interrupt()))
             }
-            QueueStore::Shared(Shared { store, shown, from }) => {
+            QueueStore::Shared(Shared { store, named }) => {
                 let engine = apimail_account::shared_engine(store, senders, &delivery);
-                Engines::Shared(engine.with_interrupt(interrupt()), Named { shown, from })
+                Engines::Shared(engine.with_interrupt(interrupt()), named)
             }
         })
     }
 }
 
-/// How a shared store is named in a failure.
+/// How a shared store is named in a failure: its URL without the
+/// password, and the setting that gave it.
 pub struct Named {
     shown: String,
     from: &'static str,
@@ -360,10 +359,12 @@ async fn copy_in(
 }
 
 async fn open_shared(settings: &StoreSettings) -> Result<Shared, Failure> {
-    let shown = redact_url(settings.url.expose());
-    let from = settings.url_from;
+    let named = Named {
+        shown: redact_url(settings.url.expose()),
+        from: settings.url_from,
+    };
     match apimail_account::open_store(settings).await {
-        Ok(store) => Ok(Shared { store, shown, from }),
-        Err(error) => Err(crate::store::store_failure(error, &shown, from)),
+        Ok(store) => Ok(Shared { store, named }),
+        Err(error) => Err(named.failure(error)),
     }
 }
