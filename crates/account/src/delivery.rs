@@ -7,6 +7,8 @@ use apimail_core::delivery::{Engine, Senders};
 use apimail_core::journal::{Journal, JournalError};
 use apimail_core::outbox::{Outbox, OutboxError};
 
+use apimail_store_postgres::Store as SharedStore;
+
 use crate::error::ResolveError;
 use crate::resolve::store;
 use crate::settings::Delivery;
@@ -64,6 +66,18 @@ pub fn engine<S: Senders>(
             engine
         }
     })
+}
+
+/// The engine over the shared `store`, settling by `delivery`, its
+/// journal recording subjects as `delivery`'s `[journal]` says: what
+/// [`engine`] is for the local outbox, for the command line and the library.
+pub fn shared_engine<S: Senders>(
+    store: SharedStore,
+    senders: S,
+    delivery: &Delivery,
+) -> Engine<S, SharedStore> {
+    let store = store.with_subjects(delivery.journal_subjects);
+    Engine::with_store(store, senders, delivery.settings.clone())
 }
 
 #[cfg(test)]

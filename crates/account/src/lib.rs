@@ -34,7 +34,9 @@ mod shared_store;
 pub use build::{Endpoints, build};
 pub use config::{Account, Config, GmailAccount, GraphAccount, Provider};
 pub use credentials::{Credentials, gmail_service_account_identity, graph_app_only_identity};
-pub use delivery::{data_dir, engine, journal_dir, open_journal, outbox_dir, relay_dir};
+pub use delivery::{
+    data_dir, engine, journal_dir, open_journal, outbox_dir, relay_dir, shared_engine,
+};
 pub use error::ResolveError;
 pub use resolve::{
     Context, Flags, authority, client_secret_file, cloud, endpoint, endpoint_from,

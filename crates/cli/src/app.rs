@@ -137,7 +137,7 @@ fn run(cli: cli::Cli) -> Result<(), Failure> {
                 cli::AuthCommand::Logout(args) => auth::logout(ctx, args).await,
             }
         }),
-        cli::Command::Log(args) => log::run(config.as_deref(), args),
+        cli::Command::Log(args) => block_on(async move { log::run(config.as_deref(), args).await }),
         cli::Command::Relay(args) => {
             block_on(async move { relay::run(config.as_deref(), args).await })
         }

@@ -18,6 +18,7 @@ mod graph_auth;
 mod limit;
 mod log;
 mod merge;
+mod outbox;
 mod password;
 mod providers;
 mod queue;

@@ -13,7 +13,7 @@ use time::{Date, OffsetDateTime};
 
 use crate::cli::LogArgs;
 use crate::exit::{Exit, Failure};
-use crate::queue;
+use crate::outbox::QueueStore;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Format {
@@ -22,7 +22,7 @@ enum Format {
     Csv,
 }
 
-pub fn run(config_flag: Option<&std::path::Path>, args: LogArgs) -> Result<(), Failure> {
+pub async fn run(config_flag: Option<&std::path::Path>, args: LogArgs) -> Result<(), Failure> {
     let config = crate::config::load(&crate::config::path(config_flag)?)?;
     let filter = Filter {
         since: args
@@ -38,33 +38,38 @@ pub fn run(config_flag: Option<&std::path::Path>, args: LogArgs) -> Result<(), F
         (_, true) => Format::Csv,
         _ => Format::Lines,
     };
-    let journal = queue::open_journal(&config)?;
-    let mut records = journal.read(&filter).map_err(queue::journal_failure)?;
+    // The local journal, or the shared store's when one is configured.
+    let store = QueueStore::open(&config).await?;
 
     let mut out = BufWriter::new(std::io::stdout().lock());
     let mut printed = 0;
+    let mut open = true;
     if format == Format::Csv {
-        emit(out.write_all(&journal_csv::header_row()))?;
+        open = emit(out.write_all(&journal_csv::header_row()))?;
     }
-    for record in records.by_ref() {
-        let record = record.map_err(queue::journal_failure)?;
-        let line = match format {
-            Format::Lines => human_line(&record),
-            Format::Json => json_line(&record),
-            Format::Csv => journal_csv::record_row(&record),
-        };
-        if !emit(out.write_all(&line))? {
-            return Ok(());
+    let skipped = match open {
+        false => 0,
+        true => {
+            store
+                .read_journal(&config, &filter, |record| {
+                    let line = match format {
+                        Format::Lines => human_line(record),
+                        Format::Json => json_line(record),
+                        Format::Csv => journal_csv::record_row(record),
+                    };
+                    open = emit(out.write_all(&line))?;
+                    printed += usize::from(open);
+                    Ok(open)
+                })
+                .await?
         }
-        printed += 1;
-    }
-    if !emit(out.flush())? {
+    };
+    if !open || !emit(out.flush())? {
         return Ok(());
     }
-    if records.skipped() > 0 {
+    if skipped > 0 {
         tracing::warn!(
-            "skipped {} line(s) of the journal that are not records (cut short by a crash, or edited)",
-            records.skipped()
+            "skipped {skipped} line(s) of the journal that are not records (cut short by a crash, or edited)"
         );
     }
     if printed == 0 && format == Format::Lines {

@@ -13,6 +13,7 @@ use apimail_core::{MemoryNotes, Transport, TransportError, now_unix};
 
 use crate::cli::QueueCommand;
 use crate::exit::{Exit, Failure};
+use crate::outbox::{Engines, Page, QueueStore};
 use crate::providers::{self, ConfiguredSenders, Context, Resolved};
 
 /// How long a message may wait in the queue before it counts as failed
@@ -62,34 +63,31 @@ pub fn outbox_failure(error: OutboxError) -> Failure {
 }
 
 pub async fn run(ctx: &Context, command: QueueCommand) -> Result<(), Failure> {
-    let outbox = open_outbox()?;
+    let store = QueueStore::open(&ctx.config).await?;
     match command {
         QueueCommand::List {
             json,
             limit,
             offset,
-        } => list(&outbox, offset, limit, json),
+        } => list(&store, offset, limit, json).await,
         QueueCommand::Flush { account, all } => {
             let selection = Selection {
                 account,
                 include_not_due: all,
                 ..Selection::default()
             };
-            flush(ctx, &selection).await
+            flush_with(&store.engine(ctx)?, &selection).await
         }
-        QueueCommand::Show { id } => show(&outbox, &id),
+        QueueCommand::Show { id } => show(&store, &id).await,
         QueueCommand::Retry { id } => {
-            if !outbox.retry(&id).map_err(outbox_failure)? {
+            if !store.retry(&id).await? {
                 return Err(unknown_id(&id));
             }
-            flush(ctx, &Selection::default()).await
+            flush_with(&store.engine(ctx)?, &Selection::default()).await
         }
         QueueCommand::Drop { id } => {
-            discard(ctx, &outbox, &id).await?;
-            let journal = open_journal(&ctx.config)?;
-            if !apimail_core::delivery::drop_entry(&outbox, &journal, &id)
-                .map_err(outbox_failure)?
-            {
+            discard(ctx, &store, &id).await?;
+            if !store.engine(ctx)?.drop_entry(ctx, &id).await? {
                 return Err(unknown_id(&id));
             }
             say(&format!("dropped {id}"));
@@ -102,8 +100,8 @@ pub async fn run(ctx: &Context, command: QueueCommand) -> Result<(), Failure> {
 /// draft) is deleted. If that fails the entry stays, so nothing is left
 /// behind unseen; without the sender to reach the mailbox, a warning says
 /// where to look.
-async fn discard(ctx: &Context, outbox: &Outbox, id: &str) -> Result<(), Failure> {
-    let Some(entry) = outbox.get(id).map_err(outbox_failure)? else {
+async fn discard(ctx: &Context, store: &QueueStore, id: &str) -> Result<(), Failure> {
+    let Some(entry) = store.get(id).await? else {
         return Err(unknown_id(id));
     };
     if entry.notes.is_empty() {
@@ -159,10 +157,12 @@ pub async fn signal() -> String {
 
 /// Flushes the selected entries and prints what happened.
 pub async fn flush(ctx: &Context, selection: &Selection) -> Result<(), Failure> {
-    let report = engine(ctx)?
-        .flush(selection)
-        .await
-        .map_err(outbox_failure)?;
+    let store = QueueStore::open(&ctx.config).await?;
+    flush_with(&store.engine(ctx)?, selection).await
+}
+
+async fn flush_with(engine: &Engines<'_>, selection: &Selection) -> Result<(), Failure> {
+    let report = engine.flush(selection).await?;
     print_report(&report);
     Ok(())
 }
@@ -183,14 +183,18 @@ fn say(text: &str) {
 /// `offset`th on, queued and held ones first, then the failed ones. Lists
 /// the directories once and reads only the entries shown.
 /// With `json`, JSON Lines instead (see [`json_line`]).
-pub fn list(outbox: &Outbox, offset: usize, limit: usize, json: bool) -> Result<(), Failure> {
-    let (queued, queued_total) = outbox.list_page(offset, limit).map_err(outbox_failure)?;
-    let (failed, failed_total) = outbox
-        .list_failed_page(
-            offset.saturating_sub(queued_total),
-            limit.saturating_sub(queued.len()),
-        )
-        .map_err(outbox_failure)?;
+pub async fn list(
+    store: &QueueStore,
+    offset: usize,
+    limit: usize,
+    json: bool,
+) -> Result<(), Failure> {
+    let Page {
+        queued,
+        queued_total,
+        failed,
+        failed_total,
+    } = store.page(offset, limit).await?;
     let total = queued_total + failed_total;
     let mut out = String::new();
     if json {
@@ -296,15 +300,9 @@ fn describe(entry: &Entry, state: &str) -> String {
     text
 }
 
-fn show(outbox: &Outbox, id: &str) -> Result<(), Failure> {
-    let entry = outbox
-        .get(id)
-        .map_err(outbox_failure)?
-        .ok_or_else(|| unknown_id(id))?;
-    let message = outbox
-        .read_message(id)
-        .map_err(outbox_failure)?
-        .unwrap_or_default();
+async fn show(store: &QueueStore, id: &str) -> Result<(), Failure> {
+    let entry = store.get(id).await?.ok_or_else(|| unknown_id(id))?;
+    let message = store.read_message(id).await?.unwrap_or_default();
     let headers_end = message
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
@@ -381,8 +379,11 @@ pub fn print_report(report: &FlushReport) {
     say(&line);
 }
 
-/// The delivery engine over the outbox, resolving senders from `ctx`, as
-/// the account layer builds it (journal, `when_unknown`).
+/// The delivery engine over the local outbox, resolving senders from
+/// `ctx`, as the account layer builds it (journal, `when_unknown`): the
+/// relay's and `merge`'s. `send`, `sendmail` and `queue` use
+/// [`QueueStore::engine`], which is over the shared store when one is
+/// configured.
 pub fn engine(ctx: &Context) -> Result<Engine<ConfiguredSenders<'_>>, Failure> {
     let delivery = apimail_account::Delivery::from_config(&ctx.config)?;
     let dir = apimail_account::outbox_dir()?;
@@ -393,8 +394,10 @@ pub fn engine(ctx: &Context) -> Result<Engine<ConfiguredSenders<'_>>, Failure> {
 
 /// After a login: held messages of `account` become due, and go out now.
 pub async fn release_after_login(ctx: &Context, account: &str) {
-    let Ok(outbox) = open_outbox() else { return };
-    match outbox.release_held(Some(account)) {
+    let Ok(store) = QueueStore::open(&ctx.config).await else {
+        return;
+    };
+    match store.release_held(account).await {
         Ok(0) | Err(_) => {}
         Ok(n) => {
             say(&format!(
@@ -405,7 +408,7 @@ pub async fn release_after_login(ctx: &Context, account: &str) {
                 deadline: Some(Instant::now() + FLUSH_AFTER_SEND),
                 ..Selection::default()
             };
-            if let Ok(engine) = engine(ctx)
+            if let Ok(engine) = store.engine(ctx)
                 && let Ok(report) = engine.flush(&selection).await
             {
                 print_report(&report);

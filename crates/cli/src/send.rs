@@ -15,6 +15,7 @@ use tracing::info;
 use crate::cli::SendArgs;
 use crate::exit::{Exit, ExitContext, Failure};
 use crate::limit::Limited;
+use crate::outbox::QueueStore;
 use crate::providers::{self, Context};
 use crate::queue;
 
@@ -38,18 +39,20 @@ pub async fn run(ctx: Context, args: SendArgs, retry: RetryPolicy) -> Result<(),
     )
     .await?;
     let from = args.from.clone().or_else(|| resolved.address.clone());
-    let engine = queue::engine(&ctx)?;
+    // A store that does not answer fails here (75), before anything is composed.
+    let engine = QueueStore::open(&ctx.config).await?.engine(&ctx)?;
+    let staging = engine.staging()?;
     let limit = resolved.message_limit();
     let builder = builder(
         &args,
         from.as_deref(),
-        Some(Budget::new(limit, engine.outbox().dir())),
+        Some(Budget::new(limit, staging.dir())),
     )?;
 
     // Composed straight into the outbox: from here on the message is never
     // lost, and it is never whole in memory. Over the limit, writing stops
     // and the unfinished file is removed.
-    let mut incoming = engine.outbox().begin().map_err(queue::outbox_failure)?;
+    let mut incoming = staging.begin().map_err(queue::outbox_failure)?;
     let mut limited = Limited::new(&mut incoming, limit);
     let composed = match builder.write_to(&mut limited) {
         Ok(composed) => composed,
@@ -65,15 +68,10 @@ pub async fn run(ctx: Context, args: SendArgs, retry: RetryPolicy) -> Result<(),
         Err(e) => return Err(compose_failure(e)),
     };
     let size = limited.written();
-    // Still claimed: no other process's flush takes it before our attempt.
-    let claim = incoming
-        .commit_claimed(new_entry(&resolved, &composed))
-        .map_err(queue::outbox_failure)?;
-    let id = claim.entry().id.clone();
     let message_id = composed.message_id().to_owned();
+    let meta = new_entry(&resolved, &composed);
     if args.queue {
-        drop(claim);
-        engine.record_queued(&id).map_err(queue::outbox_failure)?;
+        let id = engine.accept(incoming, meta).await?;
         let mut err = std::io::stderr().lock();
         let _ = writeln!(
             err,
@@ -88,10 +86,13 @@ pub async fn run(ctx: Context, args: SendArgs, retry: RetryPolicy) -> Result<(),
             resolved.label
         );
     }
+    // Accepted once committed (the outbox fsynced, or the store's
+    // transaction done), still claimed: no other process's flush takes it
+    // before this attempt.
     let delivery = engine
-        .deliver_claimed(claim, &resolved, &retry, IfNotSent::Keep)
-        .await
-        .map_err(queue::outbox_failure)?;
+        .accept_and_deliver(incoming, meta, &resolved, &retry, IfNotSent::Keep)
+        .await?;
+    let id = delivery.id.clone();
     let receipt = match delivery.settled {
         Settled::Sent(receipt) => Some(receipt),
         Settled::VerifiedSent => None,

@@ -13,6 +13,7 @@ use apimail_core::retry::RetryPolicy;
 use apimail_core::{Mailbox, ReadyMessage};
 
 use crate::exit::{Exit, Failure};
+use crate::outbox::QueueStore;
 use crate::providers::{self, Context, Resolved};
 use crate::queue;
 use crate::sendmail_args::{HELP, Invocation, Mode};
@@ -37,7 +38,11 @@ pub async fn run(
             );
             Ok(())
         }
-        Mode::ListQueue => queue::list(&queue::open_outbox()?, 0, usize::MAX, false),
+        Mode::ListQueue => {
+            let config = crate::config::load(&crate::config::path(config_flag)?)?;
+            let store = QueueStore::open(&config).await?;
+            queue::list(&store, 0, usize::MAX, false).await
+        }
         Mode::FlushQueue => {
             let ctx = Context::load(config_flag)?;
             queue::flush(&ctx, &Selection::default()).await
@@ -56,8 +61,10 @@ async fn deliver(config_flag: Option<&std::path::Path>, inv: Invocation) -> Resu
             failure
         }
     })?;
-    let engine = queue::engine(&ctx)?;
-    let outbox = engine.outbox();
+    // A store that does not answer fails here (75), before anything is read.
+    let engine = QueueStore::open(&ctx.config).await?.engine(&ctx)?;
+    let staging = engine.staging()?;
+    let outbox = &staging;
 
     // Stream standard input to disk: memory does not grow with the message.
     let mut incoming = outbox.begin().map_err(queue::outbox_failure)?;
@@ -118,12 +125,6 @@ async fn deliver(config_flag: Option<&std::path::Path>, inv: Invocation) -> Resu
         max_age_secs: queue::max_age_secs(),
         ..Owner::new(resolved.identity.clone())
     };
-    // Still claimed: no other process's flush takes it before our attempt.
-    let claim = incoming
-        .commit_claimed(prepared.entry(&owner))
-        .map_err(queue::outbox_failure)?;
-    let id = claim.entry().id.clone();
-    // Accepted: durable in the outbox. Now try to send it at once.
     let no_queue = apimail_account::no_queue();
     let if_not_sent = if no_queue {
         IfNotSent::Drop
@@ -134,10 +135,19 @@ async fn deliver(config_flag: Option<&std::path::Path>, inv: Invocation) -> Resu
         max_attempts: 1,
         ..RetryPolicy::standard()
     };
+    // Accepted once committed (the outbox fsynced, or the store's
+    // transaction done), still claimed: no other process's flush takes it
+    // before this attempt at once.
     let delivery = engine
-        .deliver_claimed(claim, &resolved, &once, if_not_sent)
-        .await
-        .map_err(queue::outbox_failure)?;
+        .accept_and_deliver(
+            incoming,
+            prepared.entry(&owner),
+            &resolved,
+            &once,
+            if_not_sent,
+        )
+        .await?;
+    let id = delivery.id.clone();
     let reason = delivery
         .error
         .as_ref()

@@ -83,6 +83,19 @@ pub(crate) fn store_failure(error: StoreError, shown: &str, from: &str) -> Failu
             Exit::Config,
             format!("fix {from}: postgres://user@host:port/database?sslmode=require"),
         ),
+        (StoreError::InvalidId(_), _) => (
+            Exit::Usage,
+            "see `apimail queue list` for the ids".to_owned(),
+        ),
+        (StoreError::Busy { .. }, _) => (
+            Exit::TempFail,
+            "another apimail process is sending it; see `apimail queue list` in a moment"
+                .to_owned(),
+        ),
+        (StoreError::SchemaBehind { .. }, _) => (
+            Exit::Config,
+            "run `apimail store migrate` (from any machine using the store)".to_owned(),
+        ),
         (StoreError::Tls(_), _) => (
             Exit::Config,
             "set SSL_CERT_FILE to the CA bundle that signed the database's certificate".to_owned(),

@@ -311,6 +311,28 @@ impl<S: Senders, B: Store> Engine<S, B> {
         &self.senders
     }
 
+    /// Journals entry `id`, accepted without an attempt (`send --queue`),
+    /// as `queued`, through whichever store this engine is over. An entry
+    /// gone meanwhile is skipped; a journal that cannot be written is a
+    /// warning.
+    pub async fn journal_queued(&self, id: &EntryId) -> Result<(), B::Error> {
+        if let Some(entry) = self.store.get(id).await? {
+            self.append(&entry, Record::without_attempt(&entry, Status::Queued))
+                .await;
+        }
+        Ok(())
+    }
+
+    /// Journals `entry`, just dropped (`queue drop`), as `dropped`, with
+    /// `subject` read before it went.
+    pub async fn journal_dropped(&self, entry: &Entry, subject: Option<String>) {
+        let mut record = Record::without_attempt(entry, Status::Dropped);
+        record.subject = subject;
+        if let Err(e) = self.store.append(&[labelled(entry, record)]).await {
+            tracing::warn!("the drop of {} is not in the journal: {e}", entry.id);
+        }
+    }
+
     /// Delivers entry `id` now with `sender` (the caller resolved it for
     /// the identity it accepted the entry with), retrying temporary
     /// failures in process under `retry`. If another process holds the

@@ -36,21 +36,21 @@ pub(crate) struct Queue<B = LocalStore> {
     max_age_secs: i64,
 }
 
-impl<B: Store> Queue<B> {
+impl Queue<apimail_store_postgres::Store> {
     /// The engine over a shared `store`, with the account layer's delivery
     /// settings.
     pub(crate) fn shared(
-        store: B,
+        store: apimail_store_postgres::Store,
         identity: SenderIdentity,
         transport: Arc<Limited>,
-    ) -> Result<Queue<B>, Error> {
+    ) -> Result<Self, Error> {
         let delivery = Delivery::from_config(&apimail_account::Config::default())?;
         let own = OneSender {
             transport,
             identity,
         };
         Ok(Queue {
-            engine: Engine::with_store(store, own, delivery.settings.clone()),
+            engine: apimail_account::shared_engine(store, own, &delivery),
             max_age_secs: delivery.max_age_secs,
         })
     }
