@@ -308,10 +308,11 @@ impl Engines<'_> {
         match self {
             Engines::Local(engine) => {
                 let claim = incoming.commit_claimed(meta).map_err(outbox_failure)?;
+                let id = claim.entry().id.clone();
                 engine
                     .deliver_claimed(claim, resolved, retry, if_not_sent)
                     .await
-                    .map_err(outbox_failure)
+                    .map_err(|e| still_there(outbox_failure(e), &id))
             }
             Engines::Shared(engine, named) => {
                 let into = copy_in(engine.store(), incoming);
@@ -320,10 +321,11 @@ impl Engines<'_> {
                     Err(error) => Err(error),
                 }
                 .map_err(|e| named.failure(e))?;
+                let id = claim.entry().id.clone();
                 engine
                     .deliver_claimed(claim, resolved, retry, if_not_sent)
                     .await
-                    .map_err(|e| named.failure(e))
+                    .map_err(|e| still_there(named.failure(e), &id))
             }
         }
     }
@@ -374,6 +376,15 @@ impl Engines<'_> {
             }
         }
     }
+}
+
+/// A failure of the store after entry `id` was accepted: the message is
+/// kept, and the next flush (here or on any machine using the store) sends
+/// it, or finds what this attempt did.
+fn still_there(failure: Failure, id: &EntryId) -> Failure {
+    failure.note(format!(
+        "the message was accepted as {id} before this failure and is kept: `apimail queue show {id}`, `apimail log`"
+    ))
 }
 
 /// The message staged in `incoming`, copied into the store's own
