@@ -13,14 +13,68 @@ use apimail_account::{Config, Delivery, StoreSettings};
 use apimail_core::delivery::{
     self as engine, Engine, FlushReport, IfNotSent, Interrupt, Selection,
 };
-use apimail_core::journal::{Filter, Record};
-use apimail_core::outbox::{Entry, EntryId, Incoming, NewEntry, Outbox};
+use apimail_core::journal::{Filter, Journal, JournalError, Record};
+use apimail_core::outbox::{Entry, EntryId, Incoming, NewEntry, Outbox, OutboxError};
 use apimail_core::retry::RetryPolicy;
 use apimail_store_postgres::{Store as SharedStore, StoreError, redact_url};
 
-use crate::exit::Failure;
+use crate::exit::{Exit, Failure};
 use crate::providers::{ConfiguredSenders, Context, Resolved};
-use crate::queue::{self, journal_failure, open_journal, open_outbox, outbox_failure};
+
+/// The outbox under the data directory (`$APIMAIL_DATA_DIR/outbox`).
+pub fn open_outbox() -> Result<Outbox, Failure> {
+    Outbox::open(apimail_account::outbox_dir()?).map_err(outbox_failure)
+}
+
+/// The delivery journal under the data directory (`$APIMAIL_DATA_DIR/journal`),
+/// with the config's `[journal]` settings.
+pub fn open_journal(config: &apimail_account::Config) -> Result<Journal, Failure> {
+    let delivery = apimail_account::Delivery::from_config(config)?;
+    apimail_account::open_journal(&apimail_account::outbox_dir()?, &delivery)
+        .map_err(journal_failure)
+}
+
+pub fn journal_failure(error: JournalError) -> Failure {
+    Failure::new(Exit::Config, error).hint("check the data directory's permissions and free space")
+}
+
+/// An outbox failure, by what the user must do.
+pub fn outbox_failure(error: OutboxError) -> Failure {
+    match &error {
+        OutboxError::InvalidId { .. } => {
+            Failure::new(Exit::Usage, error).hint("see `apimail queue list` for the ids")
+        }
+        OutboxError::Busy { .. } => Failure::new(Exit::TempFail, error)
+            .hint("another apimail process is sending it; see `apimail queue list` in a moment"),
+        _ if error.is_disk_full() => Failure::new(Exit::TempFail, error)
+            .hint("the disk holding the data directory is full; free some space, then try again"),
+        _ => Failure::new(Exit::Config, error)
+            .hint("check the data directory's permissions (apimail doctor)"),
+    }
+}
+
+/// The first SIGINT or SIGTERM, by name: what interrupts a delivery.
+#[cfg(unix)]
+pub async fn signal() -> String {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut interrupt), Ok(mut terminate)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = interrupt.recv() => "SIGINT".to_owned(),
+        _ = terminate.recv() => "SIGTERM".to_owned(),
+    }
+}
+
+/// The first Ctrl-C.
+#[cfg(not(unix))]
+pub async fn signal() -> String {
+    let _ = tokio::signal::ctrl_c().await;
+    "Ctrl-C".to_owned()
+}
 
 /// How many journal records `log` reads from the store at a time.
 const JOURNAL_PAGE: usize = 1000;
@@ -195,7 +249,7 @@ impl QueueStore {
     pub fn engine(self, ctx: &Context) -> Result<Engines<'_>, Failure> {
         let delivery = Delivery::from_config(&ctx.config)?;
         let senders = ConfiguredSenders { ctx };
-        let interrupt = || Interrupt::new(queue::signal);
+        let interrupt = || Interrupt::new(signal);
         Ok(match self {
             QueueStore::Local => {
                 let dir = apimail_account::outbox_dir()?;
@@ -254,10 +308,11 @@ impl Engines<'_> {
         match self {
             Engines::Local(engine) => {
                 let claim = incoming.commit_claimed(meta).map_err(outbox_failure)?;
+                let id = claim.entry().id.clone();
                 engine
                     .deliver_claimed(claim, resolved, retry, if_not_sent)
                     .await
-                    .map_err(outbox_failure)
+                    .map_err(|e| still_there(outbox_failure(e), &id))
             }
             Engines::Shared(engine, named) => {
                 let into = copy_in(engine.store(), incoming);
@@ -266,10 +321,11 @@ impl Engines<'_> {
                     Err(error) => Err(error),
                 }
                 .map_err(|e| named.failure(e))?;
+                let id = claim.entry().id.clone();
                 engine
                     .deliver_claimed(claim, resolved, retry, if_not_sent)
                     .await
-                    .map_err(|e| named.failure(e))
+                    .map_err(|e| still_there(named.failure(e), &id))
             }
         }
     }
@@ -311,29 +367,24 @@ impl Engines<'_> {
 
     /// `queue drop ID`: deletes the entry, journaled as dropped; `false`
     /// when there is no such entry.
-    pub async fn drop_entry(&self, ctx: &Context, id: &str) -> Result<bool, Failure> {
+    pub async fn drop_entry(&self, id: &str) -> Result<bool, Failure> {
+        let id = EntryId::parse(id).map_err(outbox_failure)?;
         match self {
-            Engines::Local(engine) => {
-                let journal = match engine.journal() {
-                    Some(journal) => journal.clone(),
-                    None => open_journal(&ctx.config)?,
-                };
-                engine::drop_entry(engine.outbox(), &journal, id).map_err(outbox_failure)
-            }
+            Engines::Local(engine) => engine.drop_entry(&id).await.map_err(outbox_failure),
             Engines::Shared(engine, named) => {
-                let store = engine.store();
-                let Some(entry) = store.get(id).await.map_err(|e| named.failure(e))? else {
-                    return Ok(false);
-                };
-                let subject = apimail_core::store::Store::subject(store, &entry.id).await;
-                if !store.drop_entry(id).await.map_err(|e| named.failure(e))? {
-                    return Ok(false);
-                }
-                engine.journal_dropped(&entry, subject).await;
-                Ok(true)
+                engine.drop_entry(&id).await.map_err(|e| named.failure(e))
             }
         }
     }
+}
+
+/// A failure of the store after entry `id` was accepted: the message is
+/// kept, and the next flush (here or on any machine using the store) sends
+/// it, or finds what this attempt did.
+fn still_there(failure: Failure, id: &EntryId) -> Failure {
+    failure.note(format!(
+        "the message was accepted as {id} before this failure and is kept: `apimail queue show {id}`, `apimail log`"
+    ))
 }
 
 /// The message staged in `incoming`, copied into the store's own

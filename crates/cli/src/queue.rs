@@ -7,13 +7,15 @@ use std::time::{Duration, Instant};
 use anyhow::anyhow;
 use apimail_core::delivery::{Engine, FlushReport, Interrupt, Selection, Settled};
 use apimail_core::journal::rfc3339;
-use apimail_core::journal::{Journal, JournalError};
-use apimail_core::outbox::{Entry, EntryId, EntryState, HoldKind, Outbox, OutboxError};
+use apimail_core::outbox::{Entry, EntryId, EntryState, HoldKind};
 use apimail_core::{MemoryNotes, Transport, TransportError, now_unix};
 
 use crate::cli::QueueCommand;
 use crate::exit::{Exit, Failure};
 use crate::outbox::{Engines, Page, QueueStore};
+// Where the outbox and journal open, for the commands that use only the
+// local ones (merge, the relay, admin, doctor).
+pub use crate::outbox::{open_journal, open_outbox, outbox_failure, signal};
 use crate::providers::{self, ConfiguredSenders, Context, Resolved};
 
 /// How long a message may wait in the queue before it counts as failed
@@ -28,38 +30,6 @@ pub const FLUSH_AFTER_SEND: Duration = Duration::from_secs(30);
 /// The data directory (`$APIMAIL_DATA_DIR`, else the platform's).
 pub fn data_dir() -> Result<std::path::PathBuf, Failure> {
     Ok(apimail_account::data_dir()?)
-}
-
-/// The outbox under the data directory (`$APIMAIL_DATA_DIR/outbox`).
-pub fn open_outbox() -> Result<Outbox, Failure> {
-    Outbox::open(apimail_account::outbox_dir()?).map_err(outbox_failure)
-}
-
-/// The delivery journal under the data directory (`$APIMAIL_DATA_DIR/journal`),
-/// with the config's `[journal]` settings.
-pub fn open_journal(config: &apimail_account::Config) -> Result<Journal, Failure> {
-    let delivery = apimail_account::Delivery::from_config(config)?;
-    apimail_account::open_journal(&apimail_account::outbox_dir()?, &delivery)
-        .map_err(journal_failure)
-}
-
-pub fn journal_failure(error: JournalError) -> Failure {
-    Failure::new(Exit::Config, error).hint("check the data directory's permissions and free space")
-}
-
-/// An outbox failure, by what the user must do.
-pub fn outbox_failure(error: OutboxError) -> Failure {
-    match &error {
-        OutboxError::InvalidId { .. } => {
-            Failure::new(Exit::Usage, error).hint("see `apimail queue list` for the ids")
-        }
-        OutboxError::Busy { .. } => Failure::new(Exit::TempFail, error)
-            .hint("another apimail process is sending it; see `apimail queue list` in a moment"),
-        _ if error.is_disk_full() => Failure::new(Exit::TempFail, error)
-            .hint("the disk holding the data directory is full; free some space, then try again"),
-        _ => Failure::new(Exit::Config, error)
-            .hint("check the data directory's permissions (apimail doctor)"),
-    }
 }
 
 pub async fn run(ctx: &Context, command: QueueCommand) -> Result<(), Failure> {
@@ -87,7 +57,7 @@ pub async fn run(ctx: &Context, command: QueueCommand) -> Result<(), Failure> {
         }
         QueueCommand::Drop { id } => {
             discard(ctx, &store, &id).await?;
-            if !store.engine(ctx)?.drop_entry(ctx, &id).await? {
+            if !store.engine(ctx)?.drop_entry(&id).await? {
                 return Err(unknown_id(&id));
             }
             say(&format!("dropped {id}"));
@@ -130,29 +100,6 @@ async fn discard(ctx: &Context, store: &QueueStore, id: &str) -> Result<(), Fail
              is deleted; run `apimail queue drop {id}` again"
         ))
     })
-}
-
-/// The first SIGINT or SIGTERM, by name: what interrupts a delivery.
-#[cfg(unix)]
-pub async fn signal() -> String {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut interrupt), Ok(mut terminate)) = (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) else {
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = interrupt.recv() => "SIGINT".to_owned(),
-        _ = terminate.recv() => "SIGTERM".to_owned(),
-    }
-}
-
-/// The first Ctrl-C.
-#[cfg(not(unix))]
-pub async fn signal() -> String {
-    let _ = tokio::signal::ctrl_c().await;
-    "Ctrl-C".to_owned()
 }
 
 /// Flushes the selected entries and prints what happened.

@@ -323,14 +323,24 @@ impl<S: Senders, B: Store> Engine<S, B> {
         Ok(())
     }
 
-    /// Journals `entry`, just dropped (`queue drop`), as `dropped`, with
-    /// `subject` read before it went.
-    pub async fn journal_dropped(&self, entry: &Entry, subject: Option<String>) {
-        let mut record = Record::without_attempt(entry, Status::Dropped);
+    /// `queue drop` through any store: deletes entry `id` (queued, held
+    /// or failed) and journals it as dropped, so that its story in the log
+    /// ends there and not at `held` or `queued`. `false` when there is no
+    /// such entry; the store's busy error while another process sends it.
+    pub async fn drop_entry(&self, id: &EntryId) -> Result<bool, B::Error> {
+        let Some(entry) = self.store.get(id).await? else {
+            return Ok(false);
+        };
+        let subject = self.store.subject(id).await;
+        if !self.store.drop_entry(id).await? {
+            return Ok(false);
+        }
+        let mut record = Record::without_attempt(&entry, Status::Dropped);
         record.subject = subject;
-        if let Err(e) = self.store.append(&[labelled(entry, record)]).await {
+        if let Err(e) = self.store.append(&[labelled(&entry, record)]).await {
             tracing::warn!("the drop of {} is not in the journal: {e}", entry.id);
         }
+        Ok(true)
     }
 
     /// Delivers entry `id` now with `sender` (the caller resolved it for

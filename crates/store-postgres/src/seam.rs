@@ -63,6 +63,10 @@ impl CoreStore for Store {
         Store::claim_due(self, id, now)
     }
 
+    fn drop_entry(&self, id: &EntryId) -> impl Future<Output = Result<bool, StoreError>> + Send {
+        Store::drop_entry(self, id.as_str())
+    }
+
     async fn subject(&self, id: &EntryId) -> Option<String> {
         if !self.subjects {
             return None;

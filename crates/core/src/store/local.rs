@@ -86,6 +86,10 @@ impl Store for LocalStore {
         ready(self.outbox.claim_due(id, now))
     }
 
+    fn drop_entry(&self, id: &EntryId) -> impl Future<Output = Result<bool, OutboxError>> + Send {
+        ready(self.outbox.drop_entry(id.as_str()))
+    }
+
     fn subject(&self, id: &EntryId) -> impl Future<Output = Option<String>> + Send {
         ready(
             self.journal

@@ -58,6 +58,11 @@ pub trait Store: Send + Sync {
         now: i64,
     ) -> impl Future<Output = Result<Option<Self::Claim>, Self::Error>> + Send;
 
+    /// Deletes entry `id` and its message, queued, held or failed (`queue
+    /// drop`); `false` when there is none. A busy error while someone
+    /// else holds it (is sending it).
+    fn drop_entry(&self, id: &EntryId) -> impl Future<Output = Result<bool, Self::Error>> + Send;
+
     /// The Subject of entry `id`'s message, when the journal records
     /// subjects and the message is still there. The engine asks after
     /// the claim's `message`, so a store that copies the message for the
