@@ -46,4 +46,6 @@ pub use senders::{ConfiguredSenders, OneSender};
 pub use settings::{
     Delivery, max_age_secs, no_queue, retry_policy, set_env_http_timeouts, set_http_timeouts,
 };
-pub use shared_store::{StoreSettings, StoreSettingsError, open_store, store_config, store_settings};
+pub use shared_store::{
+    StoreSettings, StoreSettingsError, open_store, store_config, store_settings,
+};

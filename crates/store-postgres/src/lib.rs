@@ -10,6 +10,9 @@
 //!   renews itself and fences every write.
 //! - The journal: [`Store::append`], [`Store::read_journal`].
 //! - Pacing: [`Store::try_start`] / [`Permit`].
+//! - OAuth tokens: [`SharedTokens`], sealed under a [`StoreKey`], behind
+//!   core's token seam (`TokenVault`): one refresh per account across
+//!   the cluster.
 //!
 //! `SEAM.md` beside this crate proposes the trait the delivery engine
 //! takes so that this store and the local outbox plug in alike.
@@ -23,8 +26,10 @@ mod migrate;
 mod pace;
 mod queue;
 mod rows;
+mod seal;
 mod seam;
 mod store;
+mod tokens;
 
 pub use claim::Claim;
 pub use connect::{StoreConfig, redact_url};
@@ -34,4 +39,6 @@ pub use message::MessageReader;
 pub use migrate::{Migrated, latest_version};
 pub use pace::{Permit, Start};
 pub use queue::Incoming;
+pub use seal::{KEY_LEN, KeyError, OpenError, StoreKey, write_new_key};
 pub use store::{CHUNK_BYTES, Store};
+pub use tokens::{SharedTokens, TokensError};
