@@ -89,7 +89,11 @@ async fn migrations_are_versioned_and_run_once() {
         other => panic!("an unmigrated store opened: {other:?}"),
     }
     let first = store.migrate().await.unwrap();
-    assert_eq!(first.applied, vec!["V1__outbox_journal_pace".to_owned()]);
+    assert_eq!(
+        first.applied.first().map(String::as_str),
+        Some("V1__outbox_journal_pace")
+    );
+    assert!(first.applied.iter().any(|m| m == "V3__tokens"), "{first:?}");
     assert_eq!(first.version, latest_version());
     let again = store.migrate().await.unwrap();
     assert!(again.applied.is_empty(), "{again:?}");
