@@ -73,6 +73,8 @@ pub struct Config {
 /// [store]
 /// url = "postgres://apimail@db.example.com/apimail?sslmode=require"
 /// password_file = "/etc/apimail/store-password"
+/// tokens = "store"                      # accounts' OAuth tokens too, encrypted
+/// key_file = "/etc/apimail/store.key"   # 32 random bytes in base64
 /// ```
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -83,6 +85,27 @@ pub struct StoreTable {
     /// A file whose first line is the database password.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password_file: Option<PathBuf>,
+    /// Where accounts' OAuth tokens live: `local` (each node's own token
+    /// files, the default) or `store` (in the store, encrypted under
+    /// `key_file`'s key; one refresh per mailbox for the whole cluster).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens: Option<TokensIn>,
+    /// The file holding the key tokens in the store are encrypted under
+    /// (`apimail store key new --output FILE`); `APIMAIL_STORE_KEY_FILE`
+    /// wins.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<PathBuf>,
+}
+
+/// `[store] tokens`: where accounts' OAuth tokens live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TokensIn {
+    /// Each node's own token files (the data directory).
+    #[default]
+    Local,
+    /// The shared store, encrypted.
+    Store,
 }
 
 /// `[relay]`: the SMTP relay. Without listeners it listens on

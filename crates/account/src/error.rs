@@ -211,6 +211,20 @@ pub enum ResolveError {
         /// What was asked for.
         name: String,
     },
+    /// The shared store's settings cannot be used.
+    #[error(transparent)]
+    StoreSettings(crate::shared_store::StoreSettingsError),
+    /// The key the store's tokens are sealed with cannot be read.
+    #[error("{source} ({from})")]
+    StoreKey {
+        /// `APIMAIL_STORE_KEY_FILE` or `[store] key_file`.
+        from: &'static str,
+        /// Why.
+        source: apimail_store_postgres::KeyError,
+    },
+    /// The shared store cannot be set up (its URL, TLS).
+    #[error(transparent)]
+    StoreOpen(apimail_store_postgres::StoreError),
 }
 
 fn known_accounts(known: &[String]) -> String {

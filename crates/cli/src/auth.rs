@@ -144,7 +144,7 @@ pub(crate) async fn login_gmail_on(
         login_hint: common.login_hint.clone(),
         account_flag: common.account.clone(),
     };
-    let name = save_login(&mut ctx, &store, login, account, "Google")?;
+    let name = save_login(&mut ctx, &store, login, account, "Google").await?;
     crate::queue::release_after_login(&ctx, &name).await;
     Ok(name)
 }
@@ -172,7 +172,7 @@ pub(crate) struct Login {
 
 /// Stores the tokens, writes the account into the config file (and makes
 /// it the default if there is none), and says where everything went.
-pub(crate) fn save_login(
+pub(crate) async fn save_login(
     ctx: &mut Context,
     store: &TokenStore,
     login: Login,
@@ -217,6 +217,7 @@ pub(crate) fn save_login(
         refresh_refused: None,
     };
     store.save(&stored).map_err(store_failure)?;
+    let shared = share_login(ctx, &stored).await?;
 
     let previous = ctx.config.accounts.remove(&name);
     let account = match account {
@@ -245,12 +246,39 @@ pub(crate) fn save_login(
         store.path(&name).display(),
         ctx.config_path.display()
     ));
+    if let Some(shared) = shared {
+        say(&shared);
+    }
     if address.is_none() {
         say(&format!(
             "note: {provider_name} did not say which address this is; pass --from when sending, or log in again with --login-hint ADDR"
         ));
     }
     Ok(name)
+}
+
+/// With `[store] tokens = "store"`, the login's tokens go to the shared
+/// store too (encrypted), so every node uses them: what to say about it.
+async fn share_login(ctx: &Context, stored: &StoredToken) -> Result<Option<String>, Failure> {
+    let Some(settings) = apimail_account::store_settings(&ctx.config)
+        .map_err(|e| apimail_account::ResolveError::StoreSettings(e))?
+    else {
+        return Ok(None);
+    };
+    let Some(shared) = apimail_account::shared_tokens_for(&settings)? else {
+        return Ok(None);
+    };
+    let shown = apimail_store_postgres::redact_url(settings.url.expose());
+    shared.put(stored).await.map_err(|e| {
+        crate::store::tokens_failure(e, &shown, settings.url_from).note(format!(
+            "the tokens are saved on this machine; push them later with `apimail store tokens push --account {}`",
+            stored.account
+        ))
+    })?;
+    Ok(Some(format!(
+        "and in the shared store at {shown} (encrypted, key id {})",
+        shared.key_id()
+    )))
 }
 
 /// Shows the URL on a line of its own, and opens a browser when asked and

@@ -196,6 +196,7 @@ pub(crate) async fn open_store(
         url: url.clone(),
         url_from: "MailerBuilder::store",
         password,
+        token_key: None,
     };
     apimail_account::open_store(&settings).await.map_err(|e| {
         let kind = if e.is_temporary() {
