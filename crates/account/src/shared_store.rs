@@ -13,6 +13,7 @@ use apimail_store_postgres::{Store, StoreConfig, StoreError};
 
 use crate::config::{Config, TokensIn};
 use crate::env;
+pub use crate::error::StoreSettingsError;
 
 /// The store's URL and password, as configured.
 #[derive(Debug, Clone)]
@@ -35,51 +36,6 @@ pub struct KeyFile {
     pub file: PathBuf,
     /// `APIMAIL_STORE_KEY_FILE` or `[store] key_file`.
     pub from: &'static str,
-}
-
-/// Why the store's settings cannot be read.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreSettingsError {
-    /// The password file cannot be read.
-    #[error("cannot read the store's password file `{}` ({setting})", file.display())]
-    PasswordFileUnreadable {
-        /// The file.
-        file: PathBuf,
-        /// `APIMAIL_STORE_PASSWORD_FILE` or `[store] password_file`.
-        setting: &'static str,
-        /// The cause.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The password file's first line is empty.
-    #[error("the store's password file `{}` is empty ({setting})", file.display())]
-    PasswordFileEmpty {
-        /// The file.
-        file: PathBuf,
-        /// Where it was named.
-        setting: &'static str,
-    },
-    /// `APIMAIL_STORE_TOKENS` is neither `local` nor `store`.
-    #[error("{} `{value}` is neither `local` nor `store`", env::STORE_TOKENS)]
-    BadTokensIn {
-        /// What it holds.
-        value: String,
-    },
-    /// Tokens in the store, but no store is configured.
-    #[error("{setting} is `store`, but no store is configured")]
-    TokensWithoutStore {
-        /// `APIMAIL_STORE_TOKENS` or `[store] tokens`.
-        setting: &'static str,
-    },
-    /// Tokens in the store, but no key to seal them with.
-    #[error(
-        "{setting} is `store`, but no key is given ({} or `[store] key_file`)",
-        env::STORE_KEY_FILE
-    )]
-    TokensWithoutKey {
-        /// `APIMAIL_STORE_TOKENS` or `[store] tokens`.
-        setting: &'static str,
-    },
 }
 
 /// The store's settings; `None` when no store is configured (the local

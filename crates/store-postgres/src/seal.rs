@@ -77,7 +77,7 @@ pub enum OpenError {
     /// Sealed under another key (its id differs from this node's).
     #[error(
         "the store's tokens for account `{account}` were encrypted with another key \
-         (key id {found}; this node's APIMAIL_STORE_KEY_FILE holds key id {ours})"
+         (key id {found}; this node's key file holds key id {ours})"
     )]
     WrongKey {
         /// The account.
