@@ -261,7 +261,7 @@ pub(crate) async fn save_login(
 /// store too (encrypted), so every node uses them: what to say about it.
 async fn share_login(ctx: &Context, stored: &StoredToken) -> Result<Option<String>, Failure> {
     let Some(settings) = apimail_account::store_settings(&ctx.config)
-        .map_err(|e| apimail_account::ResolveError::StoreSettings(e))?
+        .map_err(apimail_account::ResolveError::StoreSettings)?
     else {
         return Ok(None);
     };
