@@ -86,6 +86,12 @@ fn one_login_serves_every_machine_and_another_key_exits_78() {
         "B used the access token the login stored"
     );
     assert!(!b.token_file(ACCOUNT).exists(), "nothing written locally");
+    let status = run(b.cmd().args(["auth", "status"]));
+    assert_eq!(status.code, 0, "{}", status.stderr);
+    let shown = String::from_utf8_lossy(&status.stdout).into_owned();
+    assert!(shown.contains(ACCOUNT), "{shown}");
+    assert!(shown.contains("stored in:  the shared store"), "{shown}");
+    assert!(!shown.contains(&refresh_token), "{shown}");
 
     // Machine C: another key.
     let other = keys.path().join("other.key");
@@ -128,4 +134,13 @@ fn one_login_serves_every_machine_and_another_key_exits_78() {
     local.set_env("APIMAIL_STORE_TOKENS", "local");
     let refused = run(local.cmd().args(["store", "tokens", "push"]));
     assert_eq!(refused.code, 78, "{}", refused.stderr);
+
+    // Logging out on B removes the account from the store: no node has it.
+    let out = run(b.cmd().args(["auth", "logout", "--account", ACCOUNT]));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let status = run(b.cmd().args(["auth", "status", "--account", ACCOUNT]));
+    let shown = String::from_utf8_lossy(&status.stdout).into_owned();
+    assert!(shown.contains("none stored"), "{shown}");
+    let after = send(&a);
+    assert_eq!(after.code, 77, "{}", after.stderr);
 }

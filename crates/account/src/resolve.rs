@@ -4,7 +4,7 @@
 //! sender, for the delivery engine.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use apimail_core::token_store::TokenStore;
 use apimail_core::token_vault::TokenVault;
@@ -38,6 +38,9 @@ pub struct Context {
     pub config_path: PathBuf,
     /// Its contents.
     pub config: Config,
+    /// The token vault, once opened: one pool to the shared store for
+    /// every account this context resolves (a relay's every entry).
+    vault: OnceLock<Arc<dyn TokenVault>>,
 }
 
 /// The token store (`$APIMAIL_DATA_DIR`, else the platform's).
@@ -55,10 +58,16 @@ impl Context {
         let config_path = crate::config::path(flag)?;
         let config = crate::config::load(&config_path)?;
         crate::settings::set_http_timeouts(&config)?;
-        Ok(Context {
+        Ok(Context::new(config_path, config))
+    }
+
+    /// A context for `config`, read from `config_path`.
+    pub fn new(config_path: PathBuf, config: Config) -> Self {
+        Context {
             config_path,
             config,
-        })
+            vault: OnceLock::new(),
+        }
     }
 
     /// The token store (`$APIMAIL_DATA_DIR`, else the platform's).
@@ -69,7 +78,11 @@ impl Context {
     /// Where accounts' tokens are read, refreshed and written: the token
     /// store, or the shared store when the configuration puts them there.
     pub fn token_vault(&self) -> Result<Arc<dyn TokenVault>, ResolveError> {
-        crate::tokens::token_vault(&self.config, self.store()?)
+        if let Some(vault) = self.vault.get() {
+            return Ok(vault.clone());
+        }
+        let vault = crate::tokens::token_vault(&self.config, self.store()?)?;
+        Ok(self.vault.get_or_init(|| vault).clone())
     }
 }
 
