@@ -218,25 +218,42 @@ fn key_id(bytes: &[u8; KEY_LEN]) -> String {
         .collect()
 }
 
-/// Writes a new random key to `file`, owner-only (0600) and atomically;
-/// refuses to replace an existing file. Returns the key's id.
+/// Writes a new random key to `file`, owner-only (0600) and atomically
+/// (a private temporary file, synced, then linked into place, which fails
+/// if `file` exists: an existing key is never replaced). Returns the key's
+/// id.
 pub fn write_new_key(file: &Path) -> Result<String, KeyError> {
-    if file.exists() {
-        return Err(KeyError::Write {
-            file: file.to_owned(),
-            source: std::io::Error::new(
+    let failed = |source| KeyError::Write {
+        file: file.to_owned(),
+        source,
+    };
+    let (key, text) = StoreKey::generate()?;
+    let dir = match file.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    let name = file
+        .file_name()
+        .map_or("key".into(), |n| n.to_string_lossy());
+    let mut temp = apimail_core::files::PrivateFile::new_in(dir, &name)
+        .map_err(|e| failed(e.into_io_error()))?;
+    use std::io::Write as _;
+    temp.as_file_mut()
+        .write_all(text.expose().as_bytes())
+        .and_then(|()| temp.as_file().sync_all())
+        .map_err(failed)?;
+    match std::fs::hard_link(temp.path(), file) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            return Err(failed(std::io::Error::new(
                 std::io::ErrorKind::AlreadyExists,
                 "the file exists; a new key would make the tokens sealed with it unreadable",
-            ),
-        });
-    }
-    let (key, text) = StoreKey::generate()?;
-    apimail_core::files::write_private(file, text.expose().as_bytes()).map_err(|e| {
-        KeyError::Write {
-            file: file.to_owned(),
-            source: e.into_io_error(),
+            )));
         }
-    })?;
+        Err(e) => return Err(failed(e)),
+    }
+    drop(temp); // removes the temporary name; the key stays at `file`
+    let _ = apimail_core::files::sync_dir(dir);
     Ok(key.id().to_owned())
 }
 
@@ -314,6 +331,11 @@ mod tests {
         }
         assert!(write_new_key(&file).is_err(), "an existing key is kept");
         assert_eq!(StoreKey::from_file(&file).unwrap().id(), id);
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["store.key"], "no temporary file left");
         // Debug shows the id only.
         assert_eq!(format!("{key:?}"), format!("StoreKey {{ id: {id:?} }}"));
 
