@@ -301,8 +301,20 @@ _apimail() {
             apimail__subcmd__help__subcmd__relay__subcmd__user,remove)
                 cmd="apimail__subcmd__help__subcmd__relay__subcmd__user__subcmd__remove"
                 ;;
+            apimail__subcmd__help__subcmd__store,key)
+                cmd="apimail__subcmd__help__subcmd__store__subcmd__key"
+                ;;
             apimail__subcmd__help__subcmd__store,migrate)
                 cmd="apimail__subcmd__help__subcmd__store__subcmd__migrate"
+                ;;
+            apimail__subcmd__help__subcmd__store,tokens)
+                cmd="apimail__subcmd__help__subcmd__store__subcmd__tokens"
+                ;;
+            apimail__subcmd__help__subcmd__store__subcmd__key,new)
+                cmd="apimail__subcmd__help__subcmd__store__subcmd__key__subcmd__new"
+                ;;
+            apimail__subcmd__help__subcmd__store__subcmd__tokens,push)
+                cmd="apimail__subcmd__help__subcmd__store__subcmd__tokens__subcmd__push"
                 ;;
             apimail__subcmd__merge,help)
                 cmd="apimail__subcmd__merge__subcmd__help"
@@ -400,14 +412,56 @@ _apimail() {
             apimail__subcmd__store,help)
                 cmd="apimail__subcmd__store__subcmd__help"
                 ;;
+            apimail__subcmd__store,key)
+                cmd="apimail__subcmd__store__subcmd__key"
+                ;;
             apimail__subcmd__store,migrate)
                 cmd="apimail__subcmd__store__subcmd__migrate"
+                ;;
+            apimail__subcmd__store,tokens)
+                cmd="apimail__subcmd__store__subcmd__tokens"
                 ;;
             apimail__subcmd__store__subcmd__help,help)
                 cmd="apimail__subcmd__store__subcmd__help__subcmd__help"
                 ;;
+            apimail__subcmd__store__subcmd__help,key)
+                cmd="apimail__subcmd__store__subcmd__help__subcmd__key"
+                ;;
             apimail__subcmd__store__subcmd__help,migrate)
                 cmd="apimail__subcmd__store__subcmd__help__subcmd__migrate"
+                ;;
+            apimail__subcmd__store__subcmd__help,tokens)
+                cmd="apimail__subcmd__store__subcmd__help__subcmd__tokens"
+                ;;
+            apimail__subcmd__store__subcmd__help__subcmd__key,new)
+                cmd="apimail__subcmd__store__subcmd__help__subcmd__key__subcmd__new"
+                ;;
+            apimail__subcmd__store__subcmd__help__subcmd__tokens,push)
+                cmd="apimail__subcmd__store__subcmd__help__subcmd__tokens__subcmd__push"
+                ;;
+            apimail__subcmd__store__subcmd__key,help)
+                cmd="apimail__subcmd__store__subcmd__key__subcmd__help"
+                ;;
+            apimail__subcmd__store__subcmd__key,new)
+                cmd="apimail__subcmd__store__subcmd__key__subcmd__new"
+                ;;
+            apimail__subcmd__store__subcmd__key__subcmd__help,help)
+                cmd="apimail__subcmd__store__subcmd__key__subcmd__help__subcmd__help"
+                ;;
+            apimail__subcmd__store__subcmd__key__subcmd__help,new)
+                cmd="apimail__subcmd__store__subcmd__key__subcmd__help__subcmd__new"
+                ;;
+            apimail__subcmd__store__subcmd__tokens,help)
+                cmd="apimail__subcmd__store__subcmd__tokens__subcmd__help"
+                ;;
+            apimail__subcmd__store__subcmd__tokens,push)
+                cmd="apimail__subcmd__store__subcmd__tokens__subcmd__push"
+                ;;
+            apimail__subcmd__store__subcmd__tokens__subcmd__help,help)
+                cmd="apimail__subcmd__store__subcmd__tokens__subcmd__help__subcmd__help"
+                ;;
+            apimail__subcmd__store__subcmd__tokens__subcmd__help,push)
+                cmd="apimail__subcmd__store__subcmd__tokens__subcmd__help__subcmd__push"
                 ;;
             *)
                 ;;
@@ -1796,8 +1850,36 @@ _apimail() {
             return 0
             ;;
         apimail__subcmd__help__subcmd__store)
-            opts="migrate"
+            opts="migrate key tokens"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        apimail__subcmd__help__subcmd__store__subcmd__key)
+            opts="new"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        apimail__subcmd__help__subcmd__store__subcmd__key__subcmd__new)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -1812,6 +1894,34 @@ _apimail() {
         apimail__subcmd__help__subcmd__store__subcmd__migrate)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        apimail__subcmd__help__subcmd__store__subcmd__tokens)
+            opts="push"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        apimail__subcmd__help__subcmd__store__subcmd__tokens__subcmd__push)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -2602,7 +2712,7 @@ _apimail() {
             return 0
             ;;
         apimail__subcmd__store)
-            opts="-v -h --config --verbose --debug --help migrate help"
+            opts="-v -h --config --verbose --debug --help migrate key tokens help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2620,7 +2730,7 @@ _apimail() {
             return 0
             ;;
         apimail__subcmd__store__subcmd__help)
-            opts="migrate help"
+            opts="migrate key tokens help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2647,6 +2757,34 @@ _apimail() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        apimail__subcmd__store__subcmd__help__subcmd__key)
+            opts="new"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        apimail__subcmd__store__subcmd__help__subcmd__key__subcmd__new)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         apimail__subcmd__store__subcmd__help__subcmd__migrate)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
@@ -2661,6 +2799,116 @@ _apimail() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        apimail__subcmd__store__subcmd__help__subcmd__tokens)
+            opts="push"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        apimail__subcmd__store__subcmd__help__subcmd__tokens__subcmd__push)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        apimail__subcmd__store__subcmd__key)
+            opts="-v -h --config --verbose --debug --help new help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        apimail__subcmd__store__subcmd__key__subcmd__help)
+            opts="new help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        apimail__subcmd__store__subcmd__key__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        apimail__subcmd__store__subcmd__key__subcmd__help__subcmd__new)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        apimail__subcmd__store__subcmd__key__subcmd__new)
+            opts="-v -h --output --config --verbose --debug --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --output)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         apimail__subcmd__store__subcmd__migrate)
             opts="-v -h --check --config --verbose --debug --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -2668,6 +2916,88 @@ _apimail() {
                 return 0
             fi
             case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        apimail__subcmd__store__subcmd__tokens)
+            opts="-v -h --config --verbose --debug --help push help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        apimail__subcmd__store__subcmd__tokens__subcmd__help)
+            opts="push help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        apimail__subcmd__store__subcmd__tokens__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        apimail__subcmd__store__subcmd__tokens__subcmd__help__subcmd__push)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 5 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        apimail__subcmd__store__subcmd__tokens__subcmd__push)
+            opts="-v -h --account --config --verbose --debug --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --account)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0

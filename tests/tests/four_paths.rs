@@ -185,6 +185,23 @@ impl World {
             .collect()
     }
 
+    /// The journal's records of `message_id` once the last is `outcome`:
+    /// the relay's workers append in batches, after the entry settled.
+    fn records_until(&self, message_id: &str, outcome: &str) -> Vec<serde_json::Value> {
+        let until = Instant::now() + Duration::from_secs(30);
+        loop {
+            let records = self.records(message_id);
+            if records.last().is_some_and(|r| r["outcome"] == outcome) {
+                return records;
+            }
+            assert!(
+                Instant::now() < until,
+                "{message_id}: no `{outcome}` record last: {records:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Puts one message into the outbox through `path`; what it printed.
     fn submit(&self, path: Path4, message_id: &str, relay: Option<&Process>) -> String {
         let subject = format!("via {}", path.name());
@@ -412,7 +429,8 @@ fn send_sendmail_the_relay_and_the_mailer_share_one_outbox_alike() {
             let said = world.submit(path, &id, Some(&relay));
             world.wait_entry(&id, "delivered", |e| e.is_none());
             assert_eq!(world.copies(&id), 1, "{}: {said}", path.name());
-            sent_shapes.push((path, delivery_shape(path, &world.records(&id))));
+            let records = world.records_until(&id, "sent");
+            sent_shapes.push((path, delivery_shape(path, &records)));
         }
     }
     for (path, shape) in &sent_shapes {
@@ -448,7 +466,8 @@ fn send_sendmail_the_relay_and_the_mailer_share_one_outbox_alike() {
                 "{}: no second copy: {said}",
                 path.name()
             );
-            held_shapes.push((path, delivery_shape(path, &world.records(&id))));
+            let records = world.records_until(&id, "held");
+            held_shapes.push((path, delivery_shape(path, &records)));
         }
         // The relay's workers leave a held entry alone too.
         std::thread::sleep(Duration::from_secs(2));

@@ -74,6 +74,8 @@ pub struct Config {
 /// url = "postgres://apimail@db.example.com/apimail?sslmode=require"
 /// password_file = "/etc/apimail/store-password"
 /// migrate = true    # opening the store runs its migrations first
+/// tokens = "store"                      # accounts' OAuth tokens too, encrypted
+/// key_file = "/etc/apimail/store.key"   # 32 random bytes in base64
 /// ```
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -88,6 +90,27 @@ pub struct StoreTable {
     /// `apimail store migrate`); off by default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub migrate: Option<bool>,
+    /// Where accounts' OAuth tokens live: `local` (each node's own token
+    /// files, the default) or `store` (in the store, encrypted under
+    /// `key_file`'s key; one refresh per mailbox for the whole cluster).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens: Option<TokensIn>,
+    /// The file holding the key tokens in the store are encrypted under
+    /// (`apimail store key new --output FILE`); `APIMAIL_STORE_KEY_FILE`
+    /// wins.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<PathBuf>,
+}
+
+/// `[store] tokens`: where accounts' OAuth tokens live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TokensIn {
+    /// Each node's own token files (the data directory).
+    #[default]
+    Local,
+    /// The shared store, encrypted.
+    Store,
 }
 
 /// `[relay]`: the SMTP relay. Without listeners it listens on

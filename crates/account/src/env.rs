@@ -25,6 +25,13 @@ pub const RETRY_MAX_SECONDS: &str = "APIMAIL_RETRY_MAX_SECONDS";
 pub const STORE_URL: &str = "APIMAIL_STORE_URL";
 /// A file holding the store's password (over `[store] password_file`).
 pub const STORE_PASSWORD_FILE: &str = "APIMAIL_STORE_PASSWORD_FILE";
+/// `local` or `store`: where accounts' OAuth tokens live (over
+/// `[store] tokens`).
+pub const STORE_TOKENS: &str = "APIMAIL_STORE_TOKENS";
+/// A file holding the key the store's tokens are encrypted under (over
+/// `[store] key_file`). The key itself is never taken from a variable or
+/// a flag, where `ps` and crash reports can see it.
+pub const STORE_KEY_FILE: &str = "APIMAIL_STORE_KEY_FILE";
 /// libpq's password variable, used for the store when nothing else gives one.
 pub const PGPASSWORD: &str = "PGPASSWORD";
 /// The connect timeout, in seconds (core's HTTP policy takes the value).

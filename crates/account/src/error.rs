@@ -211,6 +211,20 @@ pub enum ResolveError {
         /// What was asked for.
         name: String,
     },
+    /// The shared store's settings cannot be used.
+    #[error(transparent)]
+    StoreSettings(StoreSettingsError),
+    /// The key the store's tokens are sealed with cannot be read.
+    #[error("{source} ({from})")]
+    StoreKey {
+        /// `APIMAIL_STORE_KEY_FILE` or `[store] key_file`.
+        from: &'static str,
+        /// Why.
+        source: apimail_store_postgres::KeyError,
+    },
+    /// The shared store cannot be set up (its URL, TLS).
+    #[error(transparent)]
+    StoreOpen(apimail_store_postgres::StoreError),
 }
 
 fn known_accounts(known: &[String]) -> String {
@@ -219,4 +233,49 @@ fn known_accounts(known: &[String]) -> String {
     } else {
         format!("known accounts: {}", known.join(", "))
     }
+}
+
+/// Why the store's settings cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreSettingsError {
+    /// The password file cannot be read.
+    #[error("cannot read the store's password file `{}` ({setting})", file.display())]
+    PasswordFileUnreadable {
+        /// The file.
+        file: PathBuf,
+        /// `APIMAIL_STORE_PASSWORD_FILE` or `[store] password_file`.
+        setting: &'static str,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The password file's first line is empty.
+    #[error("the store's password file `{}` is empty ({setting})", file.display())]
+    PasswordFileEmpty {
+        /// The file.
+        file: PathBuf,
+        /// Where it was named.
+        setting: &'static str,
+    },
+    /// `APIMAIL_STORE_TOKENS` is neither `local` nor `store`.
+    #[error("{} `{value}` is neither `local` nor `store`", env::STORE_TOKENS)]
+    BadTokensIn {
+        /// What it holds.
+        value: String,
+    },
+    /// Tokens in the store, but no store is configured.
+    #[error("{setting} is `store`, but no store is configured")]
+    TokensWithoutStore {
+        /// `APIMAIL_STORE_TOKENS` or `[store] tokens`.
+        setting: &'static str,
+    },
+    /// Tokens in the store, but no key to seal them with.
+    #[error(
+        "{setting} is `store`, but no key is given ({} or `[store] key_file`)",
+        env::STORE_KEY_FILE
+    )]
+    TokensWithoutKey {
+        /// `APIMAIL_STORE_TOKENS` or `[store] tokens`.
+        setting: &'static str,
+    },
 }

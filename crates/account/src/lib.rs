@@ -14,7 +14,9 @@
 //! - [`engine`]: the outbox, the engine and the journal, built once, with
 //!   the settings of [`Delivery`];
 //! - [`store_settings`]: where the shared PostgreSQL store is, if any, and
-//!   [`open_store`]: the one way to open it.
+//!   [`open_store`]: the one way to open it;
+//! - [`token_vault`]: where accounts' OAuth tokens are kept (each node's
+//!   files, or the shared store, encrypted).
 
 mod build;
 pub mod config;
@@ -30,6 +32,7 @@ mod sender;
 mod senders;
 mod settings;
 mod shared_store;
+mod tokens;
 
 pub use build::{Endpoints, build};
 pub use config::{Account, Config, GmailAccount, GraphAccount, Provider};
@@ -49,5 +52,6 @@ pub use settings::{
     Delivery, max_age_secs, no_queue, retry_policy, set_env_http_timeouts, set_http_timeouts,
 };
 pub use shared_store::{
-    StoreSettings, StoreSettingsError, open_store, store_config, store_settings,
+    KeyFile, StoreSettings, StoreSettingsError, open_store, store_config, store_settings,
 };
+pub use tokens::{shared_tokens_for, token_vault};

@@ -4,8 +4,10 @@
 //! sender, for the delivery engine.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 
 use apimail_core::token_store::TokenStore;
+use apimail_core::token_vault::TokenVault;
 use apimail_core::{Secret, SenderIdentity, StoredTokens};
 use apimail_gmail::{GmailTokens, google_auth};
 use apimail_graph::{Cloud, GraphTokens, GraphTransport};
@@ -36,6 +38,9 @@ pub struct Context {
     pub config_path: PathBuf,
     /// Its contents.
     pub config: Config,
+    /// The token vault, once opened: one pool to the shared store for
+    /// every account this context resolves (a relay's every entry).
+    vault: OnceLock<Arc<dyn TokenVault>>,
 }
 
 /// The token store (`$APIMAIL_DATA_DIR`, else the platform's).
@@ -53,15 +58,31 @@ impl Context {
         let config_path = crate::config::path(flag)?;
         let config = crate::config::load(&config_path)?;
         crate::settings::set_http_timeouts(&config)?;
-        Ok(Context {
+        Ok(Context::new(config_path, config))
+    }
+
+    /// A context for `config`, read from `config_path`.
+    pub fn new(config_path: PathBuf, config: Config) -> Self {
+        Context {
             config_path,
             config,
-        })
+            vault: OnceLock::new(),
+        }
     }
 
     /// The token store (`$APIMAIL_DATA_DIR`, else the platform's).
     pub fn store(&self) -> Result<TokenStore, ResolveError> {
         store()
+    }
+
+    /// Where accounts' tokens are read, refreshed and written: the token
+    /// store, or the shared store when the configuration puts them there.
+    pub fn token_vault(&self) -> Result<Arc<dyn TokenVault>, ResolveError> {
+        if let Some(vault) = self.vault.get() {
+            return Ok(vault.clone());
+        }
+        let vault = crate::tokens::token_vault(&self.config, self.store()?)?;
+        Ok(self.vault.get_or_init(|| vault).clone())
     }
 }
 
@@ -196,7 +217,7 @@ pub async fn resolve(ctx: &Context, flags: &Flags) -> Result<Resolved, ResolveEr
 pub async fn resolve_account(ctx: &Context, name: &str) -> Result<Resolved, ResolveError> {
     let account = ctx.config.account(name, &ctx.config_path)?;
     let mut resolved = match account {
-        Account::Gmail(gmail) => gmail_account(ctx, name, gmail),
+        Account::Gmail(gmail) => gmail_account(ctx, name, gmail).await,
         Account::Graph(graph) => graph_account(ctx, name, graph).await,
     }?;
     resolved.account = Some(name.to_owned());
@@ -204,7 +225,7 @@ pub async fn resolve_account(ctx: &Context, name: &str) -> Result<Resolved, Reso
     Ok(resolved)
 }
 
-fn gmail_account(
+async fn gmail_account(
     ctx: &Context,
     name: &str,
     account: &GmailAccount,
@@ -228,13 +249,14 @@ fn gmail_account(
         Some(url) => url.clone(),
         None => Url::parse(google_auth::TOKEN_URL).expect("a valid default"),
     };
-    let store = ctx.store()?;
-    let sent_check = store
+    let vault = ctx.token_vault()?;
+    let sent_check = vault
         .load(name)
+        .await
         .ok()
         .flatten()
         .is_some_and(|t| t.scopes.iter().any(|s| s == apimail_gmail::METADATA_SCOPE));
-    let tokens = StoredTokens::new(store, name).with_token_url(token_url);
+    let tokens = StoredTokens::in_vault(vault, name).with_token_url(token_url);
     let transport = crate::build::gmail(&api_url, "me", GmailTokens::Stored(tokens))?
         .with_sent_check(sent_check);
     Ok(Resolved {
@@ -409,9 +431,10 @@ async fn graph_account(
         resolved.consent_url = consent_url;
         return Ok(resolved);
     }
-    let store = ctx.store()?;
-    let granted = store
+    let vault = ctx.token_vault()?;
+    let granted = vault
         .load(name)
+        .await
         .ok()
         .flatten()
         .map(|t| t.scopes)
@@ -427,7 +450,7 @@ async fn graph_account(
     let stored_token_url = token_url
         .clone()
         .unwrap_or_else(|| authority_token_url.clone());
-    let tokens = StoredTokens::new(store, name).with_token_url(token_url);
+    let tokens = StoredTokens::in_vault(vault, name).with_token_url(token_url);
     let mut resolved = graph_resolved(
         SenderIdentity::account(name),
         format!("account `{name}`"),

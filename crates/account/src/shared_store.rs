@@ -1,15 +1,19 @@
 //! Where the shared PostgreSQL store is: `$APIMAIL_STORE_URL`, else
 //! `[store] url`; its password from `$APIMAIL_STORE_PASSWORD_FILE`, else
 //! `[store] password_file`, else `$PGPASSWORD`; a password in the URL
-//! itself wins over all of them (as in libpq).
+//! itself wins over all of them (as in libpq). Accounts' OAuth tokens
+//! live there too when `$APIMAIL_STORE_TOKENS`, else `[store] tokens`, is
+//! `store`, sealed with the key in `$APIMAIL_STORE_KEY_FILE`, else
+//! `[store] key_file` (never the key itself in a variable or a flag).
 
 use std::path::PathBuf;
 
 use apimail_core::Secret;
 use apimail_store_postgres::{Store, StoreConfig, StoreError};
 
-use crate::config::Config;
+use crate::config::{Config, TokensIn};
 use crate::env;
+pub use crate::error::StoreSettingsError;
 
 /// The store's URL and password, as configured.
 #[derive(Debug, Clone)]
@@ -23,42 +27,63 @@ pub struct StoreSettings {
     /// `[store] migrate = true`: opening the store migrates its schema
     /// first ([`open_store`]).
     pub migrate: bool,
+    /// Where accounts' tokens are sealed with, when they live in the store;
+    /// `None`: each node keeps its own token files.
+    pub token_key: Option<KeyFile>,
 }
 
-/// Why the store's settings cannot be read.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreSettingsError {
-    /// The password file cannot be read.
-    #[error("cannot read the store's password file `{}` ({setting})", file.display())]
-    PasswordFileUnreadable {
-        /// The file.
-        file: PathBuf,
-        /// `APIMAIL_STORE_PASSWORD_FILE` or `[store] password_file`.
-        setting: &'static str,
-        /// The cause.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The password file's first line is empty.
-    #[error("the store's password file `{}` is empty ({setting})", file.display())]
-    PasswordFileEmpty {
-        /// The file.
-        file: PathBuf,
-        /// Where it was named.
-        setting: &'static str,
-    },
+/// The file holding the key the store's tokens are sealed with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyFile {
+    /// The file.
+    pub file: PathBuf,
+    /// `APIMAIL_STORE_KEY_FILE` or `[store] key_file`.
+    pub from: &'static str,
 }
 
 /// The store's settings; `None` when no store is configured (the local
 /// outbox and journal are used).
 pub fn store_settings(config: &Config) -> Result<Option<StoreSettings>, StoreSettingsError> {
     let table = config.store.clone().unwrap_or_default();
+    let (tokens, tokens_from) = match env::var(env::STORE_TOKENS) {
+        Some(value) => match value.as_str() {
+            "local" => (TokensIn::Local, env::STORE_TOKENS),
+            "store" => (TokensIn::Store, env::STORE_TOKENS),
+            _ => return Err(StoreSettingsError::BadTokensIn { value }),
+        },
+        None => (table.tokens.unwrap_or_default(), "[store] tokens"),
+    };
     let (url, url_from) = match env::var(env::STORE_URL) {
         Some(url) => (url, env::STORE_URL),
         None => match table.url.filter(|u| !u.trim().is_empty()) {
             Some(url) => (url, "[store] url"),
+            None if tokens == TokensIn::Store => {
+                return Err(StoreSettingsError::TokensWithoutStore {
+                    setting: tokens_from,
+                });
+            }
             None => return Ok(None),
         },
+    };
+    let token_key = match tokens {
+        TokensIn::Local => None,
+        TokensIn::Store => Some(match env::path(env::STORE_KEY_FILE) {
+            Some(file) => KeyFile {
+                file,
+                from: env::STORE_KEY_FILE,
+            },
+            None => match table.key_file {
+                Some(file) => KeyFile {
+                    file,
+                    from: "[store] key_file",
+                },
+                None => {
+                    return Err(StoreSettingsError::TokensWithoutKey {
+                        setting: tokens_from,
+                    });
+                }
+            },
+        }),
     };
     let file = match env::path(env::STORE_PASSWORD_FILE) {
         Some(file) => Some((file, env::STORE_PASSWORD_FILE)),
@@ -73,6 +98,7 @@ pub fn store_settings(config: &Config) -> Result<Option<StoreSettings>, StoreSet
         url_from,
         password,
         migrate: table.migrate.unwrap_or(false),
+        token_key,
     }))
 }
 
@@ -141,12 +167,21 @@ mod tests {
                 url: Some("postgres://apimail@db/mail".into()),
                 password_file: Some(file.clone()),
                 migrate: Some(true),
+                ..StoreTable::default()
             }),
             ..Config::default()
         };
         // The environment may name a store of its own on a developer's
         // machine; the test reads the configuration only when it does not.
-        if env::is_set(env::STORE_URL) || env::is_set(env::STORE_PASSWORD_FILE) {
+        if [
+            env::STORE_URL,
+            env::STORE_PASSWORD_FILE,
+            env::STORE_TOKENS,
+            env::STORE_KEY_FILE,
+        ]
+        .iter()
+        .any(|v| env::is_set(v))
+        {
             return;
         }
         let settings = store_settings(&config).unwrap().unwrap();
@@ -162,5 +197,54 @@ mod tests {
             "{error}"
         );
         assert!(store_settings(&Config::default()).unwrap().is_none());
+    }
+
+    #[test]
+    fn tokens_in_the_store_need_a_store_and_a_key() {
+        if [env::STORE_URL, env::STORE_TOKENS, env::STORE_KEY_FILE]
+            .iter()
+            .any(|v| env::is_set(v))
+        {
+            return;
+        }
+        let with = |url: Option<&str>, tokens, key_file: Option<&str>| Config {
+            store: Some(StoreTable {
+                url: url.map(str::to_owned),
+                tokens,
+                key_file: key_file.map(PathBuf::from),
+                ..StoreTable::default()
+            }),
+            ..Config::default()
+        };
+        let url = Some("postgres://apimail@db/mail");
+        // Local by default, even with a key file.
+        let settings = store_settings(&with(url, None, Some("/k")))
+            .unwrap()
+            .unwrap();
+        assert_eq!(settings.token_key, None);
+        let settings = store_settings(&with(url, Some(TokensIn::Store), Some("/k")))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            settings.token_key,
+            Some(KeyFile {
+                file: "/k".into(),
+                from: "[store] key_file"
+            })
+        );
+        let error = store_settings(&with(url, Some(TokensIn::Store), None)).unwrap_err();
+        assert!(
+            matches!(error, StoreSettingsError::TokensWithoutKey { .. }),
+            "{error}"
+        );
+        assert!(
+            error.to_string().contains("APIMAIL_STORE_KEY_FILE"),
+            "{error}"
+        );
+        let error = store_settings(&with(None, Some(TokensIn::Store), Some("/k"))).unwrap_err();
+        assert!(
+            matches!(error, StoreSettingsError::TokensWithoutStore { .. }),
+            "{error}"
+        );
     }
 }

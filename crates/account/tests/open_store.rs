@@ -21,6 +21,7 @@ async fn migrate_true_brings_the_schema_up_to_date_when_opening() {
         url_from: "[store] url",
         password: Some(Secret::new(cluster.password())),
         migrate: false,
+        token_key: None,
     };
     match open_store(&settings).await {
         Err(StoreError::SchemaBehind { found: 0, needed }) => {

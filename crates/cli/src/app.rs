@@ -133,7 +133,7 @@ fn run(cli: cli::Cli) -> Result<(), Failure> {
                     graph_auth::login(ctx, args).await
                 }
                 cli::AuthCommand::ImportSmail(args) => auth::import_smail(ctx, args).await,
-                cli::AuthCommand::Status(args) => auth::status(ctx, args),
+                cli::AuthCommand::Status(args) => auth::status(ctx, args).await,
                 cli::AuthCommand::Logout(args) => auth::logout(ctx, args).await,
             }
         }),

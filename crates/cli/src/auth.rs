@@ -144,7 +144,7 @@ pub(crate) async fn login_gmail_on(
         login_hint: common.login_hint.clone(),
         account_flag: common.account.clone(),
     };
-    let name = save_login(&mut ctx, &store, login, account, "Google")?;
+    let name = save_login(&mut ctx, &store, login, account, "Google").await?;
     crate::queue::release_after_login(&ctx, &name).await;
     Ok(name)
 }
@@ -172,7 +172,7 @@ pub(crate) struct Login {
 
 /// Stores the tokens, writes the account into the config file (and makes
 /// it the default if there is none), and says where everything went.
-pub(crate) fn save_login(
+pub(crate) async fn save_login(
     ctx: &mut Context,
     store: &TokenStore,
     login: Login,
@@ -217,6 +217,7 @@ pub(crate) fn save_login(
         refresh_refused: None,
     };
     store.save(&stored).map_err(store_failure)?;
+    let shared = share_login(ctx, &stored).await?;
 
     let previous = ctx.config.accounts.remove(&name);
     let account = match account {
@@ -245,12 +246,39 @@ pub(crate) fn save_login(
         store.path(&name).display(),
         ctx.config_path.display()
     ));
+    if let Some(shared) = shared {
+        say(&shared);
+    }
     if address.is_none() {
         say(&format!(
             "note: {provider_name} did not say which address this is; pass --from when sending, or log in again with --login-hint ADDR"
         ));
     }
     Ok(name)
+}
+
+/// With `[store] tokens = "store"`, the login's tokens go to the shared
+/// store too (encrypted), so every node uses them: what to say about it.
+async fn share_login(ctx: &Context, stored: &StoredToken) -> Result<Option<String>, Failure> {
+    let Some(settings) = apimail_account::store_settings(&ctx.config)
+        .map_err(apimail_account::ResolveError::StoreSettings)?
+    else {
+        return Ok(None);
+    };
+    let Some(shared) = apimail_account::shared_tokens_for(&settings)? else {
+        return Ok(None);
+    };
+    let shown = apimail_store_postgres::redact_url(settings.url.expose());
+    shared.put(stored).await.map_err(|e| {
+        crate::store::tokens_failure(e, &shown, settings.url_from).note(format!(
+            "the tokens are saved on this machine; push them later with `apimail store tokens push --account {}`",
+            stored.account
+        ))
+    })?;
+    Ok(Some(format!(
+        "and in the shared store at {shown} (encrypted, key id {})",
+        shared.key_id()
+    )))
 }
 
 /// Shows the URL on a line of its own, and opens a browser when asked and
@@ -554,10 +582,18 @@ fn ini_line(text: &str, key: &str) -> Option<usize> {
         .map(|i| i + 1)
 }
 
-pub fn status(ctx: Context, args: StatusArgs) -> Result<(), Failure> {
+pub async fn status(ctx: Context, args: StatusArgs) -> Result<(), Failure> {
     let store = ctx.store()?;
+    let shared = shared_tokens(&ctx)?;
     let mut names: Vec<String> = ctx.config.accounts.keys().cloned().collect();
-    for stored in store.account_names().map_err(store_failure)? {
+    let stored_names = match &shared {
+        Some((tokens, shown, from)) => tokens
+            .accounts()
+            .await
+            .map_err(|e| crate::store::tokens_failure(e, shown, from))?,
+        None => store.account_names().map_err(store_failure)?,
+    };
+    for stored in stored_names {
         if !names.contains(&stored) {
             names.push(stored);
         }
@@ -578,9 +614,15 @@ pub fn status(ctx: Context, args: StatusArgs) -> Result<(), Failure> {
     for name in &names {
         let account = ctx.config.accounts.get(name);
         // One broken token file must not hide the other accounts.
-        let (stored, unreadable) = match store.load(name) {
-            Ok(stored) => (stored, None),
-            Err(error) => (None, Some(error)),
+        let (stored, unreadable) = match &shared {
+            Some((tokens, _, _)) => match tokens.get(name).await {
+                Ok(stored) => (stored, None),
+                Err(error) => (None, Some(apimail_core::error_chain(&error))),
+            },
+            None => match store.load(name) {
+                Ok(stored) => (stored, None),
+                Err(error) => (None, Some(error.to_string())),
+            },
         };
         let default = if ctx.config.default_account.as_deref() == Some(name) {
             " (default)"
@@ -600,10 +642,7 @@ pub fn status(ctx: Context, args: StatusArgs) -> Result<(), Failure> {
         out.push_str(&format!("  address:    {address}\n"));
         match &stored {
             _ if unreadable.is_some() => {
-                let error = unreadable
-                    .as_ref()
-                    .map(ToString::to_string)
-                    .unwrap_or_default();
+                let error = unreadable.clone().unwrap_or_default();
                 out.push_str(&format!(
                     "  tokens:     unreadable: {error}; messages for it are held until it is fixed\n"
                 ));
@@ -641,7 +680,11 @@ pub fn status(ctx: Context, args: StatusArgs) -> Result<(), Failure> {
         if account.is_none() {
             out.push_str("  config:     missing from the configuration file\n");
         }
-        out.push_str(&format!("  stored in:  {}\n", store.path(name).display()));
+        let place = match &shared {
+            Some((tokens, _, _)) => apimail_core::token_vault::TokenVault::describe(tokens, name),
+            None => store.path(name).display().to_string(),
+        };
+        out.push_str(&format!("  stored in:  {place}\n"));
     }
     if let Ok(outbox) = crate::queue::open_outbox()
         && let Ok(summary) = outbox.summary()
@@ -774,9 +817,43 @@ fn describe_tokens(s: &StoredToken) -> String {
     }
 }
 
+/// The shared store's tokens, when the configuration puts them there,
+/// with the store's URL as shown and the setting that named it.
+fn shared_tokens(
+    ctx: &Context,
+) -> Result<Option<(apimail_store_postgres::SharedTokens, String, &'static str)>, Failure> {
+    let Some(settings) = apimail_account::store_settings(&ctx.config)
+        .map_err(apimail_account::ResolveError::StoreSettings)?
+    else {
+        return Ok(None);
+    };
+    Ok(
+        apimail_account::shared_tokens_for(&settings)?.map(|tokens| {
+            (
+                tokens,
+                apimail_store_postgres::redact_url(settings.url.expose()),
+                settings.url_from,
+            )
+        }),
+    )
+}
+
 pub async fn logout(ctx: Context, args: LogoutArgs) -> Result<(), Failure> {
     let store = ctx.store()?;
-    let stored = store.load(&args.account).map_err(store_failure)?;
+    let shared = shared_tokens(&ctx)?;
+    let mut stored = store.load(&args.account).map_err(store_failure)?;
+    if let Some((tokens, shown, from)) = &shared {
+        let in_store = tokens
+            .get(&args.account)
+            .await
+            .map_err(|e| crate::store::tokens_failure(e, shown, from))?;
+        stored = stored.or(in_store);
+        // Gone from the store first: no node refreshes it any more.
+        tokens
+            .remove(&args.account)
+            .await
+            .map_err(|e| crate::store::tokens_failure(e, shown, from))?;
+    }
     let Some(stored) = stored else {
         return Err(Failure::new(
             Exit::Config,

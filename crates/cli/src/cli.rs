@@ -97,16 +97,75 @@ The store is named by APIMAIL_STORE_URL or [store] url in the configuration;
 its password comes from the URL, APIMAIL_STORE_PASSWORD_FILE, [store]
 password_file or PGPASSWORD, never from a flag.
 
+With [store] tokens = \"store\" and a key file (APIMAIL_STORE_KEY_FILE or
+[store] key_file), accounts' OAuth tokens live in the store too, encrypted:
+one refresh per mailbox serves every node.
+
 Examples:
   apimail store migrate
   APIMAIL_STORE_URL=postgres://apimail@db.example.com/apimail apimail store migrate
-  apimail store migrate --check";
+  apimail store migrate --check
+  apimail store key new --output /etc/apimail/store.key
+  apimail store tokens push --account work";
 
 #[derive(Debug, Subcommand)]
 pub enum StoreCommand {
     /// Create or upgrade the store's tables (versioned migrations; safe to run again, from any node).
     #[command(after_help = STORE_MIGRATE_HELP)]
     Migrate(StoreMigrateArgs),
+    /// The key accounts' tokens in the store are encrypted under.
+    #[command(subcommand)]
+    Key(StoreKeyCommand),
+    /// Accounts' OAuth tokens in the store.
+    #[command(subcommand)]
+    Tokens(StoreTokensCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StoreKeyCommand {
+    /// Write a new random key (32 bytes, base64) to a file, mode 0600; never over an existing file.
+    #[command(after_help = STORE_KEY_NEW_HELP)]
+    New(StoreKeyNewArgs),
+}
+
+const STORE_KEY_NEW_HELP: &str = "\
+Give every node the same file (APIMAIL_STORE_KEY_FILE=FILE or [store]
+key_file), then set [store] tokens = \"store\". The key is never printed and
+never taken from a flag or a variable. Only its id (8 bytes of a SHA-256 of
+it) is shown, the same id `apimail store tokens push` shows.
+
+Examples:
+  apimail store key new --output /etc/apimail/store.key";
+
+#[derive(Debug, Args)]
+pub struct StoreKeyNewArgs {
+    /// The file to create
+    #[arg(long, value_name = "FILE")]
+    pub output: std::path::PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StoreTokensCommand {
+    /// Copy this machine's logged-in accounts' tokens into the store, encrypted (after `auth login`).
+    #[command(after_help = STORE_TOKENS_PUSH_HELP)]
+    Push(StoreTokensPushArgs),
+}
+
+const STORE_TOKENS_PUSH_HELP: &str = "\
+Reads the token files of the data directory (APIMAIL_DATA_DIR) and writes
+each account's tokens to the store, encrypted under the key file's key,
+replacing what the store held for that account. Log in on one machine, push,
+and every node refreshes through the store from then on.
+
+Examples:
+  apimail store tokens push
+  apimail store tokens push --account work";
+
+#[derive(Debug, Args)]
+pub struct StoreTokensPushArgs {
+    /// Only this account (repeatable); default: every account with a token file
+    #[arg(long, value_name = "NAME")]
+    pub account: Vec<String>,
 }
 
 const STORE_MIGRATE_HELP: &str = "\

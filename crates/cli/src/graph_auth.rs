@@ -159,7 +159,7 @@ pub(crate) async fn login_on(
         login_hint: common.login_hint.clone(),
         account_flag: common.account.clone(),
     };
-    let name = save_login(&mut ctx, &store, login, account, "Microsoft")?;
+    let name = save_login(&mut ctx, &store, login, account, "Microsoft").await?;
     crate::queue::release_after_login(&ctx, &name).await;
     Ok(name)
 }

@@ -174,6 +174,17 @@ pub fn resolve_failure(error: ResolveError) -> Failure {
             Exit::Usage,
             Some("use global, usgov, usgov-dod or china".into()),
         ),
+        E::StoreSettings(inner) => (Exit::Config, Some(store_settings_hint(inner))),
+        E::StoreKey { from, .. } => (
+            Exit::Config,
+            Some(format!(
+                "point {from} at the cluster's key file: 32 random bytes in base64 on one line (`apimail store key new --output FILE` makes one)"
+            )),
+        ),
+        E::StoreOpen(_) => (
+            Exit::Config,
+            Some("fix the store's URL (APIMAIL_STORE_URL or [store] url): postgres://user@host:port/database?sslmode=require".into()),
+        ),
         _ => (
             Exit::Config,
             Some("check the configuration (`apimail auth status`)".into()),
@@ -183,6 +194,39 @@ pub fn resolve_failure(error: ResolveError) -> Failure {
     match hint {
         Some(hint) => failure.hint(hint),
         None => failure,
+    }
+}
+
+/// What to do about store settings that cannot be used.
+pub fn store_settings_hint(error: &apimail_account::StoreSettingsError) -> String {
+    use apimail_account::StoreSettingsError as S;
+    match error {
+        S::PasswordFileUnreadable { .. } => {
+            "check the file's path and that this user may read it".into()
+        }
+        S::PasswordFileEmpty { .. } => "put the password on the file's first line".into(),
+        S::BadTokensIn { .. } => {
+            "set APIMAIL_STORE_TOKENS to local (each machine its own tokens) or store".into()
+        }
+        S::TokensWithoutStore { .. } => {
+            "set [store] url (or APIMAIL_STORE_URL), or tokens = \"local\"".into()
+        }
+        S::TokensWithoutKey { .. } => "make a key with `apimail store key new --output FILE`, give every node the file and set APIMAIL_STORE_KEY_FILE=FILE or [store] key_file".into(),
+    }
+}
+
+/// The store's tokens do not open with this node's key, if that is why
+/// `error` failed: what to do.
+pub fn wrong_store_key(error: &(dyn std::error::Error + 'static)) -> Option<&'static str> {
+    use apimail_store_postgres::{OpenError, TokensError};
+    match apimail_core::http::find::<TokensError>(error)? {
+        TokensError::Open(OpenError::WrongKey { .. }) => Some(
+            "give this node the key file the other nodes use (APIMAIL_STORE_KEY_FILE or [store] key_file), or push the tokens again with this key: `apimail store tokens push`",
+        ),
+        TokensError::Open(OpenError::Tampered { .. }) | TokensError::Corrupt { .. } => {
+            Some("the row was altered: log in again and `apimail store tokens push` the account")
+        }
+        _ => None,
     }
 }
 
@@ -271,6 +315,9 @@ pub fn send_failure(error: TransportError, resolved: &Resolved) -> Failure {
         }
         Some(wrong @ TokenError::NotTokenEndpoint { .. }) => {
             return wrong_token_url(wrong, &resolved.token_setting, resolved.provider);
+        }
+        Some(TokenError::Store(_)) if let Some(hint) = wrong_store_key(&error) => {
+            return Failure::new(Exit::Config, error).hint(hint);
         }
         Some(TokenError::Unreachable(_)) => {
             return Failure::new(Exit::TempFail, error)

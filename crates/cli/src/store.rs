@@ -1,18 +1,30 @@
 //! `apimail store migrate`: the shared PostgreSQL store's schema, from
 //! the account layer's `store_settings` (`[store] url`,
-//! `APIMAIL_STORE_URL`; the password never from a flag).
+//! `APIMAIL_STORE_URL`; the password never from a flag). `apimail store
+//! key new`: a key file for the tokens in the store; `apimail store
+//! tokens push`: this machine's logged-in accounts into the store.
 
 use std::io::Write;
 use std::path::Path;
 
 use anyhow::anyhow;
-use apimail_account::{StoreSettings, StoreSettingsError, config, store_config, store_settings};
-use apimail_store_postgres::{Store, StoreError, latest_version, redact_url};
+use apimail_account::{
+    StoreSettings, StoreSettingsError, config, shared_tokens_for, store_config, store_settings,
+};
+use apimail_store_postgres::{
+    KeyError, Store, StoreError, TokensError, latest_version, redact_url,
+};
 
-use crate::cli::{StoreCommand, StoreMigrateArgs};
+use crate::cli::{
+    StoreCommand, StoreKeyCommand, StoreKeyNewArgs, StoreMigrateArgs, StoreTokensCommand,
+    StoreTokensPushArgs,
+};
 use crate::exit::{Exit, Failure};
 
 pub async fn run(config_flag: Option<&Path>, command: StoreCommand) -> Result<(), Failure> {
+    if let StoreCommand::Key(StoreKeyCommand::New(args)) = command {
+        return new_key(args);
+    }
     let path = config::path(config_flag)?;
     let config = config::load(&path)?;
     let settings = store_settings(&config)
@@ -25,6 +37,105 @@ pub async fn run(config_flag: Option<&Path>, command: StoreCommand) -> Result<()
         })?;
     match command {
         StoreCommand::Migrate(args) => migrate(&settings, args).await,
+        StoreCommand::Tokens(StoreTokensCommand::Push(args)) => push(&settings, args).await,
+        StoreCommand::Key(_) => unreachable!("handled above"),
+    }
+}
+
+fn new_key(args: StoreKeyNewArgs) -> Result<(), Failure> {
+    let file = args.output;
+    match apimail_store_postgres::write_new_key(&file) {
+        Ok(id) => {
+            say(&format!(
+                "wrote a new key to {} (mode 0600, key id {id})",
+                file.display()
+            ));
+            say(
+                "give every node this file (APIMAIL_STORE_KEY_FILE or [store] key_file) and set [store] tokens = \"store\"",
+            );
+            Ok(())
+        }
+        Err(error) => {
+            let (exit, hint) = match &error {
+                KeyError::Write { source, .. }
+                    if source.kind() == std::io::ErrorKind::AlreadyExists =>
+                {
+                    (
+                        Exit::Usage,
+                        "keep the existing key (tokens sealed with it need it), or write the new one elsewhere",
+                    )
+                }
+                KeyError::Random => (Exit::Software, "the system has no random source"),
+                _ => (
+                    Exit::Config,
+                    "check that the directory exists and that this user may write it",
+                ),
+            };
+            Err(Failure::new(exit, error).hint(hint))
+        }
+    }
+}
+
+async fn push(settings: &StoreSettings, args: StoreTokensPushArgs) -> Result<(), Failure> {
+    let shown = redact_url(settings.url.expose());
+    let tokens = shared_tokens_for(settings)?.ok_or_else(|| {
+        Failure::new(
+            Exit::Config,
+            anyhow!("the store is not set up to hold accounts' tokens"),
+        )
+        .hint("set [store] tokens = \"store\" and a key file (APIMAIL_STORE_KEY_FILE or [store] key_file; `apimail store key new --output FILE` makes one)")
+    })?;
+    let local = apimail_account::store()?;
+    let accounts = if args.account.is_empty() {
+        local
+            .account_names()
+            .map_err(|e| Failure::new(Exit::NoInput, e))?
+    } else {
+        args.account
+    };
+    if accounts.is_empty() {
+        return Err(Failure::new(
+            Exit::NoInput,
+            anyhow!("no account has a token file in {}", local.dir().display()),
+        )
+        .hint("log in first (`apimail auth login gmail|graph --account NAME ...`), or set APIMAIL_DATA_DIR"));
+    }
+    for account in &accounts {
+        let token = local
+            .load(account)
+            .map_err(|e| Failure::new(Exit::NoInput, e))?
+            .ok_or_else(|| {
+                Failure::new(
+                    Exit::NoInput,
+                    anyhow!(
+                        "account `{account}` has no token file in {}",
+                        local.dir().display()
+                    ),
+                )
+                .hint(format!(
+                    "log in first: `apimail auth login gmail|graph --account {account} ...`"
+                ))
+            })?;
+        tokens
+            .put(&token)
+            .await
+            .map_err(|e| tokens_failure(e, &shown, settings.url_from))?;
+        say(&format!(
+            "pushed the tokens of account `{account}` to the store at {shown} (encrypted, key id {})",
+            tokens.key_id()
+        ));
+    }
+    Ok(())
+}
+
+/// A failure of the store's tokens.
+pub fn tokens_failure(error: TokensError, shown: &str, from: &str) -> Failure {
+    match error {
+        TokensError::Store(error) if error.sqlstate() == Some("42P01") => {
+            Failure::new(Exit::Config, error).hint("run `apimail store migrate`")
+        }
+        TokensError::Store(error) => store_failure(error, shown, from),
+        other => Failure::new(Exit::Config, other),
     }
 }
 
@@ -65,12 +176,7 @@ async fn migrate(settings: &StoreSettings, args: StoreMigrateArgs) -> Result<(),
 }
 
 pub(crate) fn settings_failure(error: StoreSettingsError) -> Failure {
-    let hint = match &error {
-        StoreSettingsError::PasswordFileUnreadable { .. } => {
-            "check the file's path and that this user may read it"
-        }
-        StoreSettingsError::PasswordFileEmpty { .. } => "put the password on the file's first line",
-    };
+    let hint = crate::providers::store_settings_hint(&error);
     Failure::new(Exit::Config, error).hint(hint)
 }
 

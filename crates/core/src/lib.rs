@@ -55,6 +55,7 @@ pub mod store;
 mod token;
 mod token_sources;
 pub mod token_store;
+pub mod token_vault;
 mod transport;
 
 pub use address::{AddressError, Mailbox, Recipient};

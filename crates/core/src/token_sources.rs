@@ -2,6 +2,8 @@
 //! store (logged-in accounts), one over a refresh token held in memory
 //! (credentials from the environment).
 
+use std::sync::Arc;
+
 use tokio::sync::Mutex;
 use url::Url;
 
@@ -10,24 +12,36 @@ use crate::oauth::{self, OAuthClient};
 use crate::secret::Secret;
 use crate::token::{AccessToken, TokenError, TokenResponse, TokenSource};
 use crate::token_store::{StoredToken, TokenStore};
+use crate::token_vault::{Refresh, TokenVault};
 
-/// Tokens of a logged-in account, cached and refreshed in the
-/// [`TokenStore`] (one refresh across processes).
+/// Tokens of a logged-in account, cached and refreshed in a
+/// [`TokenVault`]: the local [`TokenStore`], or a shared one (one refresh
+/// across processes, or across nodes).
 #[derive(Debug, Clone)]
 pub struct StoredTokens {
-    store: TokenStore,
+    store: Arc<dyn TokenVault>,
     account: String,
     token_url: Option<Url>,
 }
 
 impl StoredTokens {
-    /// Tokens of `account` in `store`.
+    /// Tokens of `account` in the local `store`.
     pub fn new(store: TokenStore, account: impl Into<String>) -> Self {
+        StoredTokens::in_vault(Arc::new(store), account)
+    }
+
+    /// Tokens of `account` in `vault`.
+    pub fn in_vault(vault: Arc<dyn TokenVault>, account: impl Into<String>) -> Self {
         StoredTokens {
-            store,
+            store: vault,
             account: account.into(),
             token_url: None,
         }
+    }
+
+    /// Where the tokens are kept, for messages.
+    pub fn vault(&self) -> &Arc<dyn TokenVault> {
+        &self.store
     }
 
     /// Refreshes at `url` instead of the token URL recorded at login.
@@ -41,13 +55,13 @@ impl StoredTokens {
     /// Refreshes now, whatever the cached token's age: one real token
     /// request (for `apimail doctor`).
     pub async fn refresh_now(&self) -> Result<AccessToken, TokenError> {
-        let stored = self
-            .store
-            .load(&self.account)
-            .map_err(|e| TokenError::Store(Box::new(e)))?
-            .ok_or_else(|| TokenError::NotLoggedIn {
-                account: self.account.clone(),
-            })?;
+        let stored =
+            self.store
+                .load(&self.account)
+                .await?
+                .ok_or_else(|| TokenError::NotLoggedIn {
+                    account: self.account.clone(),
+                })?;
         // Whatever is cached counts as rejected, so the store refreshes.
         let current = AccessToken {
             secret: stored.access_token.unwrap_or_else(|| Secret::new("")),
@@ -59,22 +73,23 @@ impl StoredTokens {
 
 impl TokenSource for StoredTokens {
     async fn token(&self) -> Result<AccessToken, TokenError> {
-        let url = self.token_url.clone();
-        self.store
-            .access_token(&self.account, |stored| refresh_stored(stored, url))
-            .await
+        self.store.obtain(&self.account, None, self.refresh()).await
     }
 
     async fn refresh_after_rejection(
         &self,
         rejected: &AccessToken,
     ) -> Result<AccessToken, TokenError> {
-        let url = self.token_url.clone();
         self.store
-            .refresh_after_rejection(&self.account, rejected, |stored| {
-                refresh_stored(stored, url)
-            })
+            .obtain(&self.account, Some(rejected), self.refresh())
             .await
+    }
+}
+
+impl StoredTokens {
+    fn refresh(&self) -> Refresh {
+        let url = self.token_url.clone();
+        Box::new(move |stored| Box::pin(refresh_stored(stored, url)))
     }
 }
 

@@ -78,6 +78,28 @@ impl StoredToken {
         token.is_fresh().then_some(token)
     }
 
+    /// The cached access token if it is fresh and not `rejected` (one the
+    /// API refused): what a refresh that waited for another one uses.
+    pub fn usable(&self, rejected: Option<&AccessToken>) -> Option<AccessToken> {
+        self.cached_access_token()
+            .filter(|token| rejected.is_none_or(|r| r.secret != token.secret))
+    }
+
+    /// Takes in a successful refresh: the new access token and its expiry,
+    /// the rotated refresh token and scopes when the server sent them; the
+    /// refresh token works again (`refreshed_at` now, no refusal).
+    pub fn refreshed(&mut self, response: &TokenResponse) {
+        self.apply(response);
+        self.refreshed_at = Some(now_unix());
+        self.refresh_refused = None;
+    }
+
+    /// Records that the provider refused the refresh token
+    /// (`invalid_grant`), for `auth status` and `doctor`.
+    pub fn refused(&mut self, description: Option<&str>) {
+        self.refresh_refused = Some(description.unwrap_or("invalid_grant").to_owned());
+    }
+
     /// Takes in what a refresh returned: the new access token and its
     /// expiry, and the refresh token and scopes when the server sent them.
     fn apply(&mut self, response: &TokenResponse) {
@@ -414,11 +436,7 @@ impl TokenStore {
         F: FnOnce(StoredToken) -> Fut,
         Fut: Future<Output = Result<TokenResponse, TokenError>>,
     {
-        let usable = |stored: &StoredToken| {
-            stored
-                .cached_access_token()
-                .filter(|token| rejected.is_none_or(|r| r.secret != token.secret))
-        };
+        let usable = |stored: &StoredToken| stored.usable(rejected);
         let not_logged_in = || TokenError::NotLoggedIn {
             account: account.to_owned(),
         };
@@ -449,19 +467,13 @@ impl TokenStore {
                 if let TokenError::InvalidGrant { description } = &error {
                     // Recorded for `auth status` and `doctor`; the refusal
                     // is what matters if this write fails.
-                    stored.refresh_refused = Some(
-                        description
-                            .clone()
-                            .unwrap_or_else(|| "invalid_grant".into()),
-                    );
+                    stored.refused(description.as_deref());
                     let _ = self.write(&stored);
                 }
                 return Err(error);
             }
         };
-        stored.apply(&response);
-        stored.refreshed_at = Some(now_unix());
-        stored.refresh_refused = None;
+        stored.refreshed(&response);
         // A rotated refresh token must be on disk before the new access
         // token is used: the old one may already be void.
         self.write(&stored).map_err(store_error)?;

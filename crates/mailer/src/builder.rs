@@ -197,6 +197,7 @@ pub(crate) async fn open_store(
         url_from: "MailerBuilder::store",
         password,
         migrate: false,
+        token_key: None,
     };
     apimail_account::open_store(&settings).await.map_err(|e| {
         let kind = if e.is_temporary() {

@@ -14,10 +14,7 @@ pub(crate) async fn mailer(path: Option<&Path>, account: Option<&str>) -> Result
     apimail_account::set_env_http_timeouts();
     let config_path = apimail_account::config::path(path)?;
     let config = apimail_account::config::load(&config_path)?;
-    let ctx = Context {
-        config_path,
-        config,
-    };
+    let ctx = Context::new(config_path, config);
     let name = account
         .map(str::to_owned)
         .or_else(|| ctx.config.default_account.clone())

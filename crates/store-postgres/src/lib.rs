@@ -12,6 +12,9 @@
 //! - Pacing: [`Store::try_start`] / [`Permit`].
 //! - Nodes: [`Store::heartbeat`] records this node and its clock's
 //!   offset from the database's; [`Store::nodes_seen`] lists them.
+//! - OAuth tokens: [`SharedTokens`], sealed under a [`StoreKey`], behind
+//!   core's token seam (`TokenVault`): one refresh per account across
+//!   the cluster.
 //!
 //! `SEAM.md` beside this crate proposes the trait the delivery engine
 //! takes so that this store and the local outbox plug in alike.
@@ -26,9 +29,11 @@ mod nodes;
 mod pace;
 mod queue;
 mod rows;
+mod seal;
 mod seam;
 mod store;
 mod subjects;
+mod tokens;
 
 pub use claim::Claim;
 pub use connect::{StoreConfig, redact_url};
@@ -39,4 +44,6 @@ pub use migrate::{Migrated, latest_version};
 pub use nodes::{ClockOffset, NodeSeen};
 pub use pace::{Permit, Start};
 pub use queue::Incoming;
+pub use seal::{KEY_LEN, KeyError, OpenError, StoreKey, write_new_key};
 pub use store::{CHUNK_BYTES, Store};
+pub use tokens::{SharedTokens, TokensError};

@@ -90,6 +90,7 @@ async fn migrations_are_versioned_and_run_once() {
     }
     let first = store.migrate().await.unwrap();
     assert_eq!(first.applied[..2], ["V1__outbox_journal_pace", "V2__nodes"]);
+    assert!(first.applied.iter().any(|m| m == "V3__tokens"), "{first:?}");
     assert_eq!(first.version, latest_version());
     let again = store.migrate().await.unwrap();
     assert!(again.applied.is_empty(), "{again:?}");
