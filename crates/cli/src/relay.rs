@@ -356,7 +356,11 @@ async fn serve(ctx: Context, config_flag: Option<&Path>, args: &RelayArgs) -> Re
             .hint("see the lines above")
     })?;
     delivered?;
-    say("relay stopped; messages not yet delivered stay in the outbox (`apimail queue list`)");
+    say(if store.is_some() {
+        "relay stopped; messages not yet delivered stay in the shared store"
+    } else {
+        "relay stopped; messages not yet delivered stay in the outbox (`apimail queue list`)"
+    });
     Ok(())
 }
 

@@ -639,14 +639,25 @@ impl<'e, S: Senders, B: SharedStore> Workers<'e, S, B> {
                 continue;
             }
             // Another node may have taken it since: then it is theirs.
-            let Some(claim) = store.claim_due(&entry.id, unix).await? else {
+            let claimed = if entry.waits_for_identity() {
+                // Still held for its sender under the lease.
+                store
+                    .claim(&entry.id)
+                    .await?
+                    .filter(|c| c.entry().waits_for_identity())
+            } else {
+                store.claim_due(&entry.id, unix).await?
+            };
+            let Some(claim) = claimed else {
                 continue;
             };
             match store.try_start(&mailbox_name(&key), pace).await? {
                 PaceStart::Go(permit) => found.go.push((key, claim, permit)),
                 PaceStart::Wait(wait) => {
                     drop(claim);
-                    found.wait.push((key, Instant::now() + wait));
+                    // Asked again within RESCAN at most: the store's
+                    // pace is the truth, and it may change meanwhile.
+                    found.wait.push((key, Instant::now() + wait.min(RESCAN)));
                 }
             }
         }
@@ -669,6 +680,11 @@ impl<'e, S: Senders, B: SharedStore> Workers<'e, S, B> {
             .await;
         let sender = match resolved {
             Ok(sender) => sender,
+            // Held for this sender already: it stays so, quietly.
+            Err(_) if entry.waits_for_identity() => {
+                finished.unresolved = true;
+                return finished;
+            }
             Err(reason) => {
                 drop(permit);
                 tracing::warn!("held {id}: {reason}");

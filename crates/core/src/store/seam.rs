@@ -162,8 +162,9 @@ pub trait SharedStore: Store + Clone + 'static {
     /// (a dead node's permits expire).
     type Permit: Send + 'static;
 
-    /// The oldest entry due at `now` of each mailbox (sender identity and
-    /// account) that no node holds, at most `limit` of them, oldest first.
+    /// The oldest entry due at `now` (or held for a sender that may
+    /// resolve again) of each mailbox (sender identity and account) that
+    /// no node holds, at most `limit` of them, oldest first.
     fn due_heads(
         &self,
         now: i64,
