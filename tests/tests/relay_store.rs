@@ -84,7 +84,10 @@ fn wait_delivered(fake: &FakeGoogle, count: usize, logs: &[&Process]) {
             Instant::now() < until,
             "{} of {count} delivered; logs:\n{}",
             fake.messages().len(),
-            logs.iter().map(|p| p.log()).collect::<Vec<_>>().join("\n----\n")
+            logs.iter()
+                .map(|p| p.log())
+                .collect::<Vec<_>>()
+                .join("\n----\n")
         );
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -179,7 +182,12 @@ fn two_relays_on_one_store_deliver_each_accepted_message_once() {
         "relay A kept nothing in its local outbox"
     );
     relay_a.signal("TERM");
-    assert_eq!(relay_a.wait(Duration::from_secs(30)), 0, "{}", relay_a.log());
+    assert_eq!(
+        relay_a.wait(Duration::from_secs(30)),
+        0,
+        "{}",
+        relay_a.log()
+    );
 
     // Relay B, another data directory, sends what A accepted once the
     // pace allows.

@@ -393,8 +393,11 @@ async fn shared_store(config: &Config) -> Result<Option<PgStore>, Failure> {
     };
     let shown = redact_url(settings.url.expose());
     let store = PgStore::new(&apimail_account::store_config(&settings)).map_err(|e| {
-        Failure::new(Exit::Config, anyhow!(e).context(format!("cannot use the store at {shown}")))
-            .hint(format!("check {}", settings.url_from))
+        Failure::new(
+            Exit::Config,
+            anyhow!(e).context(format!("cannot use the store at {shown}")),
+        )
+        .hint(format!("check {}", settings.url_from))
     })?;
     match store.check_schema().await {
         Ok(()) => say(&format!(

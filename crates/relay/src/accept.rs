@@ -56,6 +56,7 @@ pub(super) fn accept(
 }
 
 /// What [`prepare`] made of a transaction.
+#[allow(clippy::large_enum_variant, reason = "short-lived, one per message, never stored")]
 pub(super) enum Prepared {
     /// Every recipient gets the message already, through this entry.
     Covered(EntryId),
@@ -88,11 +89,13 @@ impl Ready {
         if let (Ok(id), Some(message_id), Part::First) = (&queued, &self.given_id, &self.part) {
             splits.queued(&self.account, message_id, id);
         }
-        queued.map(|id| Queued::New(id, self.subject)).inspect_err(|_| {
-            if let Some(id) = &self.given_id {
-                splits.undo(&self.account, id, &self.part);
-            }
-        })
+        queued
+            .map(|id| Queued::New(id, self.subject))
+            .inspect_err(|_| {
+                if let Some(id) = &self.given_id {
+                    splits.undo(&self.account, id, &self.part);
+                }
+            })
     }
 }
 

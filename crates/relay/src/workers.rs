@@ -721,10 +721,9 @@ impl<'e, S: Senders, B: SharedStore> Workers<'e, S, B> {
                     }
                 }
             }
-            Err(error) => tracing::warn!(
-                "cannot deliver {id}: {}",
-                apimail_core::error_chain(&error)
-            ),
+            Err(error) => {
+                tracing::warn!("cannot deliver {id}: {}", apimail_core::error_chain(&error))
+            }
         }
         finished
     }
