@@ -56,7 +56,10 @@ pub(super) fn accept(
 }
 
 /// What [`prepare`] made of a transaction.
-#[allow(clippy::large_enum_variant, reason = "short-lived, one per message, never stored")]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "short-lived, one per message, never stored"
+)]
 pub(super) enum Prepared {
     /// Every recipient gets the message already, through this entry.
     Covered(EntryId),
