@@ -37,7 +37,8 @@
 //!   self-signed certificate kept in the data directory).
 //! - `users.rs`: the relay users file (argon2id hashes).
 //! - `workers.rs`: the delivery workers: the engine over due entries,
-//!   paced per mailbox, with postmaster reports.
+//!   paced per mailbox, with postmaster reports; over the local outbox
+//!   (a schedule in memory) or a shared store (claims and pace in it).
 //!
 //! [`Outbox`]: apimail_core::outbox::Outbox
 

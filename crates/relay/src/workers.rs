@@ -18,6 +18,11 @@
 //!   and other processes' changes are found by a rescan every 15 s that
 //!   reads only new or rewritten entries, off the async thread. Picking the
 //!   next entry costs the same however deep the queue is.
+//! - **Over a shared store** ([`Workers::run_shared`], a
+//!   [`SharedStore`] such as PostgreSQL) there is no schedule: each look
+//!   claims every mailbox's oldest due entry that no node holds (a lease,
+//!   renewed while sending), and each start takes a permit from the
+//!   store's pacer, so a mailbox's pace holds across all nodes together.
 
 use std::collections::HashMap;
 use std::future::Future;
