@@ -9,18 +9,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::anyhow;
+use apimail_core::delivery::{Engine, Interrupt, Senders};
+use apimail_core::store::Store;
 use apimail_core::{Mailbox, SenderIdentity};
 use apimail_relay::users::{RelayUser, Users};
 use apimail_relay::workers::{Postmaster, Workers};
 use apimail_relay::{
     Accepted, AccountInfo, Directory, Limits, Listener, ListenerTls, Principal, Server,
 };
+use apimail_store_postgres::{Store as PgStore, redact_url};
 use tokio::sync::watch;
 
 use crate::cli::{RelayArgs, RelayCommand, RelayUserCommand};
 use crate::config::{Account, Config, RelaySettings};
 use crate::exit::{Exit, Failure};
-use crate::providers::Context;
+use crate::providers::{ConfiguredSenders, Context};
 use crate::queue;
 use crate::relay_plan::{
     Planned, hostname, listener_account, listener_problems, load_users, networks,
@@ -300,12 +303,12 @@ async fn serve(ctx: Context, config_flag: Option<&Path>, args: &RelayArgs) -> Re
 
     let limits = limits(&settings);
     let outbox = queue::open_outbox()?;
-    let (server, mut accepted) = Server::new(
-        outbox,
-        Arc::new(directory(&ctx.config, &planned)?),
-        limits,
-        hostname,
-    );
+    let store = shared_store(&ctx.config).await?;
+    let directory = Arc::new(directory(&ctx.config, &planned)?);
+    let (server, mut accepted) = match &store {
+        None => Server::new(outbox, directory, limits, hostname),
+        Some(store) => Server::over_store(outbox, store.clone(), directory, limits, hostname),
+    };
     let grace = settings.grace_seconds.map_or(GRACE, Duration::from_secs);
     let (state, _) = watch::channel(State::default());
 
@@ -324,7 +327,7 @@ async fn serve(ctx: Context, config_flag: Option<&Path>, args: &RelayArgs) -> Re
         served
     };
     let delivering = async {
-        let delivered = deliver(ctx, &state, &mut accepted).await;
+        let delivered = deliver(ctx, &state, &mut accepted, store.as_ref()).await;
         state.send_modify(|s| s.stopping = true);
         delivered
     };
@@ -353,7 +356,11 @@ async fn serve(ctx: Context, config_flag: Option<&Path>, args: &RelayArgs) -> Re
             .hint("see the lines above")
     })?;
     delivered?;
-    say("relay stopped; messages not yet delivered stay in the outbox (`apimail queue list`)");
+    say(if store.is_some() {
+        "relay stopped; messages not yet delivered stay in the shared store"
+    } else {
+        "relay stopped; messages not yet delivered stay in the outbox (`apimail queue list`)"
+    });
     Ok(())
 }
 
@@ -371,47 +378,82 @@ fn limits(settings: &RelaySettings) -> Limits {
     limits
 }
 
+/// The shared store, when `[store] url` or `APIMAIL_STORE_URL` names one:
+/// the relay then accepts into it and delivers from it. A database away at
+/// start is a warning (every message is answered 451 until it is back); a
+/// schema that is not current, or a bad URL, stops the relay.
+async fn shared_store(config: &Config) -> Result<Option<PgStore>, Failure> {
+    let settings = match apimail_account::store_settings(config) {
+        Ok(Some(settings)) => settings,
+        Ok(None) => return Ok(None),
+        Err(error) => {
+            return Err(Failure::new(Exit::Config, error)
+                .hint("check the store's password file (`[store] password_file`)"));
+        }
+    };
+    let shown = redact_url(settings.url.expose());
+    let store = PgStore::new(&apimail_account::store_config(&settings)).map_err(|e| {
+        Failure::new(
+            Exit::Config,
+            anyhow!(e).context(format!("cannot use the store at {shown}")),
+        )
+        .hint(format!("check {}", settings.url_from))
+    })?;
+    match store.check_schema().await {
+        Ok(()) => say(&format!(
+            "relay: accepting into and delivering from the shared store at {shown}"
+        )),
+        Err(error) if error.is_temporary() => tracing::warn!(
+            "the shared store at {shown} does not answer yet ({}); messages are answered 451 until it does",
+            apimail_core::error_chain(&error)
+        ),
+        Err(error) => {
+            return Err(Failure::new(
+                Exit::Config,
+                anyhow!(error).context(format!("cannot use the store at {shown}")),
+            )
+            .hint("run `apimail store migrate`, and see `apimail doctor`"));
+        }
+    }
+    Ok(Some(store))
+}
+
 /// The delivery workers, restarted with the configuration reloaded at each
-/// SIGHUP, until SIGTERM.
+/// SIGHUP, until SIGTERM: over the local outbox, or over the shared
+/// `store`.
 async fn deliver(
     first: Context,
     state: &watch::Sender<State>,
     accepted: &mut tokio::sync::mpsc::UnboundedReceiver<Accepted>,
+    store: Option<&PgStore>,
 ) -> Result<(), Failure> {
     let mut ctx = first;
     loop {
         let mut changes = state.subscribe();
         let generation = changes.borrow().generation;
-        {
-            let engine = queue::engine(&ctx)?;
-            let accounts = ctx.config.accounts.clone();
-            // Each mailbox goes at its sender's pace (`Transport::pace`).
-            let mut workers = Workers::new(&engine);
-            let postmaster = ctx.config.relay.as_ref().and_then(|r| r.postmaster.clone());
-            if let Some(address) = postmaster {
-                match address.parse::<Mailbox>() {
-                    Ok(to) => {
-                        workers = workers.with_postmaster(Postmaster { to }, move |entry| {
-                            entry
-                                .account
-                                .as_ref()
-                                .and_then(|name| accounts.get(name))
-                                .and_then(account_address)
-                                .and_then(|a| a.parse().ok())
-                        });
-                    }
-                    Err(e) => tracing::warn!(
-                        "[relay] postmaster is not an address ({e}); failures are not reported by mail"
-                    ),
-                }
-            }
-            workers
-                .run(accepted, async {
-                    let _ = changes
-                        .wait_for(|s| s.stopping || s.generation != generation)
-                        .await;
-                })
+        let stop = async {
+            let _ = changes
+                .wait_for(|s| s.stopping || s.generation != generation)
                 .await;
+        };
+        match store {
+            None => {
+                let engine = queue::engine(&ctx)?;
+                // Each mailbox goes at its sender's pace (`Transport::pace`).
+                let workers = with_postmaster(Workers::new(&engine), &ctx);
+                workers.run(accepted, stop).await;
+            }
+            Some(store) => {
+                let delivery = apimail_account::Delivery::from_config(&ctx.config)?;
+                let engine = Engine::with_store(
+                    store.clone(),
+                    ConfiguredSenders { ctx: &ctx },
+                    delivery.settings.clone(),
+                )
+                .with_interrupt(Interrupt::new(queue::signal));
+                let workers = with_postmaster(Workers::new(&engine), &ctx);
+                workers.run_shared(accepted, stop).await;
+            }
         }
         if state.borrow().stopping {
             return Ok(());
@@ -422,6 +464,34 @@ async fn deliver(
                 "the delivery workers keep the old configuration: {:#}",
                 failure.error
             ),
+        }
+    }
+}
+
+/// `workers`, reporting failures to `[relay] postmaster` when it is set.
+fn with_postmaster<'e, S: Senders, B: Store>(
+    workers: Workers<'e, S, B>,
+    ctx: &Context,
+) -> Workers<'e, S, B> {
+    let accounts = ctx.config.accounts.clone();
+    let postmaster = ctx.config.relay.as_ref().and_then(|r| r.postmaster.clone());
+    let Some(address) = postmaster else {
+        return workers;
+    };
+    match address.parse::<Mailbox>() {
+        Ok(to) => workers.with_postmaster(Postmaster { to }, move |entry| {
+            entry
+                .account
+                .as_ref()
+                .and_then(|name| accounts.get(name))
+                .and_then(account_address)
+                .and_then(|a| a.parse().ok())
+        }),
+        Err(e) => {
+            tracing::warn!(
+                "[relay] postmaster is not an address ({e}); failures are not reported by mail"
+            );
+            workers
         }
     }
 }

@@ -381,6 +381,32 @@ impl<S: Senders, B: Store> Engine<S, B> {
         }
     }
 
+    /// Journals the entries `accepted` as `queued`, with what the caller
+    /// knows of each, in one append, as [`record_accepted`] does for the
+    /// local spool: the relay's workers over a shared store journal a
+    /// burst of accepted messages at once. An entry gone meanwhile is
+    /// skipped; a journal that cannot be written is a warning.
+    pub async fn journal_accepted(&self, accepted: &[(EntryId, Details)]) -> Result<(), B::Error> {
+        let mut records = Vec::with_capacity(accepted.len());
+        for (id, details) in accepted {
+            let Some(entry) = self.store.get(id).await? else {
+                continue;
+            };
+            let mut record = Record::without_attempt(&entry, Status::Queued).details(details);
+            if record.subject.is_none() {
+                record.subject = self.store.subject(&entry.id).await;
+            }
+            records.push(labelled(&entry, record));
+        }
+        if let Err(e) = self.store.append(&records).await {
+            tracing::warn!(
+                "{} accepted message(s) are not in the journal: {e}",
+                records.len()
+            );
+        }
+        Ok(())
+    }
+
     /// Delivers an entry the caller has just accepted and still holds
     /// ([`Incoming::commit_claimed`](crate::outbox::Incoming::commit_claimed)),
     /// as [`deliver`](Self::deliver) does, without ever letting another

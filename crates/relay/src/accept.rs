@@ -3,7 +3,7 @@
 use apimail_core::Mailbox;
 use apimail_core::ReadyMessage;
 use apimail_core::intake::{self, Handover, IntakeError, Owner};
-use apimail_core::outbox::{EntryId, Outbox};
+use apimail_core::outbox::{EntryId, NewEntry, Outbox, OutboxError};
 use apimail_core::recipients::RecipientError;
 
 use super::reply::Reply;
@@ -42,8 +42,74 @@ pub(super) fn accept(
     outbox: &Outbox,
     splits: &Splits,
     tx: &Transaction<'_>,
-    mut message: Received,
+    message: Received,
 ) -> Result<Queued, Reply> {
+    match prepare(splits, tx, message)? {
+        Prepared::Covered(id) => Ok(Queued::Covered(id)),
+        Prepared::Ready(mut ready) => {
+            let message = ready.message.take().expect("a prepared message");
+            let entry = std::mem::take(&mut ready.entry);
+            let queued = message.commit(outbox, &ready.bytes, entry);
+            ready.settle(splits, queued.map_err(|e| storage_reply(&e)))
+        }
+    }
+}
+
+/// What [`prepare`] made of a transaction.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "short-lived, one per message, never stored"
+)]
+pub(super) enum Prepared {
+    /// Every recipient gets the message already, through this entry.
+    Covered(EntryId),
+    /// To be committed.
+    Ready(Ready),
+}
+
+/// A message ready to commit: its bytes (the header section when the
+/// rest is in a file) and its entry, and what the split-envelope memory
+/// must learn of the outcome.
+pub(super) struct Ready {
+    pub(super) bytes: Vec<u8>,
+    pub(super) entry: NewEntry,
+    /// The message as received; taken to commit it.
+    pub(super) message: Option<Received>,
+    subject: Option<String>,
+    account: String,
+    given_id: Option<String>,
+    part: Part,
+}
+
+impl Ready {
+    /// The outcome of committing: the split-envelope memory learns it,
+    /// and a failure is logged.
+    pub(super) fn settle(
+        self,
+        splits: &Splits,
+        queued: Result<EntryId, Reply>,
+    ) -> Result<Queued, Reply> {
+        if let (Ok(id), Some(message_id), Part::First) = (&queued, &self.given_id, &self.part) {
+            splits.queued(&self.account, message_id, id);
+        }
+        queued
+            .map(|id| Queued::New(id, self.subject))
+            .inspect_err(|_| {
+                if let Some(id) = &self.given_id {
+                    splits.undo(&self.account, id, &self.part);
+                }
+            })
+    }
+}
+
+/// Takes the message in through [`apimail_core::intake`], as [`accept`]
+/// does, without committing it. CPU only: the message is in memory, or
+/// only its header section is read.
+pub(super) fn prepare(
+    splits: &Splits,
+    tx: &Transaction<'_>,
+    mut message: Received,
+) -> Result<Prepared, Reply> {
     // Only the header section when the message is in a file.
     let ready = ReadyMessage::parse(message.head()).map_err(|e| intake_reply(e.into(), tx))?;
     let subject = ready.subject().map(str::to_owned);
@@ -71,7 +137,7 @@ pub(super) fn accept(
                 return Err(Reply::new(451, [4, 3, 0], "try again in a moment"));
             };
             tracing::info!("{shown_id}: every recipient already gets it as {first} (same message)");
-            return Ok(Queued::Covered(first.clone()));
+            return Ok(Prepared::Covered(first.clone()));
         }
         Part::Later { new, first } => {
             tracing::info!(
@@ -115,29 +181,39 @@ pub(super) fn accept(
     };
     let mut entry = prepared.entry(&owner);
     entry.recipients = recipients.iter().map(|m| m.email().to_owned()).collect();
-    let queued = message.commit(outbox, &prepared.bytes, entry);
-    if let (Ok(id), Some(message_id), Part::First) = (&queued, &given_id, &part) {
-        splits.queued(account, message_id, id);
+    Ok(Prepared::Ready(Ready {
+        bytes: prepared.bytes,
+        entry,
+        message: Some(message),
+        subject,
+        account: account.to_owned(),
+        given_id,
+        part,
+    }))
+}
+
+/// The reply when the outbox cannot take a message.
+fn storage_reply(error: &OutboxError) -> Reply {
+    tracing::error!("cannot queue a message: {error}");
+    if error.is_disk_full() {
+        Reply::new(
+            452,
+            [4, 3, 1],
+            "insufficient system storage, try again later",
+        )
+    } else {
+        unavailable()
     }
-    queued.map(|id| Queued::New(id, subject)).map_err(|e| {
-        if let Some(id) = &given_id {
-            splits.undo(account, id, &part);
-        }
-        tracing::error!("cannot queue a message: {e}");
-        if e.is_disk_full() {
-            Reply::new(
-                452,
-                [4, 3, 1],
-                "insufficient system storage, try again later",
-            )
-        } else {
-            Reply::new(
-                451,
-                [4, 3, 0],
-                "cannot queue the message now, try again later",
-            )
-        }
-    })
+}
+
+/// The reply when the store cannot take a message now: temporary, the
+/// client tries again (never a 250 before the entry is durable).
+pub(super) fn unavailable() -> Reply {
+    Reply::new(
+        451,
+        [4, 3, 0],
+        "cannot queue the message now, try again later",
+    )
 }
 
 /// The reply to a message the intake refused.

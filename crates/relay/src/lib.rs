@@ -4,7 +4,9 @@
 //! [`Server`]; each message is written durably into the [`Outbox`] with
 //! the sender identity of the account its client maps to, and announced on
 //! a channel ([`Accepted`]) for the delivery workers. The reply to the end
-//! of DATA is 250 only once the entry is fsynced.
+//! of DATA is 250 only once the entry is fsynced, or, over a shared store
+//! ([`Server::over_store`]), once its transaction has committed; a store
+//! that cannot take it gets the client a 451.
 //!
 //! - `session.rs`: one SMTP session over any byte stream (smtp-proto parses
 //!   the commands; the loop, the replies and the limits are ours).
@@ -24,6 +26,9 @@
 //!   only, no common cipher) with the fix.
 //! - `spool.rs`: a message arriving in DATA: in memory while small, then in
 //!   a temporary file of the outbox.
+//! - `intake.rs`: accepting into a shared store (PostgreSQL) instead of
+//!   the outbox: any [`apimail_core::store::Store`] behind one boxed face,
+//!   so the sessions are not generic; the local spool never goes through it.
 //! - `listener.rs`, `limits.rs`: a listener's rules and TLS; the server's
 //!   limits.
 //! - `directory.rs`: what the server asks about clients and accounts
@@ -32,7 +37,8 @@
 //!   self-signed certificate kept in the data directory).
 //! - `users.rs`: the relay users file (argon2id hashes).
 //! - `workers.rs`: the delivery workers: the engine over due entries,
-//!   paced per mailbox, with postmaster reports.
+//!   paced per mailbox, with postmaster reports; over the local outbox
+//!   (a schedule in memory) or a shared store (claims and pace in it).
 //!
 //! [`Outbox`]: apimail_core::outbox::Outbox
 
@@ -42,6 +48,7 @@ mod accept;
 mod data;
 mod directory;
 mod handshake;
+mod intake;
 mod limits;
 mod listener;
 mod policy;

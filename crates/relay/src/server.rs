@@ -12,12 +12,14 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 
+use crate::intake::Intake;
 use crate::policy::RateLimiter;
 use crate::session;
 use crate::shared::Shared;
 use crate::{Accepted, Directory, Limits, Listener, ListenerTls};
 use apimail_core::login_backoff::LoginBackoff;
 use apimail_core::outbox::Outbox;
+use apimail_core::store::Store;
 
 /// The relay's SMTP server. Cheap to clone.
 #[derive(Clone)]
@@ -44,9 +46,40 @@ impl Server {
         limits: Limits,
         hostname: String,
     ) -> (Server, mpsc::UnboundedReceiver<Accepted>) {
+        Server::build(outbox, None, directory, limits, hostname)
+    }
+
+    /// A server accepting into `store` (a database several relays share):
+    /// a message is answered 250 only once its transaction has committed,
+    /// and 451 when the store cannot take it. Large messages wait in the
+    /// `tmp/` of `outbox` until the end of DATA, then stream into the
+    /// store in bounded pieces.
+    pub fn over_store<B>(
+        outbox: Outbox,
+        store: B,
+        directory: Arc<dyn Directory>,
+        limits: Limits,
+        hostname: String,
+    ) -> (Server, mpsc::UnboundedReceiver<Accepted>)
+    where
+        B: Store + 'static,
+        B::Incoming: 'static,
+    {
+        let store: Arc<dyn Intake> = Arc::new(store);
+        Server::build(outbox, Some(store), directory, limits, hostname)
+    }
+
+    fn build(
+        outbox: Outbox,
+        store: Option<Arc<dyn Intake>>,
+        directory: Arc<dyn Directory>,
+        limits: Limits,
+        hostname: String,
+    ) -> (Server, mpsc::UnboundedReceiver<Accepted>) {
         let (accepted, receiver) = mpsc::unbounded_channel();
         let shared = Shared {
             outbox,
+            store,
             directory: RwLock::new(directory),
             backoff: LoginBackoff::new(limits.auth_failures),
             rate: RateLimiter::default(),

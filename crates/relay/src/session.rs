@@ -20,12 +20,14 @@ use smtp_proto::{
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::timeout;
 
-use super::accept::{self, Queued, Transaction, not_allowed, printable};
+use super::accept::{self, Prepared, Queued, Transaction, not_allowed, printable};
 use super::data::DotReader;
 use super::handshake;
+use super::intake::Intake;
 use super::reply::Reply;
 use super::shared::Shared;
-use super::spool::Spool;
+use super::split::Splits;
+use super::spool::{Received, Spool};
 use super::{Accepted, AccountInfo, Directory, Listener, ListenerTls, Principal};
 use apimail_core::Mailbox;
 use apimail_core::journal::Details;
@@ -508,29 +510,28 @@ impl<'a> Session<'a> {
                 return self.reply(reply);
             }
         };
-        let outbox = self.shared.outbox.clone();
         let splits = self.shared.splits.clone();
         let mail = Arc::new(mail);
-        let task = {
-            let mail = mail.clone();
-            tokio::task::spawn_blocking(move || {
-                let tx = Transaction {
-                    principal: &mail.principal,
-                    account: &mail.account,
-                    mail_from: &mail.from,
-                    recipients: &mail.recipients,
-                };
-                accept::accept(&outbox, &splits, &tx, body)
-            })
+        let result = match self.shared.store.clone() {
+            None => {
+                let outbox = self.shared.outbox.clone();
+                let mail = mail.clone();
+                let task = tokio::task::spawn_blocking(move || {
+                    let tx = Transaction {
+                        principal: &mail.principal,
+                        account: &mail.account,
+                        mail_from: &mail.from,
+                        recipients: &mail.recipients,
+                    };
+                    accept::accept(&outbox, &splits, &tx, body)
+                });
+                task.await.unwrap_or_else(|e| {
+                    tracing::error!("queueing a message failed: {e}");
+                    Err(accept::unavailable())
+                })
+            }
+            Some(store) => Box::pin(into_store(&*store, &splits, &mail, body)).await,
         };
-        let result = task.await.unwrap_or_else(|e| {
-            tracing::error!("queueing a message failed: {e}");
-            Err(Reply::new(
-                451,
-                [4, 3, 0],
-                "cannot queue the message now, try again later",
-            ))
-        });
         match result {
             Ok(Queued::Covered(id)) => {
                 self.accepted += 1;
@@ -1086,6 +1087,47 @@ async fn closed(closing: &mut tokio::sync::watch::Receiver<bool>) {
         // The server is gone: never resolve.
         std::future::pending::<()>().await;
     }
+}
+
+/// Takes the message in and commits it into a shared store: the intake's
+/// work off the async thread (it reads nothing but memory, yet it is the
+/// same work as the local path's), then the store's commit. Any failure
+/// of the store is a 451: nothing is answered 250 before it committed.
+async fn into_store(
+    store: &dyn Intake,
+    splits: &Splits,
+    mail: &Arc<Mail>,
+    body: Received,
+) -> Result<Queued, Reply> {
+    let prepared = {
+        let (splits, mail) = (splits.clone(), mail.clone());
+        tokio::task::spawn_blocking(move || {
+            let tx = Transaction {
+                principal: &mail.principal,
+                account: &mail.account,
+                mail_from: &mail.from,
+                recipients: &mail.recipients,
+            };
+            accept::prepare(&splits, &tx, body)
+        })
+        .await
+        .unwrap_or_else(|e| {
+            tracing::error!("queueing a message failed: {e}");
+            Err(accept::unavailable())
+        })?
+    };
+    let mut ready = match prepared {
+        Prepared::Covered(id) => return Ok(Queued::Covered(id)),
+        Prepared::Ready(ready) => ready,
+    };
+    let message = ready.message.take().expect("a prepared message");
+    let entry = std::mem::take(&mut ready.entry);
+    let committed = message.commit_to(store, &ready.bytes, entry).await;
+    let queued = committed.map_err(|e| {
+        tracing::error!("cannot queue a message in the store: {e}");
+        accept::unavailable()
+    });
+    ready.settle(splits, queued)
 }
 
 fn too_big_reply(limit: u64) -> Reply {

@@ -4,6 +4,7 @@ use std::sync::{Arc, RwLock};
 
 use tokio::sync::{Semaphore, mpsc, watch};
 
+use super::intake::Intake;
 use super::policy::RateLimiter;
 use super::split::Splits;
 use super::{Accepted, Directory, Limits};
@@ -12,7 +13,11 @@ use apimail_core::outbox::Outbox;
 
 /// What every session of a server shares.
 pub(super) struct Shared {
+    /// The outbox: where messages are accepted, or, with a shared
+    /// `store`, where large ones wait in `tmp/` until the end of DATA.
     pub(super) outbox: Outbox,
+    /// The shared store messages are accepted into, when configured.
+    pub(super) store: Option<Arc<dyn Intake>>,
     pub(super) directory: RwLock<Arc<dyn Directory>>,
     pub(super) limits: Limits,
     pub(super) hostname: String,

@@ -8,7 +8,9 @@
 use std::io::{self, Seek, SeekFrom, Write};
 
 use apimail_core::outbox::{EntryId, Incoming, NewEntry, Outbox, OutboxError};
+use tokio::io::AsyncReadExt;
 
+use super::intake::{COPY_BYTES, Intake};
 use super::reply::Reply;
 
 /// The most of a message kept in memory; past it, the message goes to a
@@ -190,6 +192,48 @@ impl Received {
         }
         drop(incoming);
         edited.commit(meta)
+    }
+}
+
+impl Received {
+    /// Commits the entry into a shared store, as [`commit`](Self::commit)
+    /// does into the outbox: `head`, then, for a message in a file, the
+    /// rest of that file, read and written [`COPY_BYTES`] at a time
+    /// (constant memory whatever the size). Accepted when this returns
+    /// `Ok`; the temporary file goes either way.
+    pub(super) async fn commit_to(
+        self,
+        store: &dyn Intake,
+        head: &[u8],
+        meta: NewEntry,
+    ) -> Result<EntryId, String> {
+        let (mut incoming, original) = match self {
+            Received::Memory(_) => return store.accept(head, meta).await,
+            Received::File { incoming, head } => (incoming, head),
+        };
+        let opened = incoming.flush().and_then(|()| {
+            let mut file = std::fs::File::open(incoming.path())?;
+            file.seek(SeekFrom::Start(original.len() as u64))?;
+            Ok(file)
+        });
+        let mut file = tokio::fs::File::from_std(
+            opened.map_err(|e| format!("cannot read the message received: {e}"))?,
+        );
+        let mut writing = store.begin().await?;
+        writing.write(head).await?;
+        let mut buffer = vec![0; COPY_BYTES];
+        loop {
+            let n = file
+                .read(&mut buffer)
+                .await
+                .map_err(|e| format!("cannot read the message received: {e}"))?;
+            if n == 0 {
+                break;
+            }
+            writing.write(&buffer[..n]).await?;
+        }
+        drop((file, incoming));
+        writing.commit(meta).await
     }
 }
 

@@ -1046,3 +1046,99 @@ async fn an_outbox_that_cannot_take_the_message_gets_451_not_250() {
     assert_eq!(code(&reply), "451 4.3.0", "{reply}");
     assert!(relay.accepted.is_empty());
 }
+
+/// A relay accepting into another store (here the local spool of a second
+/// directory, through the same seam a database takes), the first outbox
+/// only holding large messages during DATA.
+fn over_store() -> (Relay, Outbox, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let outbox = Outbox::open(dir.path().join("outbox")).unwrap();
+    let store_dir = tempfile::tempdir().unwrap();
+    let store = Outbox::open(store_dir.path().join("store")).unwrap();
+    let mut directory = directory(Some(principal("local", &["*"])));
+    if let Some(work) = directory.accounts.get_mut("work") {
+        work.max_message_bytes = 4 * 1024 * 1024;
+    }
+    let (server, accepted) = Server::over_store(
+        outbox.clone(),
+        apimail_core::store::LocalStore::new(store.clone(), None),
+        Arc::new(directory),
+        Limits {
+            max_message_bytes: 4 * 1024 * 1024,
+            timeouts: SmtpTimeouts {
+                command: Duration::from_secs(30),
+                data_block: Duration::from_secs(30),
+            },
+            ..quick_limits()
+        },
+        "relay.test".into(),
+    );
+    let relay = Relay {
+        server,
+        accepted,
+        outbox,
+        _dir: dir,
+    };
+    (relay, store, store_dir)
+}
+
+#[tokio::test]
+async fn over_a_store_a_large_message_streams_in_and_a_failing_store_gets_451() {
+    let (relay, store, store_dir) = over_store();
+    let mut client = relay.connect(LOOPBACK, Listener::plain("local")).await;
+    client.ehlo().await;
+    // About 1.5 MB: past the memory buffer, so it waits in a file of the
+    // first outbox, then streams into the store with its edited headers.
+    let mut large =
+        b"From: scanner@example.com\r\nTo: boss@example.org\r\nSubject: big\r\n\r\n".to_vec();
+    for i in 0..25_000 {
+        large.extend_from_slice(
+            format!("line {i:08} of a large message, padded ..........\r\n").as_bytes(),
+        );
+    }
+    let reply = send_message(
+        &mut client,
+        "scanner@example.com",
+        &["boss@example.org"],
+        &large,
+    )
+    .await;
+    assert_eq!(code(&reply), "250 2.0.0", "{reply}");
+    assert!(relay.entries().is_empty(), "nothing in the first outbox");
+    let entries = store.list().unwrap();
+    assert_eq!(entries.len(), 1);
+    assert!(reply.contains(entries[0].id.as_str()), "{reply}");
+    let stored = store.read_message(entries[0].id.as_str()).unwrap().unwrap();
+    assert!(
+        String::from_utf8_lossy(&stored).contains("Date: "),
+        "headers edited"
+    );
+    assert_eq!(body(&stored), body(&large), "the body arrives byte-exact");
+    let tmp = relay._dir.path().join("outbox/tmp");
+    assert_eq!(
+        std::fs::read_dir(tmp).unwrap().count(),
+        0,
+        "no file is left"
+    );
+
+    // The store goes away: 451, never 250, and the session goes on.
+    std::fs::remove_dir_all(store_dir.path().join("store")).unwrap();
+    let reply = send_message(
+        &mut client,
+        "scanner@example.com",
+        &["boss@example.org"],
+        MESSAGE,
+    )
+    .await;
+    assert_eq!(code(&reply), "451 4.3.0", "{reply}");
+    let reply = send_message(
+        &mut client,
+        "scanner@example.com",
+        &["boss@example.org"],
+        &large,
+    )
+    .await;
+    assert_eq!(code(&reply), "451 4.3.0", "{reply}");
+    assert_eq!(code(&client.command("NOOP").await), "250 2.0.0");
+    assert_eq!(code(&client.command("QUIT").await), "221 2.0.0");
+}

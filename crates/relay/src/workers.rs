@@ -18,6 +18,11 @@
 //!   and other processes' changes are found by a rescan every 15 s that
 //!   reads only new or rewritten entries, off the async thread. Picking the
 //!   next entry costs the same however deep the queue is.
+//! - **Over a shared store** ([`Workers::run_shared`], a
+//!   [`SharedStore`] such as PostgreSQL) there is no schedule: each look
+//!   claims every mailbox's oldest due entry that no node holds (a lease,
+//!   renewed while sending), and each start takes a permit from the
+//!   store's pacer, so a mailbox's pace holds across all nodes together.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -38,6 +43,7 @@ use apimail_core::journal::Details;
 use apimail_core::outbox::{Entry, EntryId, NewEntry, OutboxError};
 use apimail_core::retry::RetryPolicy;
 use apimail_core::schedule::{self, Schedule};
+use apimail_core::store::{LocalStore, PaceStart, SharedStore, Store, StoreClaim};
 use apimail_core::{Mailbox, MessageBuilder, Pace, Transport, now_unix};
 
 /// Where reports of messages that failed for good go.
@@ -85,9 +91,11 @@ struct Lane {
     pace: Option<Pace>,
 }
 
-/// The workers over one engine.
-pub struct Workers<'e, S: Senders> {
-    engine: &'e Engine<S>,
+/// The workers over one engine: over the local spool by default
+/// ([`run`](Workers::run)), or over a shared store
+/// ([`run_shared`](Workers::run_shared)).
+pub struct Workers<'e, S: Senders, B = LocalStore> {
+    engine: &'e Engine<S, B>,
     /// The pace by entry, when not the resolved sender's.
     pace: Option<PaceOf<'e>>,
     postmaster: Option<Postmaster>,
@@ -96,7 +104,7 @@ pub struct Workers<'e, S: Senders> {
     senders: Mutex<HashMap<Key, Arc<OnceCell<S::Sender>>>>,
 }
 
-impl<S: Senders> std::fmt::Debug for Workers<'_, S> {
+impl<S: Senders, B> std::fmt::Debug for Workers<'_, S, B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Workers")
             .field("postmaster", &self.postmaster)
@@ -104,11 +112,11 @@ impl<S: Senders> std::fmt::Debug for Workers<'_, S> {
     }
 }
 
-impl<'e, S: Senders> Workers<'e, S> {
+impl<'e, S: Senders, B: Store> Workers<'e, S, B> {
     /// Workers over `engine`, pacing each mailbox by its resolved sender
     /// ([`Transport::pace`]: the provider's limits), without postmaster
     /// reports.
-    pub fn new(engine: &'e Engine<S>) -> Self {
+    pub fn new(engine: &'e Engine<S, B>) -> Self {
         Workers {
             engine,
             pace: None,
@@ -159,6 +167,60 @@ impl<'e, S: Senders> Workers<'e, S> {
         self
     }
 
+    /// The report to `postmaster` about `entry`, which failed for good
+    /// with `reason`, and its entry: from the account's address.
+    fn compose_report(
+        &self,
+        postmaster: &Postmaster,
+        entry: &Entry,
+        reason: &str,
+    ) -> Result<(Vec<u8>, NewEntry), ReportError> {
+        let from = match (self.report_from)(entry) {
+            Some(from) => from,
+            None => entry.from.parse::<Mailbox>()?,
+        };
+        let text = format!(
+            "apimail relay accepted this message but could not deliver it.\n\n\
+             Queue id:    {}\nMessage-ID:  {}\nFrom:        {}\nTo:          {}\n\
+             Size:        {} bytes\nReason:      {reason}\n\n\
+             It is kept in the outbox's failed messages: `apimail queue show {}`\n\
+             shows it, `apimail queue retry {}` sends it again.\n",
+            entry.id,
+            entry.message_id,
+            entry.from,
+            entry.recipients.join(", "),
+            entry.size,
+            entry.id,
+            entry.id,
+        );
+        let message = MessageBuilder::new()
+            .from(from.clone())
+            .to(postmaster.to.clone())
+            .subject(format!("Undelivered: relay message {}", entry.id))
+            .header("Auto-Submitted", "auto-generated")
+            .header(REPORT_HEADER, "failure")
+            .text(text)
+            .build()?;
+        let meta = NewEntry {
+            identity: entry.identity.clone(),
+            account: entry.account.clone(),
+            provider: entry.provider.clone(),
+            from: from.email().to_owned(),
+            recipients: vec![postmaster.to.email().to_owned()],
+            message_id: message.message_id().to_owned(),
+            ..NewEntry::default()
+        };
+        Ok((message.as_bytes().to_vec(), meta))
+    }
+
+    /// The sender of `key`'s mailbox, resolved once and shared.
+    fn sender_cell(&self, key: &Key) -> Arc<OnceCell<S::Sender>> {
+        let mut senders = self.senders.lock().unwrap_or_else(|p| p.into_inner());
+        Arc::clone(senders.entry(key.clone()).or_default())
+    }
+}
+
+impl<'e, S: Senders> Workers<'e, S> {
     /// Delivers due entries until `stop` resolves, then lets the deliveries
     /// under way finish (the engine's interrupt cuts them short) and
     /// returns. Each message the server `accepted` is journaled as queued
@@ -411,44 +473,8 @@ impl<'e, S: Senders> Workers<'e, S> {
             .map(str::to_owned)
             .or_else(|| failed.and_then(|e| e.failed_reason))
             .unwrap_or_else(|| "the provider refused it".to_owned());
-        let from = match (self.report_from)(entry) {
-            Some(from) => from,
-            None => entry.from.parse::<Mailbox>()?,
-        };
-        let text = format!(
-            "apimail relay accepted this message but could not deliver it.\n\n\
-             Queue id:    {}\nMessage-ID:  {}\nFrom:        {}\nTo:          {}\n\
-             Size:        {} bytes\nReason:      {reason}\n\n\
-             It is kept in the outbox's failed messages: `apimail queue show {}`\n\
-             shows it, `apimail queue retry {}` sends it again.\n",
-            entry.id,
-            entry.message_id,
-            entry.from,
-            entry.recipients.join(", "),
-            entry.size,
-            entry.id,
-            entry.id,
-        );
-        let message = MessageBuilder::new()
-            .from(from.clone())
-            .to(postmaster.to.clone())
-            .subject(format!("Undelivered: relay message {}", entry.id))
-            .header("Auto-Submitted", "auto-generated")
-            .header(REPORT_HEADER, "failure")
-            .text(text)
-            .build()?;
-        let id = self.engine.outbox().accept(
-            message.as_bytes(),
-            NewEntry {
-                identity: entry.identity.clone(),
-                account: entry.account.clone(),
-                provider: entry.provider.clone(),
-                from: from.email().to_owned(),
-                recipients: vec![postmaster.to.email().to_owned()],
-                message_id: message.message_id().to_owned(),
-                ..NewEntry::default()
-            },
-        )?;
+        let (bytes, meta) = self.compose_report(postmaster, entry, &reason)?;
+        let id = self.engine.outbox().accept(&bytes, meta)?;
         tracing::info!(
             "{}: failed for good; reported to the postmaster as {id}",
             entry.id
@@ -461,18 +487,334 @@ impl<'e, S: Senders> Workers<'e, S> {
         let Ok(Some(message)) = self.engine.outbox().read_message(entry.id.as_str()) else {
             return false;
         };
-        let end = message
-            .windows(4)
-            .position(|w| w == b"\r\n\r\n")
-            .unwrap_or(message.len());
-        String::from_utf8_lossy(&message[..end])
-            .lines()
-            .any(|line| {
-                line.len() > REPORT_HEADER.len()
-                    && line[..REPORT_HEADER.len()].eq_ignore_ascii_case(REPORT_HEADER)
-                    && line.as_bytes()[REPORT_HEADER.len()] == b':'
-            })
+        is_report_message(&message)
     }
+}
+
+/// How often the workers over a shared store look for due entries when
+/// nothing else wakes them (a message accepted here, a delivery ended).
+/// Other nodes' new entries are found within this.
+const SHARED_POLL: Duration = Duration::from_secs(1);
+
+/// Deliveries under way at most on this node, over a shared store.
+const SHARED_RUNNING: usize = 64;
+
+/// Mailbox heads read from a shared store per look.
+const SHARED_HEADS: usize = 256;
+
+/// What one look at a shared store found.
+struct Scanned<C, P> {
+    /// Claimed, with a pacing permit: start now.
+    go: Vec<(Key, C, P)>,
+    /// Mailboxes whose pace says not before then (across all nodes).
+    wait: Vec<(Key, Instant)>,
+}
+
+impl<'e, S: Senders, B: SharedStore> Workers<'e, S, B> {
+    /// Delivers due entries of a shared store (a database other relays
+    /// and workers use too) until `stop` resolves, then lets the
+    /// deliveries under way finish. Entries are claimed from the store
+    /// directly, a lease each (`SKIP LOCKED`: two nodes never take the
+    /// same; a lease renews itself while the delivery runs, and a dead
+    /// node's lapse, so another node finds the entry in flight: uncertain,
+    /// same Message-ID). Each start takes a permit from the store's pacer,
+    /// so each mailbox's pace holds across all nodes together. Messages
+    /// the server `accepted` are journaled as queued and make the workers
+    /// look at once.
+    pub async fn run_shared(
+        &self,
+        accepted: &mut UnboundedReceiver<Accepted>,
+        stop: impl Future<Output = ()>,
+    ) {
+        let mut stop = std::pin::pin!(stop);
+        let mut running = FuturesUnordered::new();
+        let mut busy: HashMap<Key, usize> = HashMap::new();
+        let mut waiting: HashMap<Key, Instant> = HashMap::new();
+        let mut wake_open = true;
+        let mut warned = false;
+        // One look at a time, raced against the deliveries under way.
+        let mut scan = Box::pin(self.scan(HashMap::new(), HashMap::new(), SHARED_RUNNING));
+        let mut scanning = true;
+        let mut next_scan = Instant::now();
+        loop {
+            let now = Instant::now();
+            if !scanning && now >= next_scan && running.len() < SHARED_RUNNING {
+                waiting.retain(|_, until| *until > now);
+                let room = SHARED_RUNNING - running.len();
+                scan = Box::pin(self.scan(busy.clone(), waiting.clone(), room));
+                scanning = true;
+            }
+            let wake = if scanning {
+                now + SHARED_POLL
+            } else {
+                next_scan.max(now)
+            };
+            tokio::select! {
+                () = &mut stop => break,
+                found = &mut scan, if scanning => {
+                    scanning = false;
+                    next_scan = Instant::now() + SHARED_POLL;
+                    match found {
+                        Ok(found) => {
+                            warned = false;
+                            if !found.go.is_empty() {
+                                // Each mailbox gave one head: look again
+                                // for the next ones at once.
+                                next_scan = Instant::now();
+                            }
+                            for (key, claim, permit) in found.go {
+                                *busy.entry(key.clone()).or_default() += 1;
+                                running.push(self.deliver_shared(key, claim, permit));
+                            }
+                            for (key, until) in found.wait {
+                                next_scan = next_scan.min(until);
+                                waiting.insert(key, until);
+                            }
+                        }
+                        Err(error) if !warned => {
+                            warned = true;
+                            tracing::warn!(
+                                "cannot read the due entries from the store (trying again every {}s): {}",
+                                SHARED_POLL.as_secs(),
+                                apimail_core::error_chain(&error)
+                            );
+                        }
+                        Err(_) => {}
+                    }
+                }
+                first = accepted.recv(), if wake_open => {
+                    wake_open = first.is_some();
+                    let burst: Vec<(EntryId, Details)> = first
+                        .into_iter()
+                        .chain(std::iter::from_fn(|| accepted.try_recv().ok()))
+                        .map(|message| (message.id, message.details))
+                        .collect();
+                    if let Err(error) = self.engine.journal_accepted(&burst).await {
+                        tracing::warn!(
+                            "cannot journal accepted messages: {}",
+                            apimail_core::error_chain(&error)
+                        );
+                    }
+                    next_scan = Instant::now();
+                }
+                Some(finished) = running.next(), if !running.is_empty() => {
+                    if let Some(count) = busy.get_mut(&finished.key) {
+                        *count -= 1;
+                        if *count == 0 {
+                            busy.remove(&finished.key);
+                        }
+                    }
+                    if finished.unresolved {
+                        // Try its sender again only after a while.
+                        waiting.insert(finished.key, Instant::now() + RESCAN);
+                    }
+                    next_scan = next_scan.min(Instant::now());
+                }
+                () = tokio::time::sleep_until(wake) => {}
+            }
+        }
+        while running.next().await.is_some() {}
+    }
+
+    /// One look at the store: each mailbox's oldest due entry that no node
+    /// holds is claimed, then paced; a mailbox whose pace says wait gives
+    /// its entry back at once (for any node) and is left alone until then.
+    async fn scan(
+        &self,
+        busy: HashMap<Key, usize>,
+        waiting: HashMap<Key, Instant>,
+        room: usize,
+    ) -> Result<Scanned<B::Claim, B::Permit>, B::Error> {
+        let store = self.engine.store();
+        let unix = now_unix();
+        let mut found = Scanned {
+            go: Vec::new(),
+            wait: Vec::new(),
+        };
+        for entry in store.due_heads(unix, SHARED_HEADS).await? {
+            if found.go.len() >= room {
+                break;
+            }
+            let key: Key = (entry.identity.clone(), entry.account.clone());
+            if waiting.contains_key(&key) {
+                continue;
+            }
+            let pace = self.pace_of(&key, &entry);
+            if busy.get(&key).copied().unwrap_or(0) >= pace.concurrency.max(1) {
+                continue;
+            }
+            // Another node may have taken it since: then it is theirs.
+            let claimed = if entry.waits_for_identity() {
+                // Still held for its sender under the lease.
+                store
+                    .claim(&entry.id)
+                    .await?
+                    .filter(|c| c.entry().waits_for_identity())
+            } else {
+                store.claim_due(&entry.id, unix).await?
+            };
+            let Some(claim) = claimed else {
+                continue;
+            };
+            match store.try_start(&mailbox_name(&key), pace).await? {
+                PaceStart::Go(permit) => found.go.push((key, claim, permit)),
+                PaceStart::Wait(wait) => {
+                    drop(claim);
+                    // Asked again within RESCAN at most: the store's
+                    // pace is the truth, and it may change meanwhile.
+                    found.wait.push((key, Instant::now() + wait.min(RESCAN)));
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// One delivery attempt of a claimed entry, under its pacing permit.
+    async fn deliver_shared(&self, key: Key, claim: B::Claim, permit: B::Permit) -> Finished {
+        let entry = claim.entry().clone();
+        let id = entry.id.clone();
+        let mut finished = Finished {
+            key: key.clone(),
+            id: id.clone(),
+            unresolved: false,
+            report: None,
+        };
+        let cell = self.sender_cell(&key);
+        let resolved = cell
+            .get_or_try_init(|| self.engine.senders().resolve(&entry))
+            .await;
+        let sender = match resolved {
+            Ok(sender) => sender,
+            // Held for this sender already: it stays so, quietly.
+            Err(_) if entry.waits_for_identity() => {
+                finished.unresolved = true;
+                return finished;
+            }
+            Err(reason) => {
+                drop(permit);
+                tracing::warn!("held {id}: {reason}");
+                if let Err(error) = claim.hold_unsent(&reason).await {
+                    tracing::warn!("cannot hold {id}: {}", apimail_core::error_chain(&error));
+                }
+                finished.unresolved = true;
+                return finished;
+            }
+        };
+        let a_report = match &self.postmaster {
+            Some(_) => is_stored_report(&claim).await,
+            None => false,
+        };
+        let once = RetryPolicy {
+            max_attempts: 1,
+            ..RetryPolicy::standard()
+        };
+        let result = self
+            .engine
+            .deliver_claimed(claim, sender, &once, IfNotSent::Keep)
+            .await;
+        drop(permit);
+        match result {
+            Ok(delivery) => {
+                log_outcome(&delivery);
+                if delivery.settled == Settled::Failed && !a_report {
+                    let reason = delivery.error.as_ref().map(error_text);
+                    match self.report_shared(&entry, reason).await {
+                        Ok(report) => finished.report = report,
+                        Err(error) => {
+                            tracing::warn!("cannot queue the postmaster report about {id}: {error}")
+                        }
+                    }
+                }
+            }
+            Err(error) => {
+                tracing::warn!("cannot deliver {id}: {}", apimail_core::error_chain(&error))
+            }
+        }
+        finished
+    }
+
+    /// Queues a report to the postmaster about `entry` in the shared
+    /// store, as [`Workers::run`]'s workers do in the outbox.
+    async fn report_shared(
+        &self,
+        entry: &Entry,
+        reason: Option<String>,
+    ) -> Result<Option<EntryId>, ReportError> {
+        let Some(postmaster) = &self.postmaster else {
+            return Ok(None);
+        };
+        let store = self.engine.store();
+        let reason = match reason {
+            Some(reason) => reason,
+            None => store
+                .get(&entry.id)
+                .await
+                .ok()
+                .flatten()
+                .and_then(|e| e.failed_reason)
+                .unwrap_or_else(|| "the provider refused it".to_owned()),
+        };
+        let (bytes, meta) = self.compose_report(postmaster, entry, &reason)?;
+        let id = store
+            .accept(&bytes, meta)
+            .await
+            .map_err(|e| ReportError::Store(apimail_core::error_chain(&e)))?;
+        tracing::info!(
+            "{}: failed for good; reported to the postmaster as {id}",
+            entry.id
+        );
+        Ok(Some(id))
+    }
+}
+
+/// The name of `key`'s mailbox in the store's pacer: its sender identity,
+/// else its account. Every node names a mailbox alike.
+fn mailbox_name(key: &Key) -> String {
+    match key {
+        (Some(identity), _) => identity.to_string(),
+        (None, Some(account)) => format!("account:{account}"),
+        (None, None) => "-".to_owned(),
+    }
+}
+
+/// Whether a claimed entry's message is a postmaster report (its header
+/// section, at most 64 KiB of it, is read).
+async fn is_stored_report<C: StoreClaim>(claim: &C) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncSeekExt};
+    let Ok(message) = claim.message().await else {
+        return false;
+    };
+    let Ok(mut file) = tokio::fs::File::open(message.path()).await else {
+        return false;
+    };
+    if file
+        .seek(std::io::SeekFrom::Start(message.offset()))
+        .await
+        .is_err()
+    {
+        return false;
+    }
+    let mut head = Vec::new();
+    let limit = message.len().min(64 * 1024);
+    if file.take(limit).read_to_end(&mut head).await.is_err() {
+        return false;
+    }
+    is_report_message(&head)
+}
+
+/// Whether `message` (at least its header section) is a postmaster report.
+fn is_report_message(message: &[u8]) -> bool {
+    let end = message
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or(message.len());
+    String::from_utf8_lossy(&message[..end])
+        .lines()
+        .any(|line| {
+            line.len() > REPORT_HEADER.len()
+                && line[..REPORT_HEADER.len()].eq_ignore_ascii_case(REPORT_HEADER)
+                && line.as_bytes()[REPORT_HEADER.len()] == b':'
+        })
 }
 
 /// One line per delivery attempt, as the relay's log shows it.
@@ -508,6 +850,8 @@ fn log_outcome(delivery: &Delivery) {
 enum ReportError {
     #[error(transparent)]
     Outbox(#[from] OutboxError),
+    #[error("{0}")]
+    Store(String),
     #[error("the report's sender is not an address: {0}")]
     Address(#[from] apimail_core::AddressError),
     #[error("cannot compose the report: {0}")]

@@ -400,14 +400,27 @@ impl Drop for Claim {
         }
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             let (store, id, token) = (self.store.clone(), self.entry.id.clone(), self.token);
+            // Tried again until the lease would run out anyway: a database
+            // away for a moment does not keep the entry from every node.
             runtime.spawn(async move {
-                if let Err(e) = release(&store, &id, token).await {
-                    tracing::debug!("the lease on {id} expires on its own: {e}");
+                let until = Instant::now() + store.lease;
+                loop {
+                    match release(&store, &id, token).await {
+                        Ok(()) => return,
+                        Err(e) if Instant::now() + RELEASE_RETRY >= until => {
+                            tracing::debug!("the lease on {id} expires on its own: {e}");
+                            return;
+                        }
+                        Err(_) => tokio::time::sleep(RELEASE_RETRY).await,
+                    }
                 }
             });
         }
     }
 }
+
+/// How soon a failed release of a dropped claim is tried again.
+const RELEASE_RETRY: Duration = Duration::from_secs(1);
 
 /// Extends the lease of `id` under `token`.
 async fn renew(store: &Store, id: &EntryId, token: i64) -> Result<(), StoreError> {

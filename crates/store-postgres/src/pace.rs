@@ -3,7 +3,7 @@
 //! `apimail_pace` row, by the database's clock. Starts are spaced evenly
 //! by the provider's stated [`Pace`] (a minute over `per_minute`), and
 //! at most `concurrency` deliveries hold a [`Permit`] at once (permits
-//! carry a lease, so a dead node's permits run out).
+//! carry a lease, renewed while held, so a dead node's permits run out).
 
 use std::time::Duration;
 
@@ -33,6 +33,9 @@ pub struct Permit {
     token: i64,
     mailbox: String,
     finished: bool,
+    /// Renews the permit's lease every third of it while it is held, so a
+    /// delivery longer than the lease keeps its slot.
+    renewer: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Store {
@@ -107,11 +110,13 @@ impl Store {
             .map_err(error::query(what))?;
         }
         tx.commit().await.map_err(error::query(what))?;
+        let renewer = limited.then(|| tokio::spawn(renew_loop(self.clone(), token)));
         Ok(Start::Go(Permit {
             store: self.clone(),
             token,
             mailbox: mailbox.to_owned(),
             finished: !limited,
+            renewer,
         }))
     }
 
@@ -150,21 +155,17 @@ impl Permit {
         if self.finished {
             return Ok(());
         }
-        self.store
-            .client("renew a pacing permit")
-            .await?
-            .execute(
-                "UPDATE apimail_pace_permits \
-                 SET until = clock_timestamp() + make_interval(secs => $2) WHERE token = $1",
-                &[&self.token, &self.store.lease_secs()],
-            )
-            .await
-            .map_err(error::query("renew a pacing permit"))?;
-        Ok(())
+        renew(&self.store, self.token).await
     }
 
     /// The delivery is over: its slot is free for any node.
     pub async fn finish(mut self) -> Result<(), StoreError> {
+        if let Some(renewer) = self.renewer.take() {
+            renewer.abort();
+        }
+        if self.finished {
+            return Ok(());
+        }
         self.finished = true;
         finish(&self.store, self.token).await
     }
@@ -172,6 +173,9 @@ impl Permit {
 
 impl Drop for Permit {
     fn drop(&mut self) {
+        if let Some(renewer) = self.renewer.take() {
+            renewer.abort();
+        }
         if self.finished {
             return;
         }
@@ -184,6 +188,35 @@ impl Drop for Permit {
             });
         }
     }
+}
+
+/// Extends permit `token`'s lease every third of it until aborted; a
+/// failed renewal is tried again at the next turn (the permit expires on
+/// its own if the database stays away).
+async fn renew_loop(store: Store, token: i64) {
+    let every = store.lease / 3;
+    loop {
+        tokio::time::sleep(every).await;
+        match tokio::time::timeout(every, renew(&store, token)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::debug!("cannot renew a pacing permit yet: {e}"),
+            Err(_) => tracing::debug!("cannot renew a pacing permit yet: no answer"),
+        }
+    }
+}
+
+async fn renew(store: &Store, token: i64) -> Result<(), StoreError> {
+    store
+        .client("renew a pacing permit")
+        .await?
+        .execute(
+            "UPDATE apimail_pace_permits \
+             SET until = clock_timestamp() + make_interval(secs => $2) WHERE token = $1",
+            &[&token, &store.lease_secs()],
+        )
+        .await
+        .map_err(error::query("renew a pacing permit"))?;
+    Ok(())
 }
 
 async fn finish(store: &Store, token: i64) -> Result<(), StoreError> {

@@ -125,6 +125,27 @@ impl Store {
         .await
     }
 
+    /// The oldest entry due at `now` (or held for a sender that may
+    /// resolve again) of each mailbox (sender identity and account) that
+    /// no node holds, at most `limit` of them, oldest first: what the
+    /// relay's workers try to claim next, whatever the queue's depth
+    /// behind each head.
+    pub async fn due_heads(&self, now: i64, limit: usize) -> Result<Vec<Entry>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.select(
+            &format!(
+                "id IN (SELECT DISTINCT ON (identity, account) id FROM apimail_entries \
+                 WHERE failed_reason IS NULL AND NOT coalesce({LEASED}, false) \
+                 AND (state = 'queued' AND next_attempt_at <= $1 \
+                 OR state = 'held' AND hold = 'identity') \
+                 ORDER BY identity, account, next_attempt_at, id) \
+                 ORDER BY next_attempt_at, id LIMIT $2"
+            ),
+            &[&now, &limit],
+        )
+        .await
+    }
+
     /// The due entries and those held for a sender that may resolve again.
     pub async fn sendable(&self, now: i64) -> Result<Vec<Entry>, StoreError> {
         self.select(

@@ -8,17 +8,20 @@ use std::time::Duration;
 
 use apimail_core::journal::Record;
 use apimail_core::outbox::{Entry, EntryId, NewEntry, Outcome};
-use apimail_core::store::{Store as CoreStore, StoreClaim};
-use apimail_core::{DeliveryNotes, NoteWrite, StoredMessage};
+use apimail_core::store::{PaceStart, SharedStore, Store as CoreStore, StoreClaim, StoreIncoming};
+use apimail_core::{DeliveryNotes, NoteWrite, Pace, StoredMessage, read_subject};
 
 use crate::claim::Claim;
 use crate::error::StoreError;
+use crate::pace::{Permit, Start};
+use crate::queue::Incoming;
 use crate::store::Store;
 use crate::subjects::Head;
 
 impl CoreStore for Store {
     type Error = StoreError;
     type Claim = Claim;
+    type Incoming = Incoming;
 
     fn is_temporary(error: &StoreError) -> bool {
         error.is_temporary()
@@ -30,6 +33,10 @@ impl CoreStore for Store {
         meta: NewEntry,
     ) -> impl Future<Output = Result<EntryId, StoreError>> + Send {
         Store::accept(self, message, meta)
+    }
+
+    fn begin(&self) -> impl Future<Output = Result<Incoming, StoreError>> + Send {
+        Store::begin(self)
     }
 
     fn accept_claimed(
@@ -92,6 +99,46 @@ impl CoreStore for Store {
     async fn append(&self, records: &[Record]) -> io::Result<()> {
         self.append_all(records).await.map_err(io::Error::other)
     }
+}
+
+/// The chunks go into the database as they fill, inside the entry's one
+/// transaction: accepted when it commits.
+impl StoreIncoming for Incoming {
+    type Error = StoreError;
+
+    fn write(&mut self, bytes: &[u8]) -> impl Future<Output = Result<(), StoreError>> + Send {
+        Incoming::write(self, bytes)
+    }
+
+    fn commit(self, meta: NewEntry) -> impl Future<Output = Result<EntryId, StoreError>> + Send {
+        Incoming::commit(self, meta)
+    }
+}
+
+/// Due entries are claimed with `SKIP LOCKED`, and each mailbox's pace is
+/// one row every node locks in turn (`pace.rs`).
+impl SharedStore for Store {
+    type Permit = Permit;
+
+    fn due_heads(
+        &self,
+        now: i64,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<Entry>, StoreError>> + Send {
+        Store::due_heads(self, now, limit)
+    }
+
+    async fn try_start(&self, mailbox: &str, pace: Pace) -> Result<PaceStart<Permit>, StoreError> {
+        Ok(match Store::try_start(self, mailbox, pace).await? {
+            Start::Go(permit) => PaceStart::Go(permit),
+            Start::Wait(wait) => PaceStart::Wait(wait),
+        })
+    }
+}
+
+/// Whether `head` holds a whole header section (up to its blank line).
+fn ends_headers(head: &[u8]) -> bool {
+    head.windows(4).any(|w| w == b"\r\n\r\n") || head.windows(2).any(|w| w == b"\n\n")
 }
 
 impl StoreClaim for Claim {

@@ -219,6 +219,33 @@ impl PgCluster {
         )
     }
 
+    /// Stops the server (fast: its connections are closed at once),
+    /// keeping its data, as a database that goes away; [`restart`](Self::restart)
+    /// brings it back on the same port. Use a cluster of the test's own
+    /// ([`start_or_skip`]): a shared one serves other tests meanwhile.
+    pub fn stop(&self) -> Result<(), Unavailable> {
+        let mut stop = self.command("pg_ctl");
+        stop.arg("-D")
+            .arg(self.data())
+            .args(["-m", "fast", "-w", "-t", "60", "stop"]);
+        run(&mut stop, "pg_ctl stop")
+    }
+
+    /// Starts the server again after [`stop`](Self::stop), on the same port.
+    pub fn restart(&self) -> Result<(), Unavailable> {
+        self.run_start()
+    }
+
+    /// Runs `sql` in database `db` with psql, as [`USER`].
+    pub fn sql(&self, db: &str, sql: &str) -> Result<(), Unavailable> {
+        let mut psql = self.command("psql");
+        psql.args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1"])
+            .args(["-p", &self.port.to_string(), "-U", USER, "-d", db])
+            .args(["-c", sql])
+            .env("PGPASSWORD", &self.password);
+        run(&mut psql, "psql")
+    }
+
     /// Creates a new, empty database (named after `prefix`), for one test,
     /// and returns its name.
     pub fn new_database(&self, prefix: &str) -> Result<String, Unavailable> {

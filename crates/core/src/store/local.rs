@@ -5,9 +5,9 @@
 use std::future::{Future, pending, ready};
 use std::time::Duration;
 
-use super::seam::{Store, StoreClaim};
+use super::seam::{Store, StoreClaim, StoreIncoming};
 use crate::journal::{Journal, Record};
-use crate::outbox::{Claim, Entry, EntryId, NewEntry, Outbox, OutboxError, Outcome};
+use crate::outbox::{Claim, Entry, EntryId, Incoming, NewEntry, Outbox, OutboxError, Outcome};
 use crate::transport::StoredMessage;
 
 /// The outbox directory and its journal: the default store.
@@ -42,6 +42,7 @@ impl LocalStore {
 impl Store for LocalStore {
     type Error = OutboxError;
     type Claim = Claim;
+    type Incoming = Incoming;
 
     fn is_temporary(error: &OutboxError) -> bool {
         error.is_disk_full()
@@ -53,6 +54,10 @@ impl Store for LocalStore {
         meta: NewEntry,
     ) -> impl Future<Output = Result<EntryId, OutboxError>> + Send {
         ready(self.outbox.accept(message, meta))
+    }
+
+    fn begin(&self) -> impl Future<Output = Result<Incoming, OutboxError>> + Send {
+        ready(self.outbox.begin())
     }
 
     fn accept_claimed(
@@ -114,6 +119,24 @@ pub(crate) fn stored_subject(journal: &Journal, outbox: &Outbox, id: &EntryId) -
     }
     let message = outbox.stored_message(id.as_str()).ok().flatten()?;
     message.open().ok().and_then(crate::parse::read_subject)
+}
+
+/// The temporary file in `tmp/`; writes are short and blocking, inline.
+impl StoreIncoming for Incoming {
+    type Error = OutboxError;
+
+    fn write(&mut self, bytes: &[u8]) -> impl Future<Output = Result<(), OutboxError>> + Send {
+        use std::io::Write;
+        let written = self.write_all(bytes);
+        ready(written.map_err(|source| OutboxError::Write {
+            path: self.path().to_owned(),
+            source,
+        }))
+    }
+
+    fn commit(self, meta: NewEntry) -> impl Future<Output = Result<EntryId, OutboxError>> + Send {
+        ready(Incoming::commit(self, meta))
+    }
 }
 
 impl StoreClaim for Claim {

@@ -4,7 +4,9 @@
 //! default, and other crates (such as `apimail-store-postgres`) implement
 //! the same traits and call the same settling rules.
 //!
-//! - `seam.rs`: the traits, [`Store`] and [`StoreClaim`].
+//! - `seam.rs`: the traits, [`Store`], [`StoreClaim`], [`StoreIncoming`]
+//!   (a message streamed in) and [`SharedStore`] (a store several nodes
+//!   share: due entries claimed from it, pacing kept in it).
 //! - `local.rs`: [`LocalStore`], the local spool behind them.
 //! - `settle.rs`: the settling rules, pure functions on
 //!   [`Entry`](crate::outbox::Entry) that every backend calls before
@@ -16,5 +18,5 @@ mod settle;
 
 pub use local::LocalStore;
 pub(crate) use local::stored_subject;
-pub use seam::{Store, StoreClaim};
+pub use seam::{PaceStart, SharedStore, Store, StoreClaim, StoreIncoming};
 pub use settle::human_age;

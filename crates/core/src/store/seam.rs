@@ -5,6 +5,7 @@
 use std::future::Future;
 use std::time::Duration;
 
+use crate::Pace;
 use crate::journal::Record;
 use crate::outbox::{Entry, EntryId, NewEntry, Outcome};
 use crate::transport::{DeliveryNotes, StoredMessage};
@@ -18,6 +19,8 @@ pub trait Store: Send + Sync {
     type Error: std::error::Error + Send + Sync + 'static;
     /// A claimed entry.
     type Claim: StoreClaim<Error = Self::Error>;
+    /// A message being streamed in ([`begin`](Self::begin)).
+    type Incoming: StoreIncoming<Error = Self::Error>;
 
     /// Whether `error` is temporary (a full disk, a database away): the
     /// caller tries again later. Nothing was accepted or settled.
@@ -29,6 +32,12 @@ pub trait Store: Send + Sync {
         message: &[u8],
         meta: NewEntry,
     ) -> impl Future<Output = Result<EntryId, Self::Error>> + Send;
+
+    /// Starts an entry whose message is streamed in, in pieces
+    /// ([`StoreIncoming::write`]); it is accepted only when
+    /// [`StoreIncoming::commit`] returns `Ok`, and dropping it uncommitted
+    /// leaves nothing behind.
+    fn begin(&self) -> impl Future<Output = Result<Self::Incoming, Self::Error>> + Send;
 
     /// Accepts `message` as [`accept`](Self::accept) does, still claimed by
     /// the caller, who attempts it at once.
@@ -131,4 +140,58 @@ pub trait StoreClaim: DeliveryNotes + Send + Sync + Sized {
 
     /// Given up on: moved to the failed entries with `reason`.
     fn fail(self, reason: &str) -> impl Future<Output = Result<(), Self::Error>> + Send;
+}
+
+/// A message being streamed into a store (see [`Store::begin`]): the
+/// local spool's is a file in `tmp/`, a database's a transaction writing
+/// bounded chunks, so a message of any size takes constant memory.
+pub trait StoreIncoming: Send + Sized {
+    /// What writing or committing fails with.
+    type Error: std::error::Error + Send + Sync + 'static;
+
+    /// Appends `bytes` to the message.
+    fn write(&mut self, bytes: &[u8]) -> impl Future<Output = Result<(), Self::Error>> + Send;
+
+    /// Makes the message an entry, queued and due now. When this returns
+    /// `Ok` the entry is durable (fsynced, or its transaction committed):
+    /// the message is accepted. On an error nothing was accepted, or, when
+    /// the answer to a commit was lost, the caller cannot tell: it
+    /// answers "try again later" either way.
+    fn commit(self, meta: NewEntry) -> impl Future<Output = Result<EntryId, Self::Error>> + Send;
+}
+
+/// A store that several nodes share (a database): each node claims due
+/// entries from it directly, and each mailbox's pace is kept in it, so
+/// that the limits hold across all nodes together. The local spool is not
+/// one: its relay keeps a schedule and the pace in memory.
+pub trait SharedStore: Store + Clone + 'static {
+    /// One delivery under way for a mailbox; dropping it frees its slot
+    /// (a dead node's permits expire).
+    type Permit: Send + 'static;
+
+    /// The oldest entry due at `now` (or held for a sender that may
+    /// resolve again) of each mailbox (sender identity and account) that
+    /// no node holds, at most `limit` of them, oldest first.
+    fn due_heads(
+        &self,
+        now: i64,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<Entry>, Self::Error>> + Send;
+
+    /// Asks to start one delivery for `mailbox` under `pace`, counted
+    /// across every node sharing the store.
+    fn try_start(
+        &self,
+        mailbox: &str,
+        pace: Pace,
+    ) -> impl Future<Output = Result<PaceStart<Self::Permit>, Self::Error>> + Send;
+}
+
+/// The answer to [`SharedStore::try_start`].
+#[derive(Debug)]
+pub enum PaceStart<P> {
+    /// Go: hold the permit while delivering.
+    Go(P),
+    /// Not now; ask again after this long.
+    Wait(Duration),
 }
