@@ -9,7 +9,7 @@ use std::time::Duration;
 use apimail_core::journal::Record;
 use apimail_core::outbox::{Entry, EntryId, NewEntry, Outcome};
 use apimail_core::store::{PaceStart, SharedStore, Store as CoreStore, StoreClaim, StoreIncoming};
-use apimail_core::{DeliveryNotes, NoteWrite, Pace, StoredMessage, read_subject};
+use apimail_core::{DeliveryNotes, NoteWrite, Pace, StoredMessage};
 
 use crate::claim::Claim;
 use crate::error::StoreError;
@@ -134,11 +134,6 @@ impl SharedStore for Store {
             Start::Wait(wait) => PaceStart::Wait(wait),
         })
     }
-}
-
-/// Whether `head` holds a whole header section (up to its blank line).
-fn ends_headers(head: &[u8]) -> bool {
-    head.windows(4).any(|w| w == b"\r\n\r\n") || head.windows(2).any(|w| w == b"\n\n")
 }
 
 impl StoreClaim for Claim {
