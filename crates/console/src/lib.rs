@@ -31,6 +31,7 @@ mod router;
 mod serve;
 mod sessions;
 pub mod settings;
+mod shared;
 pub mod signin;
 mod signin_page;
 mod state;
@@ -45,7 +46,9 @@ pub use router::router;
 pub use serve::{MAX_CONNECTIONS, serve};
 pub use sessions::{DEFAULT_LOGIN_LIMITS, LoginLimits, SESSION_LIFETIME};
 pub use settings::{Settings, SettingsError, SettingsExt};
-pub use state::{AccountInfo, Console, ConsoleConfig, ConsoleError, Hook, INDEX_FILE};
+pub use state::{
+    AccountInfo, Console, ConsoleConfig, ConsoleError, Hook, INDEX_FILE, STORE_INDEX_FILE,
+};
 pub use store::FileError;
 pub use tokens::{ApiToken, ApiTokens, TokensError};
 pub use users::{AdminUser, AdminUsers, UsersError};

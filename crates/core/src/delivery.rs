@@ -326,9 +326,7 @@ impl<S: Senders, B: Store> Engine<S, B> {
     /// Journals `entry`, just dropped (`queue drop`), as `dropped`, with
     /// `subject` read before it went.
     pub async fn journal_dropped(&self, entry: &Entry, subject: Option<String>) {
-        let mut record = Record::without_attempt(entry, Status::Dropped);
-        record.subject = subject;
-        if let Err(e) = self.store.append(&[labelled(entry, record)]).await {
+        if let Err(e) = self.store.append(&[dropped_record(entry, subject)]).await {
             tracing::warn!("the drop of {} is not in the journal: {e}", entry.id);
         }
     }
@@ -865,14 +863,6 @@ pub fn record_accepted(
     Ok(())
 }
 
-/// Appends `record` of `entry`, labelled with its sender identity; a
-/// journal that cannot be written is a warning, never a lost delivery.
-fn append_labelled(journal: &Journal, entry: &Entry, record: Record) {
-    if let Err(e) = journal.append(&labelled(entry, record)) {
-        tracing::warn!("the delivery of {} is not in the journal: {e}", entry.id);
-    }
-}
-
 /// `record` labelled with `entry`'s sender identity.
 fn labelled(entry: &Entry, record: Record) -> Record {
     match &entry.identity {
@@ -893,10 +883,18 @@ pub fn drop_entry(outbox: &Outbox, journal: &Journal, id: &str) -> Result<bool, 
     if !outbox.drop_entry(id)? {
         return Ok(false);
     }
-    let mut record = Record::without_attempt(&entry, Status::Dropped);
-    record.subject = subject;
-    append_labelled(journal, &entry, record);
+    if let Err(e) = journal.append(&dropped_record(&entry, subject)) {
+        tracing::warn!("the delivery of {} is not in the journal: {e}", entry.id);
+    }
     Ok(true)
+}
+
+/// The journal's record of `entry` dropped (`queue drop`, the console),
+/// labelled with its sender identity, with its Subject if known.
+pub fn dropped_record(entry: &Entry, subject: Option<String>) -> Record {
+    let mut record = Record::without_attempt(entry, Status::Dropped);
+    record.subject = subject;
+    labelled(entry, record)
 }
 
 /// A record of `entry` settled as `status` after `attempts` attempts in all.
