@@ -78,7 +78,7 @@ pub(crate) async fn retry(console: &Console, id: String) -> Result<bool, ActionE
     let outbox = console.outbox.clone();
     tokio::task::spawn_blocking(move || outbox.retry(&id))
         .await
-        .unwrap_or_else(|_| Ok(false))
+        .map_err(|_| ActionError::Other("the outbox action stopped".to_owned()))?
         .map_err(ActionError::from)
 }
 
@@ -103,6 +103,6 @@ pub(crate) async fn drop_entry(console: &Console, id: String) -> Result<bool, Ac
     let journal = console.journal.clone();
     tokio::task::spawn_blocking(move || delivery::drop_entry(&outbox, &journal, &id))
         .await
-        .unwrap_or_else(|_| Ok(false))
+        .map_err(|_| ActionError::Other("the outbox action stopped".to_owned()))?
         .map_err(ActionError::from)
 }
