@@ -1,7 +1,8 @@
 //! apimail-console: the admin console. A web page and a JSON API over the
 //! same data as `apimail log`, `apimail queue` and `apimail auth status`:
 //! the delivery journal (through an SQLite [`index`]), the outbox and the
-//! token store. `apimail admin serve` runs it:
+//! token store; or, with [`Console::with_store`], the shared PostgreSQL
+//! store's journal and queue. `apimail admin serve` runs it:
 //!
 //! ```no_run
 //! # async fn demo(config: apimail_console::ConsoleConfig) -> Result<(), Box<dyn std::error::Error>> {
