@@ -206,5 +206,76 @@ fn a_console_on_another_data_dir_shows_and_acts_on_the_stores_log_and_queue() {
     assert!(lines[1].contains(",dropped,"), "{newest}");
     let per_message: String = [lines[0], lines[1], lines[3]].concat();
     assert_eq!(csv, per_message, "the console follows the store's journal");
+
+    // The live updates follow the store: another machine's new entry is a
+    // `queue` event.
+    let mut events = Events::open(port, &token);
+    events.wait_for("hello", &served);
+    let another = run(first.cmd().args([
+        "send",
+        "--queue",
+        "--to",
+        "b@example.net",
+        "--subject",
+        "live",
+        "--text",
+        "hi",
+    ]));
+    assert_eq!(another.code, 0, "{}", another.stderr);
+    events.wait_for("queue", &served);
     drop(served);
+}
+
+/// `/api/v1/events` read as it streams, over a plain socket.
+struct Events {
+    stream: std::net::TcpStream,
+    seen: String,
+}
+
+impl Events {
+    fn open(port: u16, token: &str) -> Events {
+        use std::io::Write as _;
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        stream
+            .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        write!(
+            stream,
+            "GET /api/v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n\r\n"
+        )
+        .unwrap();
+        Events {
+            stream,
+            seen: String::new(),
+        }
+    }
+
+    /// Reads until an event named `name` (a generous limit: the machine
+    /// may be loaded), and forgets what came before it.
+    fn wait_for(&mut self, name: &str, served: &apimail_tests::Process) {
+        use std::io::Read as _;
+        let marker = format!("event: {name}\n");
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while !self.seen.contains(&marker) {
+            assert!(
+                std::time::Instant::now() < until,
+                "no `{name}` event within 20 s: {}\nthe console's log:\n{}",
+                self.seen,
+                served.log()
+            );
+            let mut buf = [0; 4096];
+            match self.stream.read(&mut buf) {
+                Ok(0) => panic!("the event stream ended: {}", self.seen),
+                Ok(n) => self.seen.push_str(&String::from_utf8_lossy(&buf[..n])),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(e) => panic!("reading the event stream: {e}"),
+            }
+        }
+        let at = self.seen.find(&marker).unwrap() + marker.len();
+        self.seen.drain(..at);
+    }
 }
