@@ -57,6 +57,16 @@ pub(crate) async fn all_entries(console: &Console) -> Result<Vec<Entry>, String>
     .unwrap_or_else(|_| Err("the outbox listing stopped".to_owned()))
 }
 
+/// The queued and held entries, oldest first, from a blocking thread (the
+/// alerts' rounds): the store is waited for through the runtime's handle.
+pub(crate) fn list_blocking(console: &Console) -> Result<Vec<Entry>, String> {
+    let Some(store) = &console.store else {
+        return console.outbox.list().map_err(|e| e.to_string());
+    };
+    let runtime = tokio::runtime::Handle::try_current().map_err(|e| e.to_string())?;
+    runtime.block_on(store.list()).map_err(|e| e.to_string())
+}
+
 /// Entry `id`'s message, if it is still queued.
 pub(crate) async fn read_message(console: &Console, id: String) -> Option<Vec<u8>> {
     if let Some(store) = &console.store {
