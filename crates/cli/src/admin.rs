@@ -173,11 +173,14 @@ pub async fn prepare(
     let added = tokio::task::spawn_blocking(move || indexing.update_index())
         .await
         .map_err(|e| Failure::new(Exit::Software, anyhow!("the first indexing stopped: {e}")))?;
-    let added = added.map_err(|e| {
-        Failure::new(Exit::Config, e).hint(format!(
+    let added = added.map_err(|e| match e {
+        // The store answered at its opening: a blip, try again.
+        apimail_console::IndexError::Store { .. } => Failure::new(Exit::TempFail, e)
+            .hint("check the database with `apimail doctor`, then start the console again"),
+        e => Failure::new(Exit::Config, e).hint(format!(
             "check the permissions of {}; deleting its {index_file} makes the console rebuild it",
             dir.display()
-        ))
+        )),
     })?;
     let Ok(console) = Arc::try_unwrap(console) else {
         return Err(Failure::new(
