@@ -279,3 +279,27 @@ impl Events {
         self.seen.drain(..at);
     }
 }
+
+#[test]
+fn the_console_does_not_start_on_an_unreachable_store_and_shows_no_password() {
+    let fake = FakeGoogle::start();
+    let mut sandbox = Sandbox::new(&fake);
+    // Port 1 on loopback: nothing listens there.
+    sandbox.set_env(
+        "APIMAIL_STORE_URL",
+        "postgres://apimail:Pa55-never-shown@127.0.0.1:1/apimail",
+    );
+    let port = free_port();
+    let out = run(sandbox
+        .cmd()
+        .args(["admin", "serve", "--listen", &format!("127.0.0.1:{port}")]));
+    assert_eq!(out.code, 75, "a temporary failure: {}", out.stderr);
+    assert!(out.stderr.starts_with("error: "), "{}", out.stderr);
+    assert!(out.stderr.contains("\nhint: "), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("apimail:***@127.0.0.1:1"),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("Pa55-never-shown"), "{}", out.stderr);
+}
