@@ -158,7 +158,8 @@ pub async fn prepare(
         None => (console, apimail_console::INDEX_FILE),
         Some(settings) => {
             let store = crate::outbox::open_store(&settings).await?;
-            let console = console.with_store(store).map_err(|e| {
+            let name = apimail_store_postgres::redact_url(settings.url.expose());
+            let console = console.with_store(store, &name).map_err(|e| {
                 Failure::new(Exit::Config, e).hint(format!(
                     "check the permissions of {} (apimail doctor)",
                     dir.display()

@@ -329,6 +329,39 @@ impl Index {
         Ok(added)
     }
 
+    /// Ties the index to the shared store named `store` (its URL without
+    /// a password): an index built from another store's journal is
+    /// emptied, to be read again from this one (their sequence numbers
+    /// have nothing in common). Returns whether it was emptied.
+    pub fn bind_store(&mut self, store: &str) -> Result<bool, IndexError> {
+        let path = self.path.clone();
+        let sql = |source| IndexError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(sql)?;
+        let bound: Option<String> = tx
+            .query_row("SELECT value FROM meta WHERE key = 'store'", [], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(sql)?;
+        let other = bound.as_deref().is_some_and(|b| b != store);
+        if other {
+            tx.execute_batch(CLEAR).map_err(sql)?;
+        }
+        tx.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES ('store', ?1)",
+            params![store],
+        )
+        .map_err(sql)?;
+        tx.commit().map_err(sql)?;
+        Ok(other)
+    }
+
     /// The sequence number of the last record read from the shared
     /// store's journal (0: none yet).
     pub fn store_seq(&self) -> Result<i64, IndexError> {

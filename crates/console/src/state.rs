@@ -241,9 +241,13 @@ impl Console {
     /// Shows the shared store's send log and queue instead of the data
     /// directory's: the log is indexed from the store's journal (in
     /// `store-index.sqlite3`), the queue page and the API's queue actions
-    /// act on the store's entries.
-    pub fn with_store(mut self, store: Store) -> Result<Console, ConsoleError> {
-        let index = Index::open(&self.dir.join(STORE_INDEX_FILE))?;
+    /// act on the store's entries. `name` tells stores apart (the URL
+    /// without its password): an index read from another one is rebuilt.
+    pub fn with_store(mut self, store: Store, name: &str) -> Result<Console, ConsoleError> {
+        let mut index = Index::open(&self.dir.join(STORE_INDEX_FILE))?;
+        if index.bind_store(name)? {
+            tracing::info!("the console's index was of another store; rebuilding it");
+        }
         self.index = Mutex::new(index);
         self.index_file = STORE_INDEX_FILE;
         self.store = Some(store);
