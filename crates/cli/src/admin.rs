@@ -35,8 +35,10 @@ pub fn run(config_flag: Option<&Path>, command: AdminCommand) -> Result<(), Fail
 }
 
 fn serve(config_flag: Option<&Path>, dir: &Path, listen: Option<&str>) -> Result<(), Failure> {
-    let console = prepare(config_flag, dir, listen, None, None)?;
-    crate::runtime::block_on(async move { console.run(stopped()).await })
+    crate::runtime::block_on(async move {
+        let console = prepare(config_flag, dir, listen, None, None).await?;
+        console.run(stopped()).await
+    })
 }
 
 /// The console, ready to serve: its address, its TLS, the console.
@@ -73,7 +75,9 @@ impl Prepared {
 /// the configured certificate, else `fallback_tls`: the relay's), the
 /// console over the data directory with the relay users and the alerts.
 /// `relay_reload` tells a relay in this process about changed users.
-pub fn prepare(
+/// With a shared store (`[store] url`, `APIMAIL_STORE_URL`) the console
+/// shows the store's send log and queue.
+pub async fn prepare(
     config_flag: Option<&Path>,
     dir: &Path,
     listen: Option<&str>,
@@ -148,12 +152,43 @@ pub fn prepare(
             dir.display()
         ))
     })?;
-    let added = console.update_index().map_err(|e| {
-        Failure::new(Exit::Config, e).hint(format!(
-            "check the permissions of {}; deleting its index.sqlite3 makes the console rebuild it",
+    let settings =
+        apimail_account::store_settings(&config).map_err(crate::store::settings_failure)?;
+    let (console, index_file) = match settings {
+        None => (console, apimail_console::INDEX_FILE),
+        Some(settings) => {
+            let store = crate::outbox::open_store(&settings).await?;
+            let name = apimail_store_postgres::redact_url(settings.url.expose());
+            let console = console.with_store(store, &name).map_err(|e| {
+                Failure::new(Exit::Config, e).hint(format!(
+                    "check the permissions of {} (apimail doctor)",
+                    dir.display()
+                ))
+            })?;
+            (console, apimail_console::STORE_INDEX_FILE)
+        }
+    };
+    // Off the runtime: the index waits for the store's journal on it.
+    let console = Arc::new(console);
+    let indexing = Arc::clone(&console);
+    let added = tokio::task::spawn_blocking(move || indexing.update_index())
+        .await
+        .map_err(|e| Failure::new(Exit::Software, anyhow!("the first indexing stopped: {e}")))?;
+    let added = added.map_err(|e| match e {
+        // The store answered at its opening: a blip, try again.
+        apimail_console::IndexError::Store { .. } => Failure::new(Exit::TempFail, e)
+            .hint("check the database with `apimail doctor`, then start the console again"),
+        e => Failure::new(Exit::Config, e).hint(format!(
+            "check the permissions of {}; deleting its {index_file} makes the console rebuild it",
             dir.display()
-        ))
+        )),
     })?;
+    let Ok(console) = Arc::try_unwrap(console) else {
+        return Err(Failure::new(
+            Exit::Software,
+            anyhow!("the console is still shared after its first indexing"),
+        ));
+    };
     if added > 0 {
         tracing::info!("indexed {added} journal record(s)");
     }

@@ -409,6 +409,12 @@ async fn copy_in(
     Ok(into)
 }
 
+/// The store `settings` name, open (checked, migrated when configured),
+/// for the admin console.
+pub async fn open_store(settings: &StoreSettings) -> Result<SharedStore, Failure> {
+    Ok(open_shared(settings).await?.store)
+}
+
 async fn open_shared(settings: &StoreSettings) -> Result<Shared, Failure> {
     let named = Named {
         shown: redact_url(settings.url.expose()),

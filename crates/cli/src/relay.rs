@@ -262,13 +262,16 @@ async fn serve(ctx: Context, config_flag: Option<&Path>, args: &RelayArgs) -> Re
             };
             let asked = Arc::clone(&reload_users);
             let hook = apimail_console::Hook::new(move || asked.notify_one());
-            Some(crate::admin::prepare(
-                config_flag,
-                &queue::data_dir()?.join("admin"),
-                Some(addr),
-                fallback,
-                Some(hook),
-            )?)
+            Some(
+                crate::admin::prepare(
+                    config_flag,
+                    &queue::data_dir()?.join("admin"),
+                    Some(addr),
+                    fallback,
+                    Some(hook),
+                )
+                .await?,
+            )
         }
         None => None,
     };

@@ -11,12 +11,13 @@ use crate::alerts::{
     ALERTS_FILE, AlertConfig, AlertFailure, Condition, ENDING_WITHIN, ROUND, SETTLE, free_share,
     load_state, post_webhook, report, save_state,
 };
+use crate::shared;
 use crate::state::Console;
 
 /// The conditions that hold now.
 pub(crate) fn conditions(console: &Console, config: &AlertConfig, now: i64) -> Vec<Condition> {
     let mut found = Vec::new();
-    let entries = console.outbox.list().unwrap_or_else(|error| {
+    let entries = shared::list_blocking(console).unwrap_or_else(|error| {
         tracing::warn!("admin console alerts: {error}");
         Vec::new()
     });

@@ -4,10 +4,8 @@
 
 use std::sync::Arc;
 
-use apimail_core::delivery;
-use apimail_core::journal::{Journal, Outcome, Record, rfc3339};
+use apimail_core::journal::{Outcome, Record, rfc3339};
 use apimail_core::now_unix;
-use apimail_core::outbox::{Outbox, OutboxError};
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -17,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::export::csv_response;
 use crate::filters::{LogParams, parse_time};
 use crate::guard::{ApiClient, api_error};
+use crate::shared::{self, ActionError};
 use crate::state::Console;
 
 /// One message (or one event) as the API gives it: the journal record's
@@ -212,10 +211,11 @@ pub(crate) async fn retry(
     client: ApiClient,
     Path(queue_id): Path<String>,
 ) -> Response {
-    outbox_action(&console, &client, queue_id, "retried", |outbox, _, id| {
-        outbox.retry(id)
-    })
-    .await
+    if let Some(refused) = client.write_refusal() {
+        return refused;
+    }
+    let result = shared::retry(&console, queue_id.clone()).await;
+    action_response(queue_id, "retried", result)
 }
 
 /// `DELETE /api/v1/messages/{queue_id}`: removes it from the outbox.
@@ -224,48 +224,32 @@ pub(crate) async fn drop_message(
     client: ApiClient,
     Path(queue_id): Path<String>,
 ) -> Response {
-    outbox_action(&console, &client, queue_id, "dropped", delivery::drop_entry).await
-}
-
-/// One queue action on the entry `queue_id` for a token that may write:
-/// `{"queue_id": ..., done: true}`, 404 when the outbox has no such entry.
-async fn outbox_action(
-    console: &Console,
-    client: &ApiClient,
-    queue_id: String,
-    done: &'static str,
-    action: fn(&Outbox, &Journal, &str) -> Result<bool, OutboxError>,
-) -> Response {
     if let Some(refused) = client.write_refusal() {
         return refused;
     }
-    let outbox = console.outbox.clone();
-    let journal = console.journal.clone();
-    let id = queue_id.clone();
-    match tokio::task::spawn_blocking(move || action(&outbox, &journal, &id)).await {
-        Ok(Ok(true)) => {
-            Json(serde_json::json!({ "queue_id": queue_id, done: true })).into_response()
-        }
-        Ok(Ok(false)) => api_error(
+    let result = shared::drop_entry(&console, queue_id.clone()).await;
+    action_response(queue_id, "dropped", result)
+}
+
+/// One queue action's answer: `{"queue_id": ..., done: true}`, 404 when
+/// the outbox has no such entry.
+fn action_response(
+    queue_id: String,
+    done: &'static str,
+    result: Result<bool, ActionError>,
+) -> Response {
+    match result {
+        Ok(true) => Json(serde_json::json!({ "queue_id": queue_id, done: true })).into_response(),
+        Ok(false) => api_error(
             StatusCode::NOT_FOUND,
             "no message in the outbox has that queue id",
         ),
-        Ok(Err(error)) => queue_failed(error),
-        Err(_) => api_error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "the outbox action stopped",
-        ),
-    }
-}
-
-fn queue_failed(error: OutboxError) -> Response {
-    match error {
-        OutboxError::InvalidId { .. } => api_error(StatusCode::BAD_REQUEST, error.to_string()),
-        OutboxError::Busy { .. } => api_error(
+        Err(ActionError::InvalidId(error)) => api_error(StatusCode::BAD_REQUEST, error),
+        Err(ActionError::Busy) => api_error(
             StatusCode::CONFLICT,
             "another apimail process is sending it; try again in a moment",
         ),
-        _ => {
+        Err(ActionError::Other(error)) => {
             tracing::warn!("{error}");
             api_error(
                 StatusCode::INTERNAL_SERVER_ERROR,

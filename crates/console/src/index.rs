@@ -98,6 +98,13 @@ pub enum IndexError {
     /// The journal could not be opened.
     #[error(transparent)]
     Journal(#[from] JournalError),
+    /// The shared store's journal could not be read.
+    #[error("cannot read the shared store's delivery journal")]
+    Store {
+        /// Why.
+        #[source]
+        source: apimail_store_postgres::StoreError,
+    },
     /// A journal file could not be read.
     #[error("cannot read the delivery journal {path}")]
     Read {
@@ -318,6 +325,99 @@ impl Index {
             .map_err(sql)?;
         }
         age_out(&tx, journal.cutoff(apimail_core::now_unix())).map_err(sql)?;
+        tx.commit().map_err(sql)?;
+        Ok(added)
+    }
+
+    /// Ties the index to the shared store named `store` (its URL without
+    /// a password): an index built from another store's journal is
+    /// emptied, to be read again from this one (their sequence numbers
+    /// have nothing in common). Returns whether it was emptied.
+    pub fn bind_store(&mut self, store: &str) -> Result<bool, IndexError> {
+        let path = self.path.clone();
+        let sql = |source| IndexError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(sql)?;
+        let bound: Option<String> = tx
+            .query_row("SELECT value FROM meta WHERE key = 'store'", [], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(sql)?;
+        let other = bound.as_deref().is_some_and(|b| b != store);
+        if other {
+            tx.execute_batch(CLEAR).map_err(sql)?;
+        }
+        tx.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES ('store', ?1)",
+            params![store],
+        )
+        .map_err(sql)?;
+        tx.commit().map_err(sql)?;
+        Ok(other)
+    }
+
+    /// The sequence number of the last record read from the shared
+    /// store's journal (0: none yet).
+    pub fn store_seq(&self) -> Result<i64, IndexError> {
+        let value: Option<String> = self
+            .conn
+            .query_row("SELECT value FROM meta WHERE key = 'store_seq'", [], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(|e| self.sql(e))?;
+        Ok(value.and_then(|v| v.parse().ok()).unwrap_or(0))
+    }
+
+    /// Adds records read from the shared store's journal, each with its
+    /// sequence number (increasing), and remembers the last one; messages
+    /// whose latest record is older than `cutoff` leave the index.
+    pub fn add_stored(
+        &mut self,
+        records: &[(i64, Record)],
+        cutoff: i64,
+    ) -> Result<usize, IndexError> {
+        let path = self.path.clone();
+        let sql = |source| IndexError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(sql)?;
+        let stored: i64 = tx
+            .query_row("SELECT value FROM meta WHERE key = 'store_seq'", [], |r| {
+                r.get::<_, String>(0)
+            })
+            .optional()
+            .map_err(sql)?
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let mut added = 0;
+        let mut last = stored;
+        for (seq, record) in records {
+            // Another console process on this index may have read it.
+            if *seq <= last {
+                continue;
+            }
+            let line = serde_json::to_vec(record).unwrap_or_default();
+            insert(&tx, record, &line).map_err(sql)?;
+            last = *seq;
+            added += 1;
+        }
+        tx.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES ('store_seq', ?1)",
+            params![last.to_string()],
+        )
+        .map_err(sql)?;
+        age_out(&tx, cutoff).map_err(sql)?;
         tx.commit().map_err(sql)?;
         Ok(added)
     }

@@ -1,7 +1,8 @@
 //! apimail-console: the admin console. A web page and a JSON API over the
 //! same data as `apimail log`, `apimail queue` and `apimail auth status`:
 //! the delivery journal (through an SQLite [`index`]), the outbox and the
-//! token store. `apimail admin serve` runs it:
+//! token store; or, with [`Console::with_store`], the shared PostgreSQL
+//! store's journal and queue. `apimail admin serve` runs it:
 //!
 //! ```no_run
 //! # async fn demo(config: apimail_console::ConsoleConfig) -> Result<(), Box<dyn std::error::Error>> {
@@ -31,6 +32,7 @@ mod router;
 mod serve;
 mod sessions;
 pub mod settings;
+mod shared;
 pub mod signin;
 mod signin_page;
 mod state;
@@ -45,7 +47,9 @@ pub use router::router;
 pub use serve::{MAX_CONNECTIONS, serve};
 pub use sessions::{DEFAULT_LOGIN_LIMITS, LoginLimits, SESSION_LIFETIME};
 pub use settings::{Settings, SettingsError, SettingsExt};
-pub use state::{AccountInfo, Console, ConsoleConfig, ConsoleError, Hook, INDEX_FILE};
+pub use state::{
+    AccountInfo, Console, ConsoleConfig, ConsoleError, Hook, INDEX_FILE, STORE_INDEX_FILE,
+};
 pub use store::FileError;
 pub use tokens::{ApiToken, ApiTokens, TokensError};
 pub use users::{AdminUser, AdminUsers, UsersError};

@@ -4,7 +4,8 @@
 //! journal (`log`: records added) and looks at the outbox's directories
 //! (`queue`: an entry was accepted, rewritten, moved or removed). Other
 //! processes' changes (the relay, `sendmail`, `queue retry`) are seen the
-//! same way.
+//! same way. Over a shared store, the queue's counts and the journal's new
+//! records stand for the directories.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -32,6 +33,14 @@ fn queue_stamp(console: &Console) -> Vec<Option<SystemTime>> {
                 .ok()
         })
         .collect()
+}
+
+/// What the watcher compares to see the queue change: the outbox's
+/// directories' times, or the shared store's counts.
+#[derive(Debug, PartialEq, Eq)]
+enum Stamp {
+    Local(Vec<Option<SystemTime>>),
+    Store(apimail_core::outbox::Summary),
 }
 
 /// Starts the watcher unless it runs; it stops when nobody listens.
@@ -63,13 +72,32 @@ fn watch(console: &Arc<Console>) {
                 (added, queue_stamp(&look))
             })
             .await;
-            let Ok((added, now)) = seen else { continue };
-            match added {
-                Ok(0) => {}
-                Ok(n) => events.log_added(n),
-                Err(error) => tracing::warn!("admin console: {error}"),
-            }
-            if stamp.as_ref().is_some_and(|s| *s != now) {
+            let Ok((added, local)) = seen else { continue };
+            let journaled = match added {
+                Ok(0) => false,
+                Ok(n) => {
+                    events.log_added(n);
+                    true
+                }
+                Err(error) => {
+                    tracing::warn!("admin console: {error}");
+                    false
+                }
+            };
+            let now = match &console.store {
+                None => Stamp::Local(local),
+                Some(store) => match store.summary().await {
+                    Ok(summary) => Stamp::Store(summary),
+                    Err(error) => {
+                        tracing::warn!("admin console: {error}");
+                        continue;
+                    }
+                },
+            };
+            // Over the store, every settle is journaled too; a retry that
+            // moves no count is seen only by the console that made it.
+            let store_settled = journaled && console.store.is_some();
+            if stamp.as_ref().is_some_and(|s| *s != now) || store_settled {
                 events.queue_changed();
             }
             stamp = Some(now);

@@ -25,6 +25,7 @@ use crate::guard::{
 };
 use crate::i18n::{Lang, local_time, offset_at, zone_name};
 use crate::sessions::random_token;
+use crate::shared;
 use crate::state::Console;
 use crate::users::AdminUsers;
 
@@ -362,33 +363,12 @@ pub(crate) async fn overview(
         })
         .collect();
 
-    let outbox = console.outbox.clone();
-    let queue = tokio::task::spawn_blocking(move || -> Result<QueueView, String> {
-        let entries = outbox.list().map_err(|e| e.to_string())?;
-        let failed = outbox.list_failed().map_err(|e| e.to_string())?;
-        let summary = outbox.summary().map_err(|e| e.to_string())?;
-        let mut view = QueueView {
-            failed: failed.len(),
-            unreadable: summary.unreadable,
+    let queue = queue_view(&console)
+        .await
+        .unwrap_or_else(|error| QueueView {
+            error: Some(error),
             ..QueueView::default()
-        };
-        for entry in &entries {
-            if entry.is_uncertain() {
-                view.uncertain += 1;
-            } else if entry.state == EntryState::Held {
-                view.held += 1;
-            } else {
-                view.queued += 1;
-            }
-        }
-        Ok(view)
-    })
-    .await
-    .unwrap_or_else(|_| Err("the outbox listing stopped".to_owned()))
-    .unwrap_or_else(|error| QueueView {
-        error: Some(error),
-        ..QueueView::default()
-    });
+        });
 
     let now = now_unix();
     let offset = offset_at(&console.zone, now);
@@ -609,13 +589,8 @@ pub(crate) async fn message_page(
             );
         }
     };
-    let outbox = console.outbox.clone();
-    let id = queue_id.clone();
-    let headers = tokio::task::spawn_blocking(move || outbox.read_message(&id))
+    let headers = shared::read_message(&console, queue_id.clone())
         .await
-        .ok()
-        .and_then(Result::ok)
-        .flatten()
         .map(|bytes| header_section(&bytes));
     let message = row_view(&console, lang, &row.record);
     let events: Vec<RowView> = events
@@ -630,6 +605,41 @@ pub(crate) async fn message_page(
         ..common(&console, lang, Some(&admin))
     };
     render(&console, StatusCode::OK, "message.html", ctx)
+}
+
+/// The overview's queue counts: the outbox's (with its unreadable
+/// entries), or the shared store's.
+async fn queue_view(console: &Console) -> Result<QueueView, String> {
+    let (failed, entries, unreadable) = if console.store.is_some() {
+        let all = shared::all_entries(console).await?;
+        let (failed, entries) = all.into_iter().partition::<Vec<_>, _>(|e| e.is_failed());
+        (failed.len(), entries, 0)
+    } else {
+        let outbox = console.outbox.clone();
+        tokio::task::spawn_blocking(move || -> Result<_, String> {
+            let entries = outbox.list().map_err(|e| e.to_string())?;
+            let failed = outbox.list_failed().map_err(|e| e.to_string())?;
+            let summary = outbox.summary().map_err(|e| e.to_string())?;
+            Ok((failed.len(), entries, summary.unreadable))
+        })
+        .await
+        .unwrap_or_else(|_| Err("the outbox listing stopped".to_owned()))?
+    };
+    let mut view = QueueView {
+        failed,
+        unreadable,
+        ..QueueView::default()
+    };
+    for entry in &entries {
+        if entry.is_uncertain() {
+            view.uncertain += 1;
+        } else if entry.state == EntryState::Held {
+            view.held += 1;
+        } else {
+            view.queued += 1;
+        }
+    }
+    Ok(view)
 }
 
 /// Anything else.

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use apimail_core::outbox::{Entry, EntryState, HoldKind, Outbox, OutboxError};
+use apimail_core::outbox::{Entry, EntryState, HoldKind};
 use axum::Form;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::guard::{Admin, PageLang};
 use crate::i18n::{Lang, local_time};
 use crate::pages::{common, refusal, render};
+use crate::shared::{self, ActionError};
 use crate::state::Console;
 
 /// Rows shown at most; actions still apply to every matching entry.
@@ -79,23 +80,10 @@ impl QueueFilter {
     }
 }
 
-/// Every entry, queued and held then failed, each oldest first.
-fn all_entries(outbox: &Outbox) -> Result<Vec<Entry>, OutboxError> {
-    let mut entries = outbox.list()?;
-    entries.extend(outbox.list_failed()?);
-    Ok(entries)
-}
-
-/// The entries `filter` matches, off the runtime.
+/// The entries `filter` matches.
 async fn matching(console: &Console, filter: QueueFilter) -> Result<Vec<Entry>, String> {
-    let outbox = console.outbox.clone();
-    tokio::task::spawn_blocking(move || {
-        all_entries(&outbox)
-            .map(|all| all.into_iter().filter(|e| filter.matches(e)).collect())
-            .map_err(|e| e.to_string())
-    })
-    .await
-    .unwrap_or_else(|_| Err("the outbox listing stopped".to_owned()))
+    let all = shared::all_entries(console).await?;
+    Ok(all.into_iter().filter(|e| filter.matches(e)).collect())
 }
 
 /// One entry as the page shows it.
@@ -307,29 +295,23 @@ async fn confirm_page(
 
 /// Retries or drops each entry: (done, busy with another process, gone).
 async fn apply(console: &Console, action: &str, ids: Vec<String>) -> (usize, usize, usize) {
-    let outbox = console.outbox.clone();
-    let journal = console.journal.clone();
     let drop = action == "drop";
-    tokio::task::spawn_blocking(move || {
-        let (mut done, mut busy, mut gone) = (0, 0, 0);
-        for id in &ids {
-            let result = if drop {
-                apimail_core::delivery::drop_entry(&outbox, &journal, id)
-            } else {
-                outbox.retry(id)
-            };
-            match result {
-                Ok(true) => done += 1,
-                Ok(false) | Err(OutboxError::InvalidId { .. }) => gone += 1,
-                Err(OutboxError::Busy { .. }) => busy += 1,
-                Err(error) => {
-                    tracing::warn!("admin console: {error}");
-                    busy += 1;
-                }
+    let (mut done, mut busy, mut gone) = (0, 0, 0);
+    for id in ids {
+        let result = if drop {
+            shared::drop_entry(console, id).await
+        } else {
+            shared::retry(console, id).await
+        };
+        match result {
+            Ok(true) => done += 1,
+            Ok(false) | Err(ActionError::InvalidId(_)) => gone += 1,
+            Err(ActionError::Busy) => busy += 1,
+            Err(ActionError::Other(error)) => {
+                tracing::warn!("admin console: {error}");
+                busy += 1;
             }
         }
-        (done, busy, gone)
-    })
-    .await
-    .unwrap_or((0, 0, 0))
+    }
+    (done, busy, gone)
 }

@@ -4,10 +4,11 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use apimail_core::journal::Journal;
+use apimail_core::journal::{Filter, Journal, Record};
 use apimail_core::login_backoff::LoginBackoff;
 use apimail_core::outbox::Outbox;
 use apimail_core::token_store::TokenStore;
+use apimail_store_postgres::Store;
 use jiff::tz::TimeZone;
 use minijinja::Environment;
 
@@ -22,6 +23,13 @@ use crate::users::USERS_FILE;
 
 /// The index's file name in the console's directory.
 pub const INDEX_FILE: &str = "index.sqlite3";
+
+/// The index's file name when it is built from the shared store's journal
+/// (`with_store`): kept apart from the local journal's.
+pub const STORE_INDEX_FILE: &str = "store-index.sqlite3";
+
+/// How many records of the store's journal one read brings to the index.
+const STORE_PAGE: usize = 1000;
 
 /// An account, as the configuration names it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,7 +108,11 @@ pub struct Console {
     pub(crate) alerts: Option<Arc<Alerts>>,
     /// The checks page's checks (`with_checks`).
     pub(crate) checks: Option<ChecksHook>,
+    /// The shared PostgreSQL store (`with_store`): the log, the queue and
+    /// its actions are the store's, not the data directory's.
+    pub(crate) store: Option<Store>,
     index: Mutex<Index>,
+    index_file: &'static str,
 }
 
 /// Something the process that runs the console does on its request.
@@ -205,7 +217,9 @@ impl Console {
             relay_reload: None,
             alerts: None,
             checks: None,
+            store: None,
             index: Mutex::new(index),
+            index_file: INDEX_FILE,
         })
     }
 
@@ -222,6 +236,22 @@ impl Console {
     pub fn with_alerts(mut self, config: AlertConfig) -> Console {
         self.alerts = Some(Arc::new(Alerts::new(config)));
         self
+    }
+
+    /// Shows the shared store's send log and queue instead of the data
+    /// directory's: the log is indexed from the store's journal (in
+    /// `store-index.sqlite3`), the queue page and the API's queue actions
+    /// act on the store's entries. `name` tells stores apart (the URL
+    /// without its password): an index read from another one is rebuilt.
+    pub fn with_store(mut self, store: Store, name: &str) -> Result<Console, ConsoleError> {
+        let mut index = Index::open(&self.dir.join(STORE_INDEX_FILE))?;
+        if index.bind_store(name)? {
+            tracing::info!("the console's index was of another store; rebuilding it");
+        }
+        self.index = Mutex::new(index);
+        self.index_file = STORE_INDEX_FILE;
+        self.store = Some(store);
+        Ok(self)
     }
 
     /// Shows `checks` on the checks page.
@@ -259,9 +289,35 @@ impl Console {
     /// Brings the index up to date with the journal now (blocking: at
     /// start-up, so the first page does not wait for a first build);
     /// returns the records added.
+    /// With a store, this must run off the async runtime's threads (it
+    /// waits for the store on the current runtime).
     pub fn update_index(&self) -> Result<usize, IndexError> {
         let mut index = self.index.lock().unwrap_or_else(|e| e.into_inner());
-        index.update(&self.journal)
+        self.update(&mut index)
+    }
+
+    /// Brings `index` up to date with the journal, local or the store's.
+    fn update(&self, index: &mut Index) -> Result<usize, IndexError> {
+        let Some(store) = &self.store else {
+            return index.update(&self.journal);
+        };
+        let runtime = tokio::runtime::Handle::try_current().map_err(|e| IndexError::Read {
+            path: self.dir.join(self.index_file),
+            source: std::io::Error::other(e),
+        })?;
+        let cutoff = self.journal.cutoff(apimail_core::now_unix());
+        let mut added = 0;
+        loop {
+            let after = index.store_seq()?;
+            let page = runtime
+                .block_on(store.read_journal(&Filter::default(), after, STORE_PAGE))
+                .map_err(|source| IndexError::Store { source })?;
+            let records: Vec<(i64, Record)> = page.into_iter().map(|s| (s.seq, s.record)).collect();
+            added += index.add_stored(&records, cutoff)?;
+            if records.len() < STORE_PAGE {
+                return Ok(added);
+            }
+        }
     }
 
     /// Runs `f` on the index off the async runtime, first bringing the
@@ -279,7 +335,7 @@ impl Console {
         let work = move || {
             let mut index = console.index.lock().unwrap_or_else(|e| e.into_inner());
             if update {
-                index.update(&console.journal)?;
+                console.update(&mut index)?;
             }
             f(&index)
         };
@@ -287,7 +343,7 @@ impl Console {
             Ok(result) => result,
             // The closure panicked: a bug, already reported by the hook.
             Err(_) => Err(IndexError::Read {
-                path: self.dir.join(INDEX_FILE),
+                path: self.dir.join(self.index_file),
                 source: std::io::Error::other("the index query stopped"),
             }),
         }

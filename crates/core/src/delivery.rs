@@ -328,19 +328,7 @@ impl<S: Senders, B: Store> Engine<S, B> {
     /// ends there and not at `held` or `queued`. `false` when there is no
     /// such entry; the store's busy error while another process sends it.
     pub async fn drop_entry(&self, id: &EntryId) -> Result<bool, B::Error> {
-        let Some(entry) = self.store.get(id).await? else {
-            return Ok(false);
-        };
-        let subject = self.store.subject(id).await;
-        if !self.store.drop_entry(id).await? {
-            return Ok(false);
-        }
-        let mut record = Record::without_attempt(&entry, Status::Dropped);
-        record.subject = subject;
-        if let Err(e) = self.store.append(&[labelled(&entry, record)]).await {
-            tracing::warn!("the drop of {} is not in the journal: {e}", entry.id);
-        }
-        Ok(true)
+        drop_from(&self.store, id).await
     }
 
     /// Delivers entry `id` now with `sender` (the caller resolved it for
@@ -901,14 +889,6 @@ pub fn record_accepted(
     Ok(())
 }
 
-/// Appends `record` of `entry`, labelled with its sender identity; a
-/// journal that cannot be written is a warning, never a lost delivery.
-fn append_labelled(journal: &Journal, entry: &Entry, record: Record) {
-    if let Err(e) = journal.append(&labelled(entry, record)) {
-        tracing::warn!("the delivery of {} is not in the journal: {e}", entry.id);
-    }
-}
-
 /// `record` labelled with `entry`'s sender identity.
 fn labelled(entry: &Entry, record: Record) -> Record {
     match &entry.identity {
@@ -929,9 +909,33 @@ pub fn drop_entry(outbox: &Outbox, journal: &Journal, id: &str) -> Result<bool, 
     if !outbox.drop_entry(id)? {
         return Ok(false);
     }
-    let mut record = Record::without_attempt(&entry, Status::Dropped);
+    if let Err(e) = journal.append(&dropped_record(&entry, subject)) {
+        tracing::warn!("the delivery of {} is not in the journal: {e}", entry.id);
+    }
+    Ok(true)
+}
+
+/// The journal's record of `entry` dropped (`queue drop`, the console),
+/// labelled with its sender identity, with its Subject if known.
+pub fn dropped_record(entry: &Entry, subject: Option<String>) -> Record {
+    let mut record = Record::without_attempt(entry, Status::Dropped);
     record.subject = subject;
-    append_labelled(journal, &entry, record);
+    labelled(entry, record)
+}
+
+/// [`Engine::drop_entry`] for a caller with a store and no engine (the
+/// console): deletes entry `id` and journals it as dropped.
+pub async fn drop_from<B: Store>(store: &B, id: &EntryId) -> Result<bool, B::Error> {
+    let Some(entry) = store.get(id).await? else {
+        return Ok(false);
+    };
+    let subject = store.subject(id).await;
+    if !store.drop_entry(id).await? {
+        return Ok(false);
+    }
+    if let Err(e) = store.append(&[dropped_record(&entry, subject)]).await {
+        tracing::warn!("the drop of {} is not in the journal: {e}", entry.id);
+    }
     Ok(true)
 }
 
