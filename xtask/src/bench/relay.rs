@@ -194,6 +194,7 @@ pub(crate) fn measure(world: &World, options: &Options) -> Result<RelayFigures> 
     // The relay over PostgreSQL, beside the local spool's, until its row
     // is measured.
     eprintln!("==> bench: starting PostgreSQL for the relay over the store");
+    let started = Instant::now();
     let mut store = match Store::start(world) {
         Ok(store) => match start_relay(world, Some(&config), store.env()) {
             Ok(relay) => Some((store, relay)),
@@ -208,8 +209,12 @@ pub(crate) fn measure(world: &World, options: &Options) -> Result<RelayFigures> 
             None
         }
     };
-    if let Some(why) = &figures.store_missing {
-        eprintln!("==> bench: SKIPPED the PostgreSQL store's row: {why}");
+    match &figures.store_missing {
+        Some(why) => eprintln!("==> bench: SKIPPED the PostgreSQL store's row: {why}"),
+        None => eprintln!(
+            "==> bench: PostgreSQL and its relay ready in {:.1} s",
+            started.elapsed().as_secs_f64()
+        ),
     }
     let measured = (|| -> Result<()> {
         for connections in CONNECTIONS {
@@ -222,6 +227,16 @@ pub(crate) fn measure(world: &World, options: &Options) -> Result<RelayFigures> 
                 && let Some((_, (store_relay, store_addr))) = &mut store
             {
                 eprintln!("==> bench: relay over PostgreSQL, {connections} connection(s)");
+                // One message per connection first, not counted: its
+                // connections to PostgreSQL open, as the local relay's
+                // earlier rows warmed it.
+                load(
+                    STORE_SERVER,
+                    *store_addr,
+                    connections,
+                    connections,
+                    &message,
+                )?;
                 figures.rows.push(load(
                     STORE_SERVER,
                     *store_addr,
@@ -888,8 +903,9 @@ pub(crate) fn render(figures: &RelayFigures, profile: &str, out: &mut String) {
          {LOAD_MAX_CONNECTIONS} connections, {LOAD_MAX_PER_ADDRESS} per address; the hostile \
          rows each run against a fresh relay with the defaults and read its peak RSS \
          (`VmHWM`). The row `{STORE_SERVER}` is a second relay with the same settings \
-         accepting into PostgreSQL (issue 25: a throwaway local cluster, `fsync` off, \
-         migrated with `apimail store migrate`), measured right after the local spool's \
+         accepting into PostgreSQL (issue 25: a throwaway local cluster, \
+         commits synced as in production, migrated with `apimail store migrate`; one \
+         message per connection first, not counted), measured right after the local spool's \
          {STORE_CONNECTIONS}-connection row with the same generator and messages.\n",
         figures.message_bytes
     );

@@ -1,5 +1,6 @@
 //! The relay over the shared PostgreSQL store (issue 25), for figure 6's
-//! PostgreSQL row: a throwaway cluster (`apimail-test-postgres`), a
+//! PostgreSQL row: a throwaway cluster (`apimail-test-postgres`) that
+//! syncs its commits as a production server does, a
 //! database migrated with `apimail store migrate`, and the environment
 //! that makes the Gmail account's relay accept into it, with a data
 //! directory of its own (the sandbox's tokens copied in) so that nothing
@@ -25,7 +26,9 @@ impl Store {
     /// account, or says why it cannot (PostgreSQL not installed, or a step
     /// that failed).
     pub(crate) fn start(world: &World) -> Result<Store, String> {
-        let cluster = PgCluster::start().map_err(|e| format!("PostgreSQL is unavailable: {e}"))?;
+        // Synced commits, as the local spool syncs before its 250.
+        let cluster =
+            PgCluster::start_durable().map_err(|e| format!("PostgreSQL is unavailable: {e}"))?;
         let db = cluster
             .new_database("bench_relay")
             .map_err(|e| format!("cannot create the database: {e}"))?;
