@@ -1171,3 +1171,59 @@ fn render_depth(depth: &DepthFigures, out: &mut String) {
         depth.first_220.as_secs_f64(),
     );
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(server: &'static str, per_second: f64, p99_ms: f64) -> ThroughputRow {
+        ThroughputRow {
+            server,
+            connections: STORE_CONNECTIONS,
+            messages: 100,
+            per_second,
+            p50_ms: 1.0,
+            p99_ms,
+        }
+    }
+
+    #[test]
+    fn the_store_row_is_met_at_half_the_local_spool_and_not_below() {
+        let mut figures = RelayFigures {
+            rows: vec![
+                row("apimail relay", 400.0, 10.0),
+                row(STORE_SERVER, 200.0, 30.0),
+            ],
+            ..RelayFigures::default()
+        };
+        let (met, detail) = store_share(&figures);
+        assert_eq!(met, "yes");
+        assert!(detail.contains("200 msgs/s against the local spool's 400 (50%)"));
+        assert!(detail.contains("p99 30.0 ms against 10.0 ms"));
+        figures.rows[1].per_second = 199.0;
+        assert_eq!(store_share(&figures).0, "**no**");
+    }
+
+    #[test]
+    fn a_missing_postgresql_is_reported_as_skipped_with_its_reason() {
+        let figures = RelayFigures {
+            rows: vec![row("apimail relay", 400.0, 10.0)],
+            store_missing: Some("PostgreSQL is unavailable: no initdb\nat all | here".into()),
+            ..RelayFigures::default()
+        };
+        let (met, detail) = store_share(&figures);
+        assert_eq!(met, "**skipped**");
+        assert_eq!(
+            detail,
+            "PostgreSQL is unavailable: no initdb at all \\| here"
+        );
+        let mut out = String::new();
+        render(&figures, "dev", &mut out);
+        assert!(
+            out.contains(&format!(
+                "| {STORE_SERVER} | {STORE_CONNECTIONS} | – | **skipped**: PostgreSQL is unavailable"
+            )),
+            "{out}"
+        );
+    }
+}

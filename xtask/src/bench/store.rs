@@ -9,7 +9,7 @@
 use std::ffi::OsString;
 use std::path::Path;
 
-use apimail_tests::postgres::PgCluster;
+use apimail_tests::postgres::{BIN_VAR, PgCluster};
 
 use super::world::{Provider, World};
 
@@ -27,8 +27,12 @@ impl Store {
     /// that failed).
     pub(crate) fn start(world: &World) -> Result<Store, String> {
         // Synced commits, as the local spool syncs before its 250.
-        let cluster =
-            PgCluster::start_durable().map_err(|e| format!("PostgreSQL is unavailable: {e}"))?;
+        let cluster = PgCluster::start_durable().map_err(|e| {
+            format!(
+                "PostgreSQL is unavailable: {e} (install Debian's `postgresql`, as \
+                     `cargo xtask ci` does as root, or set {BIN_VAR} to the directory of initdb)"
+            )
+        })?;
         let db = cluster
             .new_database("bench_relay")
             .map_err(|e| format!("cannot create the database: {e}"))?;
