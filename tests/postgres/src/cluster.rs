@@ -44,6 +44,9 @@ pub struct PgCluster {
     port: u16,
     password: String,
     as_postgres: bool,
+    /// `fsync`, `synchronous_commit` and `full_page_writes` at their
+    /// defaults (on), as a production server runs, rather than off.
+    durable: bool,
     /// Stops the cluster when this process ends without dropping it.
     watcher: Option<Child>,
     databases: AtomicUsize,
@@ -52,6 +55,17 @@ pub struct PgCluster {
 impl PgCluster {
     /// Starts a new cluster, or says why it cannot.
     pub fn start() -> Result<PgCluster, Unavailable> {
+        Self::start_with(false)
+    }
+
+    /// Like [`start`](Self::start), with commits synced to disk as a
+    /// production server does (`fsync`, `synchronous_commit` and
+    /// `full_page_writes` on): for measuring, not for tests.
+    pub fn start_durable() -> Result<PgCluster, Unavailable> {
+        Self::start_with(true)
+    }
+
+    fn start_with(durable: bool) -> Result<PgCluster, Unavailable> {
         let bin = find_bin()?;
         let as_postgres = is_root();
         if as_postgres && !user_exists("postgres") {
@@ -62,7 +76,7 @@ impl PgCluster {
         let mut last = None;
         // A free port can be taken by someone else before the server binds it.
         for _ in 0..3 {
-            match Self::start_once(&bin, as_postgres) {
+            match Self::start_once(&bin, as_postgres, durable) {
                 Ok(cluster) => return Ok(cluster),
                 Err(e) => last = Some(e),
             }
@@ -80,7 +94,7 @@ impl PgCluster {
             .map_err(Clone::clone)
     }
 
-    fn start_once(bin: &Path, as_postgres: bool) -> Result<PgCluster, Unavailable> {
+    fn start_once(bin: &Path, as_postgres: bool, durable: bool) -> Result<PgCluster, Unavailable> {
         let temp = tempfile::Builder::new()
             .prefix("apimail-pg-")
             .tempdir()
@@ -92,6 +106,7 @@ impl PgCluster {
             port: free_port()?,
             password: random_password(),
             as_postgres,
+            durable,
             watcher: None,
             databases: AtomicUsize::new(0),
         };
@@ -126,10 +141,14 @@ impl PgCluster {
     }
 
     fn run_start(&self) -> Result<(), Unavailable> {
+        let sync = if self.durable {
+            ""
+        } else {
+            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
+        };
         let options = format!(
             "-c listen_addresses=127.0.0.1 -p {} -c unix_socket_directories='{}' \
-             -c fsync=off -c synchronous_commit=off -c full_page_writes=off \
-             -c max_connections=200",
+             {sync}-c max_connections=200",
             self.port,
             self.dir.display()
         );

@@ -16,6 +16,7 @@ mod peers;
 mod postfix;
 mod relay;
 mod report;
+mod store;
 mod streaming;
 mod world;
 

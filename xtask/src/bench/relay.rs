@@ -22,12 +22,21 @@ use std::time::{Duration, Instant};
 
 use super::Options;
 use super::postfix::{self, Postfix};
+use super::store::Store;
 use super::world::{Provider, RECIPIENT, World};
 use crate::{Context, Error, Result};
 use apimail_tests::fake_google::Fault;
 
 /// Concurrent connections of each throughput row.
 pub(crate) const CONNECTIONS: [usize; 3] = [1, 10, 50];
+/// Connections of the PostgreSQL store's row, measured beside the local
+/// spool's row with as many.
+pub(crate) const STORE_CONNECTIONS: usize = 10;
+/// The server of that row.
+pub(crate) const STORE_SERVER: &str = "apimail relay, PostgreSQL store";
+/// Least acceptance on the PostgreSQL store as a share of the local
+/// spool's, at [`STORE_CONNECTIONS`] (issue 25).
+const STORE_SHARE: f64 = 0.50;
 /// Idle connections for the memory row.
 pub(crate) const IDLE_CONNECTIONS: usize = 1000;
 /// `smtp-source -l`: the message length of its rows.
@@ -115,6 +124,8 @@ pub(crate) struct RelayFigures {
     pub(crate) message_bytes: usize,
     /// Acceptance with a deep queue, and the start-up with it.
     pub(crate) depth: Option<DepthFigures>,
+    /// Why the PostgreSQL store's row was skipped, if it was.
+    pub(crate) store_missing: Option<String>,
 }
 
 /// The relay with a deep queue (issue 23): the same load on an empty queue
@@ -179,7 +190,32 @@ pub(crate) fn measure(world: &World, options: &Options) -> Result<RelayFigures> 
         }
     };
     let config = load_config(world)?;
-    let (mut relay, addr) = start_relay(world, Some(&config))?;
+    let (mut relay, addr) = start_relay(world, Some(&config), &[])?;
+    // The relay over PostgreSQL, beside the local spool's, until its row
+    // is measured.
+    eprintln!("==> bench: starting PostgreSQL for the relay over the store");
+    let started = Instant::now();
+    let mut store = match Store::start(world) {
+        Ok(store) => match start_relay(world, Some(&config), store.env()) {
+            Ok(relay) => Some((store, relay)),
+            Err(e) => {
+                figures.store_missing =
+                    Some(format!("the relay over the store did not start: {e}"));
+                None
+            }
+        },
+        Err(why) => {
+            figures.store_missing = Some(why);
+            None
+        }
+    };
+    match &figures.store_missing {
+        Some(why) => eprintln!("==> bench: SKIPPED the PostgreSQL store's row: {why}"),
+        None => eprintln!(
+            "==> bench: PostgreSQL and its relay ready in {:.1} s",
+            started.elapsed().as_secs_f64()
+        ),
+    }
     let measured = (|| -> Result<()> {
         for connections in CONNECTIONS {
             let count = messages(options, connections);
@@ -187,6 +223,31 @@ pub(crate) fn measure(world: &World, options: &Options) -> Result<RelayFigures> 
             figures
                 .rows
                 .push(load("apimail relay", addr, connections, count, &message)?);
+            if connections == STORE_CONNECTIONS
+                && let Some((_, (store_relay, store_addr))) = &mut store
+            {
+                eprintln!("==> bench: relay over PostgreSQL, {connections} connection(s)");
+                // One message per connection first, not counted: its
+                // connections to PostgreSQL open, as the local relay's
+                // earlier rows warmed it.
+                load(
+                    STORE_SERVER,
+                    *store_addr,
+                    connections,
+                    connections,
+                    &message,
+                )?;
+                figures.rows.push(load(
+                    STORE_SERVER,
+                    *store_addr,
+                    connections,
+                    count,
+                    &message,
+                )?);
+                let _ = store_relay.kill();
+                let _ = store_relay.wait();
+                store = None;
+            }
             if let Some(postfix) = &postfix {
                 eprintln!("==> bench: Postfix, {connections} connection(s)");
                 figures
@@ -205,6 +266,10 @@ pub(crate) fn measure(world: &World, options: &Options) -> Result<RelayFigures> 
     })();
     let _ = relay.kill();
     let _ = relay.wait();
+    if let Some((_, (mut store_relay, _))) = store.take() {
+        let _ = store_relay.kill();
+        let _ = store_relay.wait();
+    }
     drop(postfix);
     measured?;
     figures.depth = Some(measure_depth(world, options, &message)?);
@@ -465,14 +530,20 @@ fn free_port() -> Result<u16> {
 }
 
 /// `apimail relay` on a free loopback port, listening; with `config`
-/// instead of the sandbox's configuration file when given.
-fn start_relay(world: &World, config: Option<&Path>) -> Result<(Child, SocketAddr)> {
+/// instead of the sandbox's configuration file when given,
+/// and with the variables `env`.
+fn start_relay(
+    world: &World,
+    config: Option<&Path>,
+    env: &[(&str, std::ffi::OsString)],
+) -> Result<(Child, SocketAddr)> {
     let port = free_port()?;
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
     let mut command = world.apimail(Provider::Gmail);
     if let Some(config) = config {
         command.env("APIMAIL_CONFIG", config);
     }
+    command.envs(env.iter().map(|(k, v)| (k, v)));
     let mut relay = command
         .args(["relay", "--listen", &addr.to_string()])
         .stdout(Stdio::null())
@@ -490,7 +561,7 @@ fn start_relay(world: &World, config: Option<&Path>) -> Result<(Child, SocketAdd
 /// Runs `row` against a fresh relay (so its peak RSS is the row's own),
 /// then stops it.
 fn with_relay<T>(world: &World, row: impl FnOnce(SocketAddr, u32) -> Result<T>) -> Result<T> {
-    let (mut relay, addr) = start_relay(world, None)?;
+    let (mut relay, addr) = start_relay(world, None, &[])?;
     // The session of wait_listening's probe must end first: it holds one
     // of the relay's 100 slots.
     std::thread::sleep(Duration::from_millis(500));
@@ -831,7 +902,11 @@ pub(crate) fn render(figures: &RelayFigures, profile: &str, out: &mut String) {
          alternation, at each connection count. The load rows' relay allows \
          {LOAD_MAX_CONNECTIONS} connections, {LOAD_MAX_PER_ADDRESS} per address; the hostile \
          rows each run against a fresh relay with the defaults and read its peak RSS \
-         (`VmHWM`).\n",
+         (`VmHWM`). The row `{STORE_SERVER}` is a second relay with the same settings \
+         accepting into PostgreSQL (issue 25: a throwaway local cluster, \
+         commits synced as in production, migrated with `apimail store migrate`; one \
+         message per connection first, not counted), measured right after the local spool's \
+         {STORE_CONNECTIONS}-connection row with the same generator and messages.\n",
         figures.message_bytes
     );
     let _ = writeln!(
@@ -847,6 +922,13 @@ pub(crate) fn render(figures: &RelayFigures, profile: &str, out: &mut String) {
     }
     if let Some(why) = &figures.postfix_missing {
         let _ = writeln!(out, "| Postfix | – | – | {why} | – | – |");
+    }
+    if let Some(why) = &figures.store_missing {
+        let _ = writeln!(
+            out,
+            "| {STORE_SERVER} | {STORE_CONNECTIONS} | – | **skipped**: {} | – | – |",
+            one_line(why)
+        );
     }
     render_source(figures, out);
     if let Some(mb) = figures.idle_rss_mb {
@@ -879,6 +961,12 @@ pub(crate) fn render(figures: &RelayFigures, profile: &str, out: &mut String) {
             "{:.1} ms (p50 {:.1} ms), the bench's own generator",
             r.p99_ms, r.p50_ms
         ))
+    );
+    let (met, detail) = store_share(figures);
+    let _ = writeln!(
+        out,
+        "| acceptance on the PostgreSQL store at least {:.0}% of the local spool's, {STORE_CONNECTIONS} connections | {met} | {detail} |",
+        STORE_SHARE * 100.0
     );
     let _ = writeln!(
         out,
@@ -940,6 +1028,54 @@ pub(crate) fn render(figures: &RelayFigures, profile: &str, out: &mut String) {
         per_address.map_or("–", |p| p.detail.as_str())
     );
     out.push('\n');
+}
+
+/// Whether the relay over PostgreSQL accepted at least [`STORE_SHARE`] of
+/// the local spool's msgs/s at [`STORE_CONNECTIONS`], and the figures.
+fn store_share(figures: &RelayFigures) -> (&'static str, String) {
+    let find = |server: &str| {
+        figures
+            .rows
+            .iter()
+            .find(|r| r.server == server && r.connections == STORE_CONNECTIONS)
+    };
+    match (find(STORE_SERVER), find("apimail relay")) {
+        (Some(store), Some(local)) => {
+            let share = store.per_second / local.per_second.max(f64::MIN_POSITIVE);
+            (
+                if share >= STORE_SHARE {
+                    "yes"
+                } else {
+                    "**no**"
+                },
+                format!(
+                    "{:.0} msgs/s against the local spool's {:.0} ({:.0}%); p99 {:.1} ms against {:.1} ms",
+                    store.per_second,
+                    local.per_second,
+                    share * 100.0,
+                    store.p99_ms,
+                    local.p99_ms
+                ),
+            )
+        }
+        _ => (
+            "**skipped**",
+            figures
+                .store_missing
+                .as_deref()
+                .map_or_else(|| "not measured".to_owned(), one_line),
+        ),
+    }
+}
+
+/// `text` on one line, for a table cell, at most 400 characters.
+fn one_line(text: &str) -> String {
+    let line = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    let mut cut: String = line.chars().take(400).collect();
+    if cut.len() < line.len() {
+        cut.push_str(" …");
+    }
+    cut.replace('|', "\\|")
 }
 
 /// The `smtp-source` table: median (min–max) msgs/s per server and
@@ -1034,4 +1170,60 @@ fn render_depth(depth: &DepthFigures, out: &mut String) {
         met(depth.first_220 <= FIRST_220),
         depth.first_220.as_secs_f64(),
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(server: &'static str, per_second: f64, p99_ms: f64) -> ThroughputRow {
+        ThroughputRow {
+            server,
+            connections: STORE_CONNECTIONS,
+            messages: 100,
+            per_second,
+            p50_ms: 1.0,
+            p99_ms,
+        }
+    }
+
+    #[test]
+    fn the_store_row_is_met_at_half_the_local_spool_and_not_below() {
+        let mut figures = RelayFigures {
+            rows: vec![
+                row("apimail relay", 400.0, 10.0),
+                row(STORE_SERVER, 200.0, 30.0),
+            ],
+            ..RelayFigures::default()
+        };
+        let (met, detail) = store_share(&figures);
+        assert_eq!(met, "yes");
+        assert!(detail.contains("200 msgs/s against the local spool's 400 (50%)"));
+        assert!(detail.contains("p99 30.0 ms against 10.0 ms"));
+        figures.rows[1].per_second = 199.0;
+        assert_eq!(store_share(&figures).0, "**no**");
+    }
+
+    #[test]
+    fn a_missing_postgresql_is_reported_as_skipped_with_its_reason() {
+        let figures = RelayFigures {
+            rows: vec![row("apimail relay", 400.0, 10.0)],
+            store_missing: Some("PostgreSQL is unavailable: no initdb\nat all | here".into()),
+            ..RelayFigures::default()
+        };
+        let (met, detail) = store_share(&figures);
+        assert_eq!(met, "**skipped**");
+        assert_eq!(
+            detail,
+            "PostgreSQL is unavailable: no initdb at all \\| here"
+        );
+        let mut out = String::new();
+        render(&figures, "dev", &mut out);
+        assert!(
+            out.contains(&format!(
+                "| {STORE_SERVER} | {STORE_CONNECTIONS} | – | **skipped**: PostgreSQL is unavailable"
+            )),
+            "{out}"
+        );
+    }
 }

@@ -145,6 +145,11 @@ impl World {
         self.sandbox(provider).path().join("data/outbox")
     }
 
+    /// `provider`'s data directory (`APIMAIL_DATA_DIR`).
+    pub(crate) fn data_dir(&self, provider: Provider) -> PathBuf {
+        self.sandbox(provider).path().join("data")
+    }
+
     /// `provider`'s configuration file (`APIMAIL_CONFIG`).
     pub(crate) fn config_path(&self, provider: Provider) -> PathBuf {
         self.sandbox(provider).path().join("config/config.toml")
