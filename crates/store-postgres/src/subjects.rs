@@ -45,8 +45,11 @@ impl Subjects {
     }
 }
 
+/// The most of a message's head kept to find its Subject in: 1 MiB.
+const HEAD_LIMIT: usize = 1024 * 1024;
+
 /// Collects a message's head as its chunks go by: the chunks up to the
-/// end of the header section, at most [`CHUNK_BYTES`](crate::CHUNK_BYTES).
+/// end of the header section, at most [`HEAD_LIMIT`] bytes.
 #[derive(Debug, Default)]
 pub(crate) struct Head {
     bytes: Vec<u8>,
@@ -55,7 +58,7 @@ pub(crate) struct Head {
 impl Head {
     /// Whether more chunks are wanted.
     pub(crate) fn wants_more(&self) -> bool {
-        self.bytes.len() < crate::CHUNK_BYTES && !ends_headers(&self.bytes)
+        self.bytes.len() < HEAD_LIMIT && !ends_headers(&self.bytes)
     }
 
     /// Takes `chunk` if more is wanted.
