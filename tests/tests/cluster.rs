@@ -6,6 +6,11 @@
 //! database is stopped for 10 seconds. Skipped, saying why, where
 //! PostgreSQL is not installed.
 
+#![allow(
+    clippy::print_stderr,
+    reason = "the test reports its timeline and counts"
+)]
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
