@@ -8,6 +8,7 @@ pub mod fake_microsoft;
 pub mod process;
 pub mod quota;
 pub mod sandbox;
+pub mod store_node;
 
 pub use apimail_test_http as http;
 pub use apimail_test_postgres as postgres;

@@ -9,8 +9,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use apimail_tests::fake_google::FakeGoogle;
-use apimail_tests::postgres::{PgCluster, skip_or_panic, start_or_skip};
-use apimail_tests::{Process, Run, Sandbox, free_port, run};
+use apimail_tests::postgres::{skip_or_panic, start_or_skip};
+use apimail_tests::store_node::{delivered_ids, other_node, relay_config, sandbox_on};
+use apimail_tests::{Process, free_port, run};
 
 const ACCOUNT: &str = "user@example.com";
 
@@ -57,25 +58,6 @@ fn send_body(dir: &Path, addr: &str, tag: &str, body: &str) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-/// How many times each Message-ID reached the fake.
-fn delivered_ids(fake: &FakeGoogle) -> BTreeMap<String, usize> {
-    let mut ids = BTreeMap::new();
-    for message in fake.messages() {
-        let text = String::from_utf8_lossy(&message.raw).into_owned();
-        let id = text
-            .lines()
-            .find_map(|l| {
-                l.strip_prefix("Message-ID: ")
-                    .or_else(|| l.strip_prefix("Message-Id: "))
-            })
-            .unwrap_or("none")
-            .trim()
-            .to_owned();
-        *ids.entry(id).or_default() += 1;
-    }
-    ids
-}
-
 /// Waits until the fake holds `count` messages (at most 60 s).
 fn wait_delivered(fake: &FakeGoogle, count: usize, logs: &[&Process]) {
     let until = Instant::now() + Duration::from_secs(60);
@@ -93,54 +75,8 @@ fn wait_delivered(fake: &FakeGoogle, count: usize, logs: &[&Process]) {
     }
 }
 
-/// A logged-in sandbox whose commands use database `db` of `cluster`,
-/// migrated.
-fn sandbox_on(fake: &FakeGoogle, cluster: &PgCluster, db: &str) -> Sandbox {
-    let mut sandbox = Sandbox::new(fake);
-    let login = sandbox.login(fake, &[]);
-    assert_eq!(login.code, 0, "{}", login.stderr);
-    let file = sandbox.path().join("store-password");
-    std::fs::write(&file, format!("{}\n", cluster.password())).unwrap();
-    sandbox.set_env("APIMAIL_STORE_URL", &cluster.url(db));
-    sandbox.set_env("APIMAIL_STORE_PASSWORD_FILE", file.to_str().unwrap());
-    let migrate: Run = run(sandbox.cmd().args(["store", "migrate"]));
-    assert_eq!(migrate.code, 0, "{}", migrate.stderr);
-    sandbox
-}
-
-/// The sandbox's configuration with a relay listening on `addr` (loopback,
-/// no AUTH, no TLS), written to `path`.
-fn relay_config(sandbox: &Sandbox, path: &Path, addr: &str) {
-    let base = std::fs::read_to_string(sandbox.path().join("config/config.toml")).unwrap();
-    let base = base.split("\n[relay]\n").next().unwrap().to_owned();
-    std::fs::write(
-        path,
-        format!("{base}\n[relay]\n\n[relay.listeners.main]\nlisten = \"{addr}\"\ntls = \"none\"\n"),
-    )
-    .unwrap();
-}
-
 /// The pacer's name for the test account's mailbox (its sender identity).
 const MAILBOX: &str = "account `user@example.com`";
-
-/// A relay on `addr` with its own configuration file and data directory
-/// (the sandbox's tokens copied in: another node of the same cluster).
-fn other_node(sandbox: &Sandbox, name: &str, addr: &str) -> Command {
-    let config = sandbox.path().join(format!("config-{name}.toml"));
-    relay_config(sandbox, &config, addr);
-    let data = sandbox.path().join(format!("data-{name}"));
-    let tokens = data.join("tokens");
-    std::fs::create_dir_all(&tokens).unwrap();
-    for file in std::fs::read_dir(sandbox.path().join("data/tokens")).unwrap() {
-        let file = file.unwrap();
-        std::fs::copy(file.path(), tokens.join(file.file_name())).unwrap();
-    }
-    let mut command = sandbox.cmd();
-    command
-        .env("APIMAIL_CONFIG", &config)
-        .env("APIMAIL_DATA_DIR", &data);
-    command
-}
 
 #[test]
 fn two_relays_on_one_store_deliver_each_accepted_message_once() {
